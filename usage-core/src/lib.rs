@@ -1,0 +1,31 @@
+//! Tollgate's domain, shared by the edge worker (wasm), the collector and the dashboard.
+//!
+//! - [`UsageRecord`] — one record per provider call attempt (the data contract), with
+//!   [`UsageRecord::validate`].
+//! - [`Nanos`] — money as integer nano-USD.
+//! - [`PriceTable`] — per-model prices with effective dates and a content version;
+//!   [`price_call`] / [`cost()`] price each token class once.
+//! - [`parse_response`] and [`SseScanner`] — usage from provider JSON bodies and event streams.
+//! - [`wire`] — batch encoding and the HMAC signature between edge and collector.
+//! - [`keys`] — the app-key format and its hash.
+//!
+//! Pure: no I/O, no clock, no async runtime; builds for `wasm32-unknown-unknown` and native.
+//! Callers pass the time in.
+
+pub mod cost;
+pub mod keys;
+pub mod money;
+pub mod price;
+pub mod record;
+pub mod sse;
+pub mod usage;
+pub mod wire;
+
+pub use cost::{cost, price_call, price_tokens, Priced, TokenCounts};
+pub use money::{MoneyError, Nanos};
+pub use price::{ModelPrice, PriceError, PriceFile, PriceTable};
+pub use record::{
+    CostSource, Endpoint, ErrorClass, FieldError, UsageRecord, UsageSource, SCHEMA_VERSION,
+};
+pub use sse::{scan, SseScanner, StreamSummary};
+pub use usage::{parse_response, ParseError, ParsedResponse, ParsedUsage};

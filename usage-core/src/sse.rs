@@ -1,0 +1,393 @@
+//! An incremental scanner for provider event streams (server-sent events).
+//!
+//! [`SseScanner`] is fed the bytes of a streamed response exactly as they arrive — split
+//! anywhere: inside a line, inside a UTF-8 sequence, inside `data:` — and keeps only what it
+//! needs: the current partial line and the current event's data. At the end,
+//! [`SseScanner::finish`] yields a [`StreamSummary`]: the final usage (the last usage seen
+//! wins), the served model, whether the stream ended properly (`[DONE]` for Chat Completions, a
+//! terminal `response.*` event for the Responses API) and whether it was cut short.
+//!
+//! Both Chat Completions chunks (`{"model":…,"choices":[…],"usage":…}`) and Responses API
+//! events (`{"type":"response.completed","response":{"model":…,"usage":…}}`) are understood;
+//! comment lines (`: OPENROUTER PROCESSING`) are skipped. Chunks that cannot carry anything we
+//! need are not parsed at all, so the cost per chunk is a substring check.
+
+use serde::Deserialize;
+
+use crate::usage::{ParsedUsage, WireUsage};
+
+/// Longest event data the scanner buffers; a longer event is skipped (and counted).
+pub const MAX_EVENT_BYTES: usize = 4 << 20;
+
+/// What a finished (or abandoned) stream said.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// The final usage the provider reported; `None` if it never came.
+    pub usage: Option<ParsedUsage>,
+    /// The model that served the stream.
+    pub model: Option<String>,
+    /// The provider's id for the call.
+    pub id: Option<String>,
+    /// The stream ended as the protocol says it should.
+    pub done: bool,
+    /// The stream stopped before its end (no `[DONE]` / terminal event, or a partial event).
+    pub truncated: bool,
+    /// Data events seen, excluding `[DONE]`.
+    pub events: u64,
+    /// Events that carried content (neither usage-only nor `[DONE]`): about one output token
+    /// each, which makes an estimate when a cut stream never reports its usage.
+    pub content_events: u64,
+    /// An error the provider sent inside the stream (its `message`, or its type).
+    pub error: Option<String>,
+    /// Events skipped for exceeding [`MAX_EVENT_BYTES`].
+    pub oversized_events: u64,
+}
+
+impl StreamSummary {
+    /// Output tokens estimated from the events seen, for streams that lost their usage.
+    pub fn estimated_output_tokens(&self) -> u32 {
+        u32::try_from(self.content_events).unwrap_or(u32::MAX)
+    }
+}
+
+/// Incremental SSE scanner; see the module docs.
+#[derive(Debug, Default)]
+pub struct SseScanner {
+    line: Vec<u8>,
+    data: Vec<u8>,
+    has_data: bool,
+    /// The last byte fed was `\r`: a following `\n` belongs to the same line ending.
+    after_cr: bool,
+    /// The current event overflowed; skip until the blank line that ends it.
+    overflow: bool,
+    /// Bytes of the current line were dropped (so an empty `line` is not a blank line).
+    line_dropped: bool,
+    summary: StreamSummary,
+}
+
+impl SseScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next bytes of the stream.
+    pub fn feed(&mut self, mut chunk: &[u8]) {
+        if self.after_cr {
+            if let Some(rest) = chunk.strip_prefix(b"\n") {
+                chunk = rest;
+            }
+            self.after_cr = false;
+        }
+        while let Some(pos) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (head, tail) = chunk.split_at(pos);
+            self.push_line_bytes(head);
+            self.end_line();
+            let mut rest = &tail[1..];
+            if tail[0] == b'\r' {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    None => self.after_cr = true,
+                    Some(_) => {}
+                }
+            }
+            chunk = rest;
+        }
+        self.push_line_bytes(chunk);
+    }
+
+    /// What the stream said so far, without ending it.
+    pub fn summary(&self) -> &StreamSummary {
+        &self.summary
+    }
+
+    /// Ends the stream: a pending event is dispatched as the stream's last, and the stream is
+    /// marked truncated unless it ended properly.
+    pub fn finish(mut self) -> StreamSummary {
+        if !self.line.is_empty() || self.line_dropped {
+            self.end_line();
+        }
+        if self.overflow {
+            self.summary.oversized_events += 1;
+        } else if self.has_data {
+            self.dispatch();
+        }
+        self.summary.truncated = !self.summary.done;
+        self.summary
+    }
+
+    fn push_line_bytes(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.overflow || self.line.len() + bytes.len() > MAX_EVENT_BYTES {
+            self.overflow = true;
+            self.line_dropped = true;
+            self.line.clear();
+            return;
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        let dropped = std::mem::take(&mut self.line_dropped);
+        if line.is_empty() && !dropped {
+            if self.overflow {
+                self.summary.oversized_events += 1;
+                self.overflow = false;
+                self.data.clear();
+                self.has_data = false;
+            } else if self.has_data {
+                self.dispatch();
+            }
+        } else if !self.overflow {
+            self.field(&line);
+        }
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn field(&mut self, line: &[u8]) {
+        if line[0] == b':' {
+            return; // comment
+        }
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        if name == b"data" {
+            if self.data.len() + value.len() + 1 > MAX_EVENT_BYTES {
+                self.overflow = true;
+                return;
+            }
+            if self.has_data {
+                self.data.push(b'\n');
+            }
+            self.data.extend_from_slice(value);
+            self.has_data = true;
+        }
+        // `event:`, `id:` and `retry:` carry nothing we need: the JSON has its own `type`.
+    }
+
+    fn dispatch(&mut self) {
+        let data = std::mem::take(&mut self.data);
+        self.has_data = false;
+        self.scan_event(&data);
+        self.data = data;
+        self.data.clear();
+    }
+
+    fn scan_event(&mut self, data: &[u8]) {
+        let data = data.trim_ascii();
+        if data == b"[DONE]" {
+            self.summary.done = true;
+            return;
+        }
+        self.summary.events += 1;
+        let worth_parsing = self.summary.model.is_none()
+            || contains(data, b"\"usage\"")
+            || contains(data, b"\"error\"")
+            || contains(data, b"\"response.");
+        if !worth_parsing {
+            self.summary.content_events += 1;
+            return;
+        }
+        let Ok(event) = serde_json::from_slice::<StreamEvent>(data) else {
+            // Not JSON: nothing we can use, but not a reason to lose the rest of the stream.
+            return;
+        };
+        let mut usage = event.usage;
+        let mut model = event.model;
+        let mut id = event.id;
+        let mut is_content = true;
+        if let Some(kind) = event.kind.as_deref() {
+            if let Some(response) = event.response {
+                model = model.or(response.model);
+                id = id.or(response.id);
+                usage = usage.or(response.usage);
+                if let Some(e) = response.error.as_ref().and_then(ErrorBody::text) {
+                    self.summary.error = Some(e);
+                }
+            }
+            match kind {
+                "response.completed" | "response.incomplete" | "response.failed" => {
+                    self.summary.done = true;
+                    is_content = false;
+                }
+                "response.output_text.delta" => {}
+                "error" => {
+                    self.summary.error = Some(event.message.unwrap_or_else(|| "error".to_string()));
+                    is_content = false;
+                }
+                _ => is_content = false,
+            }
+        }
+        if let Some(e) = event.error.as_ref().and_then(ErrorBody::text) {
+            self.summary.error = Some(e);
+            is_content = false;
+        }
+        if self.summary.model.is_none() {
+            self.summary.model = model.filter(|m| !m.is_empty());
+        }
+        if self.summary.id.is_none() {
+            self.summary.id = id;
+        }
+        if let Some(u) = usage {
+            self.summary.usage = Some(u.normalise());
+            // The usage-only chunk of Chat Completions has empty `choices`.
+            if event.choices.as_ref().is_some_and(Vec::is_empty) {
+                is_content = false;
+            }
+        }
+        if is_content {
+            self.summary.content_events += 1;
+        }
+    }
+}
+
+/// Scans a whole stream at once (a convenience over [`SseScanner`]).
+pub fn scan(bytes: &[u8]) -> StreamSummary {
+    let mut s = SseScanner::new();
+    s.feed(bytes);
+    s.finish()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[derive(Deserialize)]
+struct StreamEvent {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    choices: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    response: Option<ResponseObject>,
+    #[serde(default)]
+    error: Option<ErrorBody>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResponseObject {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    error: Option<ErrorBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorBody {
+    Object {
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+        #[serde(default)]
+        code: Option<serde_json::Value>,
+    },
+    Text(String),
+    Other(serde::de::IgnoredAny),
+}
+
+impl ErrorBody {
+    fn text(&self) -> Option<String> {
+        match self {
+            ErrorBody::Object {
+                message,
+                kind,
+                code,
+            } => message
+                .clone()
+                .or_else(|| kind.clone())
+                .or_else(|| code.as_ref().map(ToString::to_string))
+                .or_else(|| Some("error".to_string())),
+            ErrorBody::Text(t) => Some(t.clone()),
+            ErrorBody::Other(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_endings_of_every_kind() {
+        for sep in ["\n", "\r\n", "\r"] {
+            let body = format!(
+                "data: {{\"model\":\"m\",\"choices\":[{{}}]}}{sep}{sep}data: [DONE]{sep}{sep}"
+            );
+            let s = scan(body.as_bytes());
+            assert_eq!(s.model.as_deref(), Some("m"), "sep {sep:?}");
+            assert!(s.done && !s.truncated, "sep {sep:?}");
+        }
+    }
+
+    #[test]
+    fn crlf_split_across_chunks_is_one_line_ending() {
+        let mut s = SseScanner::new();
+        s.feed(b"data: {\"model\":\"m\"}\r");
+        s.feed(b"\n\r");
+        s.feed(b"\ndata: [DONE]\r\n\r\n");
+        let s = s.finish();
+        assert_eq!((s.events, s.done), (1, true));
+    }
+
+    #[test]
+    fn multi_line_data_and_comments() {
+        let s =
+            scan(b": OPENROUTER PROCESSING\n\ndata: {\"model\":\ndata: \"x\"}\n\ndata: [DONE]\n\n");
+        assert_eq!(s.model.as_deref(), Some("x"));
+        assert_eq!(s.events, 1);
+    }
+
+    #[test]
+    fn error_events_are_reported() {
+        let s = scan(b"data: {\"error\":{\"message\":\"overloaded\",\"code\":529}}\n\n");
+        assert_eq!(s.error.as_deref(), Some("overloaded"));
+        assert!(s.truncated);
+    }
+
+    #[test]
+    fn oversized_events_are_skipped_not_buffered() {
+        let mut s = SseScanner::new();
+        s.feed(b"data: ");
+        let big = vec![b'a'; 1 << 20];
+        for _ in 0..5 {
+            s.feed(&big);
+        }
+        s.feed(b"\n\ndata: {\"model\":\"m\"}\n\ndata: [DONE]\n\n");
+        assert!(s.line.capacity() <= MAX_EVENT_BYTES + (1 << 20));
+        let s = s.finish();
+        assert_eq!(
+            (s.oversized_events, s.model.as_deref(), s.done),
+            (1, Some("m"), true)
+        );
+    }
+
+    #[test]
+    fn an_unterminated_last_event_still_counts_but_is_truncated() {
+        let s = scan(
+            b"data: {\"model\":\"m\",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}",
+        );
+        assert_eq!(s.usage.map(|u| u.tokens.input), Some(3));
+        assert!(s.truncated);
+    }
+}

@@ -1,0 +1,47 @@
+//! `cargo xtask` — everything a person would otherwise have to remember: installing what the
+//! machine lacks, running every check, regenerating the price file, and (as their issues land)
+//! the dev ClickHouse, the edge bundle, the demo and the benchmarks.
+//!
+//! Every step prints what it runs; a failing step names itself and why.
+
+mod prices;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Tollgate repo automation", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what this machine lacks (idempotent): wasm target, ClickHouse server, …
+    Setup,
+    /// Setup, then fmt --check, clippy -D warnings, every test, and the wasm build of usage-core.
+    Test(test::TestArgs),
+    /// Regenerate usage-core/prices.json from a LiteLLM-format price list.
+    Prices(prices::PricesArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::Test(args) => test::run(&args),
+        Command::Prices(args) => prices::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `cargo xtask setup`: install what this machine lacks. Idempotent and quiet when all is there.
+
+use std::process::Command;
+
+use crate::util::{exec, have, output, step, Result};
+
+pub fn run() -> Result {
+    wasm_target()?;
+    clickhouse()?;
+    println!("setup: done");
+    Ok(())
+}
+
+fn wasm_target() -> Result {
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if installed
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
+        return Ok(());
+    }
+    step("setup: rust target wasm32-unknown-unknown");
+    exec(
+        "rustup target add",
+        Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]),
+    )
+}
+
+/// Debian's `clickhouse-server` (18.16) and `clickhouse-client`; see CLICKHOUSE.md.
+fn clickhouse() -> Result {
+    if have("/usr/bin/clickhouse-server") && have("/usr/bin/clickhouse-client") {
+        return Ok(());
+    }
+    step("setup: ClickHouse server and client (apt)");
+    apt_install(&["clickhouse-server", "clickhouse-client"])
+}
+
+/// `apt-get update` (once per run) and install `packages` non-interactively.
+pub fn apt_install(packages: &[&str]) -> Result {
+    let sudo = !is_root();
+    let apt = |args: &[&str]| {
+        let mut c = if sudo {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        } else {
+            Command::new("apt-get")
+        };
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    exec("apt-get update", &mut apt(&["update", "-qq"]))?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    exec("apt-get install", &mut apt(&args))
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
