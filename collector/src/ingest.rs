@@ -1,0 +1,287 @@
+//! `POST /v1/records`: the accept path.
+//!
+//! In order: spool capacity (503 + `Retry-After` when over the high-water mark), body size
+//! (413), signature and replay window (401), `content-encoding` (415; gzip is inflated with a
+//! bound, 413 past it), batch shape (400; 413 for too many records), then every record is
+//! decoded and validated on its own: good ones are appended to the spool and acknowledged only
+//! once durable; bad ones are reported by index with the field and reason, and sent to the
+//! `usage_rejects` dead-letter table. `202 {accepted, duplicates, rejected:[{index, reason}]}`.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use usage_core::wire::{self, RecordError, SignatureError, WireError};
+
+use crate::AppState;
+
+/// A record the collector refused, on its way to `usage_rejects`.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    pub received_at: OffsetDateTime,
+    /// Which check failed, naming the field.
+    pub reason: String,
+    /// The record's text as received (bounded).
+    pub raw: String,
+}
+
+/// Longest raw record kept in the dead-letter table.
+const MAX_REJECT_RAW: usize = 64 << 10;
+
+/// The 202 body.
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: Vec<RecordError>,
+}
+
+/// An ingest failure: status, a stable machine-readable code and a message safe to show.
+#[derive(Debug)]
+pub struct IngestError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after_secs: Option<u64>,
+}
+
+impl IngestError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        IngestError {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    fn unavailable(code: &'static str, message: impl Into<String>, retry_after_secs: u64) -> Self {
+        IngestError {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut resp = (self.status, body).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<SignatureError> for IngestError {
+    fn from(e: SignatureError) -> Self {
+        let code = match e {
+            SignatureError::Missing => "missing_signature",
+            SignatureError::Stale { .. } => "stale_signature",
+            SignatureError::Mismatch => "bad_signature",
+            _ => "malformed_signature",
+        };
+        IngestError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
+    }
+}
+
+impl From<WireError> for IngestError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::TooManyRecords { .. } => IngestError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_records",
+                e.to_string(),
+            ),
+            WireError::TooLarge { .. } => IngestError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                e.to_string(),
+            ),
+            WireError::BadGzip(_) => {
+                IngestError::new(StatusCode::BAD_REQUEST, "bad_gzip", e.to_string())
+            }
+            WireError::Empty => {
+                IngestError::new(StatusCode::BAD_REQUEST, "empty_batch", e.to_string())
+            }
+            _ => IngestError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()),
+        }
+    }
+}
+
+pub async fn post_records(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result = accept(&state, &headers, body).await;
+    let response = match result {
+        Ok(ok) => (StatusCode::ACCEPTED, Json(ok)).into_response(),
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(code = e.code, message = %e.message, "ingest refused");
+            } else {
+                tracing::debug!(code = e.code, message = %e.message, "ingest refused");
+            }
+            e.into_response()
+        }
+    };
+    state.metrics().count_request(response.status().as_u16());
+    state
+        .metrics()
+        .accept_seconds
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn accept(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<IngestResponse, IngestError> {
+    let spool = state.spool();
+    if let Some(reason) = spool.failure() {
+        tracing::error!(%reason, "refusing batch: spool failed");
+        return Err(IngestError::unavailable(
+            "spool_failed",
+            "the collector cannot store records right now",
+            30,
+        ));
+    }
+    if spool.over_high_water() {
+        return Err(IngestError::unavailable(
+            "spool_full",
+            format!(
+                "the collector's spool holds {} unsent bytes (high-water mark {}); retry later",
+                spool.unsent_bytes(),
+                spool.high_water_bytes()
+            ),
+            5,
+        ));
+    }
+    let limits = &state.config().ingest;
+    let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    let raw: Bytes = axum::body::to_bytes(body, max_body).await.map_err(|_| {
+        IngestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds {max_body} bytes"),
+        )
+    })?;
+
+    let now = OffsetDateTime::now_utc();
+    let signature = headers
+        .get(wire::SIGNATURE_HEADER)
+        .map(|v| v.to_str().unwrap_or(""));
+    let secrets: Vec<&[u8]> = state.secrets().iter().map(Vec::as_slice).collect();
+    wire::verify(
+        signature,
+        &raw,
+        &secrets,
+        now.unix_timestamp(),
+        i64::try_from(limits.replay_window_secs).unwrap_or(i64::MAX),
+    )?;
+
+    let max_inflated = usize::try_from(limits.max_decompressed_bytes).unwrap_or(usize::MAX);
+    let inflated;
+    let body: &[u8] = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?"))
+    {
+        None | Some("identity") => &raw,
+        Some("gzip") => {
+            inflated = wire::gunzip(&raw, max_inflated)?;
+            &inflated
+        }
+        Some(other) => {
+            return Err(IngestError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("content-encoding `{other}` is not supported (use gzip or none)"),
+            ))
+        }
+    };
+
+    let max_records = usize::try_from(limits.max_records_per_batch).unwrap_or(usize::MAX);
+    let decoded = wire::decode_batch(body, max_records)?;
+    let mut good = Vec::with_capacity(decoded.len());
+    let mut good_index = Vec::with_capacity(decoded.len());
+    let mut rejected = Vec::new();
+    let mut rejects = Vec::new();
+    for d in decoded {
+        let outcome = d.record.and_then(|r| match r.validate(now) {
+            Ok(()) => Ok(r),
+            Err(fields) => Err(RecordError {
+                index: d.index,
+                reason: fields
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }),
+        });
+        match outcome {
+            Ok(r) => {
+                good_index.push(d.index);
+                good.push(r);
+            }
+            Err(e) => {
+                rejects.push(Reject {
+                    received_at: now,
+                    reason: e.reason.clone(),
+                    raw: truncate(d.raw, MAX_REJECT_RAW).to_string(),
+                });
+                rejected.push(e);
+            }
+        }
+    }
+
+    let (accepted, duplicates) = if good.is_empty() {
+        (0, 0)
+    } else {
+        let outcome = spool.append(good).await.map_err(|e| {
+            tracing::error!(error = %e, "spool append failed");
+            IngestError::unavailable(
+                "spool_failed",
+                "the collector cannot store records right now",
+                30,
+            )
+        })?;
+        (outcome.accepted, outcome.duplicates.len())
+    };
+    debug_assert!(good_index.len() == accepted + duplicates);
+
+    let metrics = state.metrics();
+    metrics.records_accepted.inc_by(accepted as u64);
+    metrics.records_duplicate.inc_by(duplicates as u64);
+    metrics.records_rejected.inc_by(rejected.len() as u64);
+    if !rejects.is_empty() {
+        state.send_rejects(rejects);
+    }
+    Ok(IngestResponse {
+        accepted,
+        duplicates,
+        rejected,
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

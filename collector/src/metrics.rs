@@ -1,0 +1,125 @@
+//! Prometheus metrics of the collector, served at `GET /metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the collector exports. Cheap to clone (all handles are shared).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub requests: Family<Labels, Counter>,
+    pub records_accepted: Counter,
+    pub records_rejected: Counter,
+    pub records_duplicate: Counter,
+    pub spool_unsent_bytes: Gauge,
+    pub spool_oldest_unsent_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub insert_batches: Counter,
+    pub insert_rows: Counter,
+    pub insert_failures: Family<Labels, Counter>,
+    pub insert_seconds: Histogram,
+    pub accept_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            records_accepted: Counter::default(),
+            records_rejected: Counter::default(),
+            records_duplicate: Counter::default(),
+            spool_unsent_bytes: Gauge::default(),
+            spool_oldest_unsent_seconds: Gauge::default(),
+            insert_batches: Counter::default(),
+            insert_rows: Counter::default(),
+            insert_failures: Family::default(),
+            insert_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            accept_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+        }
+    }
+}
+
+impl Metrics {
+    fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("tollgate_collector");
+        r.register(
+            "requests",
+            "Ingest requests by response status",
+            self.requests.clone(),
+        );
+        r.register(
+            "records_accepted",
+            "Records durably accepted",
+            self.records_accepted.clone(),
+        );
+        r.register(
+            "records_rejected",
+            "Records rejected (sent to usage_rejects)",
+            self.records_rejected.clone(),
+        );
+        r.register(
+            "records_duplicate",
+            "Records dropped as duplicates of an accepted event_id",
+            self.records_duplicate.clone(),
+        );
+        r.register(
+            "spool_unsent_bytes",
+            "Spool bytes not yet committed to ClickHouse",
+            self.spool_unsent_bytes.clone(),
+        );
+        r.register(
+            "spool_oldest_unsent_seconds",
+            "Age of the oldest record not yet committed to ClickHouse",
+            self.spool_oldest_unsent_seconds.clone(),
+        );
+        r.register(
+            "insert_batches",
+            "Batches committed to ClickHouse",
+            self.insert_batches.clone(),
+        );
+        r.register(
+            "insert_rows",
+            "Rows committed to ClickHouse",
+            self.insert_rows.clone(),
+        );
+        r.register(
+            "insert_failures",
+            "Failed insert attempts by kind",
+            self.insert_failures.clone(),
+        );
+        r.register(
+            "insert_seconds",
+            "Duration of a batch insert into ClickHouse",
+            self.insert_seconds.clone(),
+        );
+        r.register(
+            "accept_seconds",
+            "Accept-path latency: body read to durable acknowledgement",
+            self.accept_seconds.clone(),
+        );
+        r
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry());
+        out
+    }
+
+    pub fn count_request(&self, status: u16) {
+        self.requests
+            .get_or_create(&vec![("status", status.to_string())])
+            .inc();
+    }
+
+    pub fn count_insert_failure(&self, kind: &'static str) {
+        self.insert_failures
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
+    }
+}

@@ -1,0 +1,234 @@
+//! The sink against a store double that fails on command.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+use crate::spool::SpoolConfig;
+use crate::testdata::record;
+
+/// An in-memory store: rows by event id with their batch id, and scripted failures.
+#[derive(Default)]
+struct FakeStore {
+    rows: Mutex<Vec<(Uuid, String)>>,
+    rejects: Mutex<Vec<Reject>>,
+    batches: Mutex<Vec<BatchInfo>>,
+    /// Fail the next N inserts *before* storing anything.
+    fail_before: AtomicUsize,
+    /// Store the rows, then report a transient failure (a timeout after the server committed).
+    fail_after: AtomicUsize,
+    /// Refuse the data of the next N inserts.
+    refuse_data: AtomicUsize,
+}
+
+fn take(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+impl Store for FakeStore {
+    async fn insert_events(
+        &self,
+        batch_id: &str,
+        records: &[UsageRecord],
+    ) -> Result<(), StoreError> {
+        if take(&self.fail_before) {
+            return Err(StoreError::Transient("connection refused".into()));
+        }
+        if take(&self.refuse_data) {
+            return Err(StoreError::Data("Code: 53. Type mismatch".into()));
+        }
+        self.rows
+            .lock()
+            .unwrap()
+            .extend(records.iter().map(|r| (r.event_id, batch_id.to_string())));
+        if take(&self.fail_after) {
+            return Err(StoreError::Transient("timeout waiting for response".into()));
+        }
+        Ok(())
+    }
+
+    async fn batch_event_ids(
+        &self,
+        batch_id: &str,
+        _: OffsetDateTime,
+        _: OffsetDateTime,
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        Ok(self
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, b)| b == batch_id)
+            .map(|(id, _)| *id)
+            .collect())
+    }
+
+    async fn record_batch(&self, batch: &BatchInfo) -> Result<(), StoreError> {
+        self.batches.lock().unwrap().push(batch.clone());
+        Ok(())
+    }
+
+    async fn insert_rejects(&self, rejects: &[Reject]) -> Result<(), StoreError> {
+        self.rejects.lock().unwrap().extend(rejects.iter().cloned());
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+fn sink_config() -> SinkConfig {
+    SinkConfig {
+        max_rows: 50,
+        max_bytes: 1 << 20,
+        max_delay_ms: 20,
+        retry_initial_ms: 1,
+        retry_max_ms: 5,
+    }
+}
+
+fn open(dir: &std::path::Path) -> Spool {
+    Spool::open(SpoolConfig {
+        dir: dir.to_path_buf(),
+        segment_bytes: 1 << 16,
+        high_water_bytes: 1 << 30,
+        dedup_window: Duration::from_secs(600),
+        fsync: false,
+    })
+    .unwrap()
+    .0
+}
+
+/// Runs the sink until the spool is committed up to its durable LSN.
+async fn run_until_drained(spool: &Spool, store: Arc<FakeStore>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let health = Arc::new(StoreHealth::default());
+    let sink = Sink::new(
+        spool.clone(),
+        store,
+        sink_config(),
+        Metrics::default(),
+        health,
+    );
+    let task = tokio::spawn(sink.run(stop_rx, Duration::from_secs(5)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spool.committed_lsn() < spool.durable_lsn() {
+        assert!(Instant::now() < deadline, "sink did not drain");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+fn counts(store: &FakeStore) -> HashMap<Uuid, usize> {
+    let mut m = HashMap::new();
+    for (id, _) in store.rows.lock().unwrap().iter() {
+        *m.entry(*id).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test]
+async fn every_record_is_stored_once_in_bounded_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    for i in 0..20u128 {
+        spool
+            .append((i * 10..i * 10 + 10).map(record).collect())
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(FakeStore::default());
+    run_until_drained(&spool, store.clone()).await;
+    let c = counts(&store);
+    assert_eq!(c.len(), 200);
+    assert!(c.values().all(|n| *n == 1));
+    let batches = store.batches.lock().unwrap();
+    assert!(batches.iter().all(|b| b.rows <= 50), "max_rows respected");
+    assert_eq!(batches.iter().map(|b| b.rows).sum::<u64>(), 200);
+    assert_eq!(spool.unsent_bytes(), 0);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_a_landed_insert_is_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool.append((0..30).map(record).collect()).await.unwrap();
+    let store = Arc::new(FakeStore::default());
+    store.fail_before.store(3, Ordering::SeqCst);
+    store.fail_after.store(1, Ordering::SeqCst);
+    run_until_drained(&spool, store.clone()).await;
+    let c = counts(&store);
+    assert_eq!(c.len(), 30);
+    assert!(
+        c.values().all(|n| *n == 1),
+        "a retry after a landed insert duplicated rows"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_pending_at_a_crash_is_completed_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool.append((0..10).map(record).collect()).await.unwrap();
+    spool.append((10..20).map(record).collect()).await.unwrap();
+    // The previous process began batch LSN 1..=2, and 7 of its rows reached ClickHouse.
+    let batch_id = format!("{}-1-2", spool.spool_id());
+    spool
+        .begin_batch(PendingBatch {
+            batch_id: batch_id.clone(),
+            first_lsn: 1,
+            last_lsn: 2,
+            rows: 20,
+        })
+        .unwrap();
+    let store = Arc::new(FakeStore::default());
+    store
+        .rows
+        .lock()
+        .unwrap()
+        .extend((0..7).map(|i| (record(i).event_id, batch_id.clone())));
+    drop(spool);
+
+    let spool = open(dir.path());
+    spool.append((20..25).map(record).collect()).await.unwrap();
+    run_until_drained(&spool, store.clone()).await;
+    let c = counts(&store);
+    assert_eq!(c.len(), 25);
+    assert!(c.values().all(|n| *n == 1));
+    assert!(spool.state().unwrap().pending.is_none());
+}
+
+#[tokio::test]
+async fn refused_data_goes_to_rejects_not_into_a_retry_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool.append((0..5).map(record).collect()).await.unwrap();
+    let store = Arc::new(FakeStore::default());
+    store.refuse_data.store(1, Ordering::SeqCst);
+    run_until_drained(&spool, store.clone()).await;
+    assert!(store.rows.lock().unwrap().is_empty());
+    let rejects = store.rejects.lock().unwrap();
+    assert_eq!(rejects.len(), 5);
+    assert!(rejects[0].reason.contains("Type mismatch"));
+    assert!(rejects[0].raw.contains(&record(0).event_id.to_string()));
+}
+
+#[test]
+fn backoff_grows_with_jitter_and_stays_capped() {
+    let mut b = Backoff::new(&SinkConfig {
+        retry_initial_ms: 100,
+        retry_max_ms: 1000,
+        ..sink_config()
+    });
+    let delays: Vec<u64> = (0..8).map(|_| b.next().as_millis() as u64).collect();
+    assert!((50..=100).contains(&delays[0]));
+    assert!((100..=200).contains(&delays[1]));
+    assert!(
+        delays[4..].iter().all(|d| (500..=1000).contains(d)),
+        "{delays:?}"
+    );
+}

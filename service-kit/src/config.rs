@@ -1,0 +1,246 @@
+//! Configuration loading: defaults → TOML file → `TOLLGATE_*` environment → validation.
+//!
+//! A service declares its config as a `serde` struct with `#[serde(default, deny_unknown_fields)]`
+//! and a `Default`. Every leaf of the defaults can be overridden from the environment: the
+//! variable name is `TOLLGATE_` plus the upper-cased path joined by `_` (`[spool] dir` →
+//! `TOLLGATE_SPOOL_DIR`); its text is read as the type the default has (arrays of strings are
+//! comma-separated). A typo in the file is an error that names the key; an override of a
+//! value that is not a number where a number is expected names the variable.
+
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A configuration that can check itself before anything connects.
+pub trait Validate {
+    /// Every problem, as `field: why`.
+    fn validate(&self) -> Result<(), Vec<String>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Loads `T` from its defaults, the optional TOML file and the process environment.
+pub fn load<T>(file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default + Validate,
+{
+    load_with_env(file, |k| std::env::var(k).ok())
+}
+
+/// [`load`] with an explicit environment (for tests).
+pub fn load_with_env<T>(
+    file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default + Validate,
+{
+    let defaults =
+        toml::Table::try_from(T::default()).map_err(|e| ConfigError::Internal(e.to_string()))?;
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+        }
+        None => toml::Table::new(),
+    };
+    apply_env(&defaults, &mut table, "TOLLGATE", &env)?;
+    let config: T = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: file.map_or_else(
+                || "(defaults and environment)".to_string(),
+                |p| p.display().to_string(),
+            ),
+            message: e.to_string(),
+        })?;
+    config.validate().map_err(ConfigError::Invalid)?;
+    Ok(config)
+}
+
+fn apply_env(
+    defaults: &toml::Table,
+    target: &mut toml::Table,
+    prefix: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (key, default) in defaults {
+        let var = format!("{prefix}_{}", key.to_ascii_uppercase());
+        if let toml::Value::Table(sub_defaults) = default {
+            let sub = target
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(sub) = sub {
+                apply_env(sub_defaults, sub, &var, env)?;
+            }
+            continue;
+        }
+        let Some(text) = env(&var) else { continue };
+        let bad = |message: String| ConfigError::Env {
+            var: var.clone(),
+            message,
+        };
+        let value = match default {
+            toml::Value::String(_) => toml::Value::String(text),
+            toml::Value::Integer(_) => toml::Value::Integer(
+                text.trim()
+                    .parse()
+                    .map_err(|_| bad(format!("`{text}` is not a whole number")))?,
+            ),
+            toml::Value::Float(_) => toml::Value::Float(
+                text.trim()
+                    .parse()
+                    .map_err(|_| bad(format!("`{text}` is not a number")))?,
+            ),
+            toml::Value::Boolean(_) => toml::Value::Boolean(match text.trim() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(bad(format!("`{text}` is not true/false"))),
+            }),
+            toml::Value::Array(_) => toml::Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_string()))
+                    .collect(),
+            ),
+            _ => return Err(bad("this setting cannot be set from the environment".into())),
+        };
+        target.insert(key.clone(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Secret;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Demo {
+        listen: String,
+        inner: Inner,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Inner {
+        max_rows: u64,
+        fsync: bool,
+        secrets: Vec<Secret<String>>,
+    }
+
+    impl Default for Demo {
+        fn default() -> Self {
+            Demo {
+                listen: "127.0.0.1:1".into(),
+                inner: Inner::default(),
+            }
+        }
+    }
+
+    impl Default for Inner {
+        fn default() -> Self {
+            Inner {
+                max_rows: 10,
+                fsync: true,
+                secrets: vec![],
+            }
+        }
+    }
+
+    impl Validate for Demo {
+        fn validate(&self) -> Result<(), Vec<String>> {
+            if self.inner.max_rows == 0 {
+                return Err(vec!["inner.max_rows: must be at least 1".into()]);
+            }
+            Ok(())
+        }
+    }
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = std::env::temp_dir().join(format!("svc-kit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:9\"\n[inner]\nmax_rows = 5\n").unwrap();
+        let c: Demo = load_with_env(
+            Some(&file),
+            env(&[
+                ("TOLLGATE_INNER_FSYNC", "false"),
+                ("TOLLGATE_INNER_SECRETS", "a, b"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9");
+        assert_eq!(c.inner.max_rows, 5);
+        assert!(!c.inner.fsync);
+        assert_eq!(
+            c.inner
+                .secrets
+                .iter()
+                .map(|s| s.expose().as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(!format!("{c:?}").contains("\"a\""));
+    }
+
+    #[test]
+    fn errors_name_the_key_or_variable() {
+        let dir = std::env::temp_dir().join(format!("svc-kit-e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[inner]\nmax_rowz = 5\n").unwrap();
+        let e = load_with_env::<Demo>(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_rowz"), "{e}");
+        let e = load_with_env::<Demo>(None, env(&[("TOLLGATE_INNER_MAX_ROWS", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("TOLLGATE_INNER_MAX_ROWS") && e.contains("lots"),
+            "{e}"
+        );
+        let e = load_with_env::<Demo>(None, env(&[("TOLLGATE_INNER_MAX_ROWS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inner.max_rows: must be at least 1"), "{e}");
+    }
+}

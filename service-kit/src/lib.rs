@@ -1,0 +1,51 @@
+//! What every Tollgate service binary shares.
+//!
+//! - [`config::load`] — typed configuration: defaults, then a TOML file, then `TOLLGATE_*`
+//!   environment variables, then `validate()` — all before anything connects.
+//! - [`Secret`] — a value that never appears in `Debug`, `Display` or serialized output.
+//! - [`init_tracing`] — structured logs (`RUST_LOG` filter; `TOLLGATE_LOG_FORMAT=json`).
+//! - [`shutdown_signal`] — resolves on SIGTERM or Ctrl-C, for graceful shutdown.
+
+pub mod config;
+mod secret;
+
+pub use secret::Secret;
+
+/// Starts the global tracing subscriber: human-readable by default, JSON lines when
+/// `TOLLGATE_LOG_FORMAT=json`; level from `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("TOLLGATE_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested");
+}
