@@ -4,6 +4,7 @@
 //!
 //! Every step prints what it runs; a failing step names itself and why.
 
+mod edge;
 mod prices;
 mod setup;
 mod test;
@@ -28,6 +29,9 @@ enum Command {
     Test(test::TestArgs),
     /// Regenerate usage-core/prices.json from a LiteLLM-format price list.
     Prices(prices::PricesArgs),
+    /// Build the edge worker bundle (target/edge/) or run it under workerd.
+    #[command(subcommand)]
+    Edge(edge::EdgeCommand),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Test(args) => test::run(&args),
         Command::Prices(args) => prices::run(&args),
+        Command::Edge(cmd) => edge::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

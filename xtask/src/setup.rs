@@ -7,6 +7,7 @@ use crate::util::{exec, have, output, step, Result};
 pub fn run() -> Result {
     wasm_target()?;
     clickhouse()?;
+    crate::edge::setup()?;
     println!("setup: done");
     Ok(())
 }

@@ -1,0 +1,314 @@
+//! What a call is and where it goes: route, provider, model, and the body sent upstream.
+//!
+//! Pure functions, tested natively; the worker glue only moves bytes.
+
+use serde_json::Value;
+use usage_core::Endpoint;
+
+use crate::config::Provider;
+use crate::errors::ApiError;
+
+/// An OpenAI-compatible route the worker serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub endpoint: Endpoint,
+    /// Path appended to the provider's base URL.
+    pub upstream_path: &'static str,
+    /// Whether the call carries a JSON body with a `model`.
+    pub has_body: bool,
+}
+
+/// The route for `method` and `path`, or `None` (a 404 in OpenAI's shape).
+pub fn route(method: &str, path: &str) -> Option<Route> {
+    let path = path.trim_end_matches('/');
+    let (endpoint, upstream_path, has_body) = match (method, path) {
+        ("POST", "/v1/chat/completions") => (Endpoint::ChatCompletions, "/chat/completions", true),
+        ("POST", "/v1/responses") => (Endpoint::Responses, "/responses", true),
+        ("POST", "/v1/embeddings") => (Endpoint::Embeddings, "/embeddings", true),
+        ("POST", "/v1/completions") => (Endpoint::Completions, "/completions", true),
+        ("GET", "/v1/models") => (Endpoint::Models, "/models", false),
+        _ => return None,
+    };
+    Some(Route {
+        endpoint,
+        upstream_path,
+        has_body,
+    })
+}
+
+/// The parts of a request body the worker acts on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// `model` exactly as the client sent it.
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for the usage chunk itself (`stream_options.include_usage`).
+    pub client_wants_usage: bool,
+    /// `max_completion_tokens`, `max_tokens` or `max_output_tokens`, when set.
+    pub max_output_tokens: Option<u32>,
+}
+
+/// Where and how a call is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub provider: Provider,
+    pub facts: RequestFacts,
+    /// The body to send upstream (the client's bytes unless something had to change).
+    pub body: Vec<u8>,
+    /// The worker added `stream_options.include_usage`; the usage-only chunk must be removed
+    /// from what the client receives.
+    pub strip_usage_chunk: bool,
+}
+
+/// Largest request body the worker accepts.
+pub const MAX_REQUEST_BYTES: usize = 16 << 20;
+
+/// Reads the body, chooses the provider (header, then `provider/` model prefix, then the
+/// default) and prepares the upstream body.
+pub fn plan(
+    route: Route,
+    body: &[u8],
+    providers: &[Provider],
+    default_provider: &str,
+    header_provider: Option<&str>,
+) -> Result<Plan, ApiError> {
+    let by_name = |name: &str| providers.iter().find(|p| p.name == name);
+    if !route.has_body {
+        let name = header_provider.unwrap_or(default_provider);
+        let provider = by_name(name).ok_or_else(|| unknown_provider(name))?;
+        return Ok(Plan {
+            provider: provider.clone(),
+            facts: RequestFacts::default(),
+            body: Vec::new(),
+            strip_usage_chunk: false,
+        });
+    }
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(ApiError::too_large(MAX_REQUEST_BYTES));
+    }
+    let mut json: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid_request(format!("request body is not valid JSON: {e}"), None)
+    })?;
+    let obj = json
+        .as_object_mut()
+        .ok_or_else(|| ApiError::invalid_request("request body must be a JSON object", None))?;
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        _ => {
+            return Err(ApiError::invalid_request(
+                "you must provide a model parameter",
+                Some("model"),
+            ))
+        }
+    };
+    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let client_wants_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let max_output_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_u64))
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+
+    let (provider, upstream_model) = match header_provider {
+        Some(name) => (by_name(name).ok_or_else(|| unknown_provider(name))?, None),
+        None => match model
+            .split_once('/')
+            .and_then(|(prefix, rest)| Some((by_name(prefix)?, rest)))
+        {
+            Some((p, rest)) if !rest.is_empty() => (p, Some(rest.to_string())),
+            _ => (
+                by_name(default_provider).ok_or_else(|| unknown_provider(default_provider))?,
+                None,
+            ),
+        },
+    };
+
+    let inject_usage = stream
+        && !client_wants_usage
+        && matches!(
+            route.endpoint,
+            Endpoint::ChatCompletions | Endpoint::Completions
+        );
+    let mut changed = false;
+    if let Some(m) = upstream_model {
+        obj.insert("model".into(), Value::String(m));
+        changed = true;
+    }
+    if inject_usage {
+        let opts = obj
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Some(o) = opts.as_object_mut() {
+            o.insert("include_usage".into(), Value::Bool(true));
+            changed = true;
+        }
+    }
+    let body = if changed {
+        serde_json::to_vec(&json)
+            .map_err(|e| ApiError::internal(format!("re-encoding the body: {e}")))?
+    } else {
+        body.to_vec()
+    };
+    Ok(Plan {
+        provider: provider.clone(),
+        facts: RequestFacts {
+            model,
+            stream,
+            client_wants_usage,
+            max_output_tokens,
+        },
+        body,
+        strip_usage_chunk: inject_usage,
+    })
+}
+
+fn unknown_provider(name: &str) -> ApiError {
+    ApiError::invalid_request(
+        format!("unknown provider `{name}`"),
+        Some("x-tollgate-provider"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::builtin_providers;
+
+    fn chat() -> Route {
+        route("POST", "/v1/chat/completions").unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(chat().endpoint, Endpoint::ChatCompletions);
+        assert_eq!(
+            route("POST", "/v1/responses/").unwrap().upstream_path,
+            "/responses"
+        );
+        assert_eq!(
+            route("GET", "/v1/models").unwrap().endpoint,
+            Endpoint::Models
+        );
+        assert!(route("GET", "/v1/chat/completions").is_none());
+        assert!(route("POST", "/v2/x").is_none());
+    }
+
+    #[test]
+    fn prefix_selects_provider_and_is_stripped() {
+        let p = plan(
+            chat(),
+            br#"{"model":"openrouter/anthropic/claude-sonnet-4.5","messages":[]}"#,
+            &builtin_providers(),
+            "openai",
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.provider.name, "openrouter");
+        assert_eq!(p.facts.model, "openrouter/anthropic/claude-sonnet-4.5");
+        let sent: Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(sent["model"], "anthropic/claude-sonnet-4.5");
+    }
+
+    #[test]
+    fn header_wins_and_keeps_the_model() {
+        let p = plan(
+            chat(),
+            br#"{"model":"openai/gpt-4o"}"#,
+            &builtin_providers(),
+            "openai",
+            Some("openrouter"),
+        )
+        .unwrap();
+        assert_eq!(p.provider.name, "openrouter");
+        assert_eq!(p.body, br#"{"model":"openai/gpt-4o"}"#);
+    }
+
+    #[test]
+    fn default_provider_and_untouched_bytes() {
+        let body = br#"{"model":"gpt-4o-mini", "messages":[{"role":"user","content":"hi"}], "max_tokens": 64}"#;
+        let p = plan(chat(), body, &builtin_providers(), "openai", None).unwrap();
+        assert_eq!(p.provider.name, "openai");
+        assert_eq!(
+            p.body, body,
+            "nothing to change: the client's bytes go as they are"
+        );
+        assert_eq!(p.facts.max_output_tokens, Some(64));
+        assert!(!p.strip_usage_chunk);
+    }
+
+    #[test]
+    fn streams_get_usage_injected_unless_the_client_asked() {
+        let p = plan(
+            chat(),
+            br#"{"model":"gpt-4o-mini","stream":true}"#,
+            &builtin_providers(),
+            "openai",
+            None,
+        )
+        .unwrap();
+        assert!(p.strip_usage_chunk);
+        let sent: Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+
+        let p = plan(
+            chat(),
+            br#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}"#,
+            &builtin_providers(),
+            "openai",
+            None,
+        )
+        .unwrap();
+        assert!(!p.strip_usage_chunk && p.facts.client_wants_usage);
+
+        let responses = route("POST", "/v1/responses").unwrap();
+        let p = plan(
+            responses,
+            br#"{"model":"gpt-4.1","stream":true}"#,
+            &builtin_providers(),
+            "openai",
+            None,
+        )
+        .unwrap();
+        assert!(
+            !p.strip_usage_chunk,
+            "the Responses API always reports usage"
+        );
+    }
+
+    #[test]
+    fn bad_bodies_name_the_problem() {
+        let e = plan(chat(), b"{", &builtin_providers(), "openai", None).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("not valid JSON"));
+        let e = plan(
+            chat(),
+            br#"{"messages":[]}"#,
+            &builtin_providers(),
+            "openai",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("model"));
+        let e = plan(chat(), br#"[1]"#, &builtin_providers(), "openai", None).unwrap_err();
+        assert!(e.message.contains("JSON object"));
+        let e = plan(
+            chat(),
+            br#"{"model":"m"}"#,
+            &builtin_providers(),
+            "openai",
+            Some("nope"),
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("x-tollgate-provider"));
+        let big = vec![b' '; MAX_REQUEST_BYTES + 1];
+        assert_eq!(
+            plan(chat(), &big, &builtin_providers(), "openai", None)
+                .unwrap_err()
+                .status,
+            413
+        );
+    }
+}

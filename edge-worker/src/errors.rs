@@ -1,0 +1,113 @@
+//! Errors in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`), so that SDKs
+//! surface them as they would the provider's own.
+
+use serde_json::json;
+
+/// An error the worker answers with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+    /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, …
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    pub fn invalid_request(message: impl Into<String>, param: Option<&str>) -> Self {
+        ApiError {
+            status: 400,
+            message: message.into(),
+            kind: "invalid_request_error",
+            code: None,
+            param: param.map(str::to_string),
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 401,
+            message: message.into(),
+            kind: "authentication_error",
+            code: Some("invalid_api_key"),
+            param: None,
+        }
+    }
+
+    pub fn not_found(path: &str) -> Self {
+        ApiError {
+            status: 404,
+            message: format!("Unknown request URL: {path}. Tollgate serves /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/completions and /v1/models."),
+            kind: "invalid_request_error",
+            code: Some("unknown_url"),
+            param: None,
+        }
+    }
+
+    pub fn too_large(max: usize) -> Self {
+        ApiError {
+            status: 413,
+            message: format!("request body exceeds {max} bytes"),
+            kind: "invalid_request_error",
+            code: Some("request_too_large"),
+            param: None,
+        }
+    }
+
+    pub fn upstream_timeout(provider: &str, after_ms: u64) -> Self {
+        ApiError {
+            status: 504,
+            message: format!("the provider `{provider}` did not answer within {after_ms} ms"),
+            kind: "api_error",
+            code: Some("upstream_timeout"),
+            param: None,
+        }
+    }
+
+    pub fn upstream_unreachable(provider: &str) -> Self {
+        ApiError {
+            status: 502,
+            message: format!("the provider `{provider}` could not be reached"),
+            kind: "api_error",
+            code: Some("upstream_unreachable"),
+            param: None,
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 500,
+            message: message.into(),
+            kind: "api_error",
+            code: Some("internal_error"),
+            param: None,
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Vec<u8> {
+        let v = json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }});
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_shape() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&ApiError::unauthorized("bad key").body()).unwrap();
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+        assert_eq!(v["error"]["message"], "bad key");
+        assert!(v["error"]["param"].is_null());
+    }
+}

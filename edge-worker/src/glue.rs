@@ -1,0 +1,559 @@
+//! The Workers glue: the `fetch` and `queue` handlers. Decisions live in the pure modules; this
+//! file moves requests, bytes and time.
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
+use futures_util::{Stream, StreamExt};
+use time::OffsetDateTime;
+use usage_core::{parse_response, Endpoint, ErrorClass, PriceTable, TokenCounts, UsageRecord};
+use uuid::Uuid;
+use worker::{
+    console_error, event, AbortController, ByteStream, Context, Date, Delay, Env, Fetch, Headers,
+    MessageBatch, Method, Request, RequestInit, Response,
+};
+
+use crate::attribution::{self, Attribution};
+use crate::call::{self, Plan, Route};
+use crate::config::{self, Provider};
+use crate::errors::ApiError;
+use crate::keys::{self, AppKey};
+use crate::measure::{self, CallFacts};
+use crate::ship;
+use crate::tap::{StreamTap, StreamTotals};
+
+thread_local! {
+    static PRICES: OnceCell<Option<PriceTable>> = const { OnceCell::new() };
+    static LOCAL_KEYS: OnceCell<HashMap<String, AppKey>> = const { OnceCell::new() };
+}
+
+const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 120_000;
+
+/// Request headers passed on to the provider (everything else, notably cookies and
+/// `x-tollgate-*`, stays at the edge).
+const FORWARDED_HEADERS: &[&str] = &[
+    "accept",
+    "content-type",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "http-referer",
+    "x-title",
+    "user-agent",
+];
+
+fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+fn datetime_ms(ms: u64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn elapsed_ms(since: u64) -> u32 {
+    u32::try_from(now_ms().saturating_sub(since)).unwrap_or(u32::MAX)
+}
+
+fn var(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .ok()
+        .map(|v| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn secret(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .ok()
+        .map(|v| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn error_response(e: &ApiError) -> worker::Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    Ok(Response::from_bytes(e.body())?
+        .with_status(e.status)
+        .with_headers(headers))
+}
+
+fn with_prices<T>(f: impl FnOnce(&PriceTable) -> T) -> Option<T> {
+    PRICES.with(|cell| {
+        let table = cell.get_or_init(|| match PriceTable::builtin() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                console_error!("tollgate: built-in price table does not load: {e}");
+                None
+            }
+        });
+        table.as_ref().map(f)
+    })
+}
+
+#[event(fetch)]
+pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let started = now_ms();
+    match handle(req, &env, &ctx, started).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => error_response(&e),
+    }
+}
+
+#[event(queue)]
+pub async fn queue(
+    batch: MessageBatch<UsageRecord>,
+    env: Env,
+    _ctx: Context,
+) -> worker::Result<()> {
+    let records: Vec<UsageRecord> = batch
+        .messages()?
+        .into_iter()
+        .map(|m| m.into_body())
+        .collect();
+    if ship::post_with_retries(&env, &records).await {
+        batch.ack_all();
+    } else {
+        batch.retry_all();
+    }
+    Ok(())
+}
+
+async fn lookup_key(env: &Env, hash: &str) -> Option<AppKey> {
+    if let Ok(kv) = env.kv("APP_KEYS_KV") {
+        return match kv.get(hash).json::<AppKey>().await {
+            Ok(k) => keys::usable(k),
+            Err(e) => {
+                console_error!("tollgate: key lookup failed: {e}");
+                None
+            }
+        };
+    }
+    let key = LOCAL_KEYS.with(|cell| {
+        cell.get_or_init(
+            || match var(env, "APP_KEYS").map(|j| keys::parse_table(&j)) {
+                Some(Ok(t)) => t,
+                Some(Err(e)) => {
+                    console_error!("tollgate: {e}");
+                    HashMap::new()
+                }
+                None => HashMap::new(),
+            },
+        )
+        .get(hash)
+        .cloned()
+    });
+    keys::usable(key)
+}
+
+/// Everything decided before the upstream call, carried to the record.
+struct Prepared {
+    route: Route,
+    plan: Plan,
+    key: AppKey,
+    attribution: Attribution,
+    region: String,
+    request_bytes: u64,
+}
+
+async fn handle(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    started: u64,
+) -> Result<Response, ApiError> {
+    let method = req.method().to_string();
+    let path = req.path();
+    let route = call::route(&method, &path).ok_or_else(|| ApiError::not_found(&path))?;
+
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let key = match keys::presented_key_hash(header("authorization").as_deref()) {
+        Some(hash) => lookup_key(env, &hash).await,
+        None => None,
+    }
+    .ok_or_else(|| {
+        ApiError::unauthorized(
+            "Incorrect API key provided. Use a Tollgate app key (tg_…) as the bearer token.",
+        )
+    })?;
+    let attribution = attribution::parse(
+        header(attribution::USER_HEADER).as_deref(),
+        header(attribution::TASK_HEADER).as_deref(),
+        header(attribution::TAGS_HEADER).as_deref(),
+    )?;
+    let header_provider = header("x-tollgate-provider");
+    let content_length = header("content-length");
+    let forwarded: Vec<(String, String)> = FORWARDED_HEADERS
+        .iter()
+        .filter_map(|h| header(h).map(|v| (h.to_string(), v)))
+        .collect();
+
+    if let Some(len) = content_length.and_then(|l| l.parse::<usize>().ok()) {
+        if len > call::MAX_REQUEST_BYTES {
+            return Err(ApiError::too_large(call::MAX_REQUEST_BYTES));
+        }
+    }
+    let body = if route.has_body {
+        req.bytes().await.map_err(|e| {
+            ApiError::invalid_request(format!("could not read the request body: {e}"), None)
+        })?
+    } else {
+        Vec::new()
+    };
+    let providers =
+        config::providers_from(var(env, "PROVIDERS").as_deref()).map_err(ApiError::internal)?;
+    let default_provider = var(env, "DEFAULT_PROVIDER").unwrap_or_else(|| "openai".into());
+    let plan = call::plan(
+        route,
+        &body,
+        &providers,
+        &default_provider,
+        header_provider.as_deref(),
+    )?;
+    let region = colo(&req)
+        .or_else(|| var(env, "EDGE_REGION"))
+        .unwrap_or_default();
+    let prepared = Prepared {
+        route,
+        plan,
+        key,
+        attribution,
+        region,
+        request_bytes: body.len() as u64,
+    };
+    proxy(prepared, forwarded, env, ctx, started).await
+}
+
+/// The Cloudflare data centre serving the request (`request.cf.colo`), when there is one
+/// (there is none under a local workerd, where reading it through the typed API throws).
+fn colo(req: &Request) -> Option<String> {
+    let cf = js_sys::Reflect::get(req.inner(), &"cf".into()).ok()?;
+    if cf.is_undefined() || cf.is_null() {
+        return None;
+    }
+    js_sys::Reflect::get(&cf, &"colo".into()).ok()?.as_string()
+}
+
+fn facts(p: &Prepared, started: u64, event_id: Uuid) -> CallFacts {
+    CallFacts {
+        event_id,
+        started: datetime_ms(started),
+        latency_ms: elapsed_ms(started),
+        ttft_ms: None,
+        upstream_ms: 0,
+        key: p.key.clone(),
+        user: p.attribution.user.clone(),
+        task: p.attribution.task.clone(),
+        tags: p.attribution.tags.clone(),
+        provider: p.plan.provider.name.clone(),
+        model_requested: p.plan.facts.model.clone(),
+        endpoint: p.route.endpoint,
+        stream: p.plan.facts.stream,
+        edge_region: p.region.clone(),
+        status_code: 0,
+        error_class: ErrorClass::None,
+        usage: None,
+        model_served: None,
+        estimated: None,
+        request_bytes: p.request_bytes,
+        response_bytes: 0,
+    }
+}
+
+fn new_event_id(started: u64) -> Uuid {
+    let ts = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        started / 1000,
+        ((started % 1000) * 1_000_000) as u32,
+    );
+    Uuid::new_v7(ts)
+}
+
+fn record_later(env: &Env, ctx: &Context, facts: CallFacts) {
+    let env = env.clone();
+    ctx.wait_until(async move {
+        if let Some(record) = with_prices(|t| measure::build_record(facts, t)) {
+            ship::ship(&env, record).await;
+        }
+    });
+}
+
+async fn proxy(
+    p: Prepared,
+    forwarded: Vec<(String, String)>,
+    env: &Env,
+    ctx: &Context,
+    started: u64,
+) -> Result<Response, ApiError> {
+    let provider: &Provider = &p.plan.provider;
+    let event_id = new_event_id(started);
+    let key = secret(env, &provider.secret).ok_or_else(|| {
+        ApiError::internal(format!(
+            "provider `{}` has no key configured (secret {})",
+            provider.name, provider.secret
+        ))
+    })?;
+    let url = format!("{}{}", provider.base_url, p.route.upstream_path);
+    let headers = Headers::new();
+    let set = |k: &str, v: &str| {
+        headers
+            .set(k, v)
+            .map_err(|e| ApiError::internal(format!("header {k}: {e}")))
+    };
+    for (k, v) in &forwarded {
+        set(k, v)?;
+    }
+    set("authorization", &format!("Bearer {key}"))?;
+    let mut init = RequestInit::new();
+    init.with_headers(headers.clone());
+    if p.route.has_body {
+        set("content-type", "application/json")?;
+        init.with_method(Method::Post);
+        init.with_body(Some(
+            js_sys::Uint8Array::from(p.plan.body.as_slice()).into(),
+        ));
+    } else {
+        init.with_method(Method::Get);
+    }
+    let upstream_req = Request::new_with_init(&url, &init)
+        .map_err(|e| ApiError::internal(format!("building the upstream request: {e}")))?;
+
+    let timeout_ms = var(env, "UPSTREAM_TIMEOUT_MS")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS);
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let fetch = Fetch::Request(upstream_req);
+    let sent = Box::pin(fetch.send_with_signal(&signal));
+    let timer = Box::pin(Delay::from(std::time::Duration::from_millis(timeout_ms)));
+    let outcome = select(sent, timer).await;
+    let mut upstream = match outcome {
+        Either::Left((Ok(resp), _)) => resp,
+        Either::Left((Err(e), _)) => {
+            console_error!("tollgate: upstream {} unreachable: {e}", provider.name);
+            let mut f = facts(&p, started, event_id);
+            f.status_code = 502;
+            f.error_class = ErrorClass::Network;
+            f.upstream_ms = f.latency_ms;
+            record_later(env, ctx, f);
+            return Err(ApiError::upstream_unreachable(&provider.name));
+        }
+        Either::Right(((), _)) => {
+            controller.abort();
+            let mut f = facts(&p, started, event_id);
+            f.status_code = 504;
+            f.error_class = ErrorClass::Timeout;
+            f.upstream_ms = f.latency_ms;
+            record_later(env, ctx, f);
+            return Err(ApiError::upstream_timeout(&provider.name, timeout_ms));
+        }
+    };
+    let headers_ms = elapsed_ms(started);
+    let status = upstream.status_code();
+    let is_sse = upstream
+        .headers()
+        .get("content-type")
+        .ok()
+        .flatten()
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+
+    if is_sse && (200..300).contains(&status) {
+        return stream_through(p, upstream, env, ctx, started, headers_ms, event_id);
+    }
+
+    // Not a stream: the client gets the provider's response as it is; a tee'd copy is read
+    // and measured after the response, off the client's path.
+    let mut copy = upstream
+        .cloned()
+        .map_err(|e| ApiError::internal(format!("tee: {e}")))?;
+    let mut f = facts(&p, started, event_id);
+    f.status_code = status;
+    f.error_class = ErrorClass::from_status(status);
+    f.upstream_ms = headers_ms;
+    let endpoint = p.route.endpoint;
+    let env2 = env.clone();
+    ctx.wait_until(async move {
+        match copy.bytes().await {
+            Ok(bytes) => {
+                f.latency_ms = elapsed_ms(started);
+                f.response_bytes = bytes.len() as u64;
+                if (200..300).contains(&status) && endpoint != Endpoint::Models {
+                    if let Ok(parsed) = parse_response(endpoint, &bytes) {
+                        f.model_served = parsed.model;
+                        f.usage = parsed.usage;
+                    }
+                }
+            }
+            Err(_) => {
+                f.latency_ms = elapsed_ms(started);
+                f.error_class = ErrorClass::Aborted;
+            }
+        }
+        if let Some(record) = with_prices(|t| measure::build_record(f, t)) {
+            ship::ship(&env2, record).await;
+        }
+    });
+    Ok(upstream)
+}
+
+/// How a tapped stream ended.
+struct StreamEnd {
+    totals: StreamTotals,
+    first_byte_ms: Option<u32>,
+    end_ms: u32,
+    /// The client went away before the provider finished.
+    aborted: bool,
+}
+
+/// The provider's stream, through the tap, to the client; the end is reported on a channel.
+struct TappedStream {
+    inner: ByteStream,
+    tap: Option<StreamTap>,
+    started: u64,
+    first_byte_ms: Option<u32>,
+    done: Option<oneshot::Sender<StreamEnd>>,
+}
+
+impl TappedStream {
+    fn end(&mut self, aborted: bool) -> Vec<u8> {
+        let Some(tap) = self.tap.take() else {
+            return Vec::new();
+        };
+        let (rest, totals) = tap.finish();
+        if let Some(done) = self.done.take() {
+            let _ = done.send(StreamEnd {
+                totals,
+                first_byte_ms: self.first_byte_ms,
+                end_ms: elapsed_ms(self.started),
+                aborted,
+            });
+        }
+        rest
+    }
+}
+
+impl Stream for TappedStream {
+    type Item = worker::Result<Vec<u8>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.tap.is_none() {
+                return Poll::Ready(None);
+            }
+            match self.inner.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if self.first_byte_ms.is_none() {
+                        self.first_byte_ms = Some(elapsed_ms(self.started));
+                    }
+                    let out = match self.tap.as_mut() {
+                        Some(tap) => tap.push(&chunk),
+                        None => chunk,
+                    };
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    // The provider's stream broke: forward what is held, then end.
+                    let _ = self.end(false);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    let rest = self.end(false);
+                    return Poll::Ready(if rest.is_empty() {
+                        None
+                    } else {
+                        Some(Ok(rest))
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TappedStream {
+    fn drop(&mut self) {
+        // Dropped before the provider finished: the client disconnected.
+        let _ = self.end(true);
+    }
+}
+
+fn stream_through(
+    p: Prepared,
+    mut upstream: Response,
+    env: &Env,
+    ctx: &Context,
+    started: u64,
+    headers_ms: u32,
+    event_id: Uuid,
+) -> Result<Response, ApiError> {
+    let status = upstream.status_code();
+    let inner = upstream
+        .stream()
+        .map_err(|e| ApiError::internal(format!("upstream body: {e}")))?;
+    let (tx, rx) = oneshot::channel();
+    let tapped = TappedStream {
+        inner,
+        tap: Some(StreamTap::new(p.plan.strip_usage_chunk)),
+        started,
+        first_byte_ms: None,
+        done: Some(tx),
+    };
+    let out_headers = Headers::new();
+    for (k, v) in upstream.headers().entries() {
+        if !matches!(
+            k.as_str(),
+            "content-length" | "content-encoding" | "transfer-encoding"
+        ) {
+            let _ = out_headers.set(&k, &v);
+        }
+    }
+    let response = Response::from_stream(tapped)
+        .map_err(|e| ApiError::internal(format!("stream: {e}")))?
+        .with_status(status)
+        .with_headers(out_headers);
+
+    let mut f = facts(&p, started, event_id);
+    f.status_code = status;
+    f.upstream_ms = headers_ms;
+    let request_bytes = p.request_bytes;
+    let env2 = env.clone();
+    ctx.wait_until(async move {
+        match rx.await {
+            Ok(end) => {
+                let s = &end.totals.summary;
+                f.latency_ms = end.end_ms;
+                f.ttft_ms = end.first_byte_ms;
+                f.response_bytes = end.totals.bytes_out;
+                f.model_served = s.model.clone();
+                f.usage = s.usage.clone();
+                f.error_class = if end.aborted || s.truncated {
+                    ErrorClass::Aborted
+                } else if s.error.is_some() {
+                    ErrorClass::Upstream5xx
+                } else {
+                    ErrorClass::None
+                };
+                if f.usage.is_none() {
+                    f.estimated = Some(TokenCounts {
+                        input: measure::estimate_input_tokens(request_bytes),
+                        output: s.estimated_output_tokens(),
+                        ..Default::default()
+                    });
+                }
+            }
+            Err(_) => {
+                f.latency_ms = elapsed_ms(started);
+                f.error_class = ErrorClass::Aborted;
+            }
+        }
+        if let Some(record) = with_prices(|t| measure::build_record(f, t)) {
+            ship::ship(&env2, record).await;
+        }
+    });
+    Ok(response)
+}

@@ -1,0 +1,173 @@
+//! The stream tap: sees every byte of a streamed response on its way to the client, measures
+//! it with `usage-core`'s SSE scanner, and — only when the worker itself asked the provider for
+//! usage — removes the usage-only chunk so the client receives exactly what it asked for.
+//!
+//! Without stripping, bytes are forwarded the moment they arrive. With stripping, bytes are held
+//! only until the end of the current event (`\n\n`), which providers send whole.
+
+use usage_core::{SseScanner, StreamSummary};
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct StreamTap {
+    scanner: SseScanner,
+    strip_usage_chunk: bool,
+    /// Bytes of the event in progress (only when stripping).
+    pending: Vec<u8>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl StreamTap {
+    pub fn new(strip_usage_chunk: bool) -> Self {
+        StreamTap {
+            strip_usage_chunk,
+            ..Default::default()
+        }
+    }
+
+    /// Takes the next upstream chunk; returns the bytes to send to the client now.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.scanner.feed(chunk);
+        self.bytes_in += chunk.len() as u64;
+        if !self.strip_usage_chunk {
+            self.bytes_out += chunk.len() as u64;
+            return chunk.to_vec();
+        }
+        self.pending.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(self.pending.len());
+        let mut start = 0;
+        while let Some(end) = event_end(&self.pending[start..]) {
+            let event = &self.pending[start..start + end];
+            if !is_usage_only_chunk(event) {
+                out.extend_from_slice(event);
+            }
+            start += end;
+        }
+        self.pending.drain(..start);
+        self.bytes_out += out.len() as u64;
+        out
+    }
+
+    /// Ends the stream: the bytes still held (an unterminated last event) and the summary.
+    pub fn finish(mut self) -> (Vec<u8>, StreamTotals) {
+        let rest = std::mem::take(&mut self.pending);
+        let rest = if self.strip_usage_chunk && is_usage_only_chunk(&rest) {
+            Vec::new()
+        } else {
+            rest
+        };
+        self.bytes_out += rest.len() as u64;
+        let totals = StreamTotals {
+            summary: self.scanner.finish(),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+        };
+        (rest, totals)
+    }
+}
+
+/// What a tapped stream amounted to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamTotals {
+    pub summary: StreamSummary,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Length of the first complete event in `buf` including its blank line, if there is one.
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        match &buf[i..] {
+            [b'\n', b'\n', ..] => return Some(i + 2),
+            [b'\r', b'\n', b'\r', b'\n', ..] => return Some(i + 4),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// A Chat Completions chunk with empty `choices` and a `usage`: the chunk
+/// `stream_options.include_usage` adds.
+fn is_usage_only_chunk(event: &[u8]) -> bool {
+    let text = match std::str::from_utf8(event) {
+        Ok(t) => t,
+        Err(_) => return false,
+    };
+    let data: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if !data.contains("\"usage\"") {
+        return false;
+    }
+    match serde_json::from_str::<serde_json::Value>(&data) {
+        Ok(v) => {
+            v.get("choices")
+                .and_then(|c| c.as_array())
+                .is_some_and(Vec::is_empty)
+                && v.get("usage").is_some_and(|u| u.is_object())
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &[u8] = b"data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n\
+data: {\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":1}}\n\n\
+data: [DONE]\n\n";
+
+    fn run(strip: bool, chunk: usize) -> (Vec<u8>, StreamTotals) {
+        let mut tap = StreamTap::new(strip);
+        let mut out = Vec::new();
+        for c in STREAM.chunks(chunk) {
+            out.extend(tap.push(c));
+        }
+        let (rest, totals) = tap.finish();
+        out.extend(rest);
+        (out, totals)
+    }
+
+    #[test]
+    fn passes_everything_when_the_client_asked_for_usage() {
+        for chunk in [1, 7, 1000] {
+            let (out, totals) = run(false, chunk);
+            assert_eq!(out, STREAM);
+            assert_eq!(totals.summary.usage.unwrap().tokens.input, 7);
+        }
+    }
+
+    #[test]
+    fn strips_only_the_injected_usage_chunk_however_it_is_split() {
+        let expected: Vec<u8> = b"data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\ndata: [DONE]\n\n".to_vec();
+        for chunk in 1..STREAM.len() {
+            let (out, totals) = run(true, chunk);
+            assert_eq!(out, expected, "chunk size {chunk}");
+            let s = totals.summary;
+            assert_eq!(
+                s.usage.unwrap().tokens.input,
+                7,
+                "the tap still measured it"
+            );
+            assert!(s.done);
+            assert_eq!(totals.bytes_out, expected.len() as u64);
+            assert_eq!(totals.bytes_in, STREAM.len() as u64);
+        }
+    }
+
+    #[test]
+    fn a_cut_stream_forwards_its_partial_tail() {
+        let mut tap = StreamTap::new(true);
+        let first = tap.push(b"data: {\"model\":\"m\",\"choices\":[{}]}\n\ndata: {\"mod");
+        assert!(first.ends_with(b"\n\n"));
+        let (rest, totals) = tap.finish();
+        assert_eq!(rest, b"data: {\"mod");
+        assert!(totals.summary.truncated);
+    }
+}
