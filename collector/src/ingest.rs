@@ -19,12 +19,15 @@ use serde_json::json;
 use time::OffsetDateTime;
 use usage_core::wire::{self, RecordError, SignatureError, WireError};
 
+use crate::spool::AppendBatch;
 use crate::AppState;
 
 /// A record the collector refused, on its way to `usage_rejects`.
 #[derive(Debug, Clone)]
 pub struct Reject {
     pub received_at: OffsetDateTime,
+    /// Position of the record in its batch.
+    pub index: usize,
     /// Which check failed, naming the field.
     pub reason: String,
     /// The record's text as received (bounded).
@@ -193,16 +196,12 @@ async fn accept(
     )?;
 
     let max_inflated = usize::try_from(limits.max_decompressed_bytes).unwrap_or(usize::MAX);
-    let inflated;
-    let body: &[u8] = match headers
+    let body: Bytes = match headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?"))
     {
-        None | Some("identity") => &raw,
-        Some("gzip") => {
-            inflated = wire::gunzip(&raw, max_inflated)?;
-            &inflated
-        }
+        None | Some("identity") => raw,
+        Some("gzip") => Bytes::from(wire::gunzip(&raw, max_inflated)?),
         Some(other) => {
             return Err(IngestError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -213,9 +212,10 @@ async fn accept(
     };
 
     let max_records = usize::try_from(limits.max_records_per_batch).unwrap_or(usize::MAX);
-    let decoded = wire::decode_batch(body, max_records)?;
+    let decoded = wire::decode_batch(&body, max_records)?;
+    let base = body.as_ptr() as usize;
+    // Accepted records travel to the spool as their received text: no re-serialization.
     let mut good = Vec::with_capacity(decoded.len());
-    let mut good_index = Vec::with_capacity(decoded.len());
     let mut rejected = Vec::new();
     let mut rejects = Vec::new();
     for d in decoded {
@@ -232,12 +232,13 @@ async fn accept(
         });
         match outcome {
             Ok(r) => {
-                good_index.push(d.index);
-                good.push(r);
+                let start = d.raw.as_ptr() as usize - base;
+                good.push((r.event_id, start..start + d.raw.len()));
             }
             Err(e) => {
                 rejects.push(Reject {
                     received_at: now,
+                    index: e.index,
                     reason: e.reason.clone(),
                     raw: truncate(d.raw, MAX_REJECT_RAW).to_string(),
                 });
@@ -249,17 +250,19 @@ async fn accept(
     let (accepted, duplicates) = if good.is_empty() {
         (0, 0)
     } else {
-        let outcome = spool.append(good).await.map_err(|e| {
-            tracing::error!(error = %e, "spool append failed");
-            IngestError::unavailable(
-                "spool_failed",
-                "the collector cannot store records right now",
-                30,
-            )
-        })?;
+        let outcome = spool
+            .append(AppendBatch::new(body.clone(), good))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "spool append failed");
+                IngestError::unavailable(
+                    "spool_failed",
+                    "the collector cannot store records right now",
+                    30,
+                )
+            })?;
         (outcome.accepted, outcome.duplicates.len())
     };
-    debug_assert!(good_index.len() == accepted + duplicates);
 
     let metrics = state.metrics();
     metrics.records_accepted.inc_by(accepted as u64);

@@ -18,7 +18,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod sink;
 pub mod spool;
-// pub mod store; (pending)
+pub mod store;
 #[doc(hidden)]
 pub mod testdata;
 
@@ -157,11 +157,23 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Runs the collector until SIGTERM/Ctrl-C: opens (recovering) the spool, starts the sink and
-/// the dead-letter writer, serves HTTP; on shutdown stops accepting, drains, and returns.
+/// Runs the collector until SIGTERM/Ctrl-C (see [`run`]).
 pub async fn serve<S: Store>(
     config: Config,
     store: Arc<S>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    run(config, store, listener, service_kit::shutdown_signal()).await
+}
+
+/// Runs the collector on `listener` until `shutdown` resolves: opens (recovering) the spool,
+/// starts the sink and the dead-letter writer, serves HTTP; then stops accepting, drains what
+/// it can within 10 s, and returns. What is not drained stays in the spool for the next start.
+pub async fn run<S: Store>(
+    config: Config,
+    store: Arc<S>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (spool, recovery) = tokio::task::spawn_blocking({
         let cfg = config.spool_config();
@@ -198,10 +210,9 @@ pub async fn serve<S: Store>(
     let pinger = tokio::spawn(ping_loop(store.clone(), health.clone()));
 
     let state = AppState::new(config.clone(), spool.clone(), metrics, health, reject_tx);
-    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
-    tracing::info!(listen = %config.listen, "collector listening");
+    tracing::info!(listen = %listener.local_addr()?, "collector listening");
     axum::serve(listener, app(state))
-        .with_graceful_shutdown(service_kit::shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
 
     tracing::info!("no longer accepting; flushing the spool to ClickHouse");

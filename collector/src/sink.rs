@@ -158,44 +158,266 @@ impl<S: Store> Sink<S> {
     /// and returns. Whatever is left stays in the spool for the next start.
     pub async fn run(
         self,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
         drain: Duration,
     ) -> Result<(), SpoolError> {
-        self.recover_pending().await?;
-        let mut reader = self.spool.reader();
-        let mut leftover = VecDeque::new();
-        let mut drain_deadline: Option<Instant> = None;
-        loop {
-            if drain_deadline.is_none() && *shutdown.borrow() {
-                drain_deadline = Some(Instant::now() + drain);
-            }
-            let draining = drain_deadline.is_some();
-            if let Some(deadline) = drain_deadline {
-                if Instant::now() >= deadline
-                    || leftover.is_empty() && reader.next_lsn() > self.spool.durable_lsn()
-                {
-                    return Ok(());
+        if !self.recover_pending(&shutdown, drain).await? {
+            return Ok(());
+        }
+        // Two stages, so that decoding the next batch overlaps inserting this one: a gatherer
+        // task reads and decodes, this loop inserts and commits, in LSN order. The channel
+        // holds one batch: the gatherer runs at most one batch ahead.
+        let mut gatherer = Gatherer {
+            spool: self.spool.clone(),
+            config: self.config.clone(),
+            reader: self.spool.reader(),
+            leftover: VecDeque::new(),
+        };
+        let (tx, mut rx) = mpsc::channel::<Batch>(1);
+        let mut stop = shutdown.clone();
+        let producer = tokio::spawn(async move {
+            let mut drain_deadline: Option<Instant> = None;
+            loop {
+                if drain_deadline.is_none() && *stop.borrow() {
+                    drain_deadline = Some(Instant::now() + drain);
+                }
+                if let Some(deadline) = drain_deadline {
+                    if Instant::now() >= deadline || gatherer.caught_up() {
+                        return Ok(());
+                    }
+                }
+                if let Some(batch) = gatherer.next(&mut stop, drain_deadline.is_some()).await? {
+                    if tx.send(batch).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
-            let batch = self
-                .gather(&mut reader, &mut leftover, &mut shutdown, draining)
-                .await?;
-            if let Some(batch) = batch {
-                self.deliver(batch).await?;
+        });
+        while let Some(batch) = rx.recv().await {
+            if !self.deliver(batch, &shutdown, drain).await? {
+                break; // gave up at shutdown: the batch stays pending for the next start
             }
         }
+        drop(rx);
+        producer.await.map_err(|_| SpoolError::Stopped)?
+    }
+
+    /// Finishes a batch left pending by a crash, before anything else is sent.
+    async fn recover_pending(
+        &self,
+        shutdown: &watch::Receiver<bool>,
+        drain: Duration,
+    ) -> Result<bool, SpoolError> {
+        let Some(pending) = self.spool.state()?.pending else {
+            return Ok(true);
+        };
+        if pending.last_lsn <= self.spool.committed_lsn() {
+            return Ok(true);
+        }
+        let mut reader = self.spool.reader();
+        reader.seek(pending.first_lsn);
+        let mut batch = Batch {
+            first_lsn: pending.first_lsn,
+            last_lsn: pending.first_lsn,
+            bytes: 0,
+            records: Vec::new(),
+        };
+        while reader.next_lsn() <= pending.last_lsn {
+            let entries = reader.read(u64::MAX)?;
+            if entries.is_empty() {
+                break;
+            }
+            for e in entries.into_iter().filter(|e| e.lsn <= pending.last_lsn) {
+                append_entry(&mut batch, e);
+            }
+        }
+        tracing::info!(batch_id = %pending.batch_id, rows = batch.records.len(), "recovering a batch pending at the last stop");
+        self.deliver_as(batch, pending.batch_id, true, shutdown, drain)
+            .await
+    }
+
+    /// Inserts and commits `batch`; `Ok(false)` if it gave up because of a shutdown.
+    async fn deliver(
+        &self,
+        batch: Batch,
+        shutdown: &watch::Receiver<bool>,
+        drain: Duration,
+    ) -> Result<bool, SpoolError> {
+        let batch_id = format!(
+            "{}-{}-{}",
+            self.spool.spool_id(),
+            batch.first_lsn,
+            batch.last_lsn
+        );
+        self.deliver_as(batch, batch_id, false, shutdown, drain)
+            .await
+    }
+
+    async fn deliver_as(
+        &self,
+        batch: Batch,
+        batch_id: String,
+        mut check_first: bool,
+        shutdown: &watch::Receiver<bool>,
+        drain: Duration,
+    ) -> Result<bool, SpoolError> {
+        let (min_ts, max_ts) = time_range(&batch.records);
+        let spool = self.spool.clone();
+        let pending = PendingBatch {
+            batch_id: batch_id.clone(),
+            first_lsn: batch.first_lsn,
+            last_lsn: batch.last_lsn,
+            rows: batch.records.len() as u64,
+        };
+        blocking(move || spool.begin_batch(pending)).await?;
+
+        let mut backoff = Backoff::new(&self.config);
+        let started = Instant::now();
+        let rows_inserted;
+        let mut shutdown_seen: Option<Instant> = None;
+        loop {
+            let result = self
+                .insert_once(&batch_id, &batch.records, min_ts, max_ts, check_first)
+                .await;
+            match result {
+                Ok(n) => {
+                    rows_inserted = n;
+                    self.health.set_up();
+                    break;
+                }
+                Err(StoreError::Transient(e)) => {
+                    self.metrics.count_insert_failure("transient");
+                    self.health.set_down(&e);
+                    let delay = backoff.next();
+                    tracing::warn!(%batch_id, error = %e, retry_in_ms = delay.as_millis() as u64, "insert failed; will retry");
+                    tokio::time::sleep(delay).await;
+                    check_first = true;
+                    if *shutdown.borrow()
+                        && shutdown_seen.get_or_insert_with(Instant::now).elapsed() >= drain
+                    {
+                        tracing::warn!(%batch_id, "shutting down with ClickHouse unavailable; the batch stays in the spool");
+                        return Ok(false);
+                    }
+                }
+                Err(StoreError::Data(e)) => {
+                    self.metrics.count_insert_failure("data");
+                    tracing::error!(%batch_id, error = %e, rows = batch.records.len(),
+                        "ClickHouse refused the batch's data; sending it to usage_rejects");
+                    self.dead_letter(&batch.records, &e).await;
+                    rows_inserted = 0;
+                    break;
+                }
+            }
+        }
+        self.metrics
+            .insert_seconds
+            .observe(started.elapsed().as_secs_f64());
+
+        let info = BatchInfo {
+            batch_id: batch_id.clone(),
+            spool_id: self.spool.spool_id().to_string(),
+            first_lsn: batch.first_lsn,
+            last_lsn: batch.last_lsn,
+            rows: rows_inserted,
+            min_ts,
+            max_ts,
+        };
+        // The audit row is worth a few tries, but the rows are already safe: never block on it.
+        for _ in 0..3 {
+            match self.store.record_batch(&info).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(%batch_id, error = %e, "could not record the batch in ingest_batches");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let spool = self.spool.clone();
+        let (last, bytes) = (batch.last_lsn, batch.bytes);
+        blocking(move || spool.commit(last, bytes)).await?;
+        self.metrics.insert_batches.inc();
+        self.metrics.insert_rows.inc_by(rows_inserted);
+        tracing::debug!(%batch_id, rows = rows_inserted, "batch committed");
+        Ok(true)
+    }
+
+    /// One attempt; with `check_first`, inserts only the rows not already stored under the id.
+    async fn insert_once(
+        &self,
+        batch_id: &str,
+        records: &[UsageRecord],
+        min_ts: OffsetDateTime,
+        max_ts: OffsetDateTime,
+        check_first: bool,
+    ) -> Result<u64, StoreError> {
+        if !check_first {
+            self.store.insert_events(batch_id, records).await?;
+            return Ok(records.len() as u64);
+        }
+        let stored = self.store.batch_event_ids(batch_id, min_ts, max_ts).await?;
+        let missing: Vec<UsageRecord> = records
+            .iter()
+            .filter(|r| !stored.contains(&r.event_id))
+            .cloned()
+            .collect();
+        if !stored.is_empty() {
+            tracing::info!(
+                batch_id,
+                already = stored.len(),
+                missing = missing.len(),
+                "batch partly or wholly stored before; inserting the rest"
+            );
+        }
+        if !missing.is_empty() {
+            self.store.insert_events(batch_id, &missing).await?;
+        }
+        Ok(records.len() as u64)
+    }
+
+    async fn dead_letter(&self, records: &[UsageRecord], error: &str) {
+        let now = OffsetDateTime::now_utc();
+        let rejects: Vec<Reject> = records
+            .iter()
+            .enumerate()
+            .map(|(index, r)| Reject {
+                received_at: now,
+                index,
+                reason: format!("insert refused by ClickHouse: {error}"),
+                raw: serde_json::to_string(r).unwrap_or_default(),
+            })
+            .collect();
+        let mut backoff = Backoff::new(&self.config);
+        while let Err(e) = self.store.insert_rejects(&rejects).await {
+            tracing::warn!(error = %e, "could not write usage_rejects; retrying");
+            tokio::time::sleep(backoff.next()).await;
+        }
+    }
+}
+
+/// The reading half of the sink: spool entries → decoded batches.
+struct Gatherer {
+    spool: Spool,
+    config: SinkConfig,
+    reader: crate::spool::SpoolReader,
+    /// Entries read past the end of the last batch.
+    leftover: VecDeque<Entry>,
+}
+
+impl Gatherer {
+    /// Everything durable has been gathered.
+    fn caught_up(&self) -> bool {
+        self.leftover.is_empty() && self.reader.next_lsn() > self.spool.durable_lsn()
     }
 
     /// Collects the next batch; `None` if there was nothing to send yet. A batch closes at the
     /// entry that brings it to `max_rows` rows or `max_bytes` bytes (entries are never split:
     /// commits are by LSN); entries read past that wait in `leftover` for the next batch.
-    async fn gather(
-        &self,
-        reader: &mut crate::spool::SpoolReader,
-        leftover: &mut VecDeque<Entry>,
+    async fn next(
+        &mut self,
         shutdown: &mut watch::Receiver<bool>,
         draining: bool,
     ) -> Result<Option<Batch>, SpoolError> {
+        let (reader, leftover) = (&mut self.reader, &mut self.leftover);
         let max_delay = Duration::from_millis(self.config.max_delay_ms);
         let mut batch: Option<Batch> = None;
         let mut started: Option<Instant> = None;
@@ -244,177 +466,11 @@ impl<S: Store> Sink<S> {
                     tokio::select! {
                         () = self.spool.wait_for_data_after(reader.next_lsn().saturating_sub(1)) => {}
                         () = tokio::time::sleep(max_delay - waited) => {}
+                        // Shutting down: send what is gathered now rather than wait it out.
+                        _ = shutdown.changed() => return Ok(batch),
                     }
                 }
             }
-        }
-    }
-
-    /// Finishes a batch left pending by a crash, before anything else is sent.
-    async fn recover_pending(&self) -> Result<(), SpoolError> {
-        let Some(pending) = self.spool.state()?.pending else {
-            return Ok(());
-        };
-        if pending.last_lsn <= self.spool.committed_lsn() {
-            return Ok(());
-        }
-        let mut reader = self.spool.reader();
-        reader.seek(pending.first_lsn);
-        let mut batch = Batch {
-            first_lsn: pending.first_lsn,
-            last_lsn: pending.first_lsn,
-            bytes: 0,
-            records: Vec::new(),
-        };
-        while reader.next_lsn() <= pending.last_lsn {
-            let entries = reader.read(u64::MAX)?;
-            if entries.is_empty() {
-                break;
-            }
-            for e in entries.into_iter().filter(|e| e.lsn <= pending.last_lsn) {
-                append_entry(&mut batch, e);
-            }
-        }
-        tracing::info!(batch_id = %pending.batch_id, rows = batch.records.len(), "recovering a batch pending at the last stop");
-        self.deliver_as(batch, pending.batch_id, true).await
-    }
-
-    async fn deliver(&self, batch: Batch) -> Result<(), SpoolError> {
-        let batch_id = format!(
-            "{}-{}-{}",
-            self.spool.spool_id(),
-            batch.first_lsn,
-            batch.last_lsn
-        );
-        self.deliver_as(batch, batch_id, false).await
-    }
-
-    async fn deliver_as(
-        &self,
-        batch: Batch,
-        batch_id: String,
-        mut check_first: bool,
-    ) -> Result<(), SpoolError> {
-        let (min_ts, max_ts) = time_range(&batch.records);
-        let spool = self.spool.clone();
-        let pending = PendingBatch {
-            batch_id: batch_id.clone(),
-            first_lsn: batch.first_lsn,
-            last_lsn: batch.last_lsn,
-            rows: batch.records.len() as u64,
-        };
-        blocking(move || spool.begin_batch(pending)).await?;
-
-        let mut backoff = Backoff::new(&self.config);
-        let started = Instant::now();
-        let rows_inserted;
-        loop {
-            let result = self
-                .insert_once(&batch_id, &batch.records, min_ts, max_ts, check_first)
-                .await;
-            match result {
-                Ok(n) => {
-                    rows_inserted = n;
-                    self.health.set_up();
-                    break;
-                }
-                Err(StoreError::Transient(e)) => {
-                    self.metrics.count_insert_failure("transient");
-                    self.health.set_down(&e);
-                    let delay = backoff.next();
-                    tracing::warn!(%batch_id, error = %e, retry_in_ms = delay.as_millis() as u64, "insert failed; will retry");
-                    tokio::time::sleep(delay).await;
-                    check_first = true;
-                }
-                Err(StoreError::Data(e)) => {
-                    self.metrics.count_insert_failure("data");
-                    tracing::error!(%batch_id, error = %e, rows = batch.records.len(),
-                        "ClickHouse refused the batch's data; sending it to usage_rejects");
-                    self.dead_letter(&batch.records, &e).await;
-                    rows_inserted = 0;
-                    break;
-                }
-            }
-        }
-        self.metrics
-            .insert_seconds
-            .observe(started.elapsed().as_secs_f64());
-
-        let info = BatchInfo {
-            batch_id: batch_id.clone(),
-            spool_id: self.spool.spool_id().to_string(),
-            first_lsn: batch.first_lsn,
-            last_lsn: batch.last_lsn,
-            rows: rows_inserted,
-            min_ts,
-            max_ts,
-        };
-        // The audit row is worth a few tries, but the rows are already safe: never block on it.
-        for _ in 0..3 {
-            match self.store.record_batch(&info).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(%batch_id, error = %e, "could not record the batch in ingest_batches");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-        let spool = self.spool.clone();
-        let (last, bytes) = (batch.last_lsn, batch.bytes);
-        blocking(move || spool.commit(last, bytes)).await?;
-        self.metrics.insert_batches.inc();
-        self.metrics.insert_rows.inc_by(rows_inserted);
-        tracing::debug!(%batch_id, rows = rows_inserted, "batch committed");
-        Ok(())
-    }
-
-    /// One attempt; with `check_first`, inserts only the rows not already stored under the id.
-    async fn insert_once(
-        &self,
-        batch_id: &str,
-        records: &[UsageRecord],
-        min_ts: OffsetDateTime,
-        max_ts: OffsetDateTime,
-        check_first: bool,
-    ) -> Result<u64, StoreError> {
-        if !check_first {
-            self.store.insert_events(batch_id, records).await?;
-            return Ok(records.len() as u64);
-        }
-        let stored = self.store.batch_event_ids(batch_id, min_ts, max_ts).await?;
-        let missing: Vec<UsageRecord> = records
-            .iter()
-            .filter(|r| !stored.contains(&r.event_id))
-            .cloned()
-            .collect();
-        if !stored.is_empty() {
-            tracing::info!(
-                batch_id,
-                already = stored.len(),
-                missing = missing.len(),
-                "batch partly or wholly stored before; inserting the rest"
-            );
-        }
-        if !missing.is_empty() {
-            self.store.insert_events(batch_id, &missing).await?;
-        }
-        Ok(records.len() as u64)
-    }
-
-    async fn dead_letter(&self, records: &[UsageRecord], error: &str) {
-        let now = OffsetDateTime::now_utc();
-        let rejects: Vec<Reject> = records
-            .iter()
-            .map(|r| Reject {
-                received_at: now,
-                reason: format!("insert refused by ClickHouse: {error}"),
-                raw: serde_json::to_string(r).unwrap_or_default(),
-            })
-            .collect();
-        let mut backoff = Backoff::new(&self.config);
-        while let Err(e) = self.store.insert_rejects(&rejects).await {
-            tracing::warn!(error = %e, "could not write usage_rejects; retrying");
-            tokio::time::sleep(backoff.next()).await;
         }
     }
 }

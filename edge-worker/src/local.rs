@@ -35,7 +35,26 @@ pub struct LocalWorker {
     pub listen: String,
     /// Text bindings (vars and secrets alike; workerd does not tell them apart).
     pub bindings: Vec<(String, String)>,
+    /// Also serve [`PASSTHROUGH_JS`] on this `host:port` (the benchmark's baseline), forwarding
+    /// to `(upstream base URL, provider key)`.
+    pub passthrough: Option<(String, String, String)>,
 }
+
+/// A minimal JavaScript proxy: the baseline the Rust worker's overhead is measured against.
+pub const PASSTHROUGH_JS: &str = r#"// The benchmark's baseline: forward the call, swap the key, return the response untouched.
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    const headers = new Headers(request.headers);
+    headers.set("authorization", "Bearer " + env.KEY);
+    return fetch(env.UPSTREAM + url.pathname.replace(/^\/v1/, "") + url.search, {
+      method: request.method,
+      headers,
+      body: request.body,
+    });
+  },
+};
+"#;
 
 impl LocalWorker {
     /// The `workerd` config (Cap'n Proto text). `embed` paths are relative to the config
@@ -61,6 +80,19 @@ impl LocalWorker {
                 capnp_str(v)
             );
         }
+        let (extra_service, extra_socket, extra_worker) = match &self.passthrough {
+            Some((listen, upstream, key)) => (
+                "    (name = \"passthrough\", worker = .passthrough),\n".to_string(),
+                format!(",\n    (name = \"passthrough\", address = {}, http = (), service = \"passthrough\")", capnp_str(listen)),
+                format!(
+                    "\nconst passthrough :Workerd.Worker = (\n  modules = [ (name = \"passthrough.js\", esModule = embed \"passthrough.js\") ],\n  compatibilityDate = {},\n  bindings = [ (name = \"UPSTREAM\", text = {}), (name = \"KEY\", text = {}) ],\n  globalOutbound = \"internet\",\n);\n",
+                    capnp_str(COMPATIBILITY_DATE),
+                    capnp_str(upstream),
+                    capnp_str(key)
+                ),
+            ),
+            None => (String::new(), String::new(), String::new()),
+        };
         format!(
             r#"# Generated: runs Tollgate's edge worker under workerd.
 using Workerd = import "/workerd/workerd.capnp";
@@ -68,10 +100,10 @@ using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
     (name = "tollgate-edge", worker = .edge),
-    # Fetches to providers and the collector; local addresses allowed for dev and tests.
+{extra_service}    # Fetches to providers and the collector; local addresses allowed for dev and tests.
     (name = "internet", network = (allow = ["public", "private", "local"])),
   ],
-  sockets = [ (name = "http", address = {listen}, http = (), service = "tollgate-edge") ],
+  sockets = [ (name = "http", address = {listen}, http = (), service = "tollgate-edge"){extra_socket} ],
 );
 
 const edge :Workerd.Worker = (
@@ -85,7 +117,7 @@ const edge :Workerd.Worker = (
 {bindings}  ],
   globalOutbound = "internet",
 );
-"#,
+{extra_worker}"#,
             listen = capnp_str(&self.listen),
             shim = embed("shim.js"),
             index = embed("index.js"),
@@ -97,6 +129,9 @@ const edge :Workerd.Worker = (
     /// Writes the config as `<bundle_dir>/<name>` and returns its path.
     pub fn write_config(&self, name: &str) -> std::io::Result<PathBuf> {
         let path = self.bundle_dir.join(name);
+        if self.passthrough.is_some() {
+            std::fs::write(self.bundle_dir.join("passthrough.js"), PASSTHROUGH_JS)?;
+        }
         std::fs::write(&path, self.workerd_config())?;
         Ok(path)
     }
@@ -162,6 +197,7 @@ mod tests {
             bundle_dir: PathBuf::from("/x/target/edge"),
             listen: "127.0.0.1:8787".into(),
             bindings: vec![("APP_KEYS".into(), r#"{"a":"b"}"#.into())],
+            passthrough: None,
         };
         let c = w.workerd_config();
         assert!(c.contains(r#"esModule = embed "shim.js""#));

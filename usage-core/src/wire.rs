@@ -163,14 +163,20 @@ pub fn decode_batch(body: &[u8], max_records: usize) -> Result<Vec<DecodedRecord
 }
 
 fn decode_one(index: usize, raw: &str) -> DecodedRecord<'_> {
-    let de = &mut serde_json::Deserializer::from_str(raw);
-    let record = serde_path_to_error::deserialize::<_, UsageRecord>(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let reason = if path == "." || path.is_empty() {
-            inner.to_string()
-        } else {
-            format!("{path}: {inner}")
+    // The fast path for good records; only a failure pays for tracking the field path.
+    let record = serde_json::from_str::<UsageRecord>(raw).map_err(|_| {
+        let de = &mut serde_json::Deserializer::from_str(raw);
+        let reason = match serde_path_to_error::deserialize::<_, UsageRecord>(de) {
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path == "." || path.is_empty() {
+                    inner.to_string()
+                } else {
+                    format!("{path}: {inner}")
+                }
+            }
+            Ok(_) => "record does not decode".to_string(),
         };
         RecordError { index, reason }
     });

@@ -4,6 +4,8 @@
 //!
 //! Every step prints what it runs; a failing step names itself and why.
 
+mod bench;
+mod ch;
 mod edge;
 mod prices;
 mod setup;
@@ -32,6 +34,16 @@ enum Command {
     /// Build the edge worker bundle (target/edge/) or run it under workerd.
     #[command(subcommand)]
     Edge(edge::EdgeCommand),
+    /// The private dev ClickHouse (target/clickhouse-dev/): start, stop, status, client.
+    #[command(subcommand)]
+    Ch(ch::ChCommand),
+    /// Apply the ClickHouse migrations (or --print them, e.g. for --cluster NAME).
+    Migrate(ch::MigrateArgs),
+    /// Every migration and named query on ClickHouse 26.9 (chdb) vs the 18.16 dev server.
+    Compat,
+    /// Benchmarks (figures to target/bench/ and docs/BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +53,10 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Prices(args) => prices::run(&args),
         Command::Edge(cmd) => edge::run(&cmd),
+        Command::Ch(cmd) => ch::run(&cmd),
+        Command::Migrate(args) => ch::migrate(&args),
+        Command::Compat => ch::compat(),
+        Command::Bench(cmd) => bench::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ pub fn run() -> Result {
     wasm_target()?;
     clickhouse()?;
     crate::edge::setup()?;
+    python_sdk()?;
     println!("setup: done");
     Ok(())
 }
@@ -59,4 +60,35 @@ pub fn apt_install(packages: &[&str]) -> Result {
 
 fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+/// A venv under `target/py-venv` with the official `openai` SDK (pinned in
+/// `tests/python/requirements.txt`): the client of the end-to-end tests.
+fn python_sdk() -> Result {
+    let root = crate::util::repo_root();
+    let venv = root.join("target/py-venv");
+    let python = venv.join("bin/python");
+    let requirements = root.join("tests/python/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).unwrap_or_default();
+    let marker = venv.join(".requirements");
+    if python.exists() && std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        return Ok(());
+    }
+    step("setup: Python venv with the openai SDK (target/py-venv)");
+    if !python.exists() {
+        exec(
+            "python venv",
+            std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv),
+        )?;
+    }
+    exec(
+        "pip install",
+        std::process::Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "-r"])
+            .arg(&requirements),
+    )?;
+    std::fs::write(marker, wanted)?;
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the one command that proves the tree. CI (`.ci/run`) calls exactly this.
 //!
-//! Order: setup → fmt → clippy → every test → the wasm build of `usage-core`. Each step stops
-//! the run with its name on failure.
+//! Order: setup → fmt → clippy (native and wasm32) → the edge bundle → every test (with the dev
+//! ClickHouse running) → the ClickHouse 26.9 compatibility check → the wasm build of
+//! `usage-core`. Each step stops the run with its name on failure.
 
 use std::process::Command;
 
@@ -38,8 +39,40 @@ pub fn run(args: &TestArgs) -> Result {
         )?;
     }
 
+    if !args.no_lint {
+        step("clippy (edge worker, wasm32)");
+        exec(
+            "cargo clippy wasm32",
+            cargo().args([
+                "clippy",
+                "-p",
+                "edge-worker",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+    }
+
+    // The end-to-end tests run the real bundle under workerd.
+    crate::edge::build()?;
+
     step("tests");
-    exec("cargo test", cargo().args(["test", "--workspace"]))?;
+    // The dev ClickHouse for the tests (and compat): started unless it already runs, stopped
+    // at the end (also on failure) when this run started it.
+    let clickhouse = crate::ch::DevServerGuard::start()?;
+    exec(
+        "cargo test",
+        cargo()
+            .args(["test", "--workspace"])
+            .env("TOLLGATE_CLICKHOUSE_URL", clickhouse.url()),
+    )?;
+
+    step("compat: ClickHouse 26.9 (chdb) vs 18.16");
+    crate::ch::compat_with(&clickhouse)?;
+    drop(clickhouse);
 
     step("wasm build of usage-core");
     exec("usage-core for wasm32", &mut wasm_build())?;

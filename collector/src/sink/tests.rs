@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 
 use super::*;
-use crate::spool::SpoolConfig;
+use crate::spool::{AppendBatch, SpoolConfig};
 use crate::testdata::record;
 
 /// An in-memory store: rows by event id with their batch id, and scripted failures.
@@ -137,7 +137,9 @@ async fn every_record_is_stored_once_in_bounded_batches() {
     let spool = open(dir.path());
     for i in 0..20u128 {
         spool
-            .append((i * 10..i * 10 + 10).map(record).collect())
+            .append(AppendBatch::from_records(
+                &(i * 10..i * 10 + 10).map(record).collect::<Vec<_>>(),
+            ))
             .await
             .unwrap();
     }
@@ -156,7 +158,12 @@ async fn every_record_is_stored_once_in_bounded_batches() {
 async fn transient_failures_are_retried_and_a_landed_insert_is_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
-    spool.append((0..30).map(record).collect()).await.unwrap();
+    spool
+        .append(AppendBatch::from_records(
+            &(0..30).map(record).collect::<Vec<_>>(),
+        ))
+        .await
+        .unwrap();
     let store = Arc::new(FakeStore::default());
     store.fail_before.store(3, Ordering::SeqCst);
     store.fail_after.store(1, Ordering::SeqCst);
@@ -173,8 +180,18 @@ async fn transient_failures_are_retried_and_a_landed_insert_is_not_repeated() {
 async fn a_batch_pending_at_a_crash_is_completed_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
-    spool.append((0..10).map(record).collect()).await.unwrap();
-    spool.append((10..20).map(record).collect()).await.unwrap();
+    spool
+        .append(AppendBatch::from_records(
+            &(0..10).map(record).collect::<Vec<_>>(),
+        ))
+        .await
+        .unwrap();
+    spool
+        .append(AppendBatch::from_records(
+            &(10..20).map(record).collect::<Vec<_>>(),
+        ))
+        .await
+        .unwrap();
     // The previous process began batch LSN 1..=2, and 7 of its rows reached ClickHouse.
     let batch_id = format!("{}-1-2", spool.spool_id());
     spool
@@ -194,7 +211,12 @@ async fn a_batch_pending_at_a_crash_is_completed_without_duplicates() {
     drop(spool);
 
     let spool = open(dir.path());
-    spool.append((20..25).map(record).collect()).await.unwrap();
+    spool
+        .append(AppendBatch::from_records(
+            &(20..25).map(record).collect::<Vec<_>>(),
+        ))
+        .await
+        .unwrap();
     run_until_drained(&spool, store.clone()).await;
     let c = counts(&store);
     assert_eq!(c.len(), 25);
@@ -206,7 +228,12 @@ async fn a_batch_pending_at_a_crash_is_completed_without_duplicates() {
 async fn refused_data_goes_to_rejects_not_into_a_retry_loop() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
-    spool.append((0..5).map(record).collect()).await.unwrap();
+    spool
+        .append(AppendBatch::from_records(
+            &(0..5).map(record).collect::<Vec<_>>(),
+        ))
+        .await
+        .unwrap();
     let store = Arc::new(FakeStore::default());
     store.refuse_data.store(1, Ordering::SeqCst);
     run_until_drained(&spool, store.clone()).await;

@@ -38,7 +38,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use tokio::sync::{oneshot, Notify};
 use usage_core::UsageRecord;
 use uuid::Uuid;
@@ -152,8 +154,47 @@ pub struct Recovery {
     pub pending: Option<PendingBatch>,
 }
 
+/// Records to append: each one's `event_id` and its JSON text, as a range of a shared body.
+/// The accept path hands over the bytes it received, so nothing is re-serialized.
+#[derive(Clone, Debug)]
+pub struct AppendBatch {
+    body: Bytes,
+    items: Vec<(Uuid, Range<usize>)>,
+}
+
+impl AppendBatch {
+    /// `items` are (event id, byte range of the record's JSON object in `body`).
+    pub fn new(body: Bytes, items: Vec<(Uuid, Range<usize>)>) -> Self {
+        AppendBatch { body, items }
+    }
+
+    /// Serializes `records` (for callers that do not hold their JSON text).
+    pub fn from_records(records: &[UsageRecord]) -> Self {
+        let mut body = Vec::with_capacity(records.len() * 700);
+        let mut items = Vec::with_capacity(records.len());
+        for r in records {
+            let start = body.len();
+            if serde_json::to_writer(&mut body, r).is_ok() {
+                items.push((r.event_id, start..body.len()));
+            }
+        }
+        AppendBatch {
+            body: Bytes::from(body),
+            items,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
 struct AppendRequest {
-    records: Vec<UsageRecord>,
+    batch: AppendBatch,
     reply: oneshot::Sender<Result<AppendOutcome, SpoolError>>,
 }
 
@@ -270,13 +311,13 @@ impl Spool {
     }
 
     /// Durably appends `records` (minus duplicates) as one entry. Resolves after the fsync.
-    pub async fn append(&self, records: Vec<UsageRecord>) -> Result<AppendOutcome, SpoolError> {
+    pub async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, SpoolError> {
         if let Some(reason) = self.failure() {
             return Err(SpoolError::Failed(reason));
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(AppendRequest { records, reply })
+            .send(AppendRequest { batch, reply })
             .map_err(|_| SpoolError::Stopped)?;
         rx.await.map_err(|_| SpoolError::Stopped)?
     }
@@ -613,19 +654,23 @@ impl Writer {
         let mut appended = 0u64;
         for req in &group {
             let mut duplicates = Vec::new();
-            let mut fresh = Vec::with_capacity(req.records.len());
-            for (i, r) in req.records.iter().enumerate() {
-                if self.is_duplicate(&r.event_id) {
+            // The payload is a JSON array of the fresh records' text, as received.
+            let mut payload = Vec::with_capacity(req.batch.body.len() + 2);
+            let mut fresh = 0usize;
+            for (i, (id, range)) in req.batch.items.iter().enumerate() {
+                if self.is_duplicate(id) {
                     duplicates.push(i);
                 } else {
-                    self.current_ids.insert(r.event_id);
-                    fresh.push(r);
+                    self.current_ids.insert(*id);
+                    payload.push(if fresh == 0 { b'[' } else { b',' });
+                    payload.extend_from_slice(req.batch.body.get(range.clone()).unwrap_or(b"null"));
+                    fresh += 1;
                 }
             }
-            let lsn = if fresh.is_empty() {
+            payload.push(b']');
+            let lsn = if fresh == 0 {
                 None
             } else {
-                let payload = serde_json::to_vec(&fresh).unwrap_or_default();
                 let lsn = self.next_lsn;
                 self.next_lsn += 1;
                 let before = self.buf.len();
@@ -635,7 +680,7 @@ impl Writer {
                 Some(lsn)
             };
             outcomes.push(AppendOutcome {
-                accepted: fresh.len(),
+                accepted: fresh,
                 duplicates,
                 lsn,
             });

@@ -21,6 +21,10 @@ fn records(ids: std::ops::Range<u128>) -> Vec<UsageRecord> {
     ids.map(record).collect()
 }
 
+fn batch_of(ids: std::ops::Range<u128>) -> AppendBatch {
+    AppendBatch::from_records(&records(ids))
+}
+
 fn read_all(spool: &Spool) -> Vec<u128> {
     let mut reader = spool.reader();
     let mut ids = Vec::new();
@@ -43,7 +47,7 @@ async fn appended_records_read_back_in_order_and_survive_reopen() {
     assert_eq!(rec.entries, 0);
     for chunk in 0..20u128 {
         let out = spool
-            .append(records(chunk * 10..chunk * 10 + 10))
+            .append(batch_of(chunk * 10..chunk * 10 + 10))
             .await
             .unwrap();
         assert_eq!((out.accepted, out.duplicates.len()), (10, 0));
@@ -64,16 +68,19 @@ async fn duplicates_are_dropped_within_a_batch_across_batches_and_after_restart(
     let (spool, _) = Spool::open(config(dir.path())).unwrap();
     let mut batch = records(0..5);
     batch.push(record(2));
-    let out = spool.append(batch).await.unwrap();
+    let out = spool
+        .append(AppendBatch::from_records(&batch))
+        .await
+        .unwrap();
     assert_eq!((out.accepted, out.duplicates), (5, vec![5]));
-    let out = spool.append(records(3..8)).await.unwrap();
+    let out = spool.append(batch_of(3..8)).await.unwrap();
     assert_eq!((out.accepted, out.duplicates), (3, vec![0, 1]));
     drop(spool);
 
     let (spool, _) = Spool::open(config(dir.path())).unwrap();
-    let out = spool.append(records(0..10)).await.unwrap();
+    let out = spool.append(batch_of(0..10)).await.unwrap();
     assert_eq!((out.accepted, out.duplicates.len()), (2, 8));
-    let out = spool.append(records(0..3)).await.unwrap();
+    let out = spool.append(batch_of(0..3)).await.unwrap();
     assert_eq!((out.accepted, out.lsn), (0, None));
     assert_eq!(read_all(&spool), (0..10).collect::<Vec<_>>());
 }
@@ -82,7 +89,7 @@ async fn duplicates_are_dropped_within_a_batch_across_batches_and_after_restart(
 async fn a_torn_tail_is_truncated_and_corrupt_bytes_are_moved_aside() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(config(dir.path())).unwrap();
-    spool.append(records(0..3)).await.unwrap();
+    spool.append(batch_of(0..3)).await.unwrap();
     drop(spool);
     let (_, seg) = list_segments(dir.path()).unwrap().pop().unwrap();
     // a crash mid-write: half an entry
@@ -105,7 +112,7 @@ async fn a_torn_tail_is_truncated_and_corrupt_bytes_are_moved_aside() {
         (1, 15, 0)
     );
     assert_eq!(read_all(&spool), vec![0, 1, 2]);
-    spool.append(records(3..4)).await.unwrap();
+    spool.append(batch_of(3..4)).await.unwrap();
     drop(spool);
 
     // garbage in the middle of the newest segment
@@ -139,13 +146,13 @@ async fn committed_segments_are_deleted_only_after_commit_and_window() {
     cfg.dedup_window = Duration::ZERO;
     let (spool, _) = Spool::open(cfg.clone()).unwrap();
     for i in 0..30u128 {
-        spool.append(records(i * 10..i * 10 + 10)).await.unwrap();
+        spool.append(batch_of(i * 10..i * 10 + 10)).await.unwrap();
     }
     let segments_before = spool.segment_count();
     assert!(segments_before > 3);
     // nothing committed: nothing deleted, even after housekeeping ran
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    spool.append(records(1000..1001)).await.unwrap();
+    spool.append(batch_of(1000..1001)).await.unwrap();
     assert_eq!(
         spool.segment_count(),
         segments_before + usize::from(spool.segment_count() > segments_before)
@@ -160,7 +167,7 @@ async fn committed_segments_are_deleted_only_after_commit_and_window() {
     assert_eq!(spool.state().unwrap().committed_lsn, last);
     // the next append triggers housekeeping in the writer
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    spool.append(records(2000..2001)).await.unwrap();
+    spool.append(batch_of(2000..2001)).await.unwrap();
     assert!(
         spool.segment_count() <= 2,
         "{} segments left",
@@ -184,7 +191,7 @@ async fn concurrent_appends_share_fsyncs_and_lose_nothing() {
         tasks.push(tokio::spawn(async move {
             for i in 0..20u128 {
                 let base = (t * 20 + i) * 5;
-                spool.append(records(base..base + 5)).await.unwrap();
+                spool.append(batch_of(base..base + 5)).await.unwrap();
             }
         }));
     }
@@ -230,7 +237,7 @@ proptest! {
             for op in ops {
                 match op {
                     Op::Append(ids) => {
-                        let out = spool.append(ids.iter().map(|i| record(*i)).collect()).await.unwrap();
+                        let out = spool.append(AppendBatch::from_records(&ids.iter().map(|i| record(*i)).collect::<Vec<_>>())).await.unwrap();
                         let mut fresh = Vec::new();
                         for (i, id) in ids.iter().enumerate() {
                             if seen.insert(*id) {

@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""Tollgate's ClickHouse compatibility check: 18.16 (the dev server) vs 26.9 (chdb-core).
+
+Run by `cargo xtask compat` (and as a step of `cargo xtask test`), which first
+- migrates database DATABASE on the 18.16 server with the real runner (tollgate-migrate), and
+- renders every migration for a 26.9 server (`tollgate-migrate --print --json`) into STATEMENTS.
+
+This script then
+1. applies every rendered migration statement in chdb (ClickHouse 26.9, in process), gated ones
+   included;
+2. inserts the same deterministic data set into both engines (several INSERTs, so rollups have
+   unmerged parts), with JSONEachRow;
+3. checks, on each engine, that every rollup metric equals the same aggregate over the raw rows,
+   before and after OPTIMIZE ... FINAL;
+4. runs every named query in clickhouse/queries/ (every scope kind) and every analyst view on
+   both engines and compares the answers value by value.
+
+Values are compared after normalising what legitimately differs between versions in text
+output: Decimal trailing zeros (18.16 prints 1.250000000, 26.9 prints 1.25) and float digits
+(relative tolerance 1e-9). Exits non-zero on any difference.
+"""
+
+import argparse
+import json
+import math
+import random
+import re
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import chdb
+from chdb import session as chdb_session
+
+# --------------------------------------------------------------------------------------------
+# Engines
+
+
+class Server:
+    """The 18.16 server over HTTP."""
+
+    name = "18.16"
+
+    def __init__(self, url, database):
+        self.url = url.rstrip("/")
+        self.database = database
+
+    def query(self, sql, fmt="TabSeparated"):
+        q = urllib.parse.urlencode({"database": self.database, "wait_end_of_query": "1"})
+        body = sql if fmt is None else f"{sql}\nFORMAT {fmt}"
+        req = urllib.request.Request(f"{self.url}/?{q}", data=body.encode())
+        try:
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                return resp.read().decode()
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"18.16: {e.read().decode()[:600]}\n--- SQL:\n{sql[:2000]}") from None
+
+    def execute(self, sql):
+        self.query(sql, fmt=None)
+
+    def insert_json(self, table, rows):
+        self.execute(f"INSERT INTO {table} FORMAT JSONEachRow\n" + "\n".join(rows))
+
+
+class Chdb:
+    """ClickHouse 26.9 in process."""
+
+    name = "26.9"
+
+    def __init__(self, path, database):
+        self.session = chdb_session.Session(str(path))
+        self.session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
+        self.session.query(f"USE {database}")
+        self.version = self.query("SELECT version()").strip()
+
+    def query(self, sql, fmt="TabSeparated"):
+        try:
+            if fmt is None:
+                self.session.query(sql)
+                return ""
+            return self.session.query(sql, fmt).bytes().decode()
+        except Exception as e:  # chdb raises its own error types
+            raise RuntimeError(f"26.9: {str(e)[:600]}\n--- SQL:\n{sql[:2000]}") from None
+
+    def execute(self, sql):
+        self.query(sql, fmt=None)
+
+    def insert_json(self, table, rows):
+        self.execute(f"INSERT INTO {table} FORMAT JSONEachRow\n" + "\n".join(rows))
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic data: the same rows for both engines. Every error class, usage/cost source,
+# token class, stream with and without a first byte, empty model_served and unpriced calls.
+
+ERRORS = [
+    ("none", 200), ("none", 200), ("none", 200), ("none", 200), ("none", 200), ("none", 200),
+    ("client", 400), ("rate_limited", 429), ("upstream_5xx", 502), ("timeout", 504),
+    ("aborted", 200), ("budget_blocked", 0), ("network", 0), ("internal", 0),
+]
+MODELS = [
+    ("openai", "gpt-4o", "gpt-4o-2024-08-06"),
+    ("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+    ("openai", "o3-mini", "o3-mini-2025-01-31"),
+    ("openrouter", "anthropic/claude-sonnet-4-5", "anthropic/claude-sonnet-4-5"),
+    ("openrouter", "mystery/model-x", "mystery/model-x"),
+]
+START = datetime(2026, 1, 29, tzinfo=timezone.utc)
+
+
+def dataset(count, seed=20260129):
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        ts = START + timedelta(seconds=int(i * 6 * 86400 / count))
+        org = min(rng.randrange(3), rng.randrange(3))
+        user = min(rng.randrange(8), rng.randrange(8))
+        app = (user * 7 + org) % 3
+        provider, requested, served = MODELS[(app + min(rng.randrange(5), rng.randrange(5))) % 5]
+        error_class, status = ERRORS[i % len(ERRORS)] if i < 40 else ERRORS[rng.randrange(len(ERRORS))]
+        stream = i % 3 != 0
+        latency = 150 + rng.randrange(5000)
+        ok = error_class in ("none", "aborted")
+        inp = 50 + rng.randrange(5000) if ok else 0
+        out = 10 + rng.randrange(1200) if ok else 0
+        unpriced = requested.startswith("mystery/")
+        cost_nanos = 0 if (unpriced or not ok) else inp * 2500 + out * 10000
+        rows.append(json.dumps({
+            "event_id": "0190%04x-%04x-7000-8000-%012x" % (i >> 16 & 0xFFFF, i & 0xFFFF, i),
+            "schema_version": 1,
+            "ts": ts.strftime("%Y-%m-%d %H:%M:%S"),
+            "latency_ms": latency,
+            "ttft_ms": (40 + rng.randrange(latency // 2)) if (stream and ok) else None,
+            "upstream_ms": latency - 20,
+            "org_id": f"org_{org:03d}",
+            "user_id": "" if user == 7 else f"user_{org:03d}_{user:02d}",
+            "app_id": f"app_{org:03d}_{app}",
+            "key_id": f"key_{org:03d}_{app}",
+            "tag_keys": ["env"] if user % 2 == 0 else [],
+            "tag_values": ["prod"] if user % 2 == 0 else [],
+            "provider": provider,
+            "model_requested": requested,
+            "model_served": served if ok else "",
+            "endpoint": "chat.completions",
+            "task_type": ["chat", "summarize", "extract"][(user + app) % 3],
+            "stream": 1 if stream else 0,
+            "edge_region": "FRA",
+            "status_code": status,
+            "error_class": error_class,
+            "input_tokens": inp,
+            "output_tokens": out,
+            "cached_input_tokens": inp // 3 if (ok and i % 4 == 0) else 0,
+            "cache_write_tokens": inp // 5 if (ok and i % 7 == 0) else 0,
+            "reasoning_tokens": out // 2 if (ok and requested == "o3-mini") else 0,
+            "usage_source": "provider" if error_class == "none" else ("estimated" if ok else "none"),
+            "cost_nusd": "%d.%09d" % (cost_nanos // 10**9, cost_nanos % 10**9),
+            "cost_source": "unpriced" if unpriced else ("provider" if provider == "openrouter" else "price_table"),
+            "pricing_version": "" if unpriced else "pt-compat00001",
+            "request_bytes": 300 + i % 700,
+            "response_bytes": 900 + i % 3000,
+            "batch_id": f"compat-{i // 500}",
+            "inserted_at": "2026-02-05 00:00:00",
+        }))
+        # Decimal as a JSON number written digit for digit (18.16 refuses a quoted decimal).
+        rows[-1] = re.sub(r'"cost_nusd": "([0-9.]+)"', r'"cost_nusd": \1', rows[-1])
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing text results across versions
+
+NUMBER = re.compile(r"^-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$|^-?(nan|inf)$")
+
+
+def cell(v):
+    if v.startswith("[") and v.endswith("]"):
+        inner = v[1:-1]
+        return tuple(cell(x) for x in inner.split(",")) if inner else ()
+    if NUMBER.match(v):
+        try:
+            return Decimal(v)
+        except InvalidOperation:
+            return v
+    return v
+
+
+def parse(tsv):
+    return [tuple(cell(c) for c in line.split("\t")) for line in tsv.splitlines()]
+
+
+def same(a, b):
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, Decimal) and isinstance(b, Decimal):
+        if a.is_nan() or b.is_nan():
+            return a.is_nan() and b.is_nan()
+        if a == b:
+            return True
+        fa, fb = float(a), float(b)
+        return math.isclose(fa, fb, rel_tol=1e-9, abs_tol=1e-9)
+    return a == b
+
+
+def diff(x, y):
+    rx, ry = parse(x), parse(y)
+    if len(rx) != len(ry):
+        return f"{len(rx)} rows vs {len(ry)} rows"
+    for i, (a, b) in enumerate(zip(rx, ry)):
+        if not same(a, b):
+            return f"row {i}:\n    {a}\n    {b}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The checks
+
+METRICS = [
+    ("requests", "count()"),
+    ("errors", "countIf(error_class != 'none')"),
+    ("errors_client", "countIf(error_class = 'client')"),
+    ("errors_rate_limited", "countIf(error_class = 'rate_limited')"),
+    ("errors_upstream_5xx", "countIf(error_class = 'upstream_5xx')"),
+    ("errors_timeout", "countIf(error_class = 'timeout')"),
+    ("errors_aborted", "countIf(error_class = 'aborted')"),
+    ("errors_budget_blocked", "countIf(error_class = 'budget_blocked')"),
+    ("errors_network", "countIf(error_class = 'network')"),
+    ("errors_internal", "countIf(error_class = 'internal')"),
+    ("streamed_requests", "countIf(stream = 1)"),
+    ("estimated_usage_requests", "countIf(usage_source != 'provider')"),
+    ("unpriced_requests", "countIf(cost_source = 'unpriced')"),
+    ("total_input_tokens", "sum(toUInt64(input_tokens))"),
+    ("total_output_tokens", "sum(toUInt64(output_tokens))"),
+    ("total_cached_input_tokens", "sum(toUInt64(cached_input_tokens))"),
+    ("total_cache_write_tokens", "sum(toUInt64(cache_write_tokens))"),
+    ("total_reasoning_tokens", "sum(toUInt64(reasoning_tokens))"),
+    ("total_cost_nusd", "sum(cost_nusd)"),
+    ("total_request_bytes", "sum(request_bytes)"),
+    ("total_response_bytes", "sum(response_bytes)"),
+    ("total_latency_ms", "sum(toUInt64(latency_ms))"),
+    ("total_upstream_ms", "sum(toUInt64(upstream_ms))"),
+    ("total_ttft_ms", "sum(toUInt64(ifNull(ttft_ms, 0)))"),
+    ("ttft_count", "countIf(isNotNull(ttft_ms))"),
+]
+KEYS = "org_id, bucket, user_id, app_id, provider, model, task_type"
+GRAINS = [("usage_hourly", "hour", "toStartOfHour(ts)"), ("usage_daily", "day", "toDate(ts)")]
+
+
+def rollup_sql(table, bucket):
+    cols = [f"sum({c})" for c, _ in METRICS] + [
+        "quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)",
+        "quantilesMerge(0.5, 0.9, 0.95, 0.99)(ttft_quantiles)",
+    ]
+    return (f"SELECT org_id, {bucket} AS bucket, user_id, app_id, provider, model, task_type, "
+            f"{', '.join(cols)} FROM {table} GROUP BY {KEYS} ORDER BY {KEYS}")
+
+
+def raw_sql(bucket_expr):
+    cols = [raw for _, raw in METRICS] + [
+        "quantiles(0.5, 0.9, 0.95, 0.99)(toFloat64(latency_ms))",
+        "quantilesIf(0.5, 0.9, 0.95, 0.99)(toFloat64(ifNull(ttft_ms, 0)), isNotNull(ttft_ms))",
+    ]
+    return (f"SELECT org_id, {bucket_expr} AS bucket, user_id, app_id, provider, "
+            f"if(model_served = '', toString(model_requested), toString(model_served)) AS model, task_type, "
+            f"{', '.join(cols)} FROM usage_events GROUP BY {KEYS} ORDER BY {KEYS}")
+
+
+SCOPES = [
+    ("all orgs", "1 = 1", []),
+    ("org", "org_id = ?", ["org_000"]),
+    ("org+user", "org_id = ? AND user_id = ?", ["org_000", "user_000_00"]),
+    ("org+app", "org_id = ? AND app_id = ?", ["org_000", "app_000_0"]),
+]
+PARAMS = {
+    "from_day": "2026-01-01",
+    "to_day": "2026-03-01",
+    "from_hour": "2026-01-29 00:00:00",
+    "to_hour": "2026-02-05 00:00:00",
+    "limit": 10,
+}
+
+
+def quote(v):
+    if isinstance(v, int):
+        return str(v)
+    return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def bind(sql_text, scope_predicate, scope_values):
+    """What tollgate-clickhouse does: drop comment lines, fill {scope}, bind `?` in order."""
+    header = re.search(r"^-- params: (.*)$", sql_text, re.M)
+    if not header:
+        raise SystemExit("query without a `-- params:` line")
+    names = [p.strip() for p in header.group(1).split(",")][1:]
+    body = "\n".join(l for l in sql_text.splitlines() if not l.lstrip().startswith("--"))
+    body = body.replace("{scope}", scope_predicate)
+    values = list(scope_values) + [PARAMS[n] for n in names]
+    parts = body.split("?")
+    if len(parts) - 1 != len(values):
+        raise SystemExit(f"{len(parts) - 1} placeholders, {len(values)} values")
+    out = parts[0]
+    for value, rest in zip(values, parts[1:]):
+        out += quote(value) + rest
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--statements", required=True, help="tollgate-migrate --print --json output")
+    ap.add_argument("--queries", required=True, help="clickhouse/queries")
+    ap.add_argument("--server", required=True, help="18.16 HTTP URL")
+    ap.add_argument("--database", required=True, help="migrated database on the 18.16 server")
+    ap.add_argument("--chdb-path", required=True, help="empty directory for chdb's data")
+    ap.add_argument("--rows", type=int, default=6000)
+    args = ap.parse_args()
+
+    old = Server(args.server, args.database)
+    new = Chdb(args.chdb_path, args.database)
+    print(f"engines: {old.name} ({old.query('SELECT version()').strip()}) and chdb {chdb.__version__} "
+          f"(ClickHouse {new.version})")
+
+    passed, failed = 0, 0
+
+    def check(name, ok, detail=""):
+        nonlocal passed, failed
+        if ok:
+            passed += 1
+            print(f"  ok    {name}")
+        else:
+            failed += 1
+            print(f"  FAIL  {name}\n        {detail}")
+
+    # 1. Every migration on 26.9.
+    plan = json.loads(Path(args.statements).read_text())
+    for item in plan:
+        try:
+            for statement in item["statements"]:
+                new.execute(statement)
+            check(f"26.9 applies {item['file']} ({len(item['statements'])} statements)", True)
+        except RuntimeError as e:
+            check(f"26.9 applies {item['file']}", False, str(e)[:800])
+    if failed:
+        return finish(passed, failed)
+
+    # 2. Same data into both, in batches.
+    rows = dataset(args.rows)
+    for start in range(0, len(rows), 1000):
+        for engine in (old, new):
+            engine.insert_json("usage_events", rows[start:start + 1000])
+    for engine in (old, new):
+        n = engine.query("SELECT count() FROM usage_events").strip()
+        check(f"{engine.name} has the {len(rows)} rows", n == str(len(rows)), f"count() = {n}")
+
+    # 3. Rollups == raw on each engine, before and after merges.
+    for when in ("before merges", "after OPTIMIZE FINAL"):
+        if when != "before merges":
+            for engine in (old, new):
+                for table in ("usage_events", "usage_hourly", "usage_daily"):
+                    engine.execute(f"OPTIMIZE TABLE {table} FINAL")
+        for engine in (old, new):
+            for table, bucket, raw_bucket in GRAINS:
+                d = diff(engine.query(rollup_sql(table, bucket)), engine.query(raw_sql(raw_bucket)))
+                check(f"{engine.name}: {table} equals the raw rows ({when})", d is None, d)
+        for table, bucket, _ in GRAINS:
+            d = diff(old.query(rollup_sql(table, bucket)), new.query(rollup_sql(table, bucket)))
+            check(f"{table}: 18.16 and 26.9 agree ({when})", d is None, d)
+
+    # 4. Every named query, every scope; every analyst view.
+    query_files = sorted(Path(args.queries).glob("*.sql"))
+    for path in query_files:
+        text = path.read_text()
+        for scope_name, predicate, values in SCOPES:
+            sql = bind(text, predicate, values)
+            try:
+                a, b = old.query(sql), new.query(sql)
+            except RuntimeError as e:
+                check(f"{path.stem} [{scope_name}]", False, str(e)[:800])
+                continue
+            d = diff(a, b)
+            if d is None and not a.strip():
+                d = "no rows: the data set does not exercise this query"
+            check(f"{path.stem} [{scope_name}]: {len(a.splitlines())} rows, 18.16 == 26.9", d is None, d)
+    for view in ("ai_daily_usage", "ai_usage_summary", "ai_model_performance"):
+        cols = old.query(f"DESCRIBE TABLE {view}")
+        order = ", ".join(line.split("\t")[0] for line in cols.splitlines()[:7]
+                          if not line.split("\t")[1].startswith(("Float", "Decimal", "UInt", "Array")))
+        sql = f"SELECT * FROM {view} ORDER BY {order}"
+        d = diff(old.query(sql), new.query(sql))
+        check(f"view {view}: 18.16 == 26.9", d is None, d)
+
+    return finish(passed, failed)
+
+
+def finish(passed, failed):
+    print(f"compat: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+-- provider_performance: per provider over the UTC days [from_day, to_day): calls, errors,
+-- spend and latency — the Providers tab and `GET /api/v1/providers`.
+-- params: {scope}, from_day, to_day
+-- row: ProviderPerformanceRow
+SELECT
+    provider,
+    n_requests AS requests,
+    n_errors AS errors,
+    n_rate_limited AS errors_rate_limited,
+    n_unpriced AS unpriced_requests,
+    n_input AS input_tokens,
+    n_output AS output_tokens,
+    n_cost AS cost_usd,
+    if(n_requests = 0, 0, toFloat64(n_latency) / toFloat64(n_requests)) AS avg_latency_ms,
+    lq AS latency_quantiles_ms
+FROM
+(
+    SELECT
+        provider,
+        sum(requests) AS n_requests,
+        sum(errors) AS n_errors,
+        sum(errors_rate_limited) AS n_rate_limited,
+        sum(unpriced_requests) AS n_unpriced,
+        sum(total_input_tokens) AS n_input,
+        sum(total_output_tokens) AS n_output,
+        sum(total_cost_nusd) AS n_cost,
+        sum(total_latency_ms) AS n_latency,
+        arrayMap(x -> toFloat64(x), quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)) AS lq
+    FROM usage_daily
+    WHERE {scope} AND day >= toDate(?) AND day < toDate(?)
+    GROUP BY provider
+)
+ORDER BY cost_usd DESC, provider

@@ -1,0 +1,37 @@
+//! Tollgate's database as code: the ClickHouse schema, how it is applied, and how it is read.
+//!
+//! - [`Migration`] and [`Migrator`] — the numbered files in `clickhouse/migrations/`, applied in
+//!   order with a checksum per file, under a lock, single-node or `ON CLUSTER`
+//!   ([`migrate`] module docs say how two runners stay out of each other's way).
+//! - [`ClickHouseConfig`] — where the server is; builds the [`clickhouse::Client`] every crate
+//!   uses (validation off and `wait_end_of_query=1` on reads, as 18.16 needs).
+//! - [`UsageEventRow`] — a `usage_events` row, converted from and to `usage_core::UsageRecord`.
+//! - [`queries`] — the dashboard's named queries (`clickhouse/queries/*.sql`) with their row
+//!   types and the [`Scope`] predicate.
+//! - [`retention`] — dropping old monthly partitions.
+//! - [`synthetic`] — deterministic usage records for tests, the compat check and benchmarks.
+//! - [`dev_server`] — the private dev/test server (`clickhouse/dev/`), and [`testing`] — a fresh
+//!   migrated database per test.
+//!
+//! The SQL is the source of truth and lives in `.sql` files next to this crate; Rust only binds
+//! values. CLICKHOUSE.md (shared design notes) lists the portable subset every file keeps to:
+//! everything here runs on ClickHouse 18.16 and on 26.x.
+
+mod config;
+pub mod dev_server;
+mod error;
+mod events;
+pub mod migrate;
+pub mod queries;
+pub mod retention;
+pub mod synthetic;
+pub mod testing;
+
+pub use config::{read_query, ClickHouseConfig, DEFAULT_URL};
+pub use error::{Error, Result};
+pub use events::{insert_events, RecordConversionError, UsageEventRow};
+pub use migrate::{Migration, MigrationEvent, MigrationReport, Migrator, ServerVersion};
+pub use queries::Scope;
+
+/// The client crate, re-exported so users build queries with the same version.
+pub use clickhouse;

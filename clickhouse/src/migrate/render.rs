@@ -1,0 +1,342 @@
+//! Rendering a migration statement for its target: as written for one server, or as
+//! `ON CLUSTER` DDL with `Replicated*` engines for a cluster.
+//!
+//! Cluster rendering, statement by statement (only DDL is allowed in migrations):
+//! - `CREATE TABLE|VIEW|MATERIALIZED VIEW|DATABASE [IF NOT EXISTS] name` and
+//!   `ALTER TABLE name` / `DROP TABLE|VIEW [IF EXISTS] name` get `ON CLUSTER <cluster>` after the
+//!   name, and the name is qualified with the database (a DDL query replayed on another host
+//!   must not depend on the initiator's current database).
+//! - Table references are qualified the same way: `FROM t`, `JOIN t`, a view's `TO t`, and
+//!   `CREATE TABLE x AS t`.
+//! - `ENGINE = XMergeTree(args)` becomes
+//!   `ENGINE = ReplicatedXMergeTree('/clickhouse/tables/{shard}/<db>/<table>', '{replica}', args)`;
+//!   `{shard}` and `{replica}` are the server's macros (its config), filled per host.
+//! - `${cluster}` and `${database}` placeholders become quoted names (used by the cluster-only
+//!   `Distributed` table over `usage_events`).
+
+use super::sql::{tokenize, Kind, Token};
+
+/// Where statements are going: one server, or every host of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub database: String,
+    pub cluster: Option<String>,
+}
+
+/// Engines that have a `Replicated` variant taking (zk_path, replica, original args…).
+const REPLICABLE_ENGINES: &[&str] = &[
+    "MergeTree",
+    "SummingMergeTree",
+    "ReplacingMergeTree",
+    "AggregatingMergeTree",
+    "CollapsingMergeTree",
+    "VersionedCollapsingMergeTree",
+];
+
+/// Whether `name` is safe to splice into DDL unquoted (and into a ZooKeeper path).
+pub(crate) fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+/// Renders one statement for `target`.
+pub(crate) fn render(sql: &str, target: &Target) -> Result<String, String> {
+    let with_placeholders = substitute_placeholders(sql, target)?;
+    match &target.cluster {
+        None => Ok(with_placeholders),
+        Some(cluster) => render_on_cluster(&with_placeholders, &target.database, cluster),
+    }
+}
+
+fn substitute_placeholders(sql: &str, target: &Target) -> Result<String, String> {
+    let mut out = sql.replace("${database}", &format!("'{}'", target.database));
+    if out.contains("${cluster}") {
+        let Some(cluster) = &target.cluster else {
+            return Err("uses ${cluster} but is not marked `-- cluster-only`".into());
+        };
+        out = out.replace("${cluster}", &format!("'{cluster}'"));
+    }
+    Ok(out)
+}
+
+/// An edit: replace `start..end` of the source with `text`.
+struct Edit {
+    start: usize,
+    end: usize,
+    text: String,
+}
+
+fn render_on_cluster(sql: &str, database: &str, cluster: &str) -> Result<String, String> {
+    let all = tokenize(sql)?;
+    let toks: Vec<Token> = all.into_iter().filter(|t| !t.is_trivia()).collect();
+    let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(sql, w));
+    let mut edits: Vec<Edit> = Vec::new();
+
+    // 1. The statement's object, and ON CLUSTER after it.
+    let mut i;
+    let object_kind;
+    if word(0, "CREATE") {
+        i = 1;
+        if word(i, "MATERIALIZED") {
+            i += 1;
+        }
+        if word(i, "TABLE") || word(i, "VIEW") {
+            object_kind = "table";
+        } else if word(i, "DATABASE") {
+            object_kind = "database";
+        } else {
+            return Err(
+                "only CREATE TABLE/VIEW/DATABASE, ALTER TABLE and DROP are allowed in migrations"
+                    .into(),
+            );
+        }
+        i += 1;
+        if word(i, "IF") && word(i + 1, "NOT") && word(i + 2, "EXISTS") {
+            i += 3;
+        }
+    } else if word(0, "ALTER") && word(1, "TABLE") {
+        object_kind = "table";
+        i = 2;
+    } else if word(0, "DROP") && (word(1, "TABLE") || word(1, "VIEW") || word(1, "DATABASE")) {
+        object_kind = if word(1, "DATABASE") {
+            "database"
+        } else {
+            "table"
+        };
+        i = 2;
+        if word(i, "IF") && word(i + 1, "EXISTS") {
+            i += 2;
+        }
+    } else {
+        return Err(
+            "only CREATE TABLE/VIEW/DATABASE, ALTER TABLE and DROP are allowed in migrations"
+                .into(),
+        );
+    }
+    let (name_end, object_name) =
+        qualify_at(sql, &toks, i, database, object_kind == "table", &mut edits)
+            .ok_or("expected an object name")?;
+    if toks.get(name_end).is_some_and(|t| t.is_word(sql, "ON")) {
+        return Err("already has ON CLUSTER; write migrations without it".into());
+    }
+    let on_cluster_at = toks[name_end - 1].end;
+    edits.push(Edit {
+        start: on_cluster_at,
+        end: on_cluster_at,
+        text: format!(" ON CLUSTER {cluster}"),
+    });
+
+    // 2. `CREATE MATERIALIZED VIEW x TO t` and `CREATE TABLE x AS t` right after the name.
+    if (word(name_end, "TO") || word(name_end, "AS"))
+        && toks.get(name_end + 1).is_some_and(|t| t.kind == Kind::Word)
+        && !word(name_end + 1, "SELECT")
+    {
+        qualify_at(sql, &toks, name_end + 1, database, true, &mut edits);
+    }
+
+    // 3. FROM t / JOIN t anywhere (not FROM (subquery), not table functions, not db.t).
+    for (k, t) in toks.iter().enumerate() {
+        if (t.is_word(sql, "FROM") || t.is_word(sql, "JOIN"))
+            && toks.get(k + 1).is_some_and(|n| n.kind == Kind::Word)
+            && !toks.get(k + 2).is_some_and(|n| n.is_punct(sql, '('))
+        {
+            qualify_at(sql, &toks, k + 1, database, true, &mut edits);
+        }
+    }
+
+    // 4. Engines.
+    for (k, t) in toks.iter().enumerate() {
+        if !(t.is_word(sql, "ENGINE") && toks.get(k + 1).is_some_and(|n| n.is_punct(sql, '='))) {
+            continue;
+        }
+        let Some(engine) = toks.get(k + 2) else {
+            return Err("ENGINE = without an engine".into());
+        };
+        let engine_name = engine.text(sql);
+        if !REPLICABLE_ENGINES.contains(&engine_name) {
+            continue; // Distributed, Log, Memory…: the same on every host.
+        }
+        let open = toks
+            .get(k + 3)
+            .filter(|t| t.is_punct(sql, '('))
+            .ok_or_else(|| format!("ENGINE = {engine_name} needs parentheses: {engine_name}()"))?;
+        let close = matching_paren(sql, &toks, k + 3).ok_or("unbalanced parentheses in ENGINE")?;
+        let args = sql[open.end..toks[close].start].trim();
+        let path = format!("'/clickhouse/tables/{{shard}}/{database}/{object_name}'");
+        let mut text = format!("Replicated{engine_name}({path}, '{{replica}}'");
+        if !args.is_empty() {
+            text.push_str(", ");
+            text.push_str(args);
+        }
+        text.push(')');
+        edits.push(Edit {
+            start: engine.start,
+            end: toks[close].end,
+            text,
+        });
+    }
+
+    edits.sort_by_key(|e| (e.start, e.end));
+    let mut out = String::with_capacity(sql.len() + 128);
+    let mut pos = 0;
+    for e in edits {
+        if e.start < pos {
+            return Err("overlapping rewrites (unexpected statement shape)".into());
+        }
+        out.push_str(&sql[pos..e.start]);
+        out.push_str(&e.text);
+        pos = e.end;
+    }
+    out.push_str(&sql[pos..]);
+    Ok(out)
+}
+
+/// At token `i` there is `name` or `db.name`. Qualifies a bare `name` when `qualify` (via an
+/// edit) and returns the index after the name and the bare name.
+fn qualify_at(
+    sql: &str,
+    toks: &[Token],
+    i: usize,
+    database: &str,
+    qualify: bool,
+    edits: &mut Vec<Edit>,
+) -> Option<(usize, String)> {
+    let first = toks
+        .get(i)
+        .filter(|t| matches!(t.kind, Kind::Word | Kind::QuotedIdent))?;
+    if toks.get(i + 1).is_some_and(|t| t.is_punct(sql, '.')) {
+        let name = toks.get(i + 2)?;
+        return Some((i + 3, unquote(name.text(sql))));
+    }
+    if qualify {
+        edits.push(Edit {
+            start: first.start,
+            end: first.start,
+            text: format!("{database}."),
+        });
+    }
+    Some((i + 1, unquote(first.text(sql))))
+}
+
+fn unquote(s: &str) -> String {
+    s.trim_matches(|c| c == '`' || c == '"').to_string()
+}
+
+fn matching_paren(sql: &str, toks: &[Token], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (k, t) in toks.iter().enumerate().skip(open) {
+        if t.is_punct(sql, '(') {
+            depth += 1;
+        } else if t.is_punct(sql, ')') {
+            depth = depth.checked_sub(1)?;
+            if depth == 0 {
+                return Some(k);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Target {
+        Target {
+            database: "tollgate".into(),
+            cluster: Some("prod".into()),
+        }
+    }
+
+    #[test]
+    fn single_node_statements_are_unchanged() {
+        let single = Target {
+            database: "tollgate".into(),
+            cluster: None,
+        };
+        let sql = "CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = MergeTree() ORDER BY a";
+        assert_eq!(render(sql, &single).unwrap(), sql);
+        assert!(render(
+            "CREATE TABLE d AS t ENGINE = Distributed(${cluster}, x, t)",
+            &single
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn tables_get_on_cluster_and_replicated_engines() {
+        let sql = "CREATE TABLE IF NOT EXISTS budgets (a UInt8, version UInt64)\n\
+                   ENGINE = ReplacingMergeTree(version)\nORDER BY a";
+        assert_eq!(
+            render(sql, &cluster()).unwrap(),
+            "CREATE TABLE IF NOT EXISTS tollgate.budgets ON CLUSTER prod (a UInt8, version UInt64)\n\
+             ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tollgate/budgets', \
+             '{replica}', version)\nORDER BY a"
+        );
+        let sql =
+            "CREATE TABLE IF NOT EXISTS e (a UInt8) ENGINE = MergeTree() PARTITION BY a ORDER BY a";
+        assert_eq!(
+            render(sql, &cluster()).unwrap(),
+            "CREATE TABLE IF NOT EXISTS tollgate.e ON CLUSTER prod (a UInt8) ENGINE = \
+             ReplicatedMergeTree('/clickhouse/tables/{shard}/tollgate/e', '{replica}') \
+             PARTITION BY a ORDER BY a"
+        );
+    }
+
+    #[test]
+    fn views_qualify_their_target_and_sources() {
+        let sql = "CREATE MATERIALIZED VIEW IF NOT EXISTS mv TO daily AS SELECT a FROM events \
+                   WHERE b IN (SELECT b FROM other) GROUP BY a";
+        assert_eq!(
+            render(sql, &cluster()).unwrap(),
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS tollgate.mv ON CLUSTER prod TO tollgate.daily \
+             AS SELECT a FROM tollgate.events WHERE b IN (SELECT b FROM tollgate.other) GROUP BY a"
+        );
+        let sql = "CREATE VIEW IF NOT EXISTS v AS SELECT x FROM (SELECT x FROM t) JOIN system.numbers USING x";
+        assert_eq!(
+            render(sql, &cluster()).unwrap(),
+            "CREATE VIEW IF NOT EXISTS tollgate.v ON CLUSTER prod AS SELECT x FROM (SELECT x FROM \
+             tollgate.t) JOIN system.numbers USING x"
+        );
+    }
+
+    #[test]
+    fn distributed_tables_and_alters() {
+        let sql = "CREATE TABLE IF NOT EXISTS d AS usage_events\n\
+                   ENGINE = Distributed(${cluster}, ${database}, usage_events, cityHash64(org_id))";
+        assert_eq!(
+            render(sql, &cluster()).unwrap(),
+            "CREATE TABLE IF NOT EXISTS tollgate.d ON CLUSTER prod AS tollgate.usage_events\n\
+             ENGINE = Distributed('prod', 'tollgate', usage_events, cityHash64(org_id))"
+        );
+        assert_eq!(
+            render("ALTER TABLE usage_events MODIFY COLUMN ts DateTime('UTC') CODEC(ZSTD(1))", &cluster()).unwrap(),
+            "ALTER TABLE tollgate.usage_events ON CLUSTER prod MODIFY COLUMN ts DateTime('UTC') CODEC(ZSTD(1))"
+        );
+        assert_eq!(
+            render("CREATE DATABASE IF NOT EXISTS tollgate", &cluster()).unwrap(),
+            "CREATE DATABASE IF NOT EXISTS tollgate ON CLUSTER prod"
+        );
+    }
+
+    #[test]
+    fn non_ddl_is_refused_on_cluster() {
+        assert!(render("INSERT INTO t SELECT 1", &cluster()).is_err());
+        assert!(render(
+            "CREATE TABLE t ON CLUSTER x (a UInt8) ENGINE = Log",
+            &cluster()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn plain_names() {
+        assert!(is_plain_name("tollgate_test_1"));
+        assert!(!is_plain_name("1abc"));
+        assert!(!is_plain_name("a-b"));
+        assert!(!is_plain_name("a`b"));
+        assert!(!is_plain_name(""));
+    }
+}

@@ -1,0 +1,382 @@
+//! The dashboard's named queries: each `clickhouse/queries/<name>.sql`, its row type (column
+//! for column, in order — RowBinary is positional and validation is off), and a function that
+//! binds it.
+//!
+//! [`Scope`] is the tenant predicate. It is chosen by dashboard-api from the caller's token and
+//! replaces `{scope}` with fixed SQL text whose values are bound, never spliced.
+
+use clickhouse::{Client, Row};
+use serde::Deserialize;
+use time::{Date, OffsetDateTime};
+
+use crate::config::read_query;
+use crate::error::Result;
+
+/// A named query: its file name (without `.sql`) and text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamedQuery {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+macro_rules! named_query {
+    ($const:ident, $name:literal) => {
+        #[doc = concat!("`clickhouse/queries/", $name, ".sql`")]
+        pub const $const: NamedQuery = NamedQuery {
+            name: $name,
+            sql: include_str!(concat!("../queries/", $name, ".sql")),
+        };
+    };
+}
+
+named_query!(DAILY_OVERVIEW, "daily_overview");
+named_query!(DAILY_OVERVIEW_RAW, "daily_overview_raw");
+named_query!(OVERVIEW_TOTALS, "overview_totals");
+named_query!(HOURLY_TIMESERIES, "hourly_timeseries");
+named_query!(BY_PROVIDER, "by_provider");
+named_query!(MODEL_PERFORMANCE, "model_performance");
+named_query!(TOP_SPENDERS, "top_spenders");
+
+/// Every named query (a test checks this list against the directory).
+pub const ALL: &[NamedQuery] = &[
+    DAILY_OVERVIEW,
+    DAILY_OVERVIEW_RAW,
+    OVERVIEW_TOTALS,
+    HOURLY_TIMESERIES,
+    BY_PROVIDER,
+    MODEL_PERFORMANCE,
+    TOP_SPENDERS,
+];
+
+/// Whose data a query may see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every org (role `admin`).
+    AllOrgs,
+    /// One org (`org_admin`, or `viewer` without a user).
+    Org { org_id: String },
+    /// One user of one org (`viewer` bound to a user; per-user budgets).
+    OrgUser { org_id: String, user_id: String },
+    /// One app of one org (app budgets).
+    OrgApp { org_id: String, app_id: String },
+}
+
+impl Scope {
+    /// The SQL that replaces `{scope}`; [`NamedQuery::scoped`] binds its `?`.
+    pub fn predicate(&self) -> &'static str {
+        match self {
+            Scope::AllOrgs => "1 = 1",
+            Scope::Org { .. } => "org_id = ?",
+            Scope::OrgUser { .. } => "org_id = ? AND user_id = ?",
+            Scope::OrgApp { .. } => "org_id = ? AND app_id = ?",
+        }
+    }
+
+    fn bind(&self, q: clickhouse::query::Query) -> clickhouse::query::Query {
+        match self {
+            Scope::AllOrgs => q,
+            Scope::Org { org_id } => q.bind(org_id.as_str()),
+            Scope::OrgUser { org_id, user_id } => q.bind(org_id.as_str()).bind(user_id.as_str()),
+            Scope::OrgApp { org_id, app_id } => q.bind(org_id.as_str()).bind(app_id.as_str()),
+        }
+    }
+}
+
+impl NamedQuery {
+    /// The query with `{scope}` filled in and its scope values bound; bind the rest in the
+    /// order of the file's `-- params:` line.
+    pub fn scoped(&self, client: &Client, scope: &Scope) -> clickhouse::query::Query {
+        let sql = self.body().replace("{scope}", scope.predicate());
+        scope.bind(read_query(client, &sql))
+    }
+
+    /// The SQL without its comment lines: the client's `?` binder does not know `--` comments
+    /// (an apostrophe there would open a "string" and hide the placeholders after it).
+    pub fn body(&self) -> String {
+        self.sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `'YYYY-MM-DD'`, how days are bound.
+pub fn day_param(d: Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// `'YYYY-MM-DD hh:mm:ss'` in UTC, how hours are bound.
+pub fn hour_param(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{} {:02}:{:02}:{:02}",
+        day_param(t.date()),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// A row of `daily_overview` (and of `daily_overview_raw`, which must be equal).
+#[derive(Clone, Debug, PartialEq, Eq, Row, Deserialize)]
+pub struct DailyOverviewRow {
+    #[serde(with = "clickhouse::serde::time::date")]
+    pub day: Date,
+    pub requests: u64,
+    pub errors: u64,
+    pub unpriced_requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// Nano-USD (`Decimal(38,9)`).
+    pub cost_usd: i128,
+    pub total_latency_ms: u64,
+}
+
+/// Daily totals of `scope` for the UTC days `[from, to)`.
+pub async fn daily_overview(
+    client: &Client,
+    scope: &Scope,
+    from: Date,
+    to: Date,
+) -> Result<Vec<DailyOverviewRow>> {
+    Ok(DAILY_OVERVIEW
+        .scoped(client, scope)
+        .bind(day_param(from))
+        .bind(day_param(to))
+        .fetch_all()
+        .await?)
+}
+
+/// [`daily_overview`] computed from the raw table (benchmark and tests only).
+pub async fn daily_overview_raw(
+    client: &Client,
+    scope: &Scope,
+    from: Date,
+    to: Date,
+) -> Result<Vec<DailyOverviewRow>> {
+    Ok(DAILY_OVERVIEW_RAW
+        .scoped(client, scope)
+        .bind(day_param(from))
+        .bind(day_param(to))
+        .fetch_all()
+        .await?)
+}
+
+/// The row of `overview_totals`.
+#[derive(Clone, Debug, PartialEq, Row, Deserialize)]
+pub struct OverviewTotalsRow {
+    pub requests: u64,
+    pub errors: u64,
+    pub unpriced_requests: u64,
+    pub streamed_requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// Nano-USD.
+    pub cost_usd: i128,
+    pub active_users: u64,
+    pub active_apps: u64,
+    pub avg_latency_ms: f64,
+    /// p50, p90, p95, p99.
+    pub latency_quantiles_ms: Vec<f64>,
+}
+
+/// Headline totals of `scope` for the UTC days `[from, to)`.
+pub async fn overview_totals(
+    client: &Client,
+    scope: &Scope,
+    from: Date,
+    to: Date,
+) -> Result<OverviewTotalsRow> {
+    Ok(OVERVIEW_TOTALS
+        .scoped(client, scope)
+        .bind(day_param(from))
+        .bind(day_param(to))
+        .fetch_one()
+        .await?)
+}
+
+/// A row of `hourly_timeseries`.
+#[derive(Clone, Debug, PartialEq, Eq, Row, Deserialize)]
+pub struct HourlyRow {
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub hour: OffsetDateTime,
+    pub requests: u64,
+    pub errors: u64,
+    pub rate_limited: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Nano-USD.
+    pub cost_usd: i128,
+}
+
+/// Hourly totals of `scope` for `[from, to)` (hours with no calls are absent).
+pub async fn hourly_timeseries(
+    client: &Client,
+    scope: &Scope,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<HourlyRow>> {
+    Ok(HOURLY_TIMESERIES
+        .scoped(client, scope)
+        .bind(hour_param(from))
+        .bind(hour_param(to))
+        .fetch_all()
+        .await?)
+}
+
+/// A row of `by_provider`.
+#[derive(Clone, Debug, PartialEq, Eq, Row, Deserialize)]
+pub struct ProviderRow {
+    pub provider: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub unpriced_requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Nano-USD.
+    pub cost_usd: i128,
+}
+
+/// Per-provider totals of `scope` for the UTC days `[from, to)`, most expensive first.
+pub async fn by_provider(
+    client: &Client,
+    scope: &Scope,
+    from: Date,
+    to: Date,
+) -> Result<Vec<ProviderRow>> {
+    Ok(BY_PROVIDER
+        .scoped(client, scope)
+        .bind(day_param(from))
+        .bind(day_param(to))
+        .fetch_all()
+        .await?)
+}
+
+/// A row of `model_performance`.
+#[derive(Clone, Debug, PartialEq, Row, Deserialize)]
+pub struct ModelPerformanceRow {
+    pub provider: String,
+    pub model: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub errors_client: u64,
+    pub errors_rate_limited: u64,
+    pub errors_upstream_5xx: u64,
+    pub errors_timeout: u64,
+    pub errors_aborted: u64,
+    pub streamed_requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// Nano-USD.
+    pub cost_usd: i128,
+    pub avg_latency_ms: f64,
+    /// p50, p90, p95, p99.
+    pub latency_quantiles_ms: Vec<f64>,
+    pub ttft_count: u64,
+    pub avg_ttft_ms: f64,
+    /// p50, p90, p95, p99 (zeros when no call had a first byte).
+    pub ttft_quantiles_ms: Vec<f64>,
+    pub output_tokens_per_second: f64,
+}
+
+/// Per provider and model behaviour of `scope` for the UTC days `[from, to)`.
+pub async fn model_performance(
+    client: &Client,
+    scope: &Scope,
+    from: Date,
+    to: Date,
+) -> Result<Vec<ModelPerformanceRow>> {
+    Ok(MODEL_PERFORMANCE
+        .scoped(client, scope)
+        .bind(day_param(from))
+        .bind(day_param(to))
+        .fetch_all()
+        .await?)
+}
+
+/// A row of `top_spenders`.
+#[derive(Clone, Debug, PartialEq, Eq, Row, Deserialize)]
+pub struct SpenderRow {
+    pub org_id: String,
+    pub user_id: String,
+    pub app_id: String,
+    pub requests: u64,
+    pub total_tokens: u64,
+    /// Nano-USD.
+    pub cost_usd: i128,
+}
+
+/// The `limit` (user, app) pairs of `scope` that spent most in the UTC days `[from, to)`.
+pub async fn top_spenders(
+    client: &Client,
+    scope: &Scope,
+    from: Date,
+    to: Date,
+    limit: u32,
+) -> Result<Vec<SpenderRow>> {
+    Ok(TOP_SPENDERS
+        .scoped(client, scope)
+        .bind(day_param(from))
+        .bind(day_param(to))
+        .bind(limit)
+        .fetch_all()
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::{date, datetime};
+
+    #[test]
+    fn every_query_file_is_listed_and_documents_its_params() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|n| n.strip_suffix(".sql").map(str::to_string))
+            .collect();
+        on_disk.sort();
+        let mut listed: Vec<&str> = ALL.iter().map(|q| q.name).collect();
+        listed.sort();
+        assert_eq!(on_disk, listed);
+        for q in ALL {
+            let params = q
+                .sql
+                .lines()
+                .find_map(|l| l.strip_prefix("-- params: "))
+                .unwrap_or_else(|| panic!("{} has no `-- params:` line", q.name));
+            assert!(params.starts_with("{scope}"), "{}", q.name);
+            let declared = params.split(", ").count() - 1;
+            let body: String = q
+                .sql
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect();
+            assert_eq!(
+                body.matches('?').count(),
+                declared,
+                "{}: `?` count vs -- params",
+                q.name
+            );
+            assert_eq!(body.matches("{scope}").count(), 1, "{}", q.name);
+        }
+    }
+
+    #[test]
+    fn params_are_utc_text() {
+        assert_eq!(day_param(date!(2026 - 01 - 05)), "2026-01-05");
+        assert_eq!(
+            hour_param(datetime!(2026-01-05 03:00:00 +02:00)),
+            "2026-01-05 01:00:00"
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! Test harness: a fresh, migrated database per test, dropped when the test ends — also when
+//! it panics.
+//!
+//! ```no_run
+//! # async fn t() -> tollgate_clickhouse::Result<()> {
+//! let db = tollgate_clickhouse::testing::TestDb::new().await?;
+//! db.client().query("SELECT count() FROM usage_events").execute().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The server is `TOLLGATE_CLICKHOUSE_URL` (default the dev server, http://127.0.0.1:18123).
+//! When that is the dev server and nothing answers, the harness starts it (`clickhouse/dev/`
+//! config, data under `target/clickhouse-dev/`) and leaves it running for the next tests;
+//! `cargo xtask ch stop` stops it, and `cargo xtask test` starts and stops it around the run.
+//! Tests never skip for want of a server: they fail, saying why.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use clickhouse::Client;
+
+use crate::dev_server::{self, DevServer};
+use crate::error::{Error, Result};
+use crate::migrate::Migrator;
+use crate::{ClickHouseConfig, DEFAULT_URL};
+
+/// Prefix of every test database name.
+pub const TEST_DB_PREFIX: &str = "tollgate_test_";
+
+/// The URL tests use: `TOLLGATE_CLICKHOUSE_URL`, else the dev server.
+pub fn server_url() -> String {
+    std::env::var("TOLLGATE_CLICKHOUSE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| DEFAULT_URL.to_string())
+}
+
+/// Makes sure the test server answers, starting the dev server if that is the one configured
+/// and it is down. Runs once per process.
+pub fn ensure_server() -> Result<String> {
+    static READY: OnceLock<Mutex<Option<String>>> = OnceLock::new();
+    let cell = READY.get_or_init(|| Mutex::new(None));
+    let mut ready = cell.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(url) = ready.as_ref() {
+        return Ok(url.clone());
+    }
+    let url = server_url();
+    let addr = dev_server::http_addr_of(&url).ok_or_else(|| {
+        Error::DevServer(format!(
+            "TOLLGATE_CLICKHOUSE_URL={url} is not an http://host:port URL"
+        ))
+    })?;
+    if !dev_server::ping(&addr) {
+        if addr != dev_server::HTTP_ADDR {
+            return Err(Error::DevServer(format!(
+                "nothing answers at TOLLGATE_CLICKHOUSE_URL={url}; start that server, or unset the \
+                 variable to use the dev server (started automatically)"
+            )));
+        }
+        let server = DevServer::for_repo(repo_root());
+        server.start().map_err(Error::DevServer)?;
+    }
+    drop_stale_databases(&addr);
+    *ready = Some(url.clone());
+    Ok(url)
+}
+
+fn repo_root() -> &'static Path {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest)
+}
+
+/// A database of its own for one test, migrated (or empty), dropped on `Drop`.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    url: String,
+    config: ClickHouseConfig,
+    client: Client,
+}
+
+impl TestDb {
+    /// A fresh database with every built-in migration applied.
+    pub async fn new() -> Result<TestDb> {
+        let db = TestDb::empty().await?;
+        Migrator::new(db.config.clone())?.run(&mut |_| {}).await?;
+        Ok(db)
+    }
+
+    /// A fresh, empty database (for testing migrations themselves).
+    pub async fn empty() -> Result<TestDb> {
+        let url = ensure_server()?;
+        let name = unique_name();
+        let config = ClickHouseConfig::new(url.clone(), name.clone());
+        config
+            .server_client()
+            .query_raw(&format!("CREATE DATABASE {name}"))
+            .execute()
+            .await?;
+        Ok(TestDb {
+            client: config.client(),
+            name,
+            url,
+            config,
+        })
+    }
+
+    /// A name for a database that is not created (the runner creates it); still dropped on
+    /// `Drop`.
+    pub fn unused_name() -> Result<TestDb> {
+        let url = ensure_server()?;
+        let name = unique_name();
+        let config = ClickHouseConfig::new(url.clone(), name.clone());
+        Ok(TestDb {
+            client: config.client(),
+            name,
+            url,
+            config,
+        })
+    }
+
+    /// The client, with this database selected.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The connection config of this database.
+    pub fn config(&self) -> &ClickHouseConfig {
+        &self.config
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDb {
+    /// Drops the database with a blocking std HTTP request: no async runtime is needed, so
+    /// this also works while a panicking test unwinds out of its runtime.
+    fn drop(&mut self) {
+        if let Some(addr) = dev_server::http_addr_of(&self.url) {
+            let sql = format!("DROP DATABASE IF EXISTS {}", self.name);
+            let _ = dev_server::http_request(&addr, "POST", "/", &sql, Duration::from_secs(30));
+        }
+    }
+}
+
+/// `tollgate_test_<unix secs>_<pid>_<n>`: unique across threads and processes, and old ones
+/// are recognisable by their age.
+fn unique_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let secs = time::OffsetDateTime::now_utc().unix_timestamp();
+    format!(
+        "{TEST_DB_PREFIX}{secs}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Drops test databases left by killed test processes (older than six hours).
+fn drop_stale_databases(addr: &str) {
+    let sql =
+        format!("SELECT name FROM system.databases WHERE startsWith(name, '{TEST_DB_PREFIX}')");
+    let Ok((200, body)) =
+        dev_server::http_request(addr, "POST", "/", &sql, Duration::from_secs(10))
+    else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for name in body.lines() {
+        let created = name
+            .strip_prefix(TEST_DB_PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|s| s.parse::<i64>().ok());
+        if created.is_some_and(|c| now - c > 6 * 3600) && crate::migrate::is_plain_name(name) {
+            let _ = dev_server::http_request(
+                addr,
+                "POST",
+                "/",
+                &format!("DROP DATABASE IF EXISTS {name}"),
+                Duration::from_secs(30),
+            );
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The migration runner against a real server: fresh apply, no-op re-run, four concurrent
+//! runners, edited files refused, gating, the lock.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tollgate_clickhouse::testing::TestDb;
+use tollgate_clickhouse::{Error, Migration, Migrator};
+
+use crate::support::tsv;
+
+const BASELINE: usize = 5; // files without a `requires:` header
+
+async fn tables(db: &TestDb) -> String {
+    tsv(
+        db.client(),
+        &format!(
+            "SELECT name, engine FROM system.tables WHERE database = '{}' ORDER BY name",
+            db.name()
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_fresh_database_migrates_and_a_second_run_is_a_no_op() {
+    let db = TestDb::unused_name().unwrap();
+    let mut events = Vec::new();
+    let first = Migrator::new(db.config().clone())
+        .unwrap()
+        .run(&mut |e| events.push(e.to_string()))
+        .await
+        .unwrap();
+    let version = Migrator::new(db.config().clone())
+        .unwrap()
+        .server_version()
+        .await
+        .unwrap();
+    let gated = Migration::builtin()
+        .unwrap()
+        .iter()
+        .filter(|m| !m.runs_on(&version))
+        .count();
+    assert_eq!(first.applied.len() + first.skipped.len(), BASELINE + 1);
+    assert_eq!(first.skipped.len(), gated);
+    assert!(
+        events.iter().any(|e| e.contains("✓ 0001_usage_events.sql")),
+        "{events:?}"
+    );
+
+    let schema = tables(&db).await;
+    for table in [
+        "usage_events\tMergeTree",
+        "usage_hourly\tSummingMergeTree",
+        "usage_daily\tSummingMergeTree",
+        "usage_hourly_mv\tMaterializedView",
+        "usage_daily_mv\tMaterializedView",
+        "budgets\tReplacingMergeTree",
+        "alert_rules\tReplacingMergeTree",
+        "alerts\tReplacingMergeTree",
+        "provider_credits\tMergeTree",
+        "model_prices\tReplacingMergeTree",
+        "api_tokens\tReplacingMergeTree",
+        "app_keys\tReplacingMergeTree",
+        "ingest_batches\tReplacingMergeTree",
+        "usage_rejects\tMergeTree",
+        "ai_usage_summary\tView",
+        "ai_daily_usage\tView",
+        "ai_model_performance\tView",
+        "schema_migrations\tReplacingMergeTree",
+    ] {
+        assert!(
+            schema.contains(&format!("{table}\n")),
+            "{table} missing from:\n{schema}"
+        );
+    }
+    assert!(
+        !schema.contains("schema_migrations_lock"),
+        "the lock is released"
+    );
+
+    let second = Migrator::new(db.config().clone())
+        .unwrap()
+        .run(&mut |_| {})
+        .await
+        .unwrap();
+    assert!(second.applied.is_empty());
+    assert_eq!(second.already_applied, first.applied);
+    assert_eq!(tables(&db).await, schema);
+    let recorded = tsv(db.client(), "SELECT count() FROM schema_migrations FINAL").await;
+    assert_eq!(recorded.trim(), first.applied.len().to_string());
+}
+
+#[tokio::test]
+async fn four_runners_at_once_end_in_the_same_state() {
+    // Real processes (the migrate binary), as four services starting together would be.
+    let reference = TestDb::new().await.unwrap();
+    let db = TestDb::unused_name().unwrap();
+    let spawned: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_tollgate-migrate"))
+                .args([
+                    "--url",
+                    db.url(),
+                    "--database",
+                    db.name(),
+                    "--lock-timeout",
+                    "120",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut applied_total = 0;
+    for child in spawned {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        applied_total += stdout.lines().filter(|l| l.contains('✓')).count();
+    }
+    assert_eq!(
+        applied_total, BASELINE,
+        "each file applied exactly once across the runners"
+    );
+    let normalise = |s: String, name: &str| s.replace(name, "DB");
+    assert_eq!(
+        normalise(tables(&db).await, db.name()),
+        normalise(tables(&reference).await, reference.name())
+    );
+    let rows = tsv(
+        db.client(),
+        "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
+    )
+    .await;
+    let reference_rows = tsv(
+        reference.client(),
+        "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
+    )
+    .await;
+    assert_eq!(rows, reference_rows, "one row per migration, no duplicates");
+}
+
+#[tokio::test]
+async fn in_process_concurrent_runners_converge_too() {
+    let db = TestDb::unused_name().unwrap();
+    let runs = (0..4).map(|_| {
+        let config = db.config().clone();
+        tokio::spawn(async move { Migrator::new(config).unwrap().run(&mut |_| {}).await })
+    });
+    let mut applied = 0;
+    for run in runs {
+        applied += run.await.unwrap().unwrap().applied.len();
+    }
+    assert_eq!(applied, BASELINE);
+}
+
+#[tokio::test]
+async fn an_edited_applied_migration_is_refused() {
+    let db = TestDb::new().await.unwrap();
+    let edited: Vec<Migration> = tollgate_clickhouse::migrate::MIGRATION_FILES
+        .iter()
+        .map(|(name, text)| {
+            let text = if name.starts_with("0003") {
+                text.replace(
+                    "limit_nusd      Decimal(18, 9)",
+                    "limit_nusd      Decimal(18, 6)",
+                )
+            } else {
+                text.to_string()
+            };
+            Migration::parse(name, &text).unwrap()
+        })
+        .collect();
+    let err = Migrator::with_migrations(db.config().clone(), edited)
+        .run(&mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ChangedAfterApply { ref file, .. } if file == "0003_config_and_state.sql"),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("0003_config_and_state.sql was changed after it was applied"),
+        "{message}"
+    );
+    assert!(message.contains("new migration"), "{message}");
+    // And the lock is released after the refusal.
+    let lock = tsv(
+        db.client(),
+        &format!("EXISTS TABLE {}.schema_migrations_lock", db.name()),
+    )
+    .await;
+    assert_eq!(lock.trim(), "0");
+}
+
+#[tokio::test]
+async fn gated_migrations_apply_only_where_the_server_is_new_enough() {
+    let db = TestDb::new().await.unwrap();
+    let mut migrations = Migration::builtin().unwrap();
+    migrations.push(
+        Migration::parse(
+            "0900_future.sql",
+            "-- requires: 999.1\nCREATE TABLE IF NOT EXISTS future (a UInt8) ENGINE = Log;\n",
+        )
+        .unwrap(),
+    );
+    migrations.push(
+        Migration::parse(
+            "0901_old_enough.sql",
+            "-- requires: 18.1\nCREATE TABLE IF NOT EXISTS old_enough (a UInt8) ENGINE = Log;\n",
+        )
+        .unwrap(),
+    );
+    let report = Migrator::with_migrations(db.config().clone(), migrations)
+        .run(&mut |_| {})
+        .await
+        .unwrap();
+    assert!(report.skipped.contains(&"0900_future.sql".to_string()));
+    assert_eq!(report.applied, ["0901_old_enough.sql"]);
+    let names = tables(&db).await;
+    assert!(
+        names.contains("old_enough\t") && !names.contains("future\t"),
+        "{names}"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_lock_times_out_with_its_holder_and_can_be_broken() {
+    let db = TestDb::empty().await.unwrap();
+    db.client()
+        .query("CREATE TABLE schema_migrations_lock ENGINE = Log AS SELECT 'crashed-host:1234' AS holder, now() AS acquired_at")
+        .execute()
+        .await
+        .unwrap();
+    let err = Migrator::new(db.config().clone())
+        .unwrap()
+        .lock_timeout(Duration::from_millis(600))
+        .run(&mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LockTimeout { .. }), "{err}");
+    assert!(err.to_string().contains("crashed-host:1234"), "{err}");
+    assert!(err.to_string().contains("--break-lock"), "{err}");
+
+    let report = Migrator::new(db.config().clone())
+        .unwrap()
+        .break_lock(true)
+        .run(&mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), BASELINE);
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_build_is_refused() {
+    let db = TestDb::new().await.unwrap();
+    db.client()
+        .query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (9999, 'from_the_future', 'x', now())")
+        .execute()
+        .await
+        .unwrap();
+    let err = Migrator::new(db.config().clone())
+        .unwrap()
+        .run(&mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnknownApplied { version: 9999, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_migrate_binary_prints_cluster_ddl_without_a_server() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-migrate"))
+        .args([
+            "--print",
+            "--cluster",
+            "prod",
+            "--server-version",
+            "26.9",
+            "--database",
+            "tollgate",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let sql = String::from_utf8(out.stdout).unwrap();
+    assert!(sql.contains("CREATE TABLE IF NOT EXISTS tollgate.usage_events ON CLUSTER prod"));
+    assert!(sql.contains("ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/tollgate/usage_daily', '{replica}')"));
+    assert!(
+        sql.contains("ENGINE = Distributed('prod', 'tollgate', usage_events, cityHash64(org_id))")
+    );
+    assert!(sql.contains("-- 0006_modern_codecs_and_index.sql"));
+}
+
+#[test]
+fn a_panicking_test_still_drops_its_database() {
+    let payload = std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let db = TestDb::new().await.unwrap();
+            std::panic::panic_any(db.name().to_string());
+        })
+    })
+    .join()
+    .unwrap_err();
+    let name = payload.downcast::<String>().unwrap();
+    let url = tollgate_clickhouse::testing::server_url();
+    let addr = tollgate_clickhouse::dev_server::http_addr_of(&url).unwrap();
+    let (status, body) = tollgate_clickhouse::dev_server::http_request(
+        &addr,
+        "POST",
+        "/",
+        &format!("SELECT count() FROM system.databases WHERE name = '{name}'"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(
+        (status, body.trim()),
+        (200, "0"),
+        "{name} survived the panic"
+    );
+}

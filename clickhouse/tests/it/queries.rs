@@ -1,0 +1,167 @@
+//! Every named query runs on the real server, decodes into its row type, and agrees with the
+//! raw rows and with totals computed in Rust.
+
+use time::macros::{date, datetime};
+use tollgate_clickhouse::queries::{self, Scope};
+use tollgate_clickhouse::testing::TestDb;
+use usage_core::{ErrorClass, UsageRecord};
+
+use crate::support::{fixture, insert_in_batches};
+
+fn in_scope(r: &UsageRecord, scope: &Scope) -> bool {
+    match scope {
+        Scope::AllOrgs => true,
+        Scope::Org { org_id } => &r.org_id == org_id,
+        Scope::OrgUser { org_id, user_id } => &r.org_id == org_id && &r.user_id == user_id,
+        Scope::OrgApp { org_id, app_id } => &r.org_id == org_id && &r.app_id == app_id,
+    }
+}
+
+#[tokio::test]
+async fn named_queries_agree_with_the_raw_rows_for_every_scope() {
+    let db = TestDb::new().await.unwrap();
+    let records = fixture(2500);
+    insert_in_batches(db.client(), &records, 4).await;
+    let (from, to) = (date!(2026 - 01 - 01), date!(2026 - 03 - 01));
+    let heavy = &records[100];
+    let scopes = [
+        Scope::AllOrgs,
+        Scope::Org {
+            org_id: heavy.org_id.clone(),
+        },
+        Scope::OrgUser {
+            org_id: heavy.org_id.clone(),
+            user_id: heavy.user_id.clone(),
+        },
+        Scope::OrgApp {
+            org_id: heavy.org_id.clone(),
+            app_id: heavy.app_id.clone(),
+        },
+    ];
+    for scope in &scopes {
+        let mine: Vec<&UsageRecord> = records.iter().filter(|r| in_scope(r, scope)).collect();
+        assert!(!mine.is_empty());
+        let requests = mine.len() as u64;
+        let cost: i128 = mine.iter().map(|r| i128::from(r.cost_nusd.get())).sum();
+
+        let daily = queries::daily_overview(db.client(), scope, from, to)
+            .await
+            .unwrap();
+        let raw = queries::daily_overview_raw(db.client(), scope, from, to)
+            .await
+            .unwrap();
+        assert_eq!(daily, raw, "{scope:?}");
+        assert_eq!(daily.iter().map(|d| d.requests).sum::<u64>(), requests);
+        assert_eq!(daily.iter().map(|d| d.cost_usd).sum::<i128>(), cost);
+        assert_eq!(daily.first().map(|d| d.day), Some(date!(2026 - 01 - 29)));
+
+        let totals = queries::overview_totals(db.client(), scope, from, to)
+            .await
+            .unwrap();
+        assert_eq!(totals.requests, requests, "{scope:?}");
+        assert_eq!(totals.cost_usd, cost);
+        assert_eq!(
+            totals.errors,
+            mine.iter()
+                .filter(|r| r.error_class != ErrorClass::None)
+                .count() as u64
+        );
+        assert_eq!(
+            totals.cached_input_tokens,
+            mine.iter()
+                .map(|r| u64::from(r.cached_input_tokens))
+                .sum::<u64>()
+        );
+        assert_eq!(totals.latency_quantiles_ms.len(), 4);
+        let lq = &totals.latency_quantiles_ms;
+        assert!(lq[0] <= lq[1] && lq[1] <= lq[2] && lq[2] <= lq[3], "{lq:?}");
+
+        let hourly = queries::hourly_timeseries(
+            db.client(),
+            scope,
+            datetime!(2026-01-01 00:00:00 UTC),
+            datetime!(2026-03-01 00:00:00 UTC),
+        )
+        .await
+        .unwrap();
+        assert_eq!(hourly.iter().map(|h| h.requests).sum::<u64>(), requests);
+        assert_eq!(hourly.iter().map(|h| h.cost_usd).sum::<i128>(), cost);
+        assert!(hourly.windows(2).all(|w| w[0].hour < w[1].hour));
+
+        let providers = queries::by_provider(db.client(), scope, from, to)
+            .await
+            .unwrap();
+        assert_eq!(providers.iter().map(|p| p.requests).sum::<u64>(), requests);
+        assert_eq!(providers.iter().map(|p| p.cost_usd).sum::<i128>(), cost);
+
+        let models = queries::model_performance(db.client(), scope, from, to)
+            .await
+            .unwrap();
+        assert_eq!(models.iter().map(|m| m.requests).sum::<u64>(), requests);
+        assert_eq!(
+            models.iter().map(|m| m.ttft_count).sum::<u64>(),
+            mine.iter().filter(|r| r.ttft_ms.is_some()).count() as u64
+        );
+        for m in &models {
+            assert_eq!(m.latency_quantiles_ms.len(), 4);
+            assert!(m.ttft_quantiles_ms.iter().all(|q| q.is_finite()), "{m:?}");
+            assert!(m.avg_latency_ms > 0.0);
+        }
+
+        let top = queries::top_spenders(db.client(), scope, from, to, 5)
+            .await
+            .unwrap();
+        assert!(!top.is_empty() && top.len() <= 5);
+        assert!(top.windows(2).all(|w| w[0].cost_usd >= w[1].cost_usd));
+    }
+}
+
+#[tokio::test]
+async fn an_empty_range_answers_zeros_not_errors() {
+    let db = TestDb::new().await.unwrap();
+    let scope = Scope::Org {
+        org_id: "nobody".into(),
+    };
+    let (from, to) = (date!(2026 - 01 - 01), date!(2026 - 02 - 01));
+    assert!(queries::daily_overview(db.client(), &scope, from, to)
+        .await
+        .unwrap()
+        .is_empty());
+    let totals = queries::overview_totals(db.client(), &scope, from, to)
+        .await
+        .unwrap();
+    assert_eq!((totals.requests, totals.cost_usd), (0, 0));
+    assert_eq!(totals.latency_quantiles_ms, [0.0; 4]);
+    assert!(queries::model_performance(db.client(), &scope, from, to)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn the_analyst_user_is_read_only() {
+    // Only meaningful on the dev server, whose users.xml defines `analyst`.
+    let db = TestDb::new().await.unwrap();
+    if !db.url().contains("127.0.0.1:18123") {
+        return;
+    }
+    let analyst = tollgate_clickhouse::ClickHouseConfig {
+        user: Some("analyst".into()),
+        ..tollgate_clickhouse::ClickHouseConfig::new(db.url(), "default")
+    };
+    let client = analyst.server_client();
+    let one: u8 = client.query("SELECT 1").fetch_one().await.unwrap();
+    assert_eq!(one, 1);
+    let denied = client
+        .query(&format!("SELECT count() FROM {}.usage_events", db.name()))
+        .fetch_one::<u64>()
+        .await
+        .unwrap_err();
+    assert!(denied.to_string().contains("Access denied"), "{denied}");
+    let readonly = client
+        .query("CREATE TABLE tollgate.analyst_probe (a UInt8) ENGINE = Log")
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(readonly.to_string().contains("readonly"), "{readonly}");
+}

@@ -1,0 +1,90 @@
+//! Retention drops exactly the monthly partitions past the cut-off, per table.
+
+use time::macros::{date, datetime};
+use time::Duration;
+use tollgate_clickhouse::retention::{self, DroppedPartition, RetentionPolicy};
+use tollgate_clickhouse::synthetic::{Shape, Synthetic};
+use tollgate_clickhouse::testing::TestDb;
+use tollgate_clickhouse::{insert_events, UsageEventRow};
+
+use crate::support::tsv;
+
+async fn partitions(db: &TestDb, table: &str) -> Vec<String> {
+    tsv(
+        db.client(),
+        &format!(
+            "SELECT DISTINCT partition FROM system.parts WHERE database = '{}' AND table = '{table}' AND active ORDER BY partition",
+            db.name()
+        ),
+    )
+    .await
+    .lines()
+    .map(|l| l.trim_matches('\'').to_string())
+    .collect()
+}
+
+#[tokio::test]
+async fn old_raw_months_are_dropped_and_rollups_kept_by_their_own_policy() {
+    let db = TestDb::new().await.unwrap();
+    // January to June 2026, evenly.
+    let shape = Shape {
+        orgs: 2,
+        users_per_org: 3,
+        apps_per_org: 1,
+        start: datetime!(2026-01-01 00:00:00 UTC),
+        span: Duration::days(181),
+    };
+    let rows: Vec<UsageEventRow> = Synthetic::new(1, 600, shape)
+        .map(|r| UsageEventRow::from(&r))
+        .collect();
+    insert_events(db.client(), &rows).await.unwrap();
+    let all = ["202601", "202602", "202603", "202604", "202605", "202606"];
+    assert_eq!(partitions(&db, "usage_events").await, all);
+
+    let today = date!(2026 - 06 - 15);
+    let expired = retention::expired_partitions(db.client(), db.name(), "usage_events", today, 2)
+        .await
+        .unwrap();
+    assert_eq!(expired, [202601, 202602, 202603]);
+
+    let policy = RetentionPolicy {
+        raw_months: Some(2),
+        hourly_months: Some(4),
+        daily_months: None,
+    };
+    let dropped = retention::apply(db.client(), db.name(), &policy, today, None)
+        .await
+        .unwrap();
+    let raw: Vec<u32> = dropped
+        .iter()
+        .filter(|d| d.table == "usage_events")
+        .map(|d| d.partition)
+        .collect();
+    assert_eq!(raw, [202601, 202602, 202603]);
+    assert!(dropped.contains(&DroppedPartition {
+        table: "usage_hourly",
+        partition: 202601
+    }));
+
+    assert_eq!(
+        partitions(&db, "usage_events").await,
+        ["202604", "202605", "202606"]
+    );
+    assert_eq!(
+        partitions(&db, "usage_hourly").await,
+        ["202602", "202603", "202604", "202605", "202606"]
+    );
+    assert_eq!(
+        partitions(&db, "usage_daily").await,
+        all,
+        "daily kept forever"
+    );
+
+    let min_ts = tsv(db.client(), "SELECT toDate(min(ts)) FROM usage_events").await;
+    assert_eq!(min_ts.trim(), "2026-04-01");
+    // Idempotent: nothing more to drop.
+    let again = retention::apply(db.client(), db.name(), &policy, today, None)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}

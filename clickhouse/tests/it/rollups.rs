@@ -1,0 +1,229 @@
+//! The rollups are exact: every metric of usage_hourly and usage_daily equals the same
+//! aggregate computed from the raw rows, before and after the server merges them.
+
+use usage_core::{CostSource, ErrorClass, UsageRecord, UsageSource};
+
+use tollgate_clickhouse::testing::TestDb;
+
+use crate::support::{fixture, insert_in_batches, tsv};
+
+const KEYS: &str = "org_id, bucket, user_id, app_id, provider, model, task_type";
+
+/// (rollup column, the same aggregate over usage_events).
+const METRICS: &[(&str, &str)] = &[
+    ("requests", "count()"),
+    ("errors", "countIf(error_class != 'none')"),
+    ("errors_client", "countIf(error_class = 'client')"),
+    (
+        "errors_rate_limited",
+        "countIf(error_class = 'rate_limited')",
+    ),
+    (
+        "errors_upstream_5xx",
+        "countIf(error_class = 'upstream_5xx')",
+    ),
+    ("errors_timeout", "countIf(error_class = 'timeout')"),
+    ("errors_aborted", "countIf(error_class = 'aborted')"),
+    (
+        "errors_budget_blocked",
+        "countIf(error_class = 'budget_blocked')",
+    ),
+    ("errors_network", "countIf(error_class = 'network')"),
+    ("errors_internal", "countIf(error_class = 'internal')"),
+    ("streamed_requests", "countIf(stream = 1)"),
+    (
+        "estimated_usage_requests",
+        "countIf(usage_source != 'provider')",
+    ),
+    ("unpriced_requests", "countIf(cost_source = 'unpriced')"),
+    ("total_input_tokens", "sum(toUInt64(input_tokens))"),
+    ("total_output_tokens", "sum(toUInt64(output_tokens))"),
+    (
+        "total_cached_input_tokens",
+        "sum(toUInt64(cached_input_tokens))",
+    ),
+    (
+        "total_cache_write_tokens",
+        "sum(toUInt64(cache_write_tokens))",
+    ),
+    ("total_reasoning_tokens", "sum(toUInt64(reasoning_tokens))"),
+    ("total_cost_nusd", "sum(cost_nusd)"),
+    ("total_request_bytes", "sum(request_bytes)"),
+    ("total_response_bytes", "sum(response_bytes)"),
+    ("total_latency_ms", "sum(toUInt64(latency_ms))"),
+    ("total_upstream_ms", "sum(toUInt64(upstream_ms))"),
+    ("total_ttft_ms", "sum(toUInt64(ifNull(ttft_ms, 0)))"),
+    ("ttft_count", "countIf(isNotNull(ttft_ms))"),
+];
+
+const QUANTILES: &str = "quantiles(0.5, 0.9, 0.95, 0.99)";
+
+fn rollup_sql(table: &str, bucket: &str) -> String {
+    let mut cols: Vec<String> = METRICS.iter().map(|(c, _)| format!("sum({c})")).collect();
+    cols.push("quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)".into());
+    cols.push("quantilesMerge(0.5, 0.9, 0.95, 0.99)(ttft_quantiles)".into());
+    format!(
+        "SELECT org_id, {bucket} AS bucket, user_id, app_id, provider, model, task_type, {} \
+         FROM {table} GROUP BY {KEYS} ORDER BY {KEYS}",
+        cols.join(", ")
+    )
+}
+
+fn raw_sql(bucket_expr: &str) -> String {
+    let mut cols: Vec<String> = METRICS.iter().map(|(_, raw)| raw.to_string()).collect();
+    cols.push(format!("{QUANTILES}(toFloat64(latency_ms))"));
+    cols.push(
+        "quantilesIf(0.5, 0.9, 0.95, 0.99)(toFloat64(ifNull(ttft_ms, 0)), isNotNull(ttft_ms))"
+            .to_string(),
+    );
+    format!(
+        "SELECT org_id, {bucket_expr} AS bucket, user_id, app_id, provider, \
+         if(model_served = '', toString(model_requested), toString(model_served)) AS model, task_type, {} \
+         FROM usage_events GROUP BY {KEYS} ORDER BY {KEYS}",
+        cols.join(", ")
+    )
+}
+
+async fn assert_rollups_equal_raw(db: &TestDb, when: &str) {
+    for (table, bucket, raw_bucket) in [
+        ("usage_hourly", "hour", "toStartOfHour(ts)"),
+        ("usage_daily", "day", "toDate(ts)"),
+    ] {
+        let rollup = tsv(db.client(), &rollup_sql(table, bucket)).await;
+        let raw = tsv(db.client(), &raw_sql(raw_bucket)).await;
+        assert!(
+            rollup.lines().count() > 10,
+            "{table}: too few groups to mean anything"
+        );
+        if rollup != raw {
+            let diff: Vec<String> = rollup
+                .lines()
+                .zip(raw.lines())
+                .filter(|(a, b)| a != b)
+                .take(3)
+                .map(|(a, b)| format!("rollup: {a}\nraw:    {b}"))
+                .collect();
+            panic!(
+                "{table} differs from the raw rows {when}:\n{}",
+                diff.join("\n")
+            );
+        }
+    }
+}
+
+/// Totals computed in Rust from the records themselves, to catch a mistake shared by the
+/// rollup and the raw SQL (rows lost on insert, a wrong filter).
+fn expected_totals(records: &[UsageRecord]) -> String {
+    let count = |f: &dyn Fn(&UsageRecord) -> bool| records.iter().filter(|r| f(r)).count() as u64;
+    let sum = |f: &dyn Fn(&UsageRecord) -> u64| records.iter().map(f).sum::<u64>();
+    let cost: i64 = records.iter().map(|r| r.cost_nusd.get()).sum();
+    let cost = usage_core::Nanos::new(cost).to_string();
+    let mut cols = vec![
+        count(&|_| true),
+        count(&|r| r.error_class != ErrorClass::None),
+        count(&|r| r.error_class == ErrorClass::RateLimited),
+        count(&|r| r.error_class == ErrorClass::Aborted),
+        count(&|r| r.stream),
+        count(&|r| r.usage_source != UsageSource::Provider),
+        count(&|r| r.cost_source == CostSource::Unpriced),
+        sum(&|r| u64::from(r.input_tokens)),
+        sum(&|r| u64::from(r.output_tokens)),
+        sum(&|r| u64::from(r.cached_input_tokens)),
+        sum(&|r| u64::from(r.cache_write_tokens)),
+        sum(&|r| u64::from(r.reasoning_tokens)),
+    ]
+    .into_iter()
+    .map(|n| n.to_string())
+    .collect::<Vec<_>>();
+    cols.push(cost);
+    cols.push(sum(&|r| u64::from(r.ttft_ms.is_some())).to_string());
+    cols.join("\t") + "\n"
+}
+
+const TOTALS_SQL: &str = "SELECT sum(requests), sum(errors), sum(errors_rate_limited), sum(errors_aborted), \
+    sum(streamed_requests), sum(estimated_usage_requests), sum(unpriced_requests), sum(total_input_tokens), \
+    sum(total_output_tokens), sum(total_cached_input_tokens), sum(total_cache_write_tokens), \
+    sum(total_reasoning_tokens), sum(total_cost_nusd), sum(ttft_count) FROM ";
+
+#[tokio::test]
+async fn rollups_equal_aggregates_of_the_raw_rows_before_and_after_merges() {
+    let db = TestDb::new().await.unwrap();
+    let records = fixture(3000);
+    // Five INSERTs: each rollup key has up to five unmerged rows until OPTIMIZE.
+    insert_in_batches(db.client(), &records, 5).await;
+
+    let expected = expected_totals(&records);
+    for table in ["usage_hourly", "usage_daily"] {
+        assert_eq!(
+            tsv(db.client(), &format!("{TOTALS_SQL}{table}")).await,
+            expected,
+            "{table}"
+        );
+    }
+    assert_rollups_equal_raw(&db, "before merges").await;
+
+    let rows_before = tsv(db.client(), "SELECT count() FROM usage_daily").await;
+    for table in ["usage_events", "usage_hourly", "usage_daily"] {
+        db.client()
+            .query(&format!("OPTIMIZE TABLE {table} FINAL"))
+            .execute()
+            .await
+            .unwrap();
+    }
+    let rows_after = tsv(db.client(), "SELECT count() FROM usage_daily").await;
+    let groups = tsv(
+        db.client(),
+        &format!("SELECT count() FROM ({})", rollup_sql("usage_daily", "day")),
+    )
+    .await;
+    assert_eq!(
+        rows_after, groups,
+        "after OPTIMIZE FINAL each key is one row"
+    );
+    assert!(
+        rows_before.trim().parse::<u64>().unwrap() > rows_after.trim().parse::<u64>().unwrap(),
+        "the fixture must leave unmerged rows for the 'before' check to mean anything"
+    );
+
+    assert_rollups_equal_raw(&db, "after OPTIMIZE FINAL").await;
+    for table in ["usage_hourly", "usage_daily"] {
+        assert_eq!(
+            tsv(db.client(), &format!("{TOTALS_SQL}{table}")).await,
+            expected,
+            "{table} after merges"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_call_is_rolled_up_under_the_model_it_asked_for() {
+    let db = TestDb::new().await.unwrap();
+    let records = fixture(20);
+    insert_in_batches(db.client(), &records, 1).await;
+    // Coverage record 4 is a 429 with no model_served.
+    assert!(records[4].model_served.is_empty());
+    let got = tsv(
+        db.client(),
+        "SELECT model, sum(errors_rate_limited) FROM usage_daily WHERE errors_rate_limited > 0 GROUP BY model ORDER BY model",
+    )
+    .await;
+    assert!(got.lines().any(|l| l.starts_with("gpt-4o\t")), "{got}");
+}
+
+#[tokio::test]
+async fn analyst_views_agree_with_the_rollups() {
+    let db = TestDb::new().await.unwrap();
+    let records = fixture(1500);
+    insert_in_batches(db.client(), &records, 3).await;
+    let expected = expected_totals(&records);
+    let requests = expected.split('\t').next().unwrap().to_string();
+    for view in ["ai_daily_usage", "ai_usage_summary", "ai_model_performance"] {
+        let n = tsv(db.client(), &format!("SELECT sum(requests) FROM {view}")).await;
+        assert_eq!(n.trim(), requests, "{view}");
+    }
+    let cost = tsv(db.client(), "SELECT sum(cost_usd) FROM ai_usage_summary").await;
+    assert_eq!(cost.trim(), expected.split('\t').nth(12).unwrap());
+    // Percentiles come out as numbers, not NaN, and ordered.
+    let q = tsv(db.client(), "SELECT p50_latency_ms <= p95_latency_ms AND p95_latency_ms <= p99_latency_ms FROM ai_model_performance").await;
+    assert!(q.lines().all(|l| l == "1"), "{q}");
+}

@@ -1,0 +1,108 @@
+//! `collector`: Tollgate's ingest service. `collector serve` runs it; `collector migrate`
+//! applies the ClickHouse migrations it needs. Configuration: `--config collector.toml` and
+//! `TOLLGATE_*` variables (see `docs/CONFIGURATION.md`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tollgate_collector::config::Config;
+use tollgate_collector::store::ClickHouseStore;
+
+#[derive(Parser)]
+#[command(
+    name = "collector",
+    about = "Tollgate collector: signed usage batches in, ClickHouse out"
+)]
+struct Cli {
+    /// TOML config file (every key optional; TOLLGATE_* variables override it).
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve POST /v1/records and ship accepted records to ClickHouse.
+    Serve,
+    /// Apply pending ClickHouse migrations, then exit.
+    Migrate,
+    /// Print the effective configuration (secrets redacted) and exit.
+    Config,
+}
+
+fn main() -> ExitCode {
+    service_kit::init_tracing();
+    let cli = Cli::parse();
+    let config: Config = match service_kit::config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("collector: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("collector: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => {
+                let store = ClickHouseStore::new(&config.clickhouse, hostname());
+                tollgate_collector::serve(config, Arc::new(store)).await
+            }
+            Command::Migrate => migrate(&config).await,
+            Command::Config => {
+                println!("{}", toml_text(&config));
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "collector failed");
+            eprintln!("collector: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let mut ch = tollgate_clickhouse::ClickHouseConfig::new(
+        config.clickhouse.url.clone(),
+        config.clickhouse.database.clone(),
+    );
+    ch.user = Some(config.clickhouse.user.clone()).filter(|u| !u.is_empty());
+    ch.password = Some(config.clickhouse.password.expose().clone()).filter(|p| !p.is_empty());
+    let report = tollgate_clickhouse::Migrator::new(ch)?
+        .run(&mut |event| println!("{event}"))
+        .await?;
+    println!(
+        "migrate: {} applied, {} already applied, {} skipped (need a newer server)",
+        report.applied.len(),
+        report.already_applied.len(),
+        report.skipped.len()
+    );
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "collector".into())
+}
+
+fn toml_text(config: &Config) -> String {
+    serde_json::to_string_pretty(config).unwrap_or_default()
+}

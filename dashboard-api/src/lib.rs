@@ -1,0 +1,99 @@
+//! Tollgate's dashboard API: what admins see and change.
+//!
+//! - [`analytics`] — overview, time series, providers, models, top spenders (rollups only).
+//! - [`budgets`], [`alerts`], [`credits`], [`keys`] — configuration and state, per org.
+//! - [`export`] — raw events in scope, streamed as CSV or NDJSON.
+//! - [`auth`] — bearer tokens → [`auth::Principal`] → the tenant scope of every query.
+//! - [`params`] — strict parsing of query parameters; [`error`] — the one error type.
+//! - [`openapi`] — the OpenAPI document, generated from the handlers.
+//!
+//! [`app`] builds the router (tested with `oneshot`, no socket). Request path, outermost
+//! first: the body limit (1 MiB) → routing → the handler, whose [`auth::Principal`] extractor
+//! authenticates before any parameter is read.
+
+pub mod alerts;
+pub mod analytics;
+pub mod auth;
+pub mod budgets;
+pub mod config;
+pub mod credits;
+pub mod error;
+pub mod export;
+pub mod keys;
+pub mod openapi;
+pub mod params;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::{Json, Router};
+use tollgate_clickhouse::clickhouse::Client;
+
+use crate::auth::TokenCache;
+use crate::config::Config;
+
+/// Shared state of the handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    client: Client,
+    tokens: TokenCache,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Self {
+        let client = config.clickhouse().client();
+        AppState {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                tokens: TokenCache::default(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub fn token_cache(&self) -> &TokenCache {
+        &self.inner.tokens
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The dashboard API's routes.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/overview", get(analytics::overview))
+        .route("/api/v1/usage/timeseries", get(analytics::timeseries))
+        .route("/api/v1/providers", get(analytics::providers))
+        .route("/api/v1/models", get(analytics::models))
+        .route("/api/v1/top/users", get(analytics::top_users))
+        .route("/api/v1/top/apps", get(analytics::top_apps))
+        .route("/api/v1/credits", get(credits::list).post(credits::record))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(budgets::routes())
+        .merge(alerts::routes())
+        .merge(keys::routes())
+        .merge(export::routes())
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .with_state(state)
+}

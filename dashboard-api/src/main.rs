@@ -1,0 +1,160 @@
+//! `dashboard-api`: Tollgate's admin service.
+//!
+//! - `dashboard-api serve` — the JSON API (and the web dashboard) on `listen`.
+//! - `dashboard-api migrate` — apply pending ClickHouse migrations.
+//! - `dashboard-api token create --role admin --name ops` — mint an API token (printed once);
+//!   `token list`, `token revoke <id>`.
+//!
+//! Configuration: `--config dashboard.toml` and `TOLLGATE_*` variables (docs/CONFIGURATION.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tollgate_dashboard_api::auth::{self, Role};
+use tollgate_dashboard_api::config::Config;
+use tollgate_dashboard_api::{app, AppState};
+
+#[derive(Parser)]
+#[command(
+    name = "dashboard-api",
+    about = "Tollgate dashboard API: usage, cost, budgets, alerts"
+)]
+struct Cli {
+    /// TOML config file (every key optional; TOLLGATE_* variables override it).
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API.
+    Serve,
+    /// Apply pending ClickHouse migrations, then exit.
+    Migrate,
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (it is shown only this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, org_admin or viewer.
+        #[arg(long)]
+        role: String,
+        /// The org (org_admin and viewer).
+        #[arg(long, default_value = "")]
+        org: String,
+        /// Bind a viewer to one user.
+        #[arg(long, default_value = "")]
+        user: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by its id (tok_…).
+    Revoke { token_id: String },
+}
+
+fn main() -> ExitCode {
+    service_kit::init_tracing();
+    let cli = Cli::parse();
+    let config: Config = match service_kit::config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dashboard-api: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dashboard-api: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dashboard-api: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+            tracing::info!(listen = %listener.local_addr()?, "dashboard-api listening");
+            let state = AppState::new(config);
+            axum::serve(listener, app(state))
+                .with_graceful_shutdown(service_kit::shutdown_signal())
+                .await?;
+            Ok(())
+        }
+        Command::Migrate => {
+            let report = tollgate_clickhouse::Migrator::new(config.clickhouse())?
+                .run(&mut |event| println!("{event}"))
+                .await?;
+            println!(
+                "migrate: {} applied, {} already applied, {} skipped (need a newer server)",
+                report.applied.len(),
+                report.already_applied.len(),
+                report.skipped.len()
+            );
+            Ok(())
+        }
+        Command::Token(cmd) => {
+            let client = config.clickhouse().client();
+            match cmd {
+                TokenCommand::Create {
+                    name,
+                    role,
+                    org,
+                    user,
+                } => {
+                    let role =
+                        Role::parse(&role).ok_or("--role must be admin, org_admin or viewer")?;
+                    let (id, secret) = auth::create_token(&client, &name, role, &org, &user, "cli")
+                        .await
+                        .map_err(|e| format!("{e:?}"))?;
+                    println!(
+                        "token id: {id}\ntoken:    {secret}\n(store it now: it is not shown again)"
+                    );
+                }
+                TokenCommand::List => {
+                    for t in auth::list_tokens(&client)
+                        .await
+                        .map_err(|e| format!("{e:?}"))?
+                    {
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}\t{}",
+                            t.token_id,
+                            t.role,
+                            if t.org_id.is_empty() { "*" } else { &t.org_id },
+                            t.user_id,
+                            if t.revoked == 1 { "revoked" } else { "active" },
+                            t.name
+                        );
+                    }
+                }
+                TokenCommand::Revoke { token_id } => {
+                    auth::revoke_token(&client, &token_id)
+                        .await
+                        .map_err(|e| format!("{e:?}"))?;
+                    println!("revoked {token_id}");
+                }
+            }
+            Ok(())
+        }
+    }
+}

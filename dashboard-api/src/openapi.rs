@@ -1,0 +1,45 @@
+//! The OpenAPI document, generated from the handlers' annotations (`GET /openapi.json`).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tollgate dashboard API", description = "What an organisation spends on AI model APIs: usage, cost, models, providers, budgets, alerts, credits."),
+    paths(
+        crate::analytics::overview,
+        crate::analytics::timeseries,
+        crate::analytics::providers,
+        crate::analytics::models,
+        crate::analytics::top_users,
+        crate::analytics::top_apps,
+        crate::credits::list,
+        crate::credits::record,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "analytics", description = "Figures from the rollups, scoped by the caller's token"),
+         (name = "credits", description = "Provider balances"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("tga_…")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,343 @@
+//! `bench-collector` (run by `cargo xtask bench collector`): the collector's end-to-end
+//! throughput from HTTP into ClickHouse (rollup views attached, fsync on) against the ceiling of
+//! the `clickhouse` crate's own inserter writing the same rows directly — same run, same
+//! server — then the accept-path latency at a steady 10k records/s in batches of 100, and the
+//! collector's peak RSS.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::json;
+use time::OffsetDateTime;
+use tollgate_clickhouse::synthetic::{Shape, Synthetic};
+use tollgate_clickhouse::{ClickHouseConfig, Migrator, UsageEventRow};
+use tollgate_e2e::harness::{CollectorProc, SIGNING_SECRET};
+use usage_core::wire::{self, BatchFormat};
+use usage_core::UsageRecord;
+
+#[derive(Parser)]
+struct Args {
+    /// Records per throughput run.
+    #[arg(long, default_value_t = 500_000)]
+    records: u64,
+    /// Records per POST in the throughput run.
+    #[arg(long, default_value_t = 5_000)]
+    batch: usize,
+    /// Concurrent posting connections in the throughput run.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Seconds of steady load for the latency run.
+    #[arg(long, default_value_t = 15)]
+    latency_secs: u64,
+    #[arg(long, default_value = "target/bench/collector.json")]
+    out: PathBuf,
+    #[arg(long, default_value = "target/bench/collector.md")]
+    markdown: PathBuf,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn records(seed: u64, n: u64) -> Vec<UsageRecord> {
+    let now = OffsetDateTime::now_utc();
+    let shape = Shape {
+        orgs: 20,
+        users_per_org: 50,
+        apps_per_org: 5,
+        start: now - time::Duration::hours(26),
+        span: time::Duration::hours(24),
+    };
+    Synthetic::new(seed, n, shape).collect()
+}
+
+async fn fresh_db(url: &str, name: &str) -> Result<ClickHouseConfig, BoxError> {
+    let config = ClickHouseConfig::new(url, name);
+    config
+        .server_client()
+        .query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute()
+        .await?;
+    Migrator::new(config.clone())?.run(&mut |_| {}).await?;
+    Ok(config)
+}
+
+async fn count(config: &ClickHouseConfig) -> Result<u64, BoxError> {
+    Ok(
+        tollgate_clickhouse::read_query(&config.client(), "SELECT count() FROM usage_events")
+            .fetch_one::<u64>()
+            .await?,
+    )
+}
+
+/// The `clickhouse` crate's inserter writing the rows directly, 100k per INSERT.
+async fn ceiling(config: &ClickHouseConfig, rows: &[UsageEventRow]) -> Result<f64, BoxError> {
+    let client = config
+        .client()
+        .with_compression(tollgate_clickhouse::clickhouse::Compression::Lz4);
+    let started = Instant::now();
+    for chunk in rows.chunks(100_000) {
+        let mut insert = client.insert::<UsageEventRow>("usage_events").await?;
+        for r in chunk {
+            insert.write(r).await?;
+        }
+        insert.end().await?;
+    }
+    Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn post(agent: &ureq::Agent, url: &str, body: &[u8]) -> Result<u16, BoxError> {
+    let sig = wire::sign(
+        SIGNING_SECRET.as_bytes(),
+        OffsetDateTime::now_utc().unix_timestamp(),
+        body,
+    );
+    let resp = agent
+        .post(url)
+        .header(wire::SIGNATURE_HEADER, &sig)
+        .header("content-type", "application/x-ndjson")
+        .send(body)?;
+    Ok(resp.status().as_u16())
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of /proc/pid/stat: 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn clickhouse_pid() -> Option<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-o", "-f", "clickhouse-server"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .lines()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    let url = tollgate_clickhouse::testing::ensure_server()?;
+    let recs = records(2026, args.records);
+    println!(
+        "bench collector: {} records, {} per POST, {} connections",
+        args.records, args.batch, args.connections
+    );
+
+    // 1. Ceiling: the client library straight into ClickHouse.
+    let db = fresh_db(&url, "bench_collector_ceiling").await?;
+    let now = OffsetDateTime::now_utc();
+    let rows: Vec<UsageEventRow> = recs
+        .iter()
+        .map(|r| UsageEventRow::from_record(r, "bench", now))
+        .collect();
+    let ceiling_rps = ceiling(&db, &rows).await?;
+    drop(rows);
+    println!("  ceiling (clickhouse inserter, 100k rows per INSERT): {ceiling_rps:.0} rows/s");
+
+    // 2. The collector process: HTTP → spool (fsync) → ClickHouse.
+    let db = fresh_db(&url, "bench_collector").await?;
+    let dir = tempfile::tempdir()?;
+    let collector = CollectorProc::start(&url, "bench_collector", dir.path(), |c| {
+        c.ingest.max_records_per_batch = 10_000;
+        c.ingest.max_body_bytes = 32 << 20;
+        c.ingest.max_decompressed_bytes = 64 << 20;
+    });
+    let pid = collector.proc.pid();
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        recs.chunks(args.batch)
+            .map(|b| wire::encode_batch(b, BatchFormat::Ndjson))
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let ch_pid = clickhouse_pid().unwrap_or(0);
+    let (collector_cpu0, ch_cpu0, self_cpu0) = (
+        cpu_secs(pid),
+        cpu_secs(ch_pid),
+        cpu_secs(std::process::id()),
+    );
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for _ in 0..args.connections {
+        let (bodies, next, url) = (bodies.clone(), next.clone(), collector.records_url());
+        threads.push(std::thread::spawn(move || -> Result<(), String> {
+            let agent = agent();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(body) = bodies.get(i) else {
+                    return Ok(());
+                };
+                loop {
+                    match post(&agent, &url, body) {
+                        Ok(202) => break,
+                        Ok(503) | Ok(429) => std::thread::sleep(Duration::from_millis(20)),
+                        Ok(s) => return Err(format!("collector answered {s}")),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            }
+        }));
+    }
+    for t in threads {
+        t.join().map_err(|_| "poster panicked")??;
+    }
+    let accepted_secs = started.elapsed().as_secs_f64();
+    while count(&db).await? < args.records {
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err("collector did not deliver every record within 10 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total_secs = started.elapsed().as_secs_f64();
+    let collector_cpu = cpu_secs(pid) - collector_cpu0;
+    let ch_cpu = cpu_secs(ch_pid) - ch_cpu0;
+    let generator_cpu = cpu_secs(std::process::id()) - self_cpu0;
+    println!("  CPU during the run ({total_secs:.1} s wall): collector {collector_cpu:.1} s, ClickHouse {ch_cpu:.1} s, load generator {generator_cpu:.1} s");
+    let collector_rps = args.records as f64 / total_secs;
+    let accept_rps = args.records as f64 / accepted_secs;
+    println!("  collector end to end: {collector_rps:.0} rows/s ({:.0}% of the ceiling); accepted at {accept_rps:.0} records/s",
+        100.0 * collector_rps / ceiling_rps);
+
+    // 3. Accept-path latency at a steady 10k records/s in batches of 100.
+    // Fresh records for every request (a replayed batch would be all duplicates: no fsync).
+    let steady: Vec<Vec<u8>> = records(7, 100 * 100 * (args.latency_secs + 1))
+        .chunks(100)
+        .map(|b| wire::encode_batch(b, BatchFormat::Ndjson))
+        .collect();
+    let url2 = collector.records_url();
+    let secs = args.latency_secs;
+    let latencies = tokio::task::spawn_blocking(move || -> Result<Vec<f64>, String> {
+        // Two senders, each on a 20 ms schedule: 100 requests/s in all (open loop).
+        let mut handles = Vec::new();
+        for s in 0..2u64 {
+            let (steady, url) = (steady.clone(), url2.clone());
+            handles.push(std::thread::spawn(move || -> Result<Vec<f64>, String> {
+                let agent = agent();
+                let mut out = Vec::new();
+                let start = Instant::now() + Duration::from_millis(10 * s);
+                let mut i = 0u64;
+                while start.elapsed() < Duration::from_secs(secs) || Instant::now() < start {
+                    let due = start + Duration::from_millis(20 * i);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let Some(body) = steady.get(i as usize * 2 + s as usize) else {
+                        break;
+                    };
+                    let t = Instant::now();
+                    match post(&agent, &url, body) {
+                        Ok(202) => out.push(t.elapsed().as_secs_f64() * 1000.0),
+                        Ok(s) => return Err(format!("latency run: collector answered {s}")),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                    i += 1;
+                }
+                Ok(out)
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.join().map_err(|_| "sender panicked")??);
+        }
+        Ok(all)
+    })
+    .await??;
+    let mut sorted = latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&sorted, 0.5), percentile(&sorted, 0.99));
+    let rss_mib = peak_rss_kib(pid) as f64 / 1024.0;
+    println!("  accept path at 10k records/s (100 per POST): p50 {p50:.2} ms, p99 {p99:.2} ms over {} requests", sorted.len());
+    println!("  collector peak RSS: {rss_mib:.0} MiB");
+    drop(collector);
+
+    let figures = json!({
+        "records": args.records,
+        "batch_records": args.batch,
+        "connections": args.connections,
+        "ceiling_rows_per_s": ceiling_rps.round(),
+        "collector_rows_per_s": collector_rps.round(),
+        "collector_accept_records_per_s": accept_rps.round(),
+        "ratio_to_ceiling": (collector_rps / ceiling_rps * 1000.0).round() / 1000.0,
+        "fsync": true,
+        "latency_requests": sorted.len(),
+        "accept_p50_ms": (p50 * 100.0).round() / 100.0,
+        "accept_p99_ms": (p99 * 100.0).round() / 100.0,
+        "peak_rss_mib": rss_mib.round(),
+        "run_wall_s": total_secs,
+        "run_cpu_s": {"collector": collector_cpu, "clickhouse": ch_cpu, "load_generator": generator_cpu},
+    });
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&figures)?)?;
+    let md = format!(
+        "## Collector: HTTP → spool (fsync) → ClickHouse\n\n\
+         Command: `cargo xtask bench collector` (figures: `target/bench/collector.json`).\n\n\
+         {n} synthetic records; NDJSON POSTs of {b} records over {c} connections; the collector's\n\
+         defaults (sink batches up to 100k rows or 1 s), fsync on every group commit, rollup views attached.\n\
+         The ceiling is the `clickhouse` crate's inserter writing the same rows straight into\n\
+         `usage_events` (100k rows per INSERT) on the same server in the same run.\n\n\
+         | measure | value |\n|---|---|\n\
+         | ceiling: client inserter | {ceil:.0} rows/s |\n\
+         | collector end to end (first POST → last row visible) | {col:.0} rows/s |\n\
+         | ratio to the ceiling | {ratio:.0}% |\n\
+         | accept rate (POSTs answered 202) | {acc:.0} records/s |\n\
+         | accept latency p50 at 10k records/s, 100 per POST | {p50:.2} ms |\n\
+         | accept latency p99 at 10k records/s, 100 per POST | {p99:.2} ms |\n\
+         | collector peak RSS | {rss:.0} MiB |\n\n\
+         CPU used during the throughput run ({wall:.1} s on 2 shared cores): collector {ccpu:.1} s,\n\
+         ClickHouse {hcpu:.1} s, load generator {gcpu:.1} s.\n",
+        n = args.records,
+        b = args.batch,
+        c = args.connections,
+        ceil = ceiling_rps,
+        col = collector_rps,
+        ratio = 100.0 * collector_rps / ceiling_rps,
+        acc = accept_rps,
+        rss = rss_mib,
+        wall = total_secs,
+        ccpu = collector_cpu,
+        hcpu = ch_cpu,
+        gcpu = generator_cpu,
+    );
+    std::fs::write(&args.markdown, md)?;
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! `bench-edge` (run by `cargo xtask bench edge`): the latency the Rust worker adds, against
+//! the mock provider directly and against a minimal JavaScript passthrough worker in the same
+//! `workerd` — non-streaming and streaming, at concurrency 1 and 16, in interleaved rounds so
+//! that machine noise hits every target alike; medians over rounds are reported.
+//!
+//! The worker ships its records to a real collector (release build) writing to the dev
+//! ClickHouse, as in production.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::json;
+use tollgate_e2e::harness::{
+    app_key, free_port, repo_root, worker_bindings, CollectorProc, WorkerdProc,
+};
+use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
+
+#[derive(Parser)]
+struct Args {
+    /// Interleaved rounds (each runs every target × mode × concurrency).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 2.0)]
+    secs: f64,
+    #[arg(long, default_value = "target/bench/edge.json")]
+    out: PathBuf,
+    #[arg(long, default_value = "target/bench/edge.md")]
+    markdown: PathBuf,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// (target, mode, clients) → per round (p50 ms, p99 ms, requests/s).
+type Results = std::collections::BTreeMap<(String, String, usize), Vec<(f64, f64, f64)>>;
+
+const TARGETS: &[&str] = &["mock", "js", "rust"];
+const MODES: &[&str] = &["json", "stream"];
+const CONCURRENCY: &[usize] = &[1, 16];
+
+fn body(stream: bool) -> Vec<u8> {
+    json!({"model": "gpt-4o-mini", "stream": stream,
+           "messages": [{"role": "user", "content": "Say hello in five words."}]})
+    .to_string()
+    .into_bytes()
+}
+
+/// Closed loop: `c` clients, each sending the next request when the last one is fully read.
+fn measure(url: &str, key: &str, stream: bool, c: usize, secs: f64) -> Result<Vec<f64>, String> {
+    let body = Arc::new(body(stream));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut handles = Vec::new();
+    for _ in 0..c {
+        let (url, key, body) = (url.to_string(), key.to_string(), body.clone());
+        handles.push(std::thread::spawn(move || -> Result<Vec<f64>, String> {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into();
+            let mut out = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let mut resp = agent
+                    .post(&url)
+                    .header("authorization", &format!("Bearer {key}"))
+                    .header("content-type", "application/json")
+                    .send(&body[..])
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status().as_u16();
+                let _ = resp.body_mut().read_to_vec().map_err(|e| e.to_string())?;
+                if status != 200 {
+                    return Err(format!("{url} answered {status}"));
+                }
+                out.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok(out)
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.join().map_err(|_| "client panicked".to_string())??);
+    }
+    all.sort_by(f64::total_cmp);
+    Ok(all)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn gzip_len(path: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(path)
+        .output();
+    out.map(|o| o.stdout.len() as u64).unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    let url = tollgate_clickhouse::testing::ensure_server()?;
+    let config = tollgate_clickhouse::ClickHouseConfig::new(&url, "bench_edge");
+    config
+        .server_client()
+        .query("DROP DATABASE IF EXISTS bench_edge")
+        .execute()
+        .await?;
+    tollgate_clickhouse::Migrator::new(config)?
+        .run(&mut |_| {})
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let collector = CollectorProc::start(&url, "bench_edge", dir.path(), |_| {});
+    let mock = MockProvider::start(MockOptions::default()).await?;
+    let (key, entry) = app_key(9, "org_bench", "", "bench");
+    let js_listen = format!("127.0.0.1:{}", free_port());
+    let worker = WorkerdProc::start_with(
+        worker_bindings(
+            &mock.base_url(),
+            &collector.records_url(),
+            &format!("{{{entry}}}"),
+        ),
+        Some((js_listen.clone(), mock.base_url(), "sk-mock".into())),
+    );
+    let urls = [
+        ("mock", format!("{}/chat/completions", mock.base_url())),
+        ("js", format!("http://{js_listen}/v1/chat/completions")),
+        ("rust", format!("{}/chat/completions", worker.base_url())),
+    ];
+    let url_of = |t: &str| {
+        urls.iter()
+            .find(|(n, _)| *n == t)
+            .map(|(_, u)| u.clone())
+            .unwrap_or_default()
+    };
+
+    // Warm up every path (isolate start, connection pools).
+    for t in TARGETS {
+        for m in MODES {
+            measure(&url_of(t), &key, *m == "stream", 2, 0.5)?;
+        }
+    }
+
+    let mut results: Results = Default::default();
+    for round in 0..args.rounds {
+        for &c in CONCURRENCY {
+            for m in MODES {
+                for t in TARGETS {
+                    let lat = measure(&url_of(t), &key, *m == "stream", c, args.secs)?;
+                    let rps = lat.len() as f64 / args.secs;
+                    results
+                        .entry((t.to_string(), m.to_string(), c))
+                        .or_default()
+                        .push((pct(&lat, 0.5), pct(&lat, 0.99), rps));
+                }
+            }
+        }
+        println!("  round {} of {} done", round + 1, args.rounds);
+    }
+
+    let mut rows = Vec::new();
+    let mut md_rows = String::new();
+    let mut figures = serde_json::Map::new();
+    for &c in CONCURRENCY {
+        for m in MODES {
+            let get = |t: &str| {
+                let v = &results[&(t.to_string(), m.to_string(), c)];
+                (
+                    median(v.iter().map(|x| x.0).collect()),
+                    median(v.iter().map(|x| x.1).collect()),
+                    median(v.iter().map(|x| x.2).collect()),
+                )
+            };
+            let (mock, js, rust) = (get("mock"), get("js"), get("rust"));
+            let ratio = rust.0 / js.0;
+            rows.push(json!({
+                "mode": m, "concurrency": c,
+                "mock_p50_ms": mock.0, "mock_p99_ms": mock.1,
+                "js_p50_ms": js.0, "js_p99_ms": js.1, "js_rps": js.2,
+                "rust_p50_ms": rust.0, "rust_p99_ms": rust.1, "rust_rps": rust.2,
+                "rust_added_p50_ms": rust.0 - mock.0, "js_added_p50_ms": js.0 - mock.0,
+                "rust_to_js_p50": ratio,
+            }));
+            md_rows.push_str(&format!(
+                "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | {:.2} | {:.0} |\n",
+                mock.0, mock.1, js.0, js.1, rust.0, rust.1, rust.0 - mock.0, ratio, rust.2
+            ));
+            println!("  {m:<6} c={c:<2}  mock p50 {:.2} ms | js p50 {:.2} ms | rust p50 {:.2} ms (×{ratio:.2} of js) p99 {:.2} ms", mock.0, js.0, rust.0, rust.1);
+        }
+    }
+    let bundle = repo_root().join("target/edge");
+    let wasm_gz = gzip_len(&bundle.join("index_bg.wasm"));
+    let js_gz = gzip_len(&bundle.join("index.js")) + gzip_len(&bundle.join("shim.js"));
+    figures.insert("rows".into(), json!(rows));
+    figures.insert("rounds".into(), json!(args.rounds));
+    figures.insert("secs_per_measurement".into(), json!(args.secs));
+    figures.insert("wasm_gzip_bytes".into(), json!(wasm_gz));
+    figures.insert("js_gzip_bytes".into(), json!(js_gz));
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(&serde_json::Value::Object(figures))?,
+    )?;
+    let md = format!(
+        "## Edge worker: added latency\n\n\
+         Command: `cargo xtask bench edge` (figures: `target/bench/edge.json`).\n\n\
+         Closed-loop clients on loopback; the mock provider answers at once; {rounds} interleaved\n\
+         rounds of {secs} s per cell, medians over rounds. `js` is a minimal JavaScript passthrough\n\
+         worker in the same workerd; `rust` is Tollgate's worker (auth, routing, tap, record shipped\n\
+         to a real collector). Latency is to the last byte of the response; p50 / p99 in ms.\n\n\
+         | mode | clients | mock direct | js passthrough | rust worker | rust added p50 | rust ÷ js p50 | rust req/s |\n\
+         |---|---|---|---|---|---|---|---|\n{md_rows}\n\
+         Bundle: wasm {wasm_gz} B gzip, JS glue {js_gz} B gzip.\n",
+        rounds = args.rounds,
+        secs = args.secs,
+    );
+    std::fs::write(&args.markdown, md)?;
+    drop(worker);
+    drop(collector);
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! Running the real pieces for end-to-end tests: the collector binary, the wasm worker under
+//! `workerd`, the OpenAI Python SDK, HTTP calls — each process killed when its guard drops,
+//! also when a test panics.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edge_worker::local::{self, LocalWorker};
+use service_kit::Secret;
+use tollgate_collector::config::Config as CollectorConfig;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A workspace binary next to the running test (`cargo test --workspace` builds them all).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    // A test runs from target/<profile>/deps/, a binary from target/<profile>/.
+    let mut dir = exe
+        .parent()
+        .unwrap_or_else(|| panic!("unexpected executable path {exe:?}"));
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().unwrap_or(dir);
+    }
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built; run `cargo build --workspace` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// A child process killed (SIGKILL) on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Proc {
+        let file =
+            std::fs::File::create(&log).unwrap_or_else(|e| panic!("log {}: {e}", log.display()));
+        let err = file.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
+        let child = cmd
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit; returns its exit status code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The process's output so far (for assertion messages).
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The signing secret the tests' collectors and workers share.
+pub const SIGNING_SECRET: &str = "e2e-signing-secret-0123456789abcdef";
+
+/// A collector process writing to `database` on the test ClickHouse.
+#[derive(Debug)]
+pub struct CollectorProc {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub config_path: PathBuf,
+}
+
+impl CollectorProc {
+    /// Writes a config for `database` with its spool in `spool_dir`, and starts `collector serve`.
+    pub fn start(
+        clickhouse_url: &str,
+        database: &str,
+        spool_dir: &Path,
+        tweak: impl FnOnce(&mut CollectorConfig),
+    ) -> CollectorProc {
+        let port = free_port();
+        let mut config = CollectorConfig::default();
+        config.listen = format!("127.0.0.1:{port}");
+        config.clickhouse.url = clickhouse_url.to_string();
+        config.clickhouse.database = database.to_string();
+        config.ingest.signing_secrets = vec![Secret::new(SIGNING_SECRET.to_string())];
+        config.spool.dir = spool_dir.join("spool");
+        config.sink.max_delay_ms = 100;
+        tweak(&mut config);
+        std::fs::create_dir_all(spool_dir).unwrap_or_else(|e| panic!("{e}"));
+        let config_path = spool_dir.join("collector.json");
+        Self::write_config(&config_path, &config);
+        Self::start_with(
+            &config_path,
+            config.listen.parse().unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    fn write_config(path: &Path, config: &CollectorConfig) {
+        // The config file is TOML; serialize through serde_json → toml-compatible values.
+        let mut value = serde_json::to_value(config).unwrap_or_else(|e| panic!("{e}"));
+        // Secrets serialize redacted: put the real one back for the file.
+        value["ingest"]["signing_secrets"] = serde_json::json!([SIGNING_SECRET]);
+        value["clickhouse"]["password"] = serde_json::json!("");
+        let toml = json_to_toml(&value);
+        std::fs::write(path.with_extension("toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// (Re)starts the collector process with the config written by [`CollectorProc::start`].
+    pub fn start_with(config_path: &Path, addr: SocketAddr) -> CollectorProc {
+        let log = config_path.with_file_name(format!("collector-{}.log", free_port()));
+        let proc = Proc::spawn(
+            "collector",
+            Command::new(binary("collector"))
+                .args(["serve", "--config"])
+                .arg(config_path.with_extension("toml"))
+                .env("RUST_LOG", "warn"),
+            log,
+        );
+        assert!(
+            wait_for_port(addr, Duration::from_secs(30)),
+            "collector did not start:\n{}",
+            proc.log()
+        );
+        CollectorProc {
+            proc,
+            addr,
+            config_path: config_path.to_path_buf(),
+        }
+    }
+
+    pub fn records_url(&self) -> String {
+        format!("http://{}/v1/records", self.addr)
+    }
+}
+
+/// Renders a JSON object of scalars, arrays and one level of tables as TOML.
+fn json_to_toml(v: &serde_json::Value) -> String {
+    let scalar = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => format!("{s:?}"),
+        serde_json::Value::Array(a) => {
+            format!(
+                "[{}]",
+                a.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+        other => other.to_string(),
+    };
+    let mut top = String::new();
+    let mut tables = String::new();
+    if let Some(obj) = v.as_object() {
+        for (k, v) in obj {
+            if let Some(t) = v.as_object() {
+                tables.push_str(&format!("\n[{k}]\n"));
+                for (k2, v2) in t {
+                    tables.push_str(&format!("{k2} = {}\n", scalar(v2)));
+                }
+            } else {
+                top.push_str(&format!("{k} = {}\n", scalar(v)));
+            }
+        }
+    }
+    top + &tables
+}
+
+/// The wasm worker under workerd.
+#[derive(Debug)]
+pub struct WorkerdProc {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl WorkerdProc {
+    /// Serves the built bundle (`cargo xtask edge build`) with `bindings`.
+    pub fn start(bindings: Vec<(String, String)>) -> WorkerdProc {
+        Self::start_with(bindings, None)
+    }
+
+    /// [`WorkerdProc::start`], plus the JavaScript passthrough baseline in the same workerd on
+    /// `passthrough.0`, forwarding to `passthrough.1` with key `passthrough.2`.
+    pub fn start_with(
+        bindings: Vec<(String, String)>,
+        passthrough: Option<(String, String, String)>,
+    ) -> WorkerdProc {
+        let root = repo_root();
+        let port = free_port();
+        let worker = LocalWorker {
+            bundle_dir: local::bundle_dir(&root),
+            listen: format!("127.0.0.1:{port}"),
+            bindings,
+            passthrough,
+        };
+        assert!(
+            worker.bundle_present(),
+            "the edge bundle is missing in {}: run `cargo xtask edge build` (cargo xtask test does)",
+            worker.bundle_dir.display()
+        );
+        let config = worker
+            .write_config(&format!("e2e-{port}.capnp"))
+            .unwrap_or_else(|e| panic!("workerd config: {e}"));
+        let workerd = root.join("edge-worker/node_modules/.bin/workerd");
+        assert!(
+            workerd.exists(),
+            "workerd is not installed: run `cargo xtask setup`"
+        );
+        let log = std::env::temp_dir().join(format!("tollgate-workerd-{port}.log"));
+        let proc = Proc::spawn(
+            "workerd",
+            Command::new(workerd)
+                .args(["serve", "--experimental"])
+                .arg(&config),
+            log,
+        );
+        let addr: SocketAddr = worker.listen.parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            wait_for_port(addr, Duration::from_secs(30)),
+            "workerd did not start:\n{}",
+            proc.log()
+        );
+        WorkerdProc { proc, addr }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+/// Bindings for a worker whose providers are the mock and whose collector is `collector_url`.
+pub fn worker_bindings(
+    mock_base_url: &str,
+    collector_url: &str,
+    app_keys_json: &str,
+) -> Vec<(String, String)> {
+    let providers = format!(
+        r#"[{{"name":"openai","base_url":"{mock_base_url}","secret":"OPENAI_API_KEY"}},{{"name":"openrouter","base_url":"{mock_base_url}","secret":"OPENROUTER_API_KEY"}}]"#
+    );
+    [
+        ("PROVIDERS", providers.as_str()),
+        ("DEFAULT_PROVIDER", "openai"),
+        ("OPENAI_API_KEY", "sk-mock-openai"),
+        ("OPENROUTER_API_KEY", "sk-or-mock"),
+        ("COLLECTOR_URL", collector_url),
+        ("COLLECTOR_SIGNING_SECRET", SIGNING_SECRET),
+        ("APP_KEYS", app_keys_json),
+        ("EDGE_REGION", "E2E"),
+        ("SHIP_BATCH_DELAY_MS", "10"),
+        ("UPSTREAM_TIMEOUT_MS", "3000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// An app key and its `APP_KEYS` entry.
+pub fn app_key(n: u32, org: &str, user: &str, app: &str) -> (String, String) {
+    let key = format!("tg_e2e{n:04}_{}", "k".repeat(36));
+    let entry = format!(
+        r#""{}":{{"key_id":"key{n}","org_id":"{org}","user_id":"{user}","app_id":"{app}"}}"#,
+        usage_core::keys::hash_secret(&key)
+    );
+    (key, entry)
+}
+
+/// The Python of the venv `cargo xtask setup` creates (with the official `openai` SDK).
+pub fn python() -> PathBuf {
+    let p = repo_root().join("target/py-venv/bin/python");
+    assert!(
+        p.exists(),
+        "the Python venv with the openai SDK is missing: run `cargo xtask setup`"
+    );
+    p
+}
+
+/// Runs `tests/python/<script>` with the venv's Python; returns its stdout parsed as JSON.
+pub fn run_python(script: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    let path = repo_root().join("tests/python").join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("python {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python {script} failed:\n{stdout}\n{stderr}"
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("python {script} printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}

@@ -1,0 +1,15 @@
+//! End-to-end testing of Tollgate: the real pieces together.
+//!
+//! - [`mock_provider`] — the stand-in for OpenAI and OpenRouter (there is no internet here).
+//! - [`harness`] — starting the collector binary, the wasm worker under `workerd` and the
+//!   official OpenAI Python SDK, each cleaned up when the test ends.
+//! - [`private_clickhouse`] — a ClickHouse server of a test's own, for outage tests.
+//!
+//! The tests themselves are in `tests/tests/`.
+
+// A test harness: a process that does not start must fail the test at once, loudly.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod harness;
+pub mod mock_provider;
+pub mod private_clickhouse;

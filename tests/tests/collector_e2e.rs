@@ -1,0 +1,357 @@
+//! The collector process against real ClickHouse: records come back field for field, every
+//! acknowledged record lands exactly once through SIGKILLs and a ClickHouse outage, and a
+//! SIGTERM drains before exiting.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tollgate_clickhouse::clickhouse::{Client, Row};
+use tollgate_clickhouse::synthetic::{Shape, Synthetic};
+use tollgate_clickhouse::testing::TestDb;
+use tollgate_clickhouse::UsageEventRow;
+use tollgate_e2e::harness::{CollectorProc, SIGNING_SECRET};
+use tollgate_e2e::private_clickhouse::PrivateClickHouse;
+use usage_core::wire::{self, BatchFormat};
+use usage_core::UsageRecord;
+
+fn records(seed: u64, n: u64) -> Vec<UsageRecord> {
+    let now = OffsetDateTime::now_utc();
+    let shape = Shape {
+        orgs: 3,
+        users_per_org: 5,
+        apps_per_org: 2,
+        start: now - time::Duration::hours(3),
+        span: time::Duration::hours(2),
+    };
+    Synthetic::new(seed, n, shape).collect()
+}
+
+/// POSTs one signed batch; `Ok(status)` if the collector answered.
+fn post(url: &str, batch: &[UsageRecord]) -> Result<u16, String> {
+    let body = wire::encode_batch(batch, BatchFormat::Ndjson);
+    let sig = wire::sign(
+        SIGNING_SECRET.as_bytes(),
+        OffsetDateTime::now_utc().unix_timestamp(),
+        &body,
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    agent
+        .post(url)
+        .header(wire::SIGNATURE_HEADER, &sig)
+        .header("content-type", "application/x-ndjson")
+        .send(&body[..])
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+/// Posts until the collector answers 202, as the edge does (retrying refusals and failures).
+fn post_until_accepted(url: &str, batch: &[UsageRecord], deadline: Instant) {
+    loop {
+        match post(url, batch) {
+            Ok(202) => return,
+            Ok(s) if s == 503 || s == 429 => {}
+            Ok(s) => panic!("collector refused a good batch with {s}"),
+            Err(_) => {}
+        }
+        assert!(Instant::now() < deadline, "batch never accepted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[derive(Row, serde::Deserialize, Debug, PartialEq)]
+struct Totals {
+    rows: u64,
+    ids: u64,
+    input: u64,
+    cost: i128,
+}
+
+async fn raw_totals(client: &Client) -> Totals {
+    client
+        .query("SELECT count() AS rows, uniqExact(event_id) AS ids, sum(toUInt64(input_tokens)) AS input, sum(cost_nusd) AS cost FROM usage_events")
+        .with_setting("wait_end_of_query", "1")
+        .fetch_one::<Totals>()
+        .await
+        .unwrap()
+}
+
+#[derive(Row, serde::Deserialize, Debug, PartialEq)]
+struct DailyTotals {
+    requests: u64,
+    input: u64,
+    cost: i128,
+}
+
+async fn daily_totals(client: &Client) -> DailyTotals {
+    client
+        .query("SELECT sum(requests) AS requests, sum(total_input_tokens) AS input, sum(total_cost_nusd) AS cost FROM usage_daily")
+        .with_setting("wait_end_of_query", "1")
+        .fetch_one::<DailyTotals>()
+        .await
+        .unwrap()
+}
+
+fn expected(records: &[UsageRecord]) -> (u64, u64, i128) {
+    let input = records.iter().map(|r| u64::from(r.input_tokens)).sum();
+    let cost = records.iter().map(|r| i128::from(r.cost_nusd.get())).sum();
+    (records.len() as u64, input, cost)
+}
+
+async fn wait_for_rows(client: &Client, n: u64, within: Duration) -> Totals {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = raw_totals(client).await;
+        if t.rows >= n || Instant::now() > deadline {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_come_back_field_for_field_and_rollups_match() {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+    let sent = records(7, 2_000);
+    let url = collector.records_url();
+    let batches = sent.clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for b in batches.chunks(250) {
+            post_until_accepted(&url, b, deadline);
+        }
+    })
+    .await
+    .unwrap();
+    let t = wait_for_rows(db.client(), 2_000, Duration::from_secs(30)).await;
+    assert_eq!((t.rows, t.ids), (2_000, 2_000));
+
+    let rows = db
+        .client()
+        .query("SELECT ?fields FROM usage_events ORDER BY event_id")
+        .with_setting("wait_end_of_query", "1")
+        .fetch_all::<UsageEventRow>()
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|r| !r.batch_id.is_empty()));
+    // ClickHouse orders UUIDs its own way: compare in Rust's order.
+    let mut got: Vec<UsageRecord> = rows
+        .iter()
+        .map(|r| UsageRecord::try_from(r).unwrap())
+        .collect();
+    got.sort_by_key(|r| r.event_id);
+    let mut want = sent.clone();
+    want.sort_by_key(|r| r.event_id);
+    for r in &mut want {
+        r.ts = r.ts.replace_nanosecond(0).unwrap(); // the table keeps seconds
+    }
+    assert_eq!(got.len(), want.len());
+    for (got, want) in got.iter().zip(&want) {
+        assert_eq!(got, want);
+    }
+
+    let (n, input, cost) = expected(&sent);
+    assert_eq!(
+        daily_totals(db.client()).await,
+        DailyTotals {
+            requests: n,
+            input,
+            cost
+        }
+    );
+    db.client()
+        .query("OPTIMIZE TABLE usage_daily FINAL")
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        daily_totals(db.client()).await,
+        DailyTotals {
+            requests: n,
+            input,
+            cost
+        }
+    );
+    drop(collector);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    const N: u64 = 200_000;
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |c| {
+        c.sink.max_rows = 20_000;
+        c.sink.max_delay_ms = 200;
+    });
+    let (config_path, addr) = (collector.config_path.clone(), collector.addr);
+    let url = collector.records_url();
+    let sent = records(11, N);
+    let (n, input, cost) = expected(&sent);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let posted = Arc::new(AtomicU64::new(0));
+    let generator = {
+        let (done, posted) = (done.clone(), posted.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            for b in sent.chunks(1_000) {
+                post_until_accepted(&url, b, deadline);
+                posted.fetch_add(b.len() as u64, Ordering::SeqCst);
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    // Kill the collector at random moments while the generator posts, and start it again.
+    let mut collector = collector;
+    let mut kills = 0;
+    let mut rng = fastrand::Rng::with_seed(42);
+    while !done.load(Ordering::SeqCst) && kills < 6 {
+        std::thread::sleep(Duration::from_millis(rng.u64(300..1_500)));
+        if done.load(Ordering::SeqCst) {
+            break;
+        }
+        collector.proc.kill();
+        kills += 1;
+        std::thread::sleep(Duration::from_millis(rng.u64(0..300)));
+        collector = CollectorProc::start_with(&config_path, addr);
+    }
+    generator.join().unwrap();
+    assert!(
+        kills >= 3,
+        "only {kills} kills happened before the generator finished ({} posted)",
+        posted.load(Ordering::SeqCst)
+    );
+
+    let t = wait_for_rows(db.client(), n, Duration::from_secs(120)).await;
+    assert_eq!(
+        t,
+        Totals {
+            rows: n,
+            ids: n,
+            input,
+            cost
+        },
+        "after {kills} SIGKILLs"
+    );
+    assert_eq!(
+        daily_totals(db.client()).await,
+        DailyTotals {
+            requests: n,
+            input,
+            cost
+        }
+    );
+    drop(collector);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clickhouse_outage_is_absorbed_by_the_spool() {
+    let ch_dir = tempfile::tempdir().unwrap();
+    let mut ch = PrivateClickHouse::start(ch_dir.path());
+    let config = tollgate_clickhouse::ClickHouseConfig::new(ch.url(), "tollgate");
+    tollgate_clickhouse::Migrator::new(config.clone())
+        .unwrap()
+        .run(&mut |_| {})
+        .await
+        .unwrap();
+    let client = config.client();
+
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(&ch.url(), "tollgate", dir.path(), |c| {
+        c.sink.retry_initial_ms = 100;
+        c.sink.retry_max_ms = 1_000;
+    });
+    let url = collector.records_url();
+    let sent = records(13, 30_000);
+    let (n, input, cost) = expected(&sent);
+    let (first, rest) = sent.split_at(10_000);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for b in first.chunks(1_000) {
+        post_until_accepted(&url, b, deadline);
+    }
+
+    ch.stop();
+    let outage_started = Instant::now();
+    // The collector keeps accepting into its spool, and says it is not ready.
+    let url2 = url.clone();
+    let rest = rest.to_vec();
+    let poster = std::thread::spawn(move || {
+        for b in rest.chunks(1_000) {
+            post_until_accepted(&url2, b, deadline);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let ready_url = format!("http://{}/readyz", collector.addr);
+    let mut saw_unready = false;
+    while outage_started.elapsed() < Duration::from_secs(30) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        if let Ok(mut r) = agent.get(&ready_url).call() {
+            if r.status().as_u16() == 503 {
+                let body = r.body_mut().read_to_string().unwrap_or_default();
+                assert!(body.contains("unreachable"), "{body}");
+                saw_unready = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(saw_unready, "/readyz never reported the outage");
+    ch.restart();
+    poster.join().unwrap();
+
+    let t = wait_for_rows(&client, n, Duration::from_secs(60)).await;
+    assert_eq!(
+        t,
+        Totals {
+            rows: n,
+            ids: n,
+            input,
+            cost
+        }
+    );
+    drop(collector);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_accepting_flushes_and_exits_zero() {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut collector = CollectorProc::start(db.url(), db.name(), dir.path(), |c| {
+        // A long batching delay: only the shutdown flush can deliver these in time.
+        c.sink.max_delay_ms = 60_000;
+    });
+    let sent = records(17, 3_000);
+    let url = collector.records_url();
+    let batch = sent.clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for b in batch.chunks(500) {
+            post_until_accepted(&url, b, deadline);
+        }
+    })
+    .await
+    .unwrap();
+    let code = collector.proc.terminate(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "collector log:\n{}", collector.proc.log());
+    let (n, input, cost) = expected(&sent);
+    assert_eq!(
+        raw_totals(db.client()).await,
+        Totals {
+            rows: n,
+            ids: n,
+            input,
+            cost
+        }
+    );
+}

@@ -1,0 +1,259 @@
+//! The official OpenAI Python SDK → the wasm worker in workerd → the mock provider, with the
+//! real collector and ClickHouse behind: the SDK gets exactly the provider's answers, and each
+//! call is in `usage_events` with exact tokens, cost and cost source.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tollgate_clickhouse::testing::TestDb;
+use tollgate_clickhouse::UsageEventRow;
+use tollgate_e2e::harness::{app_key, run_python, worker_bindings, CollectorProc, WorkerdProc};
+use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
+use usage_core::{CostSource, ErrorClass, Nanos, UsageRecord, UsageSource};
+
+async fn records_by_task(db: &TestDb, expected: usize) -> BTreeMap<String, UsageRecord> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = db
+            .client()
+            .query("SELECT ?fields FROM usage_events")
+            .with_setting("wait_end_of_query", "1")
+            .fetch_all::<UsageEventRow>()
+            .await
+            .unwrap();
+        if rows.len() >= expected || Instant::now() > deadline {
+            let records: Vec<UsageRecord> = rows
+                .iter()
+                .map(|r| UsageRecord::try_from(r).unwrap())
+                .collect();
+            let by_task: BTreeMap<String, UsageRecord> = records
+                .iter()
+                .map(|r| (r.task_type.clone(), r.clone()))
+                .collect();
+            assert_eq!(
+                by_task.len(),
+                records.len(),
+                "one record per call: {records:#?}"
+            );
+            assert_eq!(
+                records.len(),
+                expected,
+                "records so far: {:?}",
+                by_task.keys().collect::<Vec<_>>()
+            );
+            return by_task;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn usd(s: &str) -> Nanos {
+    Nanos::parse_usd(s).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_through_the_worker_gets_provider_answers_and_every_call_is_recorded() {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
+    let (key, entry) = app_key(1, "org_e2e", "svc-user", "e2e-app");
+    let worker = WorkerdProc::start(worker_bindings(
+        &mock.base_url(),
+        &collector.records_url(),
+        &format!("{{{entry}}}"),
+    ));
+    let base = worker.base_url();
+    let out = tokio::task::spawn_blocking(move || {
+        run_python(
+            "sdk_calls.py",
+            &[
+                ("TOLLGATE_BASE_URL", base.as_str()),
+                ("TOLLGATE_KEY", key.as_str()),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+
+    // --- what the SDK received: the provider's answers, unchanged ---
+    let plain = &out["chat_plain"];
+    assert_eq!(plain["model"], "gpt-4o-mini-2024-07-18");
+    assert_eq!(plain["choices"][0]["message"]["content"], "Hello from the");
+    assert_eq!(plain["usage"]["prompt_tokens"], 2000);
+    assert_eq!(
+        plain["usage"]["prompt_tokens_details"]["cached_tokens"],
+        1500
+    );
+    assert_eq!(
+        plain["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        100
+    );
+
+    let stream = out["chat_stream"].as_array().unwrap();
+    let text: String = stream
+        .iter()
+        .filter_map(|c| {
+            c["choices"]
+                .get(0)
+                .and_then(|ch| ch["delta"]["content"].as_str())
+        })
+        .collect();
+    assert_eq!(text, "Hello from the mock provider");
+    assert!(
+        stream
+            .iter()
+            .all(|c| c["usage"].is_null() && !c["choices"].as_array().unwrap().is_empty()),
+        "the usage chunk the worker asked for must not reach a client that did not: {stream:#?}"
+    );
+
+    let with_usage = out["chat_stream_usage"].as_array().unwrap();
+    let last = with_usage.last().unwrap();
+    assert!(last["choices"].as_array().unwrap().is_empty());
+    assert_eq!(last["usage"]["prompt_tokens"], 50);
+
+    assert_eq!(out["responses_plain"]["output_text"], "Hello from the");
+    assert_eq!(
+        out["responses_plain"]["usage"]["input_tokens_details"]["cached_tokens"],
+        128
+    );
+    let events: Vec<&str> = out["responses_stream"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"response.created"));
+    assert_eq!(events.last(), Some(&"response.completed"));
+    assert_eq!(out["embeddings"]["n"], 2);
+    assert_eq!(out["embeddings"]["usage"]["prompt_tokens"], 8123);
+    assert_eq!(out["openrouter"]["model"], "anthropic/claude-sonnet-4.5");
+    assert_eq!(out["openrouter"]["usage"]["cost"], 0.0149835);
+
+    assert_eq!(out["bad_key"]["status"], 401);
+    assert_eq!(out["bad_key"]["type"], "AuthenticationError");
+    assert_eq!(out["bad_key"]["body"]["code"], "invalid_api_key");
+    assert_eq!(out["provider_500"]["status"], 500);
+    assert_eq!(
+        out["provider_500"]["body"]["message"],
+        "The server had an error while processing your request (mock)."
+    );
+    assert_eq!(out["client_abort"], 2);
+    assert_eq!(out["upstream_timeout"]["status"], 504);
+    assert_eq!(out["upstream_timeout"]["body"]["code"], "upstream_timeout");
+
+    // --- what was recorded: one row per call that reached the worker with a valid key ---
+    let recs = records_by_task(&db, 11).await;
+    let r = &recs["chat_plain"];
+    assert_eq!(
+        (r.org_id.as_str(), r.user_id.as_str(), r.app_id.as_str()),
+        ("org_e2e", "alice", "e2e-app")
+    );
+    assert_eq!(r.tags.get("team").map(String::as_str), Some("qa"));
+    assert_eq!(
+        (
+            r.input_tokens,
+            r.cached_input_tokens,
+            r.output_tokens,
+            r.reasoning_tokens
+        ),
+        (2000, 1500, 300, 100)
+    );
+    // (500 × 0.15 + 1500 × 0.075 + 300 × 0.60) / 1M — cached tokens once, at the cached rate
+    assert_eq!(
+        (r.cost_nusd, r.cost_source),
+        (usd("0.0003675"), CostSource::PriceTable)
+    );
+    assert_eq!(
+        (r.model_served.as_str(), r.status_code, r.error_class),
+        ("gpt-4o-mini-2024-07-18", 200, ErrorClass::None)
+    );
+    assert!(!r.stream);
+
+    let r = &recs["chat_stream"];
+    assert!(r.stream);
+    assert_eq!(
+        (r.input_tokens, r.output_tokens, r.usage_source),
+        (40, 5, UsageSource::Provider)
+    );
+    assert_eq!(r.cost_nusd, usd("0.000009")); // 40 × 0.15 + 5 × 0.60, per 1M
+    assert!(r.ttft_ms.is_some() && r.ttft_ms <= Some(r.latency_ms));
+
+    let r = &recs["chat_stream_usage"];
+    assert_eq!(
+        (r.input_tokens, r.cached_input_tokens, r.output_tokens),
+        (50, 10, 4)
+    );
+    assert_eq!(r.cost_nusd, usd("0.00000915")); // 40 × 0.15 + 10 × 0.075 + 4 × 0.60, per 1M
+
+    let r = &recs["responses_plain"];
+    assert_eq!(
+        (r.input_tokens, r.cached_input_tokens, r.output_tokens),
+        (328, 128, 52)
+    );
+    assert_eq!(r.model_served, "gpt-4.1-2025-04-14");
+    assert_eq!(r.cost_nusd, usd("0.000880")); // 200 × 2 + 128 × 0.5 + 52 × 8, per 1M (gpt-4.1)
+
+    let r = &recs["responses_stream"];
+    assert_eq!(
+        (
+            r.input_tokens,
+            r.output_tokens,
+            r.reasoning_tokens,
+            r.error_class
+        ),
+        (37, 411, 384, ErrorClass::None)
+    );
+
+    let r = &recs["embeddings"];
+    assert_eq!((r.input_tokens, r.output_tokens), (8123, 0));
+    assert_eq!(r.cost_nusd, usd("0.00016246")); // 8123 × 0.02 / 1M
+
+    let r = &recs["openrouter"];
+    assert_eq!(
+        (r.provider.as_str(), r.model_requested.as_str()),
+        ("openrouter", "openrouter/anthropic/claude-sonnet-4.5")
+    );
+    assert_eq!(
+        (r.input_tokens, r.cached_input_tokens, r.cache_write_tokens),
+        (12450, 11000, 1200)
+    );
+    assert_eq!(
+        (r.cost_nusd, r.cost_source),
+        (usd("0.0149835"), CostSource::Provider)
+    );
+
+    let r = &recs["unpriced"];
+    assert_eq!(
+        (r.cost_nusd, r.cost_source),
+        (Nanos::ZERO, CostSource::Unpriced)
+    );
+    assert_eq!((r.input_tokens, r.output_tokens), (120, 30));
+
+    let r = &recs["provider_500"];
+    assert_eq!(
+        (r.status_code, r.error_class, r.usage_source),
+        (500, ErrorClass::Upstream5xx, UsageSource::None)
+    );
+
+    let r = &recs["client_abort"];
+    assert_eq!(r.error_class, ErrorClass::Aborted);
+    assert_eq!(r.usage_source, UsageSource::Estimated);
+    assert!(
+        r.output_tokens >= 2 && r.output_tokens < 40,
+        "estimated from the chunks seen: {}",
+        r.output_tokens
+    );
+
+    let r = &recs["upstream_timeout"];
+    assert_eq!((r.status_code, r.error_class), (504, ErrorClass::Timeout));
+    assert!(r.latency_ms >= 3000);
+
+    for r in recs.values() {
+        assert_eq!(r.edge_region, "E2E");
+        assert_eq!(r.key_id, "key1");
+    }
+    drop(worker);
+    drop(collector);
+}
