@@ -1,17 +1,68 @@
 //! Alert rules and alerts: CRUD for rules; alerts listed, acknowledged and resolved with who
 //! and when. (Evaluation — turning rules into alerts — runs in the evaluator.)
+//!
+//! - [`RuleIn`] / [`RuleOut`]: a rule is a [`RuleKind`], its `params` (a JSON object checked
+//!   per kind, below), a [`Severity`] and the channels a firing goes to. Rows live in
+//!   `alert_rules` (ReplacingMergeTree; a delete is a new version with `deleted = 1`).
+//! - [`AlertOut`]: a firing and its life, `open` → `acknowledged` → `resolved`, each step
+//!   recording the token (name and id) and the time. Acknowledging or resolving a resolved
+//!   alert is a 409. [`AlertRow`] and [`write_alert`] are how the evaluator writes them.
+//! - Alerts and rules belong to an org, not to a user: viewers bound to one user see none.
+//!
+//! `params` per kind (defaults in brackets; money is a USD decimal string; `provider` must be
+//! one the API knows; unknown keys are refused; errors name the key as `params.<key>`):
+//!
+//! | kind | params |
+//! |---|---|
+//! | `spend_threshold` | `threshold_usd`, `window` (`hour`/`day`/`week`/`month`) [`day`], `provider`?, `model`? |
+//! | `budget_threshold` | `budget_id` (a budget of the rule's org), `percent` (1–100) |
+//! | `error_rate` | `threshold_percent` (0–100], `window_minutes` (1–1440) [15], `min_requests` [20], `provider`?, `model`? |
+//! | `latency_p95` | `threshold_ms` (1–600000), `window_minutes` [15], `min_requests` [20], `provider`?, `model`? |
+//! | `low_balance` | `provider`, `threshold_usd`, `key_label`? |
+//! | `credit_runway` | `provider`, `min_days` (1–365), `key_label`? |
+//! | `spend_anomaly` | `window` (`hour`/`day`) [`day`], `sensitivity` (z-score, (0, 10]) [3], `min_spend_usd` [`"0"`], `provider`? |
+//! | `unpriced_requests` | `threshold_count` (≥ 1) [1], `window_minutes` [60] |
+//! | `cost_drift` | `provider`, `threshold_percent` (0–1000], `days` (1–31) [1] |
 
-use axum::Router;
-use tollgate_clickhouse::clickhouse::Client;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use tollgate_clickhouse::clickhouse::{self, Client, Row};
 use tollgate_clickhouse::queries::NamedQuery;
 use tollgate_clickhouse::{read_query, Scope};
+use usage_core::Nanos;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
-use crate::error::ApiResult;
+use crate::auth::{now_second, row_version, Principal};
+use crate::budgets::input;
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::AppState;
 
 const ALERTS_OPEN_COUNT: NamedQuery = NamedQuery {
     name: "admin/alerts_open_count",
     sql: include_str!("../../clickhouse/queries/admin/alerts_open_count.sql"),
+};
+const ALERT_RULES_LIST: NamedQuery = NamedQuery {
+    name: "admin/alert_rules_list",
+    sql: include_str!("../../clickhouse/queries/admin/alert_rules_list.sql"),
+};
+const ALERT_RULE_BY_ID: NamedQuery = NamedQuery {
+    name: "admin/alert_rule_by_id",
+    sql: include_str!("../../clickhouse/queries/admin/alert_rule_by_id.sql"),
+};
+const ALERTS_LIST: NamedQuery = NamedQuery {
+    name: "admin/alerts_list",
+    sql: include_str!("../../clickhouse/queries/admin/alerts_list.sql"),
+};
+const ALERT_BY_ID: NamedQuery = NamedQuery {
+    name: "admin/alert_by_id",
+    sql: include_str!("../../clickhouse/queries/admin/alert_by_id.sql"),
 };
 
 /// Alerts not yet resolved within `scope` (alerts belong to orgs; user scopes count their
@@ -33,7 +84,995 @@ pub async fn open_count(client: &Client, scope: &Scope) -> ApiResult<u64> {
     Ok(q.fetch_one::<u64>().await?)
 }
 
+/// What a rule watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    SpendThreshold,
+    BudgetThreshold,
+    ErrorRate,
+    LatencyP95,
+    LowBalance,
+    CreditRunway,
+    SpendAnomaly,
+    UnpricedRequests,
+    CostDrift,
+}
+
+impl RuleKind {
+    const ALL: [RuleKind; 9] = [
+        RuleKind::SpendThreshold,
+        RuleKind::BudgetThreshold,
+        RuleKind::ErrorRate,
+        RuleKind::LatencyP95,
+        RuleKind::LowBalance,
+        RuleKind::CreditRunway,
+        RuleKind::SpendAnomaly,
+        RuleKind::UnpricedRequests,
+        RuleKind::CostDrift,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::SpendThreshold => "spend_threshold",
+            RuleKind::BudgetThreshold => "budget_threshold",
+            RuleKind::ErrorRate => "error_rate",
+            RuleKind::LatencyP95 => "latency_p95",
+            RuleKind::LowBalance => "low_balance",
+            RuleKind::CreditRunway => "credit_runway",
+            RuleKind::SpendAnomaly => "spend_anomaly",
+            RuleKind::UnpricedRequests => "unpriced_requests",
+            RuleKind::CostDrift => "cost_drift",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RuleKind> {
+        RuleKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// How urgent a rule's firings are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        [
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// An alert's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Open => "open",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AlertState> {
+        [
+            AlertState::Open,
+            AlertState::Acknowledged,
+            AlertState::Resolved,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// An alert rule as created or replaced.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleIn {
+    /// Admins: the org (required). Others: their own org, or absent.
+    #[serde(default)]
+    pub org_id: Option<String>,
+    /// 1–200 printable characters.
+    pub name: String,
+    pub kind: RuleKind,
+    /// The kind's parameters (see the module table); absent means all defaults.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub params: Value,
+    pub severity: Severity,
+    /// Where firings go: `dashboard`, `email:<address>`, `webhook:<http(s) URL>`,
+    /// `slack:<#channel or webhook URL>`. Default `["dashboard"]`; at most 10, no repeats.
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// Default `true`.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// An alert rule.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RuleOut {
+    pub rule_id: Uuid,
+    pub org_id: String,
+    pub name: String,
+    pub kind: RuleKind,
+    /// The parameters as stored: validated, defaults filled in.
+    #[schema(value_type = Object)]
+    pub params: Value,
+    pub severity: Severity,
+    pub channels: Vec<String>,
+    pub enabled: bool,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A row of `alert_rules` (migration 0003), column for column.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct RuleRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub rule_id: Uuid,
+    pub org_id: String,
+    pub name: String,
+    pub kind: String,
+    /// JSON object.
+    pub params: String,
+    pub severity: String,
+    pub channels: Vec<String>,
+    pub enabled: u8,
+    pub created_by: String,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub updated_at: OffsetDateTime,
+    pub deleted: u8,
+    pub version: u64,
+}
+
+impl RuleRow {
+    fn to_out(&self) -> ApiResult<RuleOut> {
+        let corrupt = |what: &str| {
+            ApiError::Internal(format!("alert rule {} has an unknown {what}", self.rule_id))
+        };
+        Ok(RuleOut {
+            rule_id: self.rule_id,
+            org_id: self.org_id.clone(),
+            name: self.name.clone(),
+            kind: RuleKind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?,
+            params: serde_json::from_str(&self.params).map_err(|_| corrupt("params text"))?,
+            severity: Severity::parse(&self.severity).ok_or_else(|| corrupt("severity"))?,
+            channels: self.channels.clone(),
+            enabled: self.enabled != 0,
+            created_by: self.created_by.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// The `params` object of one rule, read key by key: each reader removes its key, checks it,
+/// and writes the normalized value (or its default) to the stored object.
+struct ParamReader<'a> {
+    given: Map<String, Value>,
+    out: Map<String, Value>,
+    providers: &'a [String],
+}
+
+fn param_err(key: &str, message: impl Into<String>) -> ApiError {
+    ApiError::bad(&format!("params.{key}"), message)
+}
+
+impl<'a> ParamReader<'a> {
+    fn new(params: Value, providers: &'a [String]) -> ApiResult<Self> {
+        let given = match params {
+            Value::Null => Map::new(),
+            Value::Object(m) => m,
+            _ => return Err(ApiError::bad("params", "`params` must be a JSON object")),
+        };
+        Ok(ParamReader {
+            given,
+            out: Map::new(),
+            providers,
+        })
+    }
+
+    fn take(&mut self, key: &str, required: bool) -> ApiResult<Option<Value>> {
+        match self.given.remove(key) {
+            Some(Value::Null) | None if required => {
+                Err(param_err(key, format!("`{key}` is required for this kind")))
+            }
+            Some(Value::Null) | None => Ok(None),
+            Some(v) => Ok(Some(v)),
+        }
+    }
+
+    fn usd(&mut self, key: &str, default: Option<&str>) -> ApiResult<()> {
+        let v = self.take(key, default.is_none())?;
+        let text = match &v {
+            None => default.unwrap_or("0").to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => {
+                return Err(param_err(
+                    key,
+                    format!("`{key}` must be a USD decimal string (\"25.00\")"),
+                ))
+            }
+        };
+        let n = Nanos::parse_usd(&text).map_err(|e| param_err(key, format!("`{key}`: {e}")))?;
+        if n.is_negative() || (v.is_some() && n == Nanos::ZERO && default.is_none()) {
+            return Err(param_err(key, format!("`{key}` must be greater than 0")));
+        }
+        self.out.insert(key.into(), Value::String(n.to_string()));
+        Ok(())
+    }
+
+    fn int(&mut self, key: &str, min: u64, max: u64, default: Option<u64>) -> ApiResult<()> {
+        let n = match self.take(key, default.is_none())? {
+            None => default.unwrap_or(min),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| {
+                    param_err(
+                        key,
+                        format!("`{key}` must be a whole number from {min} to {max}"),
+                    )
+                })?,
+        };
+        self.out.insert(key.into(), n.into());
+        Ok(())
+    }
+
+    /// A number in `(0, max]`.
+    fn positive(&mut self, key: &str, max: f64, default: Option<f64>) -> ApiResult<()> {
+        let x = match self.take(key, default.is_none())? {
+            None => default.unwrap_or(max),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| *x > 0.0 && *x <= max)
+                .ok_or_else(|| {
+                    param_err(
+                        key,
+                        format!("`{key}` must be a number greater than 0 and at most {max}"),
+                    )
+                })?,
+        };
+        self.out.insert(key.into(), Value::from(x));
+        Ok(())
+    }
+
+    fn choice(&mut self, key: &str, options: &[&str], default: &str) -> ApiResult<()> {
+        let s = match self.take(key, false)? {
+            None => default.to_string(),
+            Some(Value::String(s)) if options.contains(&s.as_str()) => s,
+            Some(_) => {
+                return Err(param_err(
+                    key,
+                    format!("`{key}` must be one of {}", options.join(", ")),
+                ))
+            }
+        };
+        self.out.insert(key.into(), Value::String(s));
+        Ok(())
+    }
+
+    fn text(&mut self, key: &str, required: bool) -> ApiResult<Option<String>> {
+        let s = match self.take(key, required)? {
+            None => return Ok(None),
+            Some(Value::String(s)) => input::text(&format!("params.{key}"), &s, 256)?,
+            Some(_) => return Err(param_err(key, format!("`{key}` must be a string"))),
+        };
+        self.out.insert(key.into(), Value::String(s.clone()));
+        Ok(Some(s))
+    }
+
+    fn provider(&mut self, required: bool) -> ApiResult<()> {
+        if let Some(p) = self.text("provider", required)? {
+            if !self.providers.contains(&p) {
+                return Err(param_err(
+                    "provider",
+                    format!(
+                        "unknown provider `{p}` (known: {})",
+                        self.providers.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> ApiResult<Value> {
+        match self.given.keys().next() {
+            Some(k) => Err(param_err(
+                k,
+                format!("`{k}` is not a parameter of this kind"),
+            )),
+            None => Ok(Value::Object(self.out)),
+        }
+    }
+}
+
+/// Checks `params` for `kind`; returns them normalized with defaults filled in, and the budget
+/// a `budget_threshold` rule names (which the caller checks belongs to the rule's org).
+fn validate_params(
+    kind: RuleKind,
+    params: Value,
+    providers: &[String],
+) -> ApiResult<(Value, Option<Uuid>)> {
+    let mut r = ParamReader::new(params, providers)?;
+    let mut budget = None;
+    match kind {
+        RuleKind::SpendThreshold => {
+            r.usd("threshold_usd", None)?;
+            r.choice("window", &["hour", "day", "week", "month"], "day")?;
+            r.provider(false)?;
+            r.text("model", false)?;
+        }
+        RuleKind::BudgetThreshold => {
+            let id = r.text("budget_id", true)?.unwrap_or_default();
+            budget =
+                Some(input::uuid(&id).ok_or_else(|| {
+                    param_err("budget_id", "`budget_id` must be a budget id (UUID)")
+                })?);
+            r.int("percent", 1, 100, None)?;
+        }
+        RuleKind::ErrorRate => {
+            r.positive("threshold_percent", 100.0, None)?;
+            r.int("window_minutes", 1, 1440, Some(15))?;
+            r.int("min_requests", 1, 1_000_000, Some(20))?;
+            r.provider(false)?;
+            r.text("model", false)?;
+        }
+        RuleKind::LatencyP95 => {
+            r.int("threshold_ms", 1, 600_000, None)?;
+            r.int("window_minutes", 1, 1440, Some(15))?;
+            r.int("min_requests", 1, 1_000_000, Some(20))?;
+            r.provider(false)?;
+            r.text("model", false)?;
+        }
+        RuleKind::LowBalance => {
+            r.provider(true)?;
+            r.usd("threshold_usd", None)?;
+            r.text("key_label", false)?;
+        }
+        RuleKind::CreditRunway => {
+            r.provider(true)?;
+            r.int("min_days", 1, 365, None)?;
+            r.text("key_label", false)?;
+        }
+        RuleKind::SpendAnomaly => {
+            r.choice("window", &["hour", "day"], "day")?;
+            r.positive("sensitivity", 10.0, Some(3.0))?;
+            r.usd("min_spend_usd", Some("0"))?;
+            r.provider(false)?;
+        }
+        RuleKind::UnpricedRequests => {
+            r.int("threshold_count", 1, 1_000_000_000, Some(1))?;
+            r.int("window_minutes", 1, 1440, Some(60))?;
+        }
+        RuleKind::CostDrift => {
+            r.provider(true)?;
+            r.positive("threshold_percent", 1000.0, None)?;
+            r.int("days", 1, 31, Some(1))?;
+        }
+    }
+    Ok((r.finish()?, budget))
+}
+
+fn validate_channels(channels: Option<Vec<String>>) -> ApiResult<Vec<String>> {
+    let channels = channels.unwrap_or_else(|| vec!["dashboard".to_string()]);
+    if channels.len() > 10 {
+        return Err(ApiError::bad("channels", "at most 10 channels"));
+    }
+    for (i, c) in channels.iter().enumerate() {
+        let bad = |why: &str| {
+            ApiError::bad(
+                "channels",
+                format!(
+                    "channel {i} (`{}`): {why}",
+                    c.chars().take(60).collect::<String>()
+                ),
+            )
+        };
+        if c.len() > 512 || c.chars().any(char::is_control) {
+            return Err(bad("must be at most 512 printable characters"));
+        }
+        let ok = match c.split_once(':') {
+            None => c == "dashboard",
+            Some(("email", addr)) => addr
+                .split_once('@')
+                .is_some_and(|(u, d)| !u.is_empty() && d.contains('.') && !addr.contains(' ')),
+            Some(("webhook", url)) => url.starts_with("https://") || url.starts_with("http://"),
+            Some(("slack", target)) => {
+                target.starts_with('#') && target.len() > 1 || target.starts_with("https://")
+            }
+            Some(_) => false,
+        };
+        if !ok {
+            return Err(bad("expected `dashboard`, `email:<address>`, `webhook:<http(s) URL>` or `slack:<#channel or URL>`"));
+        }
+        if channels[..i].contains(c) {
+            return Err(bad("is listed twice"));
+        }
+    }
+    Ok(channels)
+}
+
+/// A checked rule, ready to be written into a row.
+struct ValidRule {
+    name: String,
+    kind: RuleKind,
+    params: Value,
+    severity: Severity,
+    channels: Vec<String>,
+    enabled: bool,
+}
+
+async fn validated(state: &AppState, org_id: &str, r: RuleIn) -> ApiResult<ValidRule> {
+    let name = input::text("name", &r.name, 200)?;
+    let (params, budget) = validate_params(r.kind, r.params, &state.config().api.providers)?;
+    if let Some(id) = budget {
+        if !crate::budgets::exists_in_org(state.client(), org_id, id).await? {
+            return Err(param_err(
+                "budget_id",
+                format!("org `{org_id}` has no budget {id}"),
+            ));
+        }
+    }
+    Ok(ValidRule {
+        name,
+        kind: r.kind,
+        params,
+        severity: r.severity,
+        channels: validate_channels(r.channels)?,
+        enabled: r.enabled.unwrap_or(true),
+    })
+}
+
+impl ValidRule {
+    fn apply(self, row: &mut RuleRow) {
+        row.name = self.name;
+        row.kind = self.kind.as_str().to_string();
+        row.params = self.params.to_string();
+        row.severity = self.severity.as_str().to_string();
+        row.channels = self.channels;
+        row.enabled = u8::from(self.enabled);
+    }
+}
+
+/// The org predicate for rules and alerts, or `None` for a viewer bound to one user (they
+/// belong to orgs, so such a viewer sees none).
+fn org_scope(principal: &Principal, org: Option<&str>) -> ApiResult<Option<Scope>> {
+    Ok(match principal.read_scope(org, None)? {
+        Scope::OrgUser { .. } | Scope::OrgApp { .. } => None,
+        s => Some(s),
+    })
+}
+
+async fn write_rule(client: &Client, row: &RuleRow) -> ApiResult<()> {
+    let mut insert = client.insert::<RuleRow>("alert_rules").await?;
+    insert.write(row).await?;
+    insert.end().await?;
+    Ok(())
+}
+
+async fn find_rule(client: &Client, principal: &Principal, id: &str) -> ApiResult<RuleRow> {
+    let not_found = || ApiError::NotFound(format!("no alert rule {id}"));
+    let (Some(id), Some(scope)) = (input::uuid(id), org_scope(principal, None)?) else {
+        return Err(not_found());
+    };
+    ALERT_RULE_BY_ID
+        .scoped(client, &scope)
+        .bind(id.to_string())
+        .fetch_optional::<RuleRow>()
+        .await?
+        .ok_or_else(not_found)
+}
+
+/// Query parameters of `GET /api/v1/alert-rules`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct RulesQuery {
+    /// Admins: only this org. Others: their own org, or absent.
+    org: Option<String>,
+}
+
+/// The alert rules the caller may see.
+#[utoipa::path(get, path = "/api/v1/alert-rules", tag = "alerts", params(RulesQuery),
+    responses((status = 200, body = [RuleOut]), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_rules(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Vec<RuleOut>>> {
+    let q = input::query(raw.as_deref(), &["org"])?;
+    let Some(scope) = org_scope(&principal, q.get("org").map(String::as_str))? else {
+        return Ok(Json(Vec::new()));
+    };
+    let rows = ALERT_RULES_LIST
+        .scoped(state.client(), &scope)
+        .fetch_all::<RuleRow>()
+        .await?;
+    Ok(Json(
+        rows.iter().map(RuleRow::to_out).collect::<ApiResult<_>>()?,
+    ))
+}
+
+/// Creates an alert rule.
+#[utoipa::path(post, path = "/api/v1/alert-rules", tag = "alerts", request_body = RuleIn,
+    responses((status = 201, body = RuleOut), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<RuleOut>)> {
+    let r: RuleIn = input::json_body(body)?;
+    let org_id = principal.write_org(r.org_id.as_deref())?;
+    let org_id = input::text("org_id", &org_id, 256)?;
+    let valid = validated(&state, &org_id, r).await?;
+    let now = now_second();
+    let mut row = RuleRow {
+        rule_id: Uuid::new_v4(),
+        org_id,
+        name: String::new(),
+        kind: String::new(),
+        params: String::new(),
+        severity: String::new(),
+        channels: Vec::new(),
+        enabled: 1,
+        created_by: input::who(&principal),
+        created_at: now,
+        updated_at: now,
+        deleted: 0,
+        version: row_version(),
+    };
+    valid.apply(&mut row);
+    write_rule(state.client(), &row).await?;
+    Ok((StatusCode::CREATED, Json(row.to_out()?)))
+}
+
+/// One alert rule.
+#[utoipa::path(get, path = "/api/v1/alert-rules/{id}", tag = "alerts",
+    params(("id" = Uuid, Path, description = "Rule id")),
+    responses((status = 200, body = RuleOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RuleOut>> {
+    Ok(Json(
+        find_rule(state.client(), &principal, &id).await?.to_out()?,
+    ))
+}
+
+/// Replaces an alert rule (every field, as on create).
+#[utoipa::path(put, path = "/api/v1/alert-rules/{id}", tag = "alerts", request_body = RuleIn,
+    params(("id" = Uuid, Path, description = "Rule id")),
+    responses((status = 200, body = RuleOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn replace_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<Json<RuleOut>> {
+    let mut row = find_rule(state.client(), &principal, &id).await?;
+    principal.write_org(Some(&row.org_id))?;
+    let r: RuleIn = input::json_body(body)?;
+    if r.org_id.as_ref().is_some_and(|o| *o != row.org_id) {
+        return Err(ApiError::bad("org_id", "a rule cannot move to another org"));
+    }
+    validated(&state, &row.org_id.clone(), r)
+        .await?
+        .apply(&mut row);
+    row.updated_at = now_second();
+    row.version = row_version();
+    write_rule(state.client(), &row).await?;
+    Ok(Json(row.to_out()?))
+}
+
+/// Deletes an alert rule (a new version with `deleted = 1`).
+#[utoipa::path(delete, path = "/api/v1/alert-rules/{id}", tag = "alerts",
+    params(("id" = Uuid, Path, description = "Rule id")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let mut row = find_rule(state.client(), &principal, &id).await?;
+    principal.write_org(Some(&row.org_id))?;
+    row.deleted = 1;
+    row.updated_at = now_second();
+    row.version = row_version();
+    write_rule(state.client(), &row).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A row of `alerts` (migration 0003), column for column.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct AlertRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub alert_id: Uuid,
+    pub org_id: String,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub rule_id: Uuid,
+    pub kind: String,
+    pub severity: String,
+    pub state: String,
+    pub dedup_key: String,
+    pub title: String,
+    /// JSON with the observed values.
+    pub details: String,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub opened_at: OffsetDateTime,
+    pub acknowledged_by: String,
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub acknowledged_at: Option<OffsetDateTime>,
+    pub resolved_by: String,
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub resolved_at: Option<OffsetDateTime>,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub updated_at: OffsetDateTime,
+    pub version: u64,
+}
+
+/// Writes alert rows (new alerts and new versions of existing ones).
+pub async fn write_alert(client: &Client, rows: &[AlertRow]) -> ApiResult<()> {
+    let mut insert = client.insert::<AlertRow>("alerts").await?;
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await?;
+    Ok(())
+}
+
+/// An alert.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AlertOut {
+    pub alert_id: Uuid,
+    pub org_id: String,
+    pub rule_id: Uuid,
+    /// The rule kind that fired.
+    pub kind: String,
+    pub severity: String,
+    pub state: AlertState,
+    pub title: String,
+    /// The observed values (a JSON object; a string if the evaluator wrote something else).
+    #[schema(value_type = Object)]
+    pub details: Value,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub opened_at: OffsetDateTime,
+    /// Token name and id, or `null`.
+    pub acknowledged_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub acknowledged_at: Option<OffsetDateTime>,
+    pub resolved_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub resolved_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+impl AlertRow {
+    fn to_out(&self) -> ApiResult<AlertOut> {
+        let state = AlertState::parse(&self.state).ok_or_else(|| {
+            ApiError::Internal(format!("alert {} has an unknown state", self.alert_id))
+        })?;
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Ok(AlertOut {
+            alert_id: self.alert_id,
+            org_id: self.org_id.clone(),
+            rule_id: self.rule_id,
+            kind: self.kind.clone(),
+            severity: self.severity.clone(),
+            state,
+            title: self.title.clone(),
+            details: serde_json::from_str(&self.details)
+                .unwrap_or_else(|_| Value::String(self.details.clone())),
+            opened_at: self.opened_at,
+            acknowledged_by: nonempty(&self.acknowledged_by),
+            acknowledged_at: self.acknowledged_at,
+            resolved_by: nonempty(&self.resolved_by),
+            resolved_at: self.resolved_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Query parameters of `GET /api/v1/alerts`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AlertsQuery {
+    /// `open`, `acknowledged` or `resolved`.
+    state: Option<String>,
+    /// `low`, `medium`, `high` or `critical`.
+    severity: Option<String>,
+    /// At most this many (1–1000, default 100).
+    limit: Option<u32>,
+    /// Admins: only this org. Others: their own org, or absent.
+    org: Option<String>,
+}
+
+/// Alerts the caller may see, newest first.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertsQuery),
+    responses((status = 200, body = [AlertOut]), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_alerts(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Vec<AlertOut>>> {
+    let q = input::query(raw.as_deref(), &["state", "severity", "limit", "org"])?;
+    let alert_state = match q.get("state") {
+        None => "",
+        Some(s) => AlertState::parse(s)
+            .ok_or_else(|| {
+                ApiError::bad("state", "`state` must be open, acknowledged or resolved")
+            })?
+            .as_str(),
+    };
+    let severity = match q.get("severity") {
+        None => "",
+        Some(s) => Severity::parse(s)
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "severity",
+                    "`severity` must be low, medium, high or critical",
+                )
+            })?
+            .as_str(),
+    };
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad("limit", "`limit` must be a whole number from 1 to 1000")
+            })?,
+    };
+    let Some(scope) = org_scope(&principal, q.get("org").map(String::as_str))? else {
+        return Ok(Json(Vec::new()));
+    };
+    let rows = ALERTS_LIST
+        .scoped(state.client(), &scope)
+        .bind(alert_state)
+        .bind(alert_state)
+        .bind(severity)
+        .bind(severity)
+        .bind(limit)
+        .fetch_all::<AlertRow>()
+        .await?;
+    Ok(Json(
+        rows.iter()
+            .map(AlertRow::to_out)
+            .collect::<ApiResult<_>>()?,
+    ))
+}
+
+/// Moves an alert on: `Acknowledged` (from open; again is a no-op) or `Resolved` (from open
+/// or acknowledged). Anything from resolved is a conflict.
+async fn transition(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    to: AlertState,
+) -> ApiResult<Json<AlertOut>> {
+    let client = state.client();
+    let not_found = || ApiError::NotFound(format!("no alert {id}"));
+    let (Some(uuid), Some(scope)) = (input::uuid(id), org_scope(principal, None)?) else {
+        return Err(not_found());
+    };
+    let mut row = ALERT_BY_ID
+        .scoped(client, &scope)
+        .bind(uuid.to_string())
+        .fetch_optional::<AlertRow>()
+        .await?
+        .ok_or_else(not_found)?;
+    principal.write_org(Some(&row.org_id))?;
+    let current = AlertState::parse(&row.state)
+        .ok_or_else(|| ApiError::Internal(format!("alert {id} has an unknown state")))?;
+    let now = now_second();
+    match (current, to) {
+        (AlertState::Resolved, _) => {
+            return Err(ApiError::Conflict(format!(
+                "alert {id} is already resolved"
+            )))
+        }
+        (AlertState::Acknowledged, AlertState::Acknowledged) => return row.to_out().map(Json),
+        (_, AlertState::Acknowledged) => {
+            row.acknowledged_by = input::who(principal);
+            row.acknowledged_at = Some(now);
+        }
+        (_, _) => {
+            row.resolved_by = input::who(principal);
+            row.resolved_at = Some(now);
+        }
+    }
+    row.state = to.as_str().to_string();
+    row.updated_at = now;
+    row.version = row_version();
+    write_alert(client, std::slice::from_ref(&row)).await?;
+    row.to_out().map(Json)
+}
+
+/// Acknowledges an alert (who and when are recorded). A resolved alert is a 409.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/acknowledge", tag = "alerts",
+    params(("id" = Uuid, Path, description = "Alert id")),
+    responses((status = 200, body = AlertOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AlertOut>> {
+    transition(&state, &principal, &id, AlertState::Acknowledged).await
+}
+
+/// Resolves an alert (who and when are recorded). An already resolved alert is a 409.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/resolve", tag = "alerts",
+    params(("id" = Uuid, Path, description = "Alert id")),
+    responses((status = 200, body = AlertOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn resolve(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AlertOut>> {
+    transition(&state, &principal, &id, AlertState::Resolved).await
+}
+
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/alert-rules", get(list_rules).post(create_rule))
+        .route(
+            "/api/v1/alert-rules/{id}",
+            get(get_rule).put(replace_rule).delete(delete_rule),
+        )
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/{id}/acknowledge", post(acknowledge))
+        .route("/api/v1/alerts/{id}/resolve", post(resolve))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(kind: RuleKind, params: Value) -> String {
+        match validate_params(kind, params, &["openai".to_string()]) {
+            Err(ApiError::BadRequest { field, .. }) => field.unwrap_or_default(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn params_are_checked_per_kind_and_normalized() {
+        let (p, _) = validate_params(
+            RuleKind::SpendThreshold,
+            serde_json::json!({"threshold_usd": "25"}),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            serde_json::json!({"threshold_usd": "25.000000000", "window": "day"})
+        );
+        let (p, _) = validate_params(RuleKind::UnpricedRequests, Value::Null, &[]).unwrap();
+        assert_eq!(
+            p,
+            serde_json::json!({"threshold_count": 1, "window_minutes": 60})
+        );
+        assert_eq!(
+            field(RuleKind::SpendThreshold, serde_json::json!({})),
+            "params.threshold_usd"
+        );
+        assert_eq!(
+            field(
+                RuleKind::SpendThreshold,
+                serde_json::json!({"threshold_usd": 5})
+            ),
+            "params.threshold_usd"
+        );
+        assert_eq!(
+            field(
+                RuleKind::SpendThreshold,
+                serde_json::json!({"threshold_usd": "5", "window": "year"})
+            ),
+            "params.window"
+        );
+        assert_eq!(
+            field(
+                RuleKind::ErrorRate,
+                serde_json::json!({"threshold_percent": 0})
+            ),
+            "params.threshold_percent"
+        );
+        assert_eq!(
+            field(
+                RuleKind::LowBalance,
+                serde_json::json!({"provider": "azure", "threshold_usd": "5"})
+            ),
+            "params.provider"
+        );
+        assert_eq!(
+            field(
+                RuleKind::CreditRunway,
+                serde_json::json!({"provider": "openai", "min_days": 7, "x": 1})
+            ),
+            "params.x"
+        );
+        assert_eq!(
+            field(
+                RuleKind::BudgetThreshold,
+                serde_json::json!({"budget_id": "nope", "percent": 80})
+            ),
+            "params.budget_id"
+        );
+        assert_eq!(field(RuleKind::LatencyP95, serde_json::json!([])), "params");
+    }
+
+    #[test]
+    fn channels() {
+        assert_eq!(validate_channels(None).unwrap(), ["dashboard"]);
+        assert!(validate_channels(Some(vec![
+            "email:ops@example.com".into(),
+            "slack:#ops".into(),
+            "webhook:https://x.example/h".into()
+        ]))
+        .is_ok());
+        for bad in ["email:nobody", "sms:123", "slack:ops", "dashboard:x", ""] {
+            assert!(validate_channels(Some(vec![bad.into()])).is_err(), "{bad}");
+        }
+        assert!(validate_channels(Some(vec!["dashboard".into(), "dashboard".into()])).is_err());
+    }
 }

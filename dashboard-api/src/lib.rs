@@ -8,8 +8,8 @@
 //! - [`openapi`] — the OpenAPI document, generated from the handlers.
 //!
 //! [`app`] builds the router (tested with `oneshot`, no socket). Request path, outermost
-//! first: the body limit (1 MiB) → routing → the handler, whose [`auth::Principal`] extractor
-//! authenticates before any parameter is read.
+//! first: the body limit (1 MiB) → [`metrics::track`] (counts and times by route) → routing →
+//! the handler, whose [`auth::Principal`] extractor authenticates before any parameter is read.
 
 pub mod alerts;
 pub mod analytics;
@@ -20,6 +20,7 @@ pub mod credits;
 pub mod error;
 pub mod export;
 pub mod keys;
+pub mod metrics;
 pub mod openapi;
 pub mod params;
 
@@ -43,6 +44,7 @@ struct Inner {
     config: Config,
     client: Client,
     tokens: TokenCache,
+    metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
                 config,
                 client,
                 tokens: TokenCache::default(),
+                metrics: metrics::Metrics::default(),
             }),
         }
     }
@@ -67,6 +70,10 @@ impl AppState {
 
     pub fn token_cache(&self) -> &TokenCache {
         &self.inner.tokens
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
     }
 }
 
@@ -90,10 +97,15 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/credits", get(credits::list).post(credits::record))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::endpoint))
         .merge(budgets::routes())
         .merge(alerts::routes())
         .merge(keys::routes())
         .merge(export::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(state)
 }

@@ -15,10 +15,32 @@ use utoipa::{Modify, OpenApi};
         crate::analytics::top_apps,
         crate::credits::list,
         crate::credits::record,
+        crate::budgets::list,
+        crate::budgets::create,
+        crate::budgets::get_one,
+        crate::budgets::replace,
+        crate::budgets::delete,
+        crate::budgets::status,
+        crate::alerts::list_rules,
+        crate::alerts::create_rule,
+        crate::alerts::get_rule,
+        crate::alerts::replace_rule,
+        crate::alerts::delete_rule,
+        crate::alerts::list_alerts,
+        crate::alerts::acknowledge,
+        crate::alerts::resolve,
+        crate::keys::list,
+        crate::keys::create,
+        crate::keys::revoke,
+        crate::export::export,
     ),
     modifiers(&BearerAuth),
     tags((name = "analytics", description = "Figures from the rollups, scoped by the caller's token"),
-         (name = "credits", description = "Provider balances"))
+         (name = "credits", description = "Provider balances"),
+         (name = "budgets", description = "Spending limits per org, user or app, and their current period"),
+         (name = "alerts", description = "Alert rules, and alerts with acknowledgement and resolution"),
+         (name = "keys", description = "App keys (tg_) for the edge worker"),
+         (name = "export", description = "Raw usage events as CSV or NDJSON"))
 )]
 struct ApiDoc;
 

@@ -23,12 +23,113 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         runs: u32,
     },
+    /// Collector: HTTP → spool (fsync) → ClickHouse vs the client inserter's ceiling; accept latency; RSS.
+    Collector {
+        #[arg(long, default_value_t = 500_000)]
+        records: u64,
+    },
+    /// Edge worker: added latency vs the mock and a JS passthrough worker; bundle size.
+    Edge {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Dashboard API: overview and daily series latency at 1M and 10M raw events.
+    Dashboard {
+        #[arg(long, default_value = "1000000,10000000")]
+        sizes: String,
+    },
+    /// Every benchmark, then docs/BENCHMARKS.md regenerated from target/bench/.
+    All,
 }
 
 pub fn run(cmd: &BenchCommand) -> Result {
     match cmd {
         BenchCommand::Rollups { sizes, runs } => rollups(sizes, *runs),
+        BenchCommand::Collector { records } => {
+            service_bench("collector", &["--records", &records.to_string()])
+        }
+        BenchCommand::Edge { rounds } => {
+            crate::edge::build()?;
+            service_bench("edge", &["--rounds", &rounds.to_string()])
+        }
+        BenchCommand::Dashboard { sizes } => service_bench("dashboard", &["--sizes", sizes]),
+        BenchCommand::All => {
+            rollups("1000000,10000000", 5)?;
+            run(&BenchCommand::Collector { records: 500_000 })?;
+            run(&BenchCommand::Edge { rounds: 3 })?;
+            run(&BenchCommand::Dashboard {
+                sizes: "1000000,10000000".into(),
+            })?;
+            machine_section()?;
+            println!("bench all: docs/BENCHMARKS.md regenerated from target/bench/");
+            Ok(())
+        }
     }
+}
+
+/// Runs `bench-<name>` (a release binary of `tollgate-e2e`) against the dev ClickHouse and
+/// splices its section into docs/BENCHMARKS.md.
+fn service_bench(name: &str, extra: &[&str]) -> Result {
+    let root = repo_root();
+    let server = DevServerGuard::start()?;
+    step(&format!("bench {name}: release build"));
+    exec(
+        "release build",
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "tollgate-collector",
+            "-p",
+            "tollgate-dashboard-api",
+            "-p",
+            "tollgate-e2e",
+        ]),
+    )?;
+    step(&format!("bench {name}"));
+    let bin = root.join(format!("target/release/bench-{name}"));
+    exec(
+        &format!("bench-{name}"),
+        std::process::Command::new(&bin)
+            .args(extra)
+            .args(["--out", &format!("target/bench/{name}.json")])
+            .args(["--markdown", &format!("target/bench/{name}.md")])
+            .env("TOLLGATE_CLICKHOUSE_URL", server.url()),
+    )?;
+    let section = fs::read_to_string(root.join(format!("target/bench/{name}.md")))?;
+    splice_section(&root.join("docs/BENCHMARKS.md"), name, &section)?;
+    println!("    updated docs/BENCHMARKS.md (section `{name}`)");
+    Ok(())
+}
+
+/// The machine the figures were measured on.
+fn machine_section() -> Result {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024 / 1024);
+    let section = format!(
+        "## Machine\n\n{cores} cores ({cpu}), {mem} GiB RAM, shared by every process of a benchmark \
+         (load generator, services, ClickHouse). Figures are medians; compare ratios within one run.\n\n\
+         Regenerate everything: `cargo xtask bench all`."
+    );
+    splice_section(&repo_root().join("docs/BENCHMARKS.md"), "machine", &section)
 }
 
 fn rollups(sizes: &str, runs: u32) -> Result {

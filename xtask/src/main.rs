@@ -6,6 +6,7 @@
 
 mod bench;
 mod ch;
+mod demo;
 mod edge;
 mod prices;
 mod setup;
@@ -31,6 +32,8 @@ enum Command {
     Test(test::TestArgs),
     /// Regenerate usage-core/prices.json from a LiteLLM-format price list.
     Prices(prices::PricesArgs),
+    /// Run the whole system locally with demo traffic (until Ctrl-C, or `--requests N`).
+    Demo(demo::DemoArgs),
     /// Build the edge worker bundle (target/edge/) or run it under workerd.
     #[command(subcommand)]
     Edge(edge::EdgeCommand),
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Prices(args) => prices::run(&args),
         Command::Edge(cmd) => edge::run(&cmd),
+        Command::Demo(args) => demo::run(&args),
         Command::Ch(cmd) => ch::run(&cmd),
         Command::Migrate(args) => ch::migrate(&args),
         Command::Compat => ch::compat(),

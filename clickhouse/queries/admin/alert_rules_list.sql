@@ -1,0 +1,8 @@
+-- alert_rules_list: the live alert rules a caller may see, by org and name.
+-- params: {scope} (1 = 1 for admins, org_id = ? otherwise)
+-- row: RuleRow (dashboard-api/src/alerts.rs)
+SELECT rule_id, org_id, name, kind, params, severity, channels, enabled, created_by, created_at, updated_at,
+       deleted, version
+FROM alert_rules FINAL
+WHERE {scope} AND deleted = 0
+ORDER BY org_id, name, rule_id

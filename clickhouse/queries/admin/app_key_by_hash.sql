@@ -1,0 +1,7 @@
+-- app_key_by_hash: the live app key with this SHA-256 (the signed lookup the edge worker calls).
+-- params: key_hash
+-- row: KeyRow (dashboard-api/src/keys.rs)
+SELECT key_hash, key_id, org_id, user_id, app_id, name, budget_scope, created_at, revoked_at, version
+FROM app_keys FINAL
+WHERE key_hash = ? AND revoked_at IS NULL
+LIMIT 1

@@ -1,0 +1,93 @@
+//! The OpenAPI document is valid (checked by `openapi-spec-validator` from PyPI, in the venv
+//! `cargo xtask setup` creates) and matches the router: every documented operation exists and
+//! asks for a token, and every route is documented.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use axum::http::StatusCode;
+use common::Env;
+
+fn venv_python() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let p = root.join("target/py-venv/bin/python");
+    assert!(
+        p.exists(),
+        "the Python venv is missing: run `cargo xtask setup`"
+    );
+    p
+}
+
+#[test]
+fn the_document_is_valid_openapi() {
+    let doc = serde_json::to_string_pretty(&tollgate_dashboard_api::openapi::document()).unwrap();
+    let dir = tempfile_dir();
+    let file = dir.join("openapi.json");
+    std::fs::write(&file, doc).unwrap();
+    let out = Command::new(venv_python())
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator refused the document:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tollgate-openapi-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test]
+async fn every_documented_operation_exists_and_requires_a_token() {
+    let env = Env::new().await;
+    let doc = serde_json::to_value(tollgate_dashboard_api::openapi::document()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 7, "{} paths documented", paths.len());
+    for (path, ops) in paths {
+        let concrete = path
+            .replace("{id}", "00000000-0000-4000-8000-000000000000")
+            .replace("{key_id}", "key_x");
+        for method in ops.as_object().unwrap().keys() {
+            let m = method.to_uppercase();
+            let (status, body) = env.call(&m, &concrete, None, None).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{m} {path}: documented but answers {status}: {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_route_is_documented() {
+    let doc = serde_json::to_value(tollgate_dashboard_api::openapi::document()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    // The public API's routes, as mounted in lib.rs and the modules' routes().
+    for route in [
+        "/api/v1/overview",
+        "/api/v1/usage/timeseries",
+        "/api/v1/providers",
+        "/api/v1/models",
+        "/api/v1/top/users",
+        "/api/v1/top/apps",
+        "/api/v1/credits",
+    ] {
+        assert!(
+            paths.contains_key(route),
+            "{route} is not in the OpenAPI document"
+        );
+    }
+}
