@@ -9,6 +9,9 @@
 //! | `COLLECTOR_SIGNING_SECRET` | secret | HMAC secret shared with the collector |
 //! | `APP_KEYS` | var, JSON | local/dev key table: `{"<sha256 of tg_… key>": {key_id, org_id, user_id?, app_id, budget_scope?}}` |
 //! | `APP_KEYS_KV` | KV namespace | production key table, same JSON values keyed by hash |
+//! | `KEYS_URL` | var | dashboard-api base URL (`https://dashboard.example.com`); with `KEYS_SIGNING_SECRET` and no `APP_KEYS_KV`, keys are looked up there (`GET /internal/v1/keys/<sha256>`, signed) |
+//! | `KEYS_SIGNING_SECRET` | secret | HMAC secret shared with dashboard-api (`internal.signing_secrets`) for the key lookup |
+//! | `KEYS_CACHE_SECS` | var | how long each lookup answer (found or not) is kept per isolate (default 30): the longest a revoked key keeps working; `0` asks every time |
 //! | `USAGE_QUEUE` | Queue producer | when bound, records go to this queue (durable path) instead of a direct POST |
 //! | `UPSTREAM_TIMEOUT_MS` | var | time allowed until the provider's response headers (default 120000) |
 //! | `SHIP_BATCH_DELAY_MS` | var | how long records wait to share one POST (default 50) |

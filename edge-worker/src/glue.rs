@@ -122,6 +122,19 @@ pub async fn queue(
     Ok(())
 }
 
+/// How long a dashboard key lookup may take before the request is refused (or a stale
+/// answer used).
+const KEY_LOOKUP_TIMEOUT_MS: u64 = 5_000;
+
+thread_local! {
+    /// Dashboard lookup answers of this isolate (see `keys` for the delay this implies).
+    static REMOTE_KEYS: std::cell::RefCell<keys::KeyCache> =
+        std::cell::RefCell::new(keys::KeyCache::default());
+}
+
+/// The key with this hash, from the first source configured: the `APP_KEYS_KV` namespace,
+/// the dashboard's signed lookup (`KEYS_URL` + `KEYS_SIGNING_SECRET`, cached), or the
+/// `APP_KEYS` var. The `keys` module docs say how long a revocation takes to arrive.
 async fn lookup_key(env: &Env, hash: &str) -> Option<AppKey> {
     if let Ok(kv) = env.kv("APP_KEYS_KV") {
         return match kv.get(hash).json::<AppKey>().await {
@@ -131,6 +144,10 @@ async fn lookup_key(env: &Env, hash: &str) -> Option<AppKey> {
                 None
             }
         };
+    }
+    if let (Some(base), Some(signing)) = (var(env, "KEYS_URL"), secret(env, "KEYS_SIGNING_SECRET"))
+    {
+        return remote_key(env, &base, &signing, hash).await;
     }
     let key = LOCAL_KEYS.with(|cell| {
         cell.get_or_init(
@@ -147,6 +164,67 @@ async fn lookup_key(env: &Env, hash: &str) -> Option<AppKey> {
         .cloned()
     });
     keys::usable(key)
+}
+
+/// The dashboard's answer for `hash`: cached while fresh; asked for otherwise; an expired
+/// answer stands in only when asking fails.
+async fn remote_key(env: &Env, base: &str, signing: &str, hash: &str) -> Option<AppKey> {
+    let now = now_ms();
+    let stale = match REMOTE_KEYS.with(|c| c.borrow().get(hash, now)) {
+        keys::CacheHit::Fresh(key) => return keys::usable(key),
+        keys::CacheHit::Stale(key) => Some(key),
+        keys::CacheHit::Miss => None,
+    };
+    let ttl_ms = keys::cache_ttl_ms(var(env, "KEYS_CACHE_SECS").as_deref());
+    let answer = match fetch_key(base, signing, hash).await {
+        keys::LookupAnswer::Found(key) => Some(key),
+        keys::LookupAnswer::NotFound => None,
+        keys::LookupAnswer::Failed(why) => {
+            console_error!("tollgate: {why}");
+            return stale.flatten();
+        }
+    };
+    REMOTE_KEYS.with(|c| c.borrow_mut().put(hash, answer.clone(), now_ms(), ttl_ms));
+    keys::usable(answer)
+}
+
+/// One signed `GET <KEYS_URL>/internal/v1/keys/<hash>`.
+async fn fetch_key(base: &str, signing: &str, hash: &str) -> keys::LookupAnswer {
+    let failed = |what: String| keys::LookupAnswer::Failed(format!("key lookup: {what}"));
+    let headers = Headers::new();
+    let signature = usage_core::wire::sign(signing.as_bytes(), (now_ms() / 1000) as i64, b"");
+    if let Err(e) = headers.set(usage_core::wire::SIGNATURE_HEADER, &signature) {
+        return failed(e.to_string());
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let req = match Request::new_with_init(&keys::lookup_url(base, hash), &init) {
+        Ok(r) => r,
+        Err(e) => return failed(format!("bad KEYS_URL: {e}")),
+    };
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let fetch = Fetch::Request(req);
+    let sent = Box::pin(fetch.send_with_signal(&signal));
+    let timer = Box::pin(Delay::from(std::time::Duration::from_millis(
+        KEY_LOOKUP_TIMEOUT_MS,
+    )));
+    let outcome = select(sent, timer).await;
+    let answer = match outcome {
+        Either::Left((Ok(mut resp), _)) => {
+            let status = resp.status_code();
+            match resp.bytes().await {
+                Ok(body) => keys::read_lookup(status, &body),
+                Err(e) => failed(e.to_string()),
+            }
+        }
+        Either::Left((Err(e), _)) => failed(e.to_string()),
+        Either::Right(((), _)) => {
+            controller.abort();
+            failed(format!("no answer within {KEY_LOOKUP_TIMEOUT_MS} ms"))
+        }
+    };
+    answer
 }
 
 /// Everything decided before the upstream call, carried to the record.

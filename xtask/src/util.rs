@@ -43,7 +43,9 @@ pub fn step(name: &str) {
 
 /// Runs `cmd` in the repo root, inheriting stdio; fails naming the step.
 pub fn exec(step_name: &str, cmd: &mut Command) -> Result {
-    cmd.current_dir(repo_root());
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(repo_root());
+    }
     println!("    $ {}", describe(cmd));
     let status = cmd
         .status()
