@@ -610,7 +610,7 @@ pub struct RulesQuery {
 }
 
 /// The alert rules the caller may see.
-#[utoipa::path(get, path = "/api/v1/alert-rules", tag = "alerts", params(RulesQuery),
+#[utoipa::path(get, path = "/api/v1/alert-rules", operation_id = "list_alert_rules", tag = "alerts", params(RulesQuery),
     responses((status = 200, body = [RuleOut]), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -633,7 +633,7 @@ pub async fn list_rules(
 }
 
 /// Creates an alert rule.
-#[utoipa::path(post, path = "/api/v1/alert-rules", tag = "alerts", request_body = RuleIn,
+#[utoipa::path(post, path = "/api/v1/alert-rules", operation_id = "create_alert_rule", tag = "alerts", request_body = RuleIn,
     responses((status = 201, body = RuleOut), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -668,7 +668,7 @@ pub async fn create_rule(
 }
 
 /// One alert rule.
-#[utoipa::path(get, path = "/api/v1/alert-rules/{id}", tag = "alerts",
+#[utoipa::path(get, path = "/api/v1/alert-rules/{id}", operation_id = "get_alert_rule", tag = "alerts",
     params(("id" = Uuid, Path, description = "Rule id")),
     responses((status = 200, body = RuleOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -683,7 +683,7 @@ pub async fn get_rule(
 }
 
 /// Replaces an alert rule (every field, as on create).
-#[utoipa::path(put, path = "/api/v1/alert-rules/{id}", tag = "alerts", request_body = RuleIn,
+#[utoipa::path(put, path = "/api/v1/alert-rules/{id}", operation_id = "replace_alert_rule", tag = "alerts", request_body = RuleIn,
     params(("id" = Uuid, Path, description = "Rule id")),
     responses((status = 200, body = RuleOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
@@ -710,7 +710,7 @@ pub async fn replace_rule(
 }
 
 /// Deletes an alert rule (a new version with `deleted = 1`).
-#[utoipa::path(delete, path = "/api/v1/alert-rules/{id}", tag = "alerts",
+#[utoipa::path(delete, path = "/api/v1/alert-rules/{id}", operation_id = "delete_alert_rule", tag = "alerts",
     params(("id" = Uuid, Path, description = "Rule id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -839,7 +839,7 @@ pub struct AlertsQuery {
 }
 
 /// Alerts the caller may see, newest first.
-#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertsQuery),
+#[utoipa::path(get, path = "/api/v1/alerts", operation_id = "list_alerts", tag = "alerts", params(AlertsQuery),
     responses((status = 200, body = [AlertOut]), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -944,7 +944,7 @@ async fn transition(
 }
 
 /// Acknowledges an alert (who and when are recorded). A resolved alert is a 409.
-#[utoipa::path(post, path = "/api/v1/alerts/{id}/acknowledge", tag = "alerts",
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/acknowledge", operation_id = "acknowledge_alert", tag = "alerts",
     params(("id" = Uuid, Path, description = "Alert id")),
     responses((status = 200, body = AlertOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
@@ -958,7 +958,7 @@ pub async fn acknowledge(
 }
 
 /// Resolves an alert (who and when are recorded). An already resolved alert is a 409.
-#[utoipa::path(post, path = "/api/v1/alerts/{id}/resolve", tag = "alerts",
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/resolve", operation_id = "resolve_alert", tag = "alerts",
     params(("id" = Uuid, Path, description = "Alert id")),
     responses((status = 200, body = AlertOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),

@@ -252,6 +252,8 @@ pub struct AnalyticsQuery {
     user: Option<String>,
     /// Rows for the top lists (1–1000, default 10).
     limit: Option<u32>,
+    /// Days ahead a projection covers (1–365, default 30).
+    horizon_days: Option<u32>,
 }
 
 /// One bucket of a time series.

@@ -441,7 +441,7 @@ pub struct OrgQuery {
 }
 
 /// The budgets the caller may see (user-bound viewers: only their own user's budgets).
-#[utoipa::path(get, path = "/api/v1/budgets", tag = "budgets", params(OrgQuery),
+#[utoipa::path(get, path = "/api/v1/budgets", operation_id = "list_budgets", tag = "budgets", params(OrgQuery),
     responses((status = 200, body = [BudgetOut]), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -464,7 +464,7 @@ pub async fn list(
 }
 
 /// Creates a budget.
-#[utoipa::path(post, path = "/api/v1/budgets", tag = "budgets", request_body = BudgetIn,
+#[utoipa::path(post, path = "/api/v1/budgets", operation_id = "create_budget", tag = "budgets", request_body = BudgetIn,
     responses((status = 201, body = BudgetOut), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -502,7 +502,7 @@ pub async fn create(
 }
 
 /// One budget.
-#[utoipa::path(get, path = "/api/v1/budgets/{id}", tag = "budgets",
+#[utoipa::path(get, path = "/api/v1/budgets/{id}", operation_id = "get_budget", tag = "budgets",
     params(("id" = Uuid, Path, description = "Budget id")),
     responses((status = 200, body = BudgetOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -515,7 +515,7 @@ pub async fn get_one(
 }
 
 /// Replaces a budget (every field, as on create).
-#[utoipa::path(put, path = "/api/v1/budgets/{id}", tag = "budgets", request_body = BudgetIn,
+#[utoipa::path(put, path = "/api/v1/budgets/{id}", operation_id = "replace_budget", tag = "budgets", request_body = BudgetIn,
     params(("id" = Uuid, Path, description = "Budget id")),
     responses((status = 200, body = BudgetOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
@@ -543,7 +543,7 @@ pub async fn replace(
 }
 
 /// Deletes a budget (a new version with `deleted = 1`).
-#[utoipa::path(delete, path = "/api/v1/budgets/{id}", tag = "budgets",
+#[utoipa::path(delete, path = "/api/v1/budgets/{id}", operation_id = "delete_budget", tag = "budgets",
     params(("id" = Uuid, Path, description = "Budget id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -643,7 +643,7 @@ pub fn status_of(
 
 /// Spent this period, percent used, remaining, the period and its days left, and the
 /// thresholds crossed.
-#[utoipa::path(get, path = "/api/v1/budgets/{id}/status", tag = "budgets",
+#[utoipa::path(get, path = "/api/v1/budgets/{id}/status", operation_id = "budget_status", tag = "budgets",
     params(("id" = Uuid, Path, description = "Budget id")),
     responses((status = 200, body = BudgetStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -698,7 +698,7 @@ pub(crate) mod input {
     use crate::error::{json_rejection, ApiError, ApiResult};
 
     /// Most top-level keys a body may have before the error search gives up naming a field.
-    const MAX_KEYS_SEARCHED: usize = 64;
+    const MAX_KEYS_SEARCHED: usize = 16;
 
     /// Deserializes a JSON body into `T`. serde names the field for unknown and missing fields
     /// but not for a wrong type or enum value; then the field is found by leaving one key out

@@ -297,7 +297,7 @@ pub struct ExportQuery {
 }
 
 /// Raw usage events in scope, streamed as CSV (with a header row) or NDJSON.
-#[utoipa::path(get, path = "/api/v1/export", tag = "export", params(ExportQuery),
+#[utoipa::path(get, path = "/api/v1/export", operation_id = "export_events", tag = "export", params(ExportQuery),
     responses((status = 200, description = "The events, streamed", content(
                   (String = "text/csv"), (String = "application/x-ndjson"))),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),

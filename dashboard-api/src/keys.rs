@@ -173,7 +173,7 @@ pub struct KeysQuery {
 }
 
 /// The app keys the caller may see, revoked ones included (user-bound viewers: their own).
-#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(KeysQuery),
+#[utoipa::path(get, path = "/api/v1/keys", operation_id = "list_keys", tag = "keys", params(KeysQuery),
     responses((status = 200, body = [KeyOut]), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -192,7 +192,7 @@ pub async fn list(
 }
 
 /// Creates an app key; the response carries its secret, the only time it is shown.
-#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = KeyIn,
+#[utoipa::path(post, path = "/api/v1/keys", operation_id = "create_key", tag = "keys", request_body = KeyIn,
     responses((status = 201, body = KeyCreated), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -246,7 +246,7 @@ pub async fn create(
 
 /// Revokes an app key (a new version with `revoked_at` set; revoking again changes nothing).
 /// The edge stops accepting it within its cache time (`KEYS_CACHE_SECS`, default 30 s).
-#[utoipa::path(delete, path = "/api/v1/keys/{key_id}", tag = "keys",
+#[utoipa::path(delete, path = "/api/v1/keys/{key_id}", operation_id = "revoke_key", tag = "keys",
     params(("key_id" = String, Path, description = "The key's public id")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -285,7 +285,7 @@ fn is_sha256_hex(text: &str) -> bool {
 }
 
 /// The edge worker's key lookup (signed; see the module docs).
-#[utoipa::path(get, path = "/internal/v1/keys/{sha256}", tag = "internal",
+#[utoipa::path(get, path = "/internal/v1/keys/{sha256}", operation_id = "internal_key_lookup", tag = "internal",
     params(("sha256" = String, Path, description = "Lower-case hex SHA-256 of the presented tg_ key"),
            ("x-tollgate-signature" = String, Header, description = "t=<unix>,v1=<hex hmac-sha256(secret, t + \".\")>")),
     responses((status = 200, body = AppKeyOut), (status = 401, body = ErrorBody),

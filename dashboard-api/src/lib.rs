@@ -1,6 +1,7 @@
 //! Tollgate's dashboard API: what admins see and change.
 //!
 //! - [`analytics`] — overview, time series, providers, models, top spenders (rollups only).
+//! - [`projections`] — 30-day forecasts ([`forecast`] is the model), month-end, runway.
 //! - [`budgets`], [`alerts`], [`credits`], [`keys`] — configuration and state, per org.
 //! - [`export`] — raw events in scope, streamed as CSV or NDJSON.
 //! - [`auth`] — bearer tokens → [`auth::Principal`] → the tenant scope of every query.
@@ -14,15 +15,18 @@
 pub mod alerts;
 pub mod analytics;
 pub mod auth;
+pub mod backtest;
 pub mod budgets;
 pub mod config;
 pub mod credits;
 pub mod error;
 pub mod export;
+pub mod forecast;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
+pub mod projections;
 
 use std::sync::Arc;
 
@@ -94,6 +98,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/models", get(analytics::models))
         .route("/api/v1/top/users", get(analytics::top_users))
         .route("/api/v1/top/apps", get(analytics::top_apps))
+        .route("/api/v1/projections", get(projections::projections))
         .route("/api/v1/credits", get(credits::list).post(credits::record))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/healthz", get(|| async { "ok" }))

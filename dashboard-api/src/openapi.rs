@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
         crate::analytics::models,
         crate::analytics::top_users,
         crate::analytics::top_apps,
+        crate::projections::projections,
         crate::credits::list,
         crate::credits::record,
         crate::budgets::list,

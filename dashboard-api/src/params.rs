@@ -79,6 +79,8 @@ pub struct Params {
     pub user: Option<String>,
     pub limit: u32,
     pub format: Option<String>,
+    /// Days ahead a projection covers (1–365, default 30).
+    pub horizon_days: u32,
 }
 
 /// Limits the parser enforces.
@@ -99,6 +101,7 @@ const KNOWN: &[&str] = &[
     "user",
     "limit",
     "format",
+    "horizon_days",
 ];
 
 /// Splits a raw query string into a map; repeated or unknown keys are errors.
@@ -232,6 +235,18 @@ pub fn parse(
         None => 10,
     };
     let format = map.get("format").cloned();
+    let horizon_days = match map.get("horizon_days") {
+        Some(h) => match h.parse::<u32>() {
+            Ok(n) if (1..=365).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad(
+                    "horizon_days",
+                    "`horizon_days` must be a whole number from 1 to 365",
+                ))
+            }
+        },
+        None => 30,
+    };
     Ok(Params {
         window: Window { from, to },
         provider,
@@ -241,6 +256,7 @@ pub fn parse(
         user,
         limit,
         format,
+        horizon_days,
     })
 }
 
@@ -314,6 +330,8 @@ mod tests {
         assert_eq!(field("provider=azure"), "provider");
         assert_eq!(field("provider=%27%20OR%201%3D1%20--"), "provider");
         assert_eq!(field("limit=0"), "limit");
+        assert_eq!(field("horizon_days=0"), "horizon_days");
+        assert_eq!(field("horizon_days=9999"), "horizon_days");
         assert_eq!(field("limit=99999999999999999999"), "limit");
         assert_eq!(field("form=2026-01-01"), "form");
         assert_eq!(field("org=a&org=b"), "org");

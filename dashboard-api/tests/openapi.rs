@@ -84,10 +84,50 @@ async fn every_route_is_documented() {
         "/api/v1/top/users",
         "/api/v1/top/apps",
         "/api/v1/credits",
+        "/api/v1/projections",
+        "/api/v1/budgets",
+        "/api/v1/budgets/{id}",
+        "/api/v1/budgets/{id}/status",
+        "/api/v1/alert-rules",
+        "/api/v1/alert-rules/{id}",
+        "/api/v1/alerts",
+        "/api/v1/alerts/{id}/acknowledge",
+        "/api/v1/alerts/{id}/resolve",
+        "/api/v1/keys",
+        "/api/v1/keys/{key_id}",
+        "/api/v1/export",
     ] {
         assert!(
             paths.contains_key(route),
             "{route} is not in the OpenAPI document"
         );
     }
+}
+
+#[tokio::test]
+async fn a_revoked_token_stops_working() {
+    let env = Env::new().await;
+    let c = env.db.client();
+    let (id, secret) = tollgate_dashboard_api::auth::create_token(
+        c,
+        "temp",
+        tollgate_dashboard_api::auth::Role::Viewer,
+        "acme",
+        "",
+        "test",
+    )
+    .await
+    .unwrap();
+    let (status, _) = env.get("/api/v1/credits", &secret).await;
+    assert_eq!(status, StatusCode::OK);
+    tollgate_dashboard_api::auth::revoke_token(c, &id)
+        .await
+        .unwrap();
+    env.state.token_cache().clear();
+    let (status, _) = env.get("/api/v1/credits", &secret).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token still works"
+    );
 }

@@ -38,6 +38,8 @@ pub enum BenchCommand {
         #[arg(long, default_value = "1000000,10000000")]
         sizes: String,
     },
+    /// Forecast back-test: MAPE and interval coverage vs a straight line and a trailing mean.
+    Forecast,
     /// Every benchmark, then docs/BENCHMARKS.md regenerated from target/bench/.
     All,
 }
@@ -53,8 +55,32 @@ pub fn run(cmd: &BenchCommand) -> Result {
             service_bench("edge", &["--rounds", &rounds.to_string()])
         }
         BenchCommand::Dashboard { sizes } => service_bench("dashboard", &["--sizes", sizes]),
+        BenchCommand::Forecast => {
+            step("bench forecast");
+            exec(
+                "backtest",
+                cargo().args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "tollgate-dashboard-api",
+                    "--example",
+                    "backtest",
+                    "--",
+                    "--out",
+                    "target/bench/forecast.json",
+                    "--markdown",
+                    "target/bench/forecast.md",
+                ]),
+            )?;
+            let root = repo_root();
+            let section = fs::read_to_string(root.join("target/bench/forecast.md"))?;
+            splice_section(&root.join("docs/BENCHMARKS.md"), "forecast", &section)
+        }
         BenchCommand::All => {
             rollups("1000000,10000000", 5)?;
+            run(&BenchCommand::Forecast)?;
             run(&BenchCommand::Collector { records: 500_000 })?;
             run(&BenchCommand::Edge { rounds: 3 })?;
             run(&BenchCommand::Dashboard {

@@ -1,7 +1,14 @@
 -- token_by_hash: the live API token with this SHA-256 (dashboard-api authentication).
 -- params: token_hash
 -- row: TokenRow (dashboard-api/src/auth.rs)
+-- (Mutable columns are filtered outside the FINAL subquery: filtering them inside could
+-- keep an older version of a row whose newest version no longer matches.)
 SELECT token_id, name, role, org_id, user_id
-FROM api_tokens FINAL
-WHERE token_hash = ? AND revoked = 0 AND (expires_at IS NULL OR expires_at > now())
+FROM
+(
+    SELECT token_id, name, role, org_id, user_id, revoked, expires_at
+    FROM api_tokens FINAL
+    WHERE token_hash = ?
+)
+WHERE revoked = 0 AND (expires_at IS NULL OR expires_at > now())
 LIMIT 1

@@ -1,0 +1,292 @@
+//! `GET /api/v1/projections`: the next days' spend with an 80% interval, the month-end total,
+//! per-provider forecasts and credit runway — the model is in [`crate::forecast`].
+
+use std::collections::BTreeMap;
+
+use axum::extract::{RawQuery, State};
+use axum::Json;
+use serde::Serialize;
+use time::{Date, Duration, Month, OffsetDateTime};
+use tollgate_clickhouse::clickhouse::Client;
+use tollgate_clickhouse::queries::{self, day_param};
+use usage_core::Nanos;
+use utoipa::ToSchema;
+
+use crate::analytics::{request, Filter};
+use crate::auth::Principal;
+use crate::error::ApiResult;
+use crate::forecast::{Forecast, Method};
+use crate::AppState;
+
+/// Days of history the model is fitted on.
+pub const HISTORY_DAYS: i64 = 56;
+
+fn usd_f(v: f64) -> String {
+    Nanos::new((v * 1e9).round() as i64).to_string()
+}
+
+/// One forecast day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DayOut {
+    #[schema(value_type = String)]
+    pub date: String,
+    pub forecast_usd: String,
+    /// 80% prediction interval.
+    pub lower_usd: String,
+    pub upper_usd: String,
+}
+
+/// The month of today.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MonthEnd {
+    #[schema(value_type = String)]
+    pub month: String,
+    /// Spent so far this month (today included, as far as it went).
+    pub actual_to_date_usd: String,
+    /// Forecast for the rest of the month.
+    pub forecast_rest_usd: String,
+    pub total_usd: String,
+}
+
+/// One provider's outlook.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderOutlook {
+    pub provider: String,
+    pub method: Option<Method>,
+    pub next_horizon_usd: String,
+    pub month_end_usd: String,
+}
+
+/// How long a provider balance lasts at the forecast burn rate.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Runway {
+    pub provider: String,
+    pub key_label: String,
+    pub balance_usd: String,
+    /// Forecast spend per day over the horizon.
+    pub burn_per_day_usd: String,
+    /// Days until the balance reaches zero (`null`: not within the horizon, or no spend).
+    pub days: Option<f64>,
+    #[schema(value_type = Option<String>)]
+    pub runs_out_on: Option<String>,
+}
+
+/// `GET /api/v1/projections`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Projections {
+    /// `trend+weekly`, `trend` or `mean`; `null` with no history at all.
+    pub method: Option<Method>,
+    /// Complete days the model was fitted on.
+    pub history_days: u32,
+    pub horizon_days: u32,
+    pub daily: Vec<DayOut>,
+    pub next_horizon_usd: String,
+    pub month_end: MonthEnd,
+    pub providers: Vec<ProviderOutlook>,
+    pub runway: Vec<Runway>,
+    /// Why the forecast is limited, when it is ("insufficient history", …).
+    pub notes: Vec<String>,
+}
+
+/// Daily cost per day of `[from, to)` for `filter`, zeros filled.
+async fn daily_costs(
+    client: &Client,
+    filter: &Filter,
+    from: Date,
+    to: Date,
+) -> ApiResult<Vec<f64>> {
+    let rows = filter
+        .query(client, &queries::DAILY_OVERVIEW)
+        .bind(day_param(from))
+        .bind(day_param(to))
+        .fetch_all::<queries::DailyOverviewRow>()
+        .await?;
+    let by_day: BTreeMap<Date, i128> = rows.into_iter().map(|r| (r.day, r.cost_usd)).collect();
+    let mut out = Vec::new();
+    let mut d = from;
+    while d < to {
+        out.push(by_day.get(&d).map_or(0.0, |c| *c as f64 / 1e9));
+        d = d.next_day().unwrap_or(to);
+    }
+    Ok(out)
+}
+
+fn month_end(d: Date) -> Date {
+    let (y, m) = (d.year(), d.month());
+    let next = if m == Month::December {
+        Date::from_calendar_date(y + 1, Month::January, 1)
+    } else {
+        Date::from_calendar_date(y, m.next(), 1)
+    };
+    next.unwrap_or(d)
+}
+
+/// A fitted outlook for one filter.
+struct Outlook {
+    forecast: Option<Forecast>,
+    history_days: u32,
+    actual_month: f64,
+    actual_today: f64,
+}
+
+async fn outlook(client: &Client, filter: &Filter, today: Date) -> ApiResult<Outlook> {
+    let from = today - Duration::days(HISTORY_DAYS);
+    let month_start = today.replace_day(1).unwrap_or(today);
+    let start = from.min(month_start);
+    let costs = daily_costs(client, filter, start, today + Duration::days(1)).await?;
+    let idx = |d: Date| (d - start).whole_days() as usize;
+    let actual_today = costs.get(idx(today)).copied().unwrap_or(0.0);
+    let actual_month: f64 = costs[idx(month_start)..].iter().sum();
+    // Fit on complete days from the first one with any spend (an org that started last week
+    // has a week of history, not eight weeks of zeros).
+    let history = &costs[idx(from)..idx(today)];
+    let first = history.iter().position(|c| *c > 0.0);
+    let (forecast, history_days) = match first {
+        Some(i) => (
+            Forecast::fit(from + Duration::days(i as i64), &history[i..]).ok(),
+            (history.len() - i) as u32,
+        ),
+        None => (None, 0),
+    };
+    Ok(Outlook {
+        forecast,
+        history_days,
+        actual_month,
+        actual_today,
+    })
+}
+
+fn horizon_sum(o: &Outlook, today: Date, horizon: u32) -> f64 {
+    o.forecast.as_ref().map_or(0.0, |f| {
+        f.horizon(today, horizon).iter().map(|p| p.value).sum()
+    })
+}
+
+fn month_rest(o: &Outlook, today: Date) -> f64 {
+    let Some(f) = &o.forecast else { return 0.0 };
+    let end = month_end(today);
+    let today_rest = (f.at(today).value - o.actual_today).max(0.0);
+    let mut rest = today_rest;
+    let mut d = today + Duration::days(1);
+    while d < end {
+        rest += f.at(d).value;
+        d += Duration::days(1);
+    }
+    rest
+}
+
+/// The forecast for the next `horizon_days` (default 30) with an 80% interval, the month-end
+/// total, per-provider outlooks and credit runway, within the caller's scope.
+#[utoipa::path(get, path = "/api/v1/projections", tag = "analytics",
+    params(crate::analytics::AnalyticsQuery),
+    responses((status = 200, body = Projections), (status = 400, body = crate::error::ErrorBody),
+              (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn projections(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Projections>> {
+    let (p, filter) = request(&state, &principal, raw.as_deref())?;
+    let horizon = p.horizon_days;
+    let client = state.client();
+    let today = OffsetDateTime::now_utc().date();
+    let total = outlook(client, &filter, today).await?;
+    let mut notes = Vec::new();
+    match (&total.forecast, total.history_days) {
+        (None, _) => notes.push(
+            "insufficient history: no complete day with spend in the last 56 days".to_string(),
+        ),
+        (Some(f), d) if f.method != Method::TrendWeekly => notes.push(format!(
+            "only {d} days of history: weekly seasonality needs 14, so the forecast is a {}",
+            if f.method == Method::Mean {
+                "mean"
+            } else {
+                "trend"
+            }
+        )),
+        _ => {}
+    }
+    let daily: Vec<DayOut> = total
+        .forecast
+        .as_ref()
+        .map(|f| {
+            f.horizon(today, horizon)
+                .into_iter()
+                .map(|pt| DayOut {
+                    date: day_param(pt.day),
+                    forecast_usd: usd_f(pt.value),
+                    lower_usd: usd_f(pt.lower),
+                    upper_usd: usd_f(pt.upper),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let rest = month_rest(&total, today);
+
+    // Per provider: the providers with spend in the history window.
+    let (from, to) = (
+        today - Duration::days(HISTORY_DAYS),
+        today + Duration::days(1),
+    );
+    let rows = filter
+        .query(client, &queries::BY_PROVIDER)
+        .bind(day_param(from))
+        .bind(day_param(to))
+        .fetch_all::<queries::ProviderRow>()
+        .await?;
+    let mut providers = Vec::new();
+    let mut burn: BTreeMap<String, f64> = BTreeMap::new();
+    for r in rows {
+        let pf = Filter {
+            provider: Some(r.provider.clone()),
+            ..filter.clone()
+        };
+        let o = outlook(client, &pf, today).await?;
+        let next = horizon_sum(&o, today, horizon);
+        burn.insert(r.provider.clone(), next / f64::from(horizon.max(1)));
+        providers.push(ProviderOutlook {
+            provider: r.provider,
+            method: o.forecast.as_ref().map(|f| f.method),
+            next_horizon_usd: usd_f(next),
+            month_end_usd: usd_f(o.actual_month + month_rest(&o, today)),
+        });
+    }
+
+    let runway = crate::credits::latest(client, &principal)
+        .await?
+        .into_iter()
+        .filter_map(|c| {
+            let balance: f64 = c.balance_usd.as_deref()?.parse().ok()?;
+            let per_day = burn.get(&c.provider).copied().unwrap_or(0.0);
+            let days = (per_day > 0.0).then(|| (balance / per_day).max(0.0));
+            Some(Runway {
+                runs_out_on: days
+                    .filter(|d| *d <= 3650.0)
+                    .map(|d| day_param(today + Duration::days(d.floor() as i64))),
+                days,
+                provider: c.provider,
+                key_label: c.key_label,
+                balance_usd: usd_f(balance),
+                burn_per_day_usd: usd_f(per_day),
+            })
+        })
+        .collect();
+
+    Ok(Json(Projections {
+        method: total.forecast.as_ref().map(|f| f.method),
+        history_days: total.history_days,
+        horizon_days: horizon,
+        next_horizon_usd: usd_f(horizon_sum(&total, today, horizon)),
+        month_end: MonthEnd {
+            month: format!("{:04}-{:02}", today.year(), u8::from(today.month())),
+            actual_to_date_usd: usd_f(total.actual_month),
+            forecast_rest_usd: usd_f(rest),
+            total_usd: usd_f(total.actual_month + rest),
+        },
+        daily,
+        providers,
+        runway,
+        notes,
+    }))
+}
