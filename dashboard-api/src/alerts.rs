@@ -848,7 +848,18 @@ pub async fn list_alerts(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Vec<AlertOut>>> {
-    let q = input::query(raw.as_deref(), &["state", "severity", "limit", "org"])?;
+    Ok(Json(
+        compute_alerts(&state, &principal, raw.as_deref()).await?,
+    ))
+}
+
+/// What `GET /api/v1/alerts?{raw}` answers (the web dashboard renders the same value).
+pub async fn compute_alerts(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Vec<AlertOut>> {
+    let q = input::query(raw, &["state", "severity", "limit", "org"])?;
     let alert_state = match q.get("state") {
         None => "",
         Some(s) => AlertState::parse(s)
@@ -878,8 +889,8 @@ pub async fn list_alerts(
                 ApiError::bad("limit", "`limit` must be a whole number from 1 to 1000")
             })?,
     };
-    let Some(scope) = org_scope(&principal, q.get("org").map(String::as_str))? else {
-        return Ok(Json(Vec::new()));
+    let Some(scope) = org_scope(principal, q.get("org").map(String::as_str))? else {
+        return Ok(Vec::new());
     };
     let rows = ALERTS_LIST
         .scoped(state.client(), &scope)
@@ -890,21 +901,18 @@ pub async fn list_alerts(
         .bind(limit)
         .fetch_all::<AlertRow>()
         .await?;
-    Ok(Json(
-        rows.iter()
-            .map(AlertRow::to_out)
-            .collect::<ApiResult<_>>()?,
-    ))
+    rows.iter().map(AlertRow::to_out).collect()
 }
 
 /// Moves an alert on: `Acknowledged` (from open; again is a no-op) or `Resolved` (from open
-/// or acknowledged). Anything from resolved is a conflict.
-async fn transition(
+/// or acknowledged). Anything from resolved is a conflict. What
+/// `POST /api/v1/alerts/{id}/acknowledge` and `…/resolve` do.
+pub async fn transition(
     state: &AppState,
     principal: &Principal,
     id: &str,
     to: AlertState,
-) -> ApiResult<Json<AlertOut>> {
+) -> ApiResult<AlertOut> {
     let client = state.client();
     let not_found = || ApiError::NotFound(format!("no alert {id}"));
     let (Some(uuid), Some(scope)) = (input::uuid(id), org_scope(principal, None)?) else {
@@ -926,7 +934,7 @@ async fn transition(
                 "alert {id} is already resolved"
             )))
         }
-        (AlertState::Acknowledged, AlertState::Acknowledged) => return row.to_out().map(Json),
+        (AlertState::Acknowledged, AlertState::Acknowledged) => return row.to_out(),
         (_, AlertState::Acknowledged) => {
             row.acknowledged_by = input::who(principal);
             row.acknowledged_at = Some(now);
@@ -940,7 +948,7 @@ async fn transition(
     row.updated_at = now;
     row.version = row_version();
     write_alert(client, std::slice::from_ref(&row)).await?;
-    row.to_out().map(Json)
+    row.to_out()
 }
 
 /// Acknowledges an alert (who and when are recorded). A resolved alert is a 409.
@@ -954,7 +962,9 @@ pub async fn acknowledge(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertOut>> {
-    transition(&state, &principal, &id, AlertState::Acknowledged).await
+    transition(&state, &principal, &id, AlertState::Acknowledged)
+        .await
+        .map(Json)
 }
 
 /// Resolves an alert (who and when are recorded). An already resolved alert is a 409.
@@ -968,7 +978,9 @@ pub async fn resolve(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertOut>> {
-    transition(&state, &principal, &id, AlertState::Resolved).await
+    transition(&state, &principal, &id, AlertState::Resolved)
+        .await
+        .map(Json)
 }
 
 /// Routes of this module.

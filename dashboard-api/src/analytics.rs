@@ -218,17 +218,28 @@ pub async fn overview(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Overview>> {
-    let (p, filter) = request(&state, &principal, raw.as_deref())?;
+    Ok(Json(
+        compute_overview(&state, &principal, raw.as_deref()).await?,
+    ))
+}
+
+/// What `GET /api/v1/overview?{raw}` answers (the web dashboard renders the same value).
+pub async fn compute_overview(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Overview> {
+    let (p, filter) = request(state, principal, raw)?;
     let client = state.client();
     let current = totals(client, &filter, p.window.days()).await?;
     let previous = totals(client, &filter, p.window.previous().days()).await?;
     let open_alerts = crate::alerts::open_count(client, &filter.scope).await?;
-    Ok(Json(Overview {
+    Ok(Overview {
         window: window_out(&p),
         current,
         previous,
         open_alerts,
-    }))
+    })
 }
 
 /// Query parameters every analytics endpoint takes (documented for OpenAPI).
@@ -290,7 +301,18 @@ pub async fn timeseries(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Timeseries>> {
-    let (p, filter) = request(&state, &principal, raw.as_deref())?;
+    Ok(Json(
+        compute_timeseries(&state, &principal, raw.as_deref()).await?,
+    ))
+}
+
+/// What `GET /api/v1/usage/timeseries?{raw}` answers.
+pub async fn compute_timeseries(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Timeseries> {
+    let (p, filter) = request(state, principal, raw)?;
     let client = state.client();
     let points = match p.granularity {
         Granularity::Day => {
@@ -346,11 +368,11 @@ pub async fn timeseries(
             out
         }
     };
-    Ok(Json(Timeseries {
+    Ok(Timeseries {
         window: window_out(&p),
         granularity: p.granularity,
         points,
-    }))
+    })
 }
 
 /// A row of `provider_performance.sql`.
@@ -397,7 +419,18 @@ pub async fn providers(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Vec<ProviderOut>>> {
-    let (p, filter) = request(&state, &principal, raw.as_deref())?;
+    Ok(Json(
+        compute_providers(&state, &principal, raw.as_deref()).await?,
+    ))
+}
+
+/// What `GET /api/v1/providers?{raw}` answers.
+pub async fn compute_providers(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Vec<ProviderOut>> {
+    let (p, filter) = request(state, principal, raw)?;
     let (from, to) = p.window.days();
     let client = state.client();
     let rows = filter
@@ -406,7 +439,7 @@ pub async fn providers(
         .bind(day_param(to))
         .fetch_all::<ProviderPerformanceRow>()
         .await?;
-    let credits = crate::credits::latest(client, &principal).await?;
+    let credits = crate::credits::latest(client, principal).await?;
     let mut out: Vec<ProviderOut> = rows
         .into_iter()
         .map(|r| ProviderOut {
@@ -453,7 +486,7 @@ pub async fn providers(
             });
         }
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 /// One model in `GET /api/v1/models`.
@@ -495,7 +528,18 @@ pub async fn models(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Vec<ModelOut>>> {
-    let (p, filter) = request(&state, &principal, raw.as_deref())?;
+    Ok(Json(
+        compute_models(&state, &principal, raw.as_deref()).await?,
+    ))
+}
+
+/// What `GET /api/v1/models?{raw}` answers.
+pub async fn compute_models(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Vec<ModelOut>> {
+    let (p, filter) = request(state, principal, raw)?;
     let (from, to) = p.window.days();
     let rows = filter
         .query(state.client(), &queries::MODEL_PERFORMANCE)
@@ -504,47 +548,46 @@ pub async fn models(
         .fetch_all::<queries::ModelPerformanceRow>()
         .await?;
     let total_cost: i128 = rows.iter().map(|r| r.cost_usd).sum();
-    Ok(Json(
-        rows.into_iter()
-            .map(|r| {
-                let tokens = r.input_tokens + r.output_tokens;
-                let per_1k = if tokens == 0 {
-                    0
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let tokens = r.input_tokens + r.output_tokens;
+            let per_1k = if tokens == 0 {
+                0
+            } else {
+                r.cost_usd * 1000 / i128::from(tokens)
+            };
+            ModelOut {
+                success_rate: if r.requests == 0 {
+                    0.0
                 } else {
-                    r.cost_usd * 1000 / i128::from(tokens)
-                };
-                ModelOut {
-                    success_rate: if r.requests == 0 {
-                        0.0
-                    } else {
-                        1.0 - ratio(r.errors, r.requests)
-                    },
-                    p50_latency_ms: r.latency_quantiles_ms.first().copied().unwrap_or(0.0),
-                    p95_latency_ms: r.latency_quantiles_ms.get(2).copied().unwrap_or(0.0),
-                    avg_ttft_ms: (r.ttft_count > 0).then_some(r.avg_ttft_ms),
-                    p95_ttft_ms: (r.ttft_count > 0)
-                        .then(|| r.ttft_quantiles_ms.get(2).copied().unwrap_or(0.0)),
-                    cost_per_1k_tokens_usd: usd(per_1k),
-                    token_efficiency: ratio(r.output_tokens, r.input_tokens),
-                    cost_share: if total_cost == 0 {
-                        0.0
-                    } else {
-                        r.cost_usd as f64 / total_cost as f64
-                    },
-                    cost_usd: usd(r.cost_usd),
-                    provider: r.provider,
-                    model: r.model,
-                    requests: r.requests,
-                    errors: r.errors,
-                    avg_latency_ms: r.avg_latency_ms,
-                    input_tokens: r.input_tokens,
-                    output_tokens: r.output_tokens,
-                    reasoning_tokens: r.reasoning_tokens,
-                    output_tokens_per_second: r.output_tokens_per_second,
-                }
-            })
-            .collect(),
-    ))
+                    1.0 - ratio(r.errors, r.requests)
+                },
+                p50_latency_ms: r.latency_quantiles_ms.first().copied().unwrap_or(0.0),
+                p95_latency_ms: r.latency_quantiles_ms.get(2).copied().unwrap_or(0.0),
+                avg_ttft_ms: (r.ttft_count > 0).then_some(r.avg_ttft_ms),
+                p95_ttft_ms: (r.ttft_count > 0)
+                    .then(|| r.ttft_quantiles_ms.get(2).copied().unwrap_or(0.0)),
+                cost_per_1k_tokens_usd: usd(per_1k),
+                token_efficiency: ratio(r.output_tokens, r.input_tokens),
+                cost_share: if total_cost == 0 {
+                    0.0
+                } else {
+                    r.cost_usd as f64 / total_cost as f64
+                },
+                cost_usd: usd(r.cost_usd),
+                provider: r.provider,
+                model: r.model,
+                requests: r.requests,
+                errors: r.errors,
+                avg_latency_ms: r.avg_latency_ms,
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                reasoning_tokens: r.reasoning_tokens,
+                output_tokens_per_second: r.output_tokens_per_second,
+            }
+        })
+        .collect())
 }
 
 /// A row of `top_users.sql` / `top_apps.sql`.

@@ -261,7 +261,7 @@ impl BudgetRow {
     }
 
     /// The usage a budget counts: its org, narrowed to its user or app.
-    fn usage_scope(&self) -> Scope {
+    pub(crate) fn usage_scope(&self) -> Scope {
         match BudgetScope::from_stored(&self.scope) {
             Some(BudgetScope::User) => Scope::OrgUser {
                 org_id: self.org_id.clone(),
@@ -450,17 +450,69 @@ pub async fn list(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Vec<BudgetOut>>> {
-    let q = input::query(raw.as_deref(), &["org"])?;
+    Ok(Json(
+        compute_list(&state, &principal, raw.as_deref()).await?,
+    ))
+}
+
+async fn list_rows(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Vec<BudgetRow>> {
+    let q = input::query(raw, &["org"])?;
     let scope = principal.read_scope(q.get("org").map(String::as_str), None)?;
-    let rows = BUDGETS_LIST
+    Ok(BUDGETS_LIST
         .scoped(state.client(), &scope)
         .fetch_all::<BudgetRow>()
-        .await?;
-    Ok(Json(
+        .await?)
+}
+
+/// What `GET /api/v1/budgets?{raw}` answers.
+pub async fn compute_list(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Vec<BudgetOut>> {
+    list_rows(state, principal, raw)
+        .await?
+        .iter()
+        .map(BudgetRow::to_out)
+        .collect()
+}
+
+/// A budget, its current period (as `GET /api/v1/budgets/{id}/status` answers) and the usage
+/// it counts.
+#[derive(Debug, Clone)]
+pub struct BudgetWithStatus {
+    pub budget: BudgetOut,
+    pub status: BudgetStatus,
+    pub usage_scope: Scope,
+}
+
+/// Every budget `GET /api/v1/budgets?{raw}` lists, each with its status.
+pub async fn compute_list_with_status(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Vec<BudgetWithStatus>> {
+    let rows = list_rows(state, principal, raw).await?;
+    let today = OffsetDateTime::now_utc().date();
+    let statuses = futures_util::future::try_join_all(
         rows.iter()
-            .map(BudgetRow::to_out)
-            .collect::<ApiResult<_>>()?,
-    ))
+            .map(|row| status_of_row(state.client(), row, today)),
+    )
+    .await?;
+    rows.iter()
+        .zip(statuses)
+        .map(|(row, status)| {
+            Ok(BudgetWithStatus {
+                budget: row.to_out()?,
+                status,
+                usage_scope: row.usage_scope(),
+            })
+        })
+        .collect()
 }
 
 /// Creates a budget.
@@ -474,6 +526,18 @@ pub async fn create(
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<BudgetOut>)> {
     let b: BudgetIn = input::json_body(body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(compute_create(&state, &principal, b).await?),
+    ))
+}
+
+/// Creates a budget, as `POST /api/v1/budgets` does.
+pub async fn compute_create(
+    state: &AppState,
+    principal: &Principal,
+    b: BudgetIn,
+) -> ApiResult<BudgetOut> {
     let org_id = principal.write_org(b.org_id.as_deref())?;
     let org_id = input::text("org_id", &org_id, 256)?;
     let valid = validated(b)?;
@@ -490,7 +554,7 @@ pub async fn create(
         soft_thresholds: Vec::new(),
         mode: String::new(),
         enabled: 1,
-        created_by: input::who(&principal),
+        created_by: input::who(principal),
         created_at: now,
         updated_at: now,
         deleted: 0,
@@ -498,7 +562,7 @@ pub async fn create(
     };
     valid.apply(&mut row);
     write(state.client(), &row).await?;
-    Ok((StatusCode::CREATED, Json(row.to_out()?)))
+    row.to_out()
 }
 
 /// One budget.
@@ -511,7 +575,16 @@ pub async fn get_one(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BudgetOut>> {
-    Ok(Json(find(state.client(), &principal, &id).await?.to_out()?))
+    Ok(Json(compute_get(&state, &principal, &id).await?))
+}
+
+/// What `GET /api/v1/budgets/{id}` answers.
+pub async fn compute_get(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<BudgetOut> {
+    find(state.client(), principal, id).await?.to_out()
 }
 
 /// Replaces a budget (every field, as on create).
@@ -529,17 +602,33 @@ pub async fn replace(
     let mut row = find(state.client(), &principal, &id).await?;
     principal.write_org(Some(&row.org_id))?;
     let b: BudgetIn = input::json_body(body)?;
+    Ok(Json(replace_row(&state, &mut row, b).await?))
+}
+
+/// Replaces a budget, as `PUT /api/v1/budgets/{id}` does.
+pub async fn compute_replace(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    b: BudgetIn,
+) -> ApiResult<BudgetOut> {
+    let mut row = find(state.client(), principal, id).await?;
+    principal.write_org(Some(&row.org_id))?;
+    replace_row(state, &mut row, b).await
+}
+
+async fn replace_row(state: &AppState, row: &mut BudgetRow, b: BudgetIn) -> ApiResult<BudgetOut> {
     if b.org_id.as_ref().is_some_and(|o| *o != row.org_id) {
         return Err(ApiError::bad(
             "org_id",
             "a budget cannot move to another org",
         ));
     }
-    validated(b)?.apply(&mut row);
+    validated(b)?.apply(row);
     row.updated_at = now_second();
     row.version = row_version();
-    write(state.client(), &row).await?;
-    Ok(Json(row.to_out()?))
+    write(state.client(), row).await?;
+    row.to_out()
 }
 
 /// Deletes a budget (a new version with `deleted = 1`).
@@ -654,8 +743,13 @@ pub async fn status(
 ) -> ApiResult<Json<BudgetStatus>> {
     let client = state.client();
     let row = find(client, &principal, &id).await?;
-    let out = row.to_out()?;
     let today = OffsetDateTime::now_utc().date();
+    Ok(Json(status_of_row(client, &row, today).await?))
+}
+
+/// The status of `row`'s period containing `today`.
+async fn status_of_row(client: &Client, row: &BudgetRow, today: Date) -> ApiResult<BudgetStatus> {
+    let out = row.to_out()?;
     let (start, end) = out.period.bounds(today);
     let spend = BUDGET_SPEND
         .scoped(client, &row.usage_scope())
@@ -663,13 +757,13 @@ pub async fn status(
         .bind(day_param(end))
         .fetch_one::<SpendRow>()
         .await?;
-    Ok(Json(status_of(
+    Ok(status_of(
         &out,
         row.limit_nusd,
         spend.cost_usd,
         spend.requests,
         today,
-    )))
+    ))
 }
 
 /// Routes of this module.

@@ -22,6 +22,7 @@ pub mod credits;
 pub mod error;
 pub mod export;
 pub mod forecast;
+pub mod internal_budgets;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
@@ -106,6 +107,7 @@ pub fn app(state: AppState) -> Router {
         .merge(budgets::routes())
         .merge(alerts::routes())
         .merge(keys::routes())
+        .merge(internal_budgets::routes())
         .merge(export::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::analytics::{request, Filter};
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::forecast::{Forecast, Method};
+use crate::forecast::{exhaustion_day, Forecast, Method, Point};
 use crate::AppState;
 
 /// Days of history the model is fitted on.
@@ -175,6 +175,72 @@ fn month_rest(o: &Outlook, today: Date) -> f64 {
     rest
 }
 
+/// When a budget's current period reaches its limit at the forecast pace.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetExhaustion {
+    pub budget: crate::budgets::BudgetOut,
+    pub status: crate::budgets::BudgetStatus,
+    /// Spent so far plus the forecast for the rest of the period (USD).
+    pub projected_period_usd: String,
+    /// The UTC day the limit is reached at the forecast pace; `None` when it is not reached
+    /// within the current period (or there is no history to forecast from).
+    pub exhausts_on: Option<String>,
+    pub method: Option<Method>,
+}
+
+/// For each budget in the caller's scope (`raw` may narrow by `org`): its current period and
+/// the day the forecast says it runs out — each budget forecast on its own scope's spend.
+pub async fn compute_budget_exhaustion(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Vec<BudgetExhaustion>> {
+    let client = state.client();
+    let today = OffsetDateTime::now_utc().date();
+    let mut out = Vec::new();
+    for b in crate::budgets::compute_list_with_status(state, principal, raw).await? {
+        let filter = Filter {
+            scope: b.usage_scope.clone(),
+            provider: None,
+            model: None,
+        };
+        let o = outlook(client, &filter, today).await?;
+        let (_, end) = b.budget.period.bounds(today);
+        let rest: Vec<Point> = o
+            .forecast
+            .as_ref()
+            .map(|f| {
+                let mut pts = f.horizon(
+                    today,
+                    u32::try_from((end - today).whole_days()).unwrap_or(0),
+                );
+                if let Some(first) = pts.first_mut() {
+                    // Today's forecast less what today already spent (that is in `spent`).
+                    first.value = (first.value - o.actual_today).max(0.0);
+                }
+                pts
+            })
+            .unwrap_or_default();
+        let spent: f64 = b.status.spent_usd.parse().unwrap_or(0.0);
+        let limit: f64 = b.status.limit_usd.parse().unwrap_or(0.0);
+        let exhausts_on = if spent >= limit || o.forecast.is_some() {
+            exhaustion_day(&rest, spent, limit)
+                .or_else(|| (spent >= limit).then_some(today))
+                .map(day_param)
+        } else {
+            None
+        };
+        out.push(BudgetExhaustion {
+            projected_period_usd: usd_f(spent + rest.iter().map(|p| p.value).sum::<f64>()),
+            exhausts_on,
+            method: o.forecast.as_ref().map(|f| f.method),
+            budget: b.budget,
+            status: b.status,
+        });
+    }
+    Ok(out)
+}
+
 /// The forecast for the next `horizon_days` (default 30) with an 80% interval, the month-end
 /// total, per-provider outlooks and credit runway, within the caller's scope.
 #[utoipa::path(get, path = "/api/v1/projections", tag = "analytics",
@@ -187,7 +253,18 @@ pub async fn projections(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Projections>> {
-    let (p, filter) = request(&state, &principal, raw.as_deref())?;
+    Ok(Json(
+        compute_projections(&state, &principal, raw.as_deref()).await?,
+    ))
+}
+
+/// What `GET /api/v1/projections?{raw}` answers (the web dashboard renders the same value).
+pub async fn compute_projections(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Projections> {
+    let (p, filter) = request(state, principal, raw)?;
     let horizon = p.horizon_days;
     let client = state.client();
     let today = OffsetDateTime::now_utc().date();
@@ -253,7 +330,7 @@ pub async fn projections(
         });
     }
 
-    let runway = crate::credits::latest(client, &principal)
+    let runway = crate::credits::latest(client, principal)
         .await?
         .into_iter()
         .filter_map(|c| {
@@ -273,7 +350,7 @@ pub async fn projections(
         })
         .collect();
 
-    Ok(Json(Projections {
+    Ok(Projections {
         method: total.forecast.as_ref().map(|f| f.method),
         history_days: total.history_days,
         horizon_days: horizon,
@@ -288,5 +365,5 @@ pub async fn projections(
         providers,
         runway,
         notes,
-    }))
+    })
 }

@@ -75,6 +75,17 @@ impl ApiError {
         }
     }
 
+    /// A hard budget refused the call (429, like a provider's quota error).
+    pub fn budget_exceeded(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 429,
+            message: message.into(),
+            kind: "insufficient_quota",
+            code: Some("budget_exceeded"),
+            param: None,
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError {
             status: 500,

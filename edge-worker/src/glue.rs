@@ -1,7 +1,7 @@
 //! The Workers glue: the `fetch` and `queue` handlers. Decisions live in the pure modules; this
 //! file moves requests, bytes and time.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
@@ -18,9 +18,11 @@ use worker::{
 };
 
 use crate::attribution::{self, Attribution};
+use crate::budget::{self, BudgetSpec};
 use crate::call::{self, Plan, Route};
 use crate::config::{self, Provider};
 use crate::errors::ApiError;
+use crate::guard::{self, GuardRequest};
 use crate::keys::{self, AppKey};
 use crate::measure::{self, CallFacts};
 use crate::ship;
@@ -235,6 +237,11 @@ struct Prepared {
     attribution: Attribution,
     region: String,
     request_bytes: u64,
+    event_id: Uuid,
+    /// Budgets this call holds a reservation in (settled when its record is built).
+    reservations: Vec<String>,
+    /// The budget clock (unix seconds): now, or the test clock when enabled.
+    budget_now: i64,
 }
 
 async fn handle(
@@ -264,6 +271,7 @@ async fn handle(
     )?;
     let header_provider = header("x-tollgate-provider");
     let content_length = header("content-length");
+    let test_now = header("x-tollgate-test-now");
     let forwarded: Vec<(String, String)> = FORWARDED_HEADERS
         .iter()
         .filter_map(|h| header(h).map(|v| (h.to_string(), v)))
@@ -294,15 +302,205 @@ async fn handle(
     let region = colo(&req)
         .or_else(|| var(env, "EDGE_REGION"))
         .unwrap_or_default();
-    let prepared = Prepared {
+    // A test clock for budget periods, honoured only where ALLOW_TEST_CLOCK=1 (never deployed).
+    let budget_now = match (var(env, "ALLOW_TEST_CLOCK").as_deref(), test_now) {
+        (Some("1"), Some(t)) => t.parse().unwrap_or((started / 1000) as i64),
+        _ => (started / 1000) as i64,
+    };
+    let mut prepared = Prepared {
         route,
         plan,
         key,
         attribution,
         region,
         request_bytes: body.len() as u64,
+        event_id: new_event_id(started),
+        reservations: Vec::new(),
+        budget_now,
     };
-    proxy(prepared, forwarded, env, ctx, started).await
+    let warnings = match guard_budgets(env, ctx, &mut prepared).await {
+        Ok(w) => w,
+        Err(refusal) => {
+            let mut f = facts(&prepared, started, prepared.event_id);
+            f.status_code = 429;
+            f.error_class = ErrorClass::BudgetBlocked;
+            record_later(env, ctx, f, Vec::new(), budget_now);
+            return Err(refusal);
+        }
+    };
+    let resp = proxy(prepared, forwarded, env, ctx, started).await?;
+    if warnings.is_empty() {
+        return Ok(resp);
+    }
+    let headers = Headers::new();
+    for (k, v) in resp.headers().entries() {
+        let _ = headers.append(&k, &v);
+    }
+    let _ = headers.set("x-tollgate-budget-warning", &warnings.join("; "));
+    Ok(resp.with_headers(headers))
+}
+
+thread_local! {
+    /// org → (budgets, fetched at ms)
+    static ORG_BUDGETS: RefCell<HashMap<String, (Vec<BudgetSpec>, u64)>> = RefCell::new(HashMap::new());
+}
+
+const BUDGET_LIST_TTL_MS: u64 = 30_000;
+/// How long a stale list is still used when dashboard-api cannot be reached.
+const BUDGET_LIST_STALE_MS: u64 = 600_000;
+
+/// The org's budgets (cached); empty when budgets are not configured at this edge.
+async fn org_budgets(env: &Env, org: &str) -> Vec<BudgetSpec> {
+    let now = now_ms();
+    let cached = ORG_BUDGETS.with(|c| c.borrow().get(org).cloned());
+    if let Some((specs, at)) = &cached {
+        if now - at < BUDGET_LIST_TTL_MS {
+            return specs.clone();
+        }
+    }
+    let path = format!("/internal/v1/budgets?org={}", form_encode(org));
+    let fetched = match guard::internal_call(env, Method::Get, &path).await {
+        Some(mut resp) => resp.json::<Vec<BudgetSpec>>().await.ok(),
+        None => None,
+    };
+    match fetched {
+        Some(specs) => {
+            ORG_BUDGETS.with(|c| c.borrow_mut().insert(org.to_string(), (specs.clone(), now)));
+            specs
+        }
+        None => match cached {
+            Some((specs, at)) if now - at < BUDGET_LIST_STALE_MS => specs,
+            _ => {
+                console_error!(
+                    "tollgate: budgets of {org} unavailable; the call is not budget-guarded"
+                );
+                Vec::new()
+            }
+        },
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Reserves the call's worst-case cost in every budget that applies; a refusal is the 429 the
+/// client gets. Returns the soft-threshold warnings to show.
+async fn guard_budgets(
+    env: &Env,
+    ctx: &Context,
+    p: &mut Prepared,
+) -> Result<Vec<String>, ApiError> {
+    if env.durable_object("BUDGET_GUARD").is_err() || var(env, "KEYS_URL").is_none() {
+        return Ok(Vec::new());
+    }
+    let user = p
+        .attribution
+        .user
+        .clone()
+        .unwrap_or_else(|| p.key.user_id.clone());
+    let specs: Vec<BudgetSpec> = org_budgets(env, &p.key.org_id)
+        .await
+        .into_iter()
+        .filter(|s| s.applies(&user, &p.key.app_id))
+        .collect();
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let at = datetime_ms(u64::try_from(p.budget_now).unwrap_or(0) * 1000);
+    let worst = with_prices(|t| {
+        budget::worst_case_cost(
+            budget::price_for(t, &p.plan.provider.name, &p.plan.facts.model, at),
+            p.request_bytes,
+            p.plan.facts.max_output_tokens,
+        )
+    })
+    .flatten();
+    let amount = match worst {
+        Some(n) => n.get(),
+        None if specs.iter().any(BudgetSpec::is_hard)
+            && var(env, "UNPRICED_UNDER_HARD_BUDGET").as_deref() != Some("allow") =>
+        {
+            return Err(ApiError::budget_exceeded(format!(
+                "model `{}` is not in the price table, so its cost cannot be bounded under a hard budget (set UNPRICED_UNDER_HARD_BUDGET=allow to let it through)",
+                p.plan.facts.model
+            )));
+        }
+        None => 0,
+    };
+    let id = p.event_id.to_string();
+    let mut warnings = Vec::new();
+    for spec in &specs {
+        let cmd = GuardRequest::Reserve {
+            spec: spec.clone(),
+            id: id.clone(),
+            amount,
+            now: p.budget_now,
+        };
+        let decision = match guard::call_guard(env, &spec.budget_id, &cmd).await {
+            Ok(Some(d)) => d,
+            _ => {
+                console_error!(
+                    "tollgate: budget guard {} unavailable; not enforced for this call",
+                    spec.budget_id
+                );
+                continue;
+            }
+        };
+        if !decision.allowed {
+            release(env, &p.reservations, &id, p.budget_now).await;
+            p.reservations.clear();
+            let reset = OffsetDateTime::from_unix_timestamp(decision.reset_at)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            return Err(ApiError::budget_exceeded(format!(
+                "budget \"{}\" ({}) is exhausted: limit ${}, spent ${}, reserved by calls in flight ${}; it resets at {reset}",
+                spec.name,
+                spec.period,
+                usage_core::Nanos::new(decision.limit_nusd),
+                usage_core::Nanos::new(decision.spent_nusd),
+                usage_core::Nanos::new(decision.reserved_nusd),
+            )));
+        }
+        p.reservations.push(spec.budget_id.clone());
+        for pct in decision.crossed {
+            warnings.push(format!(
+                "{pct}% of budget \"{}\" ({}) used",
+                spec.name, spec.period
+            ));
+            let env = env.clone();
+            let path = format!(
+                "/internal/v1/budgets/{}/warning?percent={pct}&period_start={}",
+                spec.budget_id,
+                budget::period_bounds(&spec.period, p.budget_now).0
+            );
+            ctx.wait_until(async move {
+                let _ = guard::internal_call(&env, Method::Post, &path).await;
+            });
+        }
+    }
+    Ok(warnings)
+}
+
+/// Releases reservations (settled at zero).
+async fn release(env: &Env, budgets: &[String], id: &str, now: i64) {
+    for b in budgets {
+        let cmd = GuardRequest::Settle {
+            id: id.to_string(),
+            actual: 0,
+            now,
+        };
+        let _ = guard::call_guard(env, b, &cmd).await;
+    }
 }
 
 /// The Cloudflare data centre serving the request (`request.cf.colo`), when there is one
@@ -350,13 +548,33 @@ fn new_event_id(started: u64) -> Uuid {
     Uuid::new_v7(ts)
 }
 
-fn record_later(env: &Env, ctx: &Context, facts: CallFacts) {
+fn record_later(
+    env: &Env,
+    ctx: &Context,
+    facts: CallFacts,
+    reservations: Vec<String>,
+    budget_now: i64,
+) {
     let env = env.clone();
-    ctx.wait_until(async move {
-        if let Some(record) = with_prices(|t| measure::build_record(facts, t)) {
-            ship::ship(&env, record).await;
+    ctx.wait_until(finish(env, facts, reservations, budget_now));
+}
+
+/// Builds the record, settles the call's budget reservations to its cost, and ships it.
+async fn finish(env: Env, facts: CallFacts, reservations: Vec<String>, budget_now: i64) {
+    let Some(record) = with_prices(|t| measure::build_record(facts, t)) else {
+        return;
+    };
+    for b in &reservations {
+        let cmd = GuardRequest::Settle {
+            id: record.event_id.to_string(),
+            actual: record.cost_nusd.get(),
+            now: budget_now,
+        };
+        if let Err(e) = guard::call_guard(&env, b, &cmd).await {
+            console_error!("tollgate: settling budget {b} failed: {e}");
         }
-    });
+    }
+    ship::ship(&env, record).await;
 }
 
 async fn proxy(
@@ -367,7 +585,7 @@ async fn proxy(
     started: u64,
 ) -> Result<Response, ApiError> {
     let provider: &Provider = &p.plan.provider;
-    let event_id = new_event_id(started);
+    let event_id = p.event_id;
     let key = secret(env, &provider.secret).ok_or_else(|| {
         ApiError::internal(format!(
             "provider `{}` has no key configured (secret {})",
@@ -416,7 +634,7 @@ async fn proxy(
             f.status_code = 502;
             f.error_class = ErrorClass::Network;
             f.upstream_ms = f.latency_ms;
-            record_later(env, ctx, f);
+            record_later(env, ctx, f, p.reservations.clone(), p.budget_now);
             return Err(ApiError::upstream_unreachable(&provider.name));
         }
         Either::Right(((), _)) => {
@@ -425,7 +643,7 @@ async fn proxy(
             f.status_code = 504;
             f.error_class = ErrorClass::Timeout;
             f.upstream_ms = f.latency_ms;
-            record_later(env, ctx, f);
+            record_later(env, ctx, f, p.reservations.clone(), p.budget_now);
             return Err(ApiError::upstream_timeout(&provider.name, timeout_ms));
         }
     };
@@ -453,6 +671,7 @@ async fn proxy(
     f.upstream_ms = headers_ms;
     let endpoint = p.route.endpoint;
     let env2 = env.clone();
+    let (reservations, budget_now) = (p.reservations.clone(), p.budget_now);
     ctx.wait_until(async move {
         match copy.bytes().await {
             Ok(bytes) => {
@@ -470,9 +689,7 @@ async fn proxy(
                 f.error_class = ErrorClass::Aborted;
             }
         }
-        if let Some(record) = with_prices(|t| measure::build_record(f, t)) {
-            ship::ship(&env2, record).await;
-        }
+        finish(env2, f, reservations, budget_now).await;
     });
     Ok(upstream)
 }
@@ -600,6 +817,7 @@ fn stream_through(
     f.upstream_ms = headers_ms;
     let request_bytes = p.request_bytes;
     let env2 = env.clone();
+    let (reservations, budget_now) = (p.reservations.clone(), p.budget_now);
     ctx.wait_until(async move {
         match rx.await {
             Ok(end) => {
@@ -629,9 +847,7 @@ fn stream_through(
                 f.error_class = ErrorClass::Aborted;
             }
         }
-        if let Some(record) = with_prices(|t| measure::build_record(f, t)) {
-            ship::ship(&env2, record).await;
-        }
+        finish(env2, f, reservations, budget_now).await;
     });
     Ok(response)
 }

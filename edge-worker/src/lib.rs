@@ -17,6 +17,7 @@
 //! natively.
 
 pub mod attribution;
+pub mod budget;
 pub mod call;
 pub mod config;
 pub mod errors;
@@ -28,5 +29,7 @@ pub mod tap;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;
+#[cfg(target_arch = "wasm32")]
+mod guard;
 #[cfg(target_arch = "wasm32")]
 mod ship;

@@ -1,0 +1,394 @@
+//! Budgets that hold under concurrency: the ledger one `BudgetGuard` Durable Object keeps for
+//! one budget, and the worst-case cost a call reserves before it is sent.
+//!
+//! Every call a budget applies to goes through that budget's single guard, which handles one
+//! request at a time. Before forwarding, the edge **reserves** the call's worst-case cost
+//! ([`worst_case_cost`]); a hard budget refuses the reservation when
+//! `spent + reserved + this > limit`. After the call the reservation is **settled** to the
+//! actual cost (or released when nothing was spent). So 200 concurrent calls against a budget
+//! with room for N get exactly N through, and spend never passes the limit.
+//!
+//! Safety margins, all on the side of never leaking: the input bound is the request's byte
+//! count (a token is at least one byte); the output bound is `max_tokens` or the model's output
+//! limit (or [`DEFAULT_OUTPUT_BOUND`]); a reservation never settled within
+//! [`RESERVATION_TTL_SECS`] (an isolate died mid-call) is counted as spent. The guard's spend is
+//! resynced from ClickHouse's truth and only ever raised by it (`max`), so a restarted guard
+//! starts from what was recorded and a live one never forgets calls still in flight to the
+//! collector. Periods are UTC: days, weeks from Monday, calendar months.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use time::{Date, Duration, Month, OffsetDateTime};
+use usage_core::{ModelPrice, Nanos, PriceTable};
+
+/// Output tokens assumed when neither the request nor the price table bounds them.
+pub const DEFAULT_OUTPUT_BOUND: u32 = 16_384;
+/// Seconds after which an unsettled reservation is treated as spent.
+pub const RESERVATION_TTL_SECS: i64 = 600;
+
+/// A budget as the dashboard defines it (what the edge fetches and hands to its guard).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetSpec {
+    pub budget_id: String,
+    pub name: String,
+    /// `org`, `org_user` or `app`.
+    pub scope: String,
+    #[serde(default)]
+    pub user_id: String,
+    #[serde(default)]
+    pub app_id: String,
+    /// `daily`, `weekly` or `monthly`.
+    pub period: String,
+    pub limit_nusd: i64,
+    /// `hard` (enforced) or `soft` (warns).
+    pub mode: String,
+    #[serde(default)]
+    pub soft_thresholds: Vec<u8>,
+}
+
+impl BudgetSpec {
+    /// Whether a call of `user` through `app` is under this budget (the org already matched).
+    pub fn applies(&self, user: &str, app: &str) -> bool {
+        match self.scope.as_str() {
+            "org" => true,
+            "org_user" => !user.is_empty() && self.user_id == user,
+            "app" => self.app_id == app,
+            _ => false,
+        }
+    }
+
+    pub fn is_hard(&self) -> bool {
+        self.mode == "hard"
+    }
+}
+
+/// Start of the period containing `now`, and the start of the next one (UTC, unix seconds).
+pub fn period_bounds(period: &str, now: i64) -> (i64, i64) {
+    let t = OffsetDateTime::from_unix_timestamp(now).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let day = t.date();
+    let (start, end): (Date, Date) = match period {
+        "weekly" => {
+            let start = day - Duration::days(i64::from(day.weekday().number_days_from_monday()));
+            (start, start + Duration::days(7))
+        }
+        "monthly" => {
+            let start = day.replace_day(1).unwrap_or(day);
+            let end = if start.month() == Month::December {
+                Date::from_calendar_date(start.year() + 1, Month::January, 1)
+            } else {
+                Date::from_calendar_date(start.year(), start.month().next(), 1)
+            }
+            .unwrap_or(start);
+            (start, end)
+        }
+        _ => (day, day + Duration::days(1)),
+    };
+    (
+        start.midnight().assume_utc().unix_timestamp(),
+        end.midnight().assume_utc().unix_timestamp(),
+    )
+}
+
+/// A guard's answer to a reservation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit_nusd: i64,
+    pub spent_nusd: i64,
+    pub reserved_nusd: i64,
+    /// When the period (and so the budget) resets, unix seconds.
+    pub reset_at: i64,
+    /// Soft thresholds (percent) this reservation crossed for the first time this period.
+    #[serde(default)]
+    pub crossed: Vec<u8>,
+}
+
+/// One budget's running state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub spec: BudgetSpec,
+    pub period_start: i64,
+    pub period_end: i64,
+    pub spent_nusd: i64,
+    /// reservation id → (amount, taken at)
+    pub reserved: BTreeMap<String, (i64, i64)>,
+    /// Thresholds already announced this period.
+    pub warned: BTreeSet<u8>,
+    /// When the spend was last resynced from ClickHouse (unix seconds; 0 = never).
+    pub synced_at: i64,
+}
+
+impl Ledger {
+    pub fn new(spec: BudgetSpec, now: i64) -> Ledger {
+        let (period_start, period_end) = period_bounds(&spec.period, now);
+        Ledger {
+            spec,
+            period_start,
+            period_end,
+            spent_nusd: 0,
+            reserved: BTreeMap::new(),
+            warned: BTreeSet::new(),
+            synced_at: 0,
+        }
+    }
+
+    /// Moves to the period containing `now` (spend starts again at zero; open reservations
+    /// carry over and settle into the new period) and expires stale reservations as spent.
+    pub fn tick(&mut self, now: i64) {
+        if now >= self.period_end || now < self.period_start {
+            let (s, e) = period_bounds(&self.spec.period, now);
+            self.period_start = s;
+            self.period_end = e;
+            self.spent_nusd = 0;
+            self.warned.clear();
+            self.synced_at = 0;
+        }
+        let stale: Vec<String> = self
+            .reserved
+            .iter()
+            .filter(|(_, (_, at))| now - at > RESERVATION_TTL_SECS)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if let Some((amount, _)) = self.reserved.remove(&id) {
+                self.spent_nusd = self.spent_nusd.saturating_add(amount);
+            }
+        }
+    }
+
+    /// Updates the definition (the dashboard may have changed the limit or mode).
+    pub fn update_spec(&mut self, spec: BudgetSpec, now: i64) {
+        if spec.period != self.spec.period {
+            self.spec = spec;
+            self.period_end = 0; // recompute on tick
+            self.tick(now);
+        } else {
+            self.spec = spec;
+        }
+    }
+
+    pub fn reserved_total(&self) -> i64 {
+        self.reserved.values().map(|(a, _)| *a).sum()
+    }
+
+    /// Raises the spend to ClickHouse's figure for this period (never lowers it).
+    pub fn resync(&mut self, period_start: i64, truth_nusd: i64, now: i64) {
+        if period_start == self.period_start {
+            self.spent_nusd = self.spent_nusd.max(truth_nusd);
+        }
+        self.synced_at = now;
+    }
+
+    /// Reserves `amount` for `id` if the budget allows it.
+    pub fn reserve(&mut self, id: &str, amount: i64, now: i64) -> Decision {
+        self.tick(now);
+        let committed = self.spent_nusd.saturating_add(self.reserved_total());
+        let after = committed.saturating_add(amount.max(0));
+        let allowed = !self.spec.is_hard() || after <= self.spec.limit_nusd;
+        let mut crossed = Vec::new();
+        if allowed {
+            self.reserved.insert(id.to_string(), (amount.max(0), now));
+            if self.spec.limit_nusd > 0 {
+                for &pct in &self.spec.soft_thresholds {
+                    let level = i128::from(self.spec.limit_nusd) * i128::from(pct) / 100;
+                    if i128::from(after) >= level && self.warned.insert(pct) {
+                        crossed.push(pct);
+                    }
+                }
+            }
+        }
+        Decision {
+            allowed,
+            limit_nusd: self.spec.limit_nusd,
+            spent_nusd: self.spent_nusd,
+            reserved_nusd: self.reserved_total(),
+            reset_at: self.period_end,
+            crossed,
+        }
+    }
+
+    /// Settles a reservation to what the call cost (`actual`; 0 releases it).
+    pub fn settle(&mut self, id: &str, actual: i64, now: i64) {
+        self.tick(now);
+        self.reserved.remove(id);
+        self.spent_nusd = self.spent_nusd.saturating_add(actual.max(0));
+    }
+}
+
+/// The most a call can cost: every request byte an input token, plus the output bound, at the
+/// model's prices. `None` when the model is not priced (the caller decides what a hard budget
+/// does then).
+pub fn worst_case_cost(
+    price: Option<&ModelPrice>,
+    request_bytes: u64,
+    max_output_tokens: Option<u32>,
+) -> Option<Nanos> {
+    let price = price?;
+    let input = u32::try_from(request_bytes).unwrap_or(u32::MAX);
+    let output = max_output_tokens
+        .or(price.max_output_tokens)
+        .unwrap_or(DEFAULT_OUTPUT_BOUND);
+    // The dearest classes: input at the higher of input and cache-write rates, output at the
+    // higher of output and reasoning rates.
+    let mut p = price.clone();
+    p.input = p.input.max(p.cache_write.unwrap_or(p.input));
+    p.output = p.output.max(p.reasoning.unwrap_or(p.output));
+    p.cached_input = None;
+    p.cache_write = None;
+    p.reasoning = None;
+    Some(usage_core::price_tokens(
+        usage_core::TokenCounts {
+            input,
+            output,
+            ..Default::default()
+        },
+        &p,
+    ))
+}
+
+/// The price the table has for a call (served model unknown yet: the requested one).
+pub fn price_for<'a>(
+    table: &'a PriceTable,
+    provider: &str,
+    model: &str,
+    at: OffsetDateTime,
+) -> Option<&'a ModelPrice> {
+    table.resolve(provider, model, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn spec(limit: i64, mode: &str) -> BudgetSpec {
+        BudgetSpec {
+            budget_id: "b1".into(),
+            name: "team".into(),
+            scope: "org".into(),
+            user_id: String::new(),
+            app_id: String::new(),
+            period: "daily".into(),
+            limit_nusd: limit,
+            mode: mode.into(),
+            soft_thresholds: vec![50, 80, 100],
+        }
+    }
+
+    const NOW: i64 = 1_795_800_000; // 2026-11-27 14:40 UTC
+
+    #[test]
+    fn a_hard_budget_admits_exactly_what_fits_however_interleaved() {
+        let mut l = Ledger::new(spec(1000, "hard"), NOW);
+        let mut allowed = 0;
+        for i in 0..20 {
+            if l.reserve(&format!("r{i}"), 100, NOW).allowed {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 10);
+        // settling for less frees room; settling everything never exceeds the limit
+        for i in 0..10 {
+            l.settle(&format!("r{i}"), 60, NOW);
+        }
+        assert_eq!(l.spent_nusd, 600);
+        assert!(l.reserve("x", 400, NOW).allowed);
+        assert!(!l.reserve("y", 1, NOW).allowed);
+    }
+
+    #[test]
+    fn soft_budgets_warn_once_per_threshold() {
+        let mut l = Ledger::new(spec(1000, "soft"), NOW);
+        assert_eq!(l.reserve("a", 400, NOW).crossed, Vec::<u8>::new());
+        assert_eq!(l.reserve("b", 200, NOW).crossed, vec![50]);
+        assert_eq!(l.reserve("c", 300, NOW).crossed, vec![80]);
+        let d = l.reserve("d", 500, NOW);
+        assert!(d.allowed, "soft budgets never refuse");
+        assert_eq!(d.crossed, vec![100]);
+        assert_eq!(l.reserve("e", 1, NOW).crossed, Vec::<u8>::new());
+    }
+
+    #[test]
+    fn periods_roll_over_at_utc_boundaries() {
+        assert_eq!(
+            period_bounds("daily", NOW),
+            (
+                datetime!(2026-11-27 0:00 UTC).unix_timestamp(),
+                datetime!(2026-11-28 0:00 UTC).unix_timestamp()
+            )
+        );
+        assert_eq!(
+            period_bounds("weekly", NOW).0,
+            datetime!(2026-11-23 0:00 UTC).unix_timestamp()
+        ); // Monday
+        assert_eq!(
+            period_bounds("monthly", NOW),
+            (
+                datetime!(2026-11-01 0:00 UTC).unix_timestamp(),
+                datetime!(2026-12-01 0:00 UTC).unix_timestamp()
+            )
+        );
+        assert_eq!(
+            period_bounds("monthly", datetime!(2026-12-31 23:00 UTC).unix_timestamp()).1,
+            datetime!(2027-01-01 0:00 UTC).unix_timestamp()
+        );
+        let mut l = Ledger::new(spec(100, "hard"), NOW);
+        assert!(l.reserve("a", 100, NOW).allowed);
+        l.settle("a", 100, NOW);
+        assert!(!l.reserve("b", 1, NOW).allowed);
+        let tomorrow = NOW + 86_400;
+        let d = l.reserve("c", 100, tomorrow);
+        assert!(d.allowed, "a new day, a new budget");
+        assert_eq!(d.reset_at, datetime!(2026-11-29 0:00 UTC).unix_timestamp());
+    }
+
+    #[test]
+    fn resync_only_raises_and_stale_reservations_count_as_spent() {
+        let mut l = Ledger::new(spec(1000, "hard"), NOW);
+        l.settle("x", 300, NOW);
+        l.resync(l.period_start, 200, NOW);
+        assert_eq!(
+            l.spent_nusd, 300,
+            "the guard's own settled calls are not forgotten"
+        );
+        l.resync(l.period_start, 700, NOW);
+        assert_eq!(
+            l.spent_nusd, 700,
+            "a restarted guard starts from the recorded truth"
+        );
+        assert!(l.reserve("lost", 200, NOW).allowed);
+        l.tick(NOW + RESERVATION_TTL_SECS + 1);
+        assert_eq!((l.spent_nusd, l.reserved_total()), (900, 0));
+    }
+
+    #[test]
+    fn worst_case_bounds_every_token_class() {
+        let table = PriceTable::builtin().unwrap();
+        let at = datetime!(2026-11-01 0:00 UTC);
+        let p = price_for(&table, "openai", "gpt-4o-mini", at);
+        // 1,000 bytes of input at $0.15/1M + 500 output at $0.60/1M
+        assert_eq!(
+            worst_case_cost(p, 1000, Some(500)),
+            Some(Nanos::new(150_000 + 300_000))
+        );
+        // without max_tokens: the model's output limit (16,384 for gpt-4o-mini)
+        assert_eq!(worst_case_cost(p, 0, None), Some(Nanos::new(16_384 * 600)));
+        assert_eq!(
+            worst_case_cost(price_for(&table, "openai", "nope", at), 10, Some(10)),
+            None
+        );
+    }
+
+    #[test]
+    fn scopes() {
+        let mut s = spec(1, "hard");
+        assert!(s.applies("", "any"));
+        s.scope = "org_user".into();
+        s.user_id = "alice".into();
+        assert!(s.applies("alice", "x") && !s.applies("bob", "x") && !s.applies("", "x"));
+        s.scope = "app".into();
+        s.app_id = "web".into();
+        assert!(s.applies("", "web") && !s.applies("", "cli"));
+    }
+}

@@ -1,0 +1,359 @@
+//! Budgets that hold under concurrency, end to end: a hard budget with room for exactly N calls
+//! lets exactly N of 200 concurrent calls through the wasm worker (the rest get 429
+//! `budget_exceeded`), the recorded cost never passes the limit, a restarted guard resyncs from
+//! ClickHouse and still refuses, the next period starts afresh, and a soft threshold adds a
+//! warning header and an alert.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use service_kit::Secret;
+use time::OffsetDateTime;
+use tollgate_clickhouse::clickhouse::Row;
+use tollgate_clickhouse::testing::TestDb;
+use tollgate_dashboard_api::auth::{create_token, Role};
+use tollgate_dashboard_api::config::Config;
+use tollgate_dashboard_api::{app, AppState};
+use tollgate_e2e::harness::{worker_bindings, CollectorProc, WorkerdProc};
+use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
+
+const INTERNAL_SECRET: &str = "e2e-internal-secret-0123456789abcdef";
+/// gpt-4o-mini: $0.15 input and $0.60 output per 1M tokens = 150 and 600 nano-USD a token.
+const INPUT_NUSD: i64 = 150;
+const OUTPUT_NUSD: i64 = 600;
+const MAX_TOKENS: i64 = 100;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+async fn serve_dashboard(db: &TestDb) -> SocketAddr {
+    let mut config = Config::default();
+    config.clickhouse.url = db.url().to_string();
+    config.clickhouse.database = db.name().to_string();
+    config.internal.signing_secrets = vec![Secret::new(INTERNAL_SECRET.to_string())];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app(AppState::new(config));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+async fn api(method: &'static str, url: String, token: String, body: Option<Value>) -> Value {
+    tokio::task::spawn_blocking(move || {
+        let a = agent();
+        let auth = format!("Bearer {token}");
+        let mut resp = match method {
+            "GET" => a.get(&url).header("authorization", &auth).call(),
+            _ => a
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .send(body.unwrap_or(Value::Null).to_string().as_bytes()),
+        }
+        .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        assert!(
+            (200..300).contains(&status),
+            "{method} {url}: {status} {text}"
+        );
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    })
+    .await
+    .unwrap()
+}
+
+/// A request body whose byte length equals the prompt tokens the mock reports, so the worst
+/// case the edge reserves (every byte a token, plus max_tokens) is exactly what the call costs.
+fn exact_body() -> (Vec<u8>, i64) {
+    let make = |n: i64| {
+        json!({"model": "gpt-4o-mini", "max_tokens": MAX_TOKENS,
+               "messages": [{"role": "user", "content": "x".repeat(1100)}],
+               "mock": {"usage": {"prompt_tokens": n, "completion_tokens": MAX_TOKENS}}})
+        .to_string()
+        .into_bytes()
+    };
+    let len = make(1000).len() as i64;
+    let body = make(len);
+    assert_eq!(body.len() as i64, len, "same digit count, same length");
+    (body, len * INPUT_NUSD + MAX_TOKENS * OUTPUT_NUSD)
+}
+
+/// One call: (status, error code, budget-warning header).
+fn call(url: &str, key: &str, body: &[u8], test_now: Option<i64>) -> (u16, String, Option<String>) {
+    let a = agent();
+    let mut req = a
+        .post(url)
+        .header("authorization", &format!("Bearer {key}"))
+        .header("content-type", "application/json");
+    if let Some(t) = test_now {
+        req = req.header("x-tollgate-test-now", &t.to_string());
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    let warning = resp
+        .headers()
+        .get("x-tollgate-budget-warning")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let code = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    (status, code, warning)
+}
+
+#[derive(Row, serde::Deserialize, Debug)]
+struct Spend {
+    ok: u64,
+    blocked: u64,
+    cost: i128,
+}
+
+async fn spend(db: &TestDb, org: &str) -> Spend {
+    db.client()
+        .query("SELECT countIf(error_class = 'none') AS ok, countIf(error_class = 'budget_blocked') AS blocked, sum(cost_nusd) AS cost FROM usage_events WHERE org_id = ?")
+        .bind(org)
+        .with_setting("wait_end_of_query", "1")
+        .fetch_one::<Spend>()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_budget_admits_exactly_what_fits_and_holds_across_restarts() {
+    const N: i64 = 50;
+    const CALLS: usize = 200;
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
+    let dashboard = format!("http://{}", serve_dashboard(&db).await);
+    let (_, admin) = create_token(
+        db.client(),
+        "budgets e2e",
+        Role::OrgAdmin,
+        "org_budget",
+        "",
+        "e2e",
+    )
+    .await
+    .unwrap();
+
+    let (body, cost) = exact_body();
+    let limit = N * cost;
+    api("POST", format!("{dashboard}/api/v1/budgets"), admin.clone(), Some(json!({
+        "name": "exactly fifty", "scope": "org", "period": "daily",
+        "limit_usd": usage_core::Nanos::new(limit).to_string(), "mode": "hard", "soft_thresholds": [100]
+    })))
+    .await;
+    let key = api(
+        "POST",
+        format!("{dashboard}/api/v1/keys"),
+        admin.clone(),
+        Some(json!({"app_id": "bench", "name": "budget key"})),
+    )
+    .await["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut bindings: Vec<(String, String)> =
+        worker_bindings(&mock.base_url(), &collector.records_url(), "{}")
+            .into_iter()
+            .filter(|(k, _)| k != "APP_KEYS")
+            .collect();
+    for (k, v) in [
+        ("KEYS_URL", dashboard.as_str()),
+        ("KEYS_SIGNING_SECRET", INTERNAL_SECRET),
+        ("ALLOW_TEST_CLOCK", "1"),
+    ] {
+        bindings.push((k.to_string(), v.to_string()));
+    }
+    let worker = WorkerdProc::start(bindings.clone());
+    let url = format!("{}/chat/completions", worker.base_url());
+
+    // 200 concurrent calls.
+    let ok = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let (url, key, body, ok, refused) = (
+                url.clone(),
+                key.clone(),
+                body.clone(),
+                ok.clone(),
+                refused.clone(),
+            );
+            std::thread::spawn(move || match call(&url, &key, &body, None) {
+                (200, _, _) => {
+                    ok.fetch_add(1, Ordering::SeqCst);
+                }
+                (429, code, _) => {
+                    assert_eq!(code, "budget_exceeded");
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+                other => panic!("unexpected answer {other:?}"),
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(
+        ok.load(Ordering::SeqCst),
+        N as usize,
+        "exactly the calls that fit got through"
+    );
+    assert_eq!(refused.load(Ordering::SeqCst), CALLS - N as usize);
+    assert_eq!(
+        mock.requests(),
+        N as u64,
+        "refused calls never reached the provider"
+    );
+
+    // Every call is recorded; the period's cost is exactly the limit, never more.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut s = spend(&db, "org_budget").await;
+    while (s.ok + s.blocked) < CALLS as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        s = spend(&db, "org_budget").await;
+    }
+    assert_eq!((s.ok, s.blocked), (N as u64, (CALLS - N as usize) as u64));
+    assert_eq!(
+        s.cost,
+        i128::from(limit),
+        "recorded spend equals the limit exactly"
+    );
+
+    // A restarted worker has fresh guards: they resync from ClickHouse and still refuse.
+    drop(worker);
+    let worker = WorkerdProc::start(bindings);
+    let url = format!("{}/chat/completions", worker.base_url());
+    let (b2, u2) = (body.clone(), url.clone());
+    let k2 = key.clone();
+    let (status, code, _) = tokio::task::spawn_blocking(move || call(&u2, &k2, &b2, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "budget_exceeded"),
+        "a restarted guard forgot the spend"
+    );
+
+    // The next UTC day is a new period.
+    let tomorrow = OffsetDateTime::now_utc().unix_timestamp() + 86_400;
+    let (b3, u3, k3) = (body.clone(), url.clone(), key.clone());
+    let (status, _, _) = tokio::task::spawn_blocking(move || call(&u3, &k3, &b3, Some(tomorrow)))
+        .await
+        .unwrap();
+    assert_eq!(
+        status, 200,
+        "the budget did not reset at the period boundary"
+    );
+    drop(collector);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_threshold_warns_in_a_header_and_raises_an_alert() {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
+    let dashboard = format!("http://{}", serve_dashboard(&db).await);
+    let (_, admin) = create_token(
+        db.client(),
+        "soft e2e",
+        Role::OrgAdmin,
+        "org_soft",
+        "",
+        "e2e",
+    )
+    .await
+    .unwrap();
+    let (body, cost) = exact_body();
+    api("POST", format!("{dashboard}/api/v1/budgets"), admin.clone(), Some(json!({
+        "name": "watch", "scope": "org", "period": "monthly",
+        "limit_usd": usage_core::Nanos::new(4 * cost).to_string(), "mode": "soft", "soft_thresholds": [50, 100]
+    })))
+    .await;
+    let key = api(
+        "POST",
+        format!("{dashboard}/api/v1/keys"),
+        admin.clone(),
+        Some(json!({"app_id": "a", "name": "k"})),
+    )
+    .await["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut bindings: Vec<(String, String)> =
+        worker_bindings(&mock.base_url(), &collector.records_url(), "{}")
+            .into_iter()
+            .filter(|(k, _)| k != "APP_KEYS")
+            .collect();
+    for (k, v) in [
+        ("KEYS_URL", dashboard.as_str()),
+        ("KEYS_SIGNING_SECRET", INTERNAL_SECRET),
+    ] {
+        bindings.push((k.to_string(), v.to_string()));
+    }
+    let worker = WorkerdProc::start(bindings);
+    let url = format!("{}/chat/completions", worker.base_url());
+    let mut warnings = Vec::new();
+    for _ in 0..5 {
+        let (u, k, b) = (url.clone(), key.clone(), body.clone());
+        let (status, _, warning) = tokio::task::spawn_blocking(move || call(&u, &k, &b, None))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "soft budgets never refuse");
+        warnings.push(warning);
+    }
+    assert_eq!(warnings[0], None);
+    assert!(
+        warnings[1]
+            .as_deref()
+            .unwrap_or("")
+            .contains("50% of budget \"watch\""),
+        "{warnings:?}"
+    );
+    assert_eq!(warnings[2], None);
+    assert!(
+        warnings[3].as_deref().unwrap_or("").contains("100%"),
+        "{warnings:?}"
+    );
+    assert_eq!(warnings[4], None, "each threshold warns once");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = api(
+            "GET",
+            format!("{dashboard}/api/v1/alerts"),
+            admin.clone(),
+            None,
+        )
+        .await;
+        let kinds: Vec<&str> = alerts
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["kind"].as_str()).collect())
+            .unwrap_or_default();
+        if kinds.iter().filter(|k| **k == "budget_threshold").count() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "budget alerts not recorded: {alerts}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(collector);
+}
