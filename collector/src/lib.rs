@@ -211,9 +211,19 @@ pub async fn run<S: Store>(
 
     let state = AppState::new(config.clone(), spool.clone(), metrics, health, reject_tx);
     tracing::info!(listen = %listener.local_addr()?, "collector listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let mut sink_task = sink_task;
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown);
+    tokio::select! {
+        served = server => served?,
+        // The sink never ends on its own: if it does, nothing accepted would reach ClickHouse.
+        // Exit so the supervisor restarts the collector (the spool keeps every record).
+        ended = &mut sink_task => {
+            pinger.abort();
+            rejects_task.abort();
+            tracing::error!(result = ?ended, "the sink stopped unexpectedly; exiting so that the collector is restarted");
+            return Err("the sink stopped unexpectedly".into());
+        }
+    }
 
     tracing::info!("no longer accepting; flushing the spool to ClickHouse");
     let _ = stop_tx.send(true);

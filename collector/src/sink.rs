@@ -275,6 +275,7 @@ impl<S: Store> Sink<S> {
         let started = Instant::now();
         let rows_inserted;
         let mut shutdown_seen: Option<Instant> = None;
+        let mut data_attempts = 0u32;
         loop {
             let result = self
                 .insert_once(&batch_id, &batch.records, min_ts, max_ts, check_first)
@@ -298,6 +299,14 @@ impl<S: Store> Sink<S> {
                         tracing::warn!(%batch_id, "shutting down with ClickHouse unavailable; the batch stays in the spool");
                         return Ok(false);
                     }
+                }
+                Err(StoreError::Data(e)) if data_attempts < 2 => {
+                    // Confirm before giving rows up: a glitch can look like bad data once.
+                    data_attempts += 1;
+                    self.metrics.count_insert_failure("data");
+                    tracing::warn!(%batch_id, error = %e, "ClickHouse refused the batch's data; retrying before dead-lettering");
+                    tokio::time::sleep(backoff.next()).await;
+                    check_first = true;
                 }
                 Err(StoreError::Data(e)) => {
                     self.metrics.count_insert_failure("data");

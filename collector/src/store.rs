@@ -14,13 +14,10 @@ use uuid::Uuid;
 use crate::ingest::Reject;
 use crate::sink::{BatchInfo, Store, StoreError};
 
-/// ClickHouse exception codes that mean "these rows are wrong", not "try again later".
+/// ClickHouse exception codes that mean "these rows are wrong", not "try again later". Codes
+/// a truncated request body also produces (27, 32, 33: a connection cut mid-insert, a server
+/// stopping) are deliberately not here: they are retried.
 const DATA_ERROR_CODES: &[u32] = &[
-    6,   // CANNOT_PARSE_TEXT
-    26,  // CANNOT_PARSE_QUOTED_STRING
-    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
-    32,  // ATTEMPT_TO_READ_AFTER_EOF
-    33,  // CANNOT_READ_ALL_DATA
     38,  // CANNOT_PARSE_DATE
     41,  // CANNOT_PARSE_DATETIME
     53,  // TYPE_MISMATCH

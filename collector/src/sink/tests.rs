@@ -235,13 +235,30 @@ async fn refused_data_goes_to_rejects_not_into_a_retry_loop() {
         .await
         .unwrap();
     let store = Arc::new(FakeStore::default());
-    store.refuse_data.store(1, Ordering::SeqCst);
+    store.refuse_data.store(3, Ordering::SeqCst); // refused every time it is tried
     run_until_drained(&spool, store.clone()).await;
     assert!(store.rows.lock().unwrap().is_empty());
     let rejects = store.rejects.lock().unwrap();
     assert_eq!(rejects.len(), 5);
     assert!(rejects[0].reason.contains("Type mismatch"));
     assert!(rejects[0].raw.contains(&record(0).event_id.to_string()));
+}
+
+#[tokio::test]
+async fn a_one_off_data_error_is_retried_not_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool
+        .append(AppendBatch::from_records(
+            &(0..5).map(record).collect::<Vec<_>>(),
+        ))
+        .await
+        .unwrap();
+    let store = Arc::new(FakeStore::default());
+    store.refuse_data.store(1, Ordering::SeqCst);
+    run_until_drained(&spool, store.clone()).await;
+    assert_eq!(store.rows.lock().unwrap().len(), 5);
+    assert!(store.rejects.lock().unwrap().is_empty());
 }
 
 #[test]

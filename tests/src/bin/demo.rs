@@ -70,6 +70,8 @@ fn parse_days(s: &str) -> Result<u32, String> {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const DB: &str = "tollgate_demo";
+/// dashboard-api ↔ edge (key lookups, budgets).
+const INTERNAL_SECRET: &str = "demo-internal-secret-0123456789";
 const DASHBOARD: &str = "127.0.0.1:8080";
 const COLLECTOR: &str = "127.0.0.1:8081";
 const EDGE: &str = "127.0.0.1:8787";
@@ -132,36 +134,53 @@ fn port_free(addr: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// One app key per (org, app): `(key, org, app, default user)`.
-fn app_keys() -> Vec<(String, String, String)> {
+/// Creates one app key per (org, app) through dashboard-api: `(secret, org, app)`.
+async fn create_keys(admin: &str) -> Result<Vec<(String, String, String)>, BoxError> {
     let mut keys = Vec::new();
-    for (i, (org, _, apps)) in ORGS.iter().enumerate() {
-        for (j, app) in apps.iter().enumerate() {
-            keys.push((
-                format!("tg_demo{i}{j}_{}", "d".repeat(40)),
-                org.to_string(),
-                app.to_string(),
-            ));
+    for (org, _, apps) in ORGS {
+        for app in apps.iter() {
+            let v = admin_post(
+                admin,
+                "/api/v1/keys",
+                json!({"org_id": org, "app_id": app, "name": format!("demo {app}")}),
+            )
+            .await?;
+            let secret = v["secret"]
+                .as_str()
+                .ok_or("no secret in the key answer")?
+                .to_string();
+            keys.push((secret, org.to_string(), app.to_string()));
         }
     }
-    keys
+    Ok(keys)
 }
 
-fn app_keys_json(keys: &[(String, String, String)]) -> String {
-    let entries: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(n, (key, org, app))| {
-            format!(
-                r#""{}":{{"key_id":"demo_key_{n}","org_id":"{org}","app_id":"{app}"}}"#,
-                usage_core::keys::hash_secret(key)
-            )
-        })
-        .collect();
-    format!("{{{}}}", entries.join(","))
+/// POSTs JSON to dashboard-api as the admin.
+async fn admin_post(admin: &str, path: &str, body: Value) -> Result<Value, BoxError> {
+    let url = format!("http://{DASHBOARD}{path}");
+    let auth = format!("Bearer {admin}");
+    tokio::task::spawn_blocking(move || -> Result<Value, BoxError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .post(&url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())?;
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string()?;
+        if !(200..300).contains(&status) {
+            return Err(format!("POST {url}: {status} {text}").into());
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    })
+    .await?
 }
 
 struct Stats {
+    budget: AtomicU64,
     sent: AtomicU64,
     answered: AtomicU64,
     ok: AtomicU64,
@@ -175,7 +194,7 @@ fn call(
     n: u64,
     rng: &mut fastrand::Rng,
     real: bool,
-) -> Result<u16, String> {
+) -> Result<(u16, bool), String> {
     let (key, org, _) = &keys[rng.usize(..keys.len())];
     let users = ORGS
         .iter()
@@ -240,8 +259,8 @@ fn call(
         .send(body.to_string().as_bytes())
         .map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let _ = resp.body_mut().read_to_vec();
-    Ok(status)
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    Ok((status, status == 429 && text.contains("budget_exceeded")))
 }
 
 fn traffic(
@@ -270,10 +289,12 @@ fn traffic(
                         break;
                     }
                     match call(&agent, &keys, n, &mut rng, real) {
-                        Ok(status) => {
+                        Ok((status, budget_refusal)) => {
                             stats.answered.fetch_add(1, Ordering::SeqCst);
                             if (200..300).contains(&status) {
                                 stats.ok.fetch_add(1, Ordering::SeqCst);
+                            } else if status == 429 && budget_refusal {
+                                stats.budget.fetch_add(1, Ordering::SeqCst);
                             }
                         }
                         Err(_) => {
@@ -447,7 +468,8 @@ async fn main() -> Result<(), BoxError> {
             .arg("serve")
             .env("TOLLGATE_LISTEN", DASHBOARD)
             .env("TOLLGATE_CLICKHOUSE_URL", server.url())
-            .env("TOLLGATE_CLICKHOUSE_DATABASE", DB),
+            .env("TOLLGATE_CLICKHOUSE_DATABASE", DB)
+            .env("TOLLGATE_INTERNAL_SIGNING_SECRETS", INTERNAL_SECRET),
         demo_dir.join("dashboard-api.log"),
     ));
     if !wait_for_port(DASHBOARD.parse()?, Duration::from_secs(30)) {
@@ -460,15 +482,33 @@ async fn main() -> Result<(), BoxError> {
     done(pb, &format!("dashboard-api at http://{DASHBOARD}"));
 
     let pb = step("edge worker (wasm) under workerd");
-    let keys = Arc::new(app_keys());
+    let keys = Arc::new(create_keys(&admin).await?);
+    // Budgets: org_001's small hard daily budget gets hit; org_000's soft one raises alerts.
+    admin_post(
+        &admin,
+        "/api/v1/budgets",
+        json!({"org_id": "org_001", "name": "copilot daily cap", "scope": "org",
+        "period": "daily", "limit_usd": "0.05", "mode": "hard", "soft_thresholds": [50, 80, 100]}),
+    )
+    .await?;
+    admin_post(
+        &admin,
+        "/api/v1/budgets",
+        json!({"org_id": "org_000", "name": "support monthly", "scope": "org",
+        "period": "monthly", "limit_usd": "0.40", "mode": "soft", "soft_thresholds": [25, 50, 75]}),
+    )
+    .await?;
     let mut bindings = tollgate_e2e::harness::worker_bindings(
         &mock.as_ref().map_or_else(
             || "https://api.openai.com/v1".to_string(),
             MockProvider::base_url,
         ),
         &format!("http://{COLLECTOR}/v1/records"),
-        &app_keys_json(&keys),
+        "{}",
     );
+    bindings.retain(|(k, _)| k != "APP_KEYS");
+    bindings.push(("KEYS_URL".into(), format!("http://{DASHBOARD}")));
+    bindings.push(("KEYS_SIGNING_SECRET".into(), INTERNAL_SECRET.into()));
     if args.real_providers {
         bindings.retain(|(k, _)| {
             !matches!(
@@ -525,7 +565,7 @@ async fn main() -> Result<(), BoxError> {
     );
     let (key, _, _) = &keys[0];
     println!(
-        "\nDashboard API: http://{DASHBOARD}/api/v1/overview   (OpenAPI: http://{DASHBOARD}/openapi.json)\n\
+        "\nDashboard:     http://{DASHBOARD}/ (sign in with the admin token)   API: http://{DASHBOARD}/api/v1/overview   OpenAPI: http://{DASHBOARD}/openapi.json\n\
          Admin token:   {admin}\n\
          Try it:        curl -H 'authorization: Bearer {admin}' 'http://{DASHBOARD}/api/v1/overview?from={today_param}'\n\
          Edge (for SDKs): base_url=http://{EDGE}/v1  api_key={key}\n"
@@ -533,6 +573,7 @@ async fn main() -> Result<(), BoxError> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats {
+        budget: AtomicU64::new(0),
         sent: AtomicU64::new(0),
         answered: AtomicU64::new(0),
         ok: AtomicU64::new(0),
@@ -596,9 +637,10 @@ async fn main() -> Result<(), BoxError> {
         stats.answered.load(Ordering::SeqCst),
         stats.ok.load(Ordering::SeqCst),
     );
+    let refused = stats.budget.load(Ordering::SeqCst);
     println!(
-        "Sent {sent} requests: {answered} answered ({ok} OK, {} provider errors), {} not answered.",
-        answered - ok,
+        "Sent {sent} requests: {answered} answered ({ok} OK, {refused} refused by org_001's hard budget, {} provider errors), {} not answered.",
+        answered - ok - refused,
         stats.failed.load(Ordering::SeqCst)
     );
 
