@@ -45,24 +45,43 @@ async fn analyst_guide() {
         }
         r.tags = BTreeMap::from([("team".to_string(), format!("t{}", i % 4))]);
     }
-    let rows: Vec<UsageEventRow> = records.iter().map(|r| UsageEventRow::from_record(r, "seed", now)).collect();
-    tollgate_clickhouse::insert_events(db.client(), &rows).await.unwrap();
+    let rows: Vec<UsageEventRow> = records
+        .iter()
+        .map(|r| UsageEventRow::from_record(r, "seed", now))
+        .collect();
+    tollgate_clickhouse::insert_events(db.client(), &rows)
+        .await
+        .unwrap();
 
     let doc = std::fs::read_to_string(repo_root().join("docs/ANALYSTS.md")).unwrap();
     let blocks = sql_blocks(&doc);
     assert!(blocks.len() >= 10, "the guide has {} queries", blocks.len());
-    let url = format!("{}/?database={}&default_format=JSONCompact", db.url(), db.name());
+    let url = format!(
+        "{}/?database={}&default_format=JSONCompact",
+        db.url(),
+        db.name()
+    );
     for (heading, sql) in blocks {
         let (url, sql2) = (url.clone(), sql.clone());
         let (status, body) = tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
             let mut r = agent.post(&url).send(sql2.as_bytes()).unwrap();
-            (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+            (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            )
         })
         .await
         .unwrap();
         assert_eq!(status, 200, "{heading}:\n{sql}\n→ {body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{heading}: {e}: {body}"));
-        assert!(v["rows"].as_u64().unwrap_or(0) > 0, "{heading} returned no rows:\n{sql}");
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{heading}: {e}: {body}"));
+        assert!(
+            v["rows"].as_u64().unwrap_or(0) > 0,
+            "{heading} returned no rows:\n{sql}"
+        );
     }
 }
