@@ -994,6 +994,24 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/alerts/{id}/acknowledge", post(acknowledge))
         .route("/api/v1/alerts/{id}/resolve", post(resolve))
+        .route("/api/v1/alert-rules/{id}/test", post(test_rule))
+}
+
+/// Sends a sample notification to the rule's channels and answers what each delivery did
+/// (attempts are logged like real ones). Admins and the rule's org admins only.
+#[utoipa::path(post, path = "/api/v1/alert-rules/{id}/test", operation_id = "test_alert_rule", tag = "alerts",
+    params(("id" = Uuid, Path, description = "Rule id")),
+    responses((status = 200, body = crate::notify::TestSendOut), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn test_rule(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<crate::notify::TestSendOut>> {
+    let row = find_rule(state.client(), &principal, &id).await?;
+    principal.write_org(Some(&row.org_id))?;
+    Ok(Json(crate::notify::test_send(&state, &row).await))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! - [`auth`] — bearer tokens → [`auth::Principal`] → the tenant scope of every query.
 //! - [`params`] — strict parsing of query parameters; [`error`] — the one error type.
 //! - [`openapi`] — the OpenAPI document, generated from the handlers.
+//! - [`web`] — the web dashboard: server-rendered pages over the same computations.
 //!
 //! [`app`] builds the router (tested with `oneshot`, no socket). Request path, outermost
 //! first: the body limit (1 MiB) → [`metrics::track`] (counts and times by route) → routing →
@@ -20,14 +21,20 @@ pub mod budgets;
 pub mod config;
 pub mod credits;
 pub mod error;
+pub mod evaluator;
 pub mod export;
 pub mod forecast;
 pub mod internal_budgets;
 pub mod keys;
 pub mod metrics;
+pub mod notify;
 pub mod openapi;
+pub mod outbound;
 pub mod params;
+pub mod pollers;
 pub mod projections;
+pub mod reconcile;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -109,6 +116,7 @@ pub fn app(state: AppState) -> Router {
         .merge(keys::routes())
         .merge(internal_budgets::routes())
         .merge(export::routes())
+        .merge(web::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

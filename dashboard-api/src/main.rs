@@ -1,6 +1,7 @@
 //! `dashboard-api`: Tollgate's admin service.
 //!
-//! - `dashboard-api serve` — the JSON API (and the web dashboard) on `listen`.
+//! - `dashboard-api serve` — the JSON API (and the web dashboard) on `listen`, and the
+//!   background jobs: alert evaluation, provider credit polls, bill reconciliation.
 //! - `dashboard-api migrate` — apply pending ClickHouse migrations.
 //! - `dashboard-api token create --role admin --name ops` — mint an API token (printed once);
 //!   `token list`, `token revoke <id>`.
@@ -96,9 +97,14 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             let listener = tokio::net::TcpListener::bind(&config.listen).await?;
             tracing::info!(listen = %listener.local_addr()?, "dashboard-api listening");
             let state = AppState::new(config);
-            axum::serve(listener, app(state))
+            // Alert evaluation, credit polls, reconciliation: one instance of several runs
+            // them (a lease in ClickHouse); stopped after the server has drained.
+            let jobs = tollgate_dashboard_api::evaluator::spawn(state.clone());
+            let served = axum::serve(listener, app(state))
                 .with_graceful_shutdown(service_kit::shutdown_signal())
-                .await?;
+                .await;
+            jobs.shutdown().await;
+            served?;
             Ok(())
         }
         Command::Migrate => {

@@ -395,8 +395,8 @@ async fn the_internal_lookup_is_signed_and_answers_live_keys_only() {
         None,
         Some("garbage".to_string()),
         Some(sign_now("a-different-secret-0123456789")),
-        Some(wire::sign(INTERNAL_SECRET.as_bytes(), now - 301, b"")),
-        Some(wire::sign(INTERNAL_SECRET.as_bytes(), now + 301, b"")),
+        Some(wire::sign(INTERNAL_SECRET.as_bytes(), now - 400, b"")),
+        Some(wire::sign(INTERNAL_SECRET.as_bytes(), now + 400, b"")),
         Some(wire::sign(INTERNAL_SECRET.as_bytes(), now, b"a body")),
     ] {
         let (status, out) = lookup(&state, &hash, sig.clone()).await;

@@ -16,6 +16,12 @@
 //!
 //! Without it, answers are deterministic: 120 prompt and 30 completion tokens (or the reported
 //! `usage` defaults of [`MockOptions`]), with optional random errors and latency for the demo.
+//!
+//! The same port also answers the providers' admin APIs (OpenRouter `/api/v1/credits` and
+//! `/api/v1/key`, OpenAI `/v1/organization/costs`) from [`MockProvider::admin`], whose values
+//! tests set: see [`admin`].
+
+pub mod admin;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,6 +70,8 @@ struct MockState {
 pub struct MockProvider {
     pub addr: SocketAddr,
     pub stats: Arc<MockStats>,
+    /// What the admin APIs answer (set values from tests).
+    pub admin: admin::MockAdmin,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -83,8 +91,10 @@ impl MockProvider {
             stats: stats.clone(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let admin = admin::MockAdmin::default();
+        let app = router(state).merge(admin::router(admin.clone()));
         tokio::spawn(async move {
-            let _ = axum::serve(listener, router(state))
+            let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = rx.await;
                 })
@@ -93,6 +103,7 @@ impl MockProvider {
         Ok(MockProvider {
             addr,
             stats,
+            admin,
             shutdown: Some(tx),
         })
     }
@@ -100,6 +111,12 @@ impl MockProvider {
     /// `http://127.0.0.1:<port>/v1`, the base URL a provider config points at.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// `http://127.0.0.1:<port>`, the API root of the admin APIs (`pollers.openrouter_base_url`,
+    /// `pollers.openai_base_url`).
+    pub fn admin_base_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn requests(&self) -> u64 {

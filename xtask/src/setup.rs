@@ -9,6 +9,7 @@ pub fn run() -> Result {
     clickhouse()?;
     crate::edge::setup()?;
     python_sdk()?;
+    browser()?;
     println!("setup: done");
     Ok(())
 }
@@ -36,6 +37,16 @@ fn clickhouse() -> Result {
     }
     step("setup: ClickHouse server and client (apt)");
     apt_install(&["clickhouse-server", "clickhouse-client"])
+}
+
+/// Debian's `chromium` and `chromium-driver`: the dashboard's browser tests drive them over
+/// WebDriver (`dashboard-api/tests/web_browser.rs`).
+fn browser() -> Result {
+    if have("/usr/bin/chromium") && have("/usr/bin/chromedriver") {
+        return Ok(());
+    }
+    step("setup: Chromium and chromedriver for the dashboard's browser tests (apt)");
+    apt_install(&["chromium", "chromium-driver"])
 }
 
 /// `apt-get update` (once per run) and install `packages` non-interactively.

@@ -1,0 +1,311 @@
+//! The Providers tab: credit status and balances (with their age and runway), each provider's
+//! calls and errors, the model performance table, and cost per model.
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use time::OffsetDateTime;
+
+use crate::analytics::{self, ModelOut, ProviderOut};
+use crate::auth::Role;
+use crate::credits::CreditOut;
+use crate::projections::{self, Projections};
+use crate::web::chart::{self, Bar};
+use crate::web::filters::PageFilters;
+use crate::web::fmt;
+use crate::web::html::{self, esc, Tab};
+use crate::web::overview::section;
+use crate::web::session::Session;
+use crate::web::{tab_error, tab_page};
+use crate::AppState;
+
+/// Balances older than this are flagged as stale.
+const STALE_SECONDS: i64 = 24 * 3600;
+
+/// `GET /providers`.
+pub async fn page(
+    State(state): State<AppState>,
+    session: Session,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let filters = PageFilters::parse(raw.as_deref());
+    let api_query = filters.api_query(OffsetDateTime::now_utc());
+    let p = &session.principal;
+    if let Err(e) = analytics::request(&state, p, Some(&api_query)) {
+        return tab_error(&state, &session, Tab::Providers, &filters, &e);
+    }
+    let (providers, models, outlook) = tokio::join!(
+        analytics::compute_providers(&state, p, Some(&api_query)),
+        analytics::compute_models(&state, p, Some(&api_query)),
+        projections::compute_projections(&state, p, Some(&api_query)),
+    );
+    let retry = filters.href("/providers");
+    let admin = p.role == Role::Admin;
+    let credits = match &providers {
+        Ok(rows) => credit_table(rows, outlook.as_ref().ok(), admin),
+        Err(e) => html::error_panel("Credit status", e, Some(&retry)),
+    };
+    let (model_cost, model_perf) = match &models {
+        Ok(m) => (model_bars(m), model_table(m)),
+        Err(e) => (
+            html::error_panel("Cost per model", e, Some(&retry)),
+            html::error_panel("Model performance", e, Some(&retry)),
+        ),
+    };
+    let body = format!(
+        "<div class=\"page-head\"><h1>Providers</h1><p class=\"muted\">{}</p></div>{}\
+         <div class=\"grid-2\">{}{}</div>{}",
+        esc(&filters.describe()),
+        html::panel(
+            "credits",
+            "Credit status",
+            "Latest balance of each provider key, how old it is, and how long it lasts at the forecast pace",
+            &credits,
+        ),
+        html::panel(
+            "provider-table",
+            "Calls by provider",
+            "Errors and latency in this period",
+            &section(providers, &retry, "Calls by provider", |v| provider_table(v)),
+        ),
+        html::panel(
+            "model-cost",
+            "Cost per model",
+            "The models that cost most in this period",
+            &model_cost,
+        ),
+        html::panel(
+            "models",
+            "Model performance",
+            "Latency, success rate, cost per 1k tokens and token efficiency (output ÷ input tokens)",
+            &model_perf,
+        ),
+    );
+    tab_page(
+        &state,
+        &session,
+        Tab::Providers,
+        &filters,
+        &api_query,
+        None,
+        StatusCode::OK,
+        &body,
+    )
+}
+
+fn status_badge(c: &CreditOut) -> String {
+    let tone = match c.status.as_str() {
+        "valid" | "manual" | "ok" => "ok",
+        "rate_limited" | "low" => "warn",
+        _ => "bad",
+    };
+    let mut s = format!(
+        "<span class=\"badge {tone}\">{}</span>",
+        esc(&c.status.replace('_', " "))
+    );
+    if !c.error.is_empty() {
+        s.push_str(&format!(
+            " <small class=\"muted\">{}</small>",
+            esc(&c.error)
+        ));
+    }
+    s
+}
+
+fn credit_table(rows: &[ProviderOut], outlook: Option<&Projections>, admin: bool) -> String {
+    let credits: Vec<&CreditOut> = rows.iter().flat_map(|r| r.credits.iter()).collect();
+    if credits.is_empty() {
+        return html::empty(
+            "No balances recorded",
+            "OpenRouter balances are polled automatically. OpenAI has no balance API: record one \
+             with <code>POST /api/v1/credits</code>.",
+        );
+    }
+    let table_rows: Vec<html::Row> = credits
+        .iter()
+        .map(|c| {
+            let balance = match &c.balance_usd {
+                Some(b) => format!("<data value=\"{}\">{}</data>", esc(b), esc(&fmt::usd(b))),
+                None => format!(
+                    "<span class=\"muted\">no balance · {} used</span>",
+                    esc(&fmt::usd(&c.total_usage_usd))
+                ),
+            };
+            let age = format!(
+                "<span title=\"{}\">{}</span>{}",
+                esc(&fmt::datetime(c.observed_at)),
+                fmt::age(c.age_seconds),
+                if c.age_seconds > STALE_SECONDS {
+                    " <span class=\"badge warn\">stale</span>"
+                } else {
+                    ""
+                }
+            );
+            let runway = outlook
+                .and_then(|o| {
+                    o.runway
+                        .iter()
+                        .find(|r| r.provider == c.provider && r.key_label == c.key_label)
+                })
+                .map_or_else(
+                    || "<span class=\"muted\">—</span>".to_string(),
+                    |r| match (r.days, &r.runs_out_on) {
+                        (Some(d), Some(day)) => format!(
+                            "<span class=\"{}\">{:.0} days</span> <small class=\"muted nowrap\">until {} · {} / day</small>",
+                            if d < 7.0 {
+                                "bad-text"
+                            } else if d < 30.0 {
+                                "warn-text"
+                            } else {
+                                ""
+                            },
+                            d,
+                            esc(day),
+                            esc(&fmt::usd(&r.burn_per_day_usd))
+                        ),
+                        (Some(_), None) => "over 10 years".to_string(),
+                        _ => "<span class=\"muted\">no spend forecast</span>".to_string(),
+                    },
+                );
+            let mut cells = vec![esc(&c.provider), esc(&c.key_label)];
+            if admin {
+                cells.push(if c.org_id.is_empty() {
+                    "<span class=\"muted\">deployment</span>".to_string()
+                } else {
+                    esc(&c.org_id)
+                });
+            }
+            cells.extend([balance, status_badge(c), age, runway]);
+            html::Row {
+                attrs: String::new(),
+                cells,
+            }
+        })
+        .collect();
+    let mut columns = vec![html::col("Provider"), html::col("Key")];
+    if admin {
+        columns.push(html::col("Org"));
+    }
+    columns.extend([
+        html::num("Balance"),
+        html::col("Status"),
+        html::col("Observed"),
+        html::col("Runway"),
+    ]);
+    html::table("credit-table", &columns, &table_rows)
+}
+
+fn provider_table(rows: &[ProviderOut]) -> String {
+    if rows.iter().all(|r| r.requests == 0) {
+        return html::empty(
+            "No calls in this period",
+            "Try a longer range, or clear the provider filter.",
+        );
+    }
+    let table_rows: Vec<html::Row> = rows
+        .iter()
+        .filter(|r| r.requests > 0)
+        .map(|r| html::Row {
+            attrs: String::new(),
+            cells: vec![
+                esc(&r.provider),
+                fmt::count(r.requests),
+                fmt::percent(r.error_rate),
+                fmt::count(r.rate_limited),
+                fmt::ms(r.avg_latency_ms),
+                fmt::ms(r.p95_latency_ms),
+                esc(&fmt::usd(&r.cost_usd)),
+            ],
+        })
+        .collect();
+    html::table(
+        "provider-calls-table",
+        &[
+            html::col("Provider"),
+            html::num("Requests"),
+            html::num("Error rate"),
+            html::num("Rate-limited"),
+            html::num("Avg latency"),
+            html::num("p95 latency"),
+            html::num("Cost"),
+        ],
+        &table_rows,
+    )
+}
+
+fn model_bars(models: &[ModelOut]) -> String {
+    if models.is_empty() {
+        return html::empty(
+            "No model was called in this period",
+            "Cost per model appears here once calls are recorded.",
+        );
+    }
+    let cost = |m: &ModelOut| m.cost_usd.parse::<f64>().unwrap_or(0.0);
+    let mut sorted: Vec<&ModelOut> = models.iter().collect();
+    sorted.sort_by(|a, b| cost(b).total_cmp(&cost(a)));
+    let bars: Vec<Bar> = sorted
+        .iter()
+        .take(12)
+        .map(|m| Bar {
+            label: format!("{} · {}", m.model, m.provider),
+            value: cost(m),
+            shown: fmt::usd(&m.cost_usd),
+            note: fmt::percent(m.cost_share),
+        })
+        .collect();
+    let more = sorted.len().saturating_sub(12);
+    format!(
+        "{}{}",
+        chart::bars("model-cost-bars", "s-cost", &bars),
+        if more > 0 {
+            format!("<p class=\"muted small\">and {more} more in the table below</p>")
+        } else {
+            String::new()
+        }
+    )
+}
+
+fn model_table(models: &[ModelOut]) -> String {
+    if models.is_empty() {
+        return html::empty(
+            "No model was called in this period",
+            "Try a longer range, or clear the provider filter.",
+        );
+    }
+    let rows: Vec<html::Row> = models
+        .iter()
+        .map(|m| html::Row {
+            attrs: String::new(),
+            cells: vec![
+                format!(
+                    "<span class=\"model\">{}</span> <small class=\"muted\">{}</small>",
+                    esc(&m.model),
+                    esc(&m.provider)
+                ),
+                fmt::count(m.requests),
+                fmt::percent(m.success_rate),
+                fmt::ms(m.avg_latency_ms),
+                fmt::ms(m.p95_latency_ms),
+                m.avg_ttft_ms.map_or_else(|| "—".to_string(), fmt::ms),
+                esc(&fmt::usd(&m.cost_per_1k_tokens_usd)),
+                format!("{:.2}", m.token_efficiency),
+                esc(&fmt::usd(&m.cost_usd)),
+            ],
+        })
+        .collect();
+    html::table(
+        "model-table",
+        &[
+            html::col("Model"),
+            html::num("Requests"),
+            html::num("Success"),
+            html::num("Avg latency"),
+            html::num("p95 latency"),
+            html::num("Avg TTFT"),
+            html::num("Cost / 1k tokens"),
+            html::num("Output ÷ input"),
+            html::num("Cost"),
+        ],
+        &rows,
+    )
+}

@@ -1,0 +1,615 @@
+//! The web dashboard over HTTP (no browser): sign-in and its cookie, CSRF and origin checks,
+//! every tab's figures against the API's for the same token, what each role sees and may do,
+//! escaping of caller-chosen strings, designed error states, and the assets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+mod common;
+mod web_support;
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use common::Env;
+use serde_json::Value;
+use tollgate_dashboard_api::web::fmt;
+use web_support::{attr_after, csrf_of, page, request, seed, GLOBEX_MARK};
+
+fn location(h: &axum::http::HeaderMap) -> String {
+    h.get("location").unwrap().to_str().unwrap().to_string()
+}
+
+fn set_cookies(h: &axum::http::HeaderMap) -> Vec<String> {
+    h.get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// `data-card="key"` … `<data value="…">shown</data>`: the exact value and the shown text.
+fn card(html: &str, key: &str) -> (String, String) {
+    let at = html
+        .find(&format!("data-card=\"{key}\""))
+        .unwrap_or_else(|| panic!("no card {key}"));
+    let rest = &html[at..];
+    let v = attr_after(rest, "<data value=", "value").unwrap();
+    let start = rest.find("<data value=").unwrap();
+    let gt = rest[start..].find('>').unwrap() + start + 1;
+    let end = rest[gt..].find("</data>").unwrap() + gt;
+    (v, rest[gt..end].to_string())
+}
+
+#[tokio::test]
+async fn signing_in_sets_a_strict_http_only_cookie_and_goes_back() {
+    let env = Env::new().await;
+    // Not signed in: every tab sends the browser to sign in, remembering where it was going.
+    let (s, h, _) = request(&env, "GET", "/alerts?range=7d", None, &[], None).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(location(&h), "/login?next=%2Falerts%3Frange%3D7d");
+    let (s, h, _) = request(&env, "GET", "/", None, &[], None).await;
+    assert_eq!(
+        (s, location(&h)),
+        (StatusCode::SEE_OTHER, "/overview".into())
+    );
+
+    let (s, h, body) = request(&env, "GET", "/login?next=%2Falerts", None, &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("name=\"token\"") && body.contains("type=\"password\""));
+    let nonce = attr_after(&body, "name=\"nonce\"", "value").unwrap();
+    let login_cookie = format!("tg_login={nonce}");
+    assert!(set_cookies(&h)[0].contains("HttpOnly; SameSite=Strict"));
+
+    // Without the nonce cookie (a cross-site form), nothing happens.
+    let (s, _, _) = request(
+        &env,
+        "POST",
+        "/login",
+        None,
+        &[],
+        Some(&[
+            ("nonce", &nonce),
+            ("token", &env.admin),
+            ("next", "/alerts"),
+        ]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A wrong token is refused with the form again.
+    let (s, _, body) = request(
+        &env,
+        "POST",
+        "/login",
+        None,
+        &[("cookie", &login_cookie)],
+        Some(&[
+            ("nonce", &nonce),
+            ("token", "tga_wrong"),
+            ("next", "/alerts"),
+        ]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("was not accepted") && body.contains("aria-invalid=\"true\""));
+    // The right one: the cookie, and back to where the browser was going.
+    let (s, h, _) = request(
+        &env,
+        "POST",
+        "/login",
+        None,
+        &[("cookie", &login_cookie), ("origin", "http://dash.test")],
+        Some(&[
+            ("nonce", &nonce),
+            ("token", &env.admin),
+            ("next", "/alerts"),
+        ]),
+    )
+    .await;
+    assert_eq!((s, location(&h)), (StatusCode::SEE_OTHER, "/alerts".into()));
+    let session = set_cookies(&h)
+        .into_iter()
+        .find(|c| c.starts_with("tg_session="))
+        .unwrap();
+    assert_eq!(
+        session,
+        format!(
+            "tg_session={}; Path=/; HttpOnly; SameSite=Strict",
+            env.admin
+        )
+    );
+    // Behind an HTTPS proxy the cookie is Secure; an open redirect is not possible.
+    let (_, h, _) = request(
+        &env,
+        "POST",
+        "/login",
+        None,
+        &[("cookie", &login_cookie), ("x-forwarded-proto", "https")],
+        Some(&[
+            ("nonce", &nonce),
+            ("token", &env.admin),
+            ("next", "https://evil.example/"),
+        ]),
+    )
+    .await;
+    assert_eq!(location(&h), "/overview");
+    assert!(set_cookies(&h)
+        .iter()
+        .any(|c| c.starts_with("tg_session=") && c.ends_with("; Secure")));
+
+    // Signing out needs the session's CSRF token, and clears the cookie.
+    let (_, overview) = page(&env, "/overview", &env.admin).await;
+    let csrf = csrf_of(&overview);
+    let (s, _, _) = request(
+        &env,
+        "POST",
+        "/logout",
+        Some(&env.admin),
+        &[],
+        Some(&[("csrf", "nope")]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, h, _) = request(
+        &env,
+        "POST",
+        "/logout",
+        Some(&env.admin),
+        &[],
+        Some(&[("csrf", &csrf)]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert!(set_cookies(&h)
+        .iter()
+        .any(|c| c.starts_with("tg_session=;") && c.contains("Max-Age=0")));
+
+    // A session whose token is not (or no longer) valid goes back to sign-in.
+    let (s, h, _) = request(&env, "GET", "/overview", Some("tga_revoked"), &[], None).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert!(location(&h).contains("why=expired"));
+}
+
+#[tokio::test]
+async fn every_tab_shows_the_apis_figures_for_the_same_token() {
+    let env = Env::new().await;
+    seed(&env).await;
+    for (token, who) in [
+        (&env.admin, "admin"),
+        (&env.acme_viewer, "acme viewer"),
+        (&env.alice, "alice"),
+    ] {
+        for q in [
+            "",
+            "range=7d",
+            "range=24h&provider=openrouter",
+            "from=2020-01-01&to=2020-01-05",
+        ] {
+            let (s, html) = page(&env, &format!("/overview?{q}"), token).await;
+            assert_eq!(s, StatusCode::OK, "{who} {q}: {html}");
+            let api_query = attr_after(&html, "<main", "data-api-query").unwrap();
+            let (s, api) = env
+                .get(&format!("/api/v1/overview?{api_query}"), token)
+                .await;
+            assert_eq!(s, StatusCode::OK);
+            let cur = &api["current"];
+            let prev = &api["previous"];
+            let expect = [
+                (
+                    "requests",
+                    cur["requests"].to_string(),
+                    fmt::count(cur["requests"].as_u64().unwrap()),
+                ),
+                (
+                    "cost",
+                    cur["cost_usd"].as_str().unwrap().to_string(),
+                    fmt::usd(cur["cost_usd"].as_str().unwrap()),
+                ),
+                (
+                    "tokens",
+                    cur["total_tokens"].to_string(),
+                    fmt::count(cur["total_tokens"].as_u64().unwrap()),
+                ),
+                (
+                    "alerts",
+                    api["open_alerts"].to_string(),
+                    fmt::count(api["open_alerts"].as_u64().unwrap()),
+                ),
+                (
+                    "unpriced",
+                    cur["unpriced_requests"].to_string(),
+                    fmt::count(cur["unpriced_requests"].as_u64().unwrap()),
+                ),
+            ];
+            for (key, exact, shown) in expect {
+                assert_eq!(card(&html, key), (exact, shown), "{who} {q}: card {key}");
+            }
+            // The change is against the API's previous period.
+            let at = html.find("data-card=\"requests\"").unwrap();
+            assert_eq!(
+                attr_after(&html[at..], "class=\"prev\"", "value").unwrap(),
+                prev["requests"].to_string()
+            );
+        }
+    }
+    // The other tabs render for every role.
+    for token in [&env.admin, &env.acme_admin, &env.acme_viewer, &env.alice] {
+        for tab in ["providers", "alerts", "projections", "budgets"] {
+            let (s, html) = page(&env, &format!("/{tab}?range=7d"), token).await;
+            assert_eq!(s, StatusCode::OK, "{tab}: {html}");
+            assert!(html.contains(&format!("data-tab=\"{tab}\"")));
+        }
+    }
+    // Projections: the month-end card is the API's.
+    let (_, html) = page(&env, "/projections", &env.acme_viewer).await;
+    let api_query = attr_after(&html, "<main", "data-api-query").unwrap();
+    let (_, api) = env
+        .get(
+            &format!("/api/v1/projections?{api_query}"),
+            &env.acme_viewer,
+        )
+        .await;
+    assert_eq!(
+        card(&html, "month-end").0,
+        api["month_end"]["total_usd"].as_str().unwrap()
+    );
+    assert!(html.contains("id=\"forecast-chart-title\""));
+}
+
+#[tokio::test]
+async fn viewers_see_only_their_org_and_no_edit_controls() {
+    let env = Env::new().await;
+    let seeded = seed(&env).await;
+    let mut seen = BTreeMap::new();
+    for tab in ["overview", "providers", "alerts", "projections", "budgets"] {
+        let (s, html) = page(&env, &format!("/{tab}?range=90d"), &env.acme_viewer).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            !html.to_lowercase().contains(GLOBEX_MARK),
+            "{tab} shows globex data"
+        );
+        assert!(
+            !html.contains("/acknowledge\"") && !html.contains("/resolve\""),
+            "{tab}"
+        );
+        assert!(
+            !html.contains("href=\"/budgets/new\"") && !html.contains("data-edit"),
+            "{tab}"
+        );
+        seen.insert(tab, html);
+    }
+    // ...but does see its own org's alerts and budgets.
+    assert!(seen["alerts"].contains(&seeded.acme_critical.to_string()));
+    assert!(seen["budgets"].contains("Acme monthly"));
+    // Admins see globex and have the controls.
+    let (_, html) = page(&env, "/alerts", &env.admin).await;
+    assert!(html.contains("Globex spend spike"));
+    assert!(html.contains(&format!("/alerts/{}/acknowledge", seeded.globex_alert)));
+    let (_, html) = page(&env, "/budgets", &env.acme_admin).await;
+    assert!(html.contains("href=\"/budgets/new\"") && html.contains("data-edit"));
+    assert!(!html.contains("Globex monthly"));
+    // Viewers cannot reach the forms either.
+    let (s, _) = page(&env, "/budgets/new", &env.acme_viewer).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let csrf = csrf_of(&seen["budgets"]);
+    let (s, _, _) = request(
+        &env,
+        "POST",
+        "/budgets",
+        Some(&env.acme_viewer),
+        &[],
+        Some(&[
+            ("csrf", &csrf),
+            ("name", "x"),
+            ("scope", "org"),
+            ("period", "daily"),
+            ("limit_usd", "1"),
+            ("mode", "soft"),
+        ]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A user-bound viewer sees no alerts, and is told why.
+    let (_, html) = page(&env, "/alerts", &env.alice).await;
+    assert!(html.contains("a token bound to one user sees none"));
+}
+
+#[tokio::test]
+async fn acknowledging_needs_the_sessions_csrf_token_and_records_who() {
+    let env = Env::new().await;
+    let seeded = seed(&env).await;
+    let id = seeded.acme_critical.to_string();
+    let (_, html) = page(&env, "/alerts?range=7d", &env.acme_admin).await;
+    let csrf = csrf_of(&html);
+    let ack = format!("/alerts/{id}/acknowledge");
+    // No token, another session's token, or another site's page: refused, nothing changes.
+    let other = csrf_of(&page(&env, "/alerts", &env.admin).await.1);
+    for (fields, headers) in [
+        (vec![("back", "range=7d")], vec![]),
+        (vec![("csrf", other.as_str())], vec![]),
+        (
+            vec![("csrf", csrf.as_str())],
+            vec![("origin", "https://evil.example")],
+        ),
+        (
+            vec![("csrf", csrf.as_str())],
+            vec![("sec-fetch-site", "cross-site")],
+        ),
+    ] {
+        let (s, _, _) = request(
+            &env,
+            "POST",
+            &ack,
+            Some(&env.acme_admin),
+            &headers,
+            Some(&fields),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    let (_, open) = env.get("/api/v1/alerts?state=open", &env.acme_admin).await;
+    assert!(open.to_string().contains(&id));
+    // The real form: acknowledged by this token, back to the same filters.
+    let (s, h, _) = request(
+        &env,
+        "POST",
+        &ack,
+        Some(&env.acme_admin),
+        &[
+            ("origin", "http://dash.test"),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        Some(&[("csrf", &csrf), ("back", "range=7d")]),
+    )
+    .await;
+    assert_eq!(
+        (s, location(&h)),
+        (
+            StatusCode::SEE_OTHER,
+            "/alerts?range=7d&notice=acknowledged".into()
+        )
+    );
+    let (_, acked) = env
+        .get("/api/v1/alerts?state=acknowledged", &env.acme_admin)
+        .await;
+    let a = acked
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["alert_id"] == Value::String(id.clone()))
+        .unwrap();
+    assert!(a["acknowledged_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("acme admin"));
+    let (_, html) = page(
+        &env,
+        "/alerts?range=7d&notice=acknowledged",
+        &env.acme_admin,
+    )
+    .await;
+    assert!(html.contains("Alert acknowledged."));
+    assert!(html.contains(&format!(
+        "id=\"alert-{id}\" data-alert-id=\"{id}\" data-state=\"acknowledged\""
+    )));
+    // Resolving it; resolving again is a conflict, said as such.
+    let resolve = format!("/alerts/{id}/resolve");
+    let (_, h, _) = request(
+        &env,
+        "POST",
+        &resolve,
+        Some(&env.acme_admin),
+        &[],
+        Some(&[("csrf", &csrf)]),
+    )
+    .await;
+    assert_eq!(location(&h), "/alerts?notice=resolved");
+    let (_, h, _) = request(
+        &env,
+        "POST",
+        &resolve,
+        Some(&env.acme_admin),
+        &[],
+        Some(&[("csrf", &csrf)]),
+    )
+    .await;
+    assert_eq!(location(&h), "/alerts?notice=conflict");
+    // Another org's alert is not found for an org admin.
+    let (_, h, _) = request(
+        &env,
+        "POST",
+        &format!("/alerts/{}/acknowledge", seeded.globex_alert),
+        Some(&env.acme_admin),
+        &[],
+        Some(&[("csrf", &csrf)]),
+    )
+    .await;
+    assert_eq!(location(&h), "/alerts?notice=not_found");
+}
+
+#[tokio::test]
+async fn budgets_are_created_and_edited_through_the_apis_validation() {
+    let env = Env::new().await;
+    let seeded = seed(&env).await;
+    let (s, html) = page(&env, "/budgets/new", &env.acme_admin).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        !html.contains("name=\"org_id\""),
+        "org admins write only their own org"
+    );
+    let csrf = csrf_of(&html);
+    let mut fields = vec![
+        ("csrf", csrf.as_str()),
+        ("name", "Bot weekly"),
+        ("scope", "app"),
+        ("app_id", "support-bot"),
+        ("user_id", "left over from another choice"),
+        ("period", "weekly"),
+        ("limit_usd", "-5"),
+        ("soft_thresholds", "50, 90"),
+        ("mode", "hard"),
+        ("enabled", "1"),
+    ];
+    // The API's own message, next to the field, with what was typed kept.
+    let (s, _, html) = request(
+        &env,
+        "POST",
+        "/budgets",
+        Some(&env.acme_admin),
+        &[],
+        Some(&fields),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(html.contains("id=\"limit_usd-error\""), "{html}");
+    assert!(html.contains("value=\"Bot weekly\""));
+    fields[6] = ("limit_usd", "75");
+    let (s, h, _) = request(
+        &env,
+        "POST",
+        "/budgets",
+        Some(&env.acme_admin),
+        &[],
+        Some(&fields),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert!(location(&h).starts_with("/budgets?notice=created#budget-"));
+    let (_, list) = env.get("/api/v1/budgets", &env.acme_admin).await;
+    let b = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "Bot weekly")
+        .unwrap();
+    assert_eq!(
+        (
+            b["scope"].as_str(),
+            b["app_id"].as_str(),
+            b["limit_usd"].as_str(),
+            b["mode"].as_str()
+        ),
+        (
+            Some("app"),
+            Some("support-bot"),
+            Some("75.000000000"),
+            Some("hard")
+        )
+    );
+    assert_eq!(b["soft_thresholds"], serde_json::json!([50, 90]));
+
+    // Editing: the form is filled in; saving replaces the budget.
+    let edit = format!("/budgets/{}/edit", seeded.acme_budget);
+    let (s, html) = page(&env, &edit, &env.acme_admin).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("value=\"Acme monthly\"") && html.contains("value=\"200\""));
+    let (s, _, _) = request(
+        &env,
+        "POST",
+        &edit,
+        Some(&env.acme_admin),
+        &[],
+        Some(&[
+            ("csrf", &csrf),
+            ("name", "Acme monthly"),
+            ("scope", "org"),
+            ("period", "monthly"),
+            ("limit_usd", "250.5"),
+            ("soft_thresholds", ""),
+            ("mode", "soft"),
+        ]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, b) = env
+        .get(
+            &format!("/api/v1/budgets/{}", seeded.acme_budget),
+            &env.acme_admin,
+        )
+        .await;
+    assert_eq!(
+        (b["limit_usd"].as_str(), b["enabled"].as_bool()),
+        (Some("250.500000000"), Some(false))
+    );
+    assert_eq!(b["soft_thresholds"], serde_json::json!([]));
+    // Another org's budget cannot even be opened.
+    let (_, globex) = env.get("/api/v1/budgets", &env.globex_admin).await;
+    let gid = globex[0]["budget_id"].as_str().unwrap();
+    let (s, _) = page(&env, &format!("/budgets/{gid}/edit"), &env.acme_admin).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The list shows use against the limit, as the status endpoint computes it.
+    let (_, html) = page(&env, "/budgets", &env.acme_admin).await;
+    let (_, status) = env
+        .get(
+            &format!("/api/v1/budgets/{}/status", seeded.acme_budget),
+            &env.acme_admin,
+        )
+        .await;
+    let at = html
+        .find(&format!("data-budget-id=\"{}\"", seeded.acme_budget))
+        .unwrap();
+    assert_eq!(
+        attr_after(&html[at..], "<data value=", "value").unwrap(),
+        status["spent_usd"].as_str().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn caller_chosen_strings_are_escaped_and_errors_are_designed() {
+    let env = Env::new().await;
+    seed(&env).await;
+    // A model name and an alert title chosen by someone hostile.
+    let evil = "<img src=x onerror=alert(1)>";
+    let (s, _) = env
+        .call(
+            "POST",
+            "/api/v1/budgets",
+            Some(&env.acme_admin),
+            Some(serde_json::json!({"name": evil, "scope": "org", "period": "daily", "limit_usd": "1", "mode": "soft"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, html) = page(&env, "/budgets", &env.acme_admin).await;
+    assert!(!html.contains(evil));
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+
+    // Filters the API refuses: a 400 page with the API's message and a way out.
+    let (s, html) = page(&env, "/overview?from=2026-02-10&to=2026-02-01", &env.admin).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(html.contains("role=\"alert\"") && html.contains("`from` must be before `to`"));
+    assert!(html.contains("Reset filters"));
+    let (s, html) = page(&env, "/providers?provider=azure", &env.admin).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(html.contains("unknown provider"));
+    // Another org, asked for by a non-admin: refused, not empty.
+    let (s, _) = page(&env, "/overview?org=globex", &env.acme_viewer).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // No data at all: the designed empty states.
+    let (s, html) = page(&env, "/overview?from=2020-01-01&to=2020-01-05", &env.admin).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("No usage in this period"));
+}
+
+#[tokio::test]
+async fn pages_are_private_and_assets_are_embedded() {
+    let env = Env::new().await;
+    let (s, h, html) = request(&env, "GET", "/overview", Some(&env.admin), &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+    assert!(
+        !html.contains("style=\"") && !html.contains("<script>"),
+        "inline style or script"
+    );
+    for (path, ty) in [
+        ("/assets/app.css", "text/css"),
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/favicon.svg", "image/svg+xml"),
+    ] {
+        assert!(html.contains(path), "the page does not link {path}");
+        let (s, h, body) = request(&env, "GET", path, None, &[], None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(h["content-type"].to_str().unwrap().starts_with(ty));
+        assert!(h["cache-control"].to_str().unwrap().contains("immutable"));
+        assert!(body.len() > 100);
+    }
+}
