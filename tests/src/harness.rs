@@ -67,6 +67,18 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Proc {
+        // The child gets its settings from its config file and what the caller set, never from
+        // the test run's own TOLLGATE_* variables (`cargo xtask test` sets
+        // TOLLGATE_CLICKHOUSE_URL, which would silently override a config pointing elsewhere).
+        let explicit: Vec<String> = cmd
+            .get_envs()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for (k, _) in std::env::vars() {
+            if k.starts_with("TOLLGATE_") && !explicit.contains(&k) {
+                cmd.env_remove(&k);
+            }
+        }
         let file =
             std::fs::File::create(&log).unwrap_or_else(|e| panic!("log {}: {e}", log.display()));
         let err = file.try_clone().unwrap_or_else(|e| panic!("log: {e}"));

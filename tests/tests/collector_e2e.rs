@@ -310,7 +310,7 @@ async fn a_clickhouse_outage_is_absorbed_by_the_spool() {
     ch.restart();
     poster.join().unwrap();
 
-    let t = wait_for_rows(&client, n, Duration::from_secs(60)).await;
+    let t = wait_for_rows(&client, n, Duration::from_secs(90)).await;
     assert_eq!(
         t,
         Totals {
@@ -318,7 +318,9 @@ async fn a_clickhouse_outage_is_absorbed_by_the_spool() {
             ids: n,
             input,
             cost
-        }
+        },
+        "collector log:\n{}",
+        collector.proc.log()
     );
     drop(collector);
 }
