@@ -96,14 +96,11 @@ pub struct GuardSpec {
 /// The org's enabled budgets.
 pub async fn list(
     State(state): State<AppState>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Vec<GuardSpec>>> {
-    verify_internal(
-        &state,
-        &headers,
-        &path_and_query("/internal/v1/budgets", &raw),
-    )?;
+    verify_internal(&state, &headers, &path_and_query(uri.path(), &raw))?;
     let org = query_value(&raw, "org")
         .filter(|o| !o.is_empty())
         .ok_or_else(|| ApiError::bad("org", "`org` is required"))?;
@@ -160,14 +157,11 @@ async fn budget(state: &AppState, id: &str) -> ApiResult<BudgetRow> {
 pub async fn spent(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Spent>> {
-    verify_internal(
-        &state,
-        &headers,
-        &path_and_query(&format!("/internal/v1/budgets/{id}/spent"), &raw),
-    )?;
+    verify_internal(&state, &headers, &path_and_query(uri.path(), &raw))?;
     let start: i64 = query_value(&raw, "period_start")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::bad("period_start", "`period_start` must be a unix time"))?;
@@ -194,14 +188,11 @@ pub async fn spent(
 pub async fn warning(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<StatusCode> {
-    verify_internal(
-        &state,
-        &headers,
-        &path_and_query(&format!("/internal/v1/budgets/{id}/warning"), &raw),
-    )?;
+    verify_internal(&state, &headers, &path_and_query(uri.path(), &raw))?;
     let percent: u8 = query_value(&raw, "percent")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::bad("percent", "`percent` must be 1-100"))?;

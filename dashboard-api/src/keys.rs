@@ -7,8 +7,9 @@
 //!   version with `revoked_at` set.
 //! - [`AppKeyOut`] is what `GET /internal/v1/keys/{sha256}` answers: the edge worker's
 //!   `AppKey`. The request is signed like a collector batch (`usage_core::wire`):
-//!   `x-tollgate-signature: t=<unix>,v1=<hmac-sha256(secret, t + "." + body)>` over the empty
-//!   body, checked against `internal.signing_secrets` within
+//!   `x-tollgate-signature: t=<unix>,v1=<hmac-sha256(secret, t + "." + path)>` where the
+//!   message is the request path (so a signature cannot be replayed for another key), checked
+//!   against `internal.signing_secrets` within
 //!   [`wire::REPLAY_WINDOW_SECS`]. Without configured secrets the endpoint does not exist
 //!   (404); a bad signature is a 401; an unknown or revoked key a 404.
 //!
@@ -287,12 +288,13 @@ fn is_sha256_hex(text: &str) -> bool {
 /// The edge worker's key lookup (signed; see the module docs).
 #[utoipa::path(get, path = "/internal/v1/keys/{sha256}", operation_id = "internal_key_lookup", tag = "internal",
     params(("sha256" = String, Path, description = "Lower-case hex SHA-256 of the presented tg_ key"),
-           ("x-tollgate-signature" = String, Header, description = "t=<unix>,v1=<hex hmac-sha256(secret, t + \".\")>")),
+           ("x-tollgate-signature" = String, Header, description = "t=<unix>,v1=<hex hmac-sha256(secret, t + \".\" + request path)>")),
     responses((status = 200, body = AppKeyOut), (status = 401, body = ErrorBody),
               (status = 404, description = "unknown or revoked key, or internal endpoints not configured", body = ErrorBody)))]
 pub async fn internal_lookup(
     State(state): State<AppState>,
     Path(sha256): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> ApiResult<Json<AppKeyOut>> {
     let secrets: Vec<&[u8]> = state
@@ -309,8 +311,15 @@ pub async fn internal_lookup(
         .get(wire::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok());
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    wire::verify(header, b"", &secrets, now, wire::REPLAY_WINDOW_SECS)
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    // The signature covers the path: one captured signature cannot look up another key.
+    wire::verify(
+        header,
+        uri.path().as_bytes(),
+        &secrets,
+        now,
+        wire::REPLAY_WINDOW_SECS,
+    )
+    .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     let not_found = || ApiError::NotFound("no live app key with this hash".into());
     if !is_sha256_hex(&sha256) {
         return Err(not_found());

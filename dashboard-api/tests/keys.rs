@@ -59,11 +59,12 @@ async fn lookup(state: &AppState, hash: &str, signature: Option<String>) -> (Sta
     )
 }
 
-fn sign_now(secret: &str) -> String {
+/// A signature for the lookup of `hash` (the signed message is the request path).
+fn sign_now(secret: &str, hash: &str) -> String {
     wire::sign(
         secret.as_bytes(),
         OffsetDateTime::now_utc().unix_timestamp(),
-        b"",
+        format!("/internal/v1/keys/{hash}").as_bytes(),
     )
 }
 
@@ -371,7 +372,7 @@ async fn the_internal_lookup_is_signed_and_answers_live_keys_only() {
 
     // Without configured secrets the endpoint does not exist, signed or not.
     assert_eq!(
-        lookup(&env.state, &hash, Some(sign_now(INTERNAL_SECRET)))
+        lookup(&env.state, &hash, Some(sign_now(INTERNAL_SECRET, &hash)))
             .await
             .0,
         StatusCode::NOT_FOUND
@@ -382,7 +383,7 @@ async fn the_internal_lookup_is_signed_and_answers_live_keys_only() {
     );
 
     let state = signed_state(&env);
-    let (status, out) = lookup(&state, &hash, Some(sign_now(INTERNAL_SECRET))).await;
+    let (status, out) = lookup(&state, &hash, Some(sign_now(INTERNAL_SECRET, &hash))).await;
     assert_eq!(status, StatusCode::OK, "{out}");
     assert_eq!(
         out,
@@ -394,7 +395,8 @@ async fn the_internal_lookup_is_signed_and_answers_live_keys_only() {
     for sig in [
         None,
         Some("garbage".to_string()),
-        Some(sign_now("a-different-secret-0123456789")),
+        Some(sign_now("a-different-secret-0123456789", &hash)),
+        Some(sign_now(INTERNAL_SECRET, &hash_secret("tg_someone_else"))),
         Some(wire::sign(INTERNAL_SECRET.as_bytes(), now - 400, b"")),
         Some(wire::sign(INTERNAL_SECRET.as_bytes(), now + 400, b"")),
         Some(wire::sign(INTERNAL_SECRET.as_bytes(), now, b"a body")),
@@ -411,7 +413,9 @@ async fn the_internal_lookup_is_signed_and_answers_live_keys_only() {
         "%27%20OR%201%3D1".to_string(),
     ] {
         assert_eq!(
-            lookup(&state, &h, Some(sign_now(INTERNAL_SECRET))).await.0,
+            lookup(&state, &h, Some(sign_now(INTERNAL_SECRET, &h)))
+                .await
+                .0,
             StatusCode::NOT_FOUND,
             "{h}"
         );
@@ -427,7 +431,7 @@ async fn the_internal_lookup_is_signed_and_answers_live_keys_only() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
-        lookup(&state, &hash, Some(sign_now(INTERNAL_SECRET)))
+        lookup(&state, &hash, Some(sign_now(INTERNAL_SECRET, &hash)))
             .await
             .0,
         StatusCode::NOT_FOUND

@@ -194,7 +194,12 @@ async fn remote_key(env: &Env, base: &str, signing: &str, hash: &str) -> Option<
 async fn fetch_key(base: &str, signing: &str, hash: &str) -> keys::LookupAnswer {
     let failed = |what: String| keys::LookupAnswer::Failed(format!("key lookup: {what}"));
     let headers = Headers::new();
-    let signature = usage_core::wire::sign(signing.as_bytes(), (now_ms() / 1000) as i64, b"");
+    // Signed over the path, so a captured signature is good for this key's lookup only.
+    let signature = usage_core::wire::sign(
+        signing.as_bytes(),
+        (now_ms() / 1000) as i64,
+        format!("/internal/v1/keys/{hash}").as_bytes(),
+    );
     if let Err(e) = headers.set(usage_core::wire::SIGNATURE_HEADER, &signature) {
         return failed(e.to_string());
     }

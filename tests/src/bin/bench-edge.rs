@@ -36,7 +36,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// (target, mode, clients) → per round (p50 ms, p99 ms, requests/s).
 type Results = std::collections::BTreeMap<(String, String, usize), Vec<(f64, f64, f64)>>;
 
-const TARGETS: &[&str] = &["mock", "js", "rust"];
+const TARGETS: &[&str] = &["mock", "js", "rust", "rust+budget"];
+const INTERNAL_SECRET: &str = "bench-internal-secret-0123456789";
 const MODES: &[&str] = &["json", "stream"];
 const CONCURRENCY: &[usize] = &[1, 16];
 
@@ -137,11 +138,81 @@ async fn main() -> Result<(), BoxError> {
         ),
         Some((js_listen.clone(), mock.base_url(), "sk-mock".into())),
     );
+    // The same worker with a budget guarding every call: keys and budgets from dashboard-api.
+    let mut dconfig = tollgate_dashboard_api::config::Config::default();
+    dconfig.clickhouse.url = url.clone();
+    dconfig.clickhouse.database = "bench_edge".into();
+    dconfig.internal.signing_secrets = vec![service_kit::Secret::new(INTERNAL_SECRET.to_string())];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let dashboard = format!("http://{}", listener.local_addr()?);
+    let router = tollgate_dashboard_api::app(tollgate_dashboard_api::AppState::new(dconfig));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let ch = tollgate_clickhouse::ClickHouseConfig::new(&url, "bench_edge");
+    let (_, admin) = tollgate_dashboard_api::auth::create_token(
+        &ch.client(),
+        "bench",
+        tollgate_dashboard_api::auth::Role::OrgAdmin,
+        "org_bench",
+        "",
+        "bench",
+    )
+    .await
+    .map_err(|e| format!("{e:?}"))?;
+    let (dash, admin2) = (dashboard.clone(), admin.clone());
+    let post = move |path: &str, body: serde_json::Value| -> Result<serde_json::Value, String> {
+        let a: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = a
+            .post(&format!("{dash}{path}"))
+            .header("authorization", &format!("Bearer {admin2}"))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
+        let text = r.body_mut().read_to_string().map_err(|e| e.to_string())?;
+        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+    };
+    let (post_budget, post_key) = (post.clone(), post);
+    tokio::task::spawn_blocking(move || {
+        post_budget(
+            "/api/v1/budgets",
+            json!({"name": "bench", "scope": "org", "period": "monthly",
+            "limit_usd": "1000000", "mode": "hard", "soft_thresholds": [100]}),
+        )
+    })
+    .await??;
+    let budget_key = tokio::task::spawn_blocking(move || {
+        post_key("/api/v1/keys", json!({"app_id": "bench", "name": "bench"}))
+    })
+    .await??["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut bindings: Vec<(String, String)> =
+        worker_bindings(&mock.base_url(), &collector.records_url(), "{}")
+            .into_iter()
+            .filter(|(k, _)| k != "APP_KEYS")
+            .collect();
+    bindings.push(("KEYS_URL".into(), dashboard.clone()));
+    bindings.push(("KEYS_SIGNING_SECRET".into(), INTERNAL_SECRET.into()));
+    let budget_worker = WorkerdProc::start(bindings);
     let urls = [
         ("mock", format!("{}/chat/completions", mock.base_url())),
         ("js", format!("http://{js_listen}/v1/chat/completions")),
         ("rust", format!("{}/chat/completions", worker.base_url())),
+        (
+            "rust+budget",
+            format!("{}/chat/completions", budget_worker.base_url()),
+        ),
     ];
+    let key_of = |t: &str| {
+        if t == "rust+budget" {
+            budget_key.clone()
+        } else {
+            key.clone()
+        }
+    };
     let url_of = |t: &str| {
         urls.iter()
             .find(|(n, _)| *n == t)
@@ -152,7 +223,7 @@ async fn main() -> Result<(), BoxError> {
     // Warm up every path (isolate start, connection pools).
     for t in TARGETS {
         for m in MODES {
-            measure(&url_of(t), &key, *m == "stream", 2, 0.5)?;
+            measure(&url_of(t), &key_of(t), *m == "stream", 2, 0.5)?;
         }
     }
 
@@ -161,7 +232,7 @@ async fn main() -> Result<(), BoxError> {
         for &c in CONCURRENCY {
             for m in MODES {
                 for t in TARGETS {
-                    let lat = measure(&url_of(t), &key, *m == "stream", c, args.secs)?;
+                    let lat = measure(&url_of(t), &key_of(t), *m == "stream", c, args.secs)?;
                     let rps = lat.len() as f64 / args.secs;
                     results
                         .entry((t.to_string(), m.to_string(), c))
@@ -175,6 +246,7 @@ async fn main() -> Result<(), BoxError> {
 
     let mut rows = Vec::new();
     let mut md_rows = String::new();
+    let mut guard_rows = String::new();
     let mut figures = serde_json::Map::new();
     for &c in CONCURRENCY {
         for m in MODES {
@@ -186,7 +258,8 @@ async fn main() -> Result<(), BoxError> {
                     median(v.iter().map(|x| x.2).collect()),
                 )
             };
-            let (mock, js, rust) = (get("mock"), get("js"), get("rust"));
+            let (mock, js, rust, guarded) =
+                (get("mock"), get("js"), get("rust"), get("rust+budget"));
             let ratio = rust.0 / js.0;
             rows.push(json!({
                 "mode": m, "concurrency": c,
@@ -195,7 +268,18 @@ async fn main() -> Result<(), BoxError> {
                 "rust_p50_ms": rust.0, "rust_p99_ms": rust.1, "rust_rps": rust.2,
                 "rust_added_p50_ms": rust.0 - mock.0, "js_added_p50_ms": js.0 - mock.0,
                 "rust_to_js_p50": ratio,
+                "budget_p50_ms": guarded.0, "budget_p99_ms": guarded.1,
+                "budget_added_p50_ms": guarded.0 - rust.0, "budget_added_p99_ms": guarded.1 - rust.1,
             }));
+            guard_rows.push_str(&format!(
+                "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |\n",
+                rust.0,
+                rust.1,
+                guarded.0,
+                guarded.1,
+                guarded.0 - rust.0,
+                guarded.1 - rust.1
+            ));
             md_rows.push_str(&format!(
                 "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | {:.2} | {:.0} |\n",
                 mock.0, mock.1, js.0, js.1, rust.0, rust.1, rust.0 - mock.0, ratio, rust.2
@@ -227,7 +311,11 @@ async fn main() -> Result<(), BoxError> {
          to a real collector). Latency is to the last byte of the response; p50 / p99 in ms.\n\n\
          | mode | clients | mock direct | js passthrough | rust worker | rust added p50 | rust ÷ js p50 | rust req/s |\n\
          |---|---|---|---|---|---|---|---|\n{md_rows}\n\
-         Bundle: wasm {wasm_gz} B gzip, JS glue {js_gz} B gzip.\n",
+         Bundle: wasm {wasm_gz} B gzip, JS glue {js_gz} B gzip.\n\n\
+         ### With a hard budget guarding every call\n\n\
+         `rust+budget` is the same worker with one hard budget on the caller's org: every call reserves in\n\
+         the budget's `BudgetGuard` Durable Object before it is sent and settles after (p50 / p99 ms).\n\n\
+         | mode | clients | budgets off | budget guard | added by the guard |\n|---|---|---|---|---|\n{guard_rows}",
         rounds = args.rounds,
         secs = args.secs,
     );
