@@ -94,6 +94,11 @@ impl MockProvider {
         let admin = admin::MockAdmin::default();
         let app = router(state).merge(admin::router(admin.clone()));
         tokio::spawn(async move {
+            // No Nagle: streamed chunks go out as written (else ~40 ms delayed-ACK stalls).
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = rx.await;

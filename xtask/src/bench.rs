@@ -40,6 +40,8 @@ pub enum BenchCommand {
     },
     /// Forecast back-test: MAPE and interval coverage vs a straight line and a trailing mean.
     Forecast,
+    /// Web dashboard page weight and load time (the headless-Chromium test).
+    Web,
     /// Every benchmark, then docs/BENCHMARKS.md regenerated from target/bench/.
     All,
 }
@@ -78,6 +80,7 @@ pub fn run(cmd: &BenchCommand) -> Result {
             let section = fs::read_to_string(root.join("target/bench/forecast.md"))?;
             splice_section(&root.join("docs/BENCHMARKS.md"), "forecast", &section)
         }
+        BenchCommand::Web => web(),
         BenchCommand::All => {
             rollups("1000000,10000000", 5)?;
             run(&BenchCommand::Forecast)?;
@@ -86,6 +89,7 @@ pub fn run(cmd: &BenchCommand) -> Result {
             run(&BenchCommand::Dashboard {
                 sizes: "1000000,10000000".into(),
             })?;
+            web()?;
             machine_section()?;
             println!("bench all: docs/BENCHMARKS.md regenerated from target/bench/");
             Ok(())
@@ -126,6 +130,52 @@ fn service_bench(name: &str, extra: &[&str]) -> Result {
     splice_section(&root.join("docs/BENCHMARKS.md"), name, &section)?;
     println!("    updated docs/BENCHMARKS.md (section `{name}`)");
     Ok(())
+}
+
+/// The web dashboard's page weight and load time, measured by the browser test in headless
+/// Chromium (`dashboard-api/tests/web_browser.rs`, which writes target/bench/web.json).
+fn web() -> Result {
+    let root = repo_root();
+    let server = DevServerGuard::start()?;
+    step("bench web: the browser test");
+    exec(
+        "web_browser test",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "tollgate-dashboard-api",
+                "--test",
+                "web_browser",
+            ])
+            .env("TOLLGATE_CLICKHOUSE_URL", server.url()),
+    )?;
+    let v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(root.join("target/bench/web.json"))?)?;
+    let f = |k: &str, q: &str| v[k][q].as_f64().unwrap_or(f64::NAN);
+    let total: u64 = v["html_bytes"].as_u64().unwrap_or(0)
+        + v["resources"]
+            .as_array()
+            .map_or(0, |r| r.iter().filter_map(|x| x["bytes"].as_u64()).sum());
+    let section = format!(
+        "## Web dashboard: Overview page weight and load time\n\n\
+         Command: `cargo xtask bench web` runs `cargo test -p tollgate-dashboard-api --test web_browser` (headless\n\
+         Chromium; figures: `target/bench/web.json`). {} build, browser cache disabled, median of {} loads after a warm-up.\n\n\
+         | measure | value | budget |\n|---|---:|---:|\n\
+         | Overview page weight, all assets, uncompressed | {total} B | 300 KB |\n\
+         | load event | {:.1} ms (max {:.1}) | 1000 ms |\n\
+         | DOMContentLoaded | {:.1} ms | |\n\
+         | first contentful paint | {:.1} ms | |\n\
+         | time to first byte | {:.1} ms | |\n",
+        v["build"].as_str().unwrap_or("?"),
+        v["load_ms"]["runs"].as_u64().unwrap_or(0),
+        f("load_ms", "median"),
+        f("load_ms", "max"),
+        f("dom_content_loaded_ms", "median"),
+        f("first_contentful_paint_ms", "median"),
+        f("time_to_first_byte_ms", "median"),
+    );
+    splice_section(&root.join("docs/BENCHMARKS.md"), "web", &section)
 }
 
 /// The machine the figures were measured on.
