@@ -42,6 +42,9 @@ pub struct ApiConfig {
     pub max_hourly_range_days: u32,
     /// Most rows an export returns.
     pub export_row_cap: u64,
+    /// Trailing complete days the forecast is fitted on (14 or more: weekly seasonality needs
+    /// two weeks).
+    pub forecast_history_days: u32,
 }
 
 /// The signed internal endpoints the edge worker calls (key lookup, budget state).
@@ -200,6 +203,7 @@ impl Default for ApiConfig {
             max_range_days: 400,
             max_hourly_range_days: 31,
             export_row_cap: 1_000_000,
+            forecast_history_days: crate::projections::DEFAULT_HISTORY_DAYS,
         }
     }
 }
@@ -240,6 +244,12 @@ impl Validate for Config {
         }
         if self.api.export_row_cap == 0 {
             errors.push("api.export_row_cap: must be greater than 0".into());
+        }
+        if !(14..=366).contains(&self.api.forecast_history_days) {
+            errors.push(format!(
+                "api.forecast_history_days: {} is outside 14..=366 (weekly seasonality needs two weeks)",
+                self.api.forecast_history_days
+            ));
         }
         if self
             .internal
@@ -418,5 +428,20 @@ mod jobs_validation {
             );
         }
         assert!(!format!("{c:?}").contains("short"), "secrets never print");
+    }
+
+    #[test]
+    fn the_forecast_window_needs_two_weeks() {
+        let mut c = Config::default();
+        c.api.forecast_history_days = 13;
+        let errors = c.validate().unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("api.forecast_history_days: 13 is outside")),
+            "{errors:?}"
+        );
+        c.api.forecast_history_days = 14;
+        assert!(c.validate().is_ok());
     }
 }

@@ -18,8 +18,8 @@ use crate::error::ApiResult;
 use crate::forecast::{exhaustion_day, Forecast, Method, Point};
 use crate::AppState;
 
-/// Days of history the model is fitted on.
-pub const HISTORY_DAYS: i64 = 56;
+/// Days of history the model is fitted on by default (`api.forecast_history_days`).
+pub const DEFAULT_HISTORY_DAYS: u32 = 56;
 
 fn usd_f(v: f64) -> String {
     Nanos::new((v * 1e9).round() as i64).to_string()
@@ -84,6 +84,9 @@ pub struct Projections {
     pub month_end: MonthEnd,
     pub providers: Vec<ProviderOutlook>,
     pub runway: Vec<Runway>,
+    /// Every budget in scope (narrowed by `org`; a budget counts all providers, so `provider`
+    /// does not apply): its current period and the day the forecast says it runs out.
+    pub budgets: Vec<BudgetExhaustion>,
     /// Why the forecast is limited, when it is ("insufficient history", …).
     pub notes: Vec<String>,
 }
@@ -129,8 +132,13 @@ struct Outlook {
     actual_today: f64,
 }
 
-async fn outlook(client: &Client, filter: &Filter, today: Date) -> ApiResult<Outlook> {
-    let from = today - Duration::days(HISTORY_DAYS);
+async fn outlook(
+    client: &Client,
+    filter: &Filter,
+    today: Date,
+    history_days: u32,
+) -> ApiResult<Outlook> {
+    let from = today - Duration::days(i64::from(history_days));
     let month_start = today.replace_day(1).unwrap_or(today);
     let start = from.min(month_start);
     let costs = daily_costs(client, filter, start, today + Duration::days(1)).await?;
@@ -176,7 +184,7 @@ fn month_rest(o: &Outlook, today: Date) -> f64 {
 }
 
 /// When a budget's current period reaches its limit at the forecast pace.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BudgetExhaustion {
     pub budget: crate::budgets::BudgetOut,
     pub status: crate::budgets::BudgetStatus,
@@ -196,6 +204,7 @@ pub async fn compute_budget_exhaustion(
     raw: Option<&str>,
 ) -> ApiResult<Vec<BudgetExhaustion>> {
     let client = state.client();
+    let history_days = state.config().api.forecast_history_days;
     let today = OffsetDateTime::now_utc().date();
     let mut out = Vec::new();
     for b in crate::budgets::compute_list_with_status(state, principal, raw).await? {
@@ -204,7 +213,7 @@ pub async fn compute_budget_exhaustion(
             provider: None,
             model: None,
         };
-        let o = outlook(client, &filter, today).await?;
+        let o = outlook(client, &filter, today, history_days).await?;
         let (_, end) = b.budget.period.bounds(today);
         let rest: Vec<Point> = o
             .forecast
@@ -242,7 +251,8 @@ pub async fn compute_budget_exhaustion(
 }
 
 /// The forecast for the next `horizon_days` (default 30) with an 80% interval, the month-end
-/// total, per-provider outlooks and credit runway, within the caller's scope.
+/// total, per-provider outlooks, credit runway and each budget's projected exhaustion day, within the
+/// caller's scope.
 #[utoipa::path(get, path = "/api/v1/projections", tag = "analytics",
     params(crate::analytics::AnalyticsQuery),
     responses((status = 200, body = Projections), (status = 400, body = crate::error::ErrorBody),
@@ -268,12 +278,13 @@ pub async fn compute_projections(
     let horizon = p.horizon_days;
     let client = state.client();
     let today = OffsetDateTime::now_utc().date();
-    let total = outlook(client, &filter, today).await?;
+    let history_days = state.config().api.forecast_history_days;
+    let total = outlook(client, &filter, today, history_days).await?;
     let mut notes = Vec::new();
     match (&total.forecast, total.history_days) {
-        (None, _) => notes.push(
-            "insufficient history: no complete day with spend in the last 56 days".to_string(),
-        ),
+        (None, _) => notes.push(format!(
+            "insufficient history: no complete day with spend in the last {history_days} days"
+        )),
         (Some(f), d) if f.method != Method::TrendWeekly => notes.push(format!(
             "only {d} days of history: weekly seasonality needs 14, so the forecast is a {}",
             if f.method == Method::Mean {
@@ -303,7 +314,7 @@ pub async fn compute_projections(
 
     // Per provider: the providers with spend in the history window.
     let (from, to) = (
-        today - Duration::days(HISTORY_DAYS),
+        today - Duration::days(i64::from(history_days)),
         today + Duration::days(1),
     );
     let rows = filter
@@ -319,7 +330,7 @@ pub async fn compute_projections(
             provider: Some(r.provider.clone()),
             ..filter.clone()
         };
-        let o = outlook(client, &pf, today).await?;
+        let o = outlook(client, &pf, today, history_days).await?;
         let next = horizon_sum(&o, today, horizon);
         burn.insert(r.provider.clone(), next / f64::from(horizon.max(1)));
         providers.push(ProviderOutlook {
@@ -350,6 +361,15 @@ pub async fn compute_projections(
         })
         .collect();
 
+    // Budgets count every provider: only the `org` filter narrows them.
+    let org_only: Option<String> = raw.map(|q| {
+        q.split('&')
+            .filter(|kv| kv.starts_with("org="))
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let budgets = compute_budget_exhaustion(state, principal, org_only.as_deref()).await?;
+
     Ok(Projections {
         method: total.forecast.as_ref().map(|f| f.method),
         history_days: total.history_days,
@@ -364,6 +384,7 @@ pub async fn compute_projections(
         daily,
         providers,
         runway,
+        budgets,
         notes,
     })
 }

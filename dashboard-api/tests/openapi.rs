@@ -131,3 +131,39 @@ async fn a_revoked_token_stops_working() {
         "a revoked token still works"
     );
 }
+
+/// `docs/openapi.json` is the API reference readers get without running anything; it stays
+/// equal to what the server serves. `TOLLGATE_UPDATE_DOCS=1 cargo test -p
+/// tollgate-dashboard-api --test openapi` rewrites it.
+#[test]
+fn the_committed_reference_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let file = root.join("docs/openapi.json");
+    let doc =
+        serde_json::to_string_pretty(&tollgate_dashboard_api::openapi::document()).unwrap() + "\n";
+    if std::env::var("TOLLGATE_UPDATE_DOCS").as_deref() == Ok("1") {
+        std::fs::write(&file, &doc).unwrap();
+    }
+    let committed = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        committed == doc,
+        "docs/openapi.json is stale: run `TOLLGATE_UPDATE_DOCS=1 cargo test -p tollgate-dashboard-api --test openapi`"
+    );
+}
+
+/// Every documented path is described in `docs/API.md`.
+#[test]
+fn the_api_guide_covers_every_path() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let guide = std::fs::read_to_string(root.join("docs/API.md")).unwrap();
+    let doc = serde_json::to_value(tollgate_dashboard_api::openapi::document()).unwrap();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let line = format!("`{} {path}`", method.to_uppercase());
+            assert!(
+                guide.contains(&line),
+                "docs/API.md does not describe {line}"
+            );
+        }
+    }
+}

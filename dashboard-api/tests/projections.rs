@@ -138,6 +138,50 @@ async fn a_weekly_pattern_is_projected_and_scoped() {
     );
     assert!(body["notes"][0].as_str().unwrap().contains("5 days"));
 
+    // Budgets in scope, each with the day the forecast says it runs out: half of today's
+    // forecast over what the month has spent runs out today; a huge limit does not run out.
+    let spent_usd = spent as f64 / 1e9;
+    let tight = format!("{:.2}", spent_usd + pattern(today) as f64 / 2.0);
+    for (name, limit) in [("tight", tight.as_str()), ("roomy", "1000000")] {
+        let (status, out) = env
+            .call(
+                "POST",
+                "/api/v1/budgets",
+                Some(&env.acme_admin),
+                Some(
+                    serde_json::json!({"name": name, "scope": "org", "period": "monthly",
+                    "limit_usd": limit, "mode": "soft"}),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{out}");
+    }
+    let (status, body) = env
+        .get("/api/v1/projections?provider=openai", &env.acme_admin)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let budgets = body["budgets"].as_array().unwrap();
+    assert_eq!(budgets.len(), 2, "{body}");
+    let by_name = |n: &str| {
+        budgets
+            .iter()
+            .find(|b| b["budget"]["name"] == n)
+            .unwrap_or_else(|| panic!("no budget {n}: {body}"))
+    };
+    assert_eq!(by_name("tight")["exhausts_on"], today.to_string(), "{body}");
+    assert_eq!(by_name("tight")["method"], "trend+weekly");
+    assert!(by_name("roomy")["exhausts_on"].is_null(), "{body}");
+    assert_eq!(
+        by_name("roomy")["status"]["spent_usd"],
+        me["actual_to_date_usd"]
+    );
+    let (_, body) = env.get("/api/v1/projections", &env.globex_admin).await;
+    assert_eq!(
+        body["budgets"],
+        serde_json::json!([]),
+        "globex sees acme's budgets"
+    );
+
     // Scope: another org's projection is refused; the admin sees the sum.
     let (status, _) = env
         .get("/api/v1/projections?org=acme", &env.globex_admin)

@@ -48,11 +48,9 @@ pub async fn page(
     } else {
         api_query.clone()
     };
-    let org_query = filters.org_query();
-    let (outlook, history, budgets) = tokio::join!(
+    let (outlook, history) = tokio::join!(
         projections::compute_projections(&state, p, Some(&api_query)),
         analytics::compute_timeseries(&state, p, Some(&history_query)),
-        projections::compute_budget_exhaustion(&state, p, Some(&org_query)),
     );
     let o = match outlook {
         Ok(o) => o,
@@ -69,10 +67,7 @@ pub async fn page(
         Ok(h) => forecast_chart(&o, h, today),
         Err(e) => html::error_panel("Forecast", e, Some(&retry)),
     };
-    let budgets_html = match &budgets {
-        Ok(b) => budget_table(b),
-        Err(e) => html::error_panel("Budget exhaustion", e, Some(&retry)),
-    };
+    let budgets_html = budget_table(&o.budgets);
     let body = format!(
         "<div class=\"page-head\"><h1>Projections</h1><p class=\"muted\">The next {} days from \
          today ({}), fitted on the last {} complete days{}</p></div>{notes}\
