@@ -685,15 +685,16 @@ async fn spend_anomaly_compares_today_with_the_same_hours_of_recent_days() {
 async fn one_instance_holds_the_jobs_lease() {
     let env = Env::new().await;
     let c = env.db.client().clone();
-    let lease = |name: &str, holder: &str, ttl: u64| {
+    let lease_settling = |name: &str, holder: &str, ttl: u64, settle_ms: u64| {
         Lease::new(
             c.clone(),
             name,
             holder,
             StdDuration::from_secs(ttl),
-            StdDuration::from_millis(300),
+            StdDuration::from_millis(settle_ms),
         )
     };
+    let lease = |name: &str, holder: &str, ttl: u64| lease_settling(name, holder, ttl, 300);
     let (a, b) = (lease("jobs", "a", 60), lease("jobs", "b", 60));
     assert!(a.acquire().await.unwrap());
     assert!(!b.acquire().await.unwrap(), "a holds it");
@@ -702,17 +703,23 @@ async fn one_instance_holds_the_jobs_lease() {
     assert!(b.acquire().await.unwrap(), "released: b takes over at once");
     assert!(!a.acquire().await.unwrap());
 
-    // A holder that stops renewing loses the lease when it expires.
-    let (c1, d1) = (lease("short", "c", 1), lease("short", "d", 1));
+    // A holder that stops renewing loses the lease when it expires. (Lease times are whole
+    // server seconds, so a 1 s lease can look expired 1 ms after it was taken: 3 s leaves a
+    // busy CI machine two seconds between the take and the check.)
+    let (c1, d1) = (lease("short", "c", 3), lease("short", "d", 3));
     assert!(c1.acquire().await.unwrap());
     assert!(!d1.acquire().await.unwrap());
-    tokio::time::sleep(StdDuration::from_millis(2100)).await;
+    tokio::time::sleep(StdDuration::from_millis(4100)).await;
     assert!(d1.acquire().await.unwrap());
 
-    // Two instances that find it free at the same moment: exactly one wins.
+    // Two instances that find it free at the same moment: exactly one wins (given a settle
+    // time longer than either's read-to-write stall: 1 s here, as in production).
     for round in 0..3 {
         let name = format!("race{round}");
-        let (x, y) = (lease(&name, "x", 60), lease(&name, "y", 60));
+        let (x, y) = (
+            lease_settling(&name, "x", 60, 1000),
+            lease_settling(&name, "y", 60, 1000),
+        );
         let (rx, ry) = tokio::join!(x.acquire(), y.acquire());
         assert!(
             rx.unwrap() ^ ry.unwrap(),
