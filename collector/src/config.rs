@@ -282,22 +282,6 @@ mod tests {
 mod config_doc {
     //! docs/CONFIGURATION.md lists every key of [`Config`], and only those.
 
-    fn leaves(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    let path = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    leaves(&path, v, out);
-                }
-            }
-            _ => out.push(prefix.to_string()),
-        }
-    }
-
     #[test]
     fn every_key_is_documented() {
         let doc = std::fs::read_to_string(concat!(
@@ -305,31 +289,8 @@ mod config_doc {
             "/../docs/CONFIGURATION.md"
         ))
         .unwrap();
-        let section = doc
-            .split("## collector")
-            .nth(1)
-            .unwrap()
-            .split("\n## ")
-            .next()
-            .unwrap();
-        let mut keys = Vec::new();
-        leaves(
-            "",
-            &toml::Value::try_from(super::Config::default()).unwrap(),
-            &mut keys,
-        );
-        for k in &keys {
-            let env = format!("TOLLGATE_{}", k.replace('.', "_").to_ascii_uppercase());
-            assert!(
-                section.contains(&format!("| `{k}` | `{env}` |")),
-                "docs/CONFIGURATION.md lacks collector key `{k}`"
-            );
-        }
-        let documented = section.lines().filter(|l| l.starts_with("| `")).count();
-        assert_eq!(
-            documented,
-            keys.len(),
-            "docs/CONFIGURATION.md lists keys the collector does not have"
-        );
+        let checked =
+            service_kit::config::check_reference(&super::Config::default(), &doc, "collector");
+        assert_eq!(checked, Ok(()), "docs/CONFIGURATION.md");
     }
 }

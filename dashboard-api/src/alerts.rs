@@ -600,17 +600,8 @@ async fn find_rule(client: &Client, principal: &Principal, id: &str) -> ApiResul
         .ok_or_else(not_found)
 }
 
-/// Query parameters of `GET /api/v1/alert-rules`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct RulesQuery {
-    /// Admins: only this org. Others: their own org, or absent.
-    org: Option<String>,
-}
-
 /// The alert rules the caller may see.
-#[utoipa::path(get, path = "/api/v1/alert-rules", operation_id = "list_alert_rules", tag = "alerts", params(RulesQuery),
+#[utoipa::path(get, path = "/api/v1/alert-rules", operation_id = "list_alert_rules", tag = "alerts", params(crate::params::OrgQuery),
     responses((status = 200, body = [RuleOut]), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]

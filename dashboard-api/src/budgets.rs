@@ -431,17 +431,8 @@ pub(crate) async fn exists_in_org(client: &Client, org_id: &str, id: Uuid) -> Ap
         .is_some())
 }
 
-/// Query parameters of `GET /api/v1/budgets`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct OrgQuery {
-    /// Admins: only this org. Others: their own org, or absent.
-    org: Option<String>,
-}
-
 /// The budgets the caller may see (user-bound viewers: only their own user's budgets).
-#[utoipa::path(get, path = "/api/v1/budgets", operation_id = "list_budgets", tag = "budgets", params(OrgQuery),
+#[utoipa::path(get, path = "/api/v1/budgets", operation_id = "list_budgets", tag = "budgets", params(crate::params::OrgQuery),
     responses((status = 200, body = [BudgetOut]), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]

@@ -164,17 +164,8 @@ async fn write(client: &Client, row: &KeyRow) -> ApiResult<()> {
     Ok(())
 }
 
-/// Query parameters of `GET /api/v1/keys`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct KeysQuery {
-    /// Admins: only this org. Others: their own org, or absent.
-    org: Option<String>,
-}
-
 /// The app keys the caller may see, revoked ones included (user-bound viewers: their own).
-#[utoipa::path(get, path = "/api/v1/keys", operation_id = "list_keys", tag = "keys", params(KeysQuery),
+#[utoipa::path(get, path = "/api/v1/keys", operation_id = "list_keys", tag = "keys", params(crate::params::OrgQuery),
     responses((status = 200, body = [KeyOut]), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]

@@ -260,6 +260,17 @@ pub fn parse(
     })
 }
 
+/// Query parameters of the list endpoints scoped by org only (`GET /api/v1/budgets`,
+/// `/alert-rules`, `/keys`); documentation for OpenAPI — the handlers read the raw query with
+/// `input::query(raw, &["org"])`, which refuses anything else.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct OrgQuery {
+    /// Admins: only this org. Others: their own org, or absent.
+    org: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,9 +135,96 @@ fn apply_env(
     Ok(())
 }
 
+/// Checks a configuration reference against a service's config: the section of `doc` that
+/// starts at the heading `## {section}` must have one table row `| `key` | `TOLLGATE_KEY` |`
+/// for every leaf of `defaults`, and no other rows. Every problem, for a test to print.
+pub fn check_reference<T: Serialize>(
+    defaults: &T,
+    doc: &str,
+    section: &str,
+) -> Result<(), Vec<String>> {
+    let heading = format!("## {section}");
+    let Some(rest) = doc.split(heading.as_str()).nth(1) else {
+        return Err(vec![format!("no `{heading}` section")]);
+    };
+    let body = rest.split("\n## ").next().unwrap_or(rest);
+    let value = toml::Value::try_from(defaults).map_err(|e| vec![e.to_string()])?;
+    let mut keys = Vec::new();
+    leaf_keys("", &value, &mut keys);
+    let mut problems: Vec<String> = keys
+        .iter()
+        .filter(|k| {
+            let env = format!("TOLLGATE_{}", k.replace('.', "_").to_ascii_uppercase());
+            !body.contains(&format!("| `{k}` | `{env}` |"))
+        })
+        .map(|k| format!("{section}: key `{k}` is not documented"))
+        .collect();
+    let rows = body.lines().filter(|l| l.starts_with("| `")).count();
+    if rows != keys.len() {
+        problems.push(format!(
+            "{section}: {rows} keys documented, the config has {}",
+            keys.len()
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+fn leaf_keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_keys(&path, v, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reference_check_names_missing_and_extra_keys() {
+        #[derive(Serialize)]
+        struct Cfg {
+            listen: String,
+            spool: Spool,
+        }
+        #[derive(Serialize)]
+        struct Spool {
+            dir: String,
+        }
+        let cfg = Cfg {
+            listen: "x".into(),
+            spool: Spool { dir: "y".into() },
+        };
+        let good = "## svc\n\n| `listen` | `TOLLGATE_LISTEN` | a |\n| `spool.dir` | `TOLLGATE_SPOOL_DIR` | b |\n\n## other\n| `z` |";
+        assert_eq!(check_reference(&cfg, good, "svc"), Ok(()));
+        let missing = "## svc\n| `listen` | `TOLLGATE_LISTEN` | a |\n";
+        let errs = check_reference(&cfg, missing, "svc").unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("`spool.dir` is not documented")),
+            "{errs:?}"
+        );
+        let extra = good.replace("## other", "| `gone` | `TOLLGATE_GONE` | c |\n## other");
+        let errs = check_reference(&cfg, &extra, "svc").unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.contains("3 keys documented")),
+            "{errs:?}"
+        );
+        assert!(check_reference(&cfg, good, "nope").is_err());
+    }
     use crate::Secret;
     use serde::Deserialize;
 
