@@ -91,6 +91,20 @@ impl NamedQuery {
         scope.bind(read_query(client, &sql))
     }
 
+    /// [`NamedQuery::scoped`] with the UTC days `[from, to)` bound next (files whose
+    /// `-- params:` line starts `from, to`).
+    pub fn over_days(
+        &self,
+        client: &Client,
+        scope: &Scope,
+        from: Date,
+        to: Date,
+    ) -> clickhouse::query::Query {
+        self.scoped(client, scope)
+            .bind(day_param(from))
+            .bind(day_param(to))
+    }
+
     /// The SQL without its comment lines: the client's `?` binder does not know `--` comments
     /// (an apostrophe there would open a "string" and hide the placeholders after it).
     pub fn body(&self) -> String {
@@ -145,9 +159,7 @@ pub async fn daily_overview(
     to: Date,
 ) -> Result<Vec<DailyOverviewRow>> {
     Ok(DAILY_OVERVIEW
-        .scoped(client, scope)
-        .bind(day_param(from))
-        .bind(day_param(to))
+        .over_days(client, scope, from, to)
         .fetch_all()
         .await?)
 }
@@ -160,9 +172,7 @@ pub async fn daily_overview_raw(
     to: Date,
 ) -> Result<Vec<DailyOverviewRow>> {
     Ok(DAILY_OVERVIEW_RAW
-        .scoped(client, scope)
-        .bind(day_param(from))
-        .bind(day_param(to))
+        .over_days(client, scope, from, to)
         .fetch_all()
         .await?)
 }
@@ -196,9 +206,7 @@ pub async fn overview_totals(
     to: Date,
 ) -> Result<OverviewTotalsRow> {
     Ok(OVERVIEW_TOTALS
-        .scoped(client, scope)
-        .bind(day_param(from))
-        .bind(day_param(to))
+        .over_days(client, scope, from, to)
         .fetch_one()
         .await?)
 }
@@ -253,9 +261,7 @@ pub async fn by_provider(
     to: Date,
 ) -> Result<Vec<ProviderRow>> {
     Ok(BY_PROVIDER
-        .scoped(client, scope)
-        .bind(day_param(from))
-        .bind(day_param(to))
+        .over_days(client, scope, from, to)
         .fetch_all()
         .await?)
 }
@@ -296,9 +302,7 @@ pub async fn model_performance(
     to: Date,
 ) -> Result<Vec<ModelPerformanceRow>> {
     Ok(MODEL_PERFORMANCE
-        .scoped(client, scope)
-        .bind(day_param(from))
-        .bind(day_param(to))
+        .over_days(client, scope, from, to)
         .fetch_all()
         .await?)
 }
@@ -324,9 +328,7 @@ pub async fn top_spenders(
     limit: u32,
 ) -> Result<Vec<SpenderRow>> {
     Ok(TOP_SPENDERS
-        .scoped(client, scope)
-        .bind(day_param(from))
-        .bind(day_param(to))
+        .over_days(client, scope, from, to)
         .bind(limit)
         .fetch_all()
         .await?)
