@@ -192,9 +192,17 @@ def parse(tsv):
     return [tuple(cell(c) for c in line.split("\t")) for line in tsv.splitlines()]
 
 
-def same(a, b):
+def same(a, b, sketch_tol=0.0):
+    """Equal cells; numbers within 1e-9. Arrays (the percentile lists) within `sketch_tol`
+    relative when the query reads t-digest states, whose merge differs slightly between server
+    versions; every other cell stays exact."""
     if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if len(a) != len(b):
+            return False
+        if sketch_tol and all(isinstance(x, Decimal) for x in a + b):
+            return all(math.isclose(float(x), float(y), rel_tol=sketch_tol, abs_tol=1e-9)
+                       for x, y in zip(a, b))
+        return all(same(x, y) for x, y in zip(a, b))
     if isinstance(a, Decimal) and isinstance(b, Decimal):
         if a.is_nan() or b.is_nan():
             return a.is_nan() and b.is_nan()
@@ -205,12 +213,12 @@ def same(a, b):
     return a == b
 
 
-def diff(x, y):
+def diff(x, y, sketch_tol=0.0):
     rx, ry = parse(x), parse(y)
     if len(rx) != len(ry):
         return f"{len(rx)} rows vs {len(ry)} rows"
     for i, (a, b) in enumerate(zip(rx, ry)):
-        if not same(a, b):
+        if not all(same(p, q, sketch_tol) for p, q in zip(a, b)) or len(a) != len(b):
             return f"row {i}:\n    {a}\n    {b}"
     return None
 
@@ -245,27 +253,48 @@ METRICS = [
     ("total_ttft_ms", "sum(toUInt64(ifNull(ttft_ms, 0)))"),
     ("ttft_count", "countIf(isNotNull(ttft_ms))"),
 ]
-KEYS = "org_id, bucket, user_id, app_id, provider, model, task_type"
-GRAINS = [("usage_hourly", "hour", "toStartOfHour(ts)"), ("usage_daily", "day", "toDate(ts)")]
+USER_DIMS = "user_id, app_id, provider, model, task_type"
+# (table, bucket column, raw bucket expression, key columns after org_id and bucket, org grain)
+GRAINS = [
+    ("usage_hourly", "hour", "toStartOfHour(ts)", USER_DIMS, False),
+    ("usage_daily", "day", "toDate(ts)", USER_DIMS, False),
+    ("org_model_daily", "day", "toDate(ts)", "provider, model", True),
+    ("org_daily", "day", "toDate(ts)", "", True),
+]
+MODEL_EXPR = "if(model_served = '', toString(model_requested), toString(model_served)) AS model"
 
 
-def rollup_sql(table, bucket):
-    cols = [f"sum({c})" for c, _ in METRICS] + [
+def keys(dims):
+    return "org_id, bucket" + (f", {dims}" if dims else "")
+
+
+def rollup_sql(table, bucket, dims, org_grain):
+    """Re-aggregated rollup. Org-grain tables: their distinct-id sets (their t-digests are
+    approximate and compared across engines by the named queries, not with the raw rows)."""
+    cols = [f"sum({c})" for c, _ in METRICS] + ([
+        "uniqExactMerge(users_state)",
+        "uniqExactMerge(apps_state)",
+    ] if org_grain else [
         "quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)",
         "quantilesMerge(0.5, 0.9, 0.95, 0.99)(ttft_quantiles)",
-    ]
-    return (f"SELECT org_id, {bucket} AS bucket, user_id, app_id, provider, model, task_type, "
-            f"{', '.join(cols)} FROM {table} GROUP BY {KEYS} ORDER BY {KEYS}")
+    ])
+    k = keys(dims)
+    return (f"SELECT {k}, {', '.join(cols)} FROM (SELECT *, {bucket} AS bucket FROM {table}) "
+            f"GROUP BY {k} ORDER BY {k}")
 
 
-def raw_sql(bucket_expr):
-    cols = [raw for _, raw in METRICS] + [
+def raw_sql(bucket_expr, dims, org_grain):
+    cols = [raw for _, raw in METRICS] + ([
+        "uniqExact(user_id)",
+        "uniqExact(app_id)",
+    ] if org_grain else [
         "quantiles(0.5, 0.9, 0.95, 0.99)(toFloat64(latency_ms))",
         "quantilesIf(0.5, 0.9, 0.95, 0.99)(toFloat64(ifNull(ttft_ms, 0)), isNotNull(ttft_ms))",
-    ]
-    return (f"SELECT org_id, {bucket_expr} AS bucket, user_id, app_id, provider, "
-            f"if(model_served = '', toString(model_requested), toString(model_served)) AS model, task_type, "
-            f"{', '.join(cols)} FROM usage_events GROUP BY {KEYS} ORDER BY {KEYS}")
+    ])
+    k = keys(dims)
+    return (f"SELECT {k}, {', '.join(cols)} FROM "
+            f"(SELECT *, {bucket_expr} AS bucket, {MODEL_EXPR} FROM usage_events) "
+            f"GROUP BY {k} ORDER BY {k}")
 
 
 SCOPES = [
@@ -274,6 +303,49 @@ SCOPES = [
     ("org+user", "org_id = ? AND user_id = ?", ["org_000", "user_000_00"]),
     ("org+app", "org_id = ? AND app_id = ?", ["org_000", "app_000_0"]),
 ]
+ORG_SCOPES = ("all orgs", "org")
+
+# What tollgate_clickhouse::queries::DailyRollup fills in for each table a `-- daily:` file reads.
+ORG_GRAIN_PLACEHOLDERS = {
+    "{latency_quantiles}": "quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(latency_digest)",
+    "{ttft_quantiles}": "quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(ttft_digest)",
+    "{active_users}": "uniqExactMerge(users_state)",
+    "{active_apps}": "uniqExactMerge(apps_state)",
+}
+PLACEHOLDERS = {
+    "org_daily": ORG_GRAIN_PLACEHOLDERS,
+    "org_model_daily": ORG_GRAIN_PLACEHOLDERS,
+    "usage_daily": {
+        "{latency_quantiles}": "quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)",
+        "{ttft_quantiles}": "quantilesMerge(0.5, 0.9, 0.95, 0.99)(ttft_quantiles)",
+        "{active_users}": "uniqExact(user_id)",
+        "{active_apps}": "uniqExact(app_id)",
+    },
+}
+
+
+# t-digest percentiles of the same data on 18.16 and 26.9 differ slightly (their merge and
+# interpolation changed): measured within 0.2% at the median, up to 1.7% at the p99 of a group
+# of 300 calls.
+SKETCH_TOL = 0.05
+
+
+def variants(sql_text):
+    """(label, text, scopes, sketch tolerance) per table a file may read: org-grain tables
+    answer org scopes, and their percentiles are t-digests."""
+    header = re.search(r"^-- daily: (.*)$", sql_text, re.M)
+    if not header:
+        return [("", sql_text, SCOPES, 0.0)]
+    out = []
+    for table in (t.strip() for t in header.group(1).split(",")):
+        text = sql_text.replace("{daily}", table)
+        for placeholder, sql in PLACEHOLDERS[table].items():
+            text = text.replace(placeholder, sql)
+        if table == "usage_daily":
+            out.append((f" on {table}", text, SCOPES, 0.0))
+        else:
+            out.append((f" on {table}", text, [s for s in SCOPES if s[0] in ORG_SCOPES], SKETCH_TOL))
+    return out
 PARAMS = {
     "from_day": "2026-01-01",
     "to_day": "2026-03-01",
@@ -358,31 +430,34 @@ def main():
     for when in ("before merges", "after OPTIMIZE FINAL"):
         if when != "before merges":
             for engine in (old, new):
-                for table in ("usage_events", "usage_hourly", "usage_daily"):
+                for table in ("usage_events",) + tuple(g[0] for g in GRAINS):
                     engine.execute(f"OPTIMIZE TABLE {table} FINAL")
         for engine in (old, new):
-            for table, bucket, raw_bucket in GRAINS:
-                d = diff(engine.query(rollup_sql(table, bucket)), engine.query(raw_sql(raw_bucket)))
+            for table, bucket, raw_bucket, dims, org_grain in GRAINS:
+                d = diff(engine.query(rollup_sql(table, bucket, dims, org_grain)),
+                         engine.query(raw_sql(raw_bucket, dims, org_grain)))
                 check(f"{engine.name}: {table} equals the raw rows ({when})", d is None, d)
-        for table, bucket, _ in GRAINS:
-            d = diff(old.query(rollup_sql(table, bucket)), new.query(rollup_sql(table, bucket)))
+        for table, bucket, _, dims, org_grain in GRAINS:
+            sql = rollup_sql(table, bucket, dims, org_grain)
+            d = diff(old.query(sql), new.query(sql))
             check(f"{table}: 18.16 and 26.9 agree ({when})", d is None, d)
 
     # 4. Every named query, every scope; every analyst view.
     query_files = sorted(Path(args.queries).glob("*.sql"))
     for path in query_files:
-        text = path.read_text()
-        for scope_name, predicate, values in SCOPES:
-            sql = bind(text, predicate, values)
-            try:
-                a, b = old.query(sql), new.query(sql)
-            except RuntimeError as e:
-                check(f"{path.stem} [{scope_name}]", False, str(e)[:800])
-                continue
-            d = diff(a, b)
-            if d is None and not a.strip():
-                d = "no rows: the data set does not exercise this query"
-            check(f"{path.stem} [{scope_name}]: {len(a.splitlines())} rows, 18.16 == 26.9", d is None, d)
+        for label, text, scopes, tol in variants(path.read_text()):
+            for scope_name, predicate, values in scopes:
+                name = f"{path.stem}{label} [{scope_name}]"
+                sql = bind(text, predicate, values)
+                try:
+                    a, b = old.query(sql), new.query(sql)
+                except RuntimeError as e:
+                    check(name, False, str(e)[:800])
+                    continue
+                d = diff(a, b, tol)
+                if d is None and not a.strip():
+                    d = "no rows: the data set does not exercise this query"
+                check(f"{name}: {len(a.splitlines())} rows, 18.16 == 26.9", d is None, d)
     for view in ("ai_daily_usage", "ai_usage_summary", "ai_model_performance"):
         cols = old.query(f"DESCRIBE TABLE {view}")
         order = ", ".join(line.split("\t")[0] for line in cols.splitlines()[:7]

@@ -1,4 +1,5 @@
 -- by_provider: per provider over [from_day, to_day) for a scope — where the money goes.
+-- daily: org_model_daily, usage_daily
 -- params: {scope}, from_day, to_day
 -- row: ProviderRow
 SELECT
@@ -19,7 +20,7 @@ FROM
         sum(total_input_tokens) AS n_input,
         sum(total_output_tokens) AS n_output,
         sum(total_cost_nusd) AS n_cost
-    FROM usage_daily
+    FROM {daily}
     WHERE {scope} AND day >= toDate(?) AND day < toDate(?)
     GROUP BY provider
 )

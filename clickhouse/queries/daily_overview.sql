@@ -1,5 +1,6 @@
 -- daily_overview: per UTC day in [from_day, to_day), the totals of one scope — the dashboard's
 -- main chart and the input of spend projections.
+-- daily: org_daily, org_model_daily, usage_daily
 -- params: {scope}, from_day, to_day
 -- row: DailyOverviewRow
 SELECT
@@ -28,7 +29,7 @@ FROM
         sum(total_reasoning_tokens) AS n_reasoning,
         sum(total_cost_nusd) AS n_cost,
         sum(total_latency_ms) AS n_latency
-    FROM usage_daily
+    FROM {daily}
     WHERE {scope} AND day >= toDate(?) AND day < toDate(?)
     GROUP BY day
 )

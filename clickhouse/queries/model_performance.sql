@@ -1,6 +1,7 @@
 -- model_performance: per provider and model over [from_day, to_day) for a scope — calls,
 -- errors by class, latency and time-to-first-token (mean and percentiles 50/90/95/99), output
 -- speed and cost.
+-- daily: org_model_daily, usage_daily
 -- params: {scope}, from_day, to_day
 -- row: ModelPerformanceRow
 SELECT
@@ -44,9 +45,9 @@ FROM
         sum(total_latency_ms) AS n_latency,
         sum(total_ttft_ms) AS n_ttft,
         sum(ttft_count) AS n_ttft_count,
-        arrayMap(x -> toFloat64(x), quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)) AS lq,
-        arrayMap(x -> toFloat64(x), quantilesMerge(0.5, 0.9, 0.95, 0.99)(ttft_quantiles)) AS tq
-    FROM usage_daily
+        arrayMap(x -> toFloat64(x), {latency_quantiles}) AS lq,
+        arrayMap(x -> toFloat64(x), {ttft_quantiles}) AS tq
+    FROM {daily}
     WHERE {scope} AND day >= toDate(?) AND day < toDate(?)
     GROUP BY provider, model
 )

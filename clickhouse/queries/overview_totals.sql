@@ -1,5 +1,6 @@
 -- overview_totals: one row of totals for a scope over [from_day, to_day) — the dashboard's
 -- headline numbers (spend, calls, error rate, tokens, p95 latency, unpriced calls).
+-- daily: org_daily, org_model_daily, usage_daily
 -- params: {scope}, from_day, to_day
 -- row: OverviewTotalsRow
 SELECT
@@ -30,10 +31,10 @@ FROM
         sum(total_cache_write_tokens) AS n_cache_write,
         sum(total_reasoning_tokens) AS n_reasoning,
         sum(total_cost_nusd) AS n_cost,
-        uniqExact(user_id) AS n_users,
-        uniqExact(app_id) AS n_apps,
+        toUInt64({active_users}) AS n_users,
+        toUInt64({active_apps}) AS n_apps,
         sum(total_latency_ms) AS n_latency,
-        arrayMap(x -> toFloat64(x), quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)) AS lq
-    FROM usage_daily
+        arrayMap(x -> toFloat64(x), {latency_quantiles}) AS lq
+    FROM {daily}
     WHERE {scope} AND day >= toDate(?) AND day < toDate(?)
 )

@@ -1,5 +1,6 @@
 -- provider_performance: per provider over the UTC days [from_day, to_day): calls, errors,
 -- spend and latency — the Providers tab and `GET /api/v1/providers`.
+-- daily: org_model_daily, usage_daily
 -- params: {scope}, from_day, to_day
 -- row: ProviderPerformanceRow
 SELECT
@@ -25,8 +26,8 @@ FROM
         sum(total_output_tokens) AS n_output,
         sum(total_cost_nusd) AS n_cost,
         sum(total_latency_ms) AS n_latency,
-        arrayMap(x -> toFloat64(x), quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)) AS lq
-    FROM usage_daily
+        arrayMap(x -> toFloat64(x), {latency_quantiles}) AS lq
+    FROM {daily}
     WHERE {scope} AND day >= toDate(?) AND day < toDate(?)
     GROUP BY provider
 )

@@ -4,6 +4,10 @@
 //!
 //! [`Scope`] is the tenant predicate. It is chosen by dashboard-api from the caller's token and
 //! replaces `{scope}` with fixed SQL text whose values are bound, never spliced.
+//!
+//! [`DailyRollup`] is the daily table a query reads: files that say `FROM {daily}` are answered
+//! from the coarsest rollup that can answer for the scope and filters (migration 0008 explains
+//! the three grains).
 
 use clickhouse::{Client, Row};
 use serde::Deserialize;
@@ -83,12 +87,112 @@ impl Scope {
     }
 }
 
+/// The daily rollup a query reads: what fills a named query's `{daily}` and the placeholders
+/// whose SQL depends on the table's state columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DailyRollup {
+    /// `org_daily`: one row per org and day (0008).
+    OrgDaily,
+    /// `org_model_daily`: per org, day, provider and model (0008).
+    OrgModelDaily,
+    /// `usage_daily`: per org, day, user, app, provider, model and task type (0002).
+    UsageDaily,
+}
+
+impl DailyRollup {
+    /// The coarsest rollup that answers for `scope`; `narrowed` when provider or model filters
+    /// apply. A file that groups by provider or model lists no `org_daily` in its `-- daily:`
+    /// header and is moved to the next finer table by [`NamedQuery::on`].
+    pub fn choose(scope: &Scope, narrowed: bool) -> DailyRollup {
+        match scope {
+            Scope::OrgUser { .. } | Scope::OrgApp { .. } => DailyRollup::UsageDaily,
+            Scope::AllOrgs | Scope::Org { .. } if narrowed => DailyRollup::OrgModelDaily,
+            Scope::AllOrgs | Scope::Org { .. } => DailyRollup::OrgDaily,
+        }
+    }
+
+    pub fn table(self) -> &'static str {
+        match self {
+            DailyRollup::OrgDaily => "org_daily",
+            DailyRollup::OrgModelDaily => "org_model_daily",
+            DailyRollup::UsageDaily => "usage_daily",
+        }
+    }
+
+    /// `(placeholder, SQL)` for this table. The org-grain tables keep t-digest and distinct-id
+    /// states; usage_daily keeps reservoir states and has the ids themselves.
+    fn placeholders(self) -> [(&'static str, &'static str); 5] {
+        let org_grain = [
+            (
+                "{latency_quantiles}",
+                "quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(latency_digest)",
+            ),
+            (
+                "{ttft_quantiles}",
+                "quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(ttft_digest)",
+            ),
+            ("{active_users}", "uniqExactMerge(users_state)"),
+            ("{active_apps}", "uniqExactMerge(apps_state)"),
+            ("{daily}", self.table()),
+        ];
+        match self {
+            DailyRollup::OrgDaily | DailyRollup::OrgModelDaily => org_grain,
+            DailyRollup::UsageDaily => [
+                (
+                    "{latency_quantiles}",
+                    "quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)",
+                ),
+                (
+                    "{ttft_quantiles}",
+                    "quantilesMerge(0.5, 0.9, 0.95, 0.99)(ttft_quantiles)",
+                ),
+                ("{active_users}", "uniqExact(user_id)"),
+                ("{active_apps}", "uniqExact(app_id)"),
+                ("{daily}", self.table()),
+            ],
+        }
+    }
+}
+
 impl NamedQuery {
     /// The query with `{scope}` filled in and its scope values bound; bind the rest in the
-    /// order of the file's `-- params:` line.
+    /// order of the file's `-- params:` line. `{daily}` reads the coarsest rollup for `scope`.
     pub fn scoped(&self, client: &Client, scope: &Scope) -> clickhouse::query::Query {
-        let sql = self.body().replace("{scope}", scope.predicate());
+        let sql = self
+            .on(DailyRollup::choose(scope, false))
+            .replace("{scope}", scope.predicate());
         scope.bind(read_query(client, &sql))
+    }
+
+    /// The tables this file's `{daily}` may name (its `-- daily:` header; none: the file reads
+    /// no rollup through `{daily}`).
+    pub fn rollups(&self) -> Vec<DailyRollup> {
+        let Some(line) = self.sql.lines().find_map(|l| l.strip_prefix("-- daily:")) else {
+            return Vec::new();
+        };
+        let all = [
+            DailyRollup::OrgDaily,
+            DailyRollup::OrgModelDaily,
+            DailyRollup::UsageDaily,
+        ];
+        line.split(',')
+            .filter_map(|name| all.into_iter().find(|r| r.table() == name.trim()))
+            .collect()
+    }
+
+    /// [`NamedQuery::body`] reading `rollup`, or the next finer table the file allows (a file
+    /// grouped by model cannot read `org_daily`).
+    pub fn on(&self, rollup: DailyRollup) -> String {
+        let body = self.body();
+        let Some(table) = self.rollups().into_iter().filter(|r| *r >= rollup).min() else {
+            return body;
+        };
+        table
+            .placeholders()
+            .iter()
+            .fold(body, |sql, (placeholder, text)| {
+                sql.replace(placeholder, text)
+            })
     }
 
     /// [`NamedQuery::scoped`] with the UTC days `[from, to)` bound next (files whose
@@ -379,6 +483,49 @@ mod tests {
             );
             assert_eq!(body.matches("{scope}").count(), 1, "{name}");
         }
+    }
+
+    /// A file's `{daily}` names the coarsest table its header allows for the scope, and every
+    /// placeholder is filled for every table it may read; user and app scopes always read
+    /// usage_daily.
+    #[test]
+    fn rollup_files_read_the_coarsest_table_that_answers() {
+        let org = Scope::Org { org_id: "o".into() };
+        let user = Scope::OrgUser {
+            org_id: "o".into(),
+            user_id: "u".into(),
+        };
+        let daily = |q: &NamedQuery, scope: &Scope, narrowed: bool| {
+            let sql = q.on(DailyRollup::choose(scope, narrowed));
+            assert!(
+                !sql.replace("{scope}", "").contains('{'),
+                "{}: unfilled placeholder",
+                q.name
+            );
+            ["org_daily", "org_model_daily", "usage_daily"]
+                .into_iter()
+                .find(|t| sql.contains(&format!("FROM {t}")))
+                .unwrap_or_else(|| panic!("{} reads no rollup", q.name))
+        };
+        assert_eq!(daily(&OVERVIEW_TOTALS, &Scope::AllOrgs, false), "org_daily");
+        assert_eq!(daily(&OVERVIEW_TOTALS, &org, true), "org_model_daily");
+        assert_eq!(daily(&OVERVIEW_TOTALS, &user, false), "usage_daily");
+        assert_eq!(daily(&DAILY_OVERVIEW, &org, false), "org_daily");
+        // Grouped by provider/model: never org_daily.
+        assert_eq!(daily(&BY_PROVIDER, &org, false), "org_model_daily");
+        assert_eq!(
+            daily(&MODEL_PERFORMANCE, &Scope::AllOrgs, false),
+            "org_model_daily"
+        );
+        assert_eq!(daily(&MODEL_PERFORMANCE, &user, true), "usage_daily");
+        assert!(OVERVIEW_TOTALS
+            .on(DailyRollup::UsageDaily)
+            .contains("quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)"));
+        assert!(OVERVIEW_TOTALS
+            .on(DailyRollup::OrgDaily)
+            .contains("uniqExactMerge(users_state)"));
+        // Files without `{daily}` are untouched.
+        assert_eq!(TOP_SPENDERS.on(DailyRollup::OrgDaily), TOP_SPENDERS.body());
     }
 
     #[test]

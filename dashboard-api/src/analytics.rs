@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Duration, OffsetDateTime};
 use tollgate_clickhouse::clickhouse::query::Query;
 use tollgate_clickhouse::clickhouse::{Client, Row};
-use tollgate_clickhouse::queries::{self, day_param, hour_param, NamedQuery};
+use tollgate_clickhouse::queries::{self, day_param, hour_param, DailyRollup, NamedQuery};
 use tollgate_clickhouse::{read_query, Scope};
 use usage_core::Nanos;
 use utoipa::ToSchema;
@@ -42,6 +42,11 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// The daily rollup that answers for this scope and these filters.
+    pub fn rollup(&self) -> DailyRollup {
+        DailyRollup::choose(&self.scope, self.provider.is_some() || self.model.is_some())
+    }
+
     fn predicate(&self) -> String {
         let mut p = format!("({})", self.scope.predicate());
         if self.provider.is_some() {
@@ -56,7 +61,7 @@ impl Filter {
     /// `nq` with `{scope}` replaced and the filter's values bound; bind the rest in the order
     /// of the file's `-- params:` line.
     pub fn query(&self, client: &Client, nq: &NamedQuery) -> Query {
-        let sql = nq.body().replace("{scope}", &self.predicate());
+        let sql = nq.on(self.rollup()).replace("{scope}", &self.predicate());
         let mut q = read_query(client, &sql);
         q = match &self.scope {
             Scope::AllOrgs => q,

@@ -7,8 +7,6 @@ use tollgate_clickhouse::testing::TestDb;
 
 use crate::support::{fixture, insert_in_batches, tsv};
 
-const KEYS: &str = "org_id, bucket, user_id, app_id, provider, model, task_type";
-
 /// (rollup column, the same aggregate over usage_events).
 const METRICS: &[(&str, &str)] = &[
     ("requests", "count()"),
@@ -57,40 +55,109 @@ const METRICS: &[(&str, &str)] = &[
 ];
 
 const QUANTILES: &str = "quantiles(0.5, 0.9, 0.95, 0.99)";
+const QUANTILES_MERGE: &str = "quantilesMerge(0.5, 0.9, 0.95, 0.99)";
 
-fn rollup_sql(table: &str, bucket: &str) -> String {
-    let mut cols: Vec<String> = METRICS.iter().map(|(c, _)| format!("sum({c})")).collect();
-    cols.push("quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)".into());
-    cols.push("quantilesMerge(0.5, 0.9, 0.95, 0.99)(ttft_quantiles)".into());
-    format!(
-        "SELECT org_id, {bucket} AS bucket, user_id, app_id, provider, model, task_type, {} \
-         FROM {table} GROUP BY {KEYS} ORDER BY {KEYS}",
-        cols.join(", ")
-    )
+/// A rollup table: its bucket column and the raw expression for it, its key, and which
+/// latency / distinct-id states it keeps.
+struct Grain {
+    table: &'static str,
+    bucket: &'static str,
+    raw_bucket: &'static str,
+    /// Key columns after org_id and the bucket.
+    dims: &'static str,
+    /// usage_* keep reservoir quantile states (exact for the fixture's small groups); the
+    /// org-grain tables keep t-digests (approximate: checked separately) and distinct-id sets.
+    org_grain: bool,
 }
 
-fn raw_sql(bucket_expr: &str) -> String {
-    let mut cols: Vec<String> = METRICS.iter().map(|(_, raw)| raw.to_string()).collect();
-    cols.push(format!("{QUANTILES}(toFloat64(latency_ms))"));
-    cols.push(
-        "quantilesIf(0.5, 0.9, 0.95, 0.99)(toFloat64(ifNull(ttft_ms, 0)), isNotNull(ttft_ms))"
-            .to_string(),
-    );
-    format!(
-        "SELECT org_id, {bucket_expr} AS bucket, user_id, app_id, provider, \
-         if(model_served = '', toString(model_requested), toString(model_served)) AS model, task_type, {} \
-         FROM usage_events GROUP BY {KEYS} ORDER BY {KEYS}",
-        cols.join(", ")
-    )
+const MODEL_EXPR: &str =
+    "if(model_served = '', toString(model_requested), toString(model_served)) AS model";
+
+const GRAINS: &[Grain] = &[
+    Grain {
+        table: "usage_hourly",
+        bucket: "hour",
+        raw_bucket: "toStartOfHour(ts)",
+        dims: "user_id, app_id, provider, model, task_type",
+        org_grain: false,
+    },
+    Grain {
+        table: "usage_daily",
+        bucket: "day",
+        raw_bucket: "toDate(ts)",
+        dims: "user_id, app_id, provider, model, task_type",
+        org_grain: false,
+    },
+    Grain {
+        table: "org_model_daily",
+        bucket: "day",
+        raw_bucket: "toDate(ts)",
+        dims: "provider, model",
+        org_grain: true,
+    },
+    Grain {
+        table: "org_daily",
+        bucket: "day",
+        raw_bucket: "toDate(ts)",
+        dims: "",
+        org_grain: true,
+    },
+];
+
+impl Grain {
+    fn keys(&self) -> String {
+        if self.dims.is_empty() {
+            "org_id, bucket".into()
+        } else {
+            format!("org_id, bucket, {}", self.dims)
+        }
+    }
+
+    fn rollup_sql(&self) -> String {
+        let mut cols: Vec<String> = METRICS.iter().map(|(c, _)| format!("sum({c})")).collect();
+        if self.org_grain {
+            cols.push("uniqExactMerge(users_state)".into());
+            cols.push("uniqExactMerge(apps_state)".into());
+        } else {
+            cols.push(format!("{QUANTILES_MERGE}(latency_quantiles)"));
+            cols.push(format!("{QUANTILES_MERGE}(ttft_quantiles)"));
+        }
+        let keys = self.keys();
+        format!(
+            "SELECT {keys}, {} FROM (SELECT *, {} AS bucket FROM {}) GROUP BY {keys} ORDER BY {keys}",
+            cols.join(", "),
+            self.bucket,
+            self.table
+        )
+    }
+
+    fn raw_sql(&self) -> String {
+        let mut cols: Vec<String> = METRICS.iter().map(|(_, raw)| raw.to_string()).collect();
+        if self.org_grain {
+            cols.push("uniqExact(user_id)".into());
+            cols.push("uniqExact(app_id)".into());
+        } else {
+            cols.push(format!("{QUANTILES}(toFloat64(latency_ms))"));
+            cols.push(
+                "quantilesIf(0.5, 0.9, 0.95, 0.99)(toFloat64(ifNull(ttft_ms, 0)), isNotNull(ttft_ms))"
+                    .to_string(),
+            );
+        }
+        let keys = self.keys();
+        format!(
+            "SELECT {keys}, {} FROM (SELECT *, {} AS bucket, {MODEL_EXPR} FROM usage_events) \
+             GROUP BY {keys} ORDER BY {keys}",
+            cols.join(", "),
+            self.raw_bucket
+        )
+    }
 }
 
 async fn assert_rollups_equal_raw(db: &TestDb, when: &str) {
-    for (table, bucket, raw_bucket) in [
-        ("usage_hourly", "hour", "toStartOfHour(ts)"),
-        ("usage_daily", "day", "toDate(ts)"),
-    ] {
-        let rollup = tsv(db.client(), &rollup_sql(table, bucket)).await;
-        let raw = tsv(db.client(), &raw_sql(raw_bucket)).await;
+    for grain in GRAINS {
+        let table = grain.table;
+        let rollup = tsv(db.client(), &grain.rollup_sql()).await;
+        let raw = tsv(db.client(), &grain.raw_sql()).await;
         assert!(
             rollup.lines().count() > 10,
             "{table}: too few groups to mean anything"
@@ -107,6 +174,44 @@ async fn assert_rollups_equal_raw(db: &TestDb, when: &str) {
                 "{table} differs from the raw rows {when}:\n{}",
                 diff.join("\n")
             );
+        }
+    }
+    assert_digests_near_exact(db, when).await;
+}
+
+/// The org-grain t-digests answer each org's latency and ttft percentiles over the whole
+/// fixture within 3% (+2 ms) of the exact values.
+async fn assert_digests_near_exact(db: &TestDb, when: &str) {
+    for table in ["org_daily", "org_model_daily"] {
+        let sql = format!(
+            "SELECT r.org_id, r.lq, r.tq, e.lq, e.tq FROM \
+             (SELECT org_id, quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(latency_digest) AS lq, \
+                     quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(ttft_digest) AS tq \
+              FROM {table} GROUP BY org_id) AS r \
+             ANY INNER JOIN \
+             (SELECT org_id, quantilesExact(0.5, 0.9, 0.95, 0.99)(latency_ms) AS lq, \
+                     quantilesExactIf(0.5, 0.9, 0.95, 0.99)(ifNull(ttft_ms, 0), isNotNull(ttft_ms)) AS tq \
+              FROM usage_events GROUP BY org_id) AS e USING org_id ORDER BY org_id"
+        );
+        let out = tsv(db.client(), &sql).await;
+        assert!(out.lines().count() >= 2, "{table}: too few orgs");
+        for line in out.lines() {
+            let cells: Vec<&str> = line.split('\t').collect();
+            let nums = |c: &str| -> Vec<f64> {
+                c.trim_matches(|ch| ch == '[' || ch == ']')
+                    .split(',')
+                    .map(|x| x.parse().unwrap())
+                    .collect()
+            };
+            for (digest, exact) in [(cells[1], cells[3]), (cells[2], cells[4])] {
+                for (d, e) in nums(digest).into_iter().zip(nums(exact)) {
+                    assert!(
+                        (d - e).abs() <= e * 0.03 + 2.0,
+                        "{table} {when}, org {}: digest {digest} vs exact {exact}",
+                        cells[0]
+                    );
+                }
+            }
         }
     }
 }
@@ -153,7 +258,8 @@ async fn rollups_equal_aggregates_of_the_raw_rows_before_and_after_merges() {
     insert_in_batches(db.client(), &records, 5).await;
 
     let expected = expected_totals(&records);
-    for table in ["usage_hourly", "usage_daily"] {
+    for grain in GRAINS {
+        let table = grain.table;
         assert_eq!(
             tsv(db.client(), &format!("{TOTALS_SQL}{table}")).await,
             expected,
@@ -163,7 +269,13 @@ async fn rollups_equal_aggregates_of_the_raw_rows_before_and_after_merges() {
     assert_rollups_equal_raw(&db, "before merges").await;
 
     let rows_before = tsv(db.client(), "SELECT count() FROM usage_daily").await;
-    for table in ["usage_events", "usage_hourly", "usage_daily"] {
+    for table in [
+        "usage_events",
+        "usage_hourly",
+        "usage_daily",
+        "org_model_daily",
+        "org_daily",
+    ] {
         db.client()
             .query(&format!("OPTIMIZE TABLE {table} FINAL"))
             .execute()
@@ -173,7 +285,7 @@ async fn rollups_equal_aggregates_of_the_raw_rows_before_and_after_merges() {
     let rows_after = tsv(db.client(), "SELECT count() FROM usage_daily").await;
     let groups = tsv(
         db.client(),
-        &format!("SELECT count() FROM ({})", rollup_sql("usage_daily", "day")),
+        &format!("SELECT count() FROM ({})", GRAINS[1].rollup_sql()),
     )
     .await;
     assert_eq!(
@@ -186,7 +298,8 @@ async fn rollups_equal_aggregates_of_the_raw_rows_before_and_after_merges() {
     );
 
     assert_rollups_equal_raw(&db, "after OPTIMIZE FINAL").await;
-    for table in ["usage_hourly", "usage_daily"] {
+    for grain in GRAINS {
+        let table = grain.table;
         assert_eq!(
             tsv(db.client(), &format!("{TOTALS_SQL}{table}")).await,
             expected,
