@@ -323,25 +323,35 @@ async fn handle(
         reservations: Vec::new(),
         budget_now,
     };
-    let warnings = match guard_budgets(env, ctx, &mut prepared).await {
-        Ok(w) => w,
+    // From here on every answer, success or refusal, has a record: name it to the client.
+    let mut extra = vec![(crate::EVENT_ID_HEADER, prepared.event_id.to_string())];
+    let answer = match guard_budgets(env, ctx, &mut prepared).await {
+        Ok(warnings) => {
+            if !warnings.is_empty() {
+                extra.push(("x-tollgate-budget-warning", warnings.join("; ")));
+            }
+            proxy(prepared, forwarded, env, ctx, started).await
+        }
         Err(refusal) => {
             let mut f = facts(&prepared, started, prepared.event_id);
             f.status_code = 429;
             f.error_class = ErrorClass::BudgetBlocked;
             record_later(env, ctx, f, Vec::new(), budget_now);
-            return Err(refusal);
+            Err(refusal)
         }
     };
-    let resp = proxy(prepared, forwarded, env, ctx, started).await?;
-    if warnings.is_empty() {
-        return Ok(resp);
-    }
+    let resp = match answer {
+        Ok(resp) => resp,
+        Err(e) => error_response(&e)
+            .map_err(|why| ApiError::internal(format!("building the error response: {why}")))?,
+    };
     let headers = Headers::new();
     for (k, v) in resp.headers().entries() {
         let _ = headers.append(&k, &v);
     }
-    let _ = headers.set("x-tollgate-budget-warning", &warnings.join("; "));
+    for (k, v) in &extra {
+        let _ = headers.set(k, v);
+    }
     Ok(resp.with_headers(headers))
 }
 

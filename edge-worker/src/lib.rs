@@ -13,6 +13,11 @@
 //!    [`measure::build_record`] and ships it ([`ship`]) to the collector, batched and signed, or
 //!    to a Cloudflare Queue.
 //!
+//! Every call that yields a record answers with its `event_id` in the [`EVENT_ID_HEADER`]
+//! response header (proxied answers, streams, and the edge's own refusals after the key was
+//! accepted: budget, provider unreachable, timeout), so a client — or a reconciliation such as
+//! `cargo xtask soak` — can name the exact row in `usage_events` its call produced.
+//!
 //! Everything but the Workers glue (`glue`, `ship`, wasm32 only) is plain Rust, tested
 //! natively.
 
@@ -26,6 +31,31 @@ pub mod keys;
 pub mod local;
 pub mod measure;
 pub mod tap;
+
+/// Response header carrying the call's `event_id` (the idempotency key of its usage record).
+pub const EVENT_ID_HEADER: &str = "x-tollgate-event-id";
+
+/// Pauses between the attempts of one batch POST to the collector (after the first try).
+///
+/// Together about 19 s: long enough to ride out a collector restart (a SIGKILL and a new
+/// process recovering its spool) or a rolling deploy, short enough to finish inside the 30 s
+/// Cloudflare gives `wait_until` work after the response. A ClickHouse outage needs no retry
+/// budget at all: the collector keeps accepting into its spool.
+pub const SHIP_RETRY_DELAYS_MS: &[u64] = &[100, 200, 400, 800, 1_600, 3_200, 6_400, 6_400];
+
+#[cfg(test)]
+mod tests {
+    use super::SHIP_RETRY_DELAYS_MS;
+
+    #[test]
+    fn the_retry_schedule_covers_a_restart_and_fits_in_wait_until() {
+        let total: u64 = SHIP_RETRY_DELAYS_MS.iter().sum();
+        // Cloudflare cancels `wait_until` work 30 s after the response; leave room for the
+        // POSTs themselves.
+        assert!((15_000..=22_000).contains(&total), "{total} ms");
+        assert!(SHIP_RETRY_DELAYS_MS.windows(2).all(|w| w[0] <= w[1]));
+    }
+}
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

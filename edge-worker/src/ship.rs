@@ -4,12 +4,16 @@
 //!
 //! Direct POSTs happen inside `wait_until`, after the client has its response. Records that
 //! arrive while a flush is waiting or in flight join the next POST, so a busy isolate sends one
-//! request per `SHIP_BATCH_DELAY_MS` rather than one per call. If every retry fails the batch is
-//! logged and dropped — use the Queue binding where that is not acceptable.
+//! request per `SHIP_BATCH_DELAY_MS` rather than one per call. Failed POSTs (unreachable, 429,
+//! 5xx) are retried on [`crate::SHIP_RETRY_DELAYS_MS`] (~19 s, which covers a collector
+//! restart); if every retry fails the batch is logged and dropped — use the Queue binding where
+//! that is not acceptable. The collector deduplicates by `event_id`, so a retry of a batch whose
+//! `202` was lost stores nothing twice.
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
+use crate::SHIP_RETRY_DELAYS_MS;
 use usage_core::wire::{self, BatchFormat};
 use usage_core::UsageRecord;
 use worker::{
@@ -23,7 +27,6 @@ thread_local! {
 
 const DEFAULT_BATCH_DELAY_MS: u64 = 50;
 const MAX_BATCH: usize = 1000;
-const RETRY_DELAYS_MS: &[u64] = &[100, 400, 1600];
 
 /// Ships one record (see the module docs).
 pub async fn ship(env: &Env, record: UsageRecord) {
@@ -77,9 +80,9 @@ pub async fn post_with_retries(env: &Env, records: &[UsageRecord]) -> bool {
         return false;
     };
     let body = wire::encode_batch(records, BatchFormat::JsonArray);
-    for attempt in 0..=RETRY_DELAYS_MS.len() {
+    for attempt in 0..=SHIP_RETRY_DELAYS_MS.len() {
         if attempt > 0 {
-            Delay::from(Duration::from_millis(RETRY_DELAYS_MS[attempt - 1])).await;
+            Delay::from(Duration::from_millis(SHIP_RETRY_DELAYS_MS[attempt - 1])).await;
         }
         let now = i64::try_from(Date::now().as_millis() / 1000).unwrap_or(0);
         let signature = wire::sign(secret.as_bytes(), now, &body);

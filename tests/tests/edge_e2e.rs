@@ -257,3 +257,88 @@ async fn the_openai_sdk_through_the_worker_gets_provider_answers_and_every_call_
     drop(worker);
     drop(collector);
 }
+
+/// One call through the worker: `(status, x-tollgate-event-id)`; the body is read to the end.
+fn call_for_event_id(base: &str, key: &str, body: serde_json::Value) -> (u16, Option<String>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .post(&format!("{base}/chat/completions"))
+        .header("authorization", &format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    let id = resp
+        .headers()
+        .get(edge_worker::EVENT_ID_HEADER)
+        .map(|v| v.to_str().unwrap().to_string());
+    let _ = resp.body_mut().read_to_string().unwrap();
+    (resp.status().as_u16(), id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recorded_answer_names_its_row_by_event_id() {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
+    let (key, entry) = app_key(2, "org_ids", "", "ids-app");
+    let mut bindings = worker_bindings(
+        &mock.base_url(),
+        &collector.records_url(),
+        &format!("{{{entry}}}"),
+    );
+    bindings.retain(|(k, _)| k != "UPSTREAM_TIMEOUT_MS");
+    bindings.push(("UPSTREAM_TIMEOUT_MS".into(), "500".into()));
+    let worker = WorkerdProc::start(bindings);
+    let base = worker.base_url();
+    let calls = tokio::task::spawn_blocking(move || {
+        let chat = |stream: bool, mock: serde_json::Value| {
+            serde_json::json!({"model": "gpt-4o-mini", "stream": stream, "mock": mock,
+                "messages": [{"role": "user", "content": "hi"}]})
+        };
+        let mut calls = vec![
+            call_for_event_id(&base, &key, chat(false, serde_json::json!({}))),
+            call_for_event_id(&base, &key, chat(true, serde_json::json!({}))),
+            call_for_event_id(&base, &key, chat(false, serde_json::json!({"status": 500}))),
+            // The edge's own refusal after the key was accepted: the provider is too slow.
+            call_for_event_id(&base, &key, chat(false, serde_json::json!({"delay_ms": 2000}))),
+        ];
+        // No record without a valid key, so no event id either.
+        let refused = call_for_event_id(&base, "tg_unknown", chat(false, serde_json::json!({})));
+        assert_eq!(refused, (401, None));
+        calls.sort();
+        calls
+    })
+    .await
+    .unwrap();
+    let statuses: Vec<u16> = calls.iter().map(|c| c.0).collect();
+    assert_eq!(statuses, [200, 200, 500, 504]);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let rows = db
+            .client()
+            .query("SELECT ?fields FROM usage_events")
+            .with_setting("wait_end_of_query", "1")
+            .fetch_all::<UsageEventRow>()
+            .await
+            .unwrap();
+        if rows.len() >= calls.len() || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(rows.len(), calls.len(), "one row per answered call");
+    for (status, id) in &calls {
+        let id = uuid::Uuid::parse_str(id.as_deref().expect("an event id header")).unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r.event_id == id)
+            .unwrap_or_else(|| panic!("no row for event id {id} (status {status})"));
+        assert_eq!(row.status_code, *status);
+    }
+    drop(worker);
+}
