@@ -49,6 +49,9 @@ pub struct IngestConfig {
     pub max_decompressed_bytes: u64,
     /// Most records in one batch.
     pub max_records_per_batch: u64,
+    /// Longest a request body may take to arrive, in milliseconds (408 past it): a client
+    /// trickling bytes cannot hold a connection and its buffer forever.
+    pub body_timeout_ms: u64,
 }
 
 /// The write-ahead log.
@@ -112,6 +115,7 @@ impl Default for IngestConfig {
             max_body_bytes: 8 << 20,
             max_decompressed_bytes: 64 << 20,
             max_records_per_batch: 10_000,
+            body_timeout_ms: 30_000,
         }
     }
 }
@@ -189,6 +193,7 @@ impl Validate for Config {
                 "ingest.max_records_per_batch",
                 self.ingest.max_records_per_batch,
             ),
+            ("ingest.body_timeout_ms", self.ingest.body_timeout_ms),
             ("spool.segment_bytes", self.spool.segment_bytes),
             ("spool.high_water_bytes", self.spool.high_water_bytes),
             ("sink.max_rows", self.sink.max_rows),

@@ -1,13 +1,15 @@
 //! `POST /v1/records`: the accept path.
 //!
 //! In order: spool capacity (503 + `Retry-After` when over the high-water mark), body size
-//! (413), signature and replay window (401), `content-encoding` (415; gzip is inflated with a
-//! bound, 413 past it), batch shape (400; 413 for too many records), then every record is
-//! decoded and validated on its own: good ones are appended to the spool and acknowledged only
+//! (413) and the time it takes to arrive (408, `ingest.body_timeout_ms`), signature and replay
+//! window (401), then [`decode_body`]: `content-encoding` (415; gzip is inflated with a bound,
+//! 413 past it), batch shape (400; 413 for too many records), every record decoded and
+//! validated on its own: good ones are appended to the spool and acknowledged only
 //! once durable; bad ones are reported by index with the field and reason, and sent to the
 //! `usage_rejects` dead-letter table. `202 {accepted, duplicates, rejected:[{index, reason}]}`.
 
-use std::time::Instant;
+use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -18,6 +20,9 @@ use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
 use usage_core::wire::{self, RecordError, SignatureError, WireError};
+use uuid::Uuid;
+
+use crate::config::IngestConfig;
 
 use crate::spool::AppendBatch;
 use crate::AppState;
@@ -69,6 +74,18 @@ impl IngestError {
             retry_after_secs: Some(retry_after_secs),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
         }
+    }
+}
+
+impl IngestError {
+    /// The HTTP status this failure answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable machine-readable code (`bad_gzip`, `too_many_records`, …).
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 }
 
@@ -174,13 +191,26 @@ async fn accept(
     }
     let limits = &state.config().ingest;
     let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let raw: Bytes = axum::body::to_bytes(body, max_body).await.map_err(|_| {
-        IngestError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body exceeds {max_body} bytes"),
-        )
-    })?;
+    let body_timeout = Duration::from_millis(limits.body_timeout_ms);
+    let raw: Bytes = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, max_body))
+        .await
+        .map_err(|_| {
+            IngestError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    limits.body_timeout_ms
+                ),
+            )
+        })?
+        .map_err(|_| {
+            IngestError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds {max_body} bytes"),
+            )
+        })?;
 
     let now = OffsetDateTime::now_utc();
     let signature = headers
@@ -195,57 +225,21 @@ async fn accept(
         i64::try_from(limits.replay_window_secs).unwrap_or(i64::MAX),
     )?;
 
-    let max_inflated = usize::try_from(limits.max_decompressed_bytes).unwrap_or(usize::MAX);
-    let body: Bytes = match headers
+    let encoding = headers
         .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?"))
-    {
-        None | Some("identity") => raw,
-        Some("gzip") => Bytes::from(wire::gunzip(&raw, max_inflated)?),
-        Some(other) => {
-            return Err(IngestError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                format!("content-encoding `{other}` is not supported (use gzip or none)"),
-            ))
-        }
-    };
-
-    let max_records = usize::try_from(limits.max_records_per_batch).unwrap_or(usize::MAX);
-    let decoded = wire::decode_batch(&body, max_records)?;
-    let base = body.as_ptr() as usize;
-    // Accepted records travel to the spool as their received text: no re-serialization.
-    let mut good = Vec::with_capacity(decoded.len());
-    let mut rejected = Vec::new();
-    let mut rejects = Vec::new();
-    for d in decoded {
-        let outcome = d.record.and_then(|r| match r.validate(now) {
-            Ok(()) => Ok(r),
-            Err(fields) => Err(RecordError {
-                index: d.index,
-                reason: fields
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            }),
-        });
-        match outcome {
-            Ok(r) => {
-                let start = d.raw.as_ptr() as usize - base;
-                good.push((r.event_id, start..start + d.raw.len()));
-            }
-            Err(e) => {
-                rejects.push(Reject {
-                    received_at: now,
-                    index: e.index,
-                    reason: e.reason.clone(),
-                    raw: truncate(d.raw, MAX_REJECT_RAW).to_string(),
-                });
-                rejected.push(e);
-            }
-        }
-    }
+        .map(|v| v.to_str().unwrap_or("?"));
+    let DecodedBody {
+        body,
+        good,
+        rejects,
+    } = decode_body(encoding, raw, limits, now)?;
+    let rejected: Vec<RecordError> = rejects
+        .iter()
+        .map(|r| RecordError {
+            index: r.index,
+            reason: r.reason.clone(),
+        })
+        .collect();
 
     let (accepted, duplicates) = if good.is_empty() {
         (0, 0)
@@ -275,6 +269,78 @@ async fn accept(
         accepted,
         duplicates,
         rejected,
+    })
+}
+
+/// A body whose signature checked out, decoded and validated record by record.
+#[derive(Debug)]
+pub struct DecodedBody {
+    /// The body as decoded (inflated if it came gzip'd); `good` ranges point into it.
+    pub body: Bytes,
+    /// Records to spool: each one's `event_id` and the byte range of its JSON text in `body`.
+    pub good: Vec<(Uuid, Range<usize>)>,
+    /// Records refused (by index, with the field and reason), on their way to `usage_rejects`.
+    pub rejects: Vec<Reject>,
+}
+
+/// The accept path's decoding step, after the signature check: `content-encoding` (415 for
+/// anything but gzip or none), gzip inflated with a bound (413 past it), batch shape (400;
+/// 413 for too many records), then each record decoded and validated against `now`. Pure: no
+/// I/O, no state (the fuzz target `batch_decoder` and its replay test call it directly).
+pub fn decode_body(
+    content_encoding: Option<&str>,
+    raw: Bytes,
+    limits: &IngestConfig,
+    now: OffsetDateTime,
+) -> Result<DecodedBody, IngestError> {
+    let max_inflated = usize::try_from(limits.max_decompressed_bytes).unwrap_or(usize::MAX);
+    let body: Bytes = match content_encoding {
+        None | Some("identity") => raw,
+        Some("gzip") => Bytes::from(wire::gunzip(&raw, max_inflated)?),
+        Some(other) => {
+            return Err(IngestError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("content-encoding `{other}` is not supported (use gzip or none)"),
+            ))
+        }
+    };
+
+    let max_records = usize::try_from(limits.max_records_per_batch).unwrap_or(usize::MAX);
+    let decoded = wire::decode_batch(&body, max_records)?;
+    let base = body.as_ptr() as usize;
+    // Accepted records travel to the spool as their received text: no re-serialization.
+    let mut good = Vec::with_capacity(decoded.len());
+    let mut rejects = Vec::new();
+    for d in decoded {
+        let outcome = d.record.and_then(|r| match r.validate(now) {
+            Ok(()) => Ok(r),
+            Err(fields) => Err(RecordError {
+                index: d.index,
+                reason: fields
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }),
+        });
+        match outcome {
+            Ok(r) => {
+                let start = d.raw.as_ptr() as usize - base;
+                good.push((r.event_id, start..start + d.raw.len()));
+            }
+            Err(e) => rejects.push(Reject {
+                received_at: now,
+                index: e.index,
+                reason: e.reason,
+                raw: truncate(d.raw, MAX_REJECT_RAW).to_string(),
+            }),
+        }
+    }
+    Ok(DecodedBody {
+        body,
+        good,
+        rejects,
     })
 }
 
