@@ -10,7 +10,10 @@
 //! Columns are [`COLUMNS`]: the `UsageRecord` v1 fields in their order, so an NDJSON line is a
 //! record exactly as the edge sends it (money as a decimal USD string, `tags` an object). In
 //! CSV, `tags` is that object's JSON text, an absent `ttft_ms` is an empty cell, and a cell is
-//! quoted (quotes doubled) when it holds a comma, quote, line break or edge spaces.
+//! quoted (quotes doubled) when it holds a comma, quote, line break or edge spaces. Text that
+//! callers choose (ids, model names, task types, …) and that a spreadsheet would run as a
+//! formula — it begins with `=`, `+`, `-`, `@`, tab or carriage return — is neutralised as
+//! OWASP's CSV-injection guidance says: a leading `'`, and the cell quoted.
 
 use std::collections::BTreeMap;
 
@@ -194,6 +197,30 @@ fn csv_cell(out: &mut Vec<u8>, text: &str) {
     }
 }
 
+/// Whether a spreadsheet would take a cell with this text for a formula.
+fn looks_like_formula(text: &str) -> bool {
+    text.starts_with(['=', '+', '-', '@', '\t', '\r'])
+}
+
+/// Appends a cell of caller-chosen text: as [`csv_cell`], but a formula-like text gets a
+/// leading `'` and is quoted, so that no spreadsheet evaluates it.
+fn csv_text_cell(out: &mut Vec<u8>, text: &str) {
+    if looks_like_formula(text) {
+        out.extend_from_slice(b"\"'");
+        out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        csv_cell(out, text);
+    }
+}
+
+/// One CSV cell: a value this service formats (numbers, times, ids, the tags JSON), or text a
+/// caller chose.
+enum Cell<'a> {
+    Value(String),
+    Text(&'a str),
+}
+
 fn csv_header(out: &mut Vec<u8>) {
     out.extend_from_slice(COLUMNS.join(",").as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -214,44 +241,48 @@ pub fn encode(format: Format, row: &UsageEventRow, out: &mut Vec<u8>) {
                 r.ts.format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default();
             let tags = serde_json::to_string(&r.tags).unwrap_or_default();
-            let cells: [&str; 31] = [
-                &r.event_id.to_string(),
-                &r.schema_version.to_string(),
-                &ts,
-                &r.latency_ms.to_string(),
-                &r.ttft_ms.map(|t| t.to_string()).unwrap_or_default(),
-                &r.upstream_ms.to_string(),
-                r.org_id,
-                r.user_id,
-                r.app_id,
-                r.key_id,
-                &tags,
-                r.provider,
-                r.model_requested,
-                r.model_served,
-                r.endpoint,
-                r.task_type,
-                if r.stream { "true" } else { "false" },
-                r.edge_region,
-                &r.status_code.to_string(),
-                r.error_class,
-                &r.input_tokens.to_string(),
-                &r.output_tokens.to_string(),
-                &r.cached_input_tokens.to_string(),
-                &r.cache_write_tokens.to_string(),
-                &r.reasoning_tokens.to_string(),
-                r.usage_source,
-                &r.cost_nusd.to_string(),
-                r.cost_source,
-                r.pricing_version,
-                &r.request_bytes.to_string(),
-                &r.response_bytes.to_string(),
+            let v = |x: &dyn ToString| Cell::Value(x.to_string());
+            let cells: [Cell<'_>; 31] = [
+                v(&r.event_id),
+                v(&r.schema_version),
+                Cell::Value(ts),
+                v(&r.latency_ms),
+                Cell::Value(r.ttft_ms.map(|t| t.to_string()).unwrap_or_default()),
+                v(&r.upstream_ms),
+                Cell::Text(r.org_id),
+                Cell::Text(r.user_id),
+                Cell::Text(r.app_id),
+                Cell::Text(r.key_id),
+                Cell::Value(tags),
+                Cell::Text(r.provider),
+                Cell::Text(r.model_requested),
+                Cell::Text(r.model_served),
+                Cell::Text(r.endpoint),
+                Cell::Text(r.task_type),
+                v(&r.stream),
+                Cell::Text(r.edge_region),
+                v(&r.status_code),
+                Cell::Text(r.error_class),
+                v(&r.input_tokens),
+                v(&r.output_tokens),
+                v(&r.cached_input_tokens),
+                v(&r.cache_write_tokens),
+                v(&r.reasoning_tokens),
+                Cell::Text(r.usage_source),
+                v(&r.cost_nusd),
+                Cell::Text(r.cost_source),
+                Cell::Text(r.pricing_version),
+                v(&r.request_bytes),
+                v(&r.response_bytes),
             ];
             for (i, c) in cells.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                csv_cell(out, c);
+                match c {
+                    Cell::Value(text) => csv_cell(out, text),
+                    Cell::Text(text) => csv_text_cell(out, text),
+                }
             }
             out.extend_from_slice(b"\r\n");
         }
@@ -444,6 +475,68 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\nlines\"|\" edge\"||"
         );
+    }
+
+    #[test]
+    fn formula_like_text_is_neutralised_and_quoted() {
+        let mut out = Vec::new();
+        for s in [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tcmd",
+            "\r=1",
+            "a=b",
+            "plain",
+        ] {
+            csv_text_cell(&mut out, s);
+            out.push(b'|');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"|\"'+1\"|\"'-2+3\"|\"'@SUM(A1)\"|\"'\tcmd\"|\"'\r=1\"|a=b|plain|"
+        );
+    }
+
+    #[test]
+    fn an_exported_row_neutralises_caller_text_but_not_numbers() {
+        let shape = tollgate_clickhouse::synthetic::Shape {
+            orgs: 1,
+            users_per_org: 1,
+            apps_per_org: 1,
+            start: OffsetDateTime::UNIX_EPOCH,
+            span: time::Duration::DAY,
+        };
+        let record = tollgate_clickhouse::synthetic::Synthetic::new(1, 1, shape)
+            .next()
+            .unwrap();
+        let mut row = UsageEventRow::from(&record);
+        row.org_id = "=cmd|' /C calc'!A0".into();
+        row.user_id = "@user".into();
+        row.model_requested = "-m".into();
+        row.task_type = "+task".into();
+        row.tag_keys = vec!["k".into()];
+        row.tag_values = vec!["=1".into()];
+        row.cost_nusd = -5;
+        let mut out = Vec::new();
+        encode(Format::Csv, &row, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.contains(",\"'=cmd|' /C calc'!A0\",\"'@user\","),
+            "{line}"
+        );
+        assert!(line.contains(",\"'-m\","), "{line}");
+        assert!(line.contains(",\"'+task\","), "{line}");
+        // The tags cell begins with `{`: a spreadsheet reads it as text.
+        assert!(line.contains(",\"{\"\"k\"\":\"\"=1\"\"}\","), "{line}");
+        // Numbers this service formats are left alone, even a negative one.
+        assert!(line.contains(",-0.000000005,"), "{line}");
+        // NDJSON is JSON: nothing to neutralise.
+        let mut nd = Vec::new();
+        encode(Format::Ndjson, &row, &mut nd);
+        let v: serde_json::Value = serde_json::from_slice(&nd).unwrap();
+        assert_eq!(v["org_id"], "=cmd|' /C calc'!A0");
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! names the parameter, and unknown parameters are refused (a typo such as `form=` must not
 //! silently widen a query).
 //!
-//! Time: `from` and `to` are RFC 3339 instants or `YYYY-MM-DD` dates (UTC). A date `to` means
-//! the end of that day, so `from=2026-11-01&to=2026-11-30` is all of November. The window is
-//! `[from, to)`; default: the 30 days up to now. Daily figures cover the UTC days the window
-//! touches.
+//! Time: `from` and `to` are RFC 3339 instants or `YYYY-MM-DD` dates (UTC), between 1970-01-01
+//! and 2100-01-01 ([`EARLIEST`], [`LATEST`]). A date `to` means the end of that day, so
+//! `from=2026-11-01&to=2026-11-30` is all of November. The window is `[from, to)`; default: the
+//! 30 days up to now. Daily figures cover the UTC days the window touches.
 
 use std::collections::BTreeMap;
 
@@ -123,21 +123,33 @@ pub fn parse_query(raw: Option<&str>) -> Result<BTreeMap<String, String>, ApiErr
     Ok(out)
 }
 
+/// Earliest instant a window may start at or reach (ClickHouse's `DateTime` starts here).
+pub const EARLIEST: OffsetDateTime = time::macros::datetime!(1970-01-01 0:00 UTC);
+/// Latest instant a window may end at (well inside ClickHouse's `Date` and `DateTime`, and far
+/// from the end of `time`'s range, so window arithmetic never overflows).
+pub const LATEST: OffsetDateTime = time::macros::datetime!(2100-01-01 0:00 UTC);
+
 fn parse_time(field: &str, value: &str, end_of_day: bool) -> Result<OffsetDateTime, ApiError> {
-    if let Ok(t) = OffsetDateTime::parse(value, &Rfc3339) {
-        return Ok(t.to_offset(time::UtcOffset::UTC));
-    }
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    match Date::parse(value, &fmt) {
-        Ok(d) => {
+    let parsed = match OffsetDateTime::parse(value, &Rfc3339) {
+        // An offset can push a time at the edge of the calendar past it: checked, not a panic.
+        Ok(t) => t.checked_to_offset(time::UtcOffset::UTC),
+        Err(_) => Date::parse(value, &fmt).ok().map(|d| {
             let d = if end_of_day {
                 d.next_day().unwrap_or(d)
             } else {
                 d
             };
-            Ok(d.midnight().assume_utc())
-        }
-        Err(_) => Err(ApiError::bad(
+            d.midnight().assume_utc()
+        }),
+    };
+    match parsed {
+        Some(t) if (EARLIEST..=LATEST).contains(&t) => Ok(t),
+        Some(_) => Err(ApiError::bad(
+            field,
+            format!("`{field}` must lie between 1970-01-01 and 2100-01-01"),
+        )),
+        None => Err(ApiError::bad(
             field,
             format!(
                 "`{field}` must be an RFC 3339 time (2026-11-01T00:00:00Z) or a date (2026-11-01)"
@@ -349,6 +361,24 @@ mod tests {
         assert_eq!(field("org="), "org");
         assert_eq!(field("model=%00"), "model");
         assert_eq!(field(&format!("user={}", "x".repeat(300))), "user");
+    }
+
+    /// Found by the `query_params` fuzz target's seeds (fuzz/regressions/query_params/): times
+    /// at the edges of the calendar panicked (an offset past year 9999, the hour after the last
+    /// one) or gave an empty day range; now they are a 400 naming the parameter.
+    #[test]
+    fn times_at_the_edges_of_the_calendar_are_refused_not_a_panic() {
+        assert_eq!(
+            field("to=9999-12-31T23:30:00Z&from=9999-12-31T00:00:00Z&granularity=hour"),
+            "to"
+        );
+        assert_eq!(field("to=9999-12-31T23:00:00-02:00"), "to");
+        assert_eq!(field("from=0000-01-01&to=0000-01-02"), "to");
+        assert_eq!(field("from=1969-12-31&to=1970-01-02"), "from");
+        assert_eq!(field("to=2100-01-02"), "to");
+        let p = run("from=2099-12-01&to=2099-12-31").unwrap();
+        assert_eq!(p.window.to, LATEST);
+        assert_eq!(p.window.hours().1, LATEST);
     }
 
     #[test]

@@ -256,6 +256,49 @@ async fn ndjson_lines_are_the_records_and_csv_has_a_header_and_quotes() {
     );
 }
 
+/// Text a caller chose (user, model, task, app) that a spreadsheet would run as a formula is
+/// exported with a leading `'`, quoted; numbers and the NDJSON export are unchanged.
+#[tokio::test]
+async fn spreadsheet_formulas_in_exported_text_are_neutralised() {
+    let env = Env::new().await;
+    let mut r = record(
+        7,
+        &Spec {
+            org: "acme",
+            user: "=HYPERLINK(\"http://evil.example/\",\"x\")",
+            provider: "openai",
+            model: "+cmd|' /C calc'!A0",
+            served: "@SUM(1+1)",
+        },
+        OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::hours(1),
+    );
+    r.task_type = "-2+3".into();
+    r.app_id = "\tapp".into();
+    tollgate_clickhouse::insert_events(
+        env.db.client(),
+        &[UsageEventRow::from_record(&r, "", r.ts)],
+    )
+    .await
+    .unwrap();
+
+    let csv = get(&env.state, "/api/v1/export?format=csv", &env.acme_admin).await;
+    assert_eq!(csv.status, StatusCode::OK, "{}", csv.body);
+    let row = csv.body.split("\r\n").nth(1).unwrap();
+    for cell in [
+        "\"'=HYPERLINK(\"\"http://evil.example/\"\",\"\"x\"\")\"",
+        "\"'\tapp\"",
+        "\"'+cmd|' /C calc'!A0\"",
+        "\"'@SUM(1+1)\"",
+        "\"'-2+3\"",
+    ] {
+        assert!(row.contains(&format!(",{cell},")), "{cell} not in {row}");
+    }
+    assert!(row.contains(&format!(",{},", r.cost_nusd)), "{row}");
+
+    let nd = get(&env.state, "/api/v1/export?format=ndjson", &env.acme_admin).await;
+    assert_eq!(ndjson(&nd.body), vec![r]);
+}
+
 #[tokio::test]
 async fn filters_limits_and_the_row_cap_apply() {
     let env = Env::new().await;
