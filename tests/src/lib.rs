@@ -4,6 +4,8 @@
 //! - [`harness`] — starting the collector binary, the wasm worker under `workerd` and the
 //!   official OpenAI Python SDK, each cleaned up when the test ends.
 //! - [`private_clickhouse`] — a ClickHouse server of a test's own, for outage tests.
+//! - [`stack`] — the whole system (collector, dashboard-api, edge under workerd) wired
+//!   together; used by the demo and the soak.
 //!
 //! The tests themselves are in `tests/tests/`.
 
@@ -13,3 +15,4 @@
 pub mod harness;
 pub mod mock_provider;
 pub mod private_clickhouse;
+pub mod stack;

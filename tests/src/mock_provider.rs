@@ -17,6 +17,9 @@
 //! Without it, answers are deterministic: 120 prompt and 30 completion tokens (or the reported
 //! `usage` defaults of [`MockOptions`]), with optional random errors and latency for the demo.
 //!
+//! A test can also stall the whole provider for a while ([`MockProvider::stall`]): requests
+//! arriving then get no response headers until the stall ends (fault injection for the soak).
+//!
 //! The same port also answers the providers' admin APIs (OpenRouter `/api/v1/credits` and
 //! `/api/v1/key`, OpenAI `/v1/organization/costs`) from [`MockProvider::admin`], whose values
 //! tests set: see [`admin`].
@@ -56,6 +59,21 @@ pub struct MockOptions {
 pub struct MockStats {
     pub requests: AtomicU64,
     pub by_path: Mutex<BTreeMap<String, u64>>,
+    /// While set and in the future, every request waits until then before answering.
+    stalled_until: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl MockStats {
+    /// Waits out a stall in force (one that starts meanwhile is waited out too).
+    async fn wait_out_stall(&self) {
+        loop {
+            let until = *self.stalled_until.lock().unwrap_or_else(|p| p.into_inner());
+            match until {
+                Some(t) if t > tokio::time::Instant::now() => tokio::time::sleep_until(t).await,
+                _ => return,
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -126,6 +144,16 @@ impl MockProvider {
 
     pub fn requests(&self) -> u64 {
         self.stats.requests.load(Ordering::SeqCst)
+    }
+
+    /// Stalls the provider for `d` from now: requests (and those already waiting) get no
+    /// response headers until it ends, as when a provider hangs.
+    pub fn stall(&self, d: Duration) {
+        *self
+            .stats
+            .stalled_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now() + d);
     }
 }
 
@@ -262,6 +290,7 @@ fn count(state: &MockState, path: &str) {
 
 async fn prelude(state: &MockState, path: &str, body: &Bytes) -> Result<(Value, Steer), Response> {
     count(state, path);
+    state.stats.wait_out_stall().await;
     let body: Value = serde_json::from_slice(body).map_err(|_| error_response(400))?;
     let s = steer(state, &body);
     if s.delay_ms > 0 {
@@ -564,4 +593,30 @@ async fn models(State(state): State<MockState>) -> Response {
         .map(|id| json!({"id": id, "object": "model", "created": 1_700_000_000u64, "owned_by": "mock"}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stall_holds_answers_until_it_ends() {
+        let mock = MockProvider::start(MockOptions::default()).await.unwrap();
+        let url = format!("{}/chat/completions", mock.base_url());
+        let call = move || {
+            let started = std::time::Instant::now();
+            let status = ureq::post(&url)
+                .send(r#"{"model":"gpt-4o-mini","messages":[]}"#)
+                .map(|r| r.status().as_u16())
+                .unwrap();
+            (status, started.elapsed())
+        };
+        let (status, fast) = tokio::task::spawn_blocking(call.clone()).await.unwrap();
+        assert_eq!(status, 200);
+        mock.stall(Duration::from_millis(600));
+        let (status, slow) = tokio::task::spawn_blocking(call).await.unwrap();
+        assert_eq!(status, 200);
+        assert!(slow >= Duration::from_millis(500), "{slow:?}");
+        assert!(fast < Duration::from_millis(500), "{fast:?}");
+    }
 }

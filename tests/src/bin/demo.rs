@@ -12,16 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use edge_worker::local::{self, LocalWorker};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tollgate_clickhouse::dev_server::{DevServer, Started};
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
-use tollgate_clickhouse::{ClickHouseConfig, Migrator};
-use tollgate_dashboard_api::auth::{create_token, Role};
-use tollgate_e2e::harness::{binary, repo_root, wait_for_port, Proc, SIGNING_SECRET};
+use tollgate_e2e::harness::{repo_root, Proc, SIGNING_SECRET};
 use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
+use tollgate_e2e::stack::{self, BoxError, StackConfig};
 use usage_core::wire::{self, BatchFormat};
 
 #[derive(Parser)]
@@ -66,8 +64,6 @@ fn parse_days(s: &str) -> Result<u32, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a number of days like 90d"))
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const DB: &str = "tollgate_demo";
 /// dashboard-api ↔ edge (key lookups, budgets).
@@ -139,7 +135,8 @@ async fn create_keys(admin: &str) -> Result<Vec<(String, String, String)>, BoxEr
     let mut keys = Vec::new();
     for (org, _, apps) in ORGS {
         for app in apps.iter() {
-            let v = admin_post(
+            let v = stack::admin_post(
+                &format!("http://{DASHBOARD}"),
                 admin,
                 "/api/v1/keys",
                 json!({"org_id": org, "app_id": app, "name": format!("demo {app}")}),
@@ -153,30 +150,6 @@ async fn create_keys(admin: &str) -> Result<Vec<(String, String, String)>, BoxEr
         }
     }
     Ok(keys)
-}
-
-/// POSTs JSON to dashboard-api as the admin.
-async fn admin_post(admin: &str, path: &str, body: Value) -> Result<Value, BoxError> {
-    let url = format!("http://{DASHBOARD}{path}");
-    let auth = format!("Bearer {admin}");
-    tokio::task::spawn_blocking(move || -> Result<Value, BoxError> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut r = agent
-            .post(&url)
-            .header("authorization", &auth)
-            .header("content-type", "application/json")
-            .send(body.to_string().as_bytes())?;
-        let status = r.status().as_u16();
-        let text = r.body_mut().read_to_string()?;
-        if !(200..300).contains(&status) {
-            return Err(format!("POST {url}: {status} {text}").into());
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    })
-    .await?
 }
 
 struct Stats {
@@ -396,23 +369,30 @@ async fn main() -> Result<(), BoxError> {
         server.start().map_err(|e| format!("ClickHouse: {e}"))?,
         Started::Spawned { .. }
     );
-    let ch = ClickHouseConfig::new(server.url(), DB);
-    ch.server_client()
-        .query(&format!("DROP DATABASE IF EXISTS {DB}"))
-        .execute()
-        .await?;
-    let report = Migrator::new(ch.clone())?.run(&mut |_| {}).await?;
+    let demo_dir = root.join("target/demo");
+    let mut system = StackConfig {
+        clickhouse_url: server.url(),
+        database: DB.to_string(),
+        dir: demo_dir.clone(),
+        collector: COLLECTOR.parse()?,
+        dashboard: DASHBOARD.parse()?,
+        edge: EDGE.parse()?,
+        provider_base_url: "https://api.openai.com/v1".to_string(),
+        edge_collector_url: format!("http://{COLLECTOR}/v1/records"),
+        internal_secret: INTERNAL_SECRET.to_string(),
+        sink_max_delay_ms: 500,
+        edge_region: "DEMO".to_string(),
+    };
+    let applied = system.migrate_fresh().await?;
     done(
         pb,
         &format!(
-            "ClickHouse at {} — database {DB}: {} migrations applied",
-            server.url(),
-            report.applied.len()
+            "ClickHouse at {} — database {DB}: {applied} migrations applied",
+            server.url()
         ),
     );
 
     let mut procs: Vec<Proc> = Vec::new();
-    let demo_dir = root.join("target/demo");
     std::fs::create_dir_all(&demo_dir)?;
     let _ = std::fs::remove_dir_all(demo_dir.join("spool"));
 
@@ -441,74 +421,41 @@ async fn main() -> Result<(), BoxError> {
     };
 
     let pb = step("collector");
-    procs.push(Proc::spawn(
-        "collector",
-        std::process::Command::new(binary("collector"))
-            .arg("serve")
-            .env("TOLLGATE_LISTEN", COLLECTOR)
-            .env("TOLLGATE_CLICKHOUSE_URL", server.url())
-            .env("TOLLGATE_CLICKHOUSE_DATABASE", DB)
-            .env("TOLLGATE_INGEST_SIGNING_SECRETS", SIGNING_SECRET)
-            .env("TOLLGATE_SPOOL_DIR", demo_dir.join("spool"))
-            .env("TOLLGATE_SINK_MAX_DELAY_MS", "500"),
-        demo_dir.join("collector.log"),
-    ));
-    if !wait_for_port(COLLECTOR.parse()?, Duration::from_secs(30)) {
-        return Err(format!("collector did not start:\n{}", procs[0].log()).into());
-    }
+    procs.push(system.start_collector("collector.log")?);
     done(
         pb,
         &format!("collector at http://{COLLECTOR} (log: target/demo/collector.log)"),
     );
 
     let pb = step("dashboard-api");
-    procs.push(Proc::spawn(
-        "dashboard-api",
-        std::process::Command::new(binary("dashboard-api"))
-            .arg("serve")
-            .env("TOLLGATE_LISTEN", DASHBOARD)
-            .env("TOLLGATE_CLICKHOUSE_URL", server.url())
-            .env("TOLLGATE_CLICKHOUSE_DATABASE", DB)
-            .env("TOLLGATE_INTERNAL_SIGNING_SECRETS", INTERNAL_SECRET),
-        demo_dir.join("dashboard-api.log"),
-    ));
-    if !wait_for_port(DASHBOARD.parse()?, Duration::from_secs(30)) {
-        return Err("dashboard-api did not start (see target/demo/dashboard-api.log)".into());
-    }
-    let admin = create_token(&ch.client(), "demo admin", Role::Admin, "", "", "demo")
-        .await
-        .map_err(|e| format!("creating the admin token: {e:?}"))?
-        .1;
+    procs.push(system.start_dashboard("dashboard-api.log")?);
+    let admin = system.admin_token("demo admin").await?;
     done(pb, &format!("dashboard-api at http://{DASHBOARD}"));
 
     let pb = step("edge worker (wasm) under workerd");
     let keys = Arc::new(create_keys(&admin).await?);
     // Budgets: org_001's small hard daily budget gets hit; org_000's soft one raises alerts.
-    admin_post(
+    let dashboard = system.dashboard_url();
+    stack::admin_post(
+        &dashboard,
         &admin,
         "/api/v1/budgets",
         json!({"org_id": "org_001", "name": "copilot daily cap", "scope": "org",
         "period": "daily", "limit_usd": "0.05", "mode": "hard", "soft_thresholds": [50, 80, 100]}),
     )
     .await?;
-    admin_post(
+    stack::admin_post(
+        &dashboard,
         &admin,
         "/api/v1/budgets",
         json!({"org_id": "org_000", "name": "support monthly", "scope": "org",
         "period": "monthly", "limit_usd": "0.40", "mode": "soft", "soft_thresholds": [25, 50, 75]}),
     )
     .await?;
-    let mut bindings = tollgate_e2e::harness::worker_bindings(
-        &mock.as_ref().map_or_else(
-            || "https://api.openai.com/v1".to_string(),
-            MockProvider::base_url,
-        ),
-        &format!("http://{COLLECTOR}/v1/records"),
-        "{}",
-    );
-    bindings.retain(|(k, _)| k != "APP_KEYS");
-    bindings.push(("KEYS_URL".into(), format!("http://{DASHBOARD}")));
-    bindings.push(("KEYS_SIGNING_SECRET".into(), INTERNAL_SECRET.into()));
+    if let Some(m) = &mock {
+        system.provider_base_url = m.base_url();
+    }
+    let mut bindings = system.edge_bindings();
     if args.real_providers {
         bindings.retain(|(k, _)| {
             !matches!(
@@ -520,31 +467,8 @@ async fn main() -> Result<(), BoxError> {
             bindings.push((k.to_string(), std::env::var(k).unwrap_or_default()));
         }
     }
-    bindings.retain(|(k, _)| k != "EDGE_REGION" && k != "UPSTREAM_TIMEOUT_MS");
-    bindings.push(("EDGE_REGION".into(), "DEMO".into()));
-    let worker = LocalWorker {
-        bundle_dir: local::bundle_dir(&root),
-        listen: EDGE.to_string(),
-        bindings,
-        passthrough: None,
-    };
-    if !worker.bundle_present() {
-        return Err(
-            "the edge bundle is missing: run `cargo xtask edge build` (cargo xtask demo does)"
-                .into(),
-        );
-    }
-    let config = worker.write_config("demo.capnp")?;
-    procs.push(Proc::spawn(
-        "workerd",
-        std::process::Command::new(root.join("edge-worker/node_modules/.bin/workerd"))
-            .args(["serve", "--experimental"])
-            .arg(&config),
-        demo_dir.join("workerd.log"),
-    ));
-    if !wait_for_port(EDGE.parse()?, Duration::from_secs(30)) {
-        return Err("workerd did not start (see target/demo/workerd.log)".into());
-    }
+    bindings.retain(|(k, _)| k != "UPSTREAM_TIMEOUT_MS");
+    procs.push(system.start_edge(&bindings, "workerd.log")?);
     done(
         pb,
         &format!("edge worker at http://{EDGE}/v1 (OpenAI-compatible)"),
