@@ -6,6 +6,8 @@
 //! - [`private_clickhouse`] — a ClickHouse server of a test's own, for outage tests.
 //! - [`stack`] — the whole system (collector, dashboard-api, edge under workerd) wired
 //!   together; used by the demo and the soak.
+//! - [`soak`] — `cargo xtask soak`: the stack under load while a fault injector restarts its
+//!   pieces, then a reconciliation of what clients saw with what was stored.
 //!
 //! The tests themselves are in `tests/tests/`.
 
@@ -15,4 +17,5 @@
 pub mod harness;
 pub mod mock_provider;
 pub mod private_clickhouse;
+pub mod soak;
 pub mod stack;

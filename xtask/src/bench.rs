@@ -243,7 +243,7 @@ fn rollups(sizes: &str, runs: u32) -> Result {
 
 /// Replaces the text between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` in
 /// `doc` (appending the markers and section when absent).
-fn splice_section(doc: &Path, name: &str, section: &str) -> Result {
+pub(crate) fn splice_section(doc: &Path, name: &str, section: &str) -> Result {
     let begin = format!("<!-- bench:{name}:begin -->");
     let end = format!("<!-- bench:{name}:end -->");
     let text = fs::read_to_string(doc).unwrap_or_else(|_| "# Benchmarks\n".to_string());

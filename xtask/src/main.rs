@@ -10,6 +10,7 @@ mod demo;
 mod edge;
 mod prices;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -47,6 +48,9 @@ enum Command {
     /// Benchmarks (figures to target/bench/ and docs/BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The whole stack under load while collector, ClickHouse and workerd are restarted and the
+    /// provider stalls; fails if a record was lost or duplicated (figures to docs/BENCHMARKS.md).
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => ch::migrate(&args),
         Command::Compat => ch::compat(),
         Command::Bench(cmd) => bench::run(&cmd),
+        Command::Soak(args) => soak::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the one command that proves the tree. CI (`.ci/run`) calls exactly this.
 //!
 //! Order: setup → fmt → clippy (native and wasm32) → the edge bundle → every test (with the dev
-//! ClickHouse running) → the ClickHouse 26.9 compatibility check → the wasm build of
-//! `usage-core`. Each step stops the run with its name on failure.
+//! ClickHouse running) → the ClickHouse 26.9 compatibility check → a 3-minute soak (`cargo xtask
+//! soak`, the stack under faults) → the wasm build of `usage-core`. Each step stops the run with
+//! its name on failure.
 
 use std::process::Command;
 
@@ -73,6 +74,9 @@ pub fn run(args: &TestArgs) -> Result {
     step("compat: ClickHouse 26.9 (chdb) vs 18.16");
     crate::ch::compat_with(&clickhouse)?;
     drop(clickhouse);
+
+    // The whole stack under faults for 3 minutes (its own private ClickHouse), reconciled.
+    crate::soak::run_short_for_ci()?;
 
     step("wasm build of usage-core");
     exec("usage-core for wasm32", &mut wasm_build())?;

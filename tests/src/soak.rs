@@ -1,0 +1,281 @@
+//! `cargo xtask soak`: the whole stack under steady mixed load while faults are injected, then
+//! a reconciliation of what the clients were answered with what was stored.
+//!
+//! The stack ([`crate::stack`]): the wasm edge under workerd, the mock provider, the collector,
+//! a private ClickHouse of the soak's own (restarting it never disturbs the dev server) and
+//! dashboard-api (app keys are looked up there). Between the edge and the collector sits the
+//! [`witness`], which notes every record the collector acknowledges.
+//!
+//! - [`load`] — client threads: JSON calls, streams, provider errors, client aborts.
+//! - [`faults`] — the injector: collector SIGKILL, ClickHouse restart, workerd restart,
+//!   provider stall, in rotation.
+//! - [`reconcile`] — every answered call and every acknowledged record has exactly one row;
+//!   the rollups equal the raw rows.
+//! - [`report`] — the figures, as JSON and as the `soak` section of docs/BENCHMARKS.md.
+
+pub mod faults;
+pub mod load;
+pub mod reconcile;
+pub mod report;
+pub mod witness;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tokio::runtime::Runtime;
+use uuid::Uuid;
+
+use crate::harness::free_port;
+use crate::mock_provider::{MockOptions, MockProvider};
+use crate::private_clickhouse::PrivateClickHouse;
+pub use crate::stack::BoxError;
+use crate::stack::{self, StackConfig};
+
+use faults::Pieces;
+use load::Load;
+use report::Report;
+use witness::Witness;
+
+/// What a soak run does.
+#[derive(Clone, Debug)]
+pub struct SoakOptions {
+    /// How long the load runs.
+    pub duration: Duration,
+    /// Time between faults (± a quarter).
+    pub fault_every: Duration,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Pause between a client's calls (± half).
+    pub think: Duration,
+    pub seed: u64,
+    /// Logs, spool and ClickHouse data (emptied first).
+    pub dir: PathBuf,
+}
+
+const DATABASE: &str = "tollgate";
+const INTERNAL_SECRET: &str = "soak-internal-secret-0123456789";
+/// Orgs, each with two apps and three users.
+const ORGS: &[&str] = &["org_soak_a", "org_soak_b"];
+/// Longest wait for the pipeline to deliver everything after the load stopped.
+const DELIVERY_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs the soak; `interrupted` is set by a signal handler (the run then stops early and
+/// cleans up). Every process it starts is stopped when it returns, also on error.
+pub fn run(rt: &Runtime, opts: &SoakOptions, interrupted: &AtomicBool) -> Result<Report, BoxError> {
+    let check = || -> Result<(), BoxError> {
+        if interrupted.load(Ordering::SeqCst) {
+            Err("interrupted".into())
+        } else {
+            Ok(())
+        }
+    };
+    let _ = std::fs::remove_dir_all(&opts.dir);
+    std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    println!(
+        "soak: starting a private ClickHouse in {}",
+        opts.dir.join("clickhouse").display()
+    );
+    let clickhouse = PrivateClickHouse::start(&opts.dir.join("clickhouse"));
+    check()?;
+    let mock = Arc::new(rt.block_on(MockProvider::start(MockOptions {
+        base_latency_ms: 5,
+        chunk_delay_ms: 10,
+        error_rate: 0.0,
+        seed: opts.seed,
+    }))?);
+    let mut stack = StackConfig {
+        clickhouse_url: clickhouse.url(),
+        database: DATABASE.to_string(),
+        dir: opts.dir.clone(),
+        collector: format!("127.0.0.1:{}", free_port()).parse()?,
+        dashboard: format!("127.0.0.1:{}", free_port()).parse()?,
+        edge: format!("127.0.0.1:{}", free_port()).parse()?,
+        provider_base_url: mock.base_url(),
+        edge_collector_url: String::new(),
+        internal_secret: INTERNAL_SECRET.to_string(),
+        sink_max_delay_ms: 200,
+        edge_region: "SOAK".to_string(),
+    };
+    let witness = Arc::new(rt.block_on(Witness::start(stack.collector_records_url()))?);
+    stack.edge_collector_url = witness.records_url();
+    rt.block_on(stack.migrate_fresh())?;
+    let collector = stack.start_collector("collector-0.log")?;
+    let dashboard = stack.start_dashboard("dashboard-api.log")?;
+    let admin = rt.block_on(stack.admin_token("soak"))?;
+    let callers = rt.block_on(create_callers(&stack.dashboard_url(), &admin))?;
+    let bindings = stack.edge_bindings();
+    let edge = stack.start_edge(&bindings, "workerd-0.log")?;
+    check()?;
+    println!(
+        "soak: stack up (edge {}, collector {}, dashboard {}, ClickHouse {}); {} of load, a fault every ~{}s",
+        stack.edge,
+        stack.collector,
+        stack.dashboard,
+        stack.clickhouse_url,
+        report::human(opts.duration),
+        opts.fault_every.as_secs()
+    );
+
+    let load = Load::new(stack.edge_base_url(), callers);
+    let pieces = Pieces::new(
+        stack.clone(),
+        clickhouse,
+        collector,
+        edge,
+        bindings,
+        mock.clone(),
+        load.clone(),
+        witness.clone(),
+    );
+    let started = Instant::now();
+    let wall_start = OffsetDateTime::now_utc();
+    let until = started + opts.duration;
+    let clients = load.spawn_clients(opts.clients, opts.think, opts.seed);
+    let (every, seed) = (opts.fault_every, opts.seed);
+    let injector = std::thread::spawn(move || {
+        pieces.inject_until(
+            started + Duration::from_secs(10).min(every),
+            until,
+            every,
+            seed,
+        )
+    });
+    while Instant::now() < until && !interrupted.load(Ordering::SeqCst) && !injector.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Stop the load first, so the injector (which may be draining the edge) sees it end.
+    load.stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        let _ = c.join();
+    }
+    let (pieces, faults) = injector
+        .join()
+        .map_err(|_| "the fault injector panicked (see the log above)")??;
+    let load_time = started.elapsed();
+    check()?;
+
+    println!(
+        "soak: load stopped after {}; reconciling",
+        report::human(load_time)
+    );
+    let outcomes = std::mem::take(&mut *load.outcomes.lock().unwrap_or_else(|p| p.into_inner()));
+    let answered: HashSet<Uuid> = outcomes.iter().filter_map(|o| o.event_id).collect();
+    let acked: HashSet<Uuid> = witness
+        .acks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .ids
+        .clone();
+    let expected: HashSet<Uuid> = answered.union(&acked).copied().collect();
+    let (stored, delivery) =
+        reconcile::wait_for(&stack.clickhouse_url, DATABASE, &expected, DELIVERY_LIMIT)?;
+    // Whatever arrives late would be a duplicate: look once more after a pause.
+    std::thread::sleep(Duration::from_secs(2));
+    let stored_final = reconcile::stored(&stack.clickhouse_url, DATABASE)?;
+    let daily = reconcile::check_rollup(&stack.clickhouse_url, DATABASE, false)?;
+    let hourly = reconcile::check_rollup(&stack.clickhouse_url, DATABASE, true)?;
+    let rejects = reconcile::rejects(&stack.clickhouse_url, DATABASE)?;
+    let dashboard_requests = rt.block_on(overview_requests(
+        &stack.dashboard_url(),
+        &admin,
+        wall_start,
+    ))?;
+    let acks = witness.acks.lock().unwrap_or_else(|p| p.into_inner());
+    let report = Report::build(report::Inputs {
+        opts,
+        load_time,
+        delivery,
+        outcomes: &outcomes,
+        faults: &faults,
+        acked: &acks,
+        stored: if stored_final.len() >= stored.len() {
+            &stored_final
+        } else {
+            &stored
+        },
+        rollups: [&daily, &hourly],
+        rejects,
+        dashboard_requests,
+    });
+    drop(acks);
+    shut_down(pieces, dashboard);
+    Ok(report)
+}
+
+/// One app key per (org, app), each used by three users: `(key, user)`.
+async fn create_callers(dashboard: &str, admin: &str) -> Result<Vec<(String, String)>, BoxError> {
+    let mut callers = Vec::new();
+    for org in ORGS {
+        for app in ["chat", "batch"] {
+            let v = stack::admin_post(
+                dashboard,
+                admin,
+                "/api/v1/keys",
+                json!({"org_id": org, "app_id": app, "name": format!("soak {app}")}),
+            )
+            .await?;
+            let key = v["secret"]
+                .as_str()
+                .ok_or("no secret in the key answer")?
+                .to_string();
+            for user in 0..3 {
+                callers.push((key.clone(), format!("{org}_user{user}")));
+            }
+        }
+    }
+    Ok(callers)
+}
+
+/// The dashboard overview's request count from `since`'s day through today.
+async fn overview_requests(
+    base: &str,
+    token: &str,
+    since: OffsetDateTime,
+) -> Result<u64, BoxError> {
+    let day = |t: OffsetDateTime| {
+        let d = t.date();
+        format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+    };
+    let url = format!(
+        "{base}/api/v1/overview?from={}&to={}",
+        day(since),
+        day(OffsetDateTime::now_utc())
+    );
+    let auth = format!("Bearer {token}");
+    let v: Value = tokio::task::spawn_blocking(move || -> Result<Value, BoxError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .get(&url)
+            .header("authorization", &auth)
+            .call()
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let text = r.body_mut().read_to_string()?;
+        serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}: {text}").into())
+    })
+    .await??;
+    v["current"]["requests"]
+        .as_u64()
+        .ok_or_else(|| format!("no current.requests in the overview: {v}").into())
+}
+
+/// Stops everything the way an operator would: edge, collector (flushes), dashboard, ClickHouse.
+fn shut_down(pieces: Pieces, mut dashboard: crate::harness::Proc) {
+    let Pieces {
+        mut edge,
+        mut collector,
+        mut clickhouse,
+        ..
+    } = pieces;
+    edge.terminate(Duration::from_secs(10));
+    collector.terminate(Duration::from_secs(15));
+    dashboard.terminate(Duration::from_secs(10));
+    clickhouse.stop();
+}

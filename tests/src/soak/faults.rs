@@ -1,0 +1,200 @@
+//! The soak's fault injector: one fault at a time, every few seconds, in rotation —
+//!
+//! | fault | what happens | what must hold |
+//! |---|---|---|
+//! | `collector_sigkill` | SIGKILL, down 0.2–3 s, started again on the same spool | the edge retries its batches; the spool keeps what was acknowledged |
+//! | `clickhouse_restart` | SIGTERM, down 2–6 s, started again | the collector spools and drains after |
+//! | `workerd_restart` | drained, SIGTERM, started again | see below |
+//! | `provider_stall` | the provider answers nothing for 4 s | calls time out at the edge (504) and are recorded |
+//!
+//! A workerd restart is done the way an operator must do it for a self-hosted workerd: take it
+//! out of rotation (the load's [`Gate`](super::load::Gate) holds new calls back), wait until the
+//! collector has acknowledged every call its clients were answered for, then SIGTERM. workerd's
+//! SIGTERM finishes the HTTP responses in flight but cancels `wait_until` work at once, so a
+//! record still waiting to be shipped would be lost — see docs/OPERATIONS.md.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::Proc;
+use crate::mock_provider::MockProvider;
+use crate::private_clickhouse::PrivateClickHouse;
+use crate::stack::{BoxError, StackConfig};
+
+use super::load::Load;
+use super::witness::Witness;
+
+/// The kinds of fault, in the order they rotate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    CollectorSigkill,
+    ClickhouseRestart,
+    WorkerdRestart,
+    ProviderStall,
+}
+
+impl FaultKind {
+    pub const ROTATION: [FaultKind; 4] = [
+        FaultKind::CollectorSigkill,
+        FaultKind::ClickhouseRestart,
+        FaultKind::WorkerdRestart,
+        FaultKind::ProviderStall,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::CollectorSigkill => "collector_sigkill",
+            FaultKind::ClickhouseRestart => "clickhouse_restart",
+            FaultKind::WorkerdRestart => "workerd_restart",
+            FaultKind::ProviderStall => "provider_stall",
+        }
+    }
+}
+
+/// One injected fault: from its start until the piece was back.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub started: Instant,
+    pub ended: Instant,
+    /// For a workerd restart: how long draining its shipments took.
+    pub drain: Option<Duration>,
+}
+
+/// How long a provider stall lasts (longer than the edge's 3 s upstream timeout).
+const STALL: Duration = Duration::from_secs(4);
+/// Longest wait for a drained edge's shipments (the edge retries for ~19 s).
+const SHIP_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// The restartable pieces and what the injector needs to restart them.
+#[derive(Debug)]
+pub struct Pieces {
+    pub stack: StackConfig,
+    pub clickhouse: PrivateClickHouse,
+    pub collector: Proc,
+    pub edge: Proc,
+    pub edge_bindings: Vec<(String, String)>,
+    pub mock: Arc<MockProvider>,
+    pub load: Arc<Load>,
+    pub witness: Arc<Witness>,
+    restarts: u32,
+}
+
+impl Pieces {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        stack: StackConfig,
+        clickhouse: PrivateClickHouse,
+        collector: Proc,
+        edge: Proc,
+        edge_bindings: Vec<(String, String)>,
+        mock: Arc<MockProvider>,
+        load: Arc<Load>,
+        witness: Arc<Witness>,
+    ) -> Pieces {
+        Pieces {
+            stack,
+            clickhouse,
+            collector,
+            edge,
+            edge_bindings,
+            mock,
+            load,
+            witness,
+            restarts: 0,
+        }
+    }
+
+    /// Injects faults in rotation every `every` (± a quarter) from `first_at` until `until`,
+    /// finishing the fault in progress. Returns the faults and the pieces, all running.
+    pub fn inject_until(
+        mut self,
+        first_at: Instant,
+        until: Instant,
+        every: Duration,
+        seed: u64,
+    ) -> Result<(Pieces, Vec<Fault>), BoxError> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut faults = Vec::new();
+        let mut next = first_at;
+        let mut kinds = FaultKind::ROTATION.iter().copied().cycle();
+        loop {
+            while Instant::now() < next.min(until) && !self.load.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if Instant::now() >= until || self.load.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let kind = kinds.next().unwrap_or(FaultKind::ProviderStall);
+            let started = Instant::now();
+            let drain = self.inject(kind, &mut rng)?;
+            faults.push(Fault {
+                kind,
+                started,
+                ended: Instant::now(),
+                drain,
+            });
+            let jitter = every.as_millis() as u64 / 4;
+            next = Instant::now() + every - Duration::from_millis(jitter)
+                + Duration::from_millis(rng.u64(..=2 * jitter));
+        }
+        Ok((self, faults))
+    }
+
+    fn inject(
+        &mut self,
+        kind: FaultKind,
+        rng: &mut fastrand::Rng,
+    ) -> Result<Option<Duration>, BoxError> {
+        self.restarts += 1;
+        match kind {
+            FaultKind::CollectorSigkill => {
+                self.collector.kill();
+                std::thread::sleep(Duration::from_millis(rng.u64(200..3_000)));
+                self.collector = self
+                    .stack
+                    .start_collector(&format!("collector-{}.log", self.restarts))?;
+                Ok(None)
+            }
+            FaultKind::ClickhouseRestart => {
+                self.clickhouse.stop();
+                std::thread::sleep(Duration::from_millis(rng.u64(2_000..6_000)));
+                self.clickhouse.restart();
+                Ok(None)
+            }
+            FaultKind::WorkerdRestart => self.restart_edge().map(Some),
+            FaultKind::ProviderStall => {
+                self.mock.stall(STALL);
+                std::thread::sleep(STALL);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Drains the edge (no new calls; every answered call's record acknowledged), SIGTERMs it
+    /// and starts a new one; returns how long the drain took.
+    fn restart_edge(&mut self) -> Result<Duration, BoxError> {
+        let drain_started = Instant::now();
+        let load = self.load.clone();
+        if !load.gate.close_and_drain(Duration::from_secs(60)) {
+            load.gate.open();
+            return Err("calls in flight did not end within 60 s of closing the gate".into());
+        }
+        let seen = load.seen_ids();
+        while self.witness.unacknowledged(&seen) > 0 && drain_started.elapsed() < SHIP_DRAIN_LIMIT {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let drain = drain_started.elapsed();
+        let stopped = self.edge.terminate(Duration::from_secs(20));
+        load.gate.open();
+        if stopped.is_none() {
+            eprintln!("soak: workerd did not exit within 20 s of SIGTERM; it was killed");
+        }
+        self.edge = self.stack.start_edge(
+            &self.edge_bindings,
+            &format!("workerd-{}.log", self.restarts),
+        )?;
+        Ok(drain)
+    }
+}
