@@ -109,6 +109,13 @@ pub fn parse_query(raw: Option<&str>) -> Result<BTreeMap<String, String>, ApiErr
     let mut out = BTreeMap::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         let k = k.into_owned();
+        if k.is_empty() {
+            // Found by the `query_params` fuzz target: `&=x` was refused naming field "".
+            return Err(ApiError::bad(
+                "query",
+                "a query parameter has no name (`=value`)",
+            ));
+        }
         if !KNOWN.contains(&k.as_str()) {
             let shown: String = k.chars().take(40).collect();
             return Err(ApiError::bad(
@@ -358,6 +365,7 @@ mod tests {
         assert_eq!(field("limit=99999999999999999999"), "limit");
         assert_eq!(field("form=2026-01-01"), "form");
         assert_eq!(field("org=a&org=b"), "org");
+        assert_eq!(field("limit=5&=9999"), "query");
         assert_eq!(field("org="), "org");
         assert_eq!(field("model=%00"), "model");
         assert_eq!(field(&format!("user={}", "x".repeat(300))), "user");

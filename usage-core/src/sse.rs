@@ -72,6 +72,11 @@ impl SseScanner {
 
     /// Feeds the next bytes of the stream.
     pub fn feed(&mut self, mut chunk: &[u8]) {
+        // An empty chunk says nothing; in particular it must not forget a pending `\r`
+        // (found by the `sse_scanner` fuzz target: fuzz/regressions/sse_scanner/).
+        if chunk.is_empty() {
+            return;
+        }
         if self.after_cr {
             if let Some(rest) = chunk.strip_prefix(b"\n") {
                 chunk = rest;
@@ -348,6 +353,18 @@ mod tests {
         s.feed(b"\ndata: [DONE]\r\n\r\n");
         let s = s.finish();
         assert_eq!((s.events, s.done), (1, true));
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_changes_nothing() {
+        let body = b"data: {\"model\":\r\ndata: \"x\"}\r\n\r\ndata: [DONE]\r\n\r\n";
+        let cr = body.iter().position(|&b| b == b'\r').unwrap();
+        let mut s = SseScanner::new();
+        s.feed(&body[..=cr]);
+        s.feed(b"");
+        s.feed(&body[cr + 1..]);
+        assert_eq!(s.finish(), scan(body));
+        assert_eq!(scan(body).model.as_deref(), Some("x"));
     }
 
     #[test]

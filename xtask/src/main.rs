@@ -8,6 +8,7 @@ mod bench;
 mod ch;
 mod demo;
 mod edge;
+mod fuzz;
 mod prices;
 mod setup;
 mod soak;
@@ -51,6 +52,8 @@ enum Command {
     /// The whole stack under load while collector, ClickHouse and workerd are restarted and the
     /// provider stalls; fails if a record was lost or duplicated (figures to docs/BENCHMARKS.md).
     Soak(soak::SoakArgs),
+    /// Fuzz the SSE scanner, batch decoder, signature verifier and query parameters (cargo-fuzz).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Compat => ch::compat(),
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Soak(args) => soak::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
