@@ -191,6 +191,21 @@ async fn accept(
     }
     let limits = &state.config().ingest;
     let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    let too_large = || {
+        IngestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds {max_body} bytes"),
+        )
+    };
+    // A declared length past the limit is refused before a byte of the body is awaited.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes) {
+        return Err(too_large());
+    }
     let body_timeout = Duration::from_millis(limits.body_timeout_ms);
     let raw: Bytes = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, max_body))
         .await
@@ -204,13 +219,7 @@ async fn accept(
                 ),
             )
         })?
-        .map_err(|_| {
-            IngestError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request body exceeds {max_body} bytes"),
-            )
-        })?;
+        .map_err(|_| too_large())?;
 
     let now = OffsetDateTime::now_utc();
     let signature = headers

@@ -60,8 +60,49 @@ pub struct Plan {
     pub strip_usage_chunk: bool,
 }
 
-/// Largest request body the worker accepts.
+/// Largest request body the worker accepts (413 `request_too_large` above), whether the
+/// client declares its length or streams it chunked.
 pub const MAX_REQUEST_BYTES: usize = 16 << 20;
+
+/// How long a request body may take to arrive when `BODY_TIMEOUT_MS` is not set (408 past it).
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+
+/// The body timeout from the `BODY_TIMEOUT_MS` var (absent, unreadable or 0: the default).
+pub fn body_timeout_ms(var: Option<&str>) -> u64 {
+    var.and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .unwrap_or(DEFAULT_BODY_TIMEOUT_MS)
+}
+
+/// A request body gathered chunk by chunk as it arrives, refused as soon as it passes its
+/// limit: a chunked upload without `content-length` is never buffered past [`MAX_REQUEST_BYTES`].
+#[derive(Debug)]
+pub struct BodyBuffer {
+    bytes: Vec<u8>,
+    max: usize,
+}
+
+impl BodyBuffer {
+    pub fn new(max: usize) -> Self {
+        BodyBuffer {
+            bytes: Vec::new(),
+            max,
+        }
+    }
+
+    /// Appends the next chunk; a 413 once the body would exceed the limit.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        if self.bytes.len().saturating_add(chunk.len()) > self.max {
+            return Err(ApiError::too_large(self.max));
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
 
 /// Reads the body, chooses the provider (header, then `provider/` model prefix, then the
 /// default) and prepares the upstream body.
@@ -310,5 +351,25 @@ mod tests {
                 .status,
             413
         );
+    }
+
+    #[test]
+    fn a_body_is_refused_as_soon_as_it_passes_the_limit() {
+        let mut b = BodyBuffer::new(10);
+        b.push(b"12345").unwrap();
+        b.push(b"67890").unwrap();
+        assert_eq!(b.push(b"x").unwrap_err().status, 413);
+        assert_eq!(b.into_bytes(), b"1234567890");
+        let mut b = BodyBuffer::new(MAX_REQUEST_BYTES);
+        let e = b.push(&vec![b' '; MAX_REQUEST_BYTES + 1]).unwrap_err();
+        assert_eq!((e.status, e.code), (413, Some("request_too_large")));
+    }
+
+    #[test]
+    fn the_body_timeout_comes_from_its_var() {
+        assert_eq!(body_timeout_ms(None), DEFAULT_BODY_TIMEOUT_MS);
+        assert_eq!(body_timeout_ms(Some(" 2000 ")), 2000);
+        assert_eq!(body_timeout_ms(Some("0")), DEFAULT_BODY_TIMEOUT_MS);
+        assert_eq!(body_timeout_ms(Some("soon")), DEFAULT_BODY_TIMEOUT_MS);
     }
 }

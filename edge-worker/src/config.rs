@@ -14,6 +14,7 @@
 //! | `KEYS_CACHE_SECS` | var | how long each lookup answer (found or not) is kept per isolate (default 30): the longest a revoked key keeps working; `0` asks every time |
 //! | `USAGE_QUEUE` | Queue producer | when bound, records go to this queue (durable path) instead of a direct POST |
 //! | `UPSTREAM_TIMEOUT_MS` | var | time allowed until the provider's response headers (default 120000) |
+//! | `BODY_TIMEOUT_MS` | var | time allowed for the client's request body to arrive (default 30000; 408 `request_timeout` past it). Bodies are limited to 16 MiB however they are sent (413 `request_too_large`) |
 //! | `SHIP_BATCH_DELAY_MS` | var | how long records wait to share one POST (default 50) |
 //! | `EDGE_REGION` | var | region label when the request carries none (local runs) |
 

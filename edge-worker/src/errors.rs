@@ -55,6 +55,17 @@ impl ApiError {
         }
     }
 
+    /// The request body did not arrive in time (a client trickling bytes).
+    pub fn body_timeout(after_ms: u64) -> Self {
+        ApiError {
+            status: 408,
+            message: format!("the request body did not arrive within {after_ms} ms"),
+            kind: "invalid_request_error",
+            code: Some("request_timeout"),
+            param: None,
+        }
+    }
+
     pub fn upstream_timeout(provider: &str, after_ms: u64) -> Self {
         ApiError {
             status: 504,

@@ -288,9 +288,11 @@ async fn handle(
         }
     }
     let body = if route.has_body {
-        req.bytes().await.map_err(|e| {
-            ApiError::invalid_request(format!("could not read the request body: {e}"), None)
-        })?
+        read_body(
+            &mut req,
+            call::body_timeout_ms(var(env, "BODY_TIMEOUT_MS").as_deref()),
+        )
+        .await?
     } else {
         Vec::new()
     };
@@ -353,6 +355,31 @@ async fn handle(
         let _ = headers.set(k, v);
     }
     Ok(resp.with_headers(headers))
+}
+
+/// The request body as it arrives: refused once past [`call::MAX_REQUEST_BYTES`] (413, also
+/// when no `content-length` announced it) or when it takes longer than `timeout_ms` (408), so a
+/// client trickling bytes holds neither memory nor the isolate forever.
+async fn read_body(req: &mut Request, timeout_ms: u64) -> Result<Vec<u8>, ApiError> {
+    if req.inner().body().is_none() {
+        return Ok(Vec::new());
+    }
+    let unreadable = |e: worker::Error| {
+        ApiError::invalid_request(format!("could not read the request body: {e}"), None)
+    };
+    let mut stream = req.stream().map_err(unreadable)?;
+    let read = Box::pin(async move {
+        let mut body = call::BodyBuffer::new(call::MAX_REQUEST_BYTES);
+        while let Some(chunk) = stream.next().await {
+            body.push(&chunk.map_err(unreadable)?)?;
+        }
+        Ok(body.into_bytes())
+    });
+    let timer = Box::pin(Delay::from(std::time::Duration::from_millis(timeout_ms)));
+    match select(read, timer).await {
+        Either::Left((body, _)) => body,
+        Either::Right(((), _)) => Err(ApiError::body_timeout(timeout_ms)),
+    }
 }
 
 thread_local! {
