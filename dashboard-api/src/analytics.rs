@@ -236,9 +236,12 @@ pub async fn compute_overview(
 ) -> ApiResult<Overview> {
     let (p, filter) = request(state, principal, raw)?;
     let client = state.client();
-    let current = totals(client, &filter, p.window.days()).await?;
-    let previous = totals(client, &filter, p.window.previous().days()).await?;
-    let open_alerts = crate::alerts::open_count(client, &filter.scope).await?;
+    // Three independent reads: one round trip's worth of waiting instead of three.
+    let (current, previous, open_alerts) = tokio::try_join!(
+        totals(client, &filter, p.window.days()),
+        totals(client, &filter, p.window.previous().days()),
+        crate::alerts::open_count(client, &filter.scope),
+    )?;
     Ok(Overview {
         window: window_out(&p),
         current,
