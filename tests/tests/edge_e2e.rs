@@ -304,7 +304,11 @@ async fn every_recorded_answer_names_its_row_by_event_id() {
             call_for_event_id(&base, &key, chat(true, serde_json::json!({}))),
             call_for_event_id(&base, &key, chat(false, serde_json::json!({"status": 500}))),
             // The edge's own refusal after the key was accepted: the provider is too slow.
-            call_for_event_id(&base, &key, chat(false, serde_json::json!({"delay_ms": 2000}))),
+            call_for_event_id(
+                &base,
+                &key,
+                chat(false, serde_json::json!({"delay_ms": 2000})),
+            ),
         ];
         // No record without a valid key, so no event id either.
         let refused = call_for_event_id(&base, "tg_unknown", chat(false, serde_json::json!({})));
