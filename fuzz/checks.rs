@@ -9,7 +9,7 @@
 
 use time::macros::datetime;
 use time::OffsetDateTime;
-use tollgate_clickhouse::Scope;
+use tollgate_clickhouse::{EncodedEvent, Scope};
 use tollgate_collector::config::IngestConfig;
 use tollgate_collector::ingest::decode_body;
 use tollgate_dashboard_api::auth::{Principal, Role};
@@ -158,16 +158,19 @@ fn decode(encoding: Option<&str>, body: Vec<u8>) -> Outcome {
         Ok(d) => {
             let mut good = Vec::with_capacity(d.good.len());
             for (id, range) in &d.good {
-                // What goes to the spool is exactly one valid record with that event id.
-                let text = d
-                    .body
+                // What goes to the spool is exactly one valid record's row, with that event id.
+                let bytes = d
+                    .rows
                     .get(range.clone())
-                    .expect("an accepted range lies inside the body");
-                let record: UsageRecord =
-                    serde_json::from_slice(text).expect("an accepted range holds a record");
+                    .expect("an accepted range lies inside the encoded rows");
+                let row = EncodedEvent::from_bytes(bytes.to_vec())
+                    .and_then(|e| e.decode())
+                    .expect("an accepted range holds one encoded row");
+                let record =
+                    UsageRecord::try_from(&row).expect("an accepted row is a usage record");
                 assert_eq!(&record.event_id, id);
                 assert!(record.validate(BATCH_NOW).is_ok(), "accepted but invalid");
-                good.push((id.to_string(), text.to_vec()));
+                good.push((id.to_string(), bytes.to_vec()));
             }
             let mut last = None;
             for r in &d.rejects {

@@ -19,6 +19,7 @@
 
 mod config;
 pub mod dev_server;
+pub mod encoded;
 mod error;
 mod events;
 pub mod migrate;
@@ -28,6 +29,7 @@ pub mod synthetic;
 pub mod testing;
 
 pub use config::{read_query, ClickHouseConfig, DEFAULT_URL};
+pub use encoded::{insert_encoded, EncodedEvent};
 pub use error::{Error, Result};
 pub use events::{insert_events, RecordConversionError, UsageEventRow};
 pub use migrate::{Migration, MigrationEvent, MigrationReport, Migrator, ServerVersion};

@@ -26,6 +26,7 @@ use crate::config::IngestConfig;
 
 use crate::spool::AppendBatch;
 use crate::AppState;
+use tollgate_clickhouse::EncodedEvent;
 
 /// A record the collector refused, on its way to `usage_rejects`.
 #[derive(Debug, Clone)]
@@ -238,7 +239,7 @@ async fn accept(
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?"));
     let DecodedBody {
-        body,
+        rows,
         good,
         rejects,
     } = decode_body(encoding, raw, limits, now)?;
@@ -254,7 +255,7 @@ async fn accept(
         (0, 0)
     } else {
         let outcome = spool
-            .append(AppendBatch::new(body.clone(), good))
+            .append(AppendBatch::new(rows, good))
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "spool append failed");
@@ -284,9 +285,10 @@ async fn accept(
 /// A body whose signature checked out, decoded and validated record by record.
 #[derive(Debug)]
 pub struct DecodedBody {
-    /// The body as decoded (inflated if it came gzip'd); `good` ranges point into it.
-    pub body: Bytes,
-    /// Records to spool: each one's `event_id` and the byte range of its JSON text in `body`.
+    /// The accepted records' `usage_events` rows, encoded once here
+    /// ([`tollgate_clickhouse::EncodedEvent`]); `good` ranges point into it.
+    pub rows: Bytes,
+    /// Records to spool: each one's `event_id` and the byte range of its encoded row in `rows`.
     pub good: Vec<(Uuid, Range<usize>)>,
     /// Records refused (by index, with the field and reason), on their way to `usage_rejects`.
     pub rejects: Vec<Reject>,
@@ -317,8 +319,8 @@ pub fn decode_body(
 
     let max_records = usize::try_from(limits.max_records_per_batch).unwrap_or(usize::MAX);
     let decoded = wire::decode_batch(&body, max_records)?;
-    let base = body.as_ptr() as usize;
-    // Accepted records travel to the spool as their received text: no re-serialization.
+    // Accepted records are encoded as table rows now, once: the sink only copies them.
+    let mut rows = Vec::with_capacity(decoded.len() * 320);
     let mut good = Vec::with_capacity(decoded.len());
     let mut rejects = Vec::new();
     for d in decoded {
@@ -334,10 +336,7 @@ pub fn decode_body(
             }),
         });
         match outcome {
-            Ok(r) => {
-                let start = d.raw.as_ptr() as usize - base;
-                good.push((r.event_id, start..start + d.raw.len()));
-            }
+            Ok(r) => good.push((r.event_id, EncodedEvent::encode_into(&r, &mut rows))),
             Err(e) => rejects.push(Reject {
                 received_at: now,
                 index: e.index,
@@ -347,7 +346,7 @@ pub fn decode_body(
         }
     }
     Ok(DecodedBody {
-        body,
+        rows: Bytes::from(rows),
         good,
         rejects,
     })

@@ -34,6 +34,7 @@ use crate::config::SinkConfig;
 use crate::ingest::Reject;
 use crate::metrics::Metrics;
 use crate::spool::{Entry, PendingBatch, Spool, SpoolError};
+use tollgate_clickhouse::EncodedEvent;
 
 /// Why a store operation failed, and so whether to retry it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,11 +62,11 @@ pub struct BatchInfo {
 /// Where batches go: ClickHouse in production ([`crate::store::ClickHouseStore`]), a fault
 /// injecting double in tests.
 pub trait Store: Send + Sync + 'static {
-    /// Inserts `records` tagged with `batch_id`, as one insert.
+    /// Inserts `rows` tagged with `batch_id`, as one insert.
     fn insert_events(
         &self,
         batch_id: &str,
-        records: &[UsageRecord],
+        rows: &[EncodedEvent],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// The `event_id`s already stored under `batch_id` (rows have `ts` within the range).
     fn batch_event_ids(
@@ -134,7 +135,8 @@ struct Batch {
     first_lsn: u64,
     last_lsn: u64,
     bytes: u64,
-    records: Vec<UsageRecord>,
+    /// The records as `usage_events` rows, encoded when they were accepted.
+    records: Vec<EncodedEvent>,
 }
 
 impl<S: Store> Sink<S> {
@@ -354,7 +356,7 @@ impl<S: Store> Sink<S> {
     async fn insert_once(
         &self,
         batch_id: &str,
-        records: &[UsageRecord],
+        records: &[EncodedEvent],
         min_ts: OffsetDateTime,
         max_ts: OffsetDateTime,
         check_first: bool,
@@ -364,9 +366,9 @@ impl<S: Store> Sink<S> {
             return Ok(records.len() as u64);
         }
         let stored = self.store.batch_event_ids(batch_id, min_ts, max_ts).await?;
-        let missing: Vec<UsageRecord> = records
+        let missing: Vec<EncodedEvent> = records
             .iter()
-            .filter(|r| !stored.contains(&r.event_id))
+            .filter(|r| !stored.contains(&r.event_id()))
             .cloned()
             .collect();
         if !stored.is_empty() {
@@ -383,7 +385,7 @@ impl<S: Store> Sink<S> {
         Ok(records.len() as u64)
     }
 
-    async fn dead_letter(&self, records: &[UsageRecord], error: &str) {
+    async fn dead_letter(&self, records: &[EncodedEvent], error: &str) {
         let now = OffsetDateTime::now_utc();
         let rejects: Vec<Reject> = records
             .iter()
@@ -392,7 +394,7 @@ impl<S: Store> Sink<S> {
                 received_at: now,
                 index,
                 reason: format!("insert refused by ClickHouse: {error}"),
-                raw: serde_json::to_string(r).unwrap_or_default(),
+                raw: record_json(r),
             })
             .collect();
         let mut backoff = Backoff::new(&self.config);
@@ -485,30 +487,44 @@ impl Gatherer {
 }
 
 fn append_entry(batch: &mut Batch, entry: Entry) {
-    match serde_json::from_slice::<Vec<UsageRecord>>(&entry.payload) {
-        Ok(records) => batch.records.extend(records),
-        // Entries are written by this program from validated records; one that does not
-        // decode means a bug or a disk fault. Log loudly and move on rather than stall.
-        Err(e) => {
-            tracing::error!(lsn = entry.lsn, error = %e, "spool entry does not decode; skipped")
-        }
+    let (lsn, disk_len) = (entry.lsn, entry.disk_len);
+    match entry.rows() {
+        Ok(rows) => batch.records.extend(rows),
+        // Entries are written by this program from validated records and checksummed; one
+        // that does not decode means a bug. Log loudly and move on rather than stall.
+        Err(e) => tracing::error!(lsn, error = %e, "spool entry does not decode; skipped"),
     }
-    batch.last_lsn = entry.lsn;
-    batch.bytes += entry.disk_len;
+    batch.last_lsn = lsn;
+    batch.bytes += disk_len;
 }
 
-fn time_range(records: &[UsageRecord]) -> (OffsetDateTime, OffsetDateTime) {
+fn time_range(records: &[EncodedEvent]) -> (OffsetDateTime, OffsetDateTime) {
     let min = records
         .iter()
-        .map(|r| r.ts)
+        .map(EncodedEvent::ts)
         .min()
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let max = records
         .iter()
-        .map(|r| r.ts)
+        .map(EncodedEvent::ts)
         .max()
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     (min, max)
+}
+
+/// A refused row as the JSON record it came from, for `usage_rejects` (the row's text, with
+/// why, if it does not even decode).
+fn record_json(row: &EncodedEvent) -> String {
+    let record = row
+        .decode()
+        .map_err(|e| e.to_string())
+        .and_then(|r| UsageRecord::try_from(&r).map_err(|e| e.to_string()));
+    match record {
+        Ok(r) => serde_json::to_string(&r).unwrap_or_default(),
+        Err(e) => {
+            serde_json::json!({ "undecodable_row": e, "event_id": row.event_id() }).to_string()
+        }
+    }
 }
 
 async fn blocking<T: Send + 'static>(

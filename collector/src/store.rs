@@ -7,8 +7,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::{self, Client, Row};
-use tollgate_clickhouse::{read_query, UsageEventRow};
-use usage_core::UsageRecord;
+use tollgate_clickhouse::{read_query, EncodedEvent};
 use uuid::Uuid;
 
 use crate::ingest::Reject;
@@ -116,17 +115,8 @@ fn whole_second(t: OffsetDateTime) -> OffsetDateTime {
 }
 
 impl Store for ClickHouseStore {
-    async fn insert_events(
-        &self,
-        batch_id: &str,
-        records: &[UsageRecord],
-    ) -> Result<(), StoreError> {
-        let now = OffsetDateTime::now_utc();
-        let rows: Vec<UsageEventRow> = records
-            .iter()
-            .map(|r| UsageEventRow::from_record(r, batch_id, now))
-            .collect();
-        tollgate_clickhouse::insert_events(&self.client, &rows)
+    async fn insert_events(&self, batch_id: &str, rows: &[EncodedEvent]) -> Result<(), StoreError> {
+        tollgate_clickhouse::insert_encoded(&self.client, rows, batch_id, OffsetDateTime::now_utc())
             .await
             .map_err(classify)
     }

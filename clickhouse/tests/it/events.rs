@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 use tollgate_clickhouse::testing::TestDb;
-use tollgate_clickhouse::{insert_events, read_query, UsageEventRow};
+use tollgate_clickhouse::{insert_encoded, insert_events, read_query, EncodedEvent, UsageEventRow};
 use usage_core::UsageRecord;
 
 use crate::support::fixture;
@@ -58,4 +58,41 @@ async fn the_row_type_matches_the_table_column_for_column() {
     let fields: Vec<&str> =
         <UsageEventRow as tollgate_clickhouse::clickhouse::Row>::COLUMN_NAMES.to_vec();
     assert_eq!(table, fields);
+}
+
+/// Pre-encoded rows (the collector's spool format) land exactly as the crate's own serializer
+/// would have written them.
+#[tokio::test]
+async fn encoded_rows_land_field_for_field() {
+    let db = TestDb::new().await.unwrap();
+    let mut records = fixture(300);
+    for (i, r) in records.iter_mut().enumerate() {
+        if i % 4 == 0 {
+            r.tags.insert("team".into(), format!("équipe-{i}"));
+            r.tags.insert("note".into(), "n".repeat(300));
+        }
+        if i % 7 == 0 {
+            r.ttft_ms = None;
+        }
+    }
+    let inserted_at = OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap();
+    let encoded: Vec<EncodedEvent> = records.iter().map(EncodedEvent::from_record).collect();
+    insert_encoded(db.client(), &encoded, "batch-enc", inserted_at)
+        .await
+        .unwrap();
+
+    let mut back: Vec<UsageEventRow> = read_query(db.client(), "SELECT ?fields FROM usage_events")
+        .fetch_all()
+        .await
+        .unwrap();
+    back.sort_by_key(|r| r.event_id);
+    let mut want: Vec<UsageEventRow> = records
+        .iter()
+        .map(|r| UsageEventRow::from_record(r, "batch-enc", inserted_at))
+        .collect();
+    want.sort_by_key(|r| r.event_id);
+    assert_eq!(back.len(), want.len());
+    for (got, want) in back.iter().zip(&want) {
+        assert_eq!(got, want);
+    }
 }

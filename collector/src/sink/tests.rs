@@ -31,7 +31,7 @@ impl Store for FakeStore {
     async fn insert_events(
         &self,
         batch_id: &str,
-        records: &[UsageRecord],
+        records: &[EncodedEvent],
     ) -> Result<(), StoreError> {
         if take(&self.fail_before) {
             return Err(StoreError::Transient("connection refused".into()));
@@ -42,7 +42,7 @@ impl Store for FakeStore {
         self.rows
             .lock()
             .unwrap()
-            .extend(records.iter().map(|r| (r.event_id, batch_id.to_string())));
+            .extend(records.iter().map(|r| (r.event_id(), batch_id.to_string())));
         if take(&self.fail_after) {
             return Err(StoreError::Transient("timeout waiting for response".into()));
         }

@@ -3,31 +3,67 @@
 //! ```text
 //! offset  size  field
 //! 0       2     magic  b"TG"
-//! 2       1     format version (1)
+//! 2       1     payload format: 2 = encoded rows (written now), 1 = JSON array (read only)
 //! 3       1     reserved (0)
 //! 4       4     payload length, u32 LE
 //! 8       8     LSN, u64 LE
 //! 16      4     CRC-32 (IEEE) of bytes 2..16 and the payload, u32 LE
-//! 20      n     payload: the accepted records, as a JSON array
+//! 20      n     payload: the accepted records
 //! ```
+//!
+//! Payload format 2 is each record's `usage_events` row in RowBinary
+//! ([`tollgate_clickhouse::EncodedEvent`], encoded once when the record was accepted), each
+//! preceded by its length (u32 LE): the sink copies rows into the INSERT without decoding.
+//! Format 1, a JSON array of the records, is what collectors before it wrote; entries left in
+//! a spool across the upgrade are still read.
 //!
 //! A reader stops at the first entry that is incomplete or whose checksum does not match:
 //! everything before it is intact, nothing after it is trusted.
 
 use std::io::Read;
 
+use bytes::Bytes;
+use tollgate_clickhouse::EncodedEvent;
+use usage_core::UsageRecord;
+use uuid::Uuid;
+
 pub const HEADER_LEN: usize = 20;
 const MAGIC: [u8; 2] = *b"TG";
-const VERSION: u8 = 1;
+
+/// How an entry's payload holds its records (the header's format byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A JSON array of records (collectors before encoded rows; read only).
+    JsonArray = 1,
+    /// Length-prefixed RowBinary rows.
+    EncodedRows = 2,
+}
+
+impl Format {
+    fn from_byte(b: u8) -> Option<Format> {
+        match b {
+            1 => Some(Format::JsonArray),
+            2 => Some(Format::EncodedRows),
+            _ => None,
+        }
+    }
+}
+
+/// Appends `row` to an [`Format::EncodedRows`] payload.
+pub fn push_row(payload: &mut Vec<u8>, row: &[u8]) {
+    let len = u32::try_from(row.len()).unwrap_or(u32::MAX);
+    payload.extend_from_slice(&len.to_le_bytes());
+    payload.extend_from_slice(row);
+}
 /// No single entry is larger than this (a request body is far smaller).
 pub const MAX_PAYLOAD: u32 = 256 << 20;
 
 /// Appends the encoded entry to `out`.
-pub fn encode(lsn: u64, payload: &[u8], out: &mut Vec<u8>) {
+pub fn encode(lsn: u64, format: Format, payload: &[u8], out: &mut Vec<u8>) {
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     let start = out.len();
     out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
+    out.push(format as u8);
     out.push(0);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
@@ -42,6 +78,7 @@ pub fn encode(lsn: u64, payload: &[u8], out: &mut Vec<u8>) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub lsn: u64,
+    pub format: Format,
     pub payload: Vec<u8>,
     /// Bytes the entry occupies on disk (header + payload).
     pub disk_len: u64,
@@ -66,9 +103,9 @@ pub fn read_entry(r: &mut impl Read) -> std::io::Result<Result<Entry, Stop>> {
         n if n < HEADER_LEN => return Ok(Err(Stop::Torn)),
         _ => {}
     }
-    if header[0..2] != MAGIC || header[2] != VERSION {
+    let Some(format) = Format::from_byte(header[2]).filter(|_| header[0..2] == MAGIC) else {
         return Ok(Err(Stop::Corrupt));
-    }
+    };
     let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if len > MAX_PAYLOAD {
         return Ok(Err(Stop::Corrupt));
@@ -89,9 +126,57 @@ pub fn read_entry(r: &mut impl Read) -> std::io::Result<Result<Entry, Stop>> {
     }
     Ok(Ok(Entry {
         lsn,
+        format,
         payload,
         disk_len: HEADER_LEN as u64 + u64::from(len),
     }))
+}
+
+impl Entry {
+    /// The entry's records as encoded rows (a JSON-array entry is decoded and encoded).
+    /// Rows are slices of the payload, not copies. An intact entry (its checksum matched)
+    /// that does not parse means a bug: the error says where.
+    pub fn rows(self) -> Result<Vec<EncodedEvent>, String> {
+        match self.format {
+            Format::JsonArray => {
+                let records: Vec<UsageRecord> = serde_json::from_slice(&self.payload)
+                    .map_err(|e| format!("entry {}: JSON payload: {e}", self.lsn))?;
+                Ok(records.iter().map(EncodedEvent::from_record).collect())
+            }
+            Format::EncodedRows => {
+                let lsn = self.lsn;
+                let payload = Bytes::from(self.payload);
+                let mut rows = Vec::new();
+                let mut at = 0usize;
+                while at < payload.len() {
+                    let len = payload
+                        .get(at..at + 4)
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                        .ok_or_else(|| format!("entry {lsn}: row length cut at byte {at}"))?;
+                    let (start, end) = (at + 4, at + 4 + len);
+                    if end > payload.len() {
+                        return Err(format!(
+                            "entry {lsn}: row at byte {at} overruns the payload"
+                        ));
+                    }
+                    rows.push(
+                        EncodedEvent::from_trusted(payload.slice(start..end))
+                            .map_err(|e| format!("entry {lsn}: {e}"))?,
+                    );
+                    at = end;
+                }
+                Ok(rows)
+            }
+        }
+    }
+
+    /// The `event_id`s of the entry's records (the dedup window is rebuilt from them).
+    pub fn event_ids(&self) -> Vec<Uuid> {
+        self.clone()
+            .rows()
+            .map(|rows| rows.iter().map(EncodedEvent::event_id).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// Like `read_exact`, but reports how much was read instead of failing at EOF.
@@ -126,12 +211,16 @@ mod tests {
     #[test]
     fn round_trip_and_every_truncation_is_torn_never_misread() {
         let mut buf = Vec::new();
-        encode(1, b"[1]", &mut buf);
-        encode(2, b"[2,3]", &mut buf);
+        encode(1, Format::JsonArray, b"[1]", &mut buf);
+        encode(2, Format::EncodedRows, b"[2,3]", &mut buf);
         let (all, stop) = entries(&buf);
         assert_eq!(stop, Stop::End);
         assert_eq!(all.iter().map(|e| e.lsn).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(all[1].payload, b"[2,3]");
+        assert_eq!(
+            all.iter().map(|e| e.format).collect::<Vec<_>>(),
+            [Format::JsonArray, Format::EncodedRows]
+        );
         let first_len = all[0].disk_len as usize;
         for cut in 1..buf.len() {
             let (got, stop) = entries(&buf[..cut]);
@@ -146,7 +235,7 @@ mod tests {
     #[test]
     fn any_flipped_bit_is_caught() {
         let mut buf = Vec::new();
-        encode(7, b"[{\"a\":1}]", &mut buf);
+        encode(7, Format::EncodedRows, b"[{\"a\":1}]", &mut buf);
         for i in 0..buf.len() {
             for bit in 0..8 {
                 let mut b = buf.clone();
@@ -155,5 +244,41 @@ mod tests {
                 assert!(got.is_empty(), "byte {i} bit {bit} misread");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use super::*;
+    use crate::testdata::record;
+
+    /// Both formats give the same rows: what an old collector spooled is delivered as is.
+    #[test]
+    fn json_and_encoded_entries_give_the_same_rows() {
+        let records: Vec<UsageRecord> = (0..5u128).map(record).collect();
+        let json = Entry {
+            lsn: 1,
+            format: Format::JsonArray,
+            payload: serde_json::to_vec(&records).unwrap(),
+            disk_len: 0,
+        };
+        let mut payload = Vec::new();
+        for r in &records {
+            push_row(&mut payload, EncodedEvent::from_record(r).as_bytes());
+        }
+        let encoded = Entry {
+            lsn: 2,
+            format: Format::EncodedRows,
+            payload,
+            disk_len: 0,
+        };
+        let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
+        assert_eq!(json.event_ids(), ids);
+        assert_eq!(encoded.event_ids(), ids);
+        assert_eq!(json.rows().unwrap(), encoded.clone().rows().unwrap());
+
+        let mut cut = encoded;
+        cut.payload.pop();
+        assert!(cut.rows().unwrap_err().contains("overruns"));
     }
 }

@@ -42,6 +42,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use tokio::sync::{oneshot, Notify};
+use tollgate_clickhouse::EncodedEvent;
 use usage_core::UsageRecord;
 use uuid::Uuid;
 
@@ -154,8 +155,8 @@ pub struct Recovery {
     pub pending: Option<PendingBatch>,
 }
 
-/// Records to append: each one's `event_id` and its JSON text, as a range of a shared body.
-/// The accept path hands over the bytes it received, so nothing is re-serialized.
+/// Records to append: each one's `event_id` and its `usage_events` row (RowBinary, encoded by
+/// the accept path), as a range of a shared buffer. Entry formats: `entry.rs`.
 #[derive(Clone, Debug)]
 pub struct AppendBatch {
     body: Bytes,
@@ -163,21 +164,19 @@ pub struct AppendBatch {
 }
 
 impl AppendBatch {
-    /// `items` are (event id, byte range of the record's JSON object in `body`).
+    /// `items` are (event id, byte range of the record's encoded row in `body`): rows made by
+    /// [`tollgate_clickhouse::EncodedEvent::encode_into`].
     pub fn new(body: Bytes, items: Vec<(Uuid, Range<usize>)>) -> Self {
         AppendBatch { body, items }
     }
 
-    /// Serializes `records` (for callers that do not hold their JSON text).
+    /// Encodes `records` (for callers that hold records rather than encoded rows).
     pub fn from_records(records: &[UsageRecord]) -> Self {
-        let mut body = Vec::with_capacity(records.len() * 700);
-        let mut items = Vec::with_capacity(records.len());
-        for r in records {
-            let start = body.len();
-            if serde_json::to_writer(&mut body, r).is_ok() {
-                items.push((r.event_id, start..body.len()));
-            }
-        }
+        let mut body = Vec::with_capacity(records.len() * 300);
+        let items = records
+            .iter()
+            .map(|r| (r.event_id, EncodedEvent::encode_into(r, &mut body)))
+            .collect();
         AppendBatch {
             body: Bytes::from(body),
             items,
@@ -487,11 +486,6 @@ struct SegmentScan {
     ids: HashSet<Uuid>,
 }
 
-#[derive(Deserialize)]
-struct IdOnly {
-    event_id: Uuid,
-}
-
 /// Reads a segment to its last intact entry, truncating (and keeping aside) anything after.
 fn scan_segment(path: &Path, recovery: &mut Recovery) -> Result<SegmentScan, SpoolError> {
     let file = File::open(path).map_err(io_err(path))?;
@@ -513,9 +507,7 @@ fn scan_segment(path: &Path, recovery: &mut Recovery) -> Result<SegmentScan, Spo
                 scan.first_lsn.get_or_insert(e.lsn);
                 scan.last_lsn = Some(e.lsn);
                 scan.entry_lens.push((e.lsn, e.disk_len));
-                if let Ok(ids) = serde_json::from_slice::<Vec<IdOnly>>(&e.payload) {
-                    scan.ids.extend(ids.into_iter().map(|i| i.event_id));
-                }
+                scan.ids.extend(e.event_ids());
                 good_len += e.disk_len;
                 recovery.entries += 1;
             }
@@ -654,27 +646,25 @@ impl Writer {
         let mut appended = 0u64;
         for req in &group {
             let mut duplicates = Vec::new();
-            // The payload is a JSON array of the fresh records' text, as received.
-            let mut payload = Vec::with_capacity(req.batch.body.len() + 2);
+            // The payload is the fresh records' encoded rows, as the accept path encoded them.
+            let mut payload = Vec::with_capacity(req.batch.body.len() + 4 * req.batch.len());
             let mut fresh = 0usize;
             for (i, (id, range)) in req.batch.items.iter().enumerate() {
                 if self.is_duplicate(id) {
                     duplicates.push(i);
-                } else {
+                } else if let Some(row) = req.batch.body.get(range.clone()) {
                     self.current_ids.insert(*id);
-                    payload.push(if fresh == 0 { b'[' } else { b',' });
-                    payload.extend_from_slice(req.batch.body.get(range.clone()).unwrap_or(b"null"));
+                    entry::push_row(&mut payload, row);
                     fresh += 1;
                 }
             }
-            payload.push(b']');
             let lsn = if fresh == 0 {
                 None
             } else {
                 let lsn = self.next_lsn;
                 self.next_lsn += 1;
                 let before = self.buf.len();
-                entry::encode(lsn, &payload, &mut self.buf);
+                entry::encode(lsn, entry::Format::EncodedRows, &payload, &mut self.buf);
                 appended += (self.buf.len() - before) as u64;
                 last_lsn = Some(lsn);
                 Some(lsn)

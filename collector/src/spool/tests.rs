@@ -34,8 +34,7 @@ fn read_all(spool: &Spool) -> Vec<u128> {
             return ids;
         }
         for e in entries {
-            let recs: Vec<UsageRecord> = serde_json::from_slice(&e.payload).unwrap();
-            ids.extend(recs.iter().map(|r| crate::testdata::id_of(r.event_id)));
+            ids.extend(e.event_ids().into_iter().map(crate::testdata::id_of));
         }
     }
 }
@@ -94,7 +93,7 @@ async fn a_torn_tail_is_truncated_and_corrupt_bytes_are_moved_aside() {
     let (_, seg) = list_segments(dir.path()).unwrap().pop().unwrap();
     // a crash mid-write: half an entry
     let mut torn = Vec::new();
-    entry::encode(99, br#"[{"event_id":"x"}]"#, &mut torn);
+    entry::encode(99, entry::Format::EncodedRows, b"\x10\0\0\0rows", &mut torn);
     OpenOptions::new()
         .append(true)
         .open(&seg)
@@ -266,8 +265,9 @@ proptest! {
                         drop(spool);
                         if let Some((_, seg)) = list_segments(dir.path()).unwrap().pop() {
                             let mut partial = Vec::new();
-                            let payload = serde_json::to_vec(&vec![record(999)]).unwrap();
-                            entry::encode(u64::MAX / 2, &payload, &mut partial);
+                            let mut payload = Vec::new();
+                            entry::push_row(&mut payload, EncodedEvent::from_record(&record(999)).as_bytes());
+                            entry::encode(u64::MAX / 2, entry::Format::EncodedRows, &payload, &mut partial);
                             let cut = cut.min(partial.len() - 1);
                             OpenOptions::new().append(true).open(&seg).unwrap().write_all(&partial[..cut]).unwrap();
                         }
