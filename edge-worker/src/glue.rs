@@ -116,7 +116,9 @@ pub async fn queue(
         .into_iter()
         .map(|m| m.into_body())
         .collect();
-    if ship::post_with_retries(&env, &records).await {
+    // The queue redelivers what is not acked: one round of retries per delivery is enough.
+    let deadline = worker::Date::now().as_millis() as f64 + ship::FLUSH_BUDGET_MS as f64;
+    if ship::post_with_retries(&env, &records, deadline).await {
         batch.ack_all();
     } else {
         batch.retry_all();

@@ -30,6 +30,7 @@ pub mod keys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod local;
 pub mod measure;
+pub mod outbox;
 pub mod tap;
 
 /// Response header carrying the call's `event_id` (the idempotency key of its usage record).

@@ -112,12 +112,12 @@ pub fn build_record(f: CallFacts, table: &PriceTable) -> UsageRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use time::macros::datetime;
     use usage_core::CostSource;
 
-    fn facts() -> CallFacts {
+    pub(crate) fn facts() -> CallFacts {
         CallFacts {
             event_id: Uuid::from_u128(1 << 100),
             started: datetime!(2026-11-01 10:00 UTC),

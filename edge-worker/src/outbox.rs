@@ -1,0 +1,183 @@
+//! The isolate's outbox: usage records waiting to be POSTed to the collector, and who is
+//! sending which (pure logic; `ship` drives it from each request's `wait_until`).
+//!
+//! A record leaves the outbox only when a POST carrying it succeeded ([`Outbox::complete`]).
+//! The call that produced a record keeps flushing until the record is gone (or its time is up),
+//! so every waiting record has a live sender even while no new calls arrive (a drain).
+//! A flush *claims* records for a lease; if it fails it releases them, and if it never comes
+//! back (its `wait_until` was cancelled, its POST hung) the lease runs out and the next flush
+//! claims them again. So no single request's fate can strand the records of others — the bug
+//! a shared "a flush is running" flag had: once the flush holding it died, nothing was ever
+//! shipped again. A record may therefore be sent twice (a late success after its lease ran
+//! out); the collector deduplicates by `event_id`, so it is stored once.
+//!
+//! The outbox is bounded: past [`Outbox::MAX_RECORDS`] the oldest unclaimed records are
+//! dropped (and counted), so a collector gone for good cannot exhaust the isolate's memory.
+//! Where no loss is acceptable, bind `USAGE_QUEUE` (the durable path).
+
+use usage_core::UsageRecord;
+
+#[derive(Debug)]
+struct Pending {
+    record: UsageRecord,
+    /// The claim sending it, if any, and when that claim's lease ends (ms since the epoch).
+    claim: Option<(u64, f64)>,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    items: Vec<Pending>,
+    next_claim: u64,
+}
+
+impl Outbox {
+    /// At most this many records wait in one isolate.
+    pub const MAX_RECORDS: usize = 20_000;
+
+    /// Adds `record`; returns how many old unclaimed records were dropped to make room.
+    pub fn push(&mut self, record: UsageRecord) -> usize {
+        let mut dropped = 0;
+        while self.items.len() >= Self::MAX_RECORDS {
+            let Some(oldest) = self.items.iter().position(|p| p.claim.is_none()) else {
+                break;
+            };
+            self.items.remove(oldest);
+            dropped += 1;
+        }
+        self.items.push(Pending {
+            record,
+            claim: None,
+        });
+        dropped
+    }
+
+    /// Claims up to `max` records that are unclaimed or whose lease ended before `now_ms`,
+    /// for `lease_ms`. `None` when there is nothing to send.
+    pub fn claim(
+        &mut self,
+        now_ms: f64,
+        lease_ms: f64,
+        max: usize,
+    ) -> Option<(u64, Vec<UsageRecord>)> {
+        let id = self.next_claim;
+        let mut batch = Vec::new();
+        for p in &mut self.items {
+            if batch.len() >= max {
+                break;
+            }
+            if p.claim.is_none_or(|(_, until)| until <= now_ms) {
+                p.claim = Some((id, now_ms + lease_ms));
+                batch.push(p.record.clone());
+            }
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        self.next_claim += 1;
+        Some((id, batch))
+    }
+
+    /// The POST of claim `id` succeeded: its records are delivered.
+    pub fn complete(&mut self, id: u64) {
+        self.items
+            .retain(|p| !matches!(p.claim, Some((c, _)) if c == id));
+    }
+
+    /// Claim `id` gave up: its records wait for the next flush.
+    pub fn release(&mut self, id: u64) {
+        for p in &mut self.items {
+            if matches!(p.claim, Some((c, _)) if c == id) {
+                p.claim = None;
+            }
+        }
+    }
+
+    /// Whether the record with `event_id` still waits (claimed or not).
+    pub fn holds(&self, event_id: uuid::Uuid) -> bool {
+        self.items.iter().any(|p| p.record.event_id == event_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use usage_core::PriceTable;
+
+    fn sample_record() -> UsageRecord {
+        crate::measure::build_record(
+            crate::measure::tests::facts(),
+            &PriceTable::builtin().unwrap(),
+        )
+    }
+
+    fn outbox(n: u128) -> Outbox {
+        let mut o = Outbox::default();
+        let sample = sample_record();
+        for i in 0..n {
+            let mut r = sample.clone();
+            r.event_id = uuid::Uuid::from_u128(i + 1);
+            o.push(r);
+        }
+        o
+    }
+
+    fn ids(batch: &[UsageRecord]) -> Vec<u128> {
+        batch.iter().map(|r| r.event_id.as_u128()).collect()
+    }
+
+    #[test]
+    fn records_leave_only_when_their_post_succeeded() {
+        let mut o = outbox(5);
+        let (a, batch) = o.claim(0.0, 1000.0, 3).unwrap();
+        assert_eq!(ids(&batch), [1, 2, 3]);
+        // A concurrent flush gets only what is not claimed.
+        let (b, rest) = o.claim(10.0, 1000.0, 10).unwrap();
+        assert_eq!(ids(&rest), [4, 5]);
+        assert!(o.claim(20.0, 1000.0, 10).is_none());
+        o.release(b); // that POST failed: its records wait
+        o.complete(a);
+        assert_eq!(o.len(), 2);
+        assert!(!o.holds(uuid::Uuid::from_u128(1)));
+        assert!(o.holds(uuid::Uuid::from_u128(4)));
+        let (_, again) = o.claim(30.0, 1000.0, 10).unwrap();
+        assert_eq!(ids(&again), [4, 5]);
+    }
+
+    #[test]
+    fn a_flush_that_never_returns_does_not_strand_the_records() {
+        let mut o = outbox(3);
+        let (stuck, _) = o.claim(0.0, 25_000.0, 10).unwrap();
+        assert!(o.claim(24_999.0, 25_000.0, 10).is_none(), "still leased");
+        let (next, batch) = o.claim(25_000.0, 25_000.0, 10).unwrap();
+        assert_eq!(ids(&batch), [1, 2, 3]);
+        // The stuck flush finishing late neither removes nor frees the new claim's records.
+        o.release(stuck);
+        o.complete(stuck);
+        assert_eq!(o.len(), 3);
+        o.complete(next);
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn it_is_bounded_dropping_the_oldest_unclaimed() {
+        let mut o = outbox(Outbox::MAX_RECORDS as u128);
+        let (_, first) = o.claim(0.0, 1000.0, 1).unwrap();
+        assert_eq!(ids(&first), [1]);
+        let mut r = sample_record();
+        r.event_id = uuid::Uuid::from_u128(999_999);
+        assert_eq!(o.push(r), 1);
+        assert_eq!(o.len(), Outbox::MAX_RECORDS);
+        // Record 1 is in flight and kept; record 2, the oldest unclaimed, went.
+        let (_, batch) = o.claim(1.0, 1000.0, 2).unwrap();
+        assert_eq!(ids(&batch), [3, 4]);
+    }
+}
