@@ -1,9 +1,10 @@
 //! The Workers glue: the `fetch` and `queue` handlers. Decisions live in the pure modules; this
 //! file moves requests, bytes and time.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll};
 
 use futures_channel::oneshot;
@@ -754,7 +755,24 @@ struct TappedStream {
     started: u64,
     first_byte_ms: Option<u32>,
     done: Option<oneshot::Sender<StreamEnd>>,
+    activity: Rc<StreamActivity>,
 }
+
+/// Whether the client is still pulling the stream, for the record's watchdog: a client that
+/// disconnects does not always get the stream dropped at once (workerd may keep it until the
+/// request's context ends, taking the `wait_until` that would record the call with it).
+struct StreamActivity {
+    /// When the runtime last asked for the next chunk (ms since the epoch).
+    last_pull_ms: Cell<u64>,
+    /// Waiting for the provider (a pull is in progress): not the client's silence.
+    waiting_on_provider: Cell<bool>,
+}
+
+/// A stream nobody has pulled for this long, while the provider was not being waited for, has
+/// lost its client: the call is recorded as aborted without waiting for the stream to be
+/// dropped. (A client that reads nothing for this long, with the provider's data ready, is
+/// recorded the same way.)
+const STREAM_IDLE_MS: u64 = 15_000;
 
 impl TappedStream {
     fn end(&mut self, aborted: bool) -> Vec<u8> {
@@ -778,12 +796,17 @@ impl Stream for TappedStream {
     type Item = worker::Result<Vec<u8>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.activity.last_pull_ms.set(now_ms());
+        self.activity.waiting_on_provider.set(false);
         loop {
             if self.tap.is_none() {
                 return Poll::Ready(None);
             }
             match self.inner.poll_next_unpin(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.activity.waiting_on_provider.set(true);
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Ok(chunk))) => {
                     if self.first_byte_ms.is_none() {
                         self.first_byte_ms = Some(elapsed_ms(self.started));
@@ -835,12 +858,17 @@ fn stream_through(
         .stream()
         .map_err(|e| ApiError::internal(format!("upstream body: {e}")))?;
     let (tx, rx) = oneshot::channel();
+    let activity = Rc::new(StreamActivity {
+        last_pull_ms: Cell::new(now_ms()),
+        waiting_on_provider: Cell::new(false),
+    });
     let tapped = TappedStream {
         inner,
         tap: Some(StreamTap::new(p.plan.strip_usage_chunk)),
         started,
         first_byte_ms: None,
         done: Some(tx),
+        activity: activity.clone(),
     };
     let out_headers = Headers::new();
     for (k, v) in upstream.headers().entries() {
@@ -863,8 +891,23 @@ fn stream_through(
     let env2 = env.clone();
     let (reservations, budget_now) = (p.reservations.clone(), p.budget_now);
     ctx.wait_until(async move {
-        match rx.await {
-            Ok(end) => {
+        // The stream's end, or the watchdog's verdict that its client is gone.
+        let mut rx = rx;
+        let ended = loop {
+            match select(rx, Box::pin(ship::sleep(1_000))).await {
+                Either::Left((end, _)) => break end.ok(),
+                Either::Right((timer_ok, pending)) => {
+                    let idle = now_ms().saturating_sub(activity.last_pull_ms.get());
+                    if !timer_ok || (!activity.waiting_on_provider.get() && idle >= STREAM_IDLE_MS)
+                    {
+                        break None;
+                    }
+                    rx = pending;
+                }
+            }
+        };
+        match ended {
+            Some(end) => {
                 let s = &end.totals.summary;
                 f.latency_ms = end.end_ms;
                 f.ttft_ms = end.first_byte_ms;
@@ -886,7 +929,7 @@ fn stream_through(
                     });
                 }
             }
-            Err(_) => {
+            None => {
                 f.latency_ms = elapsed_ms(started);
                 f.error_class = ErrorClass::Aborted;
             }

@@ -48,7 +48,7 @@ fn now_ms() -> f64 {
 /// Waits `ms`; `false` if the runtime refuses a timer. Unlike `worker::Delay`, which panics
 /// then (workerd refuses timers outside a request's context, e.g. while it shuts down, and a
 /// panic takes the whole isolate down with every record in its outbox).
-async fn sleep(ms: u64) -> bool {
+pub(crate) async fn sleep(ms: u64) -> bool {
     let promise = js_sys::Promise::new(&mut |resolve, reject| {
         let global = js_sys::global();
         let set = js_sys::Reflect::get(&global, &"setTimeout".into())

@@ -147,10 +147,25 @@ impl Report {
             .iter()
             .filter_map(|o| o.event_id.map(|id| (o, id)))
             .collect();
-        let lost_answered: Vec<Uuid> = answered
+        let lost: Vec<&(&Outcome, Uuid)> = answered
             .iter()
             .filter(|(_, id)| !i.stored.contains_key(id))
-            .map(|(_, id)| *id)
+            .collect();
+        let lost_answered: Vec<Uuid> = lost.iter().map(|(_, id)| *id).collect();
+        // What kind of call each lost one was, how it ended, and how long it took: the first
+        // thing to know when chasing a loss.
+        let lost_calls: Vec<String> = lost
+            .iter()
+            .take(5)
+            .map(|(o, id)| {
+                format!(
+                    "{id} ({}, status {:?}, {} ms{})",
+                    o.kind.name(),
+                    o.status,
+                    o.latency().as_millis(),
+                    o.error.as_deref().map(|e| format!(", {e}")).unwrap_or_default()
+                )
+            })
             .collect();
         let lost_acked: Vec<Uuid> = i
             .acked
@@ -195,9 +210,9 @@ impl Report {
         }
         if !lost_answered.is_empty() {
             failures.push(format!(
-                "{} answered calls have no row, e.g. {:?}",
+                "{} answered calls have no row, e.g. {}",
                 lost_answered.len(),
-                &lost_answered[..lost_answered.len().min(5)]
+                lost_calls.join("; ")
             ));
         }
         if !lost_acked.is_empty() {
