@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::runtime::Runtime;
 use uuid::Uuid;
@@ -212,17 +212,8 @@ async fn create_callers(dashboard: &str, admin: &str) -> Result<Vec<(String, Str
     let mut callers = Vec::new();
     for org in ORGS {
         for app in ["chat", "batch"] {
-            let v = stack::admin_post(
-                dashboard,
-                admin,
-                "/api/v1/keys",
-                json!({"org_id": org, "app_id": app, "name": format!("soak {app}")}),
-            )
-            .await?;
-            let key = v["secret"]
-                .as_str()
-                .ok_or("no secret in the key answer")?
-                .to_string();
+            let key =
+                stack::create_app_key(dashboard, admin, org, app, &format!("soak {app}")).await?;
             for user in 0..3 {
                 callers.push((key.clone(), format!("{org}_user{user}")));
             }

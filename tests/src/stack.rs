@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use edge_worker::local::{self, LocalWorker};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tollgate_clickhouse::{ClickHouseConfig, Migrator};
 use tollgate_dashboard_api::auth::{create_token, Role};
 
@@ -183,6 +183,27 @@ fn listening(mut proc: Proc, addr: SocketAddr) -> Result<Proc, BoxError> {
 }
 
 /// POSTs JSON to dashboard-api (`base` is its root URL) with a bearer token; the answer's JSON.
+/// Creates an app key for `org`'s `app` through dashboard-api; returns its secret (shown once).
+pub async fn create_app_key(
+    base: &str,
+    token: &str,
+    org: &str,
+    app: &str,
+    name: &str,
+) -> Result<String, BoxError> {
+    let v = admin_post(
+        base,
+        token,
+        "/api/v1/keys",
+        json!({"org_id": org, "app_id": app, "name": name}),
+    )
+    .await?;
+    Ok(v["secret"]
+        .as_str()
+        .ok_or("no secret in the key answer")?
+        .to_string())
+}
+
 pub async fn admin_post(
     base: &str,
     token: &str,

@@ -135,17 +135,14 @@ async fn create_keys(admin: &str) -> Result<Vec<(String, String, String)>, BoxEr
     let mut keys = Vec::new();
     for (org, _, apps) in ORGS {
         for app in apps.iter() {
-            let v = stack::admin_post(
+            let secret = stack::create_app_key(
                 &format!("http://{DASHBOARD}"),
                 admin,
-                "/api/v1/keys",
-                json!({"org_id": org, "app_id": app, "name": format!("demo {app}")}),
+                org,
+                app,
+                &format!("demo {app}"),
             )
             .await?;
-            let secret = v["secret"]
-                .as_str()
-                .ok_or("no secret in the key answer")?
-                .to_string();
             keys.push((secret, org.to_string(), app.to_string()));
         }
     }

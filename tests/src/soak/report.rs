@@ -163,7 +163,10 @@ impl Report {
                     o.kind.name(),
                     o.status,
                     o.latency().as_millis(),
-                    o.error.as_deref().map(|e| format!(", {e}")).unwrap_or_default()
+                    o.error
+                        .as_deref()
+                        .map(|e| format!(", {e}"))
+                        .unwrap_or_default()
                 )
             })
             .collect();
