@@ -159,25 +159,11 @@ async fn main() {
         eprintln!("stage {size}: raw {raw_rows}, org_daily {org_rows}, usage_daily {daily_rows} rows, usage_hourly {hourly_rows} rows");
 
         // Time the tables at rest: let the background merges of the fresh parts finish first.
-        let settle = Instant::now();
-        while settle.elapsed() < Duration::from_secs(120) {
-            let merging: u64 = read_query(
-                &server,
-                "SELECT count() FROM system.merges WHERE database = ?",
-            )
-            .bind(args.database.as_str())
-            .fetch_one()
-            .await
-            .unwrap();
-            if merging == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        eprintln!(
-            "  merges settled after {:.1} s",
-            settle.elapsed().as_secs_f64()
-        );
+        let settled =
+            tollgate_clickhouse::testing::wait_for_merges(&server, Duration::from_secs(120))
+                .await
+                .unwrap();
+        eprintln!("  merges settled after {:.1} s", settled.as_secs_f64());
 
         let mut measured = Vec::new();
         for (label, scope) in &scopes {

@@ -135,10 +135,14 @@ impl EncodedEvent {
 
     /// The row's `event_id`, read in place.
     pub fn event_id(&self) -> Uuid {
-        let b = &self.0;
-        let hi = u64::from_le_bytes(b[0..8].try_into().unwrap_or_default());
-        let lo = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
-        Uuid::from_u64_pair(hi, lo)
+        EncodedEvent::event_id_in(&self.0).unwrap_or_default()
+    }
+
+    /// The `event_id` at the start of encoded row bytes (`None` if too short to hold one).
+    pub fn event_id_in(row: &[u8]) -> Option<Uuid> {
+        let hi = u64::from_le_bytes(row.get(0..8)?.try_into().ok()?);
+        let lo = u64::from_le_bytes(row.get(8..16)?.try_into().ok()?);
+        Some(Uuid::from_u64_pair(hi, lo))
     }
 
     /// The row's `ts` (whole seconds), read in place.

@@ -189,3 +189,22 @@ fn drop_stale_databases(addr: &str) {
         }
     }
 }
+
+/// Waits (at most `limit`) until the server runs no background merge — so a benchmark phase
+/// is not billed for the merges of the one before it. Returns how long it waited.
+pub async fn wait_for_merges(
+    server: &clickhouse::Client,
+    limit: std::time::Duration,
+) -> Result<std::time::Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        let merging: u64 = crate::read_query(server, "SELECT count() FROM system.merges")
+            .fetch_one()
+            .await?;
+        if merging == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(started.elapsed())
+}

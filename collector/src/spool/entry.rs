@@ -138,45 +138,66 @@ impl Entry {
     /// that does not parse means a bug: the error says where.
     pub fn rows(self) -> Result<Vec<EncodedEvent>, String> {
         match self.format {
-            Format::JsonArray => {
-                let records: Vec<UsageRecord> = serde_json::from_slice(&self.payload)
-                    .map_err(|e| format!("entry {}: JSON payload: {e}", self.lsn))?;
-                Ok(records.iter().map(EncodedEvent::from_record).collect())
-            }
+            Format::JsonArray => Ok(self
+                .json_records()?
+                .iter()
+                .map(EncodedEvent::from_record)
+                .collect()),
             Format::EncodedRows => {
-                let lsn = self.lsn;
+                let spans = row_spans(self.lsn, &self.payload)?;
                 let payload = Bytes::from(self.payload);
-                let mut rows = Vec::new();
-                let mut at = 0usize;
-                while at < payload.len() {
-                    let len = payload
-                        .get(at..at + 4)
-                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                        .ok_or_else(|| format!("entry {lsn}: row length cut at byte {at}"))?;
-                    let (start, end) = (at + 4, at + 4 + len);
-                    if end > payload.len() {
-                        return Err(format!(
-                            "entry {lsn}: row at byte {at} overruns the payload"
-                        ));
-                    }
-                    rows.push(
-                        EncodedEvent::from_trusted(payload.slice(start..end))
-                            .map_err(|e| format!("entry {lsn}: {e}"))?,
-                    );
-                    at = end;
-                }
-                Ok(rows)
+                spans
+                    .into_iter()
+                    .map(|span| {
+                        EncodedEvent::from_trusted(payload.slice(span))
+                            .map_err(|e| format!("entry {}: {e}", self.lsn))
+                    })
+                    .collect()
             }
         }
     }
 
-    /// The `event_id`s of the entry's records (the dedup window is rebuilt from them).
+    /// The `event_id`s of the entry's records (the dedup window is rebuilt from them on
+    /// start), read in place.
     pub fn event_ids(&self) -> Vec<Uuid> {
-        self.clone()
-            .rows()
-            .map(|rows| rows.iter().map(EncodedEvent::event_id).collect())
-            .unwrap_or_default()
+        match self.format {
+            Format::JsonArray => self
+                .json_records()
+                .map(|records| records.iter().map(|r| r.event_id).collect())
+                .unwrap_or_default(),
+            Format::EncodedRows => row_spans(self.lsn, &self.payload)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|span| EncodedEvent::event_id_in(&self.payload[span]))
+                .collect(),
+        }
     }
+
+    fn json_records(&self) -> Result<Vec<UsageRecord>, String> {
+        serde_json::from_slice(&self.payload)
+            .map_err(|e| format!("entry {}: JSON payload: {e}", self.lsn))
+    }
+}
+
+/// Where each row of an [`Format::EncodedRows`] payload lies.
+fn row_spans(lsn: u64, payload: &[u8]) -> Result<Vec<std::ops::Range<usize>>, String> {
+    let mut spans = Vec::new();
+    let mut at = 0usize;
+    while at < payload.len() {
+        let len = payload
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| format!("entry {lsn}: row length cut at byte {at}"))?;
+        let (start, end) = (at + 4, at + 4 + len);
+        if end > payload.len() {
+            return Err(format!(
+                "entry {lsn}: row at byte {at} overruns the payload"
+            ));
+        }
+        spans.push(start..end);
+        at = end;
+    }
+    Ok(spans)
 }
 
 /// Like `read_exact`, but reports how much was read instead of failing at EOF.

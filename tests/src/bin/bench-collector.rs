@@ -60,21 +60,9 @@ async fn fresh_db(url: &str, name: &str) -> Result<ClickHouseConfig, BoxError> {
         .execute()
         .await?;
     Migrator::new(config.clone())?.run(&mut |_| {}).await?;
-    // The server's background merges of an earlier phase would bill this phase's CPU: wait
-    // until none runs (at most a minute).
-    let settle = Instant::now();
-    while settle.elapsed() < Duration::from_secs(60) {
-        let merging: u64 = tollgate_clickhouse::read_query(
-            &config.server_client(),
-            "SELECT count() FROM system.merges",
-        )
-        .fetch_one()
+    // The server's background merges of an earlier phase would bill this phase's CPU.
+    tollgate_clickhouse::testing::wait_for_merges(&config.server_client(), Duration::from_secs(60))
         .await?;
-        if merging == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     Ok(config)
 }
 
