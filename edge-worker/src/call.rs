@@ -2,6 +2,7 @@
 //!
 //! Pure functions, tested natively; the worker glue only moves bytes.
 
+use serde::Deserialize;
 use serde_json::Value;
 use usage_core::Endpoint;
 
@@ -19,6 +20,19 @@ pub struct Route {
 }
 
 /// The route for `method` and `path`, or `None` (a 404 in OpenAI's shape).
+/// The path of a serialized request URL (`https://host/v1/x?y` → `/v1/x`): what
+/// [`route`] matches on, without parsing the whole URL.
+pub fn url_path(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let Some(start) = rest.find('/') else {
+        return "/";
+    };
+    let path = &rest[start..];
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    &path[..end]
+}
+
 pub fn route(method: &str, path: &str) -> Option<Route> {
     let path = path.trim_end_matches('/');
     let (endpoint, upstream_path, has_body) = match (method, path) {
@@ -104,6 +118,23 @@ impl BodyBuffer {
     }
 }
 
+/// The fields of a request body the worker acts on. Everything else — the messages, usually
+/// nearly all of the body — is skipped, not built into a tree.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct BodyPeek {
+    model: Option<Value>,
+    stream: Option<Value>,
+    stream_options: Option<Value>,
+    max_completion_tokens: Option<Value>,
+    max_tokens: Option<Value>,
+    max_output_tokens: Option<Value>,
+}
+
+fn not_json(e: serde_json::Error) -> ApiError {
+    ApiError::invalid_request(format!("request body is not valid JSON: {e}"), None)
+}
+
 /// Reads the body, chooses the provider (header, then `provider/` model prefix, then the
 /// default) and prepares the upstream body.
 pub fn plan(
@@ -127,13 +158,16 @@ pub fn plan(
     if body.len() > MAX_REQUEST_BYTES {
         return Err(ApiError::too_large(MAX_REQUEST_BYTES));
     }
-    let mut json: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid_request(format!("request body is not valid JSON: {e}"), None)
-    })?;
-    let obj = json
-        .as_object_mut()
-        .ok_or_else(|| ApiError::invalid_request("request body must be a JSON object", None))?;
-    let model = match obj.get("model") {
+    if !body.trim_ascii_start().starts_with(b"{") {
+        // Not an object: say whether it is JSON at all.
+        serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(not_json)?;
+        return Err(ApiError::invalid_request(
+            "request body must be a JSON object",
+            None,
+        ));
+    }
+    let peek: BodyPeek = serde_json::from_slice(body).map_err(not_json)?;
+    let model = match &peek.model {
         Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
         _ => {
             return Err(ApiError::invalid_request(
@@ -142,16 +176,25 @@ pub fn plan(
             ))
         }
     };
-    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let client_wants_usage = obj
-        .get("stream_options")
+    let stream = peek
+        .stream
+        .as_ref()
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let client_wants_usage = peek
+        .stream_options
+        .as_ref()
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let max_output_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| obj.get(*k).and_then(Value::as_u64))
-        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let max_output_tokens = [
+        &peek.max_completion_tokens,
+        &peek.max_tokens,
+        &peek.max_output_tokens,
+    ]
+    .iter()
+    .find_map(|v| v.as_ref().and_then(Value::as_u64))
+    .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
 
     let (provider, upstream_model) = match header_provider {
         Some(name) => (by_name(name).ok_or_else(|| unknown_provider(name))?, None),
@@ -173,25 +216,19 @@ pub fn plan(
             route.endpoint,
             Endpoint::ChatCompletions | Endpoint::Completions
         );
-    let mut changed = false;
-    if let Some(m) = upstream_model {
-        obj.insert("model".into(), Value::String(m));
-        changed = true;
-    }
-    if inject_usage {
-        let opts = obj
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(serde_json::Map::new()));
-        if let Some(o) = opts.as_object_mut() {
-            o.insert("include_usage".into(), Value::Bool(true));
-            changed = true;
+    let body = match (upstream_model, inject_usage) {
+        (None, false) => body.to_vec(),
+        // The common stream case: the option goes in front, the client's bytes follow as
+        // they are (the body is an object with at least `model`, so a comma always fits).
+        (None, true) if peek.stream_options.is_none() => {
+            let open = body.len() - body.trim_ascii_start().len() + 1;
+            let mut out = Vec::with_capacity(body.len() + INCLUDE_USAGE.len());
+            out.extend_from_slice(&body[..open]);
+            out.extend_from_slice(INCLUDE_USAGE);
+            out.extend_from_slice(&body[open..]);
+            out
         }
-    }
-    let body = if changed {
-        serde_json::to_vec(&json)
-            .map_err(|e| ApiError::internal(format!("re-encoding the body: {e}")))?
-    } else {
-        body.to_vec()
+        (upstream_model, inject_usage) => rewrite_body(body, upstream_model, inject_usage)?,
     };
     Ok(Plan {
         provider: provider.clone(),
@@ -206,6 +243,37 @@ pub fn plan(
     })
 }
 
+/// What goes in front of a streamed body to ask the provider for the usage chunk.
+const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
+
+/// The body with `model` replaced and/or `stream_options.include_usage` set, through a full
+/// parse (the rarer cases: a `provider/` model prefix, or `stream_options` already present).
+fn rewrite_body(
+    body: &[u8],
+    upstream_model: Option<String>,
+    inject_usage: bool,
+) -> Result<Vec<u8>, ApiError> {
+    let mut json: Value = serde_json::from_slice(body).map_err(not_json)?;
+    let Some(obj) = json.as_object_mut() else {
+        return Err(ApiError::invalid_request(
+            "request body must be a JSON object",
+            None,
+        ));
+    };
+    if let Some(m) = upstream_model {
+        obj.insert("model".into(), Value::String(m));
+    }
+    if inject_usage {
+        let opts = obj
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Some(o) = opts.as_object_mut() {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    serde_json::to_vec(&json).map_err(|e| ApiError::internal(format!("re-encoding the body: {e}")))
+}
+
 fn unknown_provider(name: &str) -> ApiError {
     ApiError::invalid_request(
         format!("unknown provider `{name}`"),
@@ -217,6 +285,20 @@ fn unknown_provider(name: &str) -> ApiError {
 mod tests {
     use super::*;
     use crate::config::builtin_providers;
+
+    #[test]
+    fn url_path_takes_the_path_only() {
+        assert_eq!(
+            url_path("https://edge.example.com/v1/chat/completions"),
+            "/v1/chat/completions"
+        );
+        assert_eq!(
+            url_path("http://127.0.0.1:8787/v1/models?x=1#f"),
+            "/v1/models"
+        );
+        assert_eq!(url_path("https://edge.example.com"), "/");
+        assert_eq!(url_path("/v1/embeddings?a"), "/v1/embeddings");
+    }
 
     fn chat() -> Route {
         route("POST", "/v1/chat/completions").unwrap()
@@ -316,6 +398,35 @@ mod tests {
         assert!(
             !p.strip_usage_chunk,
             "the Responses API always reports usage"
+        );
+    }
+
+    #[test]
+    fn injecting_usage_keeps_the_clients_bytes_and_fields() {
+        let body = b" \n {\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"{ \\\"hi\\\" }\"}],\"temperature\":0.25}";
+        let p = plan(chat(), body, &builtin_providers(), "openai", None).unwrap();
+        assert!(p.strip_usage_chunk);
+        let sent: Value = serde_json::from_slice(&p.body).unwrap();
+        let mut expected: Value = serde_json::from_slice(body).unwrap();
+        expected["stream_options"] = serde_json::json!({"include_usage": true});
+        assert_eq!(sent, expected);
+        // The client's bytes follow the injected option untouched.
+        assert!(p.body.ends_with(&body[4..]));
+
+        // Options the client set are kept beside the injected one.
+        let p = plan(
+            chat(),
+            br#"{"model":"openrouter/x/y","stream":true,"stream_options":{"include_obfuscation":false}}"#,
+            &builtin_providers(),
+            "openai",
+            None,
+        )
+        .unwrap();
+        let sent: Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({"model": "x/y", "stream": true,
+                "stream_options": {"include_obfuscation": false, "include_usage": true}})
         );
     }
 

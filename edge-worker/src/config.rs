@@ -17,8 +17,65 @@
 //! | `BODY_TIMEOUT_MS` | var | time allowed for the client's request body to arrive (default 30000; 408 `request_timeout` past it). Bodies are limited to 16 MiB however they are sent (413 `request_too_large`) |
 //! | `SHIP_BATCH_DELAY_MS` | var | how long records wait to share one POST (default 50) |
 //! | `EDGE_REGION` | var | region label when the request carries none (local runs) |
+//! | `UNPRICED_UNDER_HARD_BUDGET` | var | `allow` lets calls to models missing from the price table through under a hard budget (refused by default) |
+//! | `ALLOW_TEST_CLOCK` | var | `1` honours `x-tollgate-test-now` for budget periods (tests only; never deploy it) |
+//!
+//! Vars are read once per isolate into [`Settings`]: bindings cannot change while an isolate
+//! lives (a new deploy starts new isolates), and reading and parsing them on every call was a
+//! measurable part of the worker's latency.
 
 use serde::Deserialize;
+
+use crate::call;
+use crate::keys;
+
+/// The worker's vars, parsed (see the module docs for each binding).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Built-ins merged with `PROVIDERS`, or why `PROVIDERS` is unusable (every proxied call
+    /// then answers 500 with that reason, so a bad deploy is loud, not half-working).
+    pub providers: Result<Vec<Provider>, String>,
+    pub default_provider: String,
+    pub upstream_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub ship_batch_delay_ms: u64,
+    pub collector_url: Option<String>,
+    pub keys_url: Option<String>,
+    pub keys_cache_ms: u64,
+    pub edge_region: String,
+    pub allow_test_clock: bool,
+    pub unpriced_under_hard_budget: bool,
+}
+
+/// `UPSTREAM_TIMEOUT_MS` when unset.
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 120_000;
+/// `SHIP_BATCH_DELAY_MS` when unset.
+pub const DEFAULT_SHIP_BATCH_DELAY_MS: u64 = 50;
+
+impl Settings {
+    /// Reads every var through `var` (which yields `None` for unset or empty ones).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Settings {
+        let number = |name: &str, default: u64| {
+            var(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        Settings {
+            providers: providers_from(var("PROVIDERS").as_deref()),
+            default_provider: var("DEFAULT_PROVIDER").unwrap_or_else(|| "openai".into()),
+            upstream_timeout_ms: number("UPSTREAM_TIMEOUT_MS", DEFAULT_UPSTREAM_TIMEOUT_MS),
+            body_timeout_ms: call::body_timeout_ms(var("BODY_TIMEOUT_MS").as_deref()),
+            ship_batch_delay_ms: number("SHIP_BATCH_DELAY_MS", DEFAULT_SHIP_BATCH_DELAY_MS),
+            collector_url: var("COLLECTOR_URL"),
+            keys_url: var("KEYS_URL"),
+            keys_cache_ms: keys::cache_ttl_ms(var("KEYS_CACHE_SECS").as_deref()),
+            edge_region: var("EDGE_REGION").unwrap_or_default(),
+            allow_test_clock: var("ALLOW_TEST_CLOCK").as_deref() == Some("1"),
+            unpriced_under_hard_budget: var("UNPRICED_UNDER_HARD_BUDGET").as_deref()
+                == Some("allow"),
+        }
+    }
+}
 
 /// An OpenAI-compatible upstream.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -86,6 +143,48 @@ pub fn providers_from(json: Option<&str>) -> Result<Vec<Provider>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_take_defaults_and_overrides() {
+        let defaults = Settings::from_vars(|_| None);
+        assert_eq!(defaults.providers, Ok(builtin_providers()));
+        assert_eq!(defaults.default_provider, "openai");
+        assert_eq!(defaults.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS);
+        assert_eq!(defaults.body_timeout_ms, call::DEFAULT_BODY_TIMEOUT_MS);
+        assert_eq!(defaults.ship_batch_delay_ms, DEFAULT_SHIP_BATCH_DELAY_MS);
+        assert_eq!(defaults.keys_cache_ms, 30_000);
+        assert!(!defaults.allow_test_clock && !defaults.unpriced_under_hard_budget);
+        assert_eq!(defaults.collector_url, None);
+
+        let vars = [
+            ("PROVIDERS", "{"),
+            ("DEFAULT_PROVIDER", "openrouter"),
+            ("UPSTREAM_TIMEOUT_MS", "3000"),
+            ("BODY_TIMEOUT_MS", "250"),
+            ("SHIP_BATCH_DELAY_MS", "soon"),
+            ("COLLECTOR_URL", "http://c/v1/records"),
+            ("KEYS_CACHE_SECS", "0"),
+            ("EDGE_REGION", "AMS"),
+            ("ALLOW_TEST_CLOCK", "1"),
+            ("UNPRICED_UNDER_HARD_BUDGET", "allow"),
+        ];
+        let s = Settings::from_vars(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        });
+        assert!(s
+            .providers
+            .unwrap_err()
+            .contains("PROVIDERS is not valid JSON"));
+        assert_eq!(s.default_provider, "openrouter");
+        assert_eq!((s.upstream_timeout_ms, s.body_timeout_ms), (3000, 250));
+        // An unreadable number falls back to the default rather than to zero.
+        assert_eq!(s.ship_batch_delay_ms, DEFAULT_SHIP_BATCH_DELAY_MS);
+        assert_eq!(s.collector_url.as_deref(), Some("http://c/v1/records"));
+        assert_eq!((s.keys_cache_ms, s.edge_region.as_str()), (0, "AMS"));
+        assert!(s.allow_test_clock && s.unpriced_under_hard_budget);
+    }
 
     #[test]
     fn extra_providers_add_and_override() {

@@ -1,40 +1,38 @@
 //! The Workers glue: the `fetch` and `queue` handlers. Decisions live in the pure modules; this
 //! file moves requests, bytes and time.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context as TaskContext, Poll};
 
-use futures_channel::oneshot;
 use futures_util::future::{select, Either};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use time::OffsetDateTime;
 use usage_core::{parse_response, Endpoint, ErrorClass, PriceTable, TokenCounts, UsageRecord};
 use uuid::Uuid;
+use wasm_bindgen::closure::Closure;
 use worker::{
-    console_error, event, AbortController, ByteStream, Context, Date, Delay, Env, Fetch, Headers,
-    MessageBatch, Method, Request, RequestInit, Response,
+    console_error, event, AbortController, Context, Date, Env, Fetch, Headers, MessageBatch,
+    Method, Request, RequestInit,
 };
 
 use crate::attribution::{self, Attribution};
+use crate::bindings::{self, secret, settings, var};
 use crate::budget::{self, BudgetSpec};
 use crate::call::{self, Plan, Route};
-use crate::config::{self, Provider};
+use crate::config::{Provider, Settings};
 use crate::errors::ApiError;
 use crate::guard::{self, GuardRequest};
 use crate::keys::{self, AppKey};
 use crate::measure::{self, CallFacts};
 use crate::ship;
-use crate::tap::{StreamTap, StreamTotals};
+use crate::tap::{Forward, StreamTap, StreamTotals};
+use crate::web;
 
 thread_local! {
     static PRICES: OnceCell<Option<PriceTable>> = const { OnceCell::new() };
     static LOCAL_KEYS: OnceCell<HashMap<String, AppKey>> = const { OnceCell::new() };
 }
-
-const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 120_000;
 
 /// Request headers passed on to the provider (everything else, notably cookies and
 /// `x-tollgate-*`, stays at the edge).
@@ -62,28 +60,6 @@ fn elapsed_ms(since: u64) -> u32 {
     u32::try_from(now_ms().saturating_sub(since)).unwrap_or(u32::MAX)
 }
 
-fn var(env: &Env, name: &str) -> Option<String> {
-    env.var(name)
-        .ok()
-        .map(|v| v.to_string())
-        .filter(|v| !v.is_empty())
-}
-
-fn secret(env: &Env, name: &str) -> Option<String> {
-    env.secret(name)
-        .ok()
-        .map(|v| v.to_string())
-        .filter(|v| !v.is_empty())
-}
-
-fn error_response(e: &ApiError) -> worker::Result<Response> {
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
-    Ok(Response::from_bytes(e.body())?
-        .with_status(e.status)
-        .with_headers(headers))
-}
-
 fn with_prices<T>(f: impl FnOnce(&PriceTable) -> T) -> Option<T> {
     PRICES.with(|cell| {
         let table = cell.get_or_init(|| match PriceTable::builtin() {
@@ -98,12 +74,19 @@ fn with_prices<T>(f: impl FnOnce(&PriceTable) -> T) -> Option<T> {
 }
 
 #[event(fetch)]
-pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+pub async fn fetch(
+    req: web_sys::Request,
+    env: Env,
+    ctx: Context,
+) -> worker::Result<web_sys::Response> {
     let started = now_ms();
-    match handle(req, &env, &ctx, started).await {
+    let answer = match handle(req, &env, &ctx, started).await {
         Ok(resp) => Ok(resp),
-        Err(e) => error_response(&e),
-    }
+        Err(e) => web::error_response(&e, &[]),
+    };
+    answer.map_err(|e| {
+        worker::Error::RustError(format!("building the response: {}", web::error_text(&e)))
+    })
 }
 
 #[event(queue)]
@@ -140,8 +123,11 @@ thread_local! {
 /// The key with this hash, from the first source configured: the `APP_KEYS_KV` namespace,
 /// the dashboard's signed lookup (`KEYS_URL` + `KEYS_SIGNING_SECRET`, cached), or the
 /// `APP_KEYS` var. The `keys` module docs say how long a revocation takes to arrive.
-async fn lookup_key(env: &Env, hash: &str) -> Option<AppKey> {
-    if let Ok(kv) = env.kv("APP_KEYS_KV") {
+async fn lookup_key(env: &Env, settings: &Settings, hash: &str) -> Option<AppKey> {
+    if let Some(kv) = bindings::has_app_keys_kv(env)
+        .then(|| env.kv("APP_KEYS_KV").ok())
+        .flatten()
+    {
         return match kv.get(hash).json::<AppKey>().await {
             Ok(k) => keys::usable(k),
             Err(e) => {
@@ -150,9 +136,8 @@ async fn lookup_key(env: &Env, hash: &str) -> Option<AppKey> {
             }
         };
     }
-    if let (Some(base), Some(signing)) = (var(env, "KEYS_URL"), secret(env, "KEYS_SIGNING_SECRET"))
-    {
-        return remote_key(env, &base, &signing, hash).await;
+    if let (Some(base), Some(signing)) = (&settings.keys_url, secret(env, "KEYS_SIGNING_SECRET")) {
+        return remote_key(base, &signing, settings.keys_cache_ms, hash).await;
     }
     let key = LOCAL_KEYS.with(|cell| {
         cell.get_or_init(
@@ -173,14 +158,13 @@ async fn lookup_key(env: &Env, hash: &str) -> Option<AppKey> {
 
 /// The dashboard's answer for `hash`: cached while fresh; asked for otherwise; an expired
 /// answer stands in only when asking fails.
-async fn remote_key(env: &Env, base: &str, signing: &str, hash: &str) -> Option<AppKey> {
+async fn remote_key(base: &str, signing: &str, ttl_ms: u64, hash: &str) -> Option<AppKey> {
     let now = now_ms();
     let stale = match REMOTE_KEYS.with(|c| c.borrow().get(hash, now)) {
         keys::CacheHit::Fresh(key) => return keys::usable(key),
         keys::CacheHit::Stale(key) => Some(key),
         keys::CacheHit::Miss => None,
     };
-    let ttl_ms = keys::cache_ttl_ms(var(env, "KEYS_CACHE_SECS").as_deref());
     let answer = match fetch_key(base, signing, hash).await {
         keys::LookupAnswer::Found(key) => Some(key),
         keys::LookupAnswer::NotFound => None,
@@ -216,20 +200,16 @@ async fn fetch_key(base: &str, signing: &str, hash: &str) -> keys::LookupAnswer 
     let signal = controller.signal();
     let fetch = Fetch::Request(req);
     let sent = Box::pin(fetch.send_with_signal(&signal));
-    let timer = Box::pin(Delay::from(std::time::Duration::from_millis(
-        KEY_LOOKUP_TIMEOUT_MS,
-    )));
-    let outcome = select(sent, timer).await;
-    let answer = match outcome {
-        Either::Left((Ok(mut resp), _)) => {
+    let answer = match web::within(sent, KEY_LOOKUP_TIMEOUT_MS).await {
+        Some(Ok(mut resp)) => {
             let status = resp.status_code();
             match resp.bytes().await {
                 Ok(body) => keys::read_lookup(status, &body),
                 Err(e) => failed(e.to_string()),
             }
         }
-        Either::Left((Err(e), _)) => failed(e.to_string()),
-        Either::Right(((), _)) => {
+        Some(Err(e)) => failed(e.to_string()),
+        None => {
             controller.abort();
             failed(format!("no answer within {KEY_LOOKUP_TIMEOUT_MS} ms"))
         }
@@ -253,18 +233,20 @@ struct Prepared {
 }
 
 async fn handle(
-    mut req: Request,
+    req: web_sys::Request,
     env: &Env,
     ctx: &Context,
     started: u64,
-) -> Result<Response, ApiError> {
-    let method = req.method().to_string();
-    let path = req.path();
-    let route = call::route(&method, &path).ok_or_else(|| ApiError::not_found(&path))?;
+) -> Result<web_sys::Response, ApiError> {
+    let url = req.url();
+    let path = call::url_path(&url);
+    let route = call::route(&req.method(), path).ok_or_else(|| ApiError::not_found(path))?;
+    let settings = settings(env);
 
-    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let request_headers = req.headers();
+    let header = |name: &str| request_headers.get(name).ok().flatten();
     let key = match keys::presented_key_hash(header("authorization").as_deref()) {
-        Some(hash) => lookup_key(env, &hash).await,
+        Some(hash) => lookup_key(env, &settings, &hash).await,
         None => None,
     }
     .ok_or_else(|| {
@@ -278,43 +260,41 @@ async fn handle(
         header(attribution::TAGS_HEADER).as_deref(),
     )?;
     let header_provider = header("x-tollgate-provider");
-    let content_length = header("content-length");
+    let declared_length = match header("content-length") {
+        Some(len) => Some(len.trim().parse::<usize>().map_err(|_| {
+            ApiError::invalid_request(format!("content-length `{len}` is not a number"), None)
+        })?),
+        None => None,
+    };
     let test_now = header("x-tollgate-test-now");
-    let forwarded: Vec<(String, String)> = FORWARDED_HEADERS
+    let forwarded: Vec<(&str, String)> = FORWARDED_HEADERS
         .iter()
-        .filter_map(|h| header(h).map(|v| (h.to_string(), v)))
+        .filter_map(|h| header(h).map(|v| (*h, v)))
         .collect();
 
-    if let Some(len) = content_length.and_then(|l| l.parse::<usize>().ok()) {
-        if len > call::MAX_REQUEST_BYTES {
-            return Err(ApiError::too_large(call::MAX_REQUEST_BYTES));
-        }
+    if declared_length.is_some_and(|len| len > call::MAX_REQUEST_BYTES) {
+        return Err(ApiError::too_large(call::MAX_REQUEST_BYTES));
     }
     let body = if route.has_body {
-        read_body(
-            &mut req,
-            call::body_timeout_ms(var(env, "BODY_TIMEOUT_MS").as_deref()),
-        )
-        .await?
+        read_body(&req, declared_length, settings.body_timeout_ms).await?
     } else {
         Vec::new()
     };
-    let providers =
-        config::providers_from(var(env, "PROVIDERS").as_deref()).map_err(ApiError::internal)?;
-    let default_provider = var(env, "DEFAULT_PROVIDER").unwrap_or_else(|| "openai".into());
+    let providers = settings
+        .providers
+        .as_ref()
+        .map_err(|e| ApiError::internal(e.clone()))?;
     let plan = call::plan(
         route,
         &body,
-        &providers,
-        &default_provider,
+        providers,
+        &settings.default_provider,
         header_provider.as_deref(),
     )?;
-    let region = colo(&req)
-        .or_else(|| var(env, "EDGE_REGION"))
-        .unwrap_or_default();
+    let region = colo(&req).unwrap_or_else(|| settings.edge_region.clone());
     // A test clock for budget periods, honoured only where ALLOW_TEST_CLOCK=1 (never deployed).
-    let budget_now = match (var(env, "ALLOW_TEST_CLOCK").as_deref(), test_now) {
-        (Some("1"), Some(t)) => t.parse().unwrap_or((started / 1000) as i64),
+    let budget_now = match (settings.allow_test_clock, test_now) {
+        (true, Some(t)) => t.parse().unwrap_or((started / 1000) as i64),
         _ => (started / 1000) as i64,
     };
     let mut prepared = Prepared {
@@ -330,12 +310,12 @@ async fn handle(
     };
     // From here on every answer, success or refusal, has a record: name it to the client.
     let mut extra = vec![(crate::EVENT_ID_HEADER, prepared.event_id.to_string())];
-    let answer = match guard_budgets(env, ctx, &mut prepared).await {
+    let answer = match guard_budgets(env, ctx, &settings, &mut prepared).await {
         Ok(warnings) => {
             if !warnings.is_empty() {
                 extra.push(("x-tollgate-budget-warning", warnings.join("; ")));
             }
-            proxy(prepared, forwarded, env, ctx, started).await
+            proxy(prepared, forwarded, env, ctx, &settings, started, &extra).await
         }
         Err(refusal) => {
             let mut f = facts(&prepared, started, prepared.event_id);
@@ -345,44 +325,51 @@ async fn handle(
             Err(refusal)
         }
     };
-    let resp = match answer {
-        Ok(resp) => resp,
-        Err(e) => error_response(&e)
-            .map_err(|why| ApiError::internal(format!("building the error response: {why}")))?,
-    };
-    let headers = Headers::new();
-    for (k, v) in resp.headers().entries() {
-        let _ = headers.append(&k, &v);
+    match answer {
+        Ok(resp) => Ok(resp),
+        Err(e) => web::error_response(&e, &extra).map_err(|why| {
+            ApiError::internal(format!(
+                "building the error response: {}",
+                web::error_text(&why)
+            ))
+        }),
     }
-    for (k, v) in &extra {
-        let _ = headers.set(k, v);
-    }
-    Ok(resp.with_headers(headers))
 }
 
 /// The request body as it arrives: refused once past [`call::MAX_REQUEST_BYTES`] (413, also
 /// when no `content-length` announced it) or when it takes longer than `timeout_ms` (408), so a
 /// client trickling bytes holds neither memory nor the isolate forever.
-async fn read_body(req: &mut Request, timeout_ms: u64) -> Result<Vec<u8>, ApiError> {
-    if req.inner().body().is_none() {
+///
+/// A body whose length was declared (and checked) is read whole with `arrayBuffer()`, the
+/// cheap path every SDK takes; only a chunked upload is read chunk by chunk, to stop it at the
+/// limit.
+async fn read_body(
+    req: &web_sys::Request,
+    declared_length: Option<usize>,
+    timeout_ms: u64,
+) -> Result<Vec<u8>, ApiError> {
+    if req.body().is_none() {
         return Ok(Vec::new());
     }
-    let unreadable = |e: worker::Error| {
+    let unreadable = |e: String| {
         ApiError::invalid_request(format!("could not read the request body: {e}"), None)
     };
-    let mut stream = req.stream().map_err(unreadable)?;
     let read = Box::pin(async move {
+        if declared_length.is_some() {
+            return web::request_bytes(req).await.map_err(unreadable);
+        }
+        let mut stream = Request::from(Clone::clone(req))
+            .stream()
+            .map_err(|e| unreadable(e.to_string()))?;
         let mut body = call::BodyBuffer::new(call::MAX_REQUEST_BYTES);
         while let Some(chunk) = stream.next().await {
-            body.push(&chunk.map_err(unreadable)?)?;
+            body.push(&chunk.map_err(|e| unreadable(e.to_string()))?)?;
         }
         Ok(body.into_bytes())
     });
-    let timer = Box::pin(Delay::from(std::time::Duration::from_millis(timeout_ms)));
-    match select(read, timer).await {
-        Either::Left((body, _)) => body,
-        Either::Right(((), _)) => Err(ApiError::body_timeout(timeout_ms)),
-    }
+    web::within(read, timeout_ms)
+        .await
+        .unwrap_or(Err(ApiError::body_timeout(timeout_ms)))
 }
 
 thread_local! {
@@ -439,9 +426,10 @@ fn form_encode(s: &str) -> String {
 async fn guard_budgets(
     env: &Env,
     ctx: &Context,
+    settings: &Settings,
     p: &mut Prepared,
 ) -> Result<Vec<String>, ApiError> {
-    if env.durable_object("BUDGET_GUARD").is_err() || var(env, "KEYS_URL").is_none() {
+    if settings.keys_url.is_none() || !bindings::has_budget_guard(env) {
         return Ok(Vec::new());
     }
     let user = p
@@ -468,9 +456,7 @@ async fn guard_budgets(
     .flatten();
     let amount = match worst {
         Some(n) => n.get(),
-        None if specs.iter().any(BudgetSpec::is_hard)
-            && var(env, "UNPRICED_UNDER_HARD_BUDGET").as_deref() != Some("allow") =>
-        {
+        None if specs.iter().any(BudgetSpec::is_hard) && !settings.unpriced_under_hard_budget => {
             return Err(ApiError::budget_exceeded(format!(
                 "model `{}` is not in the price table, so its cost cannot be bounded under a hard budget (set UNPRICED_UNDER_HARD_BUDGET=allow to let it through)",
                 p.plan.facts.model
@@ -550,8 +536,8 @@ async fn release(env: &Env, budgets: &[String], id: &str, now: i64) {
 
 /// The Cloudflare data centre serving the request (`request.cf.colo`), when there is one
 /// (there is none under a local workerd, where reading it through the typed API throws).
-fn colo(req: &Request) -> Option<String> {
-    let cf = js_sys::Reflect::get(req.inner(), &"cf".into()).ok()?;
+fn colo(req: &web_sys::Request) -> Option<String> {
+    let cf = js_sys::Reflect::get(req, &"cf".into()).ok()?;
     if cf.is_undefined() || cf.is_null() {
         return None;
     }
@@ -624,11 +610,13 @@ async fn finish(env: Env, facts: CallFacts, reservations: Vec<String>, budget_no
 
 async fn proxy(
     p: Prepared,
-    forwarded: Vec<(String, String)>,
+    forwarded: Vec<(&str, String)>,
     env: &Env,
     ctx: &Context,
+    settings: &Settings,
     started: u64,
-) -> Result<Response, ApiError> {
+    extra: &[(&str, String)],
+) -> Result<web_sys::Response, ApiError> {
     let provider: &Provider = &p.plan.provider;
     let event_id = p.event_id;
     let key = secret(env, &provider.secret).ok_or_else(|| {
@@ -638,42 +626,35 @@ async fn proxy(
         ))
     })?;
     let url = format!("{}{}", provider.base_url, p.route.upstream_path);
-    let headers = Headers::new();
-    let set = |k: &str, v: &str| {
-        headers
-            .set(k, v)
-            .map_err(|e| ApiError::internal(format!("header {k}: {e}")))
+    let internal = |what: &str, e: wasm_bindgen::JsValue| {
+        ApiError::internal(format!("{what}: {}", web::error_text(&e)))
     };
+    let headers = web_sys::Headers::new().map_err(|e| internal("headers", e))?;
     for (k, v) in &forwarded {
-        set(k, v)?;
+        headers.set(k, v).map_err(|e| internal(k, e))?;
     }
-    set("authorization", &format!("Bearer {key}"))?;
-    let mut init = RequestInit::new();
-    init.with_headers(headers.clone());
-    if p.route.has_body {
-        set("content-type", "application/json")?;
-        init.with_method(Method::Post);
-        init.with_body(Some(
-            js_sys::Uint8Array::from(p.plan.body.as_slice()).into(),
-        ));
+    headers
+        .set("authorization", &format!("Bearer {key}"))
+        .map_err(|e| internal("authorization", e))?;
+    let init = if p.route.has_body {
+        headers
+            .set("content-type", "application/json")
+            .map_err(|e| internal("content-type", e))?;
+        web::request_init("POST", &headers, Some(&p.plan.body))
     } else {
-        init.with_method(Method::Get);
-    }
-    let upstream_req = Request::new_with_init(&url, &init)
-        .map_err(|e| ApiError::internal(format!("building the upstream request: {e}")))?;
+        web::request_init("GET", &headers, None)
+    };
+    // Aborted only when the timer wins: a signal with its own deadline
+    // (`AbortSignal.timeout`) would also cut a long stream off after its headers arrived.
+    let controller =
+        web_sys::AbortController::new().map_err(|e| internal("abort controller", e))?;
+    init.set_signal(Some(&controller.signal()));
 
-    let timeout_ms = var(env, "UPSTREAM_TIMEOUT_MS")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS);
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let fetch = Fetch::Request(upstream_req);
-    let sent = Box::pin(fetch.send_with_signal(&signal));
-    let timer = Box::pin(Delay::from(std::time::Duration::from_millis(timeout_ms)));
-    let outcome = select(sent, timer).await;
-    let mut upstream = match outcome {
-        Either::Left((Ok(resp), _)) => resp,
-        Either::Left((Err(e), _)) => {
+    let timeout_ms = settings.upstream_timeout_ms;
+    let sent = Box::pin(web::fetch(&url, &init));
+    let upstream = match web::within(sent, timeout_ms).await {
+        Some(Ok(resp)) => resp,
+        Some(Err(e)) => {
             console_error!("tollgate: upstream {} unreachable: {e}", provider.name);
             let mut f = facts(&p, started, event_id);
             f.status_code = 502;
@@ -682,7 +663,7 @@ async fn proxy(
             record_later(env, ctx, f, p.reservations.clone(), p.budget_now);
             return Err(ApiError::upstream_unreachable(&provider.name));
         }
-        Either::Right(((), _)) => {
+        None => {
             controller.abort();
             let mut f = facts(&p, started, event_id);
             f.status_code = 504;
@@ -693,7 +674,7 @@ async fn proxy(
         }
     };
     let headers_ms = elapsed_ms(started);
-    let status = upstream.status_code();
+    let status = upstream.status();
     let is_sse = upstream
         .headers()
         .get("content-type")
@@ -702,14 +683,12 @@ async fn proxy(
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
 
     if is_sse && (200..300).contains(&status) {
-        return stream_through(p, upstream, env, ctx, started, headers_ms, event_id);
+        return stream_through(p, upstream, env, ctx, started, headers_ms, event_id, extra);
     }
 
     // Not a stream: the client gets the provider's response as it is; a tee'd copy is read
     // and measured after the response, off the client's path.
-    let mut copy = upstream
-        .cloned()
-        .map_err(|e| ApiError::internal(format!("tee: {e}")))?;
+    let copy = upstream.clone().map_err(|e| internal("tee", e))?;
     let mut f = facts(&p, started, event_id);
     f.status_code = status;
     f.error_class = ErrorClass::from_status(status);
@@ -718,7 +697,7 @@ async fn proxy(
     let env2 = env.clone();
     let (reservations, budget_now) = (p.reservations.clone(), p.budget_now);
     ctx.wait_until(async move {
-        match copy.bytes().await {
+        match web::response_bytes(&copy).await {
             Ok(bytes) => {
                 f.latency_ms = elapsed_ms(started);
                 f.response_bytes = bytes.len() as u64;
@@ -736,7 +715,8 @@ async fn proxy(
         }
         finish(env2, f, reservations, budget_now).await;
     });
-    Ok(upstream)
+    web::relay(&upstream, upstream.body().as_ref(), &[], extra)
+        .map_err(|e| internal("building the response", e))
 }
 
 /// How a tapped stream ended.
@@ -744,145 +724,150 @@ struct StreamEnd {
     totals: StreamTotals,
     first_byte_ms: Option<u32>,
     end_ms: u32,
-    /// The client went away before the provider finished.
+    /// The stream did not run to the provider's end (the client went away, or the pipe broke).
     aborted: bool,
 }
 
-/// The provider's stream, through the tap, to the client; the end is reported on a channel.
-struct TappedStream {
-    inner: ByteStream,
+/// A streamed call as the transformer's callbacks see it; the call's `wait_until` reads the
+/// end from here.
+struct TapState {
     tap: Option<StreamTap>,
     started: u64,
     first_byte_ms: Option<u32>,
-    done: Option<oneshot::Sender<StreamEnd>>,
-    activity: Rc<StreamActivity>,
+    /// When the last provider chunk passed (ms since the epoch).
+    last_chunk_ms: u64,
+    /// The client side's controller: its `desiredSize` tells whether the client is reading.
+    controller: Option<web_sys::TransformStreamDefaultController>,
+    end: Option<StreamEnd>,
 }
 
-/// Whether the client is still pulling the stream, for the record's watchdog: a client that
-/// disconnects does not always get the stream dropped at once (workerd may keep it until the
-/// request's context ends, taking the `wait_until` that would record the call with it).
-struct StreamActivity {
-    /// When the runtime last asked for the next chunk (ms since the epoch).
-    last_pull_ms: Cell<u64>,
-    /// Waiting for the provider (a pull is in progress): not the client's silence.
-    waiting_on_provider: Cell<bool>,
-}
-
-/// A stream nobody has pulled for this long, while the provider was not being waited for, has
-/// lost its client: the call is recorded as aborted without waiting for the stream to be
-/// dropped. (A client that reads nothing for this long, with the provider's data ready, is
-/// recorded the same way.)
-const STREAM_IDLE_MS: u64 = 15_000;
-
-impl TappedStream {
+impl TapState {
+    /// Ends the tap (once): the held bytes to send, and the end recorded.
     fn end(&mut self, aborted: bool) -> Vec<u8> {
         let Some(tap) = self.tap.take() else {
             return Vec::new();
         };
         let (rest, totals) = tap.finish();
-        if let Some(done) = self.done.take() {
-            let _ = done.send(StreamEnd {
-                totals,
-                first_byte_ms: self.first_byte_ms,
-                end_ms: elapsed_ms(self.started),
-                aborted,
-            });
-        }
+        self.end = Some(StreamEnd {
+            totals,
+            first_byte_ms: self.first_byte_ms,
+            end_ms: elapsed_ms(self.started),
+            aborted,
+        });
         rest
     }
-}
 
-impl Stream for TappedStream {
-    type Item = worker::Result<Vec<u8>>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        self.activity.last_pull_ms.set(now_ms());
-        self.activity.waiting_on_provider.set(false);
-        loop {
-            if self.tap.is_none() {
-                return Poll::Ready(None);
-            }
-            match self.inner.poll_next_unpin(cx) {
-                Poll::Pending => {
-                    self.activity.waiting_on_provider.set(true);
-                    return Poll::Pending;
-                }
-                Poll::Ready(Some(Ok(chunk))) => {
-                    if self.first_byte_ms.is_none() {
-                        self.first_byte_ms = Some(elapsed_ms(self.started));
-                    }
-                    let out = match self.tap.as_mut() {
-                        Some(tap) => tap.push(&chunk),
-                        None => chunk,
-                    };
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out)));
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    // The provider's stream broke: forward what is held, then end.
-                    let _ = self.end(false);
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(None) => {
-                    let rest = self.end(false);
-                    return Poll::Ready(if rest.is_empty() {
-                        None
-                    } else {
-                        Some(Ok(rest))
-                    });
-                }
-            }
-        }
+    /// Whether the client has stopped reading: chunks are ready for it but it takes none.
+    fn client_stalled(&self) -> bool {
+        self.controller
+            .as_ref()
+            .and_then(|c| c.desired_size())
+            .is_some_and(|room| room <= 0.0)
     }
 }
 
-impl Drop for TappedStream {
-    fn drop(&mut self) {
-        // Dropped before the provider finished: the client disconnected.
-        let _ = self.end(true);
-    }
+/// A stream whose client has not read for this long while the provider's data was waiting for
+/// it (or whose pipe stalled that long on the client's side) has lost its client: the call is
+/// recorded as aborted without waiting for the runtime to tear the stream down, which workerd
+/// does not always do promptly when a client hangs up. A provider that is merely slow never
+/// trips it.
+const STREAM_IDLE_MS: u64 = 15_000;
+
+type TransformFn = Closure<
+    dyn FnMut(
+        wasm_bindgen::JsValue,
+        web_sys::TransformStreamDefaultController,
+    ) -> Result<(), wasm_bindgen::JsValue>,
+>;
+type FlushFn = Closure<
+    dyn FnMut(web_sys::TransformStreamDefaultController) -> Result<(), wasm_bindgen::JsValue>,
+>;
+
+/// The `TransformStream` the provider's stream is piped through: each chunk goes to the tap
+/// and on to the client in one synchronous call (no Rust future, promise or reader per chunk).
+fn tap_transformer(
+    state: &Rc<RefCell<TapState>>,
+) -> Result<(js_sys::Object, TransformFn, FlushFn), wasm_bindgen::JsValue> {
+    let on_chunk = state.clone();
+    let transform: TransformFn = Closure::new(
+        move |chunk: wasm_bindgen::JsValue,
+              controller: web_sys::TransformStreamDefaultController| {
+            let mut s = on_chunk.borrow_mut();
+            let now = now_ms();
+            if s.first_byte_ms.is_none() {
+                s.first_byte_ms =
+                    Some(u32::try_from(now.saturating_sub(s.started)).unwrap_or(u32::MAX));
+                s.controller = Some(Clone::clone(&controller));
+            }
+            s.last_chunk_ms = now;
+            let Some(tap) = s.tap.as_mut() else {
+                return controller.enqueue_with_chunk(&chunk);
+            };
+            let bytes = js_sys::Uint8Array::new(&chunk).to_vec();
+            match tap.push(&bytes) {
+                Forward::Unchanged => controller.enqueue_with_chunk(&chunk),
+                Forward::Bytes(out) if out.is_empty() => Ok(()),
+                Forward::Bytes(out) => {
+                    controller.enqueue_with_chunk(&js_sys::Uint8Array::from(out.as_slice()))
+                }
+            }
+        },
+    );
+    let on_end = state.clone();
+    let flush: FlushFn = Closure::new(
+        move |controller: web_sys::TransformStreamDefaultController| {
+            let rest = on_end.borrow_mut().end(false);
+            if rest.is_empty() {
+                Ok(())
+            } else {
+                controller.enqueue_with_chunk(&js_sys::Uint8Array::from(rest.as_slice()))
+            }
+        },
+    );
+    let transformer = js_sys::Object::new();
+    js_sys::Reflect::set(&transformer, &"transform".into(), transform.as_ref())?;
+    js_sys::Reflect::set(&transformer, &"flush".into(), flush.as_ref())?;
+    Ok((transformer, transform, flush))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn stream_through(
     p: Prepared,
-    mut upstream: Response,
+    upstream: web_sys::Response,
     env: &Env,
     ctx: &Context,
     started: u64,
     headers_ms: u32,
     event_id: Uuid,
-) -> Result<Response, ApiError> {
-    let status = upstream.status_code();
-    let inner = upstream
-        .stream()
-        .map_err(|e| ApiError::internal(format!("upstream body: {e}")))?;
-    let (tx, rx) = oneshot::channel();
-    let activity = Rc::new(StreamActivity {
-        last_pull_ms: Cell::new(now_ms()),
-        waiting_on_provider: Cell::new(false),
-    });
-    let tapped = TappedStream {
-        inner,
+    extra: &[(&str, String)],
+) -> Result<web_sys::Response, ApiError> {
+    let status = upstream.status();
+    let internal = |what: &str, e: wasm_bindgen::JsValue| {
+        ApiError::internal(format!("{what}: {}", web::error_text(&e)))
+    };
+    let state = Rc::new(RefCell::new(TapState {
         tap: Some(StreamTap::new(p.plan.strip_usage_chunk)),
         started,
         first_byte_ms: None,
-        done: Some(tx),
-        activity: activity.clone(),
-    };
-    let out_headers = Headers::new();
-    for (k, v) in upstream.headers().entries() {
-        if !matches!(
-            k.as_str(),
-            "content-length" | "content-encoding" | "transfer-encoding"
-        ) {
-            let _ = out_headers.set(&k, &v);
-        }
-    }
-    let response = Response::from_stream(tapped)
-        .map_err(|e| ApiError::internal(format!("stream: {e}")))?
-        .with_status(status)
-        .with_headers(out_headers);
+        last_chunk_ms: now_ms(),
+        controller: None,
+        end: None,
+    }));
+    let (transformer, transform, flush) =
+        tap_transformer(&state).map_err(|e| internal("stream transformer", e))?;
+    let pipe = web_sys::TransformStream::new_with_transformer(&transformer)
+        .map_err(|e| internal("stream", e))?;
+    // The provider's body into the tap; the tap's output is the client's body. The pipe's
+    // promise settles when the provider's stream ended (after `flush`), or rejects when either
+    // side broke off — the client hanging up cancels the client side, which aborts the pipe.
+    let piped = upstream.body().map(|body| body.pipe_to(&pipe.writable()));
+    let response = web::relay(
+        &upstream,
+        Some(&pipe.readable()),
+        &["content-length", "content-encoding", "transfer-encoding"],
+        extra,
+    )
+    .map_err(|e| internal("stream", e))?;
 
     let mut f = facts(&p, started, event_id);
     f.status_code = status;
@@ -891,22 +876,33 @@ fn stream_through(
     let env2 = env.clone();
     let (reservations, budget_now) = (p.reservations.clone(), p.budget_now);
     ctx.wait_until(async move {
-        // The stream's end, or the watchdog's verdict that its client is gone.
-        let mut rx = rx;
-        let ended = loop {
-            match select(rx, Box::pin(ship::sleep(1_000))).await {
-                Either::Left((end, _)) => break end.ok(),
-                Either::Right((timer_ok, pending)) => {
-                    let idle = now_ms().saturating_sub(activity.last_pull_ms.get());
-                    if !timer_ok || (!activity.waiting_on_provider.get() && idle >= STREAM_IDLE_MS)
-                    {
-                        break None;
+        // The pipe's end, or the watchdog's verdict that its client is gone.
+        if let Some(piped) = piped {
+            let mut piped = wasm_bindgen_futures::JsFuture::from(piped);
+            loop {
+                match select(piped, web::Timer::new(STREAM_IDLE_MS / 3)).await {
+                    Either::Left(_) => break,
+                    Either::Right((timer_ok, pending)) => {
+                        let s = state.borrow();
+                        let idle = now_ms().saturating_sub(s.last_chunk_ms);
+                        if !timer_ok || (s.client_stalled() && idle >= STREAM_IDLE_MS) {
+                            break;
+                        }
+                        piped = pending;
                     }
-                    rx = pending;
                 }
             }
+        }
+        // Whatever did not end through `flush` ended early.
+        let end = {
+            let mut s = state.borrow_mut();
+            let _ = s.end(true);
+            s.end.take()
         };
-        match ended {
+        // A stream still piping after this (a client that stopped reading) errors out at its
+        // next chunk: the callbacks are gone.
+        drop((transform, flush));
+        match end {
             Some(end) => {
                 let s = &end.totals.summary;
                 f.latency_ms = end.end_ms;

@@ -15,6 +15,7 @@ use worker::{
     Response, State,
 };
 
+use crate::bindings::{secret, var};
 use crate::budget::{BudgetSpec, Decision, Ledger};
 
 /// Seconds between resyncs with the recorded spend.
@@ -131,20 +132,6 @@ impl BudgetGuard {
             }
         }
     }
-}
-
-fn var(env: &Env, name: &str) -> Option<String> {
-    env.var(name)
-        .ok()
-        .map(|v| v.to_string())
-        .filter(|v| !v.is_empty())
-}
-
-fn secret(env: &Env, name: &str) -> Option<String> {
-    env.secret(name)
-        .ok()
-        .map(|v| v.to_string())
-        .filter(|v| !v.is_empty())
 }
 
 /// A signed GET or POST of dashboard-api's internal API (`KEYS_URL` + `KEYS_SIGNING_SECRET`);

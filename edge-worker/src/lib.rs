@@ -59,8 +59,12 @@ mod tests {
 }
 
 #[cfg(target_arch = "wasm32")]
+mod bindings;
+#[cfg(target_arch = "wasm32")]
 mod glue;
 #[cfg(target_arch = "wasm32")]
 mod guard;
 #[cfg(target_arch = "wasm32")]
 mod ship;
+#[cfg(target_arch = "wasm32")]
+mod web;

@@ -38,9 +38,20 @@ pub struct LocalWorker {
     pub listen: String,
     /// Text bindings (vars and secrets alike; workerd does not tell them apart).
     pub bindings: Vec<(String, String)>,
-    /// Also serve [`PASSTHROUGH_JS`] on this `host:port` (the benchmark's baseline), forwarding
-    /// to `(upstream base URL, provider key)`.
-    pub passthrough: Option<(String, String, String)>,
+    /// JavaScript workers served beside it in the same workerd (the benchmark's baselines).
+    pub baselines: Vec<JsBaseline>,
+}
+
+/// A JavaScript worker for comparison: `source` served on `listen`, with the bindings
+/// `UPSTREAM` (provider base URL) and `KEY` (provider key).
+#[derive(Clone, Debug)]
+pub struct JsBaseline {
+    /// Service and module name (`[a-z_]+`).
+    pub name: &'static str,
+    pub source: &'static str,
+    pub listen: String,
+    pub upstream: String,
+    pub key: String,
 }
 
 /// A minimal JavaScript proxy: the baseline the Rust worker's overhead is measured against.
@@ -55,6 +66,84 @@ export default {
       headers,
       body: request.body,
     });
+  },
+};
+"#;
+
+/// The same job as Tollgate's worker, in plain JavaScript: the benchmark's yardstick for what
+/// the work itself costs in workerd, apart from Rust and wasm. Per call it reads and parses the
+/// body, asks a stream for its usage chunk, tees a JSON answer (and parses the copy after the
+/// response) or pipes a stream through a `TransformStream` that finds the usage and removes
+/// the injected chunk, adds an event-id header, and batches records into one POST per 50 ms
+/// (to the mock, unsigned: the cost of the POST is what counts). Not a product.
+pub const MEASURING_JS: &str = r#"// The benchmark's yardstick: Tollgate's per-call work in plain JavaScript.
+let pending = [];
+function ship(env, ctx, record) {
+  pending.push(record);
+  ctx.waitUntil(new Promise((r) => setTimeout(r, 50)).then(async () => {
+    if (!pending.includes(record)) return;
+    const batch = pending;
+    pending = [];
+    const resp = await fetch(env.UPSTREAM + "/records", {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(batch),
+    });
+    await resp.arrayBuffer();
+  }));
+}
+export default {
+  async fetch(request, env, ctx) {
+    const url = new URL(request.url);
+    const body = JSON.parse(await request.text());
+    const inject = body.stream === true && !(body.stream_options && body.stream_options.include_usage);
+    if (inject) body.stream_options = { ...(body.stream_options || {}), include_usage: true };
+    const headers = new Headers();
+    for (const h of ["accept", "content-type", "user-agent"]) {
+      const v = request.headers.get(h);
+      if (v !== null) headers.set(h, v);
+    }
+    headers.set("authorization", "Bearer " + env.KEY);
+    const upstream = await fetch(env.UPSTREAM + url.pathname.replace(/^\/v1/, ""), {
+      method: "POST", headers, body: JSON.stringify(body),
+    });
+    const id = crypto.randomUUID();
+    const record = { id, model: body.model, status: upstream.status, usage: null };
+    const out = new Headers(upstream.headers);
+    out.set("x-tollgate-event-id", id);
+    if (!(upstream.headers.get("content-type") || "").startsWith("text/event-stream")) {
+      const copy = upstream.clone();
+      ctx.waitUntil(copy.text().then((t) => {
+        try { record.usage = JSON.parse(t).usage; } catch (e) {}
+        ship(env, ctx, record);
+      }));
+      return new Response(upstream.body, { status: upstream.status, headers: out });
+    }
+    const decoder = new TextDecoder();
+    const encoder = new TextEncoder();
+    let held = "";
+    const tap = new TransformStream({
+      transform(chunk, controller) {
+        held += decoder.decode(chunk, { stream: true });
+        let end;
+        while ((end = held.indexOf("\n\n")) >= 0) {
+          const event = held.slice(0, end + 2);
+          held = held.slice(end + 2);
+          if (event.includes('"usage":{')) {
+            try {
+              const data = JSON.parse(event.slice(event.indexOf("{")));
+              record.usage = data.usage;
+              if (inject && data.choices && data.choices.length === 0) continue;
+            } catch (e) {}
+          }
+          controller.enqueue(encoder.encode(event));
+        }
+      },
+      flush(controller) {
+        if (held) controller.enqueue(encoder.encode(held));
+      },
+    });
+    ctx.waitUntil(upstream.body.pipeTo(tap.writable).finally(() => ship(env, ctx, record)));
+    out.delete("content-length");
+    return new Response(tap.readable, { status: upstream.status, headers: out });
   },
 };
 "#;
@@ -83,19 +172,24 @@ impl LocalWorker {
                 capnp_str(v)
             );
         }
-        let (extra_service, extra_socket, extra_worker) = match &self.passthrough {
-            Some((listen, upstream, key)) => (
-                "    (name = \"passthrough\", worker = .passthrough),\n".to_string(),
-                format!(",\n    (name = \"passthrough\", address = {}, http = (), service = \"passthrough\")", capnp_str(listen)),
-                format!(
-                    "\nconst passthrough :Workerd.Worker = (\n  modules = [ (name = \"passthrough.js\", esModule = embed \"passthrough.js\") ],\n  compatibilityDate = {},\n  bindings = [ (name = \"UPSTREAM\", text = {}), (name = \"KEY\", text = {}) ],\n  globalOutbound = \"internet\",\n);\n",
-                    capnp_str(COMPATIBILITY_DATE),
-                    capnp_str(upstream),
-                    capnp_str(key)
-                ),
-            ),
-            None => (String::new(), String::new(), String::new()),
-        };
+        let (mut extra_service, mut extra_socket, mut extra_worker) =
+            (String::new(), String::new(), String::new());
+        for b in &self.baselines {
+            let name = b.name;
+            let _ = writeln!(extra_service, "    (name = \"{name}\", worker = .{name}),");
+            let _ = write!(
+                extra_socket,
+                ",\n    (name = \"{name}\", address = {}, http = (), service = \"{name}\")",
+                capnp_str(&b.listen)
+            );
+            let _ = write!(
+                extra_worker,
+                "\nconst {name} :Workerd.Worker = (\n  modules = [ (name = \"{name}.js\", esModule = embed \"{name}.js\") ],\n  compatibilityDate = {},\n  bindings = [ (name = \"UPSTREAM\", text = {}), (name = \"KEY\", text = {}) ],\n  globalOutbound = \"internet\",\n);\n",
+                capnp_str(COMPATIBILITY_DATE),
+                capnp_str(&b.upstream),
+                capnp_str(&b.key)
+            );
+        }
         format!(
             r#"# Generated: runs Tollgate's edge worker under workerd.
 using Workerd = import "/workerd/workerd.capnp";
@@ -137,8 +231,8 @@ const edge :Workerd.Worker = (
     /// Writes the config as `<bundle_dir>/<name>` and returns its path.
     pub fn write_config(&self, name: &str) -> std::io::Result<PathBuf> {
         let path = self.bundle_dir.join(name);
-        if self.passthrough.is_some() {
-            std::fs::write(self.bundle_dir.join("passthrough.js"), PASSTHROUGH_JS)?;
+        for b in &self.baselines {
+            std::fs::write(self.bundle_dir.join(format!("{}.js", b.name)), b.source)?;
         }
         std::fs::write(&path, self.workerd_config())?;
         Ok(path)
@@ -205,9 +299,19 @@ mod tests {
             bundle_dir: PathBuf::from("/x/target/edge"),
             listen: "127.0.0.1:8787".into(),
             bindings: vec![("APP_KEYS".into(), r#"{"a":"b"}"#.into())],
-            passthrough: None,
+            baselines: vec![JsBaseline {
+                name: "passthrough",
+                source: PASSTHROUGH_JS,
+                listen: "127.0.0.1:8788".into(),
+                upstream: "http://127.0.0.1:8799/v1".into(),
+                key: "sk".into(),
+            }],
         };
         let c = w.workerd_config();
+        assert!(c.contains(r#"(name = "passthrough", address = "127.0.0.1:8788", http = (), service = "passthrough")"#));
+        assert!(c.contains(
+            r#"modules = [ (name = "passthrough.js", esModule = embed "passthrough.js") ]"#
+        ));
         assert!(c.contains(r#"esModule = embed "shim.js""#));
         assert!(c.contains(r#"wasm = embed "index_bg.wasm""#));
         assert!(c.contains(r#"(name = "APP_KEYS", text = "{\"a\":\"b\"}"),"#));

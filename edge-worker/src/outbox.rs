@@ -2,8 +2,12 @@
 //! sending which (pure logic; `ship` drives it from each request's `wait_until`).
 //!
 //! A record leaves the outbox only when a POST carrying it succeeded ([`Outbox::complete`]).
-//! The call that produced a record keeps flushing until the record is gone (or its time is up),
-//! so every waiting record has a live sender even while no new calls arrive (a drain).
+//! The call that produced a record keeps watching it until it is gone (or its time is up),
+//! so every waiting record has a live sender even while no new calls arrive (a drain). A call
+//! starts a flush only when its own record is still [`RecordState::Waiting`]; the flush then
+//! takes every waiting record. So under load one call's flush carries the records of all the
+//! calls that arrived while it waited, and those calls only watch — one POST per batch delay,
+//! not one per call.
 //! A flush *claims* records for a lease; if it fails it releases them, and if it never comes
 //! back (its `wait_until` was cancelled, its POST hung) the lease runs out and the next flush
 //! claims them again. So no single request's fate can strand the records of others — the bug
@@ -16,6 +20,17 @@
 //! Where no loss is acceptable, bind `USAGE_QUEUE` (the durable path).
 
 use usage_core::UsageRecord;
+
+/// Where one record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordState {
+    /// Not in the outbox: a POST carrying it succeeded.
+    Delivered,
+    /// In a flush whose lease has not run out.
+    Sending,
+    /// Unclaimed, or its flush's lease ran out: the next flush takes it.
+    Waiting,
+}
 
 #[derive(Debug)]
 struct Pending {
@@ -93,9 +108,13 @@ impl Outbox {
         }
     }
 
-    /// Whether the record with `event_id` still waits (claimed or not).
-    pub fn holds(&self, event_id: uuid::Uuid) -> bool {
-        self.items.iter().any(|p| p.record.event_id == event_id)
+    /// Where the record with `event_id` is at `now_ms`.
+    pub fn state(&self, event_id: uuid::Uuid, now_ms: f64) -> RecordState {
+        match self.items.iter().find(|p| p.record.event_id == event_id) {
+            None => RecordState::Delivered,
+            Some(p) if p.claim.is_some_and(|(_, until)| until > now_ms) => RecordState::Sending,
+            Some(_) => RecordState::Waiting,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -146,8 +165,9 @@ mod tests {
         o.release(b); // that POST failed: its records wait
         o.complete(a);
         assert_eq!(o.len(), 2);
-        assert!(!o.holds(uuid::Uuid::from_u128(1)));
-        assert!(o.holds(uuid::Uuid::from_u128(4)));
+        let id = uuid::Uuid::from_u128;
+        assert_eq!(o.state(id(1), 25.0), RecordState::Delivered);
+        assert_eq!(o.state(id(4), 25.0), RecordState::Waiting);
         let (_, again) = o.claim(30.0, 1000.0, 10).unwrap();
         assert_eq!(ids(&again), [4, 5]);
     }
@@ -156,7 +176,10 @@ mod tests {
     fn a_flush_that_never_returns_does_not_strand_the_records() {
         let mut o = outbox(3);
         let (stuck, _) = o.claim(0.0, 25_000.0, 10).unwrap();
+        let first = uuid::Uuid::from_u128(1);
+        assert_eq!(o.state(first, 24_999.0), RecordState::Sending);
         assert!(o.claim(24_999.0, 25_000.0, 10).is_none(), "still leased");
+        assert_eq!(o.state(first, 25_000.0), RecordState::Waiting);
         let (next, batch) = o.claim(25_000.0, 25_000.0, 10).unwrap();
         assert_eq!(ids(&batch), [1, 2, 3]);
         // The stuck flush finishing late neither removes nor frees the new claim's records.

@@ -4,9 +4,10 @@
 //!
 //! Direct POSTs happen inside `wait_until`, after the client has its response. Each call's
 //! record joins the isolate's [`Outbox`]; after `SHIP_BATCH_DELAY_MS` the call's own
-//! `wait_until` flushes whatever is unclaimed — its record and any others — so a busy isolate
-//! still sends one POST per batch, not one per call, while no request depends on another's
-//! `wait_until` surviving (see `outbox.rs` for the claim/lease rules that make a dead flush
+//! `wait_until` flushes every waiting record — unless an earlier call's flush already took its
+//! record, in which case it only watches that flush — so a busy isolate sends one POST per
+//! batch delay, not one per call, while no request depends on another's `wait_until`
+//! surviving (see `outbox.rs` for the claim/lease rules that make a dead flush
 //! harmless). Failed POSTs (unreachable, no answer within [`POST_TIMEOUT_MS`], 429, 5xx) are
 //! retried on [`crate::SHIP_RETRY_DELAYS_MS`] (~19 s, which covers a collector restart) within
 //! [`FLUSH_BUDGET_MS`]; records a flush could not deliver stay in the outbox for the next one.
@@ -14,22 +15,17 @@
 
 use std::cell::RefCell;
 
-use futures_util::future::{select, Either};
-
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, RecordState};
+use crate::web::{self, sleep};
 use crate::SHIP_RETRY_DELAYS_MS;
 use usage_core::wire::{self, BatchFormat};
 use usage_core::UsageRecord;
-use wasm_bindgen::{JsCast, JsValue};
-use worker::{
-    console_error, console_warn, Date, Env, Fetch, Headers, Method, Request, RequestInit,
-};
+use worker::{console_error, console_warn, Date, Env};
 
 thread_local! {
     static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox::default());
 }
 
-const DEFAULT_BATCH_DELAY_MS: u64 = 50;
 const MAX_BATCH: usize = 1000;
 /// One POST to the collector may take this long before it counts as failed.
 pub const POST_TIMEOUT_MS: u64 = 5_000;
@@ -45,33 +41,16 @@ fn now_ms() -> f64 {
     Date::now().as_millis() as f64
 }
 
-/// Waits `ms`; `false` if the runtime refuses a timer. Unlike `worker::Delay`, which panics
-/// then (workerd refuses timers outside a request's context, e.g. while it shuts down, and a
-/// panic takes the whole isolate down with every record in its outbox).
-pub(crate) async fn sleep(ms: u64) -> bool {
-    let promise = js_sys::Promise::new(&mut |resolve, reject| {
-        let global = js_sys::global();
-        let set = js_sys::Reflect::get(&global, &"setTimeout".into())
-            .ok()
-            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-        let scheduled = match set {
-            Some(set) => set.call2(&global, &resolve, &JsValue::from_f64(ms as f64)),
-            None => Err(JsValue::from_str("no setTimeout")),
-        };
-        if let Err(e) = scheduled {
-            let _ = reject.call1(&JsValue::NULL, &e);
-        }
-    });
-    wasm_bindgen_futures::JsFuture::from(promise).await.is_ok()
-}
-
 /// Ships one record (see the module docs).
 pub async fn ship(env: &Env, record: UsageRecord) {
-    if let Ok(queue) = env.queue("USAGE_QUEUE") {
-        if let Err(e) = queue.send(&record).await {
-            console_error!("tollgate: queue send failed ({e}); posting directly");
-        } else {
-            return;
+    let queue_bound = crate::bindings::has_usage_queue(env);
+    if queue_bound {
+        if let Ok(queue) = env.queue("USAGE_QUEUE") {
+            if let Err(e) = queue.send(&record).await {
+                console_error!("tollgate: queue send failed ({e}); posting directly");
+            } else {
+                return;
+            }
         }
     }
     let id = record.event_id;
@@ -79,20 +58,27 @@ pub async fn ship(env: &Env, record: UsageRecord) {
     if dropped > 0 {
         console_error!("tollgate: outbox full; dropped the {dropped} oldest unsent usage records (bind USAGE_QUEUE for durable shipping)");
     }
-    let delay = env
-        .var("SHIP_BATCH_DELAY_MS")
-        .ok()
-        .and_then(|v| v.to_string().parse().ok())
-        .unwrap_or(DEFAULT_BATCH_DELAY_MS);
+    let delay = crate::bindings::settings(env).ship_batch_delay_ms;
     if !sleep(delay).await {
         return; // no timers here: a later call's flush sends the record
     }
-    // Until this call's record is delivered: send what is claimable (this record and any
-    // other waiting one); while another flush holds this record, check back shortly — if that
-    // flush fails or dies, this one takes the record over.
+    // Until this call's record is delivered: while it waits, flush (it and every other
+    // waiting record); while another call's flush holds it, check back shortly — if that
+    // flush fails or dies, the record is waiting again and this call sends it.
     let deadline = now_ms() + FLUSH_BUDGET_MS as f64;
     loop {
-        let claimed = OUTBOX.with(|o| o.borrow_mut().claim(now_ms(), LEASE_MS, MAX_BATCH));
+        let now = now_ms();
+        let claimed = OUTBOX.with(|o| {
+            let mut o = o.borrow_mut();
+            match o.state(id, now) {
+                RecordState::Delivered => Err(()),
+                RecordState::Sending => Ok(None),
+                RecordState::Waiting => Ok(o.claim(now, LEASE_MS, MAX_BATCH)),
+            }
+        });
+        let Ok(claimed) = claimed else {
+            return; // delivered
+        };
         if let Some((claim, batch)) = claimed {
             let delivered = post_with_retries(env, &batch, deadline).await;
             OUTBOX.with(|o| {
@@ -104,16 +90,9 @@ pub async fn ship(env: &Env, record: UsageRecord) {
                 }
             });
             if delivered {
-                if now_ms() >= deadline {
-                    return; // what is left has callers of its own still flushing
-                }
-                continue; // more may be waiting
+                continue; // this record was in the batch, or is next in line
             }
-        } else if !OUTBOX.with(|o| o.borrow().holds(id)) {
-            return; // this call's record is delivered
         }
-        // Not delivered yet (another flush holds it, or the retries ran out): check back
-        // shortly while the budget lasts.
         if now_ms() + RECHECK_MS as f64 >= deadline || !sleep(RECHECK_MS).await {
             let waiting = OUTBOX.with(|o| o.borrow().len());
             console_error!("tollgate: {waiting} usage records not delivered within this call's {FLUSH_BUDGET_MS} ms; later calls' flushes retry them");
@@ -125,15 +104,11 @@ pub async fn ship(env: &Env, record: UsageRecord) {
 /// POSTs one signed batch; `true` once the collector accepted it (or refused it as bad data,
 /// which no retry can fix). Retries stop at `deadline_ms` (ms since the epoch).
 pub async fn post_with_retries(env: &Env, records: &[UsageRecord], deadline_ms: f64) -> bool {
-    let Some(url) = env.var("COLLECTOR_URL").ok().map(|v| v.to_string()) else {
+    let Some(url) = crate::bindings::settings(env).collector_url.clone() else {
         console_error!("tollgate: COLLECTOR_URL is not set; records cannot be shipped");
         return false;
     };
-    let Some(secret) = env
-        .secret("COLLECTOR_SIGNING_SECRET")
-        .ok()
-        .map(|v| v.to_string())
-    else {
+    let Some(secret) = crate::bindings::secret(env, "COLLECTOR_SIGNING_SECRET") else {
         console_error!("tollgate: COLLECTOR_SIGNING_SECRET is not set; records cannot be shipped");
         return false;
     };
@@ -168,21 +143,23 @@ pub async fn post_with_retries(env: &Env, records: &[UsageRecord], deadline_ms: 
     false
 }
 
-async fn post(url: &str, signature: &str, body: &[u8]) -> worker::Result<u16> {
-    let headers = Headers::new();
-    headers.set("content-type", BatchFormat::JsonArray.content_type())?;
-    headers.set(wire::SIGNATURE_HEADER, signature)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(js_sys::Uint8Array::from(body).into()));
-    let req = Request::new_with_init(url, &init)?;
-    let sent = Box::pin(async move { Fetch::Request(req).send().await });
-    let timer = Box::pin(sleep(POST_TIMEOUT_MS));
-    match select(sent, timer).await {
-        Either::Left((resp, _)) => Ok(resp?.status_code()),
-        Either::Right(_) => Err(worker::Error::RustError(format!(
-            "no answer within {POST_TIMEOUT_MS} ms"
-        ))),
+async fn post(url: &str, signature: &str, body: &[u8]) -> Result<u16, String> {
+    let headers = web_sys::Headers::new().map_err(|e| web::error_text(&e))?;
+    for (name, value) in [
+        ("content-type", BatchFormat::JsonArray.content_type()),
+        (wire::SIGNATURE_HEADER, signature),
+    ] {
+        headers.set(name, value).map_err(|e| web::error_text(&e))?;
     }
+    let init = web::request_init("POST", &headers, Some(body));
+    let sent = Box::pin(async move {
+        let resp = web::fetch(url, &init).await?;
+        let status = resp.status();
+        // Drain the (small) answer so the connection can be reused.
+        let _ = web::response_bytes(&resp).await;
+        Ok(status)
+    });
+    web::within(sent, POST_TIMEOUT_MS)
+        .await
+        .unwrap_or_else(|| Err(format!("no answer within {POST_TIMEOUT_MS} ms")))
 }

@@ -7,6 +7,25 @@
 
 use usage_core::{SseScanner, StreamSummary};
 
+/// What the client gets for one upstream chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// The chunk as it came (the glue passes the runtime's own buffer on, uncopied).
+    Unchanged,
+    /// These bytes (possibly none: an event is held until it is complete).
+    Bytes(Vec<u8>),
+}
+
+impl Forward {
+    /// The bytes to send for `chunk`.
+    pub fn into_bytes(self, chunk: &[u8]) -> Vec<u8> {
+        match self {
+            Forward::Unchanged => chunk.to_vec(),
+            Forward::Bytes(b) => b,
+        }
+    }
+}
+
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct StreamTap {
@@ -26,13 +45,13 @@ impl StreamTap {
         }
     }
 
-    /// Takes the next upstream chunk; returns the bytes to send to the client now.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+    /// Takes the next upstream chunk; says what to send the client now.
+    pub fn push(&mut self, chunk: &[u8]) -> Forward {
         self.scanner.feed(chunk);
         self.bytes_in += chunk.len() as u64;
         if !self.strip_usage_chunk {
             self.bytes_out += chunk.len() as u64;
-            return chunk.to_vec();
+            return Forward::Unchanged;
         }
         self.pending.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(self.pending.len());
@@ -46,7 +65,7 @@ impl StreamTap {
         }
         self.pending.drain(..start);
         self.bytes_out += out.len() as u64;
-        out
+        Forward::Bytes(out)
     }
 
     /// Ends the stream: the bytes still held (an unterminated last event) and the summary.
@@ -91,6 +110,10 @@ fn event_end(buf: &[u8]) -> Option<usize> {
 /// A Chat Completions chunk with empty `choices` and a `usage`: the chunk
 /// `stream_options.include_usage` adds.
 fn is_usage_only_chunk(event: &[u8]) -> bool {
+    // Most events say `"usage":null` (or nothing): decided before any copy or parse.
+    if !usage_core::sse::has_usage_object(event) {
+        return false;
+    }
     let text = match std::str::from_utf8(event) {
         Ok(t) => t,
         Err(_) => return false,
@@ -101,9 +124,6 @@ fn is_usage_only_chunk(event: &[u8]) -> bool {
         .map(|d| d.strip_prefix(' ').unwrap_or(d))
         .collect::<Vec<_>>()
         .join("\n");
-    if !data.contains("\"usage\"") {
-        return false;
-    }
     match serde_json::from_str::<serde_json::Value>(&data) {
         Ok(v) => {
             v.get("choices")
@@ -127,7 +147,7 @@ data: [DONE]\n\n";
         let mut tap = StreamTap::new(strip);
         let mut out = Vec::new();
         for c in STREAM.chunks(chunk) {
-            out.extend(tap.push(c));
+            out.extend(tap.push(c).into_bytes(c));
         }
         let (rest, totals) = tap.finish();
         out.extend(rest);
@@ -162,9 +182,32 @@ data: [DONE]\n\n";
     }
 
     #[test]
+    fn without_stripping_chunks_pass_unchanged_and_are_still_measured() {
+        let mut tap = StreamTap::new(false);
+        let chunk = b"data: {\"model\":\"m\",\"choices\":[{}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n";
+        assert_eq!(tap.push(chunk), Forward::Unchanged);
+        assert_eq!(tap.push(b"data: [DONE]\n\n"), Forward::Unchanged);
+        let (rest, totals) = tap.finish();
+        assert!(rest.is_empty());
+        assert_eq!(totals.bytes_out, (chunk.len() + 14) as u64);
+        assert_eq!(totals.summary.usage.map(|u| u.tokens.input), Some(3));
+    }
+
+    #[test]
+    fn only_events_with_a_usage_object_are_parsed_as_usage_chunks() {
+        assert!(is_usage_only_chunk(
+            b"data: {\"choices\": [], \"usage\" : {\"total_tokens\": 3}}\n\n"
+        ));
+        assert!(!is_usage_only_chunk(
+            b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\n"
+        ));
+    }
+
+    #[test]
     fn a_cut_stream_forwards_its_partial_tail() {
         let mut tap = StreamTap::new(true);
-        let first = tap.push(b"data: {\"model\":\"m\",\"choices\":[{}]}\n\ndata: {\"mod");
+        let chunk = b"data: {\"model\":\"m\",\"choices\":[{}]}\n\ndata: {\"mod";
+        let first = tap.push(chunk).into_bytes(chunk);
         assert!(first.ends_with(b"\n\n"));
         let (rest, totals) = tap.finish();
         assert_eq!(rest, b"data: {\"mod");

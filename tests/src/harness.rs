@@ -264,14 +264,13 @@ pub struct WorkerdProc {
 impl WorkerdProc {
     /// Serves the built bundle (`cargo xtask edge build`) with `bindings`.
     pub fn start(bindings: Vec<(String, String)>) -> WorkerdProc {
-        Self::start_with(bindings, None)
+        Self::start_with(bindings, Vec::new())
     }
 
-    /// [`WorkerdProc::start`], plus the JavaScript passthrough baseline in the same workerd on
-    /// `passthrough.0`, forwarding to `passthrough.1` with key `passthrough.2`.
+    /// [`WorkerdProc::start`], plus JavaScript `baselines` in the same workerd.
     pub fn start_with(
         bindings: Vec<(String, String)>,
-        passthrough: Option<(String, String, String)>,
+        baselines: Vec<edge_worker::local::JsBaseline>,
     ) -> WorkerdProc {
         let root = repo_root();
         let port = free_port();
@@ -279,7 +278,7 @@ impl WorkerdProc {
             bundle_dir: local::bundle_dir(&root),
             listen: format!("127.0.0.1:{port}"),
             bindings,
-            passthrough,
+            baselines,
         };
         assert!(
             worker.bundle_present(),

@@ -137,7 +137,7 @@ impl StackConfig {
             bundle_dir: local::bundle_dir(&root),
             listen: self.edge.to_string(),
             bindings: bindings.to_vec(),
-            passthrough: None,
+            baselines: Vec::new(),
         };
         if !worker.bundle_present() {
             return Err("the edge bundle is missing: run `cargo xtask edge build`".into());

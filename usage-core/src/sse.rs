@@ -193,7 +193,7 @@ impl SseScanner {
         }
         self.summary.events += 1;
         let worth_parsing = self.summary.model.is_none()
-            || contains(data, b"\"usage\"")
+            || has_usage_object(data)
             || contains(data, b"\"error\"")
             || contains(data, b"\"response.");
         if !worth_parsing {
@@ -261,7 +261,29 @@ pub fn scan(bytes: &[u8]) -> StreamSummary {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    find(haystack, needle).is_some()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether a `"usage"` key in the JSON text `data` is followed by an object: a cheap test that
+/// spares parsing the `"usage":null` that most chunks of a stream with usage carry.
+pub fn has_usage_object(data: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"usage\"";
+    let mut from = 0;
+    while let Some(at) = find(&data[from..], KEY) {
+        from += at + KEY.len();
+        let value = data[from..]
+            .trim_ascii_start()
+            .strip_prefix(b":")
+            .map(<[u8]>::trim_ascii_start);
+        if value.is_some_and(|v| v.starts_with(b"{")) {
+            return true;
+        }
+    }
+    false
 }
 
 #[derive(Deserialize)]
@@ -332,6 +354,22 @@ impl ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_usage_object_counts_as_usage() {
+        assert!(has_usage_object(
+            br#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(has_usage_object(
+            br#"{"choices": [], "usage" : { "prompt_tokens": 1 }}"#
+        ));
+        assert!(has_usage_object(
+            br#"{"usage":null,"response":{"usage":{"input_tokens":2}}}"#
+        ));
+        assert!(!has_usage_object(br#"{"choices":[{}],"usage":null}"#));
+        assert!(!has_usage_object(br#"{"text":"\"usage\": {is a word"}"#));
+        assert!(!has_usage_object(br#"{"usage""#));
+    }
 
     #[test]
     fn line_endings_of_every_kind() {

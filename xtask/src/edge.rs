@@ -45,7 +45,7 @@ pub fn run(cmd: &EdgeCommand) -> Result {
                 bundle_dir: dir,
                 listen: listen.clone(),
                 bindings: dev_bindings(upstream, collector),
-                passthrough: None,
+                baselines: Vec::new(),
             };
             let config = worker.write_config("dev.capnp")?;
             step(&format!(

@@ -1,0 +1,68 @@
+//! The worker's bindings, read once per isolate: vars parsed into [`Settings`], secrets, and
+//! which optional bindings exist. Bindings cannot change while an isolate lives (a deploy or a
+//! secret change starts new isolates), and looking them up on every call — each a trip into the
+//! runtime, some a failed lookup that builds an error — was a measurable part of the latency
+//! the worker adds.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use worker::Env;
+
+use crate::config::Settings;
+
+thread_local! {
+    static SETTINGS: OnceCell<Rc<Settings>> = const { OnceCell::new() };
+    static SECRETS: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
+    static APP_KEYS_KV: OnceCell<bool> = const { OnceCell::new() };
+    static BUDGET_GUARD: OnceCell<bool> = const { OnceCell::new() };
+    static USAGE_QUEUE: OnceCell<bool> = const { OnceCell::new() };
+}
+
+/// A var's text; `None` when unset or empty.
+pub fn var(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .ok()
+        .map(|v| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// This isolate's settings (see `config`).
+pub fn settings(env: &Env) -> Rc<Settings> {
+    SETTINGS.with(|cell| {
+        cell.get_or_init(|| Rc::new(Settings::from_vars(|name| var(env, name))))
+            .clone()
+    })
+}
+
+/// A secret's value; `None` when unset or empty.
+pub fn secret(env: &Env, name: &str) -> Option<String> {
+    SECRETS.with(|cache| {
+        cache
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                env.secret(name)
+                    .ok()
+                    .map(|v| v.to_string())
+                    .filter(|v| !v.is_empty())
+            })
+            .clone()
+    })
+}
+
+/// Whether the `APP_KEYS_KV` namespace is bound.
+pub fn has_app_keys_kv(env: &Env) -> bool {
+    APP_KEYS_KV.with(|b| *b.get_or_init(|| env.kv("APP_KEYS_KV").is_ok()))
+}
+
+/// Whether the `BUDGET_GUARD` Durable Object namespace is bound.
+pub fn has_budget_guard(env: &Env) -> bool {
+    BUDGET_GUARD.with(|b| *b.get_or_init(|| env.durable_object("BUDGET_GUARD").is_ok()))
+}
+
+/// Whether the `USAGE_QUEUE` producer is bound.
+pub fn has_usage_queue(env: &Env) -> bool {
+    USAGE_QUEUE.with(|b| *b.get_or_init(|| env.queue("USAGE_QUEUE").is_ok()))
+}
