@@ -135,8 +135,13 @@ impl Default for SpoolSettings {
 impl Default for SinkConfig {
     fn default() -> Self {
         SinkConfig {
-            max_rows: 100_000,
-            max_bytes: 64 << 20,
+            // Chosen by `cargo xtask bench collector --sink-max-rows N` (docs/BENCHMARKS.md):
+            // every INSERT has a large fixed cost in ClickHouse (a part per table and view,
+            // then merges), so 25k-row batches reached only 50–57% of the client-library
+            // ceiling and 50k 66–68%, while 100k and 200k both passed 80% (200k a few points
+            // higher, for ~30 MiB more memory at full load).
+            max_rows: 200_000,
+            max_bytes: 128 << 20,
             max_delay_ms: 1_000,
             retry_initial_ms: 200,
             retry_max_ms: 30_000,

@@ -32,6 +32,12 @@ struct Args {
     /// Seconds of steady load for the latency run.
     #[arg(long, default_value_t = 15)]
     latency_secs: u64,
+    /// Rounds of ceiling + collector (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Override the collector's `sink.max_rows` (to compare batch sizes; default: its default).
+    #[arg(long)]
+    sink_max_rows: Option<u64>,
     #[arg(long, default_value = "target/bench/collector.json")]
     out: PathBuf,
     #[arg(long, default_value = "target/bench/collector.md")]
@@ -155,18 +161,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), BoxError> {
-    let args = Args::parse();
-    let url = tollgate_clickhouse::testing::ensure_server()?;
-    let recs = records(2026, args.records);
-    println!(
-        "bench collector: {} records, {} per POST, {} connections",
-        args.records, args.batch, args.connections
-    );
+/// One throughput run's figures.
+struct Run {
+    ceiling_rps: f64,
+    collector_rps: f64,
+    accept_rps: f64,
+    wall_s: f64,
+    /// CPU seconds: collector, ClickHouse, load generator.
+    cpu: (f64, f64, f64),
+}
 
-    // 1. Ceiling: the client library straight into ClickHouse.
-    let db = fresh_db(&url, "bench_collector_ceiling").await?;
+/// The ceiling (the client library straight into ClickHouse), then the collector process (HTTP
+/// → spool with fsync → ClickHouse) with the same records on a fresh database; returns the
+/// figures and the collector, still running.
+async fn round(
+    url: &str,
+    recs: &[UsageRecord],
+    bodies: &Arc<Vec<Vec<u8>>>,
+    args: &Args,
+    sink: &tollgate_collector::config::SinkConfig,
+) -> Result<(Run, CollectorProc, tempfile::TempDir), BoxError> {
+    let db = fresh_db(url, "bench_collector_ceiling").await?;
     let now = OffsetDateTime::now_utc();
     let rows: Vec<UsageEventRow> = recs
         .iter()
@@ -174,22 +189,18 @@ async fn main() -> Result<(), BoxError> {
         .collect();
     let ceiling_rps = ceiling(&db, &rows).await?;
     drop(rows);
-    println!("  ceiling (clickhouse inserter, 100k rows per INSERT): {ceiling_rps:.0} rows/s");
 
-    // 2. The collector process: HTTP → spool (fsync) → ClickHouse.
-    let db = fresh_db(&url, "bench_collector").await?;
+    let db = fresh_db(url, "bench_collector").await?;
     let dir = tempfile::tempdir()?;
-    let collector = CollectorProc::start(&url, "bench_collector", dir.path(), |c| {
+    let sink_config = sink.clone();
+    let collector = CollectorProc::start(url, "bench_collector", dir.path(), |c| {
+        // The sink as configured for the run (the test harness shortens the batch delay).
+        c.sink = sink_config;
         c.ingest.max_records_per_batch = 10_000;
         c.ingest.max_body_bytes = 32 << 20;
         c.ingest.max_decompressed_bytes = 64 << 20;
     });
     let pid = collector.proc.pid();
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        recs.chunks(args.batch)
-            .map(|b| wire::encode_batch(b, BatchFormat::Ndjson))
-            .collect(),
-    );
     let next = Arc::new(AtomicUsize::new(0));
     let ch_pid = clickhouse_pid().unwrap_or(0);
     let (collector_cpu0, ch_cpu0, self_cpu0) = (
@@ -229,16 +240,92 @@ async fn main() -> Result<(), BoxError> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let total_secs = started.elapsed().as_secs_f64();
-    let collector_cpu = cpu_secs(pid) - collector_cpu0;
-    let ch_cpu = cpu_secs(ch_pid) - ch_cpu0;
-    let generator_cpu = cpu_secs(std::process::id()) - self_cpu0;
-    println!("  CPU during the run ({total_secs:.1} s wall): collector {collector_cpu:.1} s, ClickHouse {ch_cpu:.1} s, load generator {generator_cpu:.1} s");
-    let collector_rps = args.records as f64 / total_secs;
-    let accept_rps = args.records as f64 / accepted_secs;
-    println!("  collector end to end: {collector_rps:.0} rows/s ({:.0}% of the ceiling); accepted at {accept_rps:.0} records/s",
-        100.0 * collector_rps / ceiling_rps);
+    let wall_s = started.elapsed().as_secs_f64();
+    let cpu = (
+        cpu_secs(pid) - collector_cpu0,
+        cpu_secs(ch_pid) - ch_cpu0,
+        cpu_secs(std::process::id()) - self_cpu0,
+    );
+    let run = Run {
+        ceiling_rps,
+        collector_rps: args.records as f64 / wall_s,
+        accept_rps: args.records as f64 / accepted_secs,
+        wall_s,
+        cpu,
+    };
+    Ok((run, collector, dir))
+}
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    let url = tollgate_clickhouse::testing::ensure_server()?;
+    let recs = records(2026, args.records);
+    println!(
+        "bench collector: {} records, {} per POST, {} connections, {} rounds",
+        args.records, args.batch, args.connections, args.rounds
+    );
+    let mut sink = tollgate_collector::config::SinkConfig::default();
+    if let Some(rows) = args.sink_max_rows {
+        sink.max_rows = rows;
+    }
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        recs.chunks(args.batch)
+            .map(|b| wire::encode_batch(b, BatchFormat::Ndjson))
+            .collect(),
+    );
+
+    // 1–2. Rounds of ceiling then collector; ratios are taken within a round, then the median.
+    let mut runs = Vec::new();
+    let mut last = None;
+    for i in 0..args.rounds.max(1) {
+        drop(last.take()); // the previous round's collector stops before the next ceiling
+        let (run, collector, dir) = round(&url, &recs, &bodies, &args, &sink).await?;
+        println!(
+            "  round {}: ceiling (clickhouse inserter, 100k rows per INSERT) {:.0} rows/s; collector {:.0} rows/s = {:.0}%; accepted at {:.0} records/s; CPU in {:.1} s wall: collector {:.1} s, ClickHouse {:.1} s, load generator {:.1} s",
+            i + 1,
+            run.ceiling_rps,
+            run.collector_rps,
+            100.0 * run.collector_rps / run.ceiling_rps,
+            run.accept_rps,
+            run.wall_s,
+            run.cpu.0,
+            run.cpu.1,
+            run.cpu.2
+        );
+        runs.push(run);
+        last = Some((collector, dir));
+    }
+    let Some((collector, _spool_dir)) = last else {
+        return Err("no round ran".into());
+    };
+    let pid = collector.proc.pid();
+    let ratios: Vec<f64> = runs
+        .iter()
+        .map(|r| r.collector_rps / r.ceiling_rps)
+        .collect();
+    let ratio = median(ratios.clone());
+    let ceiling_rps = median(runs.iter().map(|r| r.ceiling_rps).collect());
+    let collector_rps = median(runs.iter().map(|r| r.collector_rps).collect());
+    let accept_rps = median(runs.iter().map(|r| r.accept_rps).collect());
+    let total_secs = median(runs.iter().map(|r| r.wall_s).collect());
+    let collector_cpu = median(runs.iter().map(|r| r.cpu.0).collect());
+    let ch_cpu = median(runs.iter().map(|r| r.cpu.1).collect());
+    let generator_cpu = median(runs.iter().map(|r| r.cpu.2).collect());
+    println!(
+        "  collector end to end: median {:.0}% of the ceiling (rounds: {})",
+        100.0 * ratio,
+        ratios
+            .iter()
+            .map(|r| format!("{:.0}%", 100.0 * r))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     // 3. Accept-path latency at a steady 10k records/s in batches of 100.
     // Fresh records for every request (a replayed batch would be all duplicates: no fsync).
     let steady: Vec<Vec<u8>> = records(7, 100 * 100 * (args.latency_secs + 1))
@@ -298,12 +385,19 @@ async fn main() -> Result<(), BoxError> {
         "ceiling_rows_per_s": ceiling_rps.round(),
         "collector_rows_per_s": collector_rps.round(),
         "collector_accept_records_per_s": accept_rps.round(),
-        "ratio_to_ceiling": (collector_rps / ceiling_rps * 1000.0).round() / 1000.0,
+        "ratio_to_ceiling": (ratio * 1000.0).round() / 1000.0,
+        "rounds": runs.iter().map(|r| json!({
+            "ceiling_rows_per_s": r.ceiling_rps.round(),
+            "collector_rows_per_s": r.collector_rps.round(),
+            "ratio": (r.collector_rps / r.ceiling_rps * 1000.0).round() / 1000.0,
+        })).collect::<Vec<_>>(),
         "fsync": true,
         "latency_requests": sorted.len(),
         "accept_p50_ms": (p50 * 100.0).round() / 100.0,
         "accept_p99_ms": (p99 * 100.0).round() / 100.0,
         "peak_rss_mib": rss_mib.round(),
+        "sink_max_rows": sink.max_rows,
+        "sink_max_delay_ms": sink.max_delay_ms,
         "run_wall_s": total_secs,
         "run_cpu_s": {"collector": collector_cpu, "clickhouse": ch_cpu, "load_generator": generator_cpu},
     });
@@ -314,26 +408,40 @@ async fn main() -> Result<(), BoxError> {
     let md = format!(
         "## Collector: HTTP → spool (fsync) → ClickHouse\n\n\
          Command: `cargo xtask bench collector` (figures: `target/bench/collector.json`).\n\n\
-         {n} synthetic records; NDJSON POSTs of {b} records over {c} connections; the collector's\n\
-         defaults (sink batches up to 100k rows or 1 s), fsync on every group commit, rollup views attached.\n\
+         {n} synthetic records; NDJSON POSTs of {b} records over {c} connections; sink batches of up\n\
+         to {rows} rows or {delay} ms{which}, fsync on every group commit, rollup views attached.\n\
          The ceiling is the `clickhouse` crate's inserter writing the same rows straight into\n\
-         `usage_events` (100k rows per INSERT) on the same server in the same run.\n\n\
+         `usage_events` (100k rows per INSERT) on the same server. {rounds} rounds of ceiling then\n\
+         collector, each on fresh databases; the ratio is taken within each round, medians reported.\n\n\
          | measure | value |\n|---|---|\n\
          | ceiling: client inserter | {ceil:.0} rows/s |\n\
          | collector end to end (first POST → last row visible) | {col:.0} rows/s |\n\
-         | ratio to the ceiling | {ratio:.0}% |\n\
+         | **ratio to the ceiling** (per round: {per_round}) | **{ratio:.0}%** |\n\
          | accept rate (POSTs answered 202) | {acc:.0} records/s |\n\
          | accept latency p50 at 10k records/s, 100 per POST | {p50:.2} ms |\n\
          | accept latency p99 at 10k records/s, 100 per POST | {p99:.2} ms |\n\
          | collector peak RSS | {rss:.0} MiB |\n\n\
-         CPU used during the throughput run ({wall:.1} s on 2 shared cores): collector {ccpu:.1} s,\n\
+         CPU used during a throughput run (medians; {wall:.1} s on 2 shared cores): collector {ccpu:.1} s,\n\
          ClickHouse {hcpu:.1} s, load generator {gcpu:.1} s.\n",
         n = args.records,
         b = args.batch,
+        rows = sink.max_rows,
+        delay = sink.max_delay_ms,
+        which = if args.sink_max_rows.is_some() {
+            " (`--sink-max-rows`)"
+        } else {
+            " (the collector's defaults)"
+        },
         c = args.connections,
         ceil = ceiling_rps,
         col = collector_rps,
-        ratio = 100.0 * collector_rps / ceiling_rps,
+        ratio = 100.0 * ratio,
+        rounds = args.rounds,
+        per_round = ratios
+            .iter()
+            .map(|r| format!("{:.0}%", 100.0 * r))
+            .collect::<Vec<_>>()
+            .join(", "),
         acc = accept_rps,
         rss = rss_mib,
         wall = total_secs,
