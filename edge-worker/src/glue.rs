@@ -8,7 +8,7 @@ use std::rc::Rc;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use time::OffsetDateTime;
-use usage_core::{parse_response, Endpoint, ErrorClass, PriceTable, TokenCounts, UsageRecord};
+use usage_core::{parse_response, Endpoint, ErrorClass, PriceTable, TokenCounts};
 use uuid::Uuid;
 use wasm_bindgen::closure::Closure;
 use worker::{
@@ -89,20 +89,38 @@ pub async fn fetch(
     })
 }
 
+/// The queue consumer: posts each delivered batch to the collector. Messages are the records'
+/// JSON text (as `ship` sends them; an object, as older versions sent, is turned back into
+/// text), forwarded without decoding.
 #[event(queue)]
 pub async fn queue(
-    batch: MessageBatch<UsageRecord>,
+    batch: MessageBatch<serde_json::Value>,
     env: Env,
     _ctx: Context,
 ) -> worker::Result<()> {
-    let records: Vec<UsageRecord> = batch
-        .messages()?
-        .into_iter()
-        .map(|m| m.into_body())
-        .collect();
+    let mut body = b"[".to_vec();
+    let mut count = 0;
+    for message in batch.raw_iter() {
+        let value = message.body();
+        let text = match value.as_string() {
+            Some(text) => text,
+            None => js_sys::JSON::stringify(&value)
+                .map(String::from)
+                .unwrap_or_default(),
+        };
+        if text.is_empty() {
+            continue;
+        }
+        if count > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(text.as_bytes());
+        count += 1;
+    }
+    body.push(b']');
     // The queue redelivers what is not acked: one round of retries per delivery is enough.
     let deadline = worker::Date::now().as_millis() as f64 + ship::FLUSH_BUDGET_MS as f64;
-    if ship::post_with_retries(&env, &records, deadline).await {
+    if count == 0 || ship::post_body_with_retries(&env, &body, count, deadline).await {
         batch.ack_all();
     } else {
         batch.retry_all();

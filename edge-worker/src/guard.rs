@@ -63,7 +63,16 @@ impl DurableObject for BudgetGuard {
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let cmd: GuardRequest = req.json().await?;
         if self.ledger.borrow().is_none() {
-            let stored: Option<Ledger> = self.state.storage().get("ledger").await.unwrap_or(None);
+            // Kept as JSON text. A ledger an older version stored as an object does not read
+            // back: the guard then starts afresh and resyncs the spend from ClickHouse.
+            let stored: Option<Ledger> = self
+                .state
+                .storage()
+                .get::<String>("ledger")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|json| serde_json::from_str(&json).ok());
             let mut slot = self.ledger.borrow_mut();
             if slot.is_none() {
                 *slot = stored;
@@ -96,7 +105,9 @@ impl DurableObject for BudgetGuard {
         };
         let snapshot = self.ledger.borrow().clone();
         if let Some(l) = snapshot {
-            self.state.storage().put("ledger", &l).await?;
+            let json =
+                serde_json::to_string(&l).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            self.state.storage().put("ledger", json).await?;
         }
         Response::from_bytes(out)
     }

@@ -20,7 +20,8 @@ use crate::web::{self, sleep};
 use crate::SHIP_RETRY_DELAYS_MS;
 use usage_core::wire::{self, BatchFormat};
 use usage_core::UsageRecord;
-use worker::{console_error, console_warn, Date, Env};
+use wasm_bindgen::JsValue;
+use worker::{console_error, console_warn, Date, Env, QueueContentType, RawMessageBuilder};
 
 thread_local! {
     static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox::default());
@@ -46,7 +47,12 @@ pub async fn ship(env: &Env, record: UsageRecord) {
     let queue_bound = crate::bindings::has_usage_queue(env);
     if queue_bound {
         if let Ok(queue) = env.queue("USAGE_QUEUE") {
-            if let Err(e) = queue.send(&record).await {
+            // As JSON text: the consumer forwards it to the collector as it is.
+            let message = RawMessageBuilder::new(JsValue::from_str(
+                &serde_json::to_string(&record).unwrap_or_default(),
+            ))
+            .build_with_content_type(QueueContentType::Text);
+            if let Err(e) = queue.send_raw(message).await {
                 console_error!("tollgate: queue send failed ({e}); posting directly");
             } else {
                 return;
@@ -104,6 +110,17 @@ pub async fn ship(env: &Env, record: UsageRecord) {
 /// POSTs one signed batch; `true` once the collector accepted it (or refused it as bad data,
 /// which no retry can fix). Retries stop at `deadline_ms` (ms since the epoch).
 pub async fn post_with_retries(env: &Env, records: &[UsageRecord], deadline_ms: f64) -> bool {
+    let body = wire::encode_batch(records, BatchFormat::JsonArray);
+    post_body_with_retries(env, &body, records.len(), deadline_ms).await
+}
+
+/// [`post_with_retries`] for a batch already encoded as a JSON array of `count` records.
+pub async fn post_body_with_retries(
+    env: &Env,
+    body: &[u8],
+    count: usize,
+    deadline_ms: f64,
+) -> bool {
     let Some(url) = crate::bindings::settings(env).collector_url.clone() else {
         console_error!("tollgate: COLLECTOR_URL is not set; records cannot be shipped");
         return false;
@@ -112,7 +129,6 @@ pub async fn post_with_retries(env: &Env, records: &[UsageRecord], deadline_ms: 
         console_error!("tollgate: COLLECTOR_SIGNING_SECRET is not set; records cannot be shipped");
         return false;
     };
-    let body = wire::encode_batch(records, BatchFormat::JsonArray);
     for attempt in 0..=SHIP_RETRY_DELAYS_MS.len() {
         if attempt > 0 {
             let pause = SHIP_RETRY_DELAYS_MS[attempt - 1];
@@ -124,17 +140,14 @@ pub async fn post_with_retries(env: &Env, records: &[UsageRecord], deadline_ms: 
             }
         }
         let now = i64::try_from(Date::now().as_millis() / 1000).unwrap_or(0);
-        let signature = wire::sign(secret.as_bytes(), now, &body);
-        match post(&url, &signature, &body).await {
+        let signature = wire::sign(secret.as_bytes(), now, body);
+        match post(&url, &signature, body).await {
             Ok(status) if (200..300).contains(&status) => return true,
             Ok(status) if status == 429 || status >= 500 => {
                 console_warn!("tollgate: collector answered {status}; retrying");
             }
             Ok(status) => {
-                console_error!(
-                    "tollgate: collector refused a batch of {} with {status}",
-                    records.len()
-                );
+                console_error!("tollgate: collector refused a batch of {count} with {status}");
                 return true;
             }
             Err(e) => console_warn!("tollgate: collector unreachable: {e}"),

@@ -32,7 +32,8 @@ pub const BUILTIN_PRICES_JSON: &str = include_str!("../prices.json");
 pub struct ModelPrice {
     pub provider: String,
     pub model: String,
-    /// First UTC day these prices apply to.
+    /// First UTC day these prices apply to (`YYYY-MM-DD`).
+    #[serde(with = "iso_day")]
     pub effective_from: Date,
     pub input: Nanos,
     /// Cached-input (cache read) rate; `None` = billed as plain input.
@@ -66,12 +67,52 @@ pub struct PriceFile {
     pub models: Vec<ModelPrice>,
 }
 
+/// `time::Date` as `YYYY-MM-DD`, read and written by hand: `time`'s own format parser is
+/// one of the larger pieces of the edge worker's wasm, for a fixed ten-character format.
+mod iso_day {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::{Date, Month};
+
+    pub fn serialize<S: Serializer>(day: &Date, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!(
+            "{:04}-{:02}-{:02}",
+            day.year(),
+            u8::from(day.month()),
+            day.day()
+        ))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a YYYY-MM-DD date")))
+    }
+
+    pub fn parse(text: &str) -> Option<Date> {
+        let b = text.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+            b[r].iter().try_fold(0u32, |n, &c| {
+                c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+            })
+        };
+        let year = i32::try_from(digits(0..4)?).ok()?;
+        let month = Month::try_from(u8::try_from(digits(5..7)?).ok()?).ok()?;
+        let day = u8::try_from(digits(8..10)?).ok()?;
+        Date::from_calendar_date(year, month, day).ok()
+    }
+}
+
 /// Why a price file cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PriceError {
     #[error("price file is not valid JSON: {0}")]
     Json(#[from] serde_path_to_error::Error<serde_json::Error>),
+    #[error("the built-in price file does not load: {0}")]
+    Builtin(String),
     #[error("models[{index}] ({provider}/{model}): {reason}")]
     Invalid {
         index: usize,
@@ -91,9 +132,12 @@ pub struct PriceTable {
 }
 
 impl PriceTable {
-    /// The table built into this binary.
+    /// The table built into this binary. Read without [`PriceTable::from_json`]'s error paths
+    /// (which weigh in the edge worker's wasm): the tests check the built-in file with them.
     pub fn builtin() -> Result<PriceTable, PriceError> {
-        PriceTable::from_json(BUILTIN_PRICES_JSON)
+        let file: PriceFile = serde_json::from_str(BUILTIN_PRICES_JSON)
+            .map_err(|e| PriceError::Builtin(e.to_string()))?;
+        PriceTable::from_file(file)
     }
 
     pub fn from_json(json: &str) -> Result<PriceTable, PriceError> {
@@ -368,7 +412,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn days_read_and_write_as_yyyy_mm_dd_only() {
+        assert_eq!(iso_day::parse("2024-02-29"), Some(date!(2024 - 02 - 29)));
+        for bad in [
+            "2023-02-29",
+            "2024-13-01",
+            "2024-1-01",
+            "24-01-01",
+            "2024/01/01",
+            "2024-01-0x",
+            "",
+        ] {
+            assert_eq!(iso_day::parse(bad), None, "{bad}");
+        }
+        let p: ModelPrice = serde_json::from_str(
+            r#"{"provider":"p","model":"m","effective_from":"0999-03-04","input":"1","output":"2"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.effective_from, date!(0999 - 03 - 04));
+        let back = serde_json::to_value(&p).unwrap();
+        assert_eq!(back["effective_from"], "0999-03-04");
+    }
+
+    #[test]
     fn the_builtin_table_loads_and_covers_current_models() {
+        // With the error paths of `from_json` too (which name the entry and field at fault).
+        PriceTable::from_json(BUILTIN_PRICES_JSON).unwrap();
         let t = PriceTable::builtin().unwrap();
         assert!(t.len() > 100, "{} entries", t.len());
         for (provider, model) in [
