@@ -70,9 +70,12 @@ fn measure(url: &str, key: &str, stream: bool, c: usize, secs: f64) -> Result<Ve
                     .header("authorization", &format!("Bearer {key}"))
                     .header("content-type", "application/json")
                     .send(&body[..])
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| format!("{url}: {e}"))?;
                 let status = resp.status().as_u16();
-                let _ = resp.body_mut().read_to_vec().map_err(|e| e.to_string())?;
+                let _ = resp
+                    .body_mut()
+                    .read_to_vec()
+                    .map_err(|e| format!("{url}: reading the body: {e}"))?;
                 if status != 200 {
                     return Err(format!("{url} answered {status}"));
                 }
