@@ -120,15 +120,47 @@ impl BodyBuffer {
 
 /// The fields of a request body the worker acts on. Everything else — the messages, usually
 /// nearly all of the body — is skipped, not built into a tree.
+///
+/// A field present as `null` is `Some(Value::Null)`, told apart from an absent one.
 #[derive(Default, Deserialize)]
 #[serde(default)]
 struct BodyPeek {
+    #[serde(deserialize_with = "present")]
     model: Option<Value>,
+    #[serde(deserialize_with = "present")]
     stream: Option<Value>,
+    #[serde(deserialize_with = "present")]
     stream_options: Option<Value>,
+    #[serde(deserialize_with = "present")]
     max_completion_tokens: Option<Value>,
+    #[serde(deserialize_with = "present")]
     max_tokens: Option<Value>,
+    #[serde(deserialize_with = "present")]
     max_output_tokens: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl BodyPeek {
+    /// The body's fields. A body that repeats one of them (which the derived reader refuses)
+    /// is read whole instead, the last occurrence winning, as before this reader existed.
+    fn read(body: &[u8]) -> Result<BodyPeek, ApiError> {
+        if let Ok(peek) = serde_json::from_slice::<BodyPeek>(body) {
+            return Ok(peek);
+        }
+        let json: Value = serde_json::from_slice(body).map_err(not_json)?;
+        let field = |k: &str| json.get(k).cloned();
+        Ok(BodyPeek {
+            model: field("model"),
+            stream: field("stream"),
+            stream_options: field("stream_options"),
+            max_completion_tokens: field("max_completion_tokens"),
+            max_tokens: field("max_tokens"),
+            max_output_tokens: field("max_output_tokens"),
+        })
+    }
 }
 
 fn not_json(e: serde_json::Error) -> ApiError {
@@ -166,7 +198,7 @@ pub fn plan(
             None,
         ));
     }
-    let peek: BodyPeek = serde_json::from_slice(body).map_err(not_json)?;
+    let peek = BodyPeek::read(body)?;
     let model = match &peek.model {
         Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
         _ => {
@@ -267,6 +299,10 @@ fn rewrite_body(
         let opts = obj
             .entry("stream_options")
             .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        // `null` (or anything not an object) means no options: ours replace it.
+        if !opts.is_object() {
+            *opts = Value::Object(serde_json::Map::new());
+        }
         if let Some(o) = opts.as_object_mut() {
             o.insert("include_usage".into(), Value::Bool(true));
         }
@@ -412,6 +448,32 @@ mod tests {
         assert_eq!(sent, expected);
         // The client's bytes follow the injected option untouched.
         assert!(p.body.ends_with(&body[4..]));
+
+        // `"stream_options": null` is no options: replaced, never a second key.
+        let p = plan(
+            chat(),
+            br#"{"model":"m","stream":true,"stream_options":null}"#,
+            &builtin_providers(),
+            "openai",
+            None,
+        )
+        .unwrap();
+        assert!(p.strip_usage_chunk);
+        assert_eq!(
+            String::from_utf8(p.body).unwrap(),
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#
+        );
+
+        // A repeated field reads as before: the last one wins.
+        let p = plan(
+            chat(),
+            br#"{"model":"a","model":"b","stream":false,"stream":true}"#,
+            &builtin_providers(),
+            "openai",
+            None,
+        )
+        .unwrap();
+        assert_eq!((p.facts.model.as_str(), p.facts.stream), ("b", true));
 
         // Options the client set are kept beside the injected one.
         let p = plan(

@@ -100,7 +100,7 @@ pub async fn queue(
 ) -> worker::Result<()> {
     let mut body = b"[".to_vec();
     let mut count = 0;
-    for message in batch.raw_iter() {
+    for (index, message) in batch.raw_iter().enumerate() {
         let value = message.body();
         let text = match value.as_string() {
             Some(text) => text,
@@ -108,7 +108,10 @@ pub async fn queue(
                 .map(String::from)
                 .unwrap_or_default(),
         };
-        if text.is_empty() {
+        // One message that is not JSON would make the collector refuse the whole batch (and
+        // a refused batch is not retried): it is dropped alone, loudly.
+        if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err() {
+            console_error!("tollgate: queue message {index} of its batch is not JSON; dropped");
             continue;
         }
         if count > 0 {
@@ -120,7 +123,7 @@ pub async fn queue(
     body.push(b']');
     // The queue redelivers what is not acked: one round of retries per delivery is enough.
     let deadline = worker::Date::now().as_millis() as f64 + ship::FLUSH_BUDGET_MS as f64;
-    if count == 0 || ship::post_body_with_retries(&env, &body, count, deadline).await {
+    if count == 0 || ship::post_body_with_retries(&env, &body, count, deadline, &|| {}).await {
         batch.ack_all();
     } else {
         batch.retry_all();
@@ -278,12 +281,8 @@ async fn handle(
         header(attribution::TAGS_HEADER).as_deref(),
     )?;
     let header_provider = header("x-tollgate-provider");
-    let declared_length = match header("content-length") {
-        Some(len) => Some(len.trim().parse::<usize>().map_err(|_| {
-            ApiError::invalid_request(format!("content-length `{len}` is not a number"), None)
-        })?),
-        None => None,
-    };
+    // (An unreadable length is as good as none: the body is then read chunk by chunk, limited.)
+    let declared_length = header("content-length").and_then(|l| l.trim().parse::<usize>().ok());
     let test_now = header("x-tollgate-test-now");
     let forwarded: Vec<(&str, String)> = FORWARDED_HEADERS
         .iter()
@@ -775,12 +774,14 @@ impl TapState {
         rest
     }
 
-    /// Whether the client has stopped reading: chunks are ready for it but it takes none.
+    /// Whether the client has stopped reading: a chunk waits for it unread. (The client side's
+    /// queue holds nothing by design — high-water mark 0 — so an empty queue reads 0, and a
+    /// chunk the client has not taken makes it negative.)
     fn client_stalled(&self) -> bool {
         self.controller
             .as_ref()
             .and_then(|c| c.desired_size())
-            .is_some_and(|room| room <= 0.0)
+            .is_some_and(|room| room < 0.0)
     }
 }
 
@@ -878,14 +879,15 @@ fn stream_through(
     // The provider's body into the tap; the tap's output is the client's body. The pipe's
     // promise settles when the provider's stream ended (after `flush`), or rejects when either
     // side broke off — the client hanging up cancels the client side, which aborts the pipe.
-    let piped = upstream.body().map(|body| body.pipe_to(&pipe.writable()));
+    let body = upstream.body();
     let response = web::relay(
         &upstream,
-        Some(&pipe.readable()),
+        body.as_ref().map(|_| pipe.readable()).as_ref(),
         &["content-length", "content-encoding", "transfer-encoding"],
         extra,
     )
     .map_err(|e| internal("stream", e))?;
+    let piped = body.map(|body| body.pipe_to(&pipe.writable()));
 
     let mut f = facts(&p, started, event_id);
     f.status_code = status;
@@ -894,16 +896,28 @@ fn stream_through(
     let env2 = env.clone();
     let (reservations, budget_now) = (p.reservations.clone(), p.budget_now);
     ctx.wait_until(async move {
-        // The pipe's end, or the watchdog's verdict that its client is gone.
+        // The pipe's end, or the watchdog's verdict that its client is gone (then the pipe
+        // may still be running).
+        let had_body = piped.is_some();
+        let mut still_piping = None;
         if let Some(piped) = piped {
             let mut piped = wasm_bindgen_futures::JsFuture::from(piped);
             loop {
                 match select(piped, web::Timer::new(STREAM_IDLE_MS / 3)).await {
                     Either::Left(_) => break,
-                    Either::Right((timer_ok, pending)) => {
-                        let s = state.borrow();
-                        let idle = now_ms().saturating_sub(s.last_chunk_ms);
-                        if !timer_ok || (s.client_stalled() && idle >= STREAM_IDLE_MS) {
+                    // No timers here: no watchdog either; wait for the pipe alone.
+                    Either::Right((false, pending)) => {
+                        let _ = pending.await;
+                        break;
+                    }
+                    Either::Right((true, pending)) => {
+                        let gone = {
+                            let s = state.borrow();
+                            s.client_stalled()
+                                && now_ms().saturating_sub(s.last_chunk_ms) >= STREAM_IDLE_MS
+                        };
+                        if gone {
+                            still_piping = Some(pending);
                             break;
                         }
                         piped = pending;
@@ -911,15 +925,21 @@ fn stream_through(
                 }
             }
         }
-        // Whatever did not end through `flush` ended early.
+        // Whatever did not end through `flush` ended early (an empty body ended at once).
         let end = {
             let mut s = state.borrow_mut();
-            let _ = s.end(true);
+            let _ = s.end(had_body);
             s.end.take()
         };
-        // A stream still piping after this (a client that stopped reading) errors out at its
-        // next chunk: the callbacks are gone.
-        drop((transform, flush));
+        // The callbacks must outlive the pipe: a stream still running (its client stopped
+        // reading) keeps them until it ends, and passes chunks on untapped meanwhile.
+        match still_piping {
+            Some(pipe) => wasm_bindgen_futures::spawn_local(async move {
+                let _ = pipe.await;
+                drop((transform, flush));
+            }),
+            None => drop((transform, flush)),
+        }
         match end {
             Some(end) => {
                 let s = &end.totals.summary;

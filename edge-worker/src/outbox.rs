@@ -37,6 +37,8 @@ struct Pending {
     record: UsageRecord,
     /// The claim sending it, if any, and when that claim's lease ends (ms since the epoch).
     claim: Option<(u64, f64)>,
+    /// When it joined the outbox (ms since the epoch).
+    pushed_ms: f64,
 }
 
 /// See the module docs.
@@ -50,8 +52,9 @@ impl Outbox {
     /// At most this many records wait in one isolate.
     pub const MAX_RECORDS: usize = 20_000;
 
-    /// Adds `record`; returns how many old unclaimed records were dropped to make room.
-    pub fn push(&mut self, record: UsageRecord) -> usize {
+    /// Adds `record` at `now_ms`; returns how many old unclaimed records were dropped to make
+    /// room.
+    pub fn push(&mut self, record: UsageRecord, now_ms: f64) -> usize {
         let mut dropped = 0;
         while self.items.len() >= Self::MAX_RECORDS {
             let Some(oldest) = self.items.iter().position(|p| p.claim.is_none()) else {
@@ -63,6 +66,7 @@ impl Outbox {
         self.items.push(Pending {
             record,
             claim: None,
+            pushed_ms: now_ms,
         });
         dropped
     }
@@ -91,6 +95,27 @@ impl Outbox {
         }
         self.next_claim += 1;
         Some((id, batch))
+    }
+
+    /// Whether a record has been waiting unclaimed for `older_than_ms` or more: its own call
+    /// should have sent it by then, so that call is gone (its `wait_until` ended or its timer
+    /// was refused) and any flush should take it along.
+    pub fn has_stale(&self, now_ms: f64, older_than_ms: f64) -> bool {
+        self.items.iter().any(|p| {
+            p.claim.is_none_or(|(_, until)| until <= now_ms)
+                && now_ms - p.pushed_ms >= older_than_ms
+        })
+    }
+
+    /// Claim `id` is still being worked on: its lease now ends at `until_ms`.
+    pub fn renew(&mut self, id: u64, until_ms: f64) {
+        for p in &mut self.items {
+            if let Some((c, until)) = p.claim.as_mut() {
+                if *c == id {
+                    *until = until_ms;
+                }
+            }
+        }
     }
 
     /// The POST of claim `id` succeeded: its records are delivered.
@@ -144,7 +169,7 @@ mod tests {
         for i in 0..n {
             let mut r = sample.clone();
             r.event_id = uuid::Uuid::from_u128(i + 1);
-            o.push(r);
+            o.push(r, 0.0);
         }
         o
     }
@@ -191,13 +216,36 @@ mod tests {
     }
 
     #[test]
+    fn records_left_by_their_callers_are_stale_and_leases_can_be_renewed() {
+        let mut o = outbox(2);
+        let (a, _) = o.claim(0.0, 1000.0, 1).unwrap(); // record 1 in flight
+        assert!(!o.has_stale(100.0, 150.0), "record 2 is young");
+        assert!(o.has_stale(150.0, 150.0), "record 2 waited too long");
+        // A flush that is still working renews its lease; one that died loses it.
+        o.renew(a, 5_000.0);
+        assert_eq!(
+            o.state(uuid::Uuid::from_u128(1), 4_999.0),
+            RecordState::Sending
+        );
+        assert_eq!(
+            o.state(uuid::Uuid::from_u128(1), 5_000.0),
+            RecordState::Waiting
+        );
+        o.complete(a);
+        let (_, rest) = o.claim(5_000.0, 1000.0, 10).unwrap();
+        assert_eq!(ids(&rest), [2]);
+        assert!(!o.has_stale(5_500.0, 150.0), "in flight, not stale");
+        assert!(o.has_stale(6_000.0, 150.0), "its lease ran out");
+    }
+
+    #[test]
     fn it_is_bounded_dropping_the_oldest_unclaimed() {
         let mut o = outbox(Outbox::MAX_RECORDS as u128);
         let (_, first) = o.claim(0.0, 1000.0, 1).unwrap();
         assert_eq!(ids(&first), [1]);
         let mut r = sample_record();
         r.event_id = uuid::Uuid::from_u128(999_999);
-        assert_eq!(o.push(r), 1);
+        assert_eq!(o.push(r, 0.0), 1);
         assert_eq!(o.len(), Outbox::MAX_RECORDS);
         // Record 1 is in flight and kept; record 2, the oldest unclaimed, went.
         let (_, batch) = o.claim(1.0, 1000.0, 2).unwrap();

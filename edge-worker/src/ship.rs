@@ -35,8 +35,14 @@ pub const POST_TIMEOUT_MS: u64 = 5_000;
 pub const FLUSH_BUDGET_MS: u64 = 25_000;
 /// How often a call whose record another flush is sending checks that it went.
 const RECHECK_MS: u64 = 100;
-/// A claim's lease: longer than a flush can run, so only a flush that died loses its claim.
-const LEASE_MS: f64 = (FLUSH_BUDGET_MS + POST_TIMEOUT_MS) as f64;
+/// A claim's lease, renewed before each attempt of its POST: longer than one attempt and the
+/// pause before the next, so only a flush that died loses its claim — and soon enough that
+/// the calls watching it (for up to [`FLUSH_BUDGET_MS`]) take its records over.
+const LEASE_MS: f64 = (POST_TIMEOUT_MS + MAX_RETRY_PAUSE_MS + 1_000) as f64;
+/// The longest pause between two attempts of one POST (the schedule never decreases).
+const MAX_RETRY_PAUSE_MS: u64 = SHIP_RETRY_DELAYS_MS[SHIP_RETRY_DELAYS_MS.len() - 1];
+/// A waiting record older than its batch delay by this much has lost its own sender.
+const STALE_AFTER_MS: u64 = 4 * RECHECK_MS;
 
 fn now_ms() -> f64 {
     Date::now().as_millis() as f64
@@ -48,11 +54,15 @@ pub async fn ship(env: &Env, record: UsageRecord) {
     if queue_bound {
         if let Ok(queue) = env.queue("USAGE_QUEUE") {
             // As JSON text: the consumer forwards it to the collector as it is.
-            let message = RawMessageBuilder::new(JsValue::from_str(
-                &serde_json::to_string(&record).unwrap_or_default(),
-            ))
-            .build_with_content_type(QueueContentType::Text);
-            if let Err(e) = queue.send_raw(message).await {
+            let sent = match serde_json::to_string(&record) {
+                Ok(text) => {
+                    let message = RawMessageBuilder::new(JsValue::from_str(&text))
+                        .build_with_content_type(QueueContentType::Text);
+                    queue.send_raw(message).await.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = sent {
                 console_error!("tollgate: queue send failed ({e}); posting directly");
             } else {
                 return;
@@ -60,7 +70,7 @@ pub async fn ship(env: &Env, record: UsageRecord) {
         }
     }
     let id = record.event_id;
-    let dropped = OUTBOX.with(|o| o.borrow_mut().push(record));
+    let dropped = OUTBOX.with(|o| o.borrow_mut().push(record, now_ms()));
     if dropped > 0 {
         console_error!("tollgate: outbox full; dropped the {dropped} oldest unsent usage records (bind USAGE_QUEUE for durable shipping)");
     }
@@ -70,23 +80,30 @@ pub async fn ship(env: &Env, record: UsageRecord) {
     }
     // Until this call's record is delivered: while it waits, flush (it and every other
     // waiting record); while another call's flush holds it, check back shortly — if that
-    // flush fails or dies, the record is waiting again and this call sends it.
+    // flush fails or dies, the record is waiting again and this call sends it. A watching
+    // call also flushes records whose own calls are gone (stale), so none is stranded while
+    // any call is still flushing or watching.
     let deadline = now_ms() + FLUSH_BUDGET_MS as f64;
+    let stale_after = (delay + STALE_AFTER_MS) as f64;
     loop {
         let now = now_ms();
         let claimed = OUTBOX.with(|o| {
             let mut o = o.borrow_mut();
             match o.state(id, now) {
                 RecordState::Delivered => Err(()),
-                RecordState::Sending => Ok(None),
-                RecordState::Waiting => Ok(o.claim(now, LEASE_MS, MAX_BATCH)),
+                RecordState::Sending if !o.has_stale(now, stale_after) => Ok(None),
+                RecordState::Sending | RecordState::Waiting => {
+                    Ok(o.claim(now, LEASE_MS, MAX_BATCH))
+                }
             }
         });
         let Ok(claimed) = claimed else {
             return; // delivered
         };
         if let Some((claim, batch)) = claimed {
-            let delivered = post_with_retries(env, &batch, deadline).await;
+            let renew = || OUTBOX.with(|o| o.borrow_mut().renew(claim, now_ms() + LEASE_MS));
+            let body = wire::encode_batch(&batch, BatchFormat::JsonArray);
+            let delivered = post_body_with_retries(env, &body, batch.len(), deadline, &renew).await;
             OUTBOX.with(|o| {
                 let mut o = o.borrow_mut();
                 if delivered {
@@ -107,19 +124,16 @@ pub async fn ship(env: &Env, record: UsageRecord) {
     }
 }
 
-/// POSTs one signed batch; `true` once the collector accepted it (or refused it as bad data,
-/// which no retry can fix). Retries stop at `deadline_ms` (ms since the epoch).
-pub async fn post_with_retries(env: &Env, records: &[UsageRecord], deadline_ms: f64) -> bool {
-    let body = wire::encode_batch(records, BatchFormat::JsonArray);
-    post_body_with_retries(env, &body, records.len(), deadline_ms).await
-}
-
-/// [`post_with_retries`] for a batch already encoded as a JSON array of `count` records.
+/// POSTs one signed batch — `body`, a JSON array of `count` records; `true` once the
+/// collector accepted it (or refused it as bad data, which no retry can fix). Retries stop at
+/// `deadline_ms` (ms since the epoch); `before_attempt` runs before each attempt (the outbox
+/// renews its claim there).
 pub async fn post_body_with_retries(
     env: &Env,
     body: &[u8],
     count: usize,
     deadline_ms: f64,
+    before_attempt: &dyn Fn(),
 ) -> bool {
     let Some(url) = crate::bindings::settings(env).collector_url.clone() else {
         console_error!("tollgate: COLLECTOR_URL is not set; records cannot be shipped");
@@ -139,6 +153,7 @@ pub async fn post_body_with_retries(
                 return false;
             }
         }
+        before_attempt();
         let now = i64::try_from(Date::now().as_millis() / 1000).unwrap_or(0);
         let signature = wire::sign(secret.as_bytes(), now, body);
         match post(&url, &signature, body).await {

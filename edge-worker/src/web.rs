@@ -83,9 +83,7 @@ pub fn relay(
     for name in drop_headers {
         headers.delete(name)?;
     }
-    for (name, value) in extra {
-        headers.set(name, value)?;
-    }
+    set_extra(&headers, extra);
     let init = ResponseInit::new();
     init.set_status(upstream.status());
     init.set_status_text(&upstream.status_text());
@@ -93,13 +91,21 @@ pub fn relay(
     Response::new_with_opt_readable_stream_and_init(body, &init)
 }
 
+/// Tollgate's own headers, best effort: one the runtime refuses (a budget name it cannot put
+/// in a header, say) is left out rather than failing the answer.
+fn set_extra(headers: &Headers, extra: &[(&str, String)]) {
+    for (name, value) in extra {
+        if headers.set(name, value).is_err() {
+            let _ = headers.set(name, &value.escape_default().to_string());
+        }
+    }
+}
+
 /// The edge's own answer for `e` (OpenAI's error JSON), with `extra` headers.
 pub fn error_response(e: &ApiError, extra: &[(&str, String)]) -> Result<Response, JsValue> {
     let headers = Headers::new()?;
     headers.set("content-type", "application/json")?;
-    for (name, value) in extra {
-        headers.set(name, value)?;
-    }
+    set_extra(&headers, extra);
     let init = ResponseInit::new();
     init.set_status(e.status);
     init.set_headers(&headers);

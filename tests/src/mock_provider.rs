@@ -11,6 +11,7 @@
 //! | `status` | answer with this HTTP status and an OpenAI error body |
 //! | `chunks` | content chunks in a stream (default 3) |
 //! | `chunk_delay_ms` | pause between stream chunks |
+//! | `pause_ms` | one pause after a chat stream's first chunk (a model thinking mid-stream) |
 //! | `delay_ms` | pause before the response headers |
 //! | `truncate_after` | cut the stream (connection dropped, no `[DONE]`) after this many chunks |
 //!
@@ -183,6 +184,8 @@ struct Steer {
     status: Option<u16>,
     chunks: usize,
     chunk_delay_ms: u64,
+    /// One pause after the first chunk.
+    pause_ms: u64,
     delay_ms: u64,
     truncate_after: Option<usize>,
 }
@@ -220,6 +223,7 @@ fn steer(state: &MockState, body: &Value) -> Steer {
         status,
         chunks: n(&m, "chunks", 3) as usize,
         chunk_delay_ms: n(&m, "chunk_delay_ms", state.options.chunk_delay_ms),
+        pause_ms: n(&m, "pause_ms", 0),
         delay_ms: n(&m, "delay_ms", 0) + state.options.base_latency_ms,
         truncate_after: m
             .get("truncate_after")
@@ -317,8 +321,9 @@ const WORDS: &[&str] = &[
 
 fn sse(events: Vec<String>, steer: &Steer, comment: bool) -> Response {
     let delay = Duration::from_millis(steer.chunk_delay_ms);
+    let pause = Duration::from_millis(steer.pause_ms);
     let truncate = steer.truncate_after;
-    let stream = async_stream(events, delay, truncate, comment);
+    let stream = async_stream(events, delay, pause, truncate, comment);
     let mut headers = HeaderMap::new();
     headers.insert(
         "content-type",
@@ -336,6 +341,7 @@ fn sse(events: Vec<String>, steer: &Steer, comment: bool) -> Response {
 fn async_stream(
     events: Vec<String>,
     delay: Duration,
+    pause: Duration,
     truncate_after: Option<usize>,
     comment: bool,
 ) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send {
@@ -358,6 +364,9 @@ fn async_stream(
             }
             if i > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
+            }
+            if i == 1 && !pause.is_zero() {
+                tokio::time::sleep(pause).await;
             }
             if tx
                 .send(Ok(Bytes::from(format!("data: {e}\n\n"))))

@@ -258,6 +258,68 @@ async fn the_openai_sdk_through_the_worker_gets_provider_answers_and_every_call_
     drop(collector);
 }
 
+/// A provider that goes quiet mid-stream for longer than the edge's stream watchdog waits
+/// (15 s), as a reasoning model may, while the client keeps reading: the client still gets the
+/// whole stream, and the call is recorded complete with the provider's usage — not `aborted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_pause_mid_stream_is_not_a_client_that_left() {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
+    let (key, entry) = app_key(3, "org_pause", "", "pause-app");
+    let worker = WorkerdProc::start(worker_bindings(
+        &mock.base_url(),
+        &collector.records_url(),
+        &format!("{{{entry}}}"),
+    ));
+    let base = worker.base_url();
+    let body = serde_json::json!({"model": "gpt-4o-mini", "stream": true,
+        "mock": {"pause_ms": 17_000, "usage": {"prompt_tokens": 11, "completion_tokens": 7}},
+        "messages": [{"role": "user", "content": "think first"}]});
+    let text = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&format!("{base}/chat/completions"))
+            .header("authorization", &format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap();
+        resp.body_mut().read_to_string().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(
+        !text.contains("\"usage\":{"),
+        "the injected usage chunk is stripped: {text}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        let rows = db
+            .client()
+            .query("SELECT ?fields FROM usage_events")
+            .with_setting("wait_end_of_query", "1")
+            .fetch_all::<UsageEventRow>()
+            .await
+            .unwrap();
+        if let Some(r) = rows.into_iter().next() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no record");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(row.error_class, "none");
+    assert_eq!((row.input_tokens, row.output_tokens), (11, 7));
+    assert!(row.latency_ms >= 17_000, "{}", row.latency_ms);
+    drop(worker);
+    drop(collector);
+}
+
 /// One call through the worker: `(status, x-tollgate-event-id)`; the body is read to the end.
 fn call_for_event_id(base: &str, key: &str, body: serde_json::Value) -> (u16, Option<String>) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
