@@ -12,7 +12,49 @@ use tollgate_e2e::harness::{app_key, run_python, worker_bindings, CollectorProc,
 use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
 use usage_core::{CostSource, ErrorClass, Nanos, UsageRecord, UsageSource};
 
-async fn records_by_task(db: &TestDb, expected: usize) -> BTreeMap<String, UsageRecord> {
+/// A test database, a collector writing to it, the mock provider, and the worker in workerd
+/// with one app key (`key`) of `org`/`user`/`app`, its bindings adjusted by `tweak`.
+/// (Fields drop in this order: the processes stop before their database and spool go.)
+struct Stack {
+    worker: WorkerdProc,
+    _collector: CollectorProc,
+    _mock: MockProvider,
+    key: String,
+    db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start(
+        n: u32,
+        (org, user, app): (&str, &str, &str),
+        tweak: impl FnOnce(&mut Vec<(String, String)>),
+    ) -> Stack {
+        let db = TestDb::new().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+        let mock = MockProvider::start(MockOptions::default()).await.unwrap();
+        let (key, entry) = app_key(n, org, user, app);
+        let mut bindings = worker_bindings(
+            &mock.base_url(),
+            &collector.records_url(),
+            &format!("{{{entry}}}"),
+        );
+        tweak(&mut bindings);
+        let worker = WorkerdProc::start(bindings);
+        Stack {
+            worker,
+            _collector: collector,
+            _mock: mock,
+            key,
+            db,
+            _dir: dir,
+        }
+    }
+}
+
+/// The rows of `usage_events` once there are at least `expected` (or after 30 s).
+async fn rows_when(db: &TestDb, expected: usize) -> Vec<UsageEventRow> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rows = db
@@ -23,29 +65,34 @@ async fn records_by_task(db: &TestDb, expected: usize) -> BTreeMap<String, Usage
             .await
             .unwrap();
         if rows.len() >= expected || Instant::now() > deadline {
-            let records: Vec<UsageRecord> = rows
-                .iter()
-                .map(|r| UsageRecord::try_from(r).unwrap())
-                .collect();
-            let by_task: BTreeMap<String, UsageRecord> = records
-                .iter()
-                .map(|r| (r.task_type.clone(), r.clone()))
-                .collect();
-            assert_eq!(
-                by_task.len(),
-                records.len(),
-                "one record per call: {records:#?}"
-            );
-            assert_eq!(
-                records.len(),
-                expected,
-                "records so far: {:?}",
-                by_task.keys().collect::<Vec<_>>()
-            );
-            return by_task;
+            return rows;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+async fn records_by_task(db: &TestDb, expected: usize) -> BTreeMap<String, UsageRecord> {
+    let records: Vec<UsageRecord> = rows_when(db, expected)
+        .await
+        .iter()
+        .map(|r| UsageRecord::try_from(r).unwrap())
+        .collect();
+    let by_task: BTreeMap<String, UsageRecord> = records
+        .iter()
+        .map(|r| (r.task_type.clone(), r.clone()))
+        .collect();
+    assert_eq!(
+        by_task.len(),
+        records.len(),
+        "one record per call: {records:#?}"
+    );
+    assert_eq!(
+        records.len(),
+        expected,
+        "records so far: {:?}",
+        by_task.keys().collect::<Vec<_>>()
+    );
+    by_task
 }
 
 fn usd(s: &str) -> Nanos {
@@ -54,17 +101,9 @@ fn usd(s: &str) -> Nanos {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_through_the_worker_gets_provider_answers_and_every_call_is_recorded() {
-    let db = TestDb::new().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
-    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
-    let (key, entry) = app_key(1, "org_e2e", "svc-user", "e2e-app");
-    let worker = WorkerdProc::start(worker_bindings(
-        &mock.base_url(),
-        &collector.records_url(),
-        &format!("{{{entry}}}"),
-    ));
-    let base = worker.base_url();
+    let stack = Stack::start(1, ("org_e2e", "svc-user", "e2e-app"), |_| {}).await;
+    let (db, key) = (&stack.db, stack.key.clone());
+    let base = stack.worker.base_url();
     let out = tokio::task::spawn_blocking(move || {
         run_python(
             "sdk_calls.py",
@@ -144,7 +183,7 @@ async fn the_openai_sdk_through_the_worker_gets_provider_answers_and_every_call_
     assert_eq!(out["upstream_timeout"]["body"]["code"], "upstream_timeout");
 
     // --- what was recorded: one row per call that reached the worker with a valid key ---
-    let recs = records_by_task(&db, 11).await;
+    let recs = records_by_task(db, 11).await;
     let r = &recs["chat_plain"];
     assert_eq!(
         (r.org_id.as_str(), r.user_id.as_str(), r.app_id.as_str()),
@@ -254,8 +293,6 @@ async fn the_openai_sdk_through_the_worker_gets_provider_answers_and_every_call_
         assert_eq!(r.edge_region, "E2E");
         assert_eq!(r.key_id, "key1");
     }
-    drop(worker);
-    drop(collector);
 }
 
 /// A provider that goes quiet mid-stream for longer than the edge's stream watchdog waits
@@ -263,67 +300,41 @@ async fn the_openai_sdk_through_the_worker_gets_provider_answers_and_every_call_
 /// whole stream, and the call is recorded complete with the provider's usage — not `aborted`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_pause_mid_stream_is_not_a_client_that_left() {
-    let db = TestDb::new().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
-    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
-    let (key, entry) = app_key(3, "org_pause", "", "pause-app");
-    let worker = WorkerdProc::start(worker_bindings(
-        &mock.base_url(),
-        &collector.records_url(),
-        &format!("{{{entry}}}"),
-    ));
-    let base = worker.base_url();
+    let stack = Stack::start(3, ("org_pause", "", "pause-app"), |_| {}).await;
+    let (key, base) = (stack.key.clone(), stack.worker.base_url());
     let body = serde_json::json!({"model": "gpt-4o-mini", "stream": true,
         "mock": {"pause_ms": 17_000, "usage": {"prompt_tokens": 11, "completion_tokens": 7}},
         "messages": [{"role": "user", "content": "think first"}]});
-    let text = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        let mut resp = agent
-            .post(&format!("{base}/chat/completions"))
-            .header("authorization", &format!("Bearer {key}"))
-            .header("content-type", "application/json")
-            .send(body.to_string().as_bytes())
-            .unwrap();
-        resp.body_mut().read_to_string().unwrap()
-    })
-    .await
-    .unwrap();
+    let (status, _, text) = tokio::task::spawn_blocking(move || chat_call(&base, &key, body))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     assert!(
         !text.contains("\"usage\":{"),
         "the injected usage chunk is stripped: {text}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let row = loop {
-        let rows = db
-            .client()
-            .query("SELECT ?fields FROM usage_events")
-            .with_setting("wait_end_of_query", "1")
-            .fetch_all::<UsageEventRow>()
-            .await
-            .unwrap();
-        if let Some(r) = rows.into_iter().next() {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "no record");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let rows = rows_when(&stack.db, 1).await;
+    let [row] = rows.as_slice() else {
+        panic!("one record expected: {rows:?}");
     };
     assert_eq!(row.error_class, "none");
     assert_eq!((row.input_tokens, row.output_tokens), (11, 7));
     assert!(row.latency_ms >= 17_000, "{}", row.latency_ms);
-    drop(worker);
-    drop(collector);
 }
 
 /// One call through the worker: `(status, x-tollgate-event-id)`; the body is read to the end.
 fn call_for_event_id(base: &str, key: &str, body: serde_json::Value) -> (u16, Option<String>) {
+    let (status, id, _) = chat_call(base, key, body);
+    (status, id)
+}
+
+/// One chat call through the worker: `(status, x-tollgate-event-id, body)`.
+fn chat_call(base: &str, key: &str, body: serde_json::Value) -> (u16, Option<String>, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into();
     let mut resp = agent
@@ -336,26 +347,18 @@ fn call_for_event_id(base: &str, key: &str, body: serde_json::Value) -> (u16, Op
         .headers()
         .get(edge_worker::EVENT_ID_HEADER)
         .map(|v| v.to_str().unwrap().to_string());
-    let _ = resp.body_mut().read_to_string().unwrap();
-    (resp.status().as_u16(), id)
+    let text = resp.body_mut().read_to_string().unwrap();
+    (resp.status().as_u16(), id, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_recorded_answer_names_its_row_by_event_id() {
-    let db = TestDb::new().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
-    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
-    let (key, entry) = app_key(2, "org_ids", "", "ids-app");
-    let mut bindings = worker_bindings(
-        &mock.base_url(),
-        &collector.records_url(),
-        &format!("{{{entry}}}"),
-    );
-    bindings.retain(|(k, _)| k != "UPSTREAM_TIMEOUT_MS");
-    bindings.push(("UPSTREAM_TIMEOUT_MS".into(), "500".into()));
-    let worker = WorkerdProc::start(bindings);
-    let base = worker.base_url();
+    let stack = Stack::start(2, ("org_ids", "", "ids-app"), |bindings| {
+        bindings.retain(|(k, _)| k != "UPSTREAM_TIMEOUT_MS");
+        bindings.push(("UPSTREAM_TIMEOUT_MS".into(), "500".into()));
+    })
+    .await;
+    let (db, key, base) = (&stack.db, stack.key.clone(), stack.worker.base_url());
     let calls = tokio::task::spawn_blocking(move || {
         let chat = |stream: bool, mock: serde_json::Value| {
             serde_json::json!({"model": "gpt-4o-mini", "stream": stream, "mock": mock,
@@ -383,20 +386,7 @@ async fn every_recorded_answer_names_its_row_by_event_id() {
     let statuses: Vec<u16> = calls.iter().map(|c| c.0).collect();
     assert_eq!(statuses, [200, 200, 500, 504]);
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let rows = loop {
-        let rows = db
-            .client()
-            .query("SELECT ?fields FROM usage_events")
-            .with_setting("wait_end_of_query", "1")
-            .fetch_all::<UsageEventRow>()
-            .await
-            .unwrap();
-        if rows.len() >= calls.len() || Instant::now() > deadline {
-            break rows;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let rows = rows_when(db, calls.len()).await;
     assert_eq!(rows.len(), calls.len(), "one row per answered call");
     for (status, id) in &calls {
         let id = uuid::Uuid::parse_str(id.as_deref().expect("an event id header")).unwrap();
@@ -406,5 +396,4 @@ async fn every_recorded_answer_names_its_row_by_event_id() {
             .unwrap_or_else(|| panic!("no row for event id {id} (status {status})"));
         assert_eq!(row.status_code, *status);
     }
-    drop(worker);
 }
