@@ -212,7 +212,7 @@ pub async fn run<S: Store>(
     let state = AppState::new(config.clone(), spool.clone(), metrics, health, reject_tx);
     tracing::info!(listen = %listener.local_addr()?, "collector listening");
     let mut sink_task = sink_task;
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown);
+    let server = service_kit::serve::serve(listener, app(state), shutdown);
     tokio::select! {
         served = server => served?,
         // The sink never ends on its own: if it does, nothing accepted would reach ClickHouse.

@@ -100,9 +100,9 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             // Alert evaluation, credit polls, reconciliation: one instance of several runs
             // them (a lease in ClickHouse); stopped after the server has drained.
             let jobs = tollgate_dashboard_api::evaluator::spawn(state.clone());
-            let served = axum::serve(listener, app(state))
-                .with_graceful_shutdown(service_kit::shutdown_signal())
-                .await;
+            let served =
+                service_kit::serve::serve(listener, app(state), service_kit::shutdown_signal())
+                    .await;
             jobs.shutdown().await;
             served?;
             Ok(())

@@ -5,9 +5,11 @@
 //! - [`Secret`] — a value that never appears in `Debug`, `Display` or serialized output.
 //! - [`init_tracing`] — structured logs (`RUST_LOG` filter; `TOLLGATE_LOG_FORMAT=json`).
 //! - [`shutdown_signal`] — resolves on SIGTERM or Ctrl-C, for graceful shutdown.
+//! - [`serve::serve`] — an axum app over HTTP/1.1 with a deadline for request headers.
 
 pub mod config;
 mod secret;
+pub mod serve;
 
 pub use secret::Secret;
 

@@ -526,3 +526,51 @@ async fn hostile_collector_requests_are_refused_and_store_nothing() {
     assert_eq!(stored(&db, 3).await.len(), 3);
     drop(collector);
 }
+
+/// Slowloris: a client that never finishes its request headers is cut off by the collector
+/// (`service_kit::serve`'s header deadline) instead of holding a connection forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_cuts_off_a_client_that_never_finishes_its_headers() {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+    let addr = collector.addr;
+    let (closed, took) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut closed = false;
+        s.write_all(b"POST /v1/records HTTP/1.1\r\n").unwrap();
+        // A header line every second, never the blank line that ends them.
+        for i in 0..30 {
+            if s.write_all(format!("x-slow-{i}: 1\r\n").as_bytes())
+                .is_err()
+            {
+                closed = true;
+                break;
+            }
+            let mut buf = [0u8; 1024];
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        (closed, started.elapsed())
+    })
+    .await
+    .unwrap();
+    let deadline = service_kit::serve::HEADER_READ_TIMEOUT;
+    assert!(closed, "still open after {took:?}");
+    assert!(
+        took >= deadline - Duration::from_secs(1) && took < deadline + Duration::from_secs(5),
+        "{took:?}"
+    );
+}
