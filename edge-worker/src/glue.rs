@@ -11,10 +11,7 @@ use time::OffsetDateTime;
 use usage_core::{parse_response, Endpoint, ErrorClass, PriceTable, TokenCounts};
 use uuid::Uuid;
 use wasm_bindgen::closure::Closure;
-use worker::{
-    console_error, event, AbortController, Context, Date, Env, Fetch, Headers, MessageBatch,
-    Method, Request, RequestInit,
-};
+use worker::{console_error, event, Context, Date, Env, MessageBatch, Method, Request};
 
 use crate::attribution::{self, Attribution};
 use crate::bindings::{self, secret, settings, var};
@@ -201,41 +198,35 @@ async fn remote_key(base: &str, signing: &str, ttl_ms: u64, hash: &str) -> Optio
 /// One signed `GET <KEYS_URL>/internal/v1/keys/<hash>`.
 async fn fetch_key(base: &str, signing: &str, hash: &str) -> keys::LookupAnswer {
     let failed = |what: String| keys::LookupAnswer::Failed(format!("key lookup: {what}"));
-    let headers = Headers::new();
     // Signed over the path, so a captured signature is good for this key's lookup only.
     let signature = usage_core::wire::sign(
         signing.as_bytes(),
         (now_ms() / 1000) as i64,
         format!("/internal/v1/keys/{hash}").as_bytes(),
     );
-    if let Err(e) = headers.set(usage_core::wire::SIGNATURE_HEADER, &signature) {
-        return failed(e.to_string());
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
-    let req = match Request::new_with_init(&keys::lookup_url(base, hash), &init) {
-        Ok(r) => r,
-        Err(e) => return failed(format!("bad KEYS_URL: {e}")),
+    let prepared = web_sys::Headers::new().and_then(|headers| {
+        headers.set(usage_core::wire::SIGNATURE_HEADER, &signature)?;
+        let init = web::request_init("GET", &headers, None);
+        let controller = web_sys::AbortController::new()?;
+        init.set_signal(Some(&controller.signal()));
+        Ok((init, controller))
+    });
+    let (init, controller) = match prepared {
+        Ok(p) => p,
+        Err(e) => return failed(web::error_text(&e)),
     };
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let fetch = Fetch::Request(req);
-    let sent = Box::pin(fetch.send_with_signal(&signal));
-    let answer = match web::within(sent, KEY_LOOKUP_TIMEOUT_MS).await {
-        Some(Ok(mut resp)) => {
-            let status = resp.status_code();
-            match resp.bytes().await {
-                Ok(body) => keys::read_lookup(status, &body),
-                Err(e) => failed(e.to_string()),
-            }
-        }
-        Some(Err(e)) => failed(e.to_string()),
+    let url = keys::lookup_url(base, hash);
+    match web::within(Box::pin(web::fetch(&url, &init)), KEY_LOOKUP_TIMEOUT_MS).await {
+        Some(Ok(resp)) => match web::response_bytes(&resp).await {
+            Ok(body) => keys::read_lookup(resp.status(), &body),
+            Err(e) => failed(e),
+        },
+        Some(Err(e)) => failed(e),
         None => {
             controller.abort();
             failed(format!("no answer within {KEY_LOOKUP_TIMEOUT_MS} ms"))
         }
-    };
-    answer
+    }
 }
 
 /// Everything decided before the upstream call, carried to the record.

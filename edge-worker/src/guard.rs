@@ -15,7 +15,7 @@ use worker::{
     Response, State,
 };
 
-use crate::bindings::{secret, var};
+use crate::bindings::secret;
 use crate::budget::{BudgetSpec, Decision, Ledger};
 
 /// Seconds between resyncs with the recorded spend.
@@ -148,7 +148,7 @@ impl BudgetGuard {
 /// A signed GET or POST of dashboard-api's internal API (`KEYS_URL` + `KEYS_SIGNING_SECRET`);
 /// the signature covers the path and query.
 pub async fn internal_call(env: &Env, method: Method, path_and_query: &str) -> Option<Response> {
-    let base = var(env, "KEYS_URL")?;
+    let base = crate::bindings::settings(env).keys_url.clone()?;
     let signing = secret(env, "KEYS_SIGNING_SECRET")?;
     let now = (worker::Date::now().as_millis() / 1000) as i64;
     let headers = Headers::new();

@@ -55,7 +55,7 @@ pub fn request_init(method: &str, headers: &Headers, body: Option<&[u8]>) -> Req
 }
 
 /// The bytes a body promise (`arrayBuffer()`) resolves to.
-pub async fn array_buffer(promise: Result<Promise, JsValue>) -> Result<Vec<u8>, String> {
+async fn array_buffer(promise: Result<Promise, JsValue>) -> Result<Vec<u8>, String> {
     let promise = promise.map_err(|e| error_text(&e))?;
     let buf = JsFuture::from(promise).await.map_err(|e| error_text(&e))?;
     Ok(Uint8Array::new(&buf).to_vec())
