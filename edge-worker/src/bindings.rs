@@ -8,7 +8,7 @@ use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use worker::Env;
+use crate::cf::{DurableObjectNamespace, Env, KvNamespace, Queue};
 
 use crate::config::Settings;
 
@@ -22,10 +22,7 @@ thread_local! {
 
 /// A var's text; `None` when unset or empty.
 pub fn var(env: &Env, name: &str) -> Option<String> {
-    env.var(name)
-        .ok()
-        .map(|v| v.to_string())
-        .filter(|v| !v.is_empty())
+    env.text(name)
 }
 
 /// This isolate's settings (see `config`).
@@ -42,27 +39,27 @@ pub fn secret(env: &Env, name: &str) -> Option<String> {
         cache
             .borrow_mut()
             .entry(name.to_string())
-            .or_insert_with(|| {
-                env.secret(name)
-                    .ok()
-                    .map(|v| v.to_string())
-                    .filter(|v| !v.is_empty())
-            })
+            .or_insert_with(|| env.text(name))
             .clone()
     })
 }
 
 /// Whether the `APP_KEYS_KV` namespace is bound.
 pub fn has_app_keys_kv(env: &Env) -> bool {
-    APP_KEYS_KV.with(|b| *b.get_or_init(|| env.kv("APP_KEYS_KV").is_ok()))
+    APP_KEYS_KV.with(|b| *b.get_or_init(|| env.binding::<KvNamespace>("APP_KEYS_KV").is_some()))
 }
 
 /// Whether the `BUDGET_GUARD` Durable Object namespace is bound.
 pub fn has_budget_guard(env: &Env) -> bool {
-    BUDGET_GUARD.with(|b| *b.get_or_init(|| env.durable_object("BUDGET_GUARD").is_ok()))
+    BUDGET_GUARD.with(|b| {
+        *b.get_or_init(|| {
+            env.binding::<DurableObjectNamespace>("BUDGET_GUARD")
+                .is_some()
+        })
+    })
 }
 
 /// Whether the `USAGE_QUEUE` producer is bound.
 pub fn has_usage_queue(env: &Env) -> bool {
-    USAGE_QUEUE.with(|b| *b.get_or_init(|| env.queue("USAGE_QUEUE").is_ok()))
+    USAGE_QUEUE.with(|b| *b.get_or_init(|| env.binding::<Queue>("USAGE_QUEUE").is_some()))
 }

@@ -6,17 +6,17 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures_util::future::{select, Either};
-use futures_util::StreamExt;
 use time::OffsetDateTime;
 use usage_core::{parse_response, Endpoint, ErrorClass, PriceTable, TokenCounts};
 use uuid::Uuid;
 use wasm_bindgen::closure::Closure;
-use worker::{console_error, event, Context, Date, Env, MessageBatch, Method, Request};
+use wasm_bindgen::prelude::*;
 
 use crate::attribution::{self, Attribution};
 use crate::bindings::{self, secret, settings, var};
 use crate::budget::{self, BudgetSpec};
 use crate::call::{self, Plan, Route};
+use crate::cf::{self, console_error, Env, ExecutionContext as Context, Message, MessageBatch};
 use crate::config::{Provider, Settings};
 use crate::errors::ApiError;
 use crate::guard::{self, GuardRequest};
@@ -45,7 +45,7 @@ const FORWARDED_HEADERS: &[&str] = &[
 ];
 
 fn now_ms() -> u64 {
-    Date::now().as_millis()
+    cf::now_ms()
 }
 
 fn datetime_ms(ms: u64) -> OffsetDateTime {
@@ -70,35 +70,35 @@ fn with_prices<T>(f: impl FnOnce(&PriceTable) -> T) -> Option<T> {
     })
 }
 
-#[event(fetch)]
-pub async fn fetch(
-    req: web_sys::Request,
-    env: Env,
-    ctx: Context,
-) -> worker::Result<web_sys::Response> {
-    let started = now_ms();
-    let answer = match handle(req, &env, &ctx, started).await {
-        Ok(resp) => Ok(resp),
-        Err(e) => web::error_response(&e, &[]),
-    };
-    answer.map_err(|e| {
-        worker::Error::RustError(format!("building the response: {}", web::error_text(&e)))
+/// The fetch handler (called by the entrypoint in `shim.js`).
+#[wasm_bindgen]
+pub fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> js_sys::Promise {
+    cf::promise(async move {
+        let started = now_ms();
+        let answer = match handle(req, &env, &ctx, started).await {
+            Ok(resp) => Ok(resp),
+            Err(e) => web::error_response(&e, &[]),
+        };
+        answer.map(JsValue::from)
     })
 }
 
 /// The queue consumer: posts each delivered batch to the collector. Messages are the records'
 /// JSON text (as `ship` sends them; an object, as older versions sent, is turned back into
 /// text), forwarded without decoding.
-#[event(queue)]
-pub async fn queue(
-    batch: MessageBatch<serde_json::Value>,
-    env: Env,
-    _ctx: Context,
-) -> worker::Result<()> {
+#[wasm_bindgen]
+pub fn queue(batch: MessageBatch, env: Env, _ctx: Context) -> js_sys::Promise {
+    cf::promise(async move {
+        consume(&batch, &env).await;
+        Ok(JsValue::UNDEFINED)
+    })
+}
+
+async fn consume(batch: &MessageBatch, env: &Env) {
     let mut body = b"[".to_vec();
     let mut count = 0;
-    for (index, message) in batch.raw_iter().enumerate() {
-        let value = message.body();
+    for (index, message) in batch.messages().iter().enumerate() {
+        let value = message.unchecked_into::<Message>().body();
         let text = match value.as_string() {
             Some(text) => text,
             None => js_sys::JSON::stringify(&value)
@@ -119,13 +119,12 @@ pub async fn queue(
     }
     body.push(b']');
     // The queue redelivers what is not acked: one round of retries per delivery is enough.
-    let deadline = worker::Date::now().as_millis() as f64 + ship::FLUSH_BUDGET_MS as f64;
-    if count == 0 || ship::post_body_with_retries(&env, &body, count, deadline, &|| {}).await {
+    let deadline = now_ms() as f64 + ship::FLUSH_BUDGET_MS as f64;
+    if count == 0 || ship::post_body_with_retries(env, &body, count, deadline, &|| {}).await {
         batch.ack_all();
     } else {
         batch.retry_all();
     }
-    Ok(())
 }
 
 /// How long a dashboard key lookup may take before the request is refused (or a stale
@@ -143,10 +142,14 @@ thread_local! {
 /// `APP_KEYS` var. The `keys` module docs say how long a revocation takes to arrive.
 async fn lookup_key(env: &Env, settings: &Settings, hash: &str) -> Option<AppKey> {
     if let Some(kv) = bindings::has_app_keys_kv(env)
-        .then(|| env.kv("APP_KEYS_KV").ok())
+        .then(|| env.binding::<cf::KvNamespace>("APP_KEYS_KV"))
         .flatten()
     {
-        return match kv.get(hash).json::<AppKey>().await {
+        let stored = kv.text(hash).await.and_then(|text| {
+            text.map(|t| serde_json::from_str::<AppKey>(&t).map_err(|e| e.to_string()))
+                .transpose()
+        });
+        return match stored {
             Ok(k) => keys::usable(k),
             Err(e) => {
                 console_error!("tollgate: key lookup failed: {e}");
@@ -366,13 +369,11 @@ async fn read_body(
         if declared_length.is_some() {
             return web::request_bytes(req).await.map_err(unreadable);
         }
-        let mut stream = Request::from(Clone::clone(req))
-            .stream()
-            .map_err(|e| unreadable(e.to_string()))?;
+        let Some(stream) = req.body() else {
+            return Ok(Vec::new());
+        };
         let mut body = call::BodyBuffer::new(call::MAX_REQUEST_BYTES);
-        while let Some(chunk) = stream.next().await {
-            body.push(&chunk.map_err(|e| unreadable(e.to_string()))?)?;
-        }
+        web::read_chunks(&stream, |chunk| body.push(chunk), unreadable).await?;
         Ok(body.into_bytes())
     });
     web::within(read, timeout_ms)
@@ -399,8 +400,8 @@ async fn org_budgets(env: &Env, org: &str) -> Vec<BudgetSpec> {
         }
     }
     let path = format!("/internal/v1/budgets?org={}", form_encode(org));
-    let fetched = match guard::internal_call(env, Method::Get, &path).await {
-        Some(mut resp) => resp.json::<Vec<BudgetSpec>>().await.ok(),
+    let fetched = match guard::internal_call(env, "GET", &path).await {
+        Some(resp) => web::response_json::<Vec<BudgetSpec>>(&resp).await.ok(),
         None => None,
     };
     match fetched {
@@ -523,7 +524,7 @@ async fn guard_budgets(
                 budget::period_bounds(&spec.period, p.budget_now).0
             );
             ctx.wait_until(async move {
-                let _ = guard::internal_call(&env, Method::Post, &path).await;
+                let _ = guard::internal_call(&env, "POST", &path).await;
             });
         }
     }

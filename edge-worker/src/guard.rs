@@ -8,15 +8,15 @@
 //! it asks dashboard-api for the spend recorded in ClickHouse and raises its own to it.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
-use worker::{
-    console_error, durable_object, DurableObject, Env, Headers, Method, Request, RequestInit,
-    Response, State,
-};
+use wasm_bindgen::prelude::*;
 
 use crate::bindings::secret;
 use crate::budget::{BudgetSpec, Decision, Ledger};
+use crate::cf::{self, console_error, DurableObjectNamespace, DurableObjectState, Env};
+use crate::web;
 
 /// Seconds between resyncs with the recorded spend.
 const RESYNC_SECS: i64 = 60;
@@ -38,11 +38,43 @@ pub enum GuardRequest {
     },
 }
 
-#[durable_object]
+/// The Durable Object class bound as `BUDGET_GUARD` (exported to JavaScript by this name).
+#[wasm_bindgen]
 pub struct BudgetGuard {
-    state: State,
-    env: Env,
-    ledger: RefCell<Option<Ledger>>,
+    inner: Rc<Guard>,
+}
+
+#[wasm_bindgen]
+impl BudgetGuard {
+    #[wasm_bindgen(constructor)]
+    pub fn new(state: DurableObjectState, env: Env) -> BudgetGuard {
+        BudgetGuard {
+            inner: Rc::new(Guard {
+                state,
+                env,
+                ledger: RefCell::new(None),
+            }),
+        }
+    }
+
+    /// The runtime's `fetch` into this object: one [`GuardRequest`] as JSON.
+    pub fn fetch(&self, req: web_sys::Request) -> js_sys::Promise {
+        let guard = self.inner.clone();
+        cf::promise(async move {
+            let (status, body) = match guard.answer(&req).await {
+                Ok(body) => (200, body),
+                Err(why) => {
+                    console_error!("tollgate: budget guard: {why}");
+                    (500, why.into_bytes())
+                }
+            };
+            let init = web_sys::ResponseInit::new();
+            init.set_status(status);
+            let mut body = body;
+            web_sys::Response::new_with_opt_u8_array_and_init(Some(&mut body), &init)
+                .map(JsValue::from)
+        })
+    }
 }
 
 impl std::fmt::Debug for BudgetGuard {
@@ -51,24 +83,23 @@ impl std::fmt::Debug for BudgetGuard {
     }
 }
 
-impl DurableObject for BudgetGuard {
-    fn new(state: State, env: Env) -> Self {
-        BudgetGuard {
-            state,
-            env,
-            ledger: RefCell::new(None),
-        }
-    }
+/// One guard's state: its ledger, loaded from storage on first use.
+struct Guard {
+    state: DurableObjectState,
+    env: Env,
+    ledger: RefCell<Option<Ledger>>,
+}
 
-    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let cmd: GuardRequest = req.json().await?;
+impl Guard {
+    async fn answer(&self, req: &web_sys::Request) -> Result<Vec<u8>, String> {
+        let cmd: GuardRequest = serde_json::from_slice(&web::request_bytes(req).await?)
+            .map_err(|e| format!("bad request: {e}"))?;
         if self.ledger.borrow().is_none() {
             // Kept as JSON text. A ledger an older version stored as an object does not read
             // back: the guard then starts afresh and resyncs the spend from ClickHouse.
             let stored: Option<Ledger> = self
                 .state
-                .storage()
-                .get::<String>("ledger")
+                .stored_text("ledger")
                 .await
                 .ok()
                 .flatten()
@@ -90,11 +121,10 @@ impl DurableObject for BudgetGuard {
                     let mut slot = self.ledger.borrow_mut();
                     match slot.as_mut() {
                         Some(l) => l.reserve(&id, amount, now),
-                        None => return Response::error("guard has no ledger", 500),
+                        None => return Err("guard has no ledger".into()),
                     }
                 };
-                serde_json::to_vec(&decision)
-                    .map_err(|e| worker::Error::RustError(e.to_string()))?
+                serde_json::to_vec(&decision).map_err(|e| e.to_string())?
             }
             GuardRequest::Settle { id, actual, now } => {
                 if let Some(l) = self.ledger.borrow_mut().as_mut() {
@@ -105,15 +135,12 @@ impl DurableObject for BudgetGuard {
         };
         let snapshot = self.ledger.borrow().clone();
         if let Some(l) = snapshot {
-            let json =
-                serde_json::to_string(&l).map_err(|e| worker::Error::RustError(e.to_string()))?;
-            self.state.storage().put("ledger", json).await?;
+            let json = serde_json::to_string(&l).map_err(|e| e.to_string())?;
+            self.state.store_text("ledger", &json).await?;
         }
-        Response::from_bytes(out)
+        Ok(out)
     }
-}
 
-impl BudgetGuard {
     /// Creates or updates the ledger for `spec`, rolls the period and resyncs when due.
     async fn prepare(&self, spec: BudgetSpec, now: i64) {
         let (period_start, due) = {
@@ -146,28 +173,30 @@ impl BudgetGuard {
 }
 
 /// A signed GET or POST of dashboard-api's internal API (`KEYS_URL` + `KEYS_SIGNING_SECRET`);
-/// the signature covers the path and query.
-pub async fn internal_call(env: &Env, method: Method, path_and_query: &str) -> Option<Response> {
+/// the signature covers the path and query. `None` (logged) unless it answers 2xx.
+pub async fn internal_call(
+    env: &Env,
+    method: &str,
+    path_and_query: &str,
+) -> Option<web_sys::Response> {
     let base = crate::bindings::settings(env).keys_url.clone()?;
     let signing = secret(env, "KEYS_SIGNING_SECRET")?;
-    let now = (worker::Date::now().as_millis() / 1000) as i64;
-    let headers = Headers::new();
+    let now = (cf::now_ms() / 1000) as i64;
+    let headers = web_sys::Headers::new().ok()?;
     headers
         .set(
             usage_core::wire::SIGNATURE_HEADER,
             &usage_core::wire::sign(signing.as_bytes(), now, path_and_query.as_bytes()),
         )
         .ok()?;
-    let mut init = RequestInit::new();
-    init.with_method(method).with_headers(headers);
+    let init = web::request_init(method, &headers, None);
     let url = format!("{}{path_and_query}", base.trim_end_matches('/'));
-    let req = Request::new_with_init(&url, &init).ok()?;
-    match worker::Fetch::Request(req).send().await {
-        Ok(resp) if (200..300).contains(&resp.status_code()) => Some(resp),
+    match web::fetch(&url, &init).await {
+        Ok(resp) if (200..300).contains(&resp.status()) => Some(resp),
         Ok(resp) => {
             console_error!(
                 "tollgate: internal call {path_and_query} answered {}",
-                resp.status_code()
+                resp.status()
             );
             None
         }
@@ -184,31 +213,38 @@ struct Spent {
 }
 
 async fn recorded_spend(env: &Env, budget_id: &str, period_start: i64) -> Option<i64> {
-    let mut resp = internal_call(
+    let resp = internal_call(
         env,
-        Method::Get,
+        "GET",
         &format!("/internal/v1/budgets/{budget_id}/spent?period_start={period_start}"),
     )
     .await?;
-    resp.json::<Spent>().await.ok().map(|s| s.spent_nusd)
+    web::response_json::<Spent>(&resp)
+        .await
+        .ok()
+        .map(|s| s.spent_nusd)
 }
 
-/// Sends `cmd` to the guard of `budget_id`.
+/// Sends `cmd` to the guard of `budget_id`; a reservation's answer is its decision.
 pub async fn call_guard(
     env: &Env,
     budget_id: &str,
     cmd: &GuardRequest,
-) -> worker::Result<Option<Decision>> {
-    let ns = env.durable_object("BUDGET_GUARD")?;
-    let stub = ns.id_from_name(budget_id)?.get_stub()?;
-    let body = serde_json::to_vec(cmd).map_err(|e| worker::Error::RustError(e.to_string()))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
-    let req = Request::new_with_init("https://budget-guard/", &init)?;
-    let mut resp = stub.fetch_with_request(req).await?;
+) -> Result<Option<Decision>, String> {
+    let ns = env
+        .binding::<DurableObjectNamespace>("BUDGET_GUARD")
+        .ok_or("BUDGET_GUARD is not bound")?;
+    let body = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
+    let headers = web_sys::Headers::new().map_err(|e| web::error_text(&e))?;
+    let init = web::request_init("POST", &headers, Some(&body));
+    let req = web_sys::Request::new_with_str_and_init("https://budget-guard/", &init)
+        .map_err(|e| web::error_text(&e))?;
+    let resp = ns.fetch(budget_id, &req).await?;
+    if !(200..300).contains(&resp.status()) {
+        return Err(format!("the guard answered {}", resp.status()));
+    }
     if matches!(cmd, GuardRequest::Reserve { .. }) {
-        Ok(Some(resp.json::<Decision>().await?))
+        web::response_json::<Decision>(&resp).await.map(Some)
     } else {
         Ok(None)
     }

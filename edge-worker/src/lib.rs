@@ -18,8 +18,8 @@
 //! accepted: budget, provider unreachable, timeout), so a client — or a reconciliation such as
 //! `cargo xtask soak` — can name the exact row in `usage_events` its call produced.
 //!
-//! Everything but the Workers glue (`glue`, `ship`, wasm32 only) is plain Rust, tested
-//! natively.
+//! Everything but the Workers glue (`glue`, `guard`, `ship`, `web`, `bindings` and the runtime
+//! declarations in `cf`; wasm32 only) is plain Rust, tested natively.
 
 pub mod attribution;
 pub mod budget;
@@ -60,6 +60,8 @@ mod tests {
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;
+#[cfg(target_arch = "wasm32")]
+mod cf;
 #[cfg(target_arch = "wasm32")]
 mod glue;
 #[cfg(target_arch = "wasm32")]

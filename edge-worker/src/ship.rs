@@ -15,13 +15,12 @@
 
 use std::cell::RefCell;
 
+use crate::cf::{self, console_error, console_warn, Env, Queue};
 use crate::outbox::{Outbox, RecordState};
 use crate::web::{self, sleep};
 use crate::SHIP_RETRY_DELAYS_MS;
 use usage_core::wire::{self, BatchFormat};
 use usage_core::UsageRecord;
-use wasm_bindgen::JsValue;
-use worker::{console_error, console_warn, Date, Env, QueueContentType, RawMessageBuilder};
 
 thread_local! {
     static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox::default());
@@ -45,21 +44,17 @@ const MAX_RETRY_PAUSE_MS: u64 = SHIP_RETRY_DELAYS_MS[SHIP_RETRY_DELAYS_MS.len() 
 const STALE_AFTER_MS: u64 = 4 * RECHECK_MS;
 
 fn now_ms() -> f64 {
-    Date::now().as_millis() as f64
+    cf::now_ms() as f64
 }
 
 /// Ships one record (see the module docs).
 pub async fn ship(env: &Env, record: UsageRecord) {
     let queue_bound = crate::bindings::has_usage_queue(env);
     if queue_bound {
-        if let Ok(queue) = env.queue("USAGE_QUEUE") {
+        if let Some(queue) = env.binding::<Queue>("USAGE_QUEUE") {
             // As JSON text: the consumer forwards it to the collector as it is.
             let sent = match serde_json::to_string(&record) {
-                Ok(text) => {
-                    let message = RawMessageBuilder::new(JsValue::from_str(&text))
-                        .build_with_content_type(QueueContentType::Text);
-                    queue.send_raw(message).await.map_err(|e| e.to_string())
-                }
+                Ok(text) => queue.send_text(&text).await,
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = sent {
@@ -154,7 +149,7 @@ pub async fn post_body_with_retries(
             }
         }
         before_attempt();
-        let now = i64::try_from(Date::now().as_millis() / 1000).unwrap_or(0);
+        let now = i64::try_from(cf::now_ms() / 1000).unwrap_or(0);
         let signature = wire::sign(secret.as_bytes(), now, body);
         match post(&url, &signature, body).await {
             Ok(status) if (200..300).contains(&status) => return true,

@@ -1,11 +1,11 @@
 //! Thin calls into the Workers runtime's web APIs (`fetch`, `Response`, timers), made through
 //! `web_sys` directly on the request path.
 //!
-//! The `worker` crate's wrappers convert every request, response and init into Rust-side copies
-//! and read bodies through `ReadableStream` readers (a promise, a closure and a microtask per
-//! chunk, and a costly `releaseLock` at the end). Profiling the worker under workerd showed
-//! that glue, not Tollgate's own logic, was most of the latency it added; so the hot path keeps
-//! runtime objects as they are and reads bodies whole with `arrayBuffer()`.
+//! Runtime objects stay as they are (no Rust-side copies of requests and responses), and bodies
+//! are read whole with `arrayBuffer()`: profiling the worker under workerd showed that wrappers
+//! doing otherwise (the `worker` crate's, which Tollgate used before `cf`) cost more latency
+//! than Tollgate's own logic. Only a chunked upload is read chunk by chunk ([`read_chunks`]), to
+//! stop it at the size limit.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -71,6 +71,35 @@ pub async fn response_bytes(resp: &Response) -> Result<Vec<u8>, String> {
     array_buffer(resp.array_buffer()).await
 }
 
+/// A response's body parsed as JSON.
+pub async fn response_json<T: serde::de::DeserializeOwned>(resp: &Response) -> Result<T, String> {
+    let body = response_bytes(resp).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("unreadable JSON answer: {e}"))
+}
+
+/// Reads `stream` chunk by chunk, handing each chunk to `sink`; stops at the first error,
+/// the sink's or the stream's (`unreadable` turns the latter into `E`).
+pub async fn read_chunks<E>(
+    stream: &ReadableStream,
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+    unreadable: impl Fn(String) -> E,
+) -> Result<(), E> {
+    let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    loop {
+        let step: web_sys::ReadableStreamReadResult = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| unreadable(error_text(&e)))?
+            .unchecked_into();
+        if step.get_done().unwrap_or(true) {
+            return Ok(());
+        }
+        if let Err(e) = sink(&Uint8Array::new(&step.get_value()).to_vec()) {
+            let _ = reader.cancel();
+            return Err(e);
+        }
+    }
+}
+
 /// The upstream's response passed on: its status and headers (minus `drop_headers`), `body`
 /// as the body, plus `extra` headers.
 pub fn relay(
@@ -115,7 +144,7 @@ pub fn error_response(e: &ApiError, extra: &[(&str, String)]) -> Result<Response
 
 /// A timer: resolves to `true` after `ms`, or at once to `false` if the runtime refuses timers
 /// (workerd does outside a request's context, e.g. while it shuts down — where
-/// `worker::Delay` panics, taking the isolate and every record in its outbox with it). A timer
+/// a panicking timer would take the isolate and every record in its outbox with it). A timer
 /// dropped before it fires is cleared, so a lost `select` race leaves nothing scheduled.
 ///
 /// All timers share one JS callback, which gets the timer's token as its argument: a call

@@ -1,0 +1,224 @@
+//! The Cloudflare Workers runtime as Tollgate uses it, declared directly with wasm-bindgen:
+//! the handlers' `env` and `ctx`, KV, Durable Objects, Queues and the console.
+//!
+//! These declarations replace the `worker` crate. It wraps every runtime object in Rust-side
+//! copies and, with them, brought about a fifth of the bundle (its request/response model,
+//! `serde_wasm_bindgen`, image-resizing and routing types) for the dozen runtime calls Tollgate
+//! makes. Each binding here is the runtime's own JavaScript API, one method per call we use.
+
+use std::future::Future;
+
+use js_sys::{Array, Promise};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The `env` a handler (or a Durable Object's constructor) receives: vars and secrets as
+    /// strings, other bindings as runtime objects.
+    #[derive(Clone, Debug)]
+    pub type Env;
+
+    /// A handler's `ctx`.
+    #[derive(Clone, Debug)]
+    pub type ExecutionContext;
+    #[wasm_bindgen(method, js_name = waitUntil)]
+    fn wait_until_promise(this: &ExecutionContext, promise: &Promise);
+
+    /// A Workers KV namespace binding.
+    pub type KvNamespace;
+    /// `get(key)`: resolves to the value as text, or `null`.
+    #[wasm_bindgen(method, catch, js_name = get)]
+    fn get_text(this: &KvNamespace, key: &str) -> Result<Promise, JsValue>;
+
+    /// A Durable Object namespace binding.
+    pub type DurableObjectNamespace;
+    #[wasm_bindgen(method, catch, js_name = idFromName)]
+    fn id_from_name(this: &DurableObjectNamespace, name: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(method, catch, js_name = get)]
+    fn stub(this: &DurableObjectNamespace, id: &JsValue) -> Result<DurableObjectStub, JsValue>;
+
+    /// A handle on one Durable Object.
+    pub type DurableObjectStub;
+    #[wasm_bindgen(method, js_name = fetch)]
+    fn fetch_request(this: &DurableObjectStub, request: &web_sys::Request) -> Promise;
+
+    /// What a Durable Object's constructor receives as `state`.
+    #[derive(Clone, Debug)]
+    pub type DurableObjectState;
+    #[wasm_bindgen(method, getter)]
+    fn storage(this: &DurableObjectState) -> DurableObjectStorage;
+
+    /// A Durable Object's transactional storage.
+    pub type DurableObjectStorage;
+    #[wasm_bindgen(method, catch, js_name = get)]
+    fn get_value(this: &DurableObjectStorage, key: &str) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(method, catch, js_name = put)]
+    fn put_value(
+        this: &DurableObjectStorage,
+        key: &str,
+        value: &JsValue,
+    ) -> Result<Promise, JsValue>;
+
+    /// A Queue producer binding.
+    pub type Queue;
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_with_options(
+        this: &Queue,
+        body: &JsValue,
+        options: &JsValue,
+    ) -> Result<Promise, JsValue>;
+
+    /// What the queue handler receives.
+    pub type MessageBatch;
+    #[wasm_bindgen(method, getter)]
+    pub fn messages(this: &MessageBatch) -> Array;
+    #[wasm_bindgen(method, js_name = ackAll)]
+    pub fn ack_all(this: &MessageBatch);
+    #[wasm_bindgen(method, js_name = retryAll)]
+    pub fn retry_all(this: &MessageBatch);
+
+    /// One message of a [`MessageBatch`].
+    pub type Message;
+    #[wasm_bindgen(method, getter)]
+    pub fn body(this: &Message) -> JsValue;
+
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    pub fn console_error_str(text: &str);
+    #[wasm_bindgen(js_namespace = console, js_name = warn)]
+    pub fn console_warn_str(text: &str);
+}
+
+/// `console.error` with `format!` arguments.
+macro_rules! console_error {
+    ($($arg:tt)*) => { $crate::cf::console_error_str(&format!($($arg)*)) };
+}
+/// `console.warn` with `format!` arguments.
+macro_rules! console_warn {
+    ($($arg:tt)*) => { $crate::cf::console_warn_str(&format!($($arg)*)) };
+}
+pub(crate) use {console_error, console_warn};
+
+/// Milliseconds since the Unix epoch (the runtime's clock, which advances between I/O).
+pub fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// Runs `fut` to completion as a promise: `Ok` resolves it, `Err` rejects it.
+pub fn promise<F>(fut: F) -> Promise
+where
+    F: Future<Output = Result<JsValue, JsValue>> + 'static,
+{
+    future_to_promise(fut)
+}
+
+impl Env {
+    fn get(&self, name: &str) -> Option<JsValue> {
+        js_sys::Reflect::get(self, &JsValue::from_str(name))
+            .ok()
+            .filter(|v| !v.is_undefined() && !v.is_null())
+    }
+
+    /// A var's or secret's text (both are strings on `env`); `None` when unset or empty.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.get(name)?.as_string().filter(|v| !v.is_empty())
+    }
+
+    /// The binding `name` (a KV namespace, a Durable Object namespace, a queue), if bound.
+    pub fn binding<T: JsCast>(&self, name: &str) -> Option<T> {
+        self.get(name).map(JsCast::unchecked_into)
+    }
+}
+
+impl ExecutionContext {
+    /// Keeps the isolate working on `fut` after the response (Cloudflare allows 30 s).
+    pub fn wait_until<F: Future<Output = ()> + 'static>(&self, fut: F) {
+        self.wait_until_promise(&future_to_promise(async move {
+            fut.await;
+            Ok(JsValue::UNDEFINED)
+        }));
+    }
+}
+
+impl KvNamespace {
+    /// The value stored under `key` as text; `Ok(None)` when there is none.
+    pub async fn text(&self, key: &str) -> Result<Option<String>, String> {
+        let promise = self.get_text(key).map_err(|e| crate::web::error_text(&e))?;
+        let value = wasm_bindgen_futures::JsFuture::from(promise)
+            .await
+            .map_err(|e| crate::web::error_text(&e))?;
+        Ok(value.as_string())
+    }
+}
+
+impl DurableObjectNamespace {
+    /// Sends `request` to the object named `name` (created on first use) and awaits its answer.
+    pub async fn fetch(
+        &self,
+        name: &str,
+        request: &web_sys::Request,
+    ) -> Result<web_sys::Response, String> {
+        let text = |e: JsValue| crate::web::error_text(&e);
+        let id = self.id_from_name(name).map_err(text)?;
+        let stub = self.stub(&id).map_err(text)?;
+        let answer = wasm_bindgen_futures::JsFuture::from(stub.fetch_request(request))
+            .await
+            .map_err(text)?;
+        answer
+            .dyn_into::<web_sys::Response>()
+            .map_err(|_| "the Durable Object answered something other than a Response".into())
+    }
+}
+
+impl DurableObjectState {
+    /// The text stored under `key`; `None` when there is none (or it is not text).
+    pub async fn stored_text(&self, key: &str) -> Result<Option<String>, String> {
+        let promise = self
+            .storage()
+            .get_value(key)
+            .map_err(|e| crate::web::error_text(&e))?;
+        let value = wasm_bindgen_futures::JsFuture::from(promise)
+            .await
+            .map_err(|e| crate::web::error_text(&e))?;
+        Ok(value.as_string())
+    }
+
+    /// Stores `text` under `key`.
+    pub async fn store_text(&self, key: &str, text: &str) -> Result<(), String> {
+        let promise = self
+            .storage()
+            .put_value(key, &JsValue::from_str(text))
+            .map_err(|e| crate::web::error_text(&e))?;
+        wasm_bindgen_futures::JsFuture::from(promise)
+            .await
+            .map(drop)
+            .map_err(|e| crate::web::error_text(&e))
+    }
+}
+
+impl Queue {
+    /// Sends one message whose body is `text` (content type `text`).
+    pub async fn send_text(&self, text: &str) -> Result<(), String> {
+        let options = js_sys::Object::new();
+        js_sys::Reflect::set(&options, &"contentType".into(), &"text".into())
+            .map_err(|e| crate::web::error_text(&e))?;
+        let promise = self
+            .send_with_options(&JsValue::from_str(text), &options)
+            .map_err(|e| crate::web::error_text(&e))?;
+        wasm_bindgen_futures::JsFuture::from(promise)
+            .await
+            .map(drop)
+            .map_err(|e| crate::web::error_text(&e))
+    }
+}
+
+/// Runs once per wasm instance. A panic is logged, and the instance is replaced before the
+/// next call: with `panic = "abort"` a panic leaves Rust state (a borrowed `RefCell`, a
+/// half-updated outbox) as it was mid-change, and nothing should run on top of it.
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        console_error_str(&format!("tollgate: Rust panic: {info}"));
+        wasm_bindgen::handler::schedule_reinit();
+    }));
+}
