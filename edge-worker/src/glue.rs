@@ -543,14 +543,27 @@ async fn release(env: &Env, budgets: &[String], id: &str, now: i64) {
     }
 }
 
+thread_local! {
+    /// This isolate's data centre, read from its first request.
+    static COLO: OnceCell<Option<String>> = const { OnceCell::new() };
+}
+
 /// The Cloudflare data centre serving the request (`request.cf.colo`), when there is one
 /// (there is none under a local workerd, where reading it through the typed API throws).
+///
+/// Read once per isolate: an isolate runs in one data centre, and `request.cf` is built anew
+/// for each read — profiling showed it at 5% of the worker's CPU under workerd.
 fn colo(req: &web_sys::Request) -> Option<String> {
-    let cf = js_sys::Reflect::get(req, &"cf".into()).ok()?;
-    if cf.is_undefined() || cf.is_null() {
-        return None;
-    }
-    js_sys::Reflect::get(&cf, &"colo".into()).ok()?.as_string()
+    COLO.with(|cell| {
+        cell.get_or_init(|| {
+            let cf = js_sys::Reflect::get(req, &"cf".into()).ok()?;
+            if cf.is_undefined() || cf.is_null() {
+                return None;
+            }
+            js_sys::Reflect::get(&cf, &"colo".into()).ok()?.as_string()
+        })
+        .clone()
+    })
 }
 
 fn facts(p: &Prepared, started: u64, event_id: Uuid) -> CallFacts {
