@@ -40,7 +40,93 @@ pub struct LocalWorker {
     pub bindings: Vec<(String, String)>,
     /// JavaScript workers served beside it in the same workerd (the benchmark's baselines).
     pub baselines: Vec<JsBaseline>,
+    /// Local stand-ins for the Cloudflare services workerd does not run itself.
+    pub stand_ins: StandIns,
 }
+
+/// Stand-ins for Cloudflare's KV and Queues, served in the same workerd through workerd's own
+/// `kvNamespace` and `queue` bindings: the worker talks to them exactly as to Cloudflare's, and
+/// its `queue` handler receives batches through the runtime's queue event, as in production.
+#[derive(Clone, Debug, Default)]
+pub struct StandIns {
+    /// Bind `APP_KEYS_KV` to a read-only namespace holding these entries (key, value text).
+    pub app_keys_kv: Option<Vec<(String, String)>>,
+    /// Bind `USAGE_QUEUE` to a local queue ([`LOCAL_QUEUE_JS`]) that delivers its messages in
+    /// batches to the worker's `queue` handler; its counters are served on this `host:port`.
+    pub usage_queue: Option<String>,
+}
+
+/// A KV namespace as workerd's `kvNamespace` binding calls it: `GET /<key>?urlencoded=true`
+/// answers the value, or 404 for a missing key. Read-only: the worker never writes keys.
+pub const LOCAL_KV_JS: &str = r#"// Local stand-in for a Workers KV namespace (read-only), entries from the ENTRIES binding.
+export default {
+  async fetch(request, env) {
+    if (request.method !== "GET") return new Response("read-only namespace", { status: 405 });
+    const key = decodeURIComponent(new URL(request.url).pathname.slice(1));
+    const entries = JSON.parse(env.ENTRIES);
+    return Object.hasOwn(entries, key) ? new Response(entries[key]) : new Response(null, { status: 404 });
+  },
+};
+"#;
+
+/// A queue as workerd's `queue` binding calls it (`POST /message`, format in `x-msg-fmt`), which
+/// delivers what it holds to the consumer's `queue` handler (service binding `CONSUMER`) in
+/// batches, 100 ms after the first message waits: acked messages are done; a batch the
+/// consumer retried (or that failed) is delivered again, up to 3 attempts, then counted dead.
+/// `GET /stats` answers the counters. Messages live in memory only.
+pub const LOCAL_QUEUE_JS: &str = r#"// Local stand-in for Cloudflare Queues: producer endpoint, batched delivery, retries.
+const BATCH_MS = 100, MAX_BATCH = 100, MAX_ATTEMPTS = 3, RETRY_MS = 500;
+const stats = { sent: 0, deliveries: 0, acked: 0, retried: 0, dead: 0 };
+let pending = [], scheduled = false, next = 0;
+function schedule(env, ctx, ms) {
+  if (scheduled) return;
+  scheduled = true;
+  ctx.waitUntil(new Promise((r) => setTimeout(r, ms)).then(() => deliver(env, ctx)));
+}
+async function deliver(env, ctx) {
+  scheduled = false;
+  while (pending.length > 0) {
+    const batch = pending.splice(0, MAX_BATCH);
+    stats.deliveries++;
+    let result;
+    try {
+      result = await env.CONSUMER.queue("tollgate-usage", batch);
+    } catch (e) {
+      result = { outcome: "exception" };
+    }
+    if (result.outcome === "ok" && !(result.retryBatch && result.retryBatch.retry)) {
+      stats.acked += batch.length;
+      continue;
+    }
+    stats.retried += batch.length;
+    for (const m of batch) {
+      if (m.attempts >= MAX_ATTEMPTS) { stats.dead++; continue; }
+      pending.push({ ...m, attempts: m.attempts + 1 });
+    }
+    if (pending.length > 0) schedule(env, ctx, RETRY_MS);
+    return;
+  }
+}
+export default {
+  async fetch(request, env, ctx) {
+    const url = new URL(request.url);
+    if (request.method === "GET" && url.pathname === "/stats") return Response.json(stats);
+    if (request.method !== "POST" || url.pathname !== "/message") {
+      return new Response("only single text or JSON messages are supported", { status: 501 });
+    }
+    const format = request.headers.get("x-msg-fmt");
+    const text = await request.text();
+    let body;
+    if (format === "text") body = text;
+    else if (format === "json") body = JSON.parse(text);
+    else return new Response("unsupported message format " + format, { status: 415 });
+    pending.push({ id: "m" + ++next, timestamp: new Date(), body, attempts: 1 });
+    stats.sent++;
+    schedule(env, ctx, BATCH_MS);
+    return Response.json({ metadata: { metrics: { backlogCount: pending.length, backlogBytes: 0, oldestMessageTimestamp: 0 } } });
+  },
+};
+"#;
 
 /// A JavaScript worker for comparison: `source` served on `listen`, with the bindings
 /// `UPSTREAM` (provider base URL) and `KEY` (provider key).
@@ -190,6 +276,46 @@ impl LocalWorker {
                 capnp_str(&b.key)
             );
         }
+        if let Some(entries) = &self.stand_ins.app_keys_kv {
+            let map: serde_json::Map<String, serde_json::Value> = entries
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            let _ = writeln!(
+                bindings,
+                "    (name = \"APP_KEYS_KV\", kvNamespace = \"app-keys-kv\"),"
+            );
+            let _ = writeln!(
+                extra_service,
+                "    (name = \"app-keys-kv\", worker = .appKeysKv),"
+            );
+            let _ = write!(
+                extra_worker,
+                "\nconst appKeysKv :Workerd.Worker = (\n  modules = [ (name = \"app-keys-kv.js\", esModule = embed \"app-keys-kv.js\") ],\n  compatibilityDate = {},\n  bindings = [ (name = \"ENTRIES\", text = {}) ],\n);\n",
+                capnp_str(COMPATIBILITY_DATE),
+                capnp_str(&serde_json::Value::Object(map).to_string())
+            );
+        }
+        if let Some(stats_listen) = &self.stand_ins.usage_queue {
+            let _ = writeln!(
+                bindings,
+                "    (name = \"USAGE_QUEUE\", queue = \"usage-queue\"),"
+            );
+            let _ = writeln!(
+                extra_service,
+                "    (name = \"usage-queue\", worker = .usageQueue),"
+            );
+            let _ = write!(
+                extra_socket,
+                ",\n    (name = \"usage-queue\", address = {}, http = (), service = \"usage-queue\")",
+                capnp_str(stats_listen)
+            );
+            let _ = write!(
+                extra_worker,
+                "\nconst usageQueue :Workerd.Worker = (\n  modules = [ (name = \"usage-queue.js\", esModule = embed \"usage-queue.js\") ],\n  compatibilityDate = {},\n  # `CONSUMER.queue(...)` delivers a batch to the worker's queue handler.\n  compatibilityFlags = [\"service_binding_extra_handlers\"],\n  bindings = [ (name = \"CONSUMER\", service = \"tollgate-edge\") ],\n);\n",
+                capnp_str(COMPATIBILITY_DATE),
+            );
+        }
         format!(
             r#"# Generated: runs Tollgate's edge worker under workerd.
 using Workerd = import "/workerd/workerd.capnp";
@@ -233,6 +359,12 @@ const edge :Workerd.Worker = (
         let path = self.bundle_dir.join(name);
         for b in &self.baselines {
             std::fs::write(self.bundle_dir.join(format!("{}.js", b.name)), b.source)?;
+        }
+        if self.stand_ins.app_keys_kv.is_some() {
+            std::fs::write(self.bundle_dir.join("app-keys-kv.js"), LOCAL_KV_JS)?;
+        }
+        if self.stand_ins.usage_queue.is_some() {
+            std::fs::write(self.bundle_dir.join("usage-queue.js"), LOCAL_QUEUE_JS)?;
         }
         std::fs::write(&path, self.workerd_config())?;
         Ok(path)
@@ -306,6 +438,7 @@ mod tests {
                 upstream: "http://127.0.0.1:8799/v1".into(),
                 key: "sk".into(),
             }],
+            stand_ins: StandIns::default(),
         };
         let c = w.workerd_config();
         assert!(c.contains(r#"(name = "passthrough", address = "127.0.0.1:8788", http = (), service = "passthrough")"#));
@@ -316,5 +449,32 @@ mod tests {
         assert!(c.contains(r#"wasm = embed "index_bg.wasm""#));
         assert!(c.contains(r#"(name = "APP_KEYS", text = "{\"a\":\"b\"}"),"#));
         assert!(c.contains(r#"address = "127.0.0.1:8787""#));
+    }
+
+    #[test]
+    fn stand_ins_bind_kv_and_the_queue_to_local_services() {
+        let mut w = LocalWorker {
+            bundle_dir: PathBuf::from("/x/target/edge"),
+            listen: "127.0.0.1:8787".into(),
+            bindings: Vec::new(),
+            baselines: Vec::new(),
+            stand_ins: StandIns::default(),
+        };
+        let plain = w.workerd_config();
+        assert!(!plain.contains("APP_KEYS_KV") && !plain.contains("USAGE_QUEUE"));
+        w.stand_ins = StandIns {
+            app_keys_kv: Some(vec![("h1".into(), r#"{"org_id":"o"}"#.into())]),
+            usage_queue: Some("127.0.0.1:8790".into()),
+        };
+        let c = w.workerd_config();
+        assert!(c.contains(r#"(name = "APP_KEYS_KV", kvNamespace = "app-keys-kv"),"#));
+        assert!(c.contains(r#"(name = "USAGE_QUEUE", queue = "usage-queue"),"#));
+        assert!(c.contains(r#"(name = "CONSUMER", service = "tollgate-edge")"#));
+        assert!(c.contains(r#"address = "127.0.0.1:8790", http = (), service = "usage-queue""#));
+        // The entries are one JSON object of texts, quoted for Cap'n Proto.
+        assert!(
+            c.contains(r#"(name = "ENTRIES", text = "{\"h1\":\"{\\\"org_id\\\":\\\"o\\\"}\"}")"#),
+            "{c}"
+        );
     }
 }

@@ -272,6 +272,15 @@ impl WorkerdProc {
         bindings: Vec<(String, String)>,
         baselines: Vec<edge_worker::local::JsBaseline>,
     ) -> WorkerdProc {
+        Self::start_full(bindings, baselines, local::StandIns::default())
+    }
+
+    /// [`WorkerdProc::start_with`], plus local stand-ins for KV and Queues.
+    pub fn start_full(
+        bindings: Vec<(String, String)>,
+        baselines: Vec<edge_worker::local::JsBaseline>,
+        stand_ins: local::StandIns,
+    ) -> WorkerdProc {
         let root = repo_root();
         let port = free_port();
         let worker = LocalWorker {
@@ -279,6 +288,7 @@ impl WorkerdProc {
             listen: format!("127.0.0.1:{port}"),
             bindings,
             baselines,
+            stand_ins,
         };
         assert!(
             worker.bundle_present(),

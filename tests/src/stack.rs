@@ -138,6 +138,7 @@ impl StackConfig {
             listen: self.edge.to_string(),
             bindings: bindings.to_vec(),
             baselines: Vec::new(),
+            stand_ins: Default::default(),
         };
         if !worker.bundle_present() {
             return Err("the edge bundle is missing: run `cargo xtask edge build`".into());

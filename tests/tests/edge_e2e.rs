@@ -6,9 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use edge_worker::local::StandIns;
 use tollgate_clickhouse::testing::TestDb;
 use tollgate_clickhouse::UsageEventRow;
-use tollgate_e2e::harness::{app_key, run_python, worker_bindings, CollectorProc, WorkerdProc};
+use tollgate_e2e::harness::{
+    app_key, free_port, run_python, worker_bindings, CollectorProc, WorkerdProc,
+};
 use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
 use usage_core::{CostSource, ErrorClass, Nanos, UsageRecord, UsageSource};
 
@@ -27,8 +30,19 @@ struct Stack {
 impl Stack {
     async fn start(
         n: u32,
+        who: (&str, &str, &str),
+        tweak: impl FnOnce(&mut Vec<(String, String)>),
+    ) -> Stack {
+        Self::start_with(n, who, tweak, |_| StandIns::default()).await
+    }
+
+    /// [`Stack::start`] with KV and Queue stand-ins, made from the app key's table entry
+    /// (`"<hash>":{…}`).
+    async fn start_with(
+        n: u32,
         (org, user, app): (&str, &str, &str),
         tweak: impl FnOnce(&mut Vec<(String, String)>),
+        stand_ins: impl FnOnce(&str) -> StandIns,
     ) -> Stack {
         let db = TestDb::new().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -41,7 +55,7 @@ impl Stack {
             &format!("{{{entry}}}"),
         );
         tweak(&mut bindings);
-        let worker = WorkerdProc::start(bindings);
+        let worker = WorkerdProc::start_full(bindings, Vec::new(), stand_ins(&entry));
         Stack {
             worker,
             _collector: collector,
@@ -396,4 +410,98 @@ async fn every_recorded_answer_names_its_row_by_event_id() {
             .unwrap_or_else(|| panic!("no row for event id {id} (status {status})"));
         assert_eq!(row.status_code, *status);
     }
+}
+
+/// The production bindings, through workerd's own `kvNamespace` and `queue` bindings to local
+/// stand-ins (`edge_worker::local::StandIns`): app keys come from `APP_KEYS_KV` (no `APP_KEYS`
+/// var), and every record goes to `USAGE_QUEUE`, whose batches reach the worker's `queue`
+/// handler, which posts them to the collector and acks them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_kv_and_records_through_the_queue() {
+    let queue_addr = format!("127.0.0.1:{}", free_port());
+    let (revoked_key, revoked_entry) = app_key(9, "org_kv", "", "old-app");
+    let revoked_entry = revoked_entry.replace('}', r#","revoked":true}"#);
+    let stack = Stack::start_with(
+        4,
+        ("org_kv", "u_kv", "kv-app"),
+        |bindings| bindings.retain(|(k, _)| k != "APP_KEYS"),
+        |entry| {
+            let table: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&format!("{{{entry},{revoked_entry}}}")).unwrap();
+            StandIns {
+                app_keys_kv: Some(
+                    table
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.to_string()))
+                        .collect(),
+                ),
+                usage_queue: Some(queue_addr.clone()),
+            }
+        },
+    )
+    .await;
+    let (key, base) = (stack.key.clone(), stack.worker.base_url());
+    let calls = tokio::task::spawn_blocking(move || {
+        let chat = |stream: bool| {
+            serde_json::json!({"model": "gpt-4o-mini", "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}]})
+        };
+        assert_eq!(
+            call_for_event_id(&base, &revoked_key, chat(false)),
+            (401, None)
+        );
+        assert_eq!(
+            call_for_event_id(
+                &base,
+                "tg_unknown_kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk",
+                chat(false)
+            ),
+            (401, None)
+        );
+        (0..6)
+            .map(|i| call_for_event_id(&base, &key, chat(i % 2 == 1)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(calls.iter().all(|(status, _)| *status == 200), "{calls:?}");
+
+    let rows = rows_when(&stack.db, calls.len()).await;
+    assert_eq!(rows.len(), calls.len(), "one row per call: {rows:?}");
+    for (_, id) in &calls {
+        let id = uuid::Uuid::parse_str(id.as_deref().expect("an event id header")).unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r.event_id == id)
+            .expect("the call's row");
+        // Attributed from the key stored in KV.
+        assert_eq!(
+            (
+                row.org_id.as_str(),
+                row.user_id.as_str(),
+                row.app_id.as_str()
+            ),
+            ("org_kv", "u_kv", "kv-app")
+        );
+    }
+    // Every record went through the queue (none posted directly) and was acked.
+    let stats_url = format!("http://{queue_addr}/stats");
+    let stats: serde_json::Value = tokio::task::spawn_blocking(move || {
+        let text = ureq::get(&stats_url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(stats["sent"], 6, "{stats}");
+    assert_eq!(stats["acked"], 6, "{stats}");
+    assert_eq!(
+        (stats["retried"].as_u64(), stats["dead"].as_u64()),
+        (Some(0), Some(0)),
+        "{stats}"
+    );
 }

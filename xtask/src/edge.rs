@@ -46,6 +46,7 @@ pub fn run(cmd: &EdgeCommand) -> Result {
                 listen: listen.clone(),
                 bindings: dev_bindings(upstream, collector),
                 baselines: Vec::new(),
+                stand_ins: Default::default(),
             };
             let config = worker.write_config("dev.capnp")?;
             step(&format!(
