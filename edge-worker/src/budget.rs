@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::{Date, Duration, Month, OffsetDateTime};
 use usage_core::{ModelPrice, Nanos, PriceTable};
 
@@ -28,22 +28,19 @@ pub const DEFAULT_OUTPUT_BOUND: u32 = 16_384;
 pub const RESERVATION_TTL_SECS: i64 = 600;
 
 /// A budget as the dashboard defines it (what the edge fetches and hands to its guard).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BudgetSpec {
     pub budget_id: String,
     pub name: String,
     /// `org`, `org_user` or `app`.
     pub scope: String,
-    #[serde(default)]
     pub user_id: String,
-    #[serde(default)]
     pub app_id: String,
     /// `daily`, `weekly` or `monthly`.
     pub period: String,
     pub limit_nusd: i64,
     /// `hard` (enforced) or `soft` (warns).
     pub mode: String,
-    #[serde(default)]
     pub soft_thresholds: Vec<u8>,
 }
 
@@ -91,7 +88,7 @@ pub fn period_bounds(period: &str, now: i64) -> (i64, i64) {
 }
 
 /// A guard's answer to a reservation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Decision {
     pub allowed: bool,
     pub limit_nusd: i64,
@@ -100,12 +97,26 @@ pub struct Decision {
     /// When the period (and so the budget) resets, unix seconds.
     pub reset_at: i64,
     /// Soft thresholds (percent) this reservation crossed for the first time this period.
-    #[serde(default)]
     pub crossed: Vec<u8>,
 }
 
+/// What the worker asks of a budget's guard (JSON, tagged by `op`).
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum GuardRequest {
+    /// Reserve `amount` for call `id`, creating or updating the ledger for `spec`.
+    Reserve {
+        spec: BudgetSpec,
+        id: String,
+        amount: i64,
+        now: i64,
+    },
+    /// Settle call `id`'s reservation at its `actual` cost.
+    Settle { id: String, actual: i64, now: i64 },
+}
+
 /// One budget's running state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Ledger {
     pub spec: BudgetSpec,
     pub period_start: i64,

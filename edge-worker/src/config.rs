@@ -24,8 +24,6 @@
 //! lives (a new deploy starts new isolates), and reading and parsing them on every call was a
 //! measurable part of the worker's latency.
 
-use serde::Deserialize;
-
 use crate::call;
 use crate::keys;
 
@@ -78,8 +76,7 @@ impl Settings {
 }
 
 /// An OpenAI-compatible upstream.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Provider {
     /// Name used in records, model prefixes (`openrouter/…`) and `x-tollgate-provider`.
     pub name: String,
@@ -111,8 +108,9 @@ pub fn providers_from(json: Option<&str>) -> Result<Vec<Provider>, String> {
     let Some(json) = json.filter(|j| !j.trim().is_empty()) else {
         return Ok(providers);
     };
-    let extra: Vec<Provider> =
+    let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("PROVIDERS is not valid JSON: {e}"))?;
+    let extra: Vec<Provider> = crate::json::list(&v, "PROVIDERS")?;
     for p in extra {
         if p.name.is_empty()
             || !p

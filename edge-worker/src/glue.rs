@@ -14,12 +14,14 @@ use wasm_bindgen::prelude::*;
 
 use crate::attribution::{self, Attribution};
 use crate::bindings::{self, secret, settings, var};
+use crate::budget::GuardRequest;
 use crate::budget::{self, BudgetSpec};
 use crate::call::{self, Plan, Route};
 use crate::cf::{self, console_error, Env, ExecutionContext as Context, Message, MessageBatch};
 use crate::config::{Provider, Settings};
 use crate::errors::ApiError;
-use crate::guard::{self, GuardRequest};
+use crate::guard;
+use crate::json;
 use crate::keys::{self, AppKey};
 use crate::measure::{self, CallFacts};
 use crate::ship;
@@ -146,7 +148,7 @@ async fn lookup_key(env: &Env, settings: &Settings, hash: &str) -> Option<AppKey
         .flatten()
     {
         let stored = kv.text(hash).await.and_then(|text| {
-            text.map(|t| serde_json::from_str::<AppKey>(&t).map_err(|e| e.to_string()))
+            text.map(|t| json::parse::<AppKey>(t.as_bytes()))
                 .transpose()
         });
         return match stored {
@@ -401,7 +403,10 @@ async fn org_budgets(env: &Env, org: &str) -> Vec<BudgetSpec> {
     }
     let path = format!("/internal/v1/budgets?org={}", form_encode(org));
     let fetched = match guard::internal_call(env, "GET", &path).await {
-        Some(resp) => web::response_json::<Vec<BudgetSpec>>(&resp).await.ok(),
+        Some(resp) => web::response_json(&resp)
+            .await
+            .and_then(|v| json::list::<BudgetSpec>(&v, "budgets"))
+            .ok(),
         None => None,
     };
     match fetched {

@@ -10,33 +10,16 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use crate::bindings::secret;
-use crate::budget::{BudgetSpec, Decision, Ledger};
+use crate::budget::{BudgetSpec, Decision, GuardRequest, Ledger};
 use crate::cf::{self, console_error, DurableObjectNamespace, DurableObjectState, Env};
+use crate::json::{self, FromJson};
 use crate::web;
 
 /// Seconds between resyncs with the recorded spend.
 const RESYNC_SECS: i64 = 60;
-
-/// What the worker asks of a guard.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum GuardRequest {
-    Reserve {
-        spec: BudgetSpec,
-        id: String,
-        amount: i64,
-        now: i64,
-    },
-    Settle {
-        id: String,
-        actual: i64,
-        now: i64,
-    },
-}
 
 /// The Durable Object class bound as `BUDGET_GUARD` (exported to JavaScript by this name).
 #[wasm_bindgen]
@@ -92,7 +75,7 @@ struct Guard {
 
 impl Guard {
     async fn answer(&self, req: &web_sys::Request) -> Result<Vec<u8>, String> {
-        let cmd: GuardRequest = serde_json::from_slice(&web::request_bytes(req).await?)
+        let cmd: GuardRequest = json::parse(&web::request_bytes(req).await?)
             .map_err(|e| format!("bad request: {e}"))?;
         if self.ledger.borrow().is_none() {
             // Kept as JSON text. A ledger an older version stored as an object does not read
@@ -103,7 +86,7 @@ impl Guard {
                 .await
                 .ok()
                 .flatten()
-                .and_then(|json| serde_json::from_str(&json).ok());
+                .and_then(|text| json::parse::<Ledger>(text.as_bytes()).ok());
             let mut slot = self.ledger.borrow_mut();
             if slot.is_none() {
                 *slot = stored;
@@ -207,11 +190,6 @@ pub async fn internal_call(
     }
 }
 
-#[derive(Deserialize)]
-struct Spent {
-    spent_nusd: i64,
-}
-
 async fn recorded_spend(env: &Env, budget_id: &str, period_start: i64) -> Option<i64> {
     let resp = internal_call(
         env,
@@ -219,10 +197,8 @@ async fn recorded_spend(env: &Env, budget_id: &str, period_start: i64) -> Option
         &format!("/internal/v1/budgets/{budget_id}/spent?period_start={period_start}"),
     )
     .await?;
-    web::response_json::<Spent>(&resp)
-        .await
-        .ok()
-        .map(|s| s.spent_nusd)
+    let answer = web::response_json(&resp).await.ok()?;
+    json::Fields::of(&answer).ok()?.i64("spent_nusd").ok()
 }
 
 /// Sends `cmd` to the guard of `budget_id`; a reservation's answer is its decision.
@@ -244,7 +220,7 @@ pub async fn call_guard(
         return Err(format!("the guard answered {}", resp.status()));
     }
     if matches!(cmd, GuardRequest::Reserve { .. }) {
-        web::response_json::<Decision>(&resp).await.map(Some)
+        Decision::from_json(&web::response_json(&resp).await?).map(Some)
     } else {
         Ok(None)
     }

@@ -20,21 +20,20 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use crate::json::{self, FromJson};
 use usage_core::keys::{hash_secret, looks_like_app_key};
 
-/// What an app key stands for.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// What an app key stands for. As JSON (the `APP_KEYS` table, KV values, the dashboard's
+/// lookup answers; read by [`crate::json`]): `key_id`, `org_id` and `app_id` are required;
+/// `user_id` and `budget_scope` default to empty, `revoked` to false.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppKey {
     pub key_id: String,
     pub org_id: String,
-    #[serde(default)]
     pub user_id: String,
     pub app_id: String,
     /// Budget scope the key's calls count against (empty: the org's budgets only).
-    #[serde(default)]
     pub budget_scope: String,
-    #[serde(default)]
     pub revoked: bool,
 }
 
@@ -50,7 +49,19 @@ pub fn presented_key_hash(authorization: Option<&str>) -> Option<String> {
 
 /// A key table in the `APP_KEYS` JSON form: `{"<sha256>": AppKey}`.
 pub fn parse_table(json: &str) -> Result<HashMap<String, AppKey>, String> {
-    serde_json::from_str(json).map_err(|e| format!("APP_KEYS is not a valid key table: {e}"))
+    let bad = |e: String| format!("APP_KEYS is not a valid key table: {e}");
+    let table: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let entries = table
+        .as_object()
+        .ok_or_else(|| bad("expected a JSON object of key hash → key".into()))?;
+    entries
+        .iter()
+        .map(|(hash, key)| {
+            AppKey::from_json(key)
+                .map(|k| (hash.clone(), k))
+                .map_err(|e| bad(format!("{hash}: {e}")))
+        })
+        .collect()
 }
 
 /// A usable key (present and not revoked).
@@ -93,7 +104,7 @@ pub enum LookupAnswer {
 /// Reads the dashboard's answer: 200 with an `AppKey`, or 404.
 pub fn read_lookup(status: u16, body: &[u8]) -> LookupAnswer {
     match status {
-        200 => match serde_json::from_slice::<AppKey>(body) {
+        200 => match json::parse::<AppKey>(body) {
             Ok(k) if !k.revoked => LookupAnswer::Found(k),
             Ok(_) => LookupAnswer::NotFound,
             Err(e) => LookupAnswer::Failed(format!("key lookup answered 200 with no key: {e}")),

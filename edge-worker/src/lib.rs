@@ -26,6 +26,7 @@ pub mod budget;
 pub mod call;
 pub mod config;
 pub mod errors;
+pub mod json;
 pub mod keys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod local;

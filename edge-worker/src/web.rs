@@ -71,8 +71,8 @@ pub async fn response_bytes(resp: &Response) -> Result<Vec<u8>, String> {
     array_buffer(resp.array_buffer()).await
 }
 
-/// A response's body parsed as JSON.
-pub async fn response_json<T: serde::de::DeserializeOwned>(resp: &Response) -> Result<T, String> {
+/// A response's body parsed as JSON (read it with [`crate::json`]).
+pub async fn response_json(resp: &Response) -> Result<serde_json::Value, String> {
     let body = response_bytes(resp).await?;
     serde_json::from_slice(&body).map_err(|e| format!("unreadable JSON answer: {e}"))
 }
