@@ -2,9 +2,8 @@
 //!
 //! Pure functions, tested natively; the worker glue only moves bytes.
 
-use serde::Deserialize;
 use serde_json::Value;
-use usage_core::Endpoint;
+use usage_core::{top_level, Endpoint};
 
 use crate::config::Provider;
 use crate::errors::ApiError;
@@ -121,37 +120,22 @@ impl BodyBuffer {
 /// The fields of a request body the worker acts on. Everything else — the messages, usually
 /// nearly all of the body — is skipped, not built into a tree.
 ///
-/// A field present as `null` is `Some(Value::Null)`, told apart from an absent one.
-#[derive(Default, Deserialize)]
-#[serde(default)]
+/// A field present as `null` is `Some(Value::Null)`, told apart from an absent one; a field
+/// given twice reads as its last occurrence.
+#[derive(Default)]
 struct BodyPeek {
-    #[serde(deserialize_with = "present")]
     model: Option<Value>,
-    #[serde(deserialize_with = "present")]
     stream: Option<Value>,
-    #[serde(deserialize_with = "present")]
     stream_options: Option<Value>,
-    #[serde(deserialize_with = "present")]
     max_completion_tokens: Option<Value>,
-    #[serde(deserialize_with = "present")]
     max_tokens: Option<Value>,
-    #[serde(deserialize_with = "present")]
     max_output_tokens: Option<Value>,
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
-}
-
 impl BodyPeek {
-    /// The body's fields. A body that repeats one of them (which the derived reader refuses)
-    /// is read whole instead, the last occurrence winning, as before this reader existed.
     fn read(body: &[u8]) -> Result<BodyPeek, ApiError> {
-        if let Ok(peek) = serde_json::from_slice::<BodyPeek>(body) {
-            return Ok(peek);
-        }
-        let json: Value = serde_json::from_slice(body).map_err(not_json)?;
-        let field = |k: &str| json.get(k).cloned();
+        let top = top_level::read(body).map_err(not_json)?;
+        let field = |k: &str| top_level::value(&top, k);
         Ok(BodyPeek {
             model: field("model"),
             stream: field("stream"),

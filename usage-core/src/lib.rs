@@ -18,6 +18,7 @@ pub mod money;
 pub mod price;
 pub mod record;
 pub mod sse;
+pub mod top_level;
 pub mod usage;
 pub mod wire;
 

@@ -12,8 +12,9 @@
 //! comment lines (`: OPENROUTER PROCESSING`) are skipped. Chunks that cannot carry anything we
 //! need are not parsed at all, so the cost per chunk is a substring check.
 
-use serde::Deserialize;
+use serde_json::Value;
 
+use crate::top_level::{self, field, text as text_field};
 use crate::usage::{ParsedUsage, WireUsage};
 
 /// Longest event data the scanner buffers; a longer event is skipped (and counted).
@@ -200,23 +201,31 @@ impl SseScanner {
             self.summary.content_events += 1;
             return;
         }
-        let Ok(event) = serde_json::from_slice::<StreamEvent>(data) else {
-            // Not JSON: nothing we can use, but not a reason to lose the rest of the stream.
+        let Ok(event) = top_level::read(data) else {
+            // Not a JSON object: nothing we can use, but not a reason to lose the rest of the
+            // stream.
             return;
         };
-        let mut usage = event.usage;
-        let mut model = event.model;
-        let mut id = event.id;
+        let mut usage = field(&event, "usage");
+        let mut model = text_field(&event, "model");
+        let mut id = text_field(&event, "id");
         let mut is_content = true;
-        if let Some(kind) = event.kind.as_deref() {
-            if let Some(response) = event.response {
-                model = model.or(response.model);
-                id = id.or(response.id);
-                usage = usage.or(response.usage);
-                if let Some(e) = response.error.as_ref().and_then(ErrorBody::text) {
+        if let Some(kind) = text_field(&event, "type") {
+            if let Some(response) = field(&event, "response") {
+                let text = |name: &str| {
+                    response
+                        .get(name)
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                };
+                model = model.or_else(|| text("model"));
+                id = id.or_else(|| text("id"));
+                usage = usage.or_else(|| response.get("usage").filter(|u| !u.is_null()).cloned());
+                if let Some(e) = response.get("error").and_then(error_text) {
                     self.summary.error = Some(e);
                 }
             }
+            let kind = kind.as_str();
             match kind {
                 "response.completed" | "response.incomplete" | "response.failed" => {
                     self.summary.done = true;
@@ -224,13 +233,14 @@ impl SseScanner {
                 }
                 "response.output_text.delta" => {}
                 "error" => {
-                    self.summary.error = Some(event.message.unwrap_or_else(|| "error".to_string()));
+                    self.summary.error =
+                        Some(text_field(&event, "message").unwrap_or_else(|| "error".to_string()));
                     is_content = false;
                 }
                 _ => is_content = false,
             }
         }
-        if let Some(e) = event.error.as_ref().and_then(ErrorBody::text) {
+        if let Some(e) = field(&event, "error").as_ref().and_then(error_text) {
             self.summary.error = Some(e);
             is_content = false;
         }
@@ -240,10 +250,10 @@ impl SseScanner {
         if self.summary.id.is_none() {
             self.summary.id = id;
         }
-        if let Some(u) = usage {
+        if let Some(u) = usage.as_ref().and_then(WireUsage::from_value) {
             self.summary.usage = Some(u.normalise());
             // The usage-only chunk of Chat Completions has empty `choices`.
-            if event.choices.as_ref().is_some_and(Vec::is_empty) {
+            if field(&event, "choices").is_some_and(|c| c.as_array().is_some_and(Vec::is_empty)) {
                 is_content = false;
             }
         }
@@ -286,68 +296,19 @@ pub fn has_usage_object(data: &[u8]) -> bool {
     false
 }
 
-#[derive(Deserialize)]
-struct StreamEvent {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-    #[serde(default)]
-    choices: Option<Vec<serde::de::IgnoredAny>>,
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    response: Option<ResponseObject>,
-    #[serde(default)]
-    error: Option<ErrorBody>,
-    #[serde(default)]
-    message: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ResponseObject {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-    #[serde(default)]
-    error: Option<ErrorBody>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ErrorBody {
-    Object {
-        #[serde(default)]
-        message: Option<String>,
-        #[serde(default, rename = "type")]
-        kind: Option<String>,
-        #[serde(default)]
-        code: Option<serde_json::Value>,
-    },
-    Text(String),
-    Other(serde::de::IgnoredAny),
-}
-
-impl ErrorBody {
-    fn text(&self) -> Option<String> {
-        match self {
-            ErrorBody::Object {
-                message,
-                kind,
-                code,
-            } => message
-                .clone()
-                .or_else(|| kind.clone())
-                .or_else(|| code.as_ref().map(ToString::to_string))
-                .or_else(|| Some("error".to_string())),
-            ErrorBody::Text(t) => Some(t.clone()),
-            ErrorBody::Other(_) => None,
+/// An error a stream reported, as text: an object's `message`, else its `type`, else its
+/// `code` (as JSON), else "error"; a string as it is; anything else is no error.
+fn error_text(error: &Value) -> Option<String> {
+    match error {
+        Value::Object(o) => {
+            let text = |name: &str| o.get(name).and_then(Value::as_str).map(str::to_string);
+            text("message")
+                .or_else(|| text("type"))
+                .or_else(|| o.get("code").filter(|c| !c.is_null()).map(Value::to_string))
+                .or_else(|| Some("error".to_string()))
         }
+        Value::String(t) => Some(t.clone()),
+        _ => None,
     }
 }
 

@@ -5,11 +5,12 @@
 //! normalised into [`TokenCounts`] with the record's subset rules: cached and cache-write tokens
 //! are part of the input, reasoning tokens part of the output, so nothing is priced twice.
 
-use serde::Deserialize;
+use serde_json::Value;
 
 use crate::cost::TokenCounts;
 use crate::money::Nanos;
 use crate::record::Endpoint;
+use crate::top_level;
 
 /// What a provider said about a call's usage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub struct ParsedResponse {
     pub model: Option<String>,
     /// The provider's id for the call (OpenRouter's generation id, for reconciliation).
     pub id: Option<String>,
-    /// `None` when the response carries no usage at all.
+    /// `None` when the response carries no usage at all (or an unreadable one).
     pub usage: Option<ParsedUsage>,
 }
 
@@ -39,74 +40,104 @@ pub struct ParseError {
     source: serde_json::Error,
 }
 
-/// Usage in any of the OpenAI-compatible shapes. Unknown fields are ignored.
-#[derive(Debug, Default, Deserialize)]
+/// Usage in any of the OpenAI-compatible shapes (Chat Completions and Completions
+/// `prompt_tokens`/`completion_tokens`, Responses API `input_tokens`/`output_tokens`, OpenRouter's
+/// additions). Unknown fields are ignored; missing or `null` ones are absent.
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct WireUsage {
-    #[serde(default, alias = "input_tokens")]
     prompt_tokens: Option<u64>,
-    #[serde(default, alias = "output_tokens")]
     completion_tokens: Option<u64>,
-    #[serde(default, alias = "input_tokens_details")]
-    prompt_tokens_details: Option<PromptDetails>,
-    #[serde(default, alias = "output_tokens_details")]
-    completion_tokens_details: Option<CompletionDetails>,
-    /// OpenRouter also reports cache writes at the top level of `usage`.
-    #[serde(default)]
-    cache_write_tokens: Option<u64>,
-    /// OpenRouter: what the call cost, in USD.
-    #[serde(default)]
-    cost: Option<Nanos>,
-    #[serde(default)]
-    is_byok: Option<bool>,
-    #[serde(default)]
-    cost_details: Option<CostDetails>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct PromptDetails {
-    #[serde(default)]
     cached_tokens: Option<u64>,
-    #[serde(default)]
+    /// In the prompt details, or (OpenRouter) at the top level of `usage`.
     cache_write_tokens: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct CompletionDetails {
-    #[serde(default)]
     reasoning_tokens: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct CostDetails {
-    #[serde(default)]
+    /// OpenRouter: what the call cost, in USD.
+    cost: Option<Nanos>,
+    is_byok: Option<bool>,
     upstream_inference_cost: Option<Nanos>,
 }
 
+/// A field of `obj` that is absent or `null` (`Ok(None)`), or read by `read`; a field of the
+/// wrong kind makes the whole usage unreadable (`Err`), as a typed parse would.
+fn opt<T>(
+    obj: &Value,
+    names: &[&str],
+    read: impl Fn(&Value) -> Option<T>,
+) -> Result<Option<T>, ()> {
+    match names
+        .iter()
+        .find_map(|n| obj.get(n).filter(|v| !v.is_null()))
+    {
+        None => Ok(None),
+        Some(v) => read(v).map(Some).ok_or(()),
+    }
+}
+
+/// A USD amount written as a JSON number (OpenRouter) or a decimal string.
+fn usd(v: &Value) -> Option<Nanos> {
+    match v {
+        Value::Number(n) => Nanos::parse_usd(&n.to_string()).ok(),
+        Value::String(s) => Nanos::parse_usd(s).ok(),
+        _ => None,
+    }
+}
+
 impl WireUsage {
+    /// Reads a `usage` object; `None` when it is not one or a field has the wrong kind.
+    pub(crate) fn from_value(usage: &Value) -> Option<WireUsage> {
+        if !usage.is_object() {
+            return None;
+        }
+        let object = |v: &Value| v.is_object().then(|| v.clone());
+        let read =
+            || -> Result<WireUsage, ()> {
+                let prompt = opt(
+                    usage,
+                    &["prompt_tokens_details", "input_tokens_details"],
+                    object,
+                )?;
+                let completion = opt(
+                    usage,
+                    &["completion_tokens_details", "output_tokens_details"],
+                    object,
+                )?;
+                let cost_details = opt(usage, &["cost_details"], object)?;
+                let none = Value::Null;
+                let (prompt, completion, cost_details) = (
+                    prompt.as_ref().unwrap_or(&none),
+                    completion.as_ref().unwrap_or(&none),
+                    cost_details.as_ref().unwrap_or(&none),
+                );
+                Ok(WireUsage {
+                    prompt_tokens: opt(usage, &["prompt_tokens", "input_tokens"], Value::as_u64)?,
+                    completion_tokens: opt(
+                        usage,
+                        &["completion_tokens", "output_tokens"],
+                        Value::as_u64,
+                    )?,
+                    cached_tokens: opt(prompt, &["cached_tokens"], Value::as_u64)?,
+                    cache_write_tokens: opt(prompt, &["cache_write_tokens"], Value::as_u64)?
+                        .or(opt(usage, &["cache_write_tokens"], Value::as_u64)?),
+                    reasoning_tokens: opt(completion, &["reasoning_tokens"], Value::as_u64)?,
+                    cost: opt(usage, &["cost"], usd)?,
+                    is_byok: opt(usage, &["is_byok"], Value::as_bool)?,
+                    upstream_inference_cost: opt(cost_details, &["upstream_inference_cost"], usd)?,
+                })
+            };
+        read().ok()
+    }
+
     pub(crate) fn normalise(&self) -> ParsedUsage {
         let clamp = |v: Option<u64>| v.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
         let input = clamp(self.prompt_tokens);
         let output = clamp(self.completion_tokens);
-        let details = self.prompt_tokens_details.as_ref();
-        let cached = clamp(details.and_then(|d| d.cached_tokens)).min(input);
-        let cache_write = clamp(
-            details
-                .and_then(|d| d.cache_write_tokens)
-                .or(self.cache_write_tokens),
-        )
-        .min(input - cached);
-        let reasoning = clamp(
-            self.completion_tokens_details
-                .as_ref()
-                .and_then(|d| d.reasoning_tokens),
-        )
-        .min(output);
+        let cached = clamp(self.cached_tokens).min(input);
+        let cache_write = clamp(self.cache_write_tokens).min(input - cached);
+        let reasoning = clamp(self.reasoning_tokens).min(output);
         // With a bring-your-own-key, OpenRouter's `cost` is only its fee; the upstream
         // provider bills the inference separately and OpenRouter reports it beside.
         let upstream = self
-            .cost_details
-            .as_ref()
-            .and_then(|d| d.upstream_inference_cost)
+            .upstream_inference_cost
             .filter(|_| self.is_byok == Some(true));
         let provider_cost = match (self.cost, upstream) {
             (Some(fee), Some(up)) => fee.checked_add(up),
@@ -125,24 +156,16 @@ impl WireUsage {
     }
 }
 
-#[derive(Deserialize)]
-struct WireResponse {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-}
-
 /// Parses a non-streaming response body of `endpoint`.
 pub fn parse_response(endpoint: Endpoint, body: &[u8]) -> Result<ParsedResponse, ParseError> {
-    let wire: WireResponse =
-        serde_json::from_slice(body).map_err(|source| ParseError { endpoint, source })?;
+    let top = top_level::read(body).map_err(|source| ParseError { endpoint, source })?;
     Ok(ParsedResponse {
-        model: wire.model.filter(|m| !m.is_empty()),
-        id: wire.id,
-        usage: wire.usage.as_ref().map(WireUsage::normalise),
+        model: top_level::text(&top, "model").filter(|m| !m.is_empty()),
+        id: top_level::text(&top, "id"),
+        usage: top_level::field(&top, "usage")
+            .as_ref()
+            .and_then(WireUsage::from_value)
+            .map(|u| u.normalise()),
     })
 }
 
@@ -189,6 +212,59 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.usage.unwrap().provider_cost, Some(Nanos::new(2_100_000)));
+    }
+
+    #[test]
+    fn responses_api_names_and_cache_writes_at_either_level_are_read() {
+        let r = parse_response(
+            Endpoint::Responses,
+            br#"{"id":"resp_1","model":"gpt-4.1","output":[{"content":[{"text":"hi \"usage\": {"}]}],
+                "usage":{"input_tokens":10,"output_tokens":4,"input_tokens_details":{"cached_tokens":3},
+                "output_tokens_details":{"reasoning_tokens":2},"cache_write_tokens":5}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.id.as_deref(), r.model.as_deref()),
+            (Some("resp_1"), Some("gpt-4.1"))
+        );
+        let t = r.usage.unwrap().tokens;
+        assert_eq!(
+            (
+                t.input,
+                t.output,
+                t.cached_input,
+                t.cache_write,
+                t.reasoning
+            ),
+            (10, 4, 3, 5, 2)
+        );
+        let r = parse_response(
+            Endpoint::ChatCompletions,
+            br#"{"usage":{"prompt_tokens":10,"completion_tokens":1,"cache_write_tokens":9,
+                "prompt_tokens_details":{"cache_write_tokens":4}}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.usage.unwrap().tokens.cache_write, 4, "the details win");
+    }
+
+    #[test]
+    fn a_usage_with_a_field_of_the_wrong_kind_is_unreadable_not_zero() {
+        for usage in [
+            r#""usage":{"prompt_tokens":"12","completion_tokens":1}"#,
+            r#""usage":{"prompt_tokens":12,"completion_tokens":-1}"#,
+            r#""usage":{"prompt_tokens":12,"prompt_tokens_details":[]}"#,
+            r#""usage":{"prompt_tokens":12,"cost":"cheap"}"#,
+            r#""usage":[12]"#,
+        ] {
+            let body = format!(r#"{{"model":"m",{usage}}}"#);
+            let r = parse_response(Endpoint::ChatCompletions, body.as_bytes()).unwrap();
+            assert_eq!(r.usage, None, "{usage}");
+            assert_eq!(r.model.as_deref(), Some("m"), "the rest still reads");
+        }
+        let r =
+            parse_response(Endpoint::ChatCompletions, br#"{"usage":null,"model":null}"#).unwrap();
+        assert_eq!((r.usage, r.model), (None, None));
+        assert!(parse_response(Endpoint::ChatCompletions, b"[1,2]").is_err());
     }
 
     #[test]
