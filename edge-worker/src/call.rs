@@ -176,7 +176,7 @@ pub fn plan(
     }
     if !body.trim_ascii_start().starts_with(b"{") {
         // Not an object: say whether it is JSON at all.
-        serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(not_json)?;
+        serde_json::from_slice::<Value>(body).map_err(not_json)?;
         return Err(ApiError::invalid_request(
             "request body must be a JSON object",
             None,

@@ -108,8 +108,8 @@ pub fn providers_from(json: Option<&str>) -> Result<Vec<Provider>, String> {
     let Some(json) = json.filter(|j| !j.trim().is_empty()) else {
         return Ok(providers);
     };
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("PROVIDERS is not valid JSON: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(json.as_bytes())
+        .map_err(|e| format!("PROVIDERS is not valid JSON: {e}"))?;
     let extra: Vec<Provider> = crate::json::list(&v, "PROVIDERS")?;
     for p in extra {
         if p.name.is_empty()

@@ -201,7 +201,11 @@ impl FromJson for crate::budget::Ledger {
             };
             reserved.insert(id.clone(), pair.ok_or_else(bad_reserved)?);
         }
-        let warned: BTreeSet<u8> = f.u8s_or_empty("warned")?.into_iter().collect();
+        // Inserted one by one: `collect` into a set sorts first, and sort code is heavy in wasm.
+        let mut warned = BTreeSet::new();
+        for pct in f.u8s_or_empty("warned")? {
+            warned.insert(pct);
+        }
         Ok(crate::budget::Ledger {
             spec: f.nested("spec")?,
             period_start: f.i64("period_start")?,

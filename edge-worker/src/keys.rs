@@ -50,7 +50,8 @@ pub fn presented_key_hash(authorization: Option<&str>) -> Option<String> {
 /// A key table in the `APP_KEYS` JSON form: `{"<sha256>": AppKey}`.
 pub fn parse_table(json: &str) -> Result<HashMap<String, AppKey>, String> {
     let bad = |e: String| format!("APP_KEYS is not a valid key table: {e}");
-    let table: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let table: serde_json::Value =
+        serde_json::from_slice(json.as_bytes()).map_err(|e| bad(e.to_string()))?;
     let entries = table
         .as_object()
         .ok_or_else(|| bad("expected a JSON object of key hash → key".into()))?;

@@ -124,7 +124,7 @@ fn is_usage_only_chunk(event: &[u8]) -> bool {
         .map(|d| d.strip_prefix(' ').unwrap_or(d))
         .collect::<Vec<_>>()
         .join("\n");
-    match serde_json::from_str::<serde_json::Value>(&data) {
+    match serde_json::from_slice::<serde_json::Value>(data.as_bytes()) {
         Ok(v) => {
             v.get("choices")
                 .and_then(|c| c.as_array())

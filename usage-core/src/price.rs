@@ -217,13 +217,15 @@ impl PriceTable {
             let list = entries
                 .entry((p.provider.clone(), p.model.clone()))
                 .or_default();
-            if list.iter().any(|e| e.effective_from == p.effective_from) {
+            // Kept sorted by date as it grows (lists are short; no sort code in the wasm).
+            let at = list.partition_point(|e| e.effective_from < p.effective_from);
+            if list
+                .get(at)
+                .is_some_and(|e| e.effective_from == p.effective_from)
+            {
                 return Err(invalid("two entries with the same effective_from"));
             }
-            list.push(p);
-        }
-        for list in entries.values_mut() {
-            list.sort_by_key(|p| p.effective_from);
+            list.insert(at, p);
         }
         let version = content_version(&entries, &file.vendor_aliases);
         Ok(PriceTable {

@@ -55,7 +55,8 @@ pub fn read(bytes: &[u8]) -> Result<TopLevel<'_>, serde_json::Error> {
 
 /// Field `name` as a [`Value`] when present, `null` included.
 pub fn value(top: &TopLevel<'_>, name: &str) -> Option<Value> {
-    serde_json::from_str(top.get(name)?.get()).ok()
+    // (`from_slice`, as every reader of the edge uses: one parser instance in the wasm.)
+    serde_json::from_slice(top.get(name)?.get().as_bytes()).ok()
 }
 
 /// Field `name` when present and not `null`.
