@@ -170,8 +170,10 @@ pub enum PriceError {
 /// Prices for every known model, resolved by provider, model id and date.
 #[derive(Clone, Debug)]
 pub struct PriceTable {
-    /// (provider, model) → entries sorted by `effective_from`.
-    entries: BTreeMap<(String, String), Vec<ModelPrice>>,
+    /// (provider, model) → entries sorted by `effective_from`; the list is sorted by key. (A
+    /// sorted list rather than a map: lookups need no allocation, and it brings no map code
+    /// into the edge worker's wasm.)
+    entries: Vec<((String, String), Vec<ModelPrice>)>,
     vendor_aliases: BTreeMap<String, String>,
     version: String,
 }
@@ -192,7 +194,7 @@ impl PriceTable {
     }
 
     pub fn from_file(file: PriceFile) -> Result<PriceTable, PriceError> {
-        let mut entries: BTreeMap<(String, String), Vec<ModelPrice>> = BTreeMap::new();
+        let mut entries: Vec<((String, String), Vec<ModelPrice>)> = Vec::new();
         for (index, p) in file.models.into_iter().enumerate() {
             let invalid = |reason: &str| PriceError::Invalid {
                 index,
@@ -214,9 +216,16 @@ impl PriceTable {
             if rates.iter().flatten().any(|r| r.is_negative()) {
                 return Err(invalid("prices must not be negative"));
             }
-            let list = entries
-                .entry((p.provider.clone(), p.model.clone()))
-                .or_default();
+            let slot = entries.binary_search_by(|((provider, model), _)| {
+                (provider.as_str(), model.as_str()).cmp(&(p.provider.as_str(), p.model.as_str()))
+            });
+            let list = match slot {
+                Ok(i) => &mut entries[i].1,
+                Err(i) => {
+                    entries.insert(i, ((p.provider.clone(), p.model.clone()), Vec::new()));
+                    &mut entries[i].1
+                }
+            };
             // Kept sorted by date as it grows (lists are short; no sort code in the wasm).
             let at = list.partition_point(|e| e.effective_from < p.effective_from);
             if list
@@ -241,7 +250,7 @@ impl PriceTable {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.values().map(Vec::len).sum()
+        self.entries.iter().map(|(_, list)| list.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -250,7 +259,7 @@ impl PriceTable {
 
     /// Every entry, ordered by provider, model and date.
     pub fn iter(&self) -> impl Iterator<Item = &ModelPrice> {
-        self.entries.values().flatten()
+        self.entries.iter().flat_map(|(_, list)| list)
     }
 
     /// The price in force for `model` of `provider` at `at`, trying the fallbacks described in
@@ -284,10 +293,15 @@ impl PriceTable {
     }
 
     fn lookup(&self, provider: &str, model: &str, day: Date) -> Option<&ModelPrice> {
-        let list = self
+        let i = self
             .entries
-            .get(&(provider.to_string(), model.to_string()))?;
-        list.iter().rev().find(|p| p.effective_from <= day)
+            .binary_search_by(|((p, m), _)| (p.as_str(), m.as_str()).cmp(&(provider, model)))
+            .ok()?;
+        self.entries[i]
+            .1
+            .iter()
+            .rev()
+            .find(|p| p.effective_from <= day)
     }
 }
 
@@ -305,11 +319,11 @@ pub fn strip_date_suffix(model: &str) -> Option<&str> {
 }
 
 fn content_version(
-    entries: &BTreeMap<(String, String), Vec<ModelPrice>>,
+    entries: &[((String, String), Vec<ModelPrice>)],
     aliases: &BTreeMap<String, String>,
 ) -> String {
     let mut hasher = Sha256::new();
-    for p in entries.values().flatten() {
+    for p in entries.iter().flat_map(|(_, list)| list) {
         // A stable textual form of every field that affects a cost.
         let line = format!(
             "{}\t{}\t{}\t{}\t{:?}\t{:?}\t{}\t{:?}\t{:?}\n",
@@ -479,6 +493,50 @@ pub(crate) mod tests {
         assert_eq!(p.effective_from, date!(0999 - 03 - 04));
         let back = serde_json::to_value(&p).unwrap();
         assert_eq!(back["effective_from"], "0999-03-04");
+    }
+
+    /// The version hashes entries in this order, so it must not depend on the file's order.
+    #[test]
+    fn entries_iterate_by_provider_model_and_date_whatever_the_file_order() {
+        let file: PriceFile = serde_json::from_str(
+            r#"{"models":[
+              {"provider":"openai","model":"b","effective_from":"2025-02-01","input":"2","output":"2"},
+              {"provider":"anthropic","model":"z","effective_from":"2025-01-01","input":"1","output":"1"},
+              {"provider":"openai","model":"b","effective_from":"2025-01-01","input":"1","output":"1"},
+              {"provider":"openai","model":"a","effective_from":"2025-01-01","input":"1","output":"1"}]}"#,
+        )
+        .unwrap();
+        let mut reversed = file.clone();
+        reversed.models.reverse();
+        let (t, r) = (
+            PriceTable::from_file(file).unwrap(),
+            PriceTable::from_file(reversed).unwrap(),
+        );
+        let order: Vec<String> = t
+            .iter()
+            .map(|p| format!("{}/{}@{}", p.provider, p.model, p.effective_from))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "anthropic/z@2025-01-01",
+                "openai/a@2025-01-01",
+                "openai/b@2025-01-01",
+                "openai/b@2025-02-01"
+            ]
+        );
+        assert_eq!(t.version(), r.version());
+        let day = |d| Date::parse(d, &time::format_description::well_known::Iso8601::DATE).unwrap();
+        assert_eq!(
+            t.lookup("openai", "b", day("2025-01-20")).unwrap().input,
+            Nanos::parse_usd("1").unwrap()
+        );
+        assert_eq!(
+            t.lookup("openai", "b", day("2025-03-01")).unwrap().input,
+            Nanos::parse_usd("2").unwrap()
+        );
+        assert!(t.lookup("openai", "b", day("2024-12-31")).is_none());
+        assert!(t.lookup("openai", "c", day("2025-03-01")).is_none());
     }
 
     #[test]
