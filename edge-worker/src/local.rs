@@ -128,8 +128,8 @@ export default {
 };
 "#;
 
-/// A JavaScript worker for comparison: `source` served on `listen`, with the bindings
-/// `UPSTREAM` (provider base URL) and `KEY` (provider key).
+/// A worker for comparison: the JavaScript module `source` served on `listen`, with the
+/// bindings `UPSTREAM` (provider base URL) and `KEY` (provider key).
 #[derive(Clone, Debug)]
 pub struct JsBaseline {
     /// Service and module name (`[a-z_]+`).
@@ -138,7 +138,20 @@ pub struct JsBaseline {
     pub listen: String,
     pub upstream: String,
     pub key: String,
+    /// A wasm-bindgen bundle (`index.js`, `index_bg.wasm`) served with it, which `source`
+    /// imports as `./index.js` (the benchmark's Rust floor, [`FLOOR_SHIM_JS`]).
+    pub wasm: Option<PathBuf>,
 }
+
+/// The entry of the benchmark's Rust floor (crate `edge-floor`): its wasm's `fetch`.
+pub const FLOOR_SHIM_JS: &str = r#"// The benchmark's Rust floor: read the body into wasm, forward it.
+import * as wasm from "./index.js";
+export default {
+  fetch(request, env, ctx) {
+    return wasm.fetch(request, env, ctx);
+  },
+};
+"#;
 
 /// A minimal JavaScript proxy: the baseline the Rust worker's overhead is measured against.
 pub const PASSTHROUGH_JS: &str = r#"// The benchmark's baseline: forward the call, swap the key, return the response untouched.
@@ -268,9 +281,15 @@ impl LocalWorker {
                 ",\n    (name = \"{name}\", address = {}, http = (), service = \"{name}\")",
                 capnp_str(&b.listen)
             );
+            // A wasm bundle's files are copied to `<name>/` beside the config.
+            let wasm_modules = if b.wasm.is_some() {
+                format!(", (name = \"index.js\", esModule = embed \"{name}/index.js\"), (name = \"index_bg.wasm\", wasm = embed \"{name}/index_bg.wasm\")")
+            } else {
+                String::new()
+            };
             let _ = write!(
                 extra_worker,
-                "\nconst {name} :Workerd.Worker = (\n  modules = [ (name = \"{name}.js\", esModule = embed \"{name}.js\") ],\n  compatibilityDate = {},\n  bindings = [ (name = \"UPSTREAM\", text = {}), (name = \"KEY\", text = {}) ],\n  globalOutbound = \"internet\",\n);\n",
+                "\nconst {name} :Workerd.Worker = (\n  modules = [ (name = \"{name}.js\", esModule = embed \"{name}.js\"){wasm_modules} ],\n  compatibilityDate = {},\n  bindings = [ (name = \"UPSTREAM\", text = {}), (name = \"KEY\", text = {}) ],\n  globalOutbound = \"internet\",\n);\n",
                 capnp_str(COMPATIBILITY_DATE),
                 capnp_str(&b.upstream),
                 capnp_str(&b.key)
@@ -359,6 +378,13 @@ const edge :Workerd.Worker = (
         let path = self.bundle_dir.join(name);
         for b in &self.baselines {
             std::fs::write(self.bundle_dir.join(format!("{}.js", b.name)), b.source)?;
+            if let Some(wasm) = &b.wasm {
+                let dir = self.bundle_dir.join(b.name);
+                std::fs::create_dir_all(&dir)?;
+                for file in ["index.js", "index_bg.wasm"] {
+                    std::fs::copy(wasm.join(file), dir.join(file))?;
+                }
+            }
         }
         if self.stand_ins.app_keys_kv.is_some() {
             std::fs::write(self.bundle_dir.join("app-keys-kv.js"), LOCAL_KV_JS)?;
@@ -437,6 +463,7 @@ mod tests {
                 listen: "127.0.0.1:8788".into(),
                 upstream: "http://127.0.0.1:8799/v1".into(),
                 key: "sk".into(),
+                wasm: None,
             }],
             stand_ins: StandIns::default(),
         };

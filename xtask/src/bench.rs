@@ -54,6 +54,7 @@ pub fn run(cmd: &BenchCommand) -> Result {
         }
         BenchCommand::Edge { rounds } => {
             crate::edge::build()?;
+            crate::edge::build_floor()?;
             service_bench("edge", &["--rounds", &rounds.to_string()])
         }
         BenchCommand::Dashboard { sizes } => service_bench("dashboard", &["--sizes", sizes]),

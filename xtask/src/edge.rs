@@ -164,13 +164,32 @@ pub fn setup() -> Result {
 pub fn build() -> Result<PathBuf> {
     let root = repo_root();
     let out = local::bundle_dir(&root);
-    step("edge: cargo build (wasm32, wasm-release)");
+    build_wasm("edge-worker", &out)?;
+    std::fs::write(out.join("shim.js"), local::SHIM_JS)?;
+    report_sizes(&out)?;
+    Ok(out)
+}
+
+/// Builds the benchmark's Rust floor (crate `edge-floor`) into `target/edge-floor/`.
+pub fn build_floor() -> Result<PathBuf> {
+    let out = repo_root().join("target/edge-floor");
+    build_wasm("edge-floor", &out)?;
+    Ok(out)
+}
+
+/// `cargo build` of `package` for wasm32 (`wasm-release`), then wasm-bindgen and wasm-opt into
+/// a fresh `out` (`index.js`, `index_bg.wasm`, snippets).
+fn build_wasm(package: &str, out: &Path) -> Result {
+    let root = repo_root();
+    step(&format!(
+        "edge: cargo build {package} (wasm32, wasm-release)"
+    ));
     exec(
         "edge wasm build",
         cargo().args([
             "build",
             "-p",
-            "edge-worker",
+            package,
             "--target",
             "wasm32-unknown-unknown",
             "--profile",
@@ -178,10 +197,13 @@ pub fn build() -> Result<PathBuf> {
         ]),
     )?;
     if out.exists() {
-        std::fs::remove_dir_all(&out)?;
+        std::fs::remove_dir_all(out)?;
     }
-    std::fs::create_dir_all(&out)?;
-    let wasm = root.join("target/wasm32-unknown-unknown/wasm-release/edge_worker.wasm");
+    std::fs::create_dir_all(out)?;
+    let wasm = root.join(format!(
+        "target/wasm32-unknown-unknown/wasm-release/{}.wasm",
+        package.replace('-', "_")
+    ));
     step("edge: wasm-bindgen");
     exec(
         "wasm-bindgen",
@@ -194,7 +216,7 @@ pub fn build() -> Result<PathBuf> {
                 "--no-typescript",
                 "--out-dir",
             ])
-            .arg(&out)
+            .arg(out)
             .arg(&wasm),
     )?;
     // workerd and wrangler load the wasm as a module import, not a source-phase import.
@@ -202,7 +224,6 @@ pub fn build() -> Result<PathBuf> {
     let js =
         std::fs::read_to_string(&index)?.replace("import source wasmModule", "import wasmModule");
     std::fs::write(&index, js)?;
-    std::fs::write(out.join("shim.js"), local::SHIM_JS)?;
 
     step("edge: wasm-opt -Oz");
     let bg = out.join("index_bg.wasm");
@@ -225,8 +246,7 @@ pub fn build() -> Result<PathBuf> {
             .arg("-o")
             .arg(&bg),
     )?;
-    report_sizes(&out)?;
-    Ok(out)
+    Ok(())
 }
 
 fn report_sizes(out: &Path) -> Result {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use edge_worker::local::{JsBaseline, MEASURING_JS, PASSTHROUGH_JS};
+use edge_worker::local::{JsBaseline, FLOOR_SHIM_JS, MEASURING_JS, PASSTHROUGH_JS};
 use serde_json::json;
 use tollgate_e2e::harness::{
     app_key, free_port, repo_root, worker_bindings, CollectorProc, WorkerdProc,
@@ -38,6 +38,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Results = std::collections::BTreeMap<(String, String, usize), Vec<(f64, f64, f64)>>;
 
 const TARGETS: &[&str] = &["mock", "js", "js-measuring", "rust", "rust+budget"];
+/// Measured after [`TARGETS`], in a workerd started for them alone (see `main`).
+const FLOOR_TARGETS: &[&str] = &["js-floor", "rust-floor"];
 const INTERNAL_SECRET: &str = "bench-internal-secret-0123456789";
 const MODES: &[&str] = &["json", "stream"];
 const CONCURRENCY: &[usize] = &[1, 16];
@@ -148,9 +150,18 @@ async fn main() -> Result<(), BoxError> {
         listen: format!("127.0.0.1:{}", free_port()),
         upstream: mock.base_url(),
         key: "sk-mock".into(),
+        wasm: None,
     };
     let js = baseline("passthrough", PASSTHROUGH_JS);
     let js_measuring = baseline("measuring", MEASURING_JS);
+    // The floor (crate `edge-floor`, built by `cargo xtask bench edge`) is measured last, in a
+    // workerd of its own beside its own passthrough: while it ran next to the others, Tollgate's
+    // worker measured a third slower (in three runs; cause not found), which would flatter it.
+    let floor = JsBaseline {
+        wasm: Some(repo_root().join("target/edge-floor")),
+        ..baseline("floor", FLOOR_SHIM_JS)
+    };
+    let js_floor = baseline("passthrough", PASSTHROUGH_JS);
     let worker = WorkerdProc::start_with(
         production_batching(worker_bindings(
             &mock.base_url(),
@@ -228,6 +239,14 @@ async fn main() -> Result<(), BoxError> {
             "js-measuring",
             format!("http://{}/v1/chat/completions", js_measuring.listen),
         ),
+        (
+            "js-floor",
+            format!("http://{}/v1/chat/completions", js_floor.listen),
+        ),
+        (
+            "rust-floor",
+            format!("http://{}/v1/chat/completions", floor.listen),
+        ),
         ("rust", format!("{}/chat/completions", worker.base_url())),
         (
             "rust+budget",
@@ -248,29 +267,36 @@ async fn main() -> Result<(), BoxError> {
             .unwrap_or_default()
     };
 
-    // Warm up every path (isolate start, connection pools).
-    for t in TARGETS {
-        for m in MODES {
-            measure(&url_of(t), &key_of(t), *m == "stream", 2, 0.5)?;
-        }
-    }
-
     let mut results: Results = Default::default();
-    for round in 0..args.rounds {
-        for &c in CONCURRENCY {
+    let mut run = |targets: &[&str], what: &str| -> Result<(), BoxError> {
+        // Warm up every path (isolate start, connection pools).
+        for t in targets {
             for m in MODES {
-                for t in TARGETS {
-                    let lat = measure(&url_of(t), &key_of(t), *m == "stream", c, args.secs)?;
-                    let rps = lat.len() as f64 / args.secs;
-                    results
-                        .entry((t.to_string(), m.to_string(), c))
-                        .or_default()
-                        .push((pct(&lat, 0.5), pct(&lat, 0.99), rps));
-                }
+                measure(&url_of(t), &key_of(t), *m == "stream", 2, 0.5)?;
             }
         }
-        println!("  round {} of {} done", round + 1, args.rounds);
-    }
+        for round in 0..args.rounds {
+            for &c in CONCURRENCY {
+                for m in MODES {
+                    for t in targets {
+                        let lat = measure(&url_of(t), &key_of(t), *m == "stream", c, args.secs)?;
+                        let rps = lat.len() as f64 / args.secs;
+                        results
+                            .entry((t.to_string(), m.to_string(), c))
+                            .or_default()
+                            .push((pct(&lat, 0.5), pct(&lat, 0.99), rps));
+                    }
+                }
+            }
+            println!("  {what}: round {} of {} done", round + 1, args.rounds);
+        }
+        Ok(())
+    };
+    run(TARGETS, "workers")?;
+    drop(budget_worker);
+    let floor_workerd = WorkerdProc::start_with(Vec::new(), vec![js_floor.clone(), floor.clone()]);
+    run(FLOOR_TARGETS, "floor")?;
+    drop(floor_workerd);
 
     let mut rows = Vec::new();
     let mut md_rows = String::new();
@@ -286,15 +312,18 @@ async fn main() -> Result<(), BoxError> {
                     median(v.iter().map(|x| x.2).collect()),
                 )
             };
-            let (mock, js, measuring, rust, guarded) = (
+            let (mock, js, measuring, floor, rust, guarded) = (
                 get("mock"),
                 get("js"),
                 get("js-measuring"),
+                get("rust-floor"),
                 get("rust"),
                 get("rust+budget"),
             );
             let ratio = rust.0 / js.0;
             let measuring_ratio = measuring.0 / js.0;
+            // Against the passthrough of its own workerd.
+            let floor_ratio = floor.0 / get("js-floor").0;
             rows.push(json!({
                 "mode": m, "concurrency": c,
                 "mock_p50_ms": mock.0, "mock_p99_ms": mock.1,
@@ -304,6 +333,8 @@ async fn main() -> Result<(), BoxError> {
                 "rust_to_js_p50": ratio,
                 "js_measuring_p50_ms": measuring.0, "js_measuring_p99_ms": measuring.1,
                 "js_measuring_to_js_p50": measuring_ratio,
+                "rust_floor_p50_ms": floor.0, "rust_floor_p99_ms": floor.1,
+                "rust_floor_to_js_p50": floor_ratio,
                 "budget_p50_ms": guarded.0, "budget_p99_ms": guarded.1,
                 "budget_added_p50_ms": guarded.0 - rust.0, "budget_added_p99_ms": guarded.1 - rust.1,
             }));
@@ -317,10 +348,10 @@ async fn main() -> Result<(), BoxError> {
                 guarded.1 - rust.1
             ));
             md_rows.push_str(&format!(
-                "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | **{:.2}** | {:.2} | {:.0} |\n",
-                mock.0, mock.1, js.0, js.1, measuring.0, measuring.1, rust.0, rust.1, rust.0 - mock.0, ratio, measuring_ratio, rust.2
+                "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | **{:.2}** | {:.2} | {:.2} | {:.0} |\n",
+                mock.0, mock.1, js.0, js.1, measuring.0, measuring.1, floor.0, floor.1, rust.0, rust.1, rust.0 - mock.0, ratio, floor_ratio, measuring_ratio, rust.2
             ));
-            println!("  {m:<6} c={c:<2}  mock p50 {:.2} ms | js p50 {:.2} ms | js-measuring p50 {:.2} ms (×{measuring_ratio:.2}) | rust p50 {:.2} ms (×{ratio:.2} of js) p99 {:.2} ms", mock.0, js.0, measuring.0, rust.0, rust.1);
+            println!("  {m:<6} c={c:<2}  mock p50 {:.2} ms | js p50 {:.2} ms | js-measuring p50 {:.2} ms (×{measuring_ratio:.2}) | rust floor p50 {:.2} ms (×{floor_ratio:.2}) | rust p50 {:.2} ms (×{ratio:.2} of js) p99 {:.2} ms", mock.0, js.0, measuring.0, floor.0, rust.0, rust.1);
         }
     }
     let bundle = repo_root().join("target/edge");
@@ -348,9 +379,13 @@ async fn main() -> Result<(), BoxError> {
          yardstick for the work itself: the same per-call job in plain JavaScript\n\
          (`edge_worker::local::MEASURING_JS`: body parsed and amended, answer teed or piped through a\n\
          `TransformStream` that finds and strips the usage chunk, event-id header, records batched\n\
-         every 50 ms). Latency is to the last byte of the response; p50 / p99 in ms.\n\n\
-         | mode | clients | mock direct | js passthrough | js measuring | rust worker | rust added p50 | rust ÷ js p50 | js measuring ÷ js p50 | rust req/s |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n{md_rows}\n\
+         every 50 ms). `rust floor` is the least any Rust → Wasm worker that acts on the body does\n\
+         (crate `edge-floor`: read the body into wasm, forward it; nothing else); it runs in a workerd\n\
+         of its own and `floor ÷ js` is against the passthrough there (sharing a workerd with\n\
+         another wasm worker slowed Tollgate's by a third). Latency is to the last byte of the\n\
+         response; p50 / p99 in ms.\n\n\
+         | mode | clients | mock direct | js passthrough | js measuring | rust floor | rust worker | rust added p50 | rust ÷ js p50 | floor ÷ js p50 | js measuring ÷ js p50 | rust req/s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n{md_rows}\n\
          Bundle: wasm {wasm_gz} B gzip, JS glue {js_gz} B gzip.\n\n\
          ### With a hard budget guarding every call\n\n\
          `rust+budget` is the same worker with one hard budget on the caller's org: every call reserves in\n\
