@@ -22,8 +22,8 @@ extern "C" {
     /// A handler's `ctx`.
     #[derive(Clone, Debug)]
     pub type ExecutionContext;
-    #[wasm_bindgen(method, js_name = waitUntil)]
-    fn wait_until_promise(this: &ExecutionContext, promise: &Promise);
+    #[wasm_bindgen(method, catch, js_name = waitUntil)]
+    fn wait_until_promise(this: &ExecutionContext, promise: &Promise) -> Result<(), JsValue>;
 
     /// A Workers KV namespace binding.
     pub type KvNamespace;
@@ -40,8 +40,11 @@ extern "C" {
 
     /// A handle on one Durable Object.
     pub type DurableObjectStub;
-    #[wasm_bindgen(method, js_name = fetch)]
-    fn fetch_request(this: &DurableObjectStub, request: &web_sys::Request) -> Promise;
+    #[wasm_bindgen(method, catch, js_name = fetch)]
+    fn fetch_request(
+        this: &DurableObjectStub,
+        request: &web_sys::Request,
+    ) -> Result<Promise, JsValue>;
 
     /// What a Durable Object's constructor receives as `state`.
     #[derive(Clone, Debug)]
@@ -124,19 +127,42 @@ impl Env {
         self.get(name)?.as_string().filter(|v| !v.is_empty())
     }
 
-    /// The binding `name` (a KV namespace, a Durable Object namespace, a queue), if bound.
-    pub fn binding<T: JsCast>(&self, name: &str) -> Option<T> {
-        self.get(name).map(JsCast::unchecked_into)
+    /// The binding `name` (a KV namespace, a Durable Object namespace, a queue), if one of
+    /// that kind is bound there: a var of that name by mistake does not count.
+    pub fn binding<T: Binding>(&self, name: &str) -> Option<T> {
+        let v = self.get(name).filter(JsValue::is_object)?;
+        let method = js_sys::Reflect::get(&v, &JsValue::from_str(T::METHOD)).ok()?;
+        method.is_function().then(|| v.unchecked_into())
     }
+}
+
+/// A kind of binding, recognised by a method it has.
+pub trait Binding: JsCast {
+    const METHOD: &'static str;
+}
+impl Binding for KvNamespace {
+    const METHOD: &'static str = "get";
+}
+impl Binding for DurableObjectNamespace {
+    const METHOD: &'static str = "idFromName";
+}
+impl Binding for Queue {
+    const METHOD: &'static str = "send";
 }
 
 impl ExecutionContext {
     /// Keeps the isolate working on `fut` after the response (Cloudflare allows 30 s).
     pub fn wait_until<F: Future<Output = ()> + 'static>(&self, fut: F) {
-        self.wait_until_promise(&future_to_promise(async move {
+        let work = future_to_promise(async move {
             fut.await;
             Ok(JsValue::UNDEFINED)
-        }));
+        });
+        if let Err(e) = self.wait_until_promise(&work) {
+            console_error!(
+                "tollgate: waitUntil refused: {}",
+                crate::web::error_text(&e)
+            );
+        }
     }
 }
 
@@ -161,9 +187,10 @@ impl DurableObjectNamespace {
         let text = |e: JsValue| crate::web::error_text(&e);
         let id = self.id_from_name(name).map_err(text)?;
         let stub = self.stub(&id).map_err(text)?;
-        let answer = wasm_bindgen_futures::JsFuture::from(stub.fetch_request(request))
-            .await
-            .map_err(text)?;
+        let answer =
+            wasm_bindgen_futures::JsFuture::from(stub.fetch_request(request).map_err(text)?)
+                .await
+                .map_err(text)?;
         answer
             .dyn_into::<web_sys::Response>()
             .map_err(|_| "the Durable Object answered something other than a Response".into())
@@ -212,13 +239,16 @@ impl Queue {
     }
 }
 
-/// Runs once per wasm instance. A panic is logged, and the instance is replaced before the
-/// next call: with `panic = "abort"` a panic leaves Rust state (a borrowed `RefCell`, a
-/// half-updated outbox) as it was mid-change, and nothing should run on top of it.
+/// Runs once per wasm instance: a panic is logged (with `panic = "abort"` it then traps, and
+/// the call that panicked fails).
+///
+/// The instance is not replaced after a panic: wasm-bindgen's reinit swaps the instance under
+/// live objects — a `BudgetGuard`, the callbacks of promises in flight — whose pointers then
+/// point into the new instance's memory (found in review). The workspace lints keep panics out
+/// of Tollgate's code; one from a dependency costs the call it happens in.
 #[wasm_bindgen(start)]
 fn start() {
     std::panic::set_hook(Box::new(|info| {
         console_error_str(&format!("tollgate: Rust panic: {info}"));
-        wasm_bindgen::handler::schedule_reinit();
     }));
 }

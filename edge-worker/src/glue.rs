@@ -304,7 +304,7 @@ async fn handle(
         &settings.default_provider,
         header_provider.as_deref(),
     )?;
-    let region = colo(&req).unwrap_or_else(|| settings.edge_region.clone());
+    let region = colo(&req, started).unwrap_or_else(|| settings.edge_region.clone());
     // A test clock for budget periods, honoured only where ALLOW_TEST_CLOCK=1 (never deployed).
     let budget_now = match (settings.allow_test_clock, test_now) {
         (true, Some(t)) => t.parse().unwrap_or((started / 1000) as i64),
@@ -549,25 +549,32 @@ async fn release(env: &Env, budgets: &[String], id: &str, now: i64) {
 }
 
 thread_local! {
-    /// This isolate's data centre, read from its first request.
-    static COLO: OnceCell<Option<String>> = const { OnceCell::new() };
+    /// This isolate's data centre, and when `request.cf` was last read (ms; 0 = never).
+    static COLO: RefCell<(Option<String>, u64)> = const { RefCell::new((None, 0)) };
 }
 
 /// The Cloudflare data centre serving the request (`request.cf.colo`), when there is one
 /// (there is none under a local workerd, where reading it through the typed API throws).
 ///
 /// Read once per isolate: an isolate runs in one data centre, and `request.cf` is built anew
-/// for each read — profiling showed it at 5% of the worker's CPU under workerd.
-fn colo(req: &web_sys::Request) -> Option<String> {
+/// for each read — profiling showed it at 5% of the worker's CPU under workerd. A request
+/// without one (a local workerd, a call from another worker) is asked again a minute later.
+fn colo(req: &web_sys::Request, now: u64) -> Option<String> {
+    const RECHECK_MS: u64 = 60_000;
     COLO.with(|cell| {
-        cell.get_or_init(|| {
+        let mut known = cell.borrow_mut();
+        if known.0.is_some() || (known.1 != 0 && now.saturating_sub(known.1) < RECHECK_MS) {
+            return known.0.clone();
+        }
+        let read = || {
             let cf = js_sys::Reflect::get(req, &"cf".into()).ok()?;
             if cf.is_undefined() || cf.is_null() {
                 return None;
             }
             js_sys::Reflect::get(&cf, &"colo".into()).ok()?.as_string()
-        })
-        .clone()
+        };
+        *known = (read(), now.max(1));
+        known.0.clone()
     })
 }
 

@@ -82,7 +82,7 @@ impl<'a> Fields<'a> {
     pub fn i64(&self, name: &str) -> Result<i64, String> {
         self.required(name)?
             .as_i64()
-            .ok_or_else(|| format!("field `{name}` must be an integer"))
+            .ok_or_else(|| format!("field `{name}` must be a whole number (64-bit)"))
     }
 
     pub fn bool(&self, name: &str) -> Result<bool, String> {
@@ -91,9 +91,10 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| format!("field `{name}` must be true or false"))
     }
 
-    /// A boolean field; absent or null reads as false.
+    /// A boolean field; absent reads as false, `null` is refused (for `revoked`, failing
+    /// closed: a key whose revocation cannot be read is not used).
     pub fn bool_or_false(&self, name: &str) -> Result<bool, String> {
-        self.optional(name).map_or(Ok(false), |v| {
+        self.0.get(name).map_or(Ok(false), |v| {
             v.as_bool()
                 .ok_or_else(|| format!("field `{name}` must be true or false"))
         })
@@ -338,6 +339,10 @@ mod tests {
                 br#"{"key_id":"k","org_id":"o","app_id":"a","revoked":"yes"}"#,
                 "field `revoked` must be true or false",
             ),
+            (
+                br#"{"key_id":"k","org_id":"o","app_id":"a","revoked":null}"#,
+                "field `revoked` must be true or false",
+            ),
             (br#"[1]"#, "expected a JSON object"),
             (br#"{"#, "not JSON"),
         ] {
@@ -345,7 +350,7 @@ mod tests {
             assert!(err.starts_with(why), "{err}");
         }
         let err = parse::<BudgetSpec>(br#"{"budget_id":"b","name":"n","scope":"org","period":"daily","limit_nusd":1.5,"mode":"soft"}"#).unwrap_err();
-        assert_eq!(err, "field `limit_nusd` must be an integer");
+        assert_eq!(err, "field `limit_nusd` must be a whole number (64-bit)");
         let err = parse::<BudgetSpec>(br#"{"budget_id":"b","name":"n","scope":"org","period":"daily","limit_nusd":1,"mode":"soft","soft_thresholds":[50,300]}"#).unwrap_err();
         assert_eq!(
             err,

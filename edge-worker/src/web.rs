@@ -94,7 +94,8 @@ pub async fn read_chunks<E>(
             return Ok(());
         }
         if let Err(e) = sink(&Uint8Array::new(&step.get_value()).to_vec()) {
-            let _ = reader.cancel();
+            // Awaited, so a refused cancel is not an unhandled rejection.
+            let _ = JsFuture::from(reader.cancel()).await;
             return Err(e);
         }
     }

@@ -485,15 +485,23 @@ async fn keys_from_kv_and_records_through_the_queue() {
         );
     }
     // Every record went through the queue (none posted directly) and was acked.
+    // The queue counts a batch acked once the consumer returned, just after its rows landed.
     let stats_url = format!("http://{queue_addr}/stats");
     let stats: serde_json::Value = tokio::task::spawn_blocking(move || {
-        let text = ureq::get(&stats_url)
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = ureq::get(&stats_url)
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap();
+            let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if stats["acked"] == 6 || Instant::now() > deadline {
+                return stats;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     })
     .await
     .unwrap();

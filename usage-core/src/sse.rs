@@ -211,17 +211,16 @@ impl SseScanner {
         let mut id = text_field(&event, "id");
         let mut is_content = true;
         if let Some(kind) = text_field(&event, "type") {
-            if let Some(response) = field(&event, "response") {
-                let text = |name: &str| {
-                    response
-                        .get(name)
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                };
-                model = model.or_else(|| text("model"));
-                id = id.or_else(|| text("id"));
-                usage = usage.or_else(|| response.get("usage").filter(|u| !u.is_null()).cloned());
-                if let Some(e) = response.get("error").and_then(error_text) {
+            // Its own fields only: `response.completed` carries the whole output text, and
+            // `instructions` and `tools` ride along on every `response.*` event.
+            let response = event
+                .get("response")
+                .and_then(|raw| top_level::read(raw.get().as_bytes()).ok());
+            if let Some(response) = response {
+                model = model.or_else(|| text_field(&response, "model"));
+                id = id.or_else(|| text_field(&response, "id"));
+                usage = usage.or_else(|| field(&response, "usage"));
+                if let Some(e) = field(&response, "error").as_ref().and_then(error_text) {
                     self.summary.error = Some(e);
                 }
             }
@@ -253,7 +252,7 @@ impl SseScanner {
         if let Some(u) = usage.as_ref().and_then(WireUsage::from_value) {
             self.summary.usage = Some(u.normalise());
             // The usage-only chunk of Chat Completions has empty `choices`.
-            if field(&event, "choices").is_some_and(|c| c.as_array().is_some_and(Vec::is_empty)) {
+            if top_level::is_empty_array(&event, "choices") {
                 is_content = false;
             }
         }

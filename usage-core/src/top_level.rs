@@ -5,6 +5,10 @@
 //! embedding vectors) are scanned, never built into a tree, and the few that matter are parsed
 //! as a [`Value`] on demand. One reader for every document also keeps serde's per-type
 //! deserializers — tens of kilobytes — out of the edge worker's wasm.
+//!
+//! Keeping a field raw checks that its text is UTF-8, as JSON requires: a document with a stray
+//! invalid byte anywhere is refused whole (a request body gets a 400; a provider answer yields
+//! no usage).
 
 use std::fmt;
 
@@ -64,6 +68,15 @@ pub fn field(top: &TopLevel<'_>, name: &str) -> Option<Value> {
     value(top, name).filter(|v| !v.is_null())
 }
 
+/// Whether field `name` is `[]` (told from its raw text, without building it).
+pub fn is_empty_array(top: &TopLevel<'_>, name: &str) -> bool {
+    top.get(name).is_some_and(|raw| {
+        raw.get()
+            .strip_prefix('[')
+            .is_some_and(|rest| rest.trim_start() == "]")
+    })
+}
+
 /// Field `name` when it is a string.
 pub fn text(top: &TopLevel<'_>, name: &str) -> Option<String> {
     match field(top, name)? {
@@ -92,6 +105,11 @@ mod tests {
         assert_eq!(text(&top, "n"), None, "not a string");
         assert!(top.get("messages").unwrap().get().starts_with("[{"));
         assert!(read(b"[1]").is_err());
+        let top = read(br#"{"a":[],"b":[ ],"c":[1],"d":{}}"#).unwrap();
+        assert!(is_empty_array(&top, "a") && is_empty_array(&top, "b"));
+        assert!(
+            !is_empty_array(&top, "c") && !is_empty_array(&top, "d") && !is_empty_array(&top, "e")
+        );
         assert!(read(b"{\"a\":").is_err());
     }
 }

@@ -88,26 +88,20 @@ impl WireUsage {
         if !usage.is_object() {
             return None;
         }
-        let object = |v: &Value| v.is_object().then(|| v.clone());
+        // The details objects: one that is not an object (PHP-style gateways write an empty
+        // map as `[]`) is absent, as serde's derived reader took `[]` for an empty struct.
+        let none = Value::Null;
+        let details = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| usage.get(n).filter(|v| v.is_object()))
+                .unwrap_or(&none)
+        };
+        let prompt = details(&["prompt_tokens_details", "input_tokens_details"]);
+        let completion = details(&["completion_tokens_details", "output_tokens_details"]);
+        let cost_details = details(&["cost_details"]);
         let read =
             || -> Result<WireUsage, ()> {
-                let prompt = opt(
-                    usage,
-                    &["prompt_tokens_details", "input_tokens_details"],
-                    object,
-                )?;
-                let completion = opt(
-                    usage,
-                    &["completion_tokens_details", "output_tokens_details"],
-                    object,
-                )?;
-                let cost_details = opt(usage, &["cost_details"], object)?;
-                let none = Value::Null;
-                let (prompt, completion, cost_details) = (
-                    prompt.as_ref().unwrap_or(&none),
-                    completion.as_ref().unwrap_or(&none),
-                    cost_details.as_ref().unwrap_or(&none),
-                );
                 Ok(WireUsage {
                     prompt_tokens: opt(usage, &["prompt_tokens", "input_tokens"], Value::as_u64)?,
                     completion_tokens: opt(
@@ -252,7 +246,6 @@ mod tests {
         for usage in [
             r#""usage":{"prompt_tokens":"12","completion_tokens":1}"#,
             r#""usage":{"prompt_tokens":12,"completion_tokens":-1}"#,
-            r#""usage":{"prompt_tokens":12,"prompt_tokens_details":[]}"#,
             r#""usage":{"prompt_tokens":12,"cost":"cheap"}"#,
             r#""usage":[12]"#,
         ] {
@@ -261,6 +254,18 @@ mod tests {
             assert_eq!(r.usage, None, "{usage}");
             assert_eq!(r.model.as_deref(), Some("m"), "the rest still reads");
         }
+        // Details that are not objects are absent (an empty map written as `[]`).
+        let r = parse_response(
+            Endpoint::ChatCompletions,
+            br#"{"usage":{"prompt_tokens":12,"completion_tokens":3,"prompt_tokens_details":[],
+                "completion_tokens_details":null,"cost_details":"n/a"}}"#,
+        )
+        .unwrap();
+        let t = r.usage.unwrap().tokens;
+        assert_eq!(
+            (t.input, t.output, t.cached_input, t.reasoning),
+            (12, 3, 0, 0)
+        );
         let r =
             parse_response(Endpoint::ChatCompletions, br#"{"usage":null,"model":null}"#).unwrap();
         assert_eq!((r.usage, r.model), (None, None));

@@ -41,13 +41,15 @@ pub fn run(args: &TestArgs) -> Result {
     }
 
     if !args.no_lint {
-        step("clippy (edge worker, wasm32)");
+        step("clippy (edge worker and the benchmark's floor, wasm32)");
         exec(
             "cargo clippy wasm32",
             cargo().args([
                 "clippy",
                 "-p",
                 "edge-worker",
+                "-p",
+                "edge-floor",
                 "--target",
                 "wasm32-unknown-unknown",
                 "--",

@@ -157,8 +157,16 @@ async fn main() -> Result<(), BoxError> {
     // The floor (crate `edge-floor`, built by `cargo xtask bench edge`) is measured last, in a
     // workerd of its own beside its own passthrough: while it ran next to the others, Tollgate's
     // worker measured a third slower (in three runs; cause not found), which would flatter it.
+    let floor_bundle = repo_root().join("target/edge-floor");
+    if !floor_bundle.join("index_bg.wasm").is_file() {
+        return Err(format!(
+            "{} is missing: run `cargo xtask bench edge`, which builds it",
+            floor_bundle.display()
+        )
+        .into());
+    }
     let floor = JsBaseline {
-        wasm: Some(repo_root().join("target/edge-floor")),
+        wasm: Some(floor_bundle),
         ..baseline("floor", FLOOR_SHIM_JS)
     };
     let js_floor = baseline("passthrough", PASSTHROUGH_JS);
