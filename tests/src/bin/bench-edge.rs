@@ -388,10 +388,10 @@ async fn main() -> Result<(), BoxError> {
          (`edge_worker::local::MEASURING_JS`: body parsed and amended, answer teed or piped through a\n\
          `TransformStream` that finds and strips the usage chunk, event-id header, records batched\n\
          every 50 ms). `rust floor` is the least any Rust → Wasm worker that acts on the body does\n\
-         (crate `edge-floor`: read the body into wasm, forward it; nothing else); it runs in a workerd\n\
-         of its own and `floor ÷ js` is against the passthrough there (sharing a workerd with\n\
-         another wasm worker slowed Tollgate's by a third). Latency is to the last byte of the\n\
-         response; p50 / p99 in ms.\n\n\
+         (crate `edge-floor`: read the body into wasm, forward it; nothing else); it is measured\n\
+         after the others, in a workerd of its own, and `floor ÷ js` is against the passthrough\n\
+         there (while the floor ran alongside, Tollgate's worker measured a third slower). Latency\n\
+         is to the last byte of the response; p50 / p99 in ms.\n\n\
          | mode | clients | mock direct | js passthrough | js measuring | rust floor | rust worker | rust added p50 | rust ÷ js p50 | floor ÷ js p50 | js measuring ÷ js p50 | rust req/s |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n{md_rows}\n\
          Bundle: wasm {wasm_gz} B gzip, JS glue {js_gz} B gzip.\n\n\
