@@ -12,6 +12,8 @@ use js_sys::{Array, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+use crate::web::settle;
+
 #[wasm_bindgen]
 extern "C" {
     /// The `env` a handler (or a Durable Object's constructor) receives: vars and secrets as
@@ -169,11 +171,7 @@ impl ExecutionContext {
 impl KvNamespace {
     /// The value stored under `key` as text; `Ok(None)` when there is none.
     pub async fn text(&self, key: &str) -> Result<Option<String>, String> {
-        let promise = self.get_text(key).map_err(|e| crate::web::error_text(&e))?;
-        let value = wasm_bindgen_futures::JsFuture::from(promise)
-            .await
-            .map_err(|e| crate::web::error_text(&e))?;
-        Ok(value.as_string())
+        Ok(settle(self.get_text(key)).await?.as_string())
     }
 }
 
@@ -187,11 +185,8 @@ impl DurableObjectNamespace {
         let text = |e: JsValue| crate::web::error_text(&e);
         let id = self.id_from_name(name).map_err(text)?;
         let stub = self.stub(&id).map_err(text)?;
-        let answer =
-            wasm_bindgen_futures::JsFuture::from(stub.fetch_request(request).map_err(text)?)
-                .await
-                .map_err(text)?;
-        answer
+        settle(stub.fetch_request(request))
+            .await?
             .dyn_into::<web_sys::Response>()
             .map_err(|_| "the Durable Object answered something other than a Response".into())
     }
@@ -200,26 +195,14 @@ impl DurableObjectNamespace {
 impl DurableObjectState {
     /// The text stored under `key`; `None` when there is none (or it is not text).
     pub async fn stored_text(&self, key: &str) -> Result<Option<String>, String> {
-        let promise = self
-            .storage()
-            .get_value(key)
-            .map_err(|e| crate::web::error_text(&e))?;
-        let value = wasm_bindgen_futures::JsFuture::from(promise)
-            .await
-            .map_err(|e| crate::web::error_text(&e))?;
-        Ok(value.as_string())
+        Ok(settle(self.storage().get_value(key)).await?.as_string())
     }
 
     /// Stores `text` under `key`.
     pub async fn store_text(&self, key: &str, text: &str) -> Result<(), String> {
-        let promise = self
-            .storage()
-            .put_value(key, &JsValue::from_str(text))
-            .map_err(|e| crate::web::error_text(&e))?;
-        wasm_bindgen_futures::JsFuture::from(promise)
+        settle(self.storage().put_value(key, &JsValue::from_str(text)))
             .await
             .map(drop)
-            .map_err(|e| crate::web::error_text(&e))
     }
 }
 
@@ -229,13 +212,9 @@ impl Queue {
         let options = js_sys::Object::new();
         js_sys::Reflect::set(&options, &"contentType".into(), &"text".into())
             .map_err(|e| crate::web::error_text(&e))?;
-        let promise = self
-            .send_with_options(&JsValue::from_str(text), &options)
-            .map_err(|e| crate::web::error_text(&e))?;
-        wasm_bindgen_futures::JsFuture::from(promise)
+        settle(self.send_with_options(&JsValue::from_str(text), &options))
             .await
             .map(drop)
-            .map_err(|e| crate::web::error_text(&e))
     }
 }
 

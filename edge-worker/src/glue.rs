@@ -17,7 +17,9 @@ use crate::bindings::{self, secret, settings, var};
 use crate::budget::GuardRequest;
 use crate::budget::{self, BudgetSpec};
 use crate::call::{self, Plan, Route};
-use crate::cf::{self, console_error, Env, ExecutionContext as Context, Message, MessageBatch};
+use crate::cf::{
+    self, console_error, now_ms, Env, ExecutionContext as Context, Message, MessageBatch,
+};
 use crate::config::{Provider, Settings};
 use crate::errors::ApiError;
 use crate::guard;
@@ -45,10 +47,6 @@ const FORWARDED_HEADERS: &[&str] = &[
     "x-title",
     "user-agent",
 ];
-
-fn now_ms() -> u64 {
-    cf::now_ms()
-}
 
 fn datetime_ms(ms: u64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)

@@ -35,10 +35,17 @@ pub fn error_text(e: &JsValue) -> String {
     e.as_string().unwrap_or_else(|| format!("{e:?}"))
 }
 
+/// What a runtime call's promise resolves to; a call that threw, or a promise that rejected,
+/// as the error's text.
+pub async fn settle(promise: Result<Promise, JsValue>) -> Result<JsValue, String> {
+    JsFuture::from(promise.map_err(|e| error_text(&e))?)
+        .await
+        .map_err(|e| error_text(&e))
+}
+
 /// `fetch(url, init)`; the response once its headers arrived.
 pub async fn fetch(url: &str, init: &RequestInit) -> Result<Response, String> {
-    let promise = global().fetch_with_str_and_init(url, init);
-    let resp = JsFuture::from(promise).await.map_err(|e| error_text(&e))?;
+    let resp = settle(Ok(global().fetch_with_str_and_init(url, init))).await?;
     resp.dyn_into::<Response>()
         .map_err(|_| "fetch resolved to something other than a Response".to_string())
 }
@@ -56,9 +63,7 @@ pub fn request_init(method: &str, headers: &Headers, body: Option<&[u8]>) -> Req
 
 /// The bytes a body promise (`arrayBuffer()`) resolves to.
 async fn array_buffer(promise: Result<Promise, JsValue>) -> Result<Vec<u8>, String> {
-    let promise = promise.map_err(|e| error_text(&e))?;
-    let buf = JsFuture::from(promise).await.map_err(|e| error_text(&e))?;
-    Ok(Uint8Array::new(&buf).to_vec())
+    Ok(Uint8Array::new(&settle(promise).await?).to_vec())
 }
 
 /// A request's whole body.
