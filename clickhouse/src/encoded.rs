@@ -222,11 +222,15 @@ impl EncodedEvent {
 
 /// Writes `rows` to `usage_events` in one INSERT, each followed by `batch_id` and
 /// `inserted_at` (whole seconds). Rows are streamed in chunks of about 1 MiB.
+///
+/// `query_id`, when given, names the INSERT on the server (`system.processes`), so that whoever
+/// retries it can first wait for an attempt the server may still be running.
 pub async fn insert_encoded(
     client: &Client,
     rows: &[EncodedEvent],
     batch_id: &str,
     inserted_at: OffsetDateTime,
+    query_id: Option<&str>,
 ) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
@@ -236,6 +240,9 @@ pub async fn insert_encoded(
     suffix.extend_from_slice(&seconds(inserted_at).to_le_bytes());
     const CHUNK: usize = 1 << 20;
     let mut insert = client.insert_formatted_with("INSERT INTO usage_events FORMAT RowBinary");
+    if let Some(id) = query_id {
+        insert = insert.with_setting("query_id", id);
+    }
     let mut chunk = Vec::with_capacity(CHUNK + 1024);
     for row in rows {
         chunk.extend_from_slice(row.as_bytes());

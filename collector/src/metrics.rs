@@ -20,6 +20,9 @@ pub struct Metrics {
     pub spool_oldest_unsent_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub insert_batches: Counter,
     pub insert_rows: Counter,
+    /// Rows a batch carried that ClickHouse already held (a re-post that reached this sink
+    /// after its first copy was stored, here or by another collector), so not inserted again.
+    pub insert_rows_already_stored: Counter,
     pub insert_failures: Family<Labels, Counter>,
     pub insert_seconds: Histogram,
     pub accept_seconds: Histogram,
@@ -36,6 +39,7 @@ impl Default for Metrics {
             spool_oldest_unsent_seconds: Gauge::default(),
             insert_batches: Counter::default(),
             insert_rows: Counter::default(),
+            insert_rows_already_stored: Counter::default(),
             insert_failures: Family::default(),
             insert_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             accept_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
@@ -85,6 +89,11 @@ impl Metrics {
             "insert_rows",
             "Rows committed to ClickHouse",
             self.insert_rows.clone(),
+        );
+        r.register(
+            "insert_rows_already_stored",
+            "Rows skipped at insert because ClickHouse already held their event_id",
+            self.insert_rows_already_stored.clone(),
         );
         r.register(
             "insert_failures",

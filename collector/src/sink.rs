@@ -1,23 +1,61 @@
-//! The sink: spool → ClickHouse, in batches, exactly once per batch across crashes.
+//! The sink: spool → ClickHouse, in batches, each record stored exactly once.
 //!
 //! [`Sink`] reads durable entries from the spool and gathers them into a batch until it holds
 //! `max_rows` rows or `max_bytes` spool bytes, or its first entry has waited `max_delay`. Then:
 //!
-//! 1. The batch's identity — `batch_id = <spool id>-<first LSN>-<last LSN>` and its time range —
+//! 1. The batch's identity — `batch_id = <spool id>-<first LSN>-<last LSN>` and its LSN range —
 //!    is written to the spool's checkpoint ([`Spool::begin_batch`]) *before* the insert.
-//! 2. The rows are inserted with `batch_id` in every row.
-//! 3. The batch is recorded in `ingest_batches`, and the checkpoint moves past it
+//! 2. **Fence** (only when an earlier attempt of this batch may exist: a retry, or a batch found
+//!    pending at start): wait until the server runs no INSERT of this batch. Every attempt is
+//!    named on the server by its query id ([`InsertAttempt`]), so `system.processes` tells.
+//! 3. **Check**: ask ClickHouse which of the batch's `event_id`s it already holds, under any
+//!    batch, from any collector ([`Store::stored_event_ids`], by the batch's distinct seconds).
+//! 4. **Insert** only the others, with `batch_id` in every row.
+//! 5. The batch is recorded in `ingest_batches`, and the checkpoint moves past it
 //!    ([`Spool::commit`]), which lets the spool delete the segments.
 //!
-//! A crash between 1 and 3 leaves a pending batch in the checkpoint. On start — and before any
-//! retry of a failed insert, since a timed-out insert may still have landed — the sink asks
-//! ClickHouse which `event_id`s of that batch are already stored and inserts only the others.
-//! Hence every record is stored once, whatever fails when.
+//! # Exactly once, and the failures it covers
+//!
+//! Where the memory of accepted `event_id`s lives, and for how long:
+//! - **The spool** of each collector remembers the ids of its retained segments, and of every
+//!   segment for `spool.dedup_window_secs` (15 min) after it closed, across restarts (rebuilt from
+//!   disk). It answers a re-post *at accept time* (`duplicates` in the 202).
+//! - **`usage_events` itself** remembers every stored id for as long as the row is kept
+//!   (retention drops whole months). Step 3 consults it before every insert, so a record is never
+//!   inserted while a copy of it is stored, whichever collector stored it and however long ago.
+//!   That is enough for any re-post: a record can only be re-posted with its original `ts`, and
+//!   step 3 looks exactly at the seconds of the batch's records.
+//!
+//! Failure cases, each with a test (`sink/tests.rs` injects them into a store double;
+//! `tests/tests/collector_e2e.rs` SIGKILLs the real process against real ClickHouse):
+//! - *SIGKILL before the insert*: the batch is pending in the checkpoint; at start it is
+//!   rebuilt from the spool and delivered (step 2 onwards).
+//! - *SIGKILL during the insert, or between the insert and the commit*: the server may still be
+//!   running the dead process's INSERT when the new one starts. Step 2 waits for it to end
+//!   (before this fence, the check could run before that INSERT was visible, and the batch was
+//!   stored twice); step 3 then sees whatever it stored and step 4 adds only the rest.
+//! - *A timed-out or failed insert that the server completed anyway*: the same fence and check
+//!   before every retry.
+//! - *ClickHouse restarted or unreachable*: transient errors are retried forever with jittered
+//!   backoff while the spool absorbs incoming records (backpressure at the high-water mark).
+//! - *A client re-posts a batch whose 202 it never saw*: the same collector answers
+//!   `duplicates` from its spool; a collector that no longer remembers it (after the dedup
+//!   window, a lost disk) or another collector behind the load balancer accepts it again, and
+//!   step 3 drops the records already stored.
+//!
+//! What it does not cover on its own: two collectors inserting the *same* record at the same
+//! moment (a re-post that reaches a second collector while the first is still inserting it):
+//! both checks can run before either insert is visible. The integrity job
+//! (`tollgate_clickhouse::integrity`, run by dashboard-api) finds such duplicates in the
+//! recent days, deletes the later copy and rebuilds the affected rollup buckets.
 //!
 //! Failures are classified by [`StoreError`] (the retry decision): transient ones (network,
-//! server overload, a missing table during a deploy) are retried forever with jittered
-//! exponential backoff while the spool absorbs incoming records; data errors are not retried —
+//! server overload, a missing table during a deploy) are retried; data errors are not retried —
 //! the batch goes to `usage_rejects` with the server's message.
+//!
+//! The rollups (materialized views) are written by the same INSERT, after the raw rows: a
+//! reader can see a batch's raw rows a moment before its rollup rows. A ClickHouse crash in
+//! that moment leaves a rollup short; the integrity job repairs it.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -59,21 +97,57 @@ pub struct BatchInfo {
     pub max_ts: OffsetDateTime,
 }
 
+/// One attempt at inserting a batch, named so that a later attempt can wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertAttempt {
+    pub batch_id: String,
+    /// Unique per attempt, also across processes.
+    pub attempt: Uuid,
+}
+
+impl InsertAttempt {
+    pub fn new(batch_id: &str) -> Self {
+        InsertAttempt {
+            batch_id: batch_id.to_string(),
+            attempt: Uuid::new_v4(),
+        }
+    }
+
+    /// The INSERT's `query_id` on the server.
+    pub fn query_id(&self) -> String {
+        format!(
+            "{}{}",
+            Self::query_id_prefix(&self.batch_id),
+            self.attempt.simple()
+        )
+    }
+
+    /// What every attempt's `query_id` for `batch_id` starts with.
+    pub fn query_id_prefix(batch_id: &str) -> String {
+        format!("tollgate-sink/{batch_id}/")
+    }
+}
+
 /// Where batches go: ClickHouse in production ([`crate::store::ClickHouseStore`]), a fault
 /// injecting double in tests.
 pub trait Store: Send + Sync + 'static {
-    /// Inserts `rows` tagged with `batch_id`, as one insert.
+    /// Inserts `rows` tagged with the attempt's `batch_id`, as one insert named by the attempt.
     fn insert_events(
         &self,
-        batch_id: &str,
+        attempt: &InsertAttempt,
         rows: &[EncodedEvent],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// The `event_id`s already stored under `batch_id` (rows have `ts` within the range).
-    fn batch_event_ids(
+    /// How many inserts of `batch_id` the server is running now (attempts of a dead process,
+    /// or timed out on our side, included).
+    fn running_attempts(
         &self,
         batch_id: &str,
-        min_ts: OffsetDateTime,
-        max_ts: OffsetDateTime,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The `event_id`s already stored, under any batch, among rows whose `ts` is one of
+    /// `seconds` (unix seconds).
+    fn stored_event_ids(
+        &self,
+        seconds: &[i64],
     ) -> impl Future<Output = Result<HashSet<Uuid>, StoreError>> + Send;
     fn record_batch(
         &self,
@@ -259,7 +333,7 @@ impl<S: Store> Sink<S> {
         &self,
         batch: Batch,
         batch_id: String,
-        mut check_first: bool,
+        mut earlier_attempts: bool,
         shutdown: &watch::Receiver<bool>,
         drain: Duration,
     ) -> Result<bool, SpoolError> {
@@ -280,7 +354,7 @@ impl<S: Store> Sink<S> {
         let mut data_attempts = 0u32;
         loop {
             let result = self
-                .insert_once(&batch_id, &batch.records, min_ts, max_ts, check_first)
+                .insert_once(&batch_id, &batch.records, earlier_attempts)
                 .await;
             match result {
                 Ok(n) => {
@@ -294,7 +368,7 @@ impl<S: Store> Sink<S> {
                     let delay = backoff.next();
                     tracing::warn!(%batch_id, error = %e, retry_in_ms = delay.as_millis() as u64, "insert failed; will retry");
                     tokio::time::sleep(delay).await;
-                    check_first = true;
+                    earlier_attempts = true;
                     if *shutdown.borrow()
                         && shutdown_seen.get_or_insert_with(Instant::now).elapsed() >= drain
                     {
@@ -308,7 +382,7 @@ impl<S: Store> Sink<S> {
                     self.metrics.count_insert_failure("data");
                     tracing::warn!(%batch_id, error = %e, "ClickHouse refused the batch's data; retrying before dead-lettering");
                     tokio::time::sleep(backoff.next()).await;
-                    check_first = true;
+                    earlier_attempts = true;
                 }
                 Err(StoreError::Data(e)) => {
                     self.metrics.count_insert_failure("data");
@@ -352,37 +426,70 @@ impl<S: Store> Sink<S> {
         Ok(true)
     }
 
-    /// One attempt; with `check_first`, inserts only the rows not already stored under the id.
+    /// One attempt: fence (after `earlier_attempts`), check, insert what is not stored yet.
+    /// Returns how many rows it inserted.
     async fn insert_once(
         &self,
         batch_id: &str,
         records: &[EncodedEvent],
-        min_ts: OffsetDateTime,
-        max_ts: OffsetDateTime,
-        check_first: bool,
+        earlier_attempts: bool,
     ) -> Result<u64, StoreError> {
-        if !check_first {
-            self.store.insert_events(batch_id, records).await?;
-            return Ok(records.len() as u64);
+        if earlier_attempts {
+            self.await_running_attempts(batch_id).await?;
         }
-        let stored = self.store.batch_event_ids(batch_id, min_ts, max_ts).await?;
+        let stored = self
+            .store
+            .stored_event_ids(&distinct_seconds(records))
+            .await?;
         let missing: Vec<EncodedEvent> = records
             .iter()
             .filter(|r| !stored.contains(&r.event_id()))
             .cloned()
             .collect();
-        if !stored.is_empty() {
+        let already = (records.len() - missing.len()) as u64;
+        if already > 0 {
             tracing::info!(
                 batch_id,
-                already = stored.len(),
+                already,
                 missing = missing.len(),
-                "batch partly or wholly stored before; inserting the rest"
+                "some of the batch's records are stored already; inserting the rest"
             );
+            self.metrics.insert_rows_already_stored.inc_by(already);
         }
         if !missing.is_empty() {
-            self.store.insert_events(batch_id, &missing).await?;
+            self.store
+                .insert_events(&InsertAttempt::new(batch_id), &missing)
+                .await?;
         }
-        Ok(records.len() as u64)
+        Ok(missing.len() as u64)
+    }
+
+    /// Waits until the server runs no insert of `batch_id`: one still running (from a process
+    /// that died, or an attempt we gave up waiting for) could commit after our check.
+    async fn await_running_attempts(&self, batch_id: &str) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut logged = false;
+        loop {
+            let running = self.store.running_attempts(batch_id).await?;
+            if running == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > RUNNING_ATTEMPT_PATIENCE {
+                return Err(StoreError::Transient(format!(
+                    "{running} earlier insert(s) of batch {batch_id} still running on the server after {}s",
+                    RUNNING_ATTEMPT_PATIENCE.as_secs()
+                )));
+            }
+            if !logged {
+                tracing::info!(
+                    batch_id,
+                    running,
+                    "waiting for an earlier insert of the batch to end on the server"
+                );
+                logged = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn dead_letter(&self, records: &[EncodedEvent], error: &str) {
@@ -496,6 +603,18 @@ fn append_entry(batch: &mut Batch, entry: Entry) {
     }
     batch.last_lsn = lsn;
     batch.bytes += disk_len;
+}
+
+/// How long a retry waits for an earlier attempt still running on the server before it
+/// counts as a transient failure (and is retried with backoff, fence first).
+const RUNNING_ATTEMPT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The distinct `ts` seconds of `records`, sorted.
+fn distinct_seconds(records: &[EncodedEvent]) -> Vec<i64> {
+    let mut seconds: Vec<i64> = records.iter().map(|r| r.ts().unix_timestamp()).collect();
+    seconds.sort_unstable();
+    seconds.dedup();
+    seconds
 }
 
 fn time_range(records: &[EncodedEvent]) -> (OffsetDateTime, OffsetDateTime) {

@@ -11,7 +11,10 @@ use tollgate_clickhouse::{read_query, EncodedEvent};
 use uuid::Uuid;
 
 use crate::ingest::Reject;
-use crate::sink::{BatchInfo, Store, StoreError};
+use crate::sink::{BatchInfo, InsertAttempt, Store, StoreError};
+
+/// Distinct seconds per `stored_event_ids` query (bounds the statement's size).
+const STORED_IDS_SECONDS_PER_QUERY: usize = 2_000;
 
 /// ClickHouse exception codes that mean "these rows are wrong", not "try again later". Codes
 /// a truncated request body also produces (27, 32, 33: a connection cut mid-insert, a server
@@ -115,31 +118,52 @@ fn whole_second(t: OffsetDateTime) -> OffsetDateTime {
 }
 
 impl Store for ClickHouseStore {
-    async fn insert_events(&self, batch_id: &str, rows: &[EncodedEvent]) -> Result<(), StoreError> {
-        tollgate_clickhouse::insert_encoded(&self.client, rows, batch_id, OffsetDateTime::now_utc())
-            .await
-            .map_err(classify)
+    async fn insert_events(
+        &self,
+        attempt: &InsertAttempt,
+        rows: &[EncodedEvent],
+    ) -> Result<(), StoreError> {
+        tollgate_clickhouse::insert_encoded(
+            &self.client,
+            rows,
+            &attempt.batch_id,
+            OffsetDateTime::now_utc(),
+            Some(&attempt.query_id()),
+        )
+        .await
+        .map_err(classify)
     }
 
-    async fn batch_event_ids(
-        &self,
-        batch_id: &str,
-        min_ts: OffsetDateTime,
-        max_ts: OffsetDateTime,
-    ) -> Result<HashSet<Uuid>, StoreError> {
-        // The time range prunes to one or two monthly partitions; batch_id does the rest.
-        let rows = read_query(
+    async fn running_attempts(&self, batch_id: &str) -> Result<u64, StoreError> {
+        read_query(
             &self.client,
-            "SELECT event_id FROM usage_events \
-             WHERE ts >= toDateTime(?, 'UTC') AND ts <= toDateTime(?, 'UTC') AND batch_id = ?",
+            "SELECT count() FROM system.processes WHERE startsWith(query_id, ?)",
         )
-        .bind(min_ts.unix_timestamp())
-        .bind(max_ts.unix_timestamp() + 1)
-        .bind(batch_id)
-        .fetch_all::<EventIdRow>()
+        .bind(InsertAttempt::query_id_prefix(batch_id))
+        .fetch_one::<u64>()
         .await
-        .map_err(classify_raw)?;
-        Ok(rows.into_iter().map(|r| r.event_id).collect())
+        .map_err(classify_raw)
+    }
+
+    async fn stored_event_ids(&self, seconds: &[i64]) -> Result<HashSet<Uuid>, StoreError> {
+        // `ts IN (…)` over the batch's distinct seconds: the primary key (org_id, ts, event_id)
+        // and the monthly partitions keep this to the granules of those seconds, whatever
+        // the batch's spread (one record delayed by hours does not widen it to hours).
+        let mut stored = HashSet::new();
+        for chunk in seconds.chunks(STORED_IDS_SECONDS_PER_QUERY) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT event_id FROM usage_events WHERE ts IN ({placeholders})");
+            let mut query = read_query(&self.client, &sql);
+            for s in chunk {
+                query = query.bind(*s);
+            }
+            let rows = query
+                .fetch_all::<EventIdRow>()
+                .await
+                .map_err(classify_raw)?;
+            stored.extend(rows.into_iter().map(|r| r.event_id));
+        }
+        Ok(stored)
     }
 
     async fn record_batch(&self, batch: &BatchInfo) -> Result<(), StoreError> {

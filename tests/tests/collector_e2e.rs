@@ -104,12 +104,37 @@ fn expected(records: &[UsageRecord]) -> (u64, u64, i128) {
     (records.len() as u64, input, cost)
 }
 
-async fn wait_for_rows(client: &Client, n: u64, within: Duration) -> Totals {
+/// What the tables should hold once every record in `records` is stored exactly once.
+fn want(records: &[UsageRecord]) -> (Totals, DailyTotals) {
+    let (n, input, cost) = expected(records);
+    (
+        Totals {
+            rows: n,
+            ids: n,
+            input,
+            cost,
+        },
+        DailyTotals {
+            requests: n,
+            input,
+            cost,
+        },
+    )
+}
+
+/// Polls the raw table *and* the daily rollup until both hold `want`, or the deadline; returns
+/// what they held last. The rollup is written after the raw rows by the same INSERT, so the
+/// raw rows alone are no proof that the rollup is complete.
+async fn wait_for_totals(
+    client: &Client,
+    want: &(Totals, DailyTotals),
+    within: Duration,
+) -> (Totals, DailyTotals) {
     let deadline = Instant::now() + within;
     loop {
-        let t = raw_totals(client).await;
-        if t.rows >= n || Instant::now() > deadline {
-            return t;
+        let got = (raw_totals(client).await, daily_totals(client).await);
+        if &got == want || Instant::now() > deadline {
+            return got;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -131,8 +156,9 @@ async fn records_come_back_field_for_field_and_rollups_match() {
     })
     .await
     .unwrap();
-    let t = wait_for_rows(db.client(), 2_000, Duration::from_secs(30)).await;
-    assert_eq!((t.rows, t.ids), (2_000, 2_000));
+    let want_totals = want(&sent);
+    let got = wait_for_totals(db.client(), &want_totals, Duration::from_secs(60)).await;
+    assert_eq!(got, want_totals);
 
     let rows = db
         .client()
@@ -158,28 +184,13 @@ async fn records_come_back_field_for_field_and_rollups_match() {
         assert_eq!(got, want);
     }
 
-    let (n, input, cost) = expected(&sent);
-    assert_eq!(
-        daily_totals(db.client()).await,
-        DailyTotals {
-            requests: n,
-            input,
-            cost
-        }
-    );
+    // Merged, the rollup still sums to the same.
     db.client()
         .query("OPTIMIZE TABLE usage_daily FINAL")
         .execute()
         .await
         .unwrap();
-    assert_eq!(
-        daily_totals(db.client()).await,
-        DailyTotals {
-            requests: n,
-            input,
-            cost
-        }
-    );
+    assert_eq!(daily_totals(db.client()).await, want_totals.1);
     drop(collector);
 }
 
@@ -195,7 +206,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let (config_path, addr) = (collector.config_path.clone(), collector.addr);
     let url = collector.records_url();
     let sent = records(11, N);
-    let (n, input, cost) = expected(&sent);
+    let want_totals = want(&sent);
 
     let done = Arc::new(AtomicBool::new(false));
     let posted = Arc::new(AtomicU64::new(0));
@@ -231,26 +242,18 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         posted.load(Ordering::SeqCst)
     );
 
-    let t = wait_for_rows(db.client(), n, Duration::from_secs(120)).await;
+    let got = wait_for_totals(db.client(), &want_totals, Duration::from_secs(120)).await;
+    assert_eq!(got, want_totals, "after {kills} SIGKILLs");
+    // Nothing more arrives after a clean stop (no late duplicate from an insert in flight).
+    let code = collector.proc.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "collector log:\n{}", collector.proc.log());
     assert_eq!(
-        t,
-        Totals {
-            rows: n,
-            ids: n,
-            input,
-            cost
-        },
-        "after {kills} SIGKILLs"
+        (
+            raw_totals(db.client()).await,
+            daily_totals(db.client()).await
+        ),
+        want_totals
     );
-    assert_eq!(
-        daily_totals(db.client()).await,
-        DailyTotals {
-            requests: n,
-            input,
-            cost
-        }
-    );
-    drop(collector);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,7 +275,7 @@ async fn a_clickhouse_outage_is_absorbed_by_the_spool() {
     });
     let url = collector.records_url();
     let sent = records(13, 30_000);
-    let (n, input, cost) = expected(&sent);
+    let want_totals = want(&sent);
     let (first, rest) = sent.split_at(10_000);
     let deadline = Instant::now() + Duration::from_secs(180);
     for b in first.chunks(1_000) {
@@ -310,18 +313,8 @@ async fn a_clickhouse_outage_is_absorbed_by_the_spool() {
     ch.restart();
     poster.join().unwrap();
 
-    let t = wait_for_rows(&client, n, Duration::from_secs(90)).await;
-    assert_eq!(
-        t,
-        Totals {
-            rows: n,
-            ids: n,
-            input,
-            cost
-        },
-        "collector log:\n{}",
-        collector.proc.log()
-    );
+    let got = wait_for_totals(&client, &want_totals, Duration::from_secs(90)).await;
+    assert_eq!(got, want_totals, "collector log:\n{}", collector.proc.log());
     drop(collector);
 }
 
@@ -346,14 +339,12 @@ async fn sigterm_stops_accepting_flushes_and_exits_zero() {
     .unwrap();
     let code = collector.proc.terminate(Duration::from_secs(20));
     assert_eq!(code, Some(0), "collector log:\n{}", collector.proc.log());
-    let (n, input, cost) = expected(&sent);
+    // The drain is synchronous with the exit: everything is stored, rollups included, now.
     assert_eq!(
-        raw_totals(db.client()).await,
-        Totals {
-            rows: n,
-            ids: n,
-            input,
-            cost
-        }
+        (
+            raw_totals(db.client()).await,
+            daily_totals(db.client()).await
+        ),
+        want(&sent)
     );
 }

@@ -77,7 +77,7 @@ async fn encoded_rows_land_field_for_field() {
     }
     let inserted_at = OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap();
     let encoded: Vec<EncodedEvent> = records.iter().map(EncodedEvent::from_record).collect();
-    insert_encoded(db.client(), &encoded, "batch-enc", inserted_at)
+    insert_encoded(db.client(), &encoded, "batch-enc", inserted_at, None)
         .await
         .unwrap();
 

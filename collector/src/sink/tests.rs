@@ -19,7 +19,15 @@ struct FakeStore {
     fail_after: AtomicUsize,
     /// Refuse the data of the next N inserts.
     refuse_data: AtomicUsize,
+    /// Report a transient failure for the next N inserts while the "server" goes on running
+    /// them: their rows land only after `LANDS_AFTER_POLLS` polls of `running_attempts`.
+    still_running: AtomicUsize,
+    /// Inserts the server is still running: (batch id, rows, polls until they land).
+    running: Mutex<Vec<(String, Vec<Uuid>, usize)>>,
 }
+
+/// How many `running_attempts` polls an insert in `FakeStore::running` outlives.
+const LANDS_AFTER_POLLS: usize = 3;
 
 fn take(counter: &AtomicUsize) -> bool {
     counter
@@ -27,12 +35,39 @@ fn take(counter: &AtomicUsize) -> bool {
         .is_ok()
 }
 
+impl FakeStore {
+    /// Time passes for the inserts the "server" is still running: each store call brings
+    /// them one step closer to landing.
+    fn tick(&self) {
+        let mut running = self.running.lock().unwrap();
+        let mut landed = Vec::new();
+        for (b, ids, polls) in running.iter_mut() {
+            *polls = polls.saturating_sub(1);
+            if *polls == 0 {
+                landed.extend(ids.iter().map(|id| (*id, b.clone())));
+            }
+        }
+        running.retain(|(_, _, polls)| *polls > 0);
+        self.rows.lock().unwrap().extend(landed);
+    }
+}
+
 impl Store for FakeStore {
     async fn insert_events(
         &self,
-        batch_id: &str,
+        attempt: &InsertAttempt,
         records: &[EncodedEvent],
     ) -> Result<(), StoreError> {
+        let batch_id = attempt.batch_id.as_str();
+        if take(&self.still_running) {
+            let ids = records.iter().map(EncodedEvent::event_id).collect();
+            self.running
+                .lock()
+                .unwrap()
+                .push((batch_id.to_string(), ids, LANDS_AFTER_POLLS));
+            return Err(StoreError::Transient("timeout waiting for response".into()));
+        }
+        self.tick();
         if take(&self.fail_before) {
             return Err(StoreError::Transient("connection refused".into()));
         }
@@ -49,23 +84,25 @@ impl Store for FakeStore {
         Ok(())
     }
 
-    async fn batch_event_ids(
-        &self,
-        batch_id: &str,
-        _: OffsetDateTime,
-        _: OffsetDateTime,
-    ) -> Result<HashSet<Uuid>, StoreError> {
+    async fn running_attempts(&self, batch_id: &str) -> Result<u64, StoreError> {
+        self.tick();
+        let running = self.running.lock().unwrap();
+        Ok(running.iter().filter(|(b, _, _)| b == batch_id).count() as u64)
+    }
+
+    async fn stored_event_ids(&self, _seconds: &[i64]) -> Result<HashSet<Uuid>, StoreError> {
+        self.tick();
         Ok(self
             .rows
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, b)| b == batch_id)
             .map(|(id, _)| *id)
             .collect())
     }
 
     async fn record_batch(&self, batch: &BatchInfo) -> Result<(), StoreError> {
+        self.tick();
         self.batches.lock().unwrap().push(batch.clone());
         Ok(())
     }
@@ -222,6 +259,95 @@ async fn a_batch_pending_at_a_crash_is_completed_without_duplicates() {
     assert_eq!(c.len(), 25);
     assert!(c.values().all(|n| *n == 1));
     assert!(spool.state().unwrap().pending.is_none());
+}
+
+#[tokio::test]
+async fn an_insert_the_server_still_runs_is_waited_for_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool
+        .append(AppendBatch::from_records(
+            &(0..30).map(record).collect::<Vec<_>>(),
+        ))
+        .await
+        .unwrap();
+    let store = Arc::new(FakeStore::default());
+    // The first attempt times out on our side, and the server commits it a little later.
+    store.still_running.store(1, Ordering::SeqCst);
+    run_until_drained(&spool, store.clone()).await;
+    let c = counts(&store);
+    assert_eq!(c.len(), 30);
+    assert!(
+        c.values().all(|n| *n == 1),
+        "the retry did not wait for the attempt still running"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_process_insert_still_running_at_restart_is_not_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool
+        .append(AppendBatch::from_records(
+            &(0..10).map(record).collect::<Vec<_>>(),
+        ))
+        .await
+        .unwrap();
+    let batch_id = format!("{}-1-1", spool.spool_id());
+    spool
+        .begin_batch(PendingBatch {
+            batch_id: batch_id.clone(),
+            first_lsn: 1,
+            last_lsn: 1,
+            rows: 10,
+        })
+        .unwrap();
+    drop(spool);
+    // SIGKILL after the body was sent: the server is still running that INSERT.
+    let store = Arc::new(FakeStore::default());
+    store.running.lock().unwrap().push((
+        batch_id,
+        (0..10).map(|i| record(i).event_id).collect(),
+        LANDS_AFTER_POLLS,
+    ));
+    let spool = open(dir.path());
+    run_until_drained(&spool, store.clone()).await;
+    let c = counts(&store);
+    assert_eq!(c.len(), 10);
+    assert!(
+        c.values().all(|n| *n == 1),
+        "recovery raced the dead process's insert"
+    );
+}
+
+#[tokio::test]
+async fn records_stored_by_another_batch_are_not_inserted_again() {
+    // A re-post accepted after the spool forgot it, or by another collector: ClickHouse
+    // already holds 6 of these records under some other batch.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool
+        .append(AppendBatch::from_records(
+            &(0..10).map(record).collect::<Vec<_>>(),
+        ))
+        .await
+        .unwrap();
+    let store = Arc::new(FakeStore::default());
+    store
+        .rows
+        .lock()
+        .unwrap()
+        .extend((0..6).map(|i| (record(i).event_id, "other-collector-7-9".to_string())));
+    run_until_drained(&spool, store.clone()).await;
+    let c = counts(&store);
+    assert_eq!(c.len(), 10);
+    assert!(c.values().all(|n| *n == 1));
+    let batches = store.batches.lock().unwrap();
+    assert_eq!(
+        batches.iter().map(|b| b.rows).sum::<u64>(),
+        4,
+        "rows inserted"
+    );
 }
 
 #[tokio::test]
