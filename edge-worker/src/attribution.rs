@@ -75,6 +75,15 @@ pub fn parse(
                     Some(TAGS_HEADER),
                 ));
             }
+            if k.starts_with(limits::RESERVED_TAG_PREFIX) {
+                return Err(ApiError::invalid_request(
+                    format!(
+                        "{TAGS_HEADER}: tag keys starting with `{}` are reserved for Tollgate",
+                        limits::RESERVED_TAG_PREFIX
+                    ),
+                    Some(TAGS_HEADER),
+                ));
+            }
             if v.len() > limits::MAX_TAG_VALUE_LEN || !printable(v) {
                 return Err(ApiError::invalid_request(
                     format!(
@@ -86,9 +95,9 @@ pub fn parse(
             }
             out.tags.insert(k.to_string(), v.to_string());
         }
-        if out.tags.len() > limits::MAX_TAGS {
+        if out.tags.len() > limits::MAX_APP_TAGS {
             return Err(ApiError::invalid_request(
-                format!("{TAGS_HEADER}: at most {} tags", limits::MAX_TAGS),
+                format!("{TAGS_HEADER}: at most {} tags", limits::MAX_APP_TAGS),
                 Some(TAGS_HEADER),
             ));
         }

@@ -98,6 +98,9 @@ pub struct Decision {
     pub reset_at: i64,
     /// Soft thresholds (percent) this reservation crossed for the first time this period.
     pub crossed: Vec<u8>,
+    /// Decided without the recorded spend: the guard never synced and could not (a soft
+    /// budget goes on with what it has; the worker records the call as unchecked).
+    pub spend_unknown: bool,
 }
 
 /// What the worker asks of a budget's guard (JSON, tagged by `op`).
@@ -216,6 +219,7 @@ impl Ledger {
             reserved_nusd: self.reserved_total(),
             reset_at: self.period_end,
             crossed,
+            spend_unknown: self.synced_at == 0,
         }
     }
 

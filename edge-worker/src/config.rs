@@ -17,6 +17,7 @@
 //! | `BODY_TIMEOUT_MS` | var | time allowed for the client's request body to arrive (default 30000; 408 `request_timeout` past it). Bodies are limited to 16 MiB however they are sent (413 `request_too_large`) |
 //! | `SHIP_BATCH_DELAY_MS` | var | how long records wait to share one POST (default 50) |
 //! | `EDGE_REGION` | var | region label when the request carries none (local runs) |
+//! | `BUDGET_FAIL_MODE` | var | what a call under a budget gets when that budget cannot be checked in time (guard, budget list or recorded spend unavailable): `closed` (default) refuses calls under a *hard* budget with 503 `budget_unavailable`; `open` lets them through. Soft budgets always let the call through. Every call let through unchecked carries the tag `tollgate.budget_fail_open` naming the budgets |
 //! | `UNPRICED_UNDER_HARD_BUDGET` | var | `allow` lets calls to models missing from the price table through under a hard budget (refused by default) |
 //! | `ALLOW_TEST_CLOCK` | var | `1` honours `x-tollgate-test-now` for budget periods (tests only; never deploy it) |
 //!
@@ -43,6 +44,9 @@ pub struct Settings {
     pub edge_region: String,
     pub allow_test_clock: bool,
     pub unpriced_under_hard_budget: bool,
+    /// `BUDGET_FAIL_MODE=open`: a hard budget that cannot be checked lets the call through.
+    /// Any other value (or none) keeps it closed: refusing is the side a typo should fall on.
+    pub budget_fail_open: bool,
 }
 
 /// `UPSTREAM_TIMEOUT_MS` when unset.
@@ -71,6 +75,8 @@ impl Settings {
             allow_test_clock: var("ALLOW_TEST_CLOCK").as_deref() == Some("1"),
             unpriced_under_hard_budget: var("UNPRICED_UNDER_HARD_BUDGET").as_deref()
                 == Some("allow"),
+            budget_fail_open: var("BUDGET_FAIL_MODE")
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("open")),
         }
     }
 }
@@ -152,6 +158,10 @@ mod tests {
         assert_eq!(defaults.ship_batch_delay_ms, DEFAULT_SHIP_BATCH_DELAY_MS);
         assert_eq!(defaults.keys_cache_ms, 30_000);
         assert!(!defaults.allow_test_clock && !defaults.unpriced_under_hard_budget);
+        assert!(
+            !defaults.budget_fail_open,
+            "hard budgets fail closed by default"
+        );
         assert_eq!(defaults.collector_url, None);
 
         let vars = [
@@ -165,6 +175,7 @@ mod tests {
             ("EDGE_REGION", "AMS"),
             ("ALLOW_TEST_CLOCK", "1"),
             ("UNPRICED_UNDER_HARD_BUDGET", "allow"),
+            ("BUDGET_FAIL_MODE", " Open"),
         ];
         let s = Settings::from_vars(|name| {
             vars.iter()
@@ -181,7 +192,11 @@ mod tests {
         assert_eq!(s.ship_batch_delay_ms, DEFAULT_SHIP_BATCH_DELAY_MS);
         assert_eq!(s.collector_url.as_deref(), Some("http://c/v1/records"));
         assert_eq!((s.keys_cache_ms, s.edge_region.as_str()), (0, "AMS"));
-        assert!(s.allow_test_clock && s.unpriced_under_hard_budget);
+        assert!(s.allow_test_clock && s.unpriced_under_hard_budget && s.budget_fail_open);
+        for typo in ["opne", "yes", "1", ""] {
+            let s = Settings::from_vars(|n| (n == "BUDGET_FAIL_MODE").then(|| typo.to_string()));
+            assert!(!s.budget_fail_open, "{typo:?} must not open hard budgets");
+        }
     }
 
     #[test]

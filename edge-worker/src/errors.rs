@@ -3,6 +3,9 @@
 
 use serde_json::json;
 
+/// `retry-after` of a `budget_unavailable` answer.
+pub const BUDGET_RETRY_AFTER_SECS: u32 = 5;
+
 /// An error the worker answers with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
@@ -94,6 +97,31 @@ impl ApiError {
             kind: "insufficient_quota",
             code: Some("budget_exceeded"),
             param: None,
+        }
+    }
+
+    /// A hard budget could not be checked (its guard, the org's budget list or its recorded
+    /// spend could not be had in time), and `BUDGET_FAIL_MODE` is `closed`: 503, retry later.
+    pub fn budget_unavailable(budget: &str, why: &str) -> Self {
+        ApiError {
+            status: 503,
+            message: format!(
+                "{budget} could not be checked ({why}); the call was not sent. Retry in {} s",
+                BUDGET_RETRY_AFTER_SECS
+            ),
+            kind: "api_error",
+            code: Some("budget_unavailable"),
+            param: None,
+        }
+    }
+
+    /// Headers that go with this error (`retry-after` on a 503 the client should retry).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self.code {
+            Some("budget_unavailable") => {
+                vec![("retry-after", BUDGET_RETRY_AFTER_SECS.to_string())]
+            }
+            _ => Vec::new(),
         }
     }
 

@@ -245,6 +245,9 @@ struct Prepared {
     reservations: Vec<String>,
     /// The budget clock (unix seconds): now, or the test clock when enabled.
     budget_now: i64,
+    /// Budgets that applied but could not be checked, and let the call through (soft ones, or
+    /// any under `BUDGET_FAIL_MODE=open`): the record's `tollgate.budget_fail_open` tag.
+    unchecked_budgets: Vec<String>,
 }
 
 async fn handle(
@@ -318,6 +321,7 @@ async fn handle(
         event_id: new_event_id(started),
         reservations: Vec::new(),
         budget_now,
+        unchecked_budgets: Vec::new(),
     };
     // From here on every answer, success or refusal, has a record: name it to the client.
     let mut extra = vec![(crate::EVENT_ID_HEADER, prepared.event_id.to_string())];
@@ -330,7 +334,7 @@ async fn handle(
         }
         Err(refusal) => {
             let mut f = facts(&prepared, started, prepared.event_id);
-            f.status_code = 429;
+            f.status_code = refusal.status;
             f.error_class = ErrorClass::BudgetBlocked;
             record_later(env, ctx, f, Vec::new(), budget_now);
             Err(refusal)
@@ -387,16 +391,19 @@ thread_local! {
 }
 
 const BUDGET_LIST_TTL_MS: u64 = 30_000;
-/// How long a stale list is still used when dashboard-api cannot be reached.
-const BUDGET_LIST_STALE_MS: u64 = 600_000;
+/// How long a stale list is still used when dashboard-api cannot be reached. Long: budgets
+/// are changed through dashboard-api, so while it is down the last list read is as current
+/// as any (only a change made in the last `BUDGET_LIST_TTL_MS` before the outage is missed).
+const BUDGET_LIST_STALE_MS: u64 = 24 * 3_600_000;
 
-/// The org's budgets (cached); empty when budgets are not configured at this edge.
-async fn org_budgets(env: &Env, org: &str) -> Vec<BudgetSpec> {
+/// The org's budgets (cached), or why they cannot be had (dashboard-api unreachable, and no
+/// list read in the last [`BUDGET_LIST_STALE_MS`]).
+async fn org_budgets(env: &Env, org: &str) -> Result<Vec<BudgetSpec>, String> {
     let now = now_ms();
     let cached = ORG_BUDGETS.with(|c| c.borrow().get(org).cloned());
     if let Some((specs, at)) = &cached {
         if now - at < BUDGET_LIST_TTL_MS {
-            return specs.clone();
+            return Ok(specs.clone());
         }
     }
     let path = format!("/internal/v1/budgets?org={}", form_encode(org));
@@ -404,22 +411,17 @@ async fn org_budgets(env: &Env, org: &str) -> Vec<BudgetSpec> {
         Some(resp) => web::response_json(&resp)
             .await
             .and_then(|v| json::list::<BudgetSpec>(&v, "budgets"))
-            .ok(),
-        None => None,
+            .map_err(|e| format!("the budget list from dashboard-api is unreadable: {e}")),
+        None => Err("dashboard-api did not return the budget list".into()),
     };
     match fetched {
-        Some(specs) => {
+        Ok(specs) => {
             ORG_BUDGETS.with(|c| c.borrow_mut().insert(org.to_string(), (specs.clone(), now)));
-            specs
+            Ok(specs)
         }
-        None => match cached {
-            Some((specs, at)) if now - at < BUDGET_LIST_STALE_MS => specs,
-            _ => {
-                console_error!(
-                    "tollgate: budgets of {org} unavailable; the call is not budget-guarded"
-                );
-                Vec::new()
-            }
+        Err(why) => match cached {
+            Some((specs, at)) if now - at < BUDGET_LIST_STALE_MS => Ok(specs),
+            _ => Err(why),
         },
     }
 }
@@ -449,11 +451,30 @@ async fn guard_budgets(
         .user
         .clone()
         .unwrap_or_else(|| p.key.user_id.clone());
-    let specs: Vec<BudgetSpec> = org_budgets(env, &p.key.org_id)
-        .await
-        .into_iter()
-        .filter(|s| s.applies(&user, &p.key.app_id))
-        .collect();
+    let specs: Vec<BudgetSpec> = match org_budgets(env, &p.key.org_id).await {
+        Ok(specs) => specs
+            .into_iter()
+            .filter(|s| s.applies(&user, &p.key.app_id))
+            .collect(),
+        Err(why) if settings.budget_fail_open => {
+            console_error!(
+                "tollgate: budgets of org {} unavailable ({why}); BUDGET_FAIL_MODE=open lets the call through unchecked",
+                p.key.org_id
+            );
+            p.unchecked_budgets.push("budget_list".into());
+            return Ok(Vec::new());
+        }
+        Err(why) => {
+            console_error!(
+                "tollgate: budgets of org {} unavailable ({why}); call refused",
+                p.key.org_id
+            );
+            return Err(ApiError::budget_unavailable(
+                &format!("the budgets of org `{}`", p.key.org_id),
+                &why,
+            ));
+        }
+    };
     if specs.is_empty() {
         return Ok(Vec::new());
     }
@@ -486,13 +507,31 @@ async fn guard_budgets(
             now: p.budget_now,
         };
         let decision = match guard::call_guard(env, &spec.budget_id, &cmd).await {
-            Ok(Some(d)) => d,
-            _ => {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err("the guard gave no decision".to_string()),
+            Err(why) => Err(why),
+        };
+        let decision = match decision {
+            Ok(d) => d,
+            Err(why) if !spec.is_hard() || settings.budget_fail_open => {
                 console_error!(
-                    "tollgate: budget guard {} unavailable; not enforced for this call",
+                    "tollgate: budget {} could not be checked ({why}); the call goes through unchecked",
                     spec.budget_id
                 );
+                p.unchecked_budgets.push(spec.budget_id.clone());
                 continue;
+            }
+            Err(why) => {
+                console_error!(
+                    "tollgate: hard budget {} could not be checked ({why}); call refused",
+                    spec.budget_id
+                );
+                release(env, &p.reservations, &id, p.budget_now).await;
+                p.reservations.clear();
+                return Err(ApiError::budget_unavailable(
+                    &format!("budget \"{}\" ({})", spec.name, spec.budget_id),
+                    &why,
+                ));
             }
         };
         if !decision.allowed {
@@ -515,6 +554,9 @@ async fn guard_budgets(
             )));
         }
         p.reservations.push(spec.budget_id.clone());
+        if decision.spend_unknown {
+            p.unchecked_budgets.push(spec.budget_id.clone());
+        }
         for pct in decision.crossed {
             warnings.push(format!(
                 "{pct}% of budget \"{}\" ({}) used",
@@ -576,6 +618,20 @@ fn colo(req: &web_sys::Request, now: u64) -> Option<String> {
     })
 }
 
+/// The app's tags, plus Tollgate's own `tollgate.budget_fail_open` when a budget went unchecked.
+fn record_tags(p: &Prepared) -> std::collections::BTreeMap<String, String> {
+    let mut tags = p.attribution.tags.clone();
+    if !p.unchecked_budgets.is_empty() {
+        let mut value = p.unchecked_budgets.join(",");
+        value.truncate(usage_core::record::limits::MAX_TAG_VALUE_LEN);
+        tags.insert(
+            usage_core::record::limits::BUDGET_FAIL_OPEN_TAG.to_string(),
+            value,
+        );
+    }
+    tags
+}
+
 fn facts(p: &Prepared, started: u64, event_id: Uuid) -> CallFacts {
     CallFacts {
         event_id,
@@ -586,7 +642,7 @@ fn facts(p: &Prepared, started: u64, event_id: Uuid) -> CallFacts {
         key: p.key.clone(),
         user: p.attribution.user.clone(),
         task: p.attribution.task.clone(),
-        tags: p.attribution.tags.clone(),
+        tags: record_tags(p),
         provider: p.plan.provider.name.clone(),
         model_requested: p.plan.facts.model.clone(),
         endpoint: p.route.endpoint,

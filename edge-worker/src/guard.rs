@@ -6,6 +6,17 @@
 //! synchronous, so no two calls can both take the last room in a budget. Its ledger is saved in
 //! Durable Object storage after every change; when it is new (or has not synced for a minute)
 //! it asks dashboard-api for the spend recorded in ClickHouse and raises its own to it.
+//!
+//! # When the spend cannot be known
+//!
+//! A guard that has never synced (a new Durable Object, or one whose stored ledger was lost)
+//! knows nothing of the spend recorded so far. If its first resync fails or takes longer than
+//! [`RESYNC_TIMEOUT_MS`], it answers a *hard* budget's reservation with 503 and the reason
+//! instead of deciding on a spend of zero; the worker then refuses the call
+//! (`budget_unavailable`) unless `BUDGET_FAIL_MODE=open`. A guard that has synced before keeps
+//! enforcing with its own ledger when a later resync fails: every reservation made through
+//! it since is counted there, so what it lacks is only spend from outside this edge.
+//! The worker gives a guard [`GUARD_TIMEOUT_MS`] to answer.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -20,6 +31,12 @@ use crate::web;
 
 /// Seconds between resyncs with the recorded spend.
 const RESYNC_SECS: i64 = 60;
+/// How long a resync may take before the guard goes on without it.
+pub const RESYNC_TIMEOUT_MS: u64 = 2_000;
+/// How long the worker waits for a guard's answer (a resync included).
+pub const GUARD_TIMEOUT_MS: u64 = 5_000;
+/// The guard's answer when it cannot decide (a hard budget whose spend is unknown).
+const UNDECIDED_STATUS: u16 = 503;
 
 /// The Durable Object class bound as `BUDGET_GUARD` (exported to JavaScript by this name).
 #[wasm_bindgen]
@@ -36,6 +53,7 @@ impl BudgetGuard {
                 state,
                 env,
                 ledger: RefCell::new(None),
+                resync_failed_at: std::cell::Cell::new(None),
             }),
         }
     }
@@ -46,7 +64,8 @@ impl BudgetGuard {
         cf::promise(async move {
             let (status, body) = match guard.answer(&req).await {
                 Ok(body) => (200, body),
-                Err(why) => {
+                Err(GuardError::Undecided(why)) => (UNDECIDED_STATUS, why.into_bytes()),
+                Err(GuardError::Failed(why)) => {
                     console_error!("tollgate: budget guard: {why}");
                     (500, why.into_bytes())
                 }
@@ -66,15 +85,35 @@ impl std::fmt::Debug for BudgetGuard {
     }
 }
 
+/// Why a guard gave no decision.
+enum GuardError {
+    /// The spend of a hard budget is unknown (never synced, and the resync failed).
+    Undecided(String),
+    /// Anything else: a bad request, storage failing.
+    Failed(String),
+}
+
+impl From<String> for GuardError {
+    fn from(why: String) -> Self {
+        GuardError::Failed(why)
+    }
+}
+
 /// One guard's state: its ledger, loaded from storage on first use.
 struct Guard {
     state: DurableObjectState,
     env: Env,
     ledger: RefCell<Option<Ledger>>,
+    /// When the last resync failed (budget clock): the next try waits [`RESYNC_RETRY_SECS`],
+    /// so an outage of dashboard-api does not cost every call the resync timeout.
+    resync_failed_at: std::cell::Cell<Option<i64>>,
 }
 
+/// Seconds between resync attempts after one failed.
+const RESYNC_RETRY_SECS: i64 = 5;
+
 impl Guard {
-    async fn answer(&self, req: &web_sys::Request) -> Result<Vec<u8>, String> {
+    async fn answer(&self, req: &web_sys::Request) -> Result<Vec<u8>, GuardError> {
         let cmd: GuardRequest = json::parse(&web::request_bytes(req).await?)
             .map_err(|e| format!("bad request: {e}"))?;
         if self.ledger.borrow().is_none() {
@@ -99,12 +138,14 @@ impl Guard {
                 amount,
                 now,
             } => {
-                self.prepare(spec, now).await;
+                self.prepare(spec, now)
+                    .await
+                    .map_err(GuardError::Undecided)?;
                 let decision = {
                     let mut slot = self.ledger.borrow_mut();
                     match slot.as_mut() {
                         Some(l) => l.reserve(&id, amount, now),
-                        None => return Err("guard has no ledger".into()),
+                        None => return Err(GuardError::Failed("guard has no ledger".into())),
                     }
                 };
                 serde_json::to_vec(&decision).map_err(|e| e.to_string())?
@@ -124,9 +165,10 @@ impl Guard {
         Ok(out)
     }
 
-    /// Creates or updates the ledger for `spec`, rolls the period and resyncs when due.
-    async fn prepare(&self, spec: BudgetSpec, now: i64) {
-        let (period_start, due) = {
+    /// Creates or updates the ledger for `spec`, rolls the period and resyncs when due. Fails
+    /// when `spec` is hard and the spend is unknown: never synced, and the resync failed.
+    async fn prepare(&self, spec: BudgetSpec, now: i64) -> Result<(), String> {
+        let (period_start, due, never_synced) = {
             let mut slot = self.ledger.borrow_mut();
             let l = slot.get_or_insert_with(|| Ledger::new(spec.clone(), now));
             l.update_spec(spec.clone(), now);
@@ -134,23 +176,37 @@ impl Guard {
             (
                 l.period_start,
                 l.synced_at == 0 || now - l.synced_at > RESYNC_SECS,
+                l.synced_at == 0,
             )
         };
         if !due {
-            return;
+            return Ok(());
         }
-        match recorded_spend(&self.env, &spec.budget_id, period_start).await {
+        let retry_later = self
+            .resync_failed_at
+            .get()
+            .is_some_and(|at| (0..RESYNC_RETRY_SECS).contains(&(now - at)));
+        let truth = if retry_later {
+            None
+        } else {
+            let lookup = Box::pin(recorded_spend(&self.env, &spec.budget_id, period_start));
+            let truth = web::within(lookup, RESYNC_TIMEOUT_MS).await.flatten();
+            self.resync_failed_at
+                .set(if truth.is_none() { Some(now) } else { None });
+            truth
+        };
+        match truth {
             Some(truth) => {
                 if let Some(l) = self.ledger.borrow_mut().as_mut() {
                     l.resync(period_start, truth, now);
                 }
+                Ok(())
             }
-            None => {
-                // Dashboard unreachable: keep enforcing with what the guard knows; retry soon.
-                if let Some(l) = self.ledger.borrow_mut().as_mut() {
-                    l.synced_at = now - RESYNC_SECS + 5;
-                }
-            }
+            None if never_synced && spec.is_hard() => Err(format!(
+                "its recorded spend could not be read from dashboard-api within {RESYNC_TIMEOUT_MS} ms"
+            )),
+            // Known spend and a late resync (or a soft budget): go on with the ledger.
+            None => Ok(()),
         }
     }
 }
@@ -215,7 +271,13 @@ pub async fn call_guard(
     let init = web::request_init("POST", &headers, Some(&body));
     let req = web_sys::Request::new_with_str_and_init("https://budget-guard/", &init)
         .map_err(|e| web::error_text(&e))?;
-    let resp = ns.fetch(budget_id, &req).await?;
+    let resp = web::within(Box::pin(ns.fetch(budget_id, &req)), GUARD_TIMEOUT_MS)
+        .await
+        .ok_or_else(|| format!("the guard did not answer within {GUARD_TIMEOUT_MS} ms"))??;
+    if resp.status() == UNDECIDED_STATUS {
+        let why = web::response_bytes(&resp).await.unwrap_or_default();
+        return Err(String::from_utf8_lossy(&why).into_owned());
+    }
     if !(200..300).contains(&resp.status()) {
         return Err(format!("the guard answered {}", resp.status()));
     }

@@ -182,6 +182,7 @@ impl FromJson for crate::budget::Decision {
             reserved_nusd: f.i64("reserved_nusd")?,
             reset_at: f.i64("reset_at")?,
             crossed: f.u8s_or_empty("crossed")?,
+            spend_unknown: f.bool_or_false("spend_unknown")?,
         })
     }
 }
@@ -278,6 +279,7 @@ mod tests {
             reserved_nusd: 3,
             reset_at: 1_764_547_200,
             crossed: vec![80],
+            spend_unknown: true,
         };
         let text = serde_json::to_string(&decision).unwrap();
         assert_eq!(parse::<Decision>(text.as_bytes()).unwrap(), decision);

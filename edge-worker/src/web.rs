@@ -141,6 +141,9 @@ pub fn error_response(e: &ApiError, extra: &[(&str, String)]) -> Result<Response
     let headers = Headers::new()?;
     headers.set("content-type", "application/json")?;
     set_extra(&headers, extra);
+    for (name, value) in e.headers() {
+        headers.set(name, &value)?;
+    }
     let init = ResponseInit::new();
     init.set_status(e.status);
     init.set_headers(&headers);

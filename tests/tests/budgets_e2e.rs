@@ -2,7 +2,9 @@
 //! lets exactly N of 200 concurrent calls through the wasm worker (the rest get 429
 //! `budget_exceeded`), the recorded cost never passes the limit, a restarted guard resyncs from
 //! ClickHouse and still refuses, the next period starts afresh, and a soft threshold adds a
-//! warning header and an alert.
+//! warning header and an alert. When a budget cannot be checked (dashboard-api unreachable, the
+//! recorded spend unreadable) a hard budget refuses with 503 `budget_unavailable` unless
+//! `BUDGET_FAIL_MODE=open`; a call let through unchecked says so in its record.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
 use std::net::SocketAddr;
@@ -129,6 +131,17 @@ async fn spend(db: &TestDb, org: &str) -> Spend {
         .unwrap()
 }
 
+/// What the daily rollup holds for `org`: the recorded spend a guard resyncs from.
+async fn rollup_spend(db: &TestDb, org: &str) -> i128 {
+    db.client()
+        .query("SELECT sum(total_cost_nusd) FROM usage_daily WHERE org_id = ?")
+        .bind(org)
+        .with_setting("wait_end_of_query", "1")
+        .fetch_one::<i128>()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hard_budget_admits_exactly_what_fits_and_holds_across_restarts() {
     const N: i64 = 50;
@@ -235,7 +248,20 @@ async fn a_hard_budget_admits_exactly_what_fits_and_holds_across_restarts() {
         "recorded spend equals the limit exactly"
     );
 
-    // A restarted worker has fresh guards: they resync from ClickHouse and still refuse.
+    // A restarted worker has fresh guards (the local runtime keeps Durable Objects in memory):
+    // they resync from the daily rollup, so wait until it holds the whole spend — the raw rows
+    // are written first, the rollup a moment later by the same INSERT.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut recorded = rollup_spend(&db, "org_budget").await;
+    while recorded != i128::from(limit) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        recorded = rollup_spend(&db, "org_budget").await;
+    }
+    assert_eq!(
+        recorded,
+        i128::from(limit),
+        "the rollup never held the spend"
+    );
     drop(worker);
     let worker = WorkerdProc::start(bindings);
     let url = format!("{}/chat/completions", worker.base_url());
@@ -353,6 +379,242 @@ async fn a_soft_threshold_warns_in_a_header_and_raises_an_alert() {
             Instant::now() < deadline,
             "budget alerts not recorded: {alerts}"
         );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(collector);
+}
+
+/// A stand-in for dashboard-api's internal API whose spend lookup always fails (and whose
+/// budget list can be switched off): two orgs, one under a hard budget, one under a soft one.
+struct UncheckableDashboard {
+    addr: SocketAddr,
+    list_up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+const HARD_KEY: &str = "tg_failhard_kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk";
+const SOFT_KEY: &str = "tg_failsoft_kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk";
+
+async fn serve_uncheckable_dashboard() -> UncheckableDashboard {
+    use axum::extract::{Path, Query, State};
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use std::collections::HashMap;
+
+    let list_up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let keys = |org: &str| json!({"key_id": format!("key_{org}"), "org_id": org, "app_id": "app"});
+    let by_hash: HashMap<String, Value> = [
+        (
+            usage_core::keys::hash_secret(HARD_KEY),
+            keys("org_failhard"),
+        ),
+        (
+            usage_core::keys::hash_secret(SOFT_KEY),
+            keys("org_failsoft"),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let budget = |org: &str, mode: &str| {
+        json!([{"budget_id": format!("b_{org}"), "name": format!("{mode} cap"),
+            "scope": "org", "user_id": "", "app_id": "", "period": "daily",
+            "limit_nusd": 1_000_000_000_i64, "mode": mode, "soft_thresholds": []}])
+    };
+    let router = axum::Router::new()
+        .route(
+            "/internal/v1/keys/{hash}",
+            get(move |Path(hash): Path<String>| {
+                let found = by_hash.get(&hash).cloned();
+                async move {
+                    match found {
+                        Some(k) => (StatusCode::OK, k.to_string()),
+                        None => (StatusCode::NOT_FOUND, "{}".to_string()),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/internal/v1/budgets",
+            get(
+                move |State(up): State<Arc<std::sync::atomic::AtomicBool>>,
+                      Query(q): Query<HashMap<String, String>>| async move {
+                    if !up.load(Ordering::SeqCst) {
+                        return (StatusCode::SERVICE_UNAVAILABLE, String::new());
+                    }
+                    let org = q.get("org").cloned().unwrap_or_default();
+                    let mode = if org == "org_failhard" {
+                        "hard"
+                    } else {
+                        "soft"
+                    };
+                    (StatusCode::OK, budget(&org, mode).to_string())
+                },
+            ),
+        )
+        .route(
+            "/internal/v1/budgets/{id}/spent",
+            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "ClickHouse is down") }),
+        )
+        .with_state(list_up.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    UncheckableDashboard { addr, list_up }
+}
+
+/// One call: (status, error code, error message, `retry-after`).
+fn call_detailed(url: &str, key: &str, body: &[u8]) -> (u16, String, String, Option<String>) {
+    let mut resp = agent()
+        .post(url)
+        .header("authorization", &format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .send(body)
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap_or_default())
+        .unwrap_or_default();
+    let field = |f: &str| v["error"][f].as_str().unwrap_or("").to_string();
+    (status, field("code"), field("message"), retry_after)
+}
+
+#[derive(Row, serde::Deserialize, Debug, PartialEq)]
+struct Outcome {
+    org_id: String,
+    status_code: u16,
+    error_class: String,
+    fail_open: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_budget_that_cannot_be_checked_fails_closed_unless_told_to_open() {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
+    let dashboard = serve_uncheckable_dashboard().await;
+    let worker_with = |mode: Option<&str>| {
+        let mut bindings: Vec<(String, String)> =
+            worker_bindings(&mock.base_url(), &collector.records_url(), "{}")
+                .into_iter()
+                .filter(|(k, _)| k != "APP_KEYS")
+                .collect();
+        bindings.push(("KEYS_URL".into(), format!("http://{}", dashboard.addr)));
+        bindings.push(("KEYS_SIGNING_SECRET".into(), INTERNAL_SECRET.into()));
+        if let Some(m) = mode {
+            bindings.push(("BUDGET_FAIL_MODE".into(), m.into()));
+        }
+        WorkerdProc::start(bindings)
+    };
+    let (body, _) = exact_body();
+    let blocking_call = |url: String, key: &'static str, body: Vec<u8>| {
+        tokio::task::spawn_blocking(move || call_detailed(&url, key, &body))
+    };
+
+    // Default mode: the guard cannot read the recorded spend, so the hard budget refuses.
+    let closed = worker_with(None);
+    let url = format!("{}/chat/completions", closed.base_url());
+    let (status, code, message, retry_after) = blocking_call(url.clone(), HARD_KEY, body.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, code.as_str()),
+        (503, "budget_unavailable"),
+        "{message}"
+    );
+    assert!(
+        message.contains("hard cap") && message.contains("b_org_failhard"),
+        "{message}\n{}",
+        closed.proc.log()
+    );
+    assert!(message.contains("recorded spend"), "says why: {message}");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert_eq!(
+        mock.requests(),
+        0,
+        "a refused call never reaches the provider"
+    );
+    // A soft budget that cannot be checked lets the call through.
+    let (status, ..) = blocking_call(url.clone(), SOFT_KEY, body.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(mock.requests(), 1);
+
+    // BUDGET_FAIL_MODE=open: the hard budget lets the call through, and the record says so.
+    let open = worker_with(Some("open"));
+    let url_open = format!("{}/chat/completions", open.base_url());
+    let (status, ..) = blocking_call(url_open, HARD_KEY, body.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(mock.requests(), 2);
+
+    // Budget list unavailable, and this fresh worker never read one: refused too.
+    dashboard.list_up.store(false, Ordering::SeqCst);
+    let fresh = worker_with(None);
+    let url_fresh = format!("{}/chat/completions", fresh.base_url());
+    let (status, code, message, _) = blocking_call(url_fresh, HARD_KEY, body.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, code.as_str()),
+        (503, "budget_unavailable"),
+        "{message}"
+    );
+    assert!(
+        message.contains("budgets of org `org_failhard`"),
+        "{message}"
+    );
+    assert_eq!(mock.requests(), 2);
+
+    // Every answer has its record: refusals as budget_blocked with their status, calls let
+    // through unchecked with the budgets they skipped.
+    let want = vec![
+        Outcome {
+            org_id: "org_failhard".into(),
+            status_code: 200,
+            error_class: "none".into(),
+            fail_open: "b_org_failhard".into(),
+        },
+        Outcome {
+            org_id: "org_failhard".into(),
+            status_code: 503,
+            error_class: "budget_blocked".into(),
+            fail_open: String::new(),
+        },
+        Outcome {
+            org_id: "org_failhard".into(),
+            status_code: 503,
+            error_class: "budget_blocked".into(),
+            fail_open: String::new(),
+        },
+        Outcome {
+            org_id: "org_failsoft".into(),
+            status_code: 200,
+            error_class: "none".into(),
+            fail_open: "b_org_failsoft".into(),
+        },
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = db
+            .client()
+            .query(
+                "SELECT org_id, status_code, toString(error_class) AS error_class, \
+                 arrayStringConcat(arrayFilter((v, k) -> k = 'tollgate.budget_fail_open', tag_values, tag_keys), ',') AS fail_open \
+                 FROM usage_events ORDER BY org_id, status_code, fail_open DESC",
+            )
+            .with_setting("wait_end_of_query", "1")
+            .fetch_all::<Outcome>()
+            .await
+            .unwrap();
+        if got == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "records: {got:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     drop(collector);

@@ -25,6 +25,14 @@ pub mod limits {
     /// Model names can be long (`vendor/model-name:variant`).
     pub const MAX_MODEL_LEN: usize = 256;
     pub const MAX_TAGS: usize = 16;
+    /// Tags an app may set (`x-tollgate-tags`): one slot of [`MAX_TAGS`] is Tollgate's own.
+    pub const MAX_APP_TAGS: usize = MAX_TAGS - 1;
+    /// Tag keys starting with this are Tollgate's own; apps cannot set them.
+    pub const RESERVED_TAG_PREFIX: &str = "tollgate.";
+    /// Set by the edge on a call that a budget did not guard because its guard, its budget
+    /// list or its recorded spend could not be had (`BUDGET_FAIL_MODE=open`, or a soft
+    /// budget): the budgets concerned, comma-separated.
+    pub const BUDGET_FAIL_OPEN_TAG: &str = "tollgate.budget_fail_open";
     pub const MAX_TAG_KEY_LEN: usize = 64;
     pub const MAX_TAG_VALUE_LEN: usize = 256;
     /// How far in the future `ts` may lie (edge clocks drift a little, not more).
