@@ -9,6 +9,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The integrity job could not finish a repair (a mutation that does not end).
+    #[error("integrity: {0}")]
+    Integrity(String),
+
     /// The server refused a statement, or could not be reached.
     #[error("ClickHouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),

@@ -9,6 +9,7 @@
 //! - [`queries`] — the dashboard's named queries (`clickhouse/queries/*.sql`) with their row
 //!   types and the [`Scope`] predicate.
 //! - [`retention`] — dropping old monthly partitions.
+//! - [`integrity`] — keeping the rollups equal to the raw rows, and every event stored once.
 //! - [`synthetic`] — deterministic usage records for tests, the compat check and benchmarks.
 //! - [`dev_server`] — the private dev/test server (`clickhouse/dev/`), and [`testing`] — a fresh
 //!   migrated database per test.
@@ -22,6 +23,7 @@ pub mod dev_server;
 pub mod encoded;
 mod error;
 mod events;
+pub mod integrity;
 pub mod migrate;
 pub mod queries;
 pub mod retention;

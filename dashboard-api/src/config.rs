@@ -19,6 +19,30 @@ pub struct Config {
     pub evaluator: EvaluatorConfig,
     pub notifications: NotificationsConfig,
     pub pollers: PollersConfig,
+    pub integrity: IntegrityConfig,
+}
+
+/// The integrity job (`tollgate_clickhouse::integrity`): rollups rebuilt where they differ
+/// from the raw rows, events stored twice kept once. Runs under the jobs lease.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntegrityConfig {
+    /// Run it in `serve`. Example: `true`.
+    pub enabled: bool,
+    /// Seconds between passes. Example: `600`.
+    pub interval_secs: u64,
+    /// Hours back each pass checks (rollup buckets and duplicate events). Example: `48`.
+    pub lookback_hours: u32,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> Self {
+        IntegrityConfig {
+            enabled: true,
+            interval_secs: 600,
+            lookback_hours: 48,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +163,7 @@ impl Default for Config {
             evaluator: EvaluatorConfig::default(),
             notifications: NotificationsConfig::default(),
             pollers: PollersConfig::default(),
+            integrity: IntegrityConfig::default(),
         }
     }
 }
@@ -273,6 +298,13 @@ impl Validate for Config {
 impl Config {
     /// The background jobs' sections.
     fn validate_jobs(&self, errors: &mut Vec<String>) {
+        let i = &self.integrity;
+        if !(10..=86_400).contains(&i.interval_secs) {
+            errors.push("integrity.interval_secs: must be from 10 to 86400".into());
+        }
+        if !(1..=24 * 31).contains(&i.lookback_hours) {
+            errors.push("integrity.lookback_hours: must be from 1 to 744 (31 days)".into());
+        }
         let e = &self.evaluator;
         if e.interval_secs == 0 || e.interval_secs > 86_400 {
             errors.push("evaluator.interval_secs: must be from 1 to 86400".into());

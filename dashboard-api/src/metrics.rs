@@ -1,4 +1,5 @@
-//! Prometheus metrics (`GET /metrics`): requests by route and status, and their latency.
+//! Prometheus metrics (`GET /metrics`): requests by route and status, and their latency; what
+//! the integrity job repaired (alert on `tollgate_dashboard_integrity_repairs_total`).
 
 use std::time::Instant;
 
@@ -20,6 +21,12 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     requests: Family<Labels, Counter>,
     latency: Family<Labels, Histogram>,
+    /// Integrity repairs by kind (`rollup`, `rollup_still_different`, `duplicate_event`).
+    pub integrity_repairs: Family<Labels, Counter>,
+    /// Integrity passes by outcome (`ok`, `failed`).
+    pub integrity_passes: Family<Labels, Counter>,
+    /// Unix time of the last integrity pass that finished.
+    pub integrity_last_pass: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Default for Metrics {
@@ -29,6 +36,9 @@ impl Default for Metrics {
             latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.001, 2.0, 14))
             }),
+            integrity_repairs: Family::default(),
+            integrity_passes: Family::default(),
+            integrity_last_pass: Default::default(),
         }
     }
 }
@@ -45,6 +55,21 @@ impl Metrics {
             "http_request_seconds",
             "HTTP request latency by route",
             self.latency.clone(),
+        );
+        r.register(
+            "integrity_repairs",
+            "Repairs the integrity job made, by kind (rollup, rollup_still_different, duplicate_event)",
+            self.integrity_repairs.clone(),
+        );
+        r.register(
+            "integrity_passes",
+            "Integrity job passes by outcome (ok, failed)",
+            self.integrity_passes.clone(),
+        );
+        r.register(
+            "integrity_last_pass_timestamp_seconds",
+            "Unix time of the last integrity pass that finished",
+            self.integrity_last_pass.clone(),
         );
         let mut out = String::new();
         let _ = encode(&mut out, &r);

@@ -86,6 +86,14 @@ impl PrivateClickHouse {
         self.proc = Some(proc);
     }
 
+    /// Kills the server (SIGKILL: a crash). An INSERT in flight may leave its raw rows stored
+    /// and its rollup rows not.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
     /// Stops the server (SIGTERM, as an operator would) and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {

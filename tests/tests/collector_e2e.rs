@@ -348,3 +348,78 @@ async fn sigterm_stops_accepting_flushes_and_exits_zero() {
         want(&sent)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_killed_mid_insert_loses_nothing_and_the_integrity_job_evens_the_rollups() {
+    use tollgate_clickhouse::integrity::{self, ROLLUPS};
+
+    let ch_dir = tempfile::tempdir().unwrap();
+    let mut ch = PrivateClickHouse::start(ch_dir.path());
+    let config = tollgate_clickhouse::ClickHouseConfig::new(ch.url(), "tollgate");
+    tollgate_clickhouse::Migrator::new(config.clone())
+        .unwrap()
+        .run(&mut |_| {})
+        .await
+        .unwrap();
+    let client = config.client();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(&ch.url(), "tollgate", dir.path(), |c| {
+        c.sink.max_rows = 5_000;
+        c.sink.max_delay_ms = 100;
+        c.sink.retry_initial_ms = 100;
+        c.sink.retry_max_ms = 1_000;
+    });
+    let url = collector.records_url();
+    let sent = records(19, 60_000);
+    let want_totals = want(&sent);
+    let done = Arc::new(AtomicBool::new(false));
+    let poster = {
+        let (done, sent) = (done.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(240);
+            for b in sent.chunks(1_000) {
+                post_until_accepted(&url, b, deadline);
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    // SIGKILL ClickHouse at random moments while the collector inserts.
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut kills = 0;
+    while !done.load(Ordering::SeqCst) && kills < 4 {
+        std::thread::sleep(Duration::from_millis(rng.u64(300..1_200)));
+        ch.kill();
+        kills += 1;
+        std::thread::sleep(Duration::from_millis(rng.u64(50..400)));
+        ch.restart();
+    }
+    poster.join().unwrap();
+
+    // Every record is stored once in the raw table…
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut raw = raw_totals(&client).await;
+    while raw != want_totals.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        raw = raw_totals(&client).await;
+    }
+    assert_eq!(
+        raw,
+        want_totals.0,
+        "after {kills} ClickHouse kills:\n{}",
+        collector.proc.log()
+    );
+    // …and after one integrity pass every rollup equals it, whatever the kills tore.
+    let report = integrity::run(&client, Duration::from_secs(6 * 3600))
+        .await
+        .unwrap();
+    eprintln!("{kills} ClickHouse kills; integrity pass: {report:?}");
+    let from = OffsetDateTime::now_utc().unix_timestamp() - 6 * 3600;
+    for r in ROLLUPS {
+        let (_, mismatches) = integrity::compare(&client, r, from.div_euclid(r.width) * r.width)
+            .await
+            .unwrap();
+        assert!(mismatches.is_empty(), "{}: {mismatches:?}", r.table);
+    }
+    assert_eq!(daily_totals(&client).await, want_totals.1);
+    drop(collector);
+}

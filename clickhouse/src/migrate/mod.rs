@@ -67,6 +67,7 @@ pub const MIGRATION_FILES: &[(&str, &str)] = migration_files![
     "0006_modern_codecs_and_index.sql",
     "0007_evaluator_and_notifications.sql",
     "0008_org_rollups.sql",
+    "0009_integrity.sql",
 ];
 
 /// The table that records applied migrations.

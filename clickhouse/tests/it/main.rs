@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
 mod events;
+mod integrity;
 mod migrations;
 mod queries;
 mod retention;

@@ -1,6 +1,8 @@
 //! The background jobs `dashboard-api serve` runs: alert evaluation every
 //! `evaluator.interval_secs`, credit polls every `pollers.interval_secs`, reconciliation every
-//! `pollers.reconcile_interval_secs` (each also once right after start). Every instance runs
+//! `pollers.reconcile_interval_secs`, the integrity pass (rollups and duplicate events,
+//! `tollgate_clickhouse::integrity`) every `integrity.interval_secs` (each also once right
+//! after start). Every instance runs
 //! the loops; a loop does its work only while this instance holds the shared
 //! [`Lease`] (named `jobs`), so one instance of several does it. [`BackgroundJobs::shutdown`]
 //! lets a run in progress finish (up to [`SHUTDOWN_GRACE`]), then releases the lease.
@@ -95,12 +97,62 @@ pub fn spawn(state: AppState) -> BackgroundJobs {
             ),
         ));
     }
+    if config.integrity.enabled {
+        tasks.push((
+            "integrity",
+            run_loop(
+                "integrity",
+                Duration::from_secs(config.integrity.interval_secs),
+                state.clone(),
+                lease.clone(),
+                stopped.clone(),
+                |state, _now| async move { integrity_once(&state).await },
+            ),
+        ));
+    }
     tracing::info!(
         holder = lease.holder(),
         jobs = tasks.len(),
         "background jobs started"
     );
     BackgroundJobs { stop, tasks, lease }
+}
+
+/// One integrity pass (`tollgate_clickhouse::integrity`), counted in the service's metrics.
+pub async fn integrity_once(state: &AppState) -> ApiResult<()> {
+    let lookback = Duration::from_secs(u64::from(state.config().integrity.lookback_hours) * 3_600);
+    let metrics = state.metrics();
+    let outcome = |o: &str| vec![("outcome", o.to_string())];
+    let kind = |k: &str| vec![("kind", k.to_string())];
+    match tollgate_clickhouse::integrity::run(state.client(), lookback).await {
+        Ok(report) => {
+            metrics.integrity_passes.get_or_create(&outcome("ok")).inc();
+            metrics
+                .integrity_repairs
+                .get_or_create(&kind("rollup"))
+                .inc_by(report.buckets_repaired as u64);
+            metrics
+                .integrity_repairs
+                .get_or_create(&kind("rollup_still_different"))
+                .inc_by(report.buckets_still_different as u64);
+            metrics
+                .integrity_repairs
+                .get_or_create(&kind("duplicate_event"))
+                .inc_by(report.duplicate_events_removed as u64);
+            metrics
+                .integrity_last_pass
+                .set(OffsetDateTime::now_utc().unix_timestamp());
+            tracing::info!(?report, "integrity pass done");
+            Ok(())
+        }
+        Err(e) => {
+            metrics
+                .integrity_passes
+                .get_or_create(&outcome("failed"))
+                .inc();
+            Err(crate::error::ApiError::from(e))
+        }
+    }
 }
 
 fn run_loop<F, Fut>(
