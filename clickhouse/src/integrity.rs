@@ -9,9 +9,11 @@
 //!   power) between the two leaves raw rows whose rollup rows were never written, and the
 //!   collector, which finds the raw rows stored, never sends them again. A pass compares every
 //!   rollup ([`ROLLUPS`]) with `usage_events` per org and bucket (requests, cost, input and
-//!   output tokens) over the last `lookback`, confirms a difference once more after
-//!   [`CONFIRM_AFTER`] (an INSERT in flight shows its raw rows a moment before its rollup
-//!   rows), and rebuilds each bucket that still differs ([`rebuild_bucket`]).
+//!   output tokens) over the last `lookback`, looks again after [`CONFIRM_AFTER`], and rebuilds
+//!   each bucket that is off by the same amounts both times ([`rebuild_bucket`]). An INSERT in
+//!   flight shows its raw rows a moment before its rollup rows: that difference changes or goes
+//!   between the looks, while a torn INSERT's stays, also in a bucket that keeps receiving
+//!   calls (today's day).
 //! - **An event stored twice.** The collectors check ClickHouse before every insert (see
 //!   `collector/src/sink.rs`), which leaves one gap: two collectors inserting the same
 //!   re-posted record at the same moment. A pass looks for hours whose row count differs from
@@ -123,6 +125,18 @@ pub struct Mismatch {
     pub rollup: Totals,
 }
 
+impl Mismatch {
+    /// Raw minus rollup, per compared figure.
+    pub fn offset(&self) -> (i128, i128, i128, i128) {
+        (
+            i128::from(self.raw.requests) - i128::from(self.rollup.requests),
+            self.raw.cost_nusd - self.rollup.cost_nusd,
+            i128::from(self.raw.input_tokens) - i128::from(self.rollup.input_tokens),
+            i128::from(self.raw.output_tokens) - i128::from(self.rollup.output_tokens),
+        )
+    }
+}
+
 /// The compared figures of a bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -175,7 +189,7 @@ pub async fn run(client: &Client, lookback: Duration) -> Result<PassReport> {
         let (_, again) = compare(client, rollup, from).await?;
         let confirmed: Vec<&Mismatch> = again
             .iter()
-            .filter(|m| first.iter().any(|f| same_bucket(f, m)))
+            .filter(|m| first.iter().any(|f| same_difference(f, m)))
             .collect();
         for m in confirmed {
             let after = rebuild_bucket(client, rollup, &m.org_id, m.bucket).await?;
@@ -197,8 +211,11 @@ pub async fn run(client: &Client, lookback: Duration) -> Result<PassReport> {
     Ok(report)
 }
 
-fn same_bucket(a: &Mismatch, b: &Mismatch) -> bool {
-    a.table == b.table && a.org_id == b.org_id && a.bucket == b.bucket
+/// The same bucket, off by the same amounts: a difference that new rows did not change. An
+/// INSERT in flight (raw part written, view parts not yet) makes a difference that comes and
+/// goes; a torn INSERT or a duplicate makes one that stays while new calls keep arriving.
+fn same_difference(a: &Mismatch, b: &Mismatch) -> bool {
+    a.table == b.table && a.org_id == b.org_id && a.bucket == b.bucket && a.offset() == b.offset()
 }
 
 /// The buckets of `rollup` from `from` on, and those that differ from the raw rows.

@@ -44,6 +44,8 @@ pub struct StackConfig {
     pub sink_max_delay_ms: u64,
     /// The edge's `EDGE_REGION`.
     pub edge_region: String,
+    /// dashboard-api's `integrity.interval_secs` (the integrity job's period).
+    pub integrity_interval_secs: u64,
 }
 
 impl StackConfig {
@@ -82,17 +84,27 @@ impl StackConfig {
 
     /// Starts `collector serve` (spool in `dir/spool`), logging to `dir/<log>`.
     pub fn start_collector(&self, log: &str) -> Result<Proc, BoxError> {
+        self.start_collector_at(self.collector, "spool", log)
+    }
+
+    /// Starts one more `collector serve` at `addr` with its spool in `dir/<spool>`.
+    pub fn start_collector_at(
+        &self,
+        addr: SocketAddr,
+        spool: &str,
+        log: &str,
+    ) -> Result<Proc, BoxError> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
         let proc = Proc::spawn(
             "collector",
             Command::new(binary("collector"))
                 .arg("serve")
-                .env("TOLLGATE_LISTEN", self.collector.to_string())
+                .env("TOLLGATE_LISTEN", addr.to_string())
                 .env("TOLLGATE_CLICKHOUSE_URL", &self.clickhouse_url)
                 .env("TOLLGATE_CLICKHOUSE_DATABASE", &self.database)
                 .env("TOLLGATE_INGEST_SIGNING_SECRETS", SIGNING_SECRET)
-                .env("TOLLGATE_SPOOL_DIR", self.dir.join("spool"))
+                .env("TOLLGATE_SPOOL_DIR", self.dir.join(spool))
                 .env(
                     "TOLLGATE_SINK_MAX_DELAY_MS",
                     self.sink_max_delay_ms.to_string(),
@@ -101,7 +113,7 @@ impl StackConfig {
                 .env("TOLLGATE_SINK_RETRY_MAX_MS", "1000"),
             self.dir.join(log),
         );
-        listening(proc, self.collector)
+        listening(proc, addr)
     }
 
     /// Starts `dashboard-api serve`, logging to `dir/<log>`.
@@ -113,7 +125,11 @@ impl StackConfig {
                 .env("TOLLGATE_LISTEN", self.dashboard.to_string())
                 .env("TOLLGATE_CLICKHOUSE_URL", &self.clickhouse_url)
                 .env("TOLLGATE_CLICKHOUSE_DATABASE", &self.database)
-                .env("TOLLGATE_INTERNAL_SIGNING_SECRETS", &self.internal_secret),
+                .env("TOLLGATE_INTERNAL_SIGNING_SECRETS", &self.internal_secret)
+                .env(
+                    "TOLLGATE_INTEGRITY_INTERVAL_SECS",
+                    self.integrity_interval_secs.to_string(),
+                ),
             self.dir.join(log),
         );
         listening(proc, self.dashboard)

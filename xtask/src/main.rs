@@ -10,6 +10,7 @@ mod demo;
 mod edge;
 mod fuzz;
 mod prices;
+mod repeat;
 mod setup;
 mod soak;
 mod test;
@@ -52,6 +53,9 @@ enum Command {
     /// The whole stack under load while collector, ClickHouse and workerd are restarted and the
     /// provider stalls; fails if a record was lost or duplicated (figures to docs/BENCHMARKS.md).
     Soak(soak::SoakArgs),
+    /// Run one test again and again (optionally beside a CPU hog) until it fails or passes N
+    /// times in a row.
+    Repeat(repeat::RepeatArgs),
     /// Fuzz the SSE scanner, batch decoder, signature verifier and query parameters (cargo-fuzz).
     Fuzz(fuzz::FuzzArgs),
 }
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Soak(args) => soak::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Repeat(args) => repeat::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,6 +21,9 @@ pub struct SoakArgs {
     /// Seconds between faults (± a quarter).
     #[arg(long, default_value_t = 18)]
     pub fault_every: u64,
+    /// Collectors behind a round-robin load balancer (faults hit any of them).
+    #[arg(long, default_value_t = 2)]
+    pub collectors: usize,
 }
 
 /// Which build of the binaries runs, and where the figures go.
@@ -28,6 +31,7 @@ struct Run<'a> {
     profile: &'a str,
     minutes: f64,
     fault_every: u64,
+    collectors: usize,
     out: &'a str,
     /// Splice the section into docs/BENCHMARKS.md.
     document: bool,
@@ -40,17 +44,20 @@ pub fn run(args: &SoakArgs) -> Result {
         profile: "release",
         minutes: args.minutes,
         fault_every: args.fault_every,
+        collectors: args.collectors,
         out: "target/bench/soak",
         document: true,
     })
 }
 
-/// The short soak of `cargo xtask test`: 3 minutes, a fault every 18 s (about 9).
+/// The short soak of `cargo xtask test`: 3 minutes, two collectors, a fault every 18 s
+/// (about 9).
 pub fn run_short_for_ci() -> Result {
     soak(&Run {
         profile: "debug",
         minutes: 3.0,
         fault_every: 18,
+        collectors: 2,
         out: "target/bench/soak-ci",
         document: false,
     })
@@ -89,6 +96,7 @@ fn soak(run: &Run<'_>) -> Result {
         Command::new(root.join(format!("target/{}/soak", run.profile)))
             .args(["--minutes", &run.minutes.to_string()])
             .args(["--fault-every", &run.fault_every.to_string()])
+            .args(["--collectors", &run.collectors.to_string()])
             .args(["--out", &json, "--markdown", &md]),
     );
     // The figures are documented whatever the verdict: a failed soak is a finding too.

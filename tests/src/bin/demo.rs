@@ -379,6 +379,7 @@ async fn main() -> Result<(), BoxError> {
         internal_secret: INTERNAL_SECRET.to_string(),
         sink_max_delay_ms: 500,
         edge_region: "DEMO".to_string(),
+        integrity_interval_secs: 600,
     };
     let applied = system.migrate_fresh().await?;
     done(

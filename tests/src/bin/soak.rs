@@ -28,6 +28,9 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 6)]
     clients: usize,
+    /// Collectors behind a round-robin load balancer (faults hit any of them).
+    #[arg(long, default_value_t = 1)]
+    collectors: usize,
     /// Milliseconds a client pauses between calls (± half).
     #[arg(long, default_value_t = 60)]
     think_ms: u64,
@@ -83,6 +86,7 @@ fn run(args: &Args) -> Result<bool, soak::BoxError> {
         duration: Duration::from_secs_f64(args.minutes * 60.0),
         fault_every: Duration::from_secs(args.fault_every.max(5)),
         clients: args.clients.max(1),
+        collectors: args.collectors.clamp(1, 8),
         think: Duration::from_millis(args.think_ms),
         seed: args.seed,
         dir: repo_root().join("target/soak"),

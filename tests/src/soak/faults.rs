@@ -2,7 +2,8 @@
 //!
 //! | fault | what happens | what must hold |
 //! |---|---|---|
-//! | `collector_sigkill` | SIGKILL, down 0.2–3 s, started again on the same spool | the edge retries its batches; the spool keeps what was acknowledged |
+//! | `collector_sigkill` | one collector (of `--collectors N`, at random) SIGKILLed, down 0.2–3 s, started again on the same spool | the edge retries its batches (through the round-robin, to another collector); the spool keeps what was acknowledged |
+//! | `lost_ack` | for 3 s the load balancer answers 502 to batches a collector accepted | the edge re-posts records already accepted (to another collector): stored once all the same |
 //! | `clickhouse_restart` | SIGTERM, down 2–6 s, started again | the collector spools and drains after |
 //! | `workerd_restart` | drained, SIGTERM, started again | see below |
 //! | `provider_stall` | the provider answers nothing for 4 s | calls time out at the edge (504) and are recorded |
@@ -32,11 +33,13 @@ pub enum FaultKind {
     ClickhouseRestart,
     WorkerdRestart,
     ProviderStall,
+    LostAck,
 }
 
 impl FaultKind {
-    pub const ROTATION: [FaultKind; 4] = [
+    pub const ROTATION: [FaultKind; 5] = [
         FaultKind::CollectorSigkill,
+        FaultKind::LostAck,
         FaultKind::ClickhouseRestart,
         FaultKind::WorkerdRestart,
         FaultKind::ProviderStall,
@@ -48,6 +51,7 @@ impl FaultKind {
             FaultKind::ClickhouseRestart => "clickhouse_restart",
             FaultKind::WorkerdRestart => "workerd_restart",
             FaultKind::ProviderStall => "provider_stall",
+            FaultKind::LostAck => "lost_ack",
         }
     }
 }
@@ -62,17 +66,28 @@ pub struct Fault {
     pub drain: Option<Duration>,
 }
 
+/// How long the load balancer loses the collectors' 202s in a `lost_ack` fault.
+const LOST_ACKS: Duration = Duration::from_secs(3);
 /// How long a provider stall lasts (longer than the edge's 3 s upstream timeout).
 const STALL: Duration = Duration::from_secs(4);
 /// Longest wait for a drained edge's shipments (the edge retries for ~19 s).
 const SHIP_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// One running collector and where it lives.
+#[derive(Debug)]
+pub struct Collector {
+    pub addr: std::net::SocketAddr,
+    /// Its spool folder under the stack's `dir`.
+    pub spool: String,
+    pub proc: Proc,
+}
 
 /// The restartable pieces and what the injector needs to restart them.
 #[derive(Debug)]
 pub struct Pieces {
     pub stack: StackConfig,
     pub clickhouse: PrivateClickHouse,
-    pub collector: Proc,
+    pub collectors: Vec<Collector>,
     pub edge: Proc,
     pub edge_bindings: Vec<(String, String)>,
     pub mock: Arc<MockProvider>,
@@ -86,7 +101,7 @@ impl Pieces {
     pub fn new(
         stack: StackConfig,
         clickhouse: PrivateClickHouse,
-        collector: Proc,
+        collectors: Vec<Collector>,
         edge: Proc,
         edge_bindings: Vec<(String, String)>,
         mock: Arc<MockProvider>,
@@ -96,7 +111,7 @@ impl Pieces {
         Pieces {
             stack,
             clickhouse,
-            collector,
+            collectors,
             edge,
             edge_bindings,
             mock,
@@ -150,11 +165,22 @@ impl Pieces {
         self.restarts += 1;
         match kind {
             FaultKind::CollectorSigkill => {
-                self.collector.kill();
+                let n = rng.usize(..self.collectors.len().max(1));
+                let Some(c) = self.collectors.get_mut(n) else {
+                    return Ok(None);
+                };
+                c.proc.kill();
                 std::thread::sleep(Duration::from_millis(rng.u64(200..3_000)));
-                self.collector = self
-                    .stack
-                    .start_collector(&format!("collector-{}.log", self.restarts))?;
+                c.proc = self.stack.start_collector_at(
+                    c.addr,
+                    &c.spool,
+                    &format!("collector{n}-{}.log", self.restarts),
+                )?;
+                Ok(None)
+            }
+            FaultKind::LostAck => {
+                self.witness.lose_acks_for(LOST_ACKS);
+                std::thread::sleep(LOST_ACKS);
                 Ok(None)
             }
             FaultKind::ClickhouseRestart => {

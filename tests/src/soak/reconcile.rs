@@ -91,6 +91,28 @@ pub fn wait_for(
     }
 }
 
+/// Polls until no event is stored twice and both rollups equal the raw rows, or `within`
+/// passed; returns the last look: (stored events, daily check, hourly check).
+pub fn wait_for_exact(
+    clickhouse_url: &str,
+    database: &str,
+    within: Duration,
+) -> Result<(HashMap<Uuid, Stored>, RollupCheck, RollupCheck), BoxError> {
+    let started = Instant::now();
+    loop {
+        let stored = stored(clickhouse_url, database)?;
+        let daily = check_rollup(clickhouse_url, database, false)?;
+        let hourly = check_rollup(clickhouse_url, database, true)?;
+        let exact = stored.values().all(|s| s.rows == 1)
+            && daily.mismatches.is_empty()
+            && hourly.mismatches.is_empty();
+        if exact || started.elapsed() > within {
+            return Ok((stored, daily, hourly));
+        }
+        std::thread::sleep(Duration::from_millis(1_000));
+    }
+}
+
 /// Raw rows against a rollup, per group.
 #[derive(Clone, Debug, Default)]
 pub struct RollupCheck {

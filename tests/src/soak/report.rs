@@ -298,7 +298,9 @@ impl Report {
                 "rejected": i.acked.rejected + i.rejects,
                 "collector_batches_acknowledged": i.acked.batches,
                 "collector_posts_failed": i.acked.failed_posts,
+                "collector_acks_lost": i.acked.lost_acks,
             },
+            "collectors": i.opts.collectors,
             "rollups": i.rollups.iter().map(|r| (r.table.to_string(), json!({
                 "groups": r.groups, "mismatches": r.mismatches.len(),
             }))).collect::<serde_json::Map<_, _>>(),
@@ -323,17 +325,21 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "The wasm edge under workerd, the mock provider, the collector, a private ClickHouse 18.16 and \
-             dashboard-api (app keys are looked up there), on loopback. {} clients call the edge \
+            "The wasm edge under workerd, the mock provider, {} collector(s) behind a round-robin load \
+             balancer, a private ClickHouse 18.16 and dashboard-api (app keys are looked up there; its \
+             integrity job runs every 10 s), on loopback. {} clients call the edge \
              ({} ms ± half between calls): 45% JSON (chat, responses, embeddings, OpenRouter), 30% streams \
              read to the end, 12% provider errors (500/429/400), 13% streams the client hangs up on after \
-             the first bytes. A fault every ~{} s, in rotation: collector SIGKILL (down 0.2–3 s), \
+             the first bytes. A fault every ~{} s, in rotation: SIGKILL of one collector (down 0.2–3 s), \
+             lost acks (for 3 s the balancer answers 502 to batches a collector accepted, so the edge \
+             re-posts them, to the other collector), \
              ClickHouse restart (SIGTERM, down 2–6 s), workerd restart (drained, then SIGTERM — see \
              docs/OPERATIONS.md), provider stall (4 s, past the edge's 3 s upstream timeout). Then every \
              event id a client got in `x-tollgate-event-id`, and every record the collector acknowledged \
              (noted by a pass-through between edge and collector), is looked up in `usage_events`, and \
              `usage_daily` / `usage_hourly` are compared with the raw rows per (period, org, app, user, task, \
              provider) on ten sums.\n",
+            i.opts.collectors,
             i.opts.clients,
             i.opts.think.as_millis(),
             i.opts.fault_every.as_secs()
@@ -353,6 +359,11 @@ impl Report {
             "| **records lost** (answered / acknowledged) | **{} / {}** |",
             lost_answered.len(),
             lost_acked.len()
+        );
+        let _ = writeln!(
+            md,
+            "| 202s lost on the way back (re-posted by the edge) | {} |",
+            i.acked.lost_acks
         );
         let _ = writeln!(md, "| **duplicates** | **{duplicates}** |");
         for r in i.rollups {
@@ -461,6 +472,7 @@ mod tests {
             duration: Duration::from_secs(180),
             fault_every: Duration::from_secs(18),
             clients: 2,
+            collectors: 2,
             think: Duration::from_millis(10),
             seed: 1,
             dir: std::env::temp_dir(),

@@ -5,11 +5,17 @@
 //!
 //! Forwarding is verbatim (body, signature, content type and encoding); when the collector is
 //! down the edge gets a `502`, which it retries as it would a refused connection.
+//!
+//! With several collectors the witness is also their load balancer: batches go round-robin,
+//! so an edge retry reaches another collector than the first try. [`Witness::lose_acks_for`]
+//! makes it answer `502` to batches a collector did accept (a 202 lost on the way back): the
+//! edge then re-posts records that are already stored, to another collector.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -34,6 +40,8 @@ pub struct Acks {
     pub failed_posts: u64,
     /// Records the collector refused as bad data (must stay 0 in a soak).
     pub rejected: u64,
+    /// 202s the witness did not pass on (the edge saw a 502 and re-posted).
+    pub lost_acks: u64,
 }
 
 /// A running witness; stops with the runtime it was started in.
@@ -41,23 +49,30 @@ pub struct Acks {
 pub struct Witness {
     pub addr: SocketAddr,
     pub acks: Arc<Mutex<Acks>>,
+    lose_acks_until: Arc<Mutex<Option<Instant>>>,
 }
 
 #[derive(Clone)]
 struct Forward {
-    target: String,
+    targets: Arc<Vec<String>>,
+    next: Arc<AtomicUsize>,
     agent: ureq::Agent,
     acks: Arc<Mutex<Acks>>,
+    lose_acks_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Witness {
-    /// Listens on a free loopback port and forwards to `collector_records_url`.
-    pub async fn start(collector_records_url: String) -> std::io::Result<Witness> {
+    /// Listens on a free loopback port and forwards to the collectors' records URLs,
+    /// round-robin.
+    pub async fn start(collector_records_urls: Vec<String>) -> std::io::Result<Witness> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let acks = Arc::new(Mutex::new(Acks::default()));
+        let lose_acks_until = Arc::new(Mutex::new(None));
         let state = Forward {
-            target: collector_records_url,
+            targets: Arc::new(collector_records_urls),
+            next: Arc::new(AtomicUsize::new(0)),
+            lose_acks_until: lose_acks_until.clone(),
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_global(Some(Duration::from_secs(30)))
@@ -71,7 +86,19 @@ impl Witness {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Witness { addr, acks })
+        Ok(Witness {
+            addr,
+            acks,
+            lose_acks_until,
+        })
+    }
+
+    /// For `d` from now, answers `502` to batches a collector accepted (their 202 is "lost").
+    pub fn lose_acks_for(&self, d: Duration) {
+        *self
+            .lose_acks_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + d);
     }
 
     /// The URL the edge posts to.
@@ -116,7 +143,9 @@ impl Forward {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<(u16, Option<String>, String), String> {
-        let mut req = self.agent.post(&self.target);
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len().max(1);
+        let target = self.targets.get(n).ok_or("no collector to forward to")?;
+        let mut req = self.agent.post(target);
         for (k, v) in headers {
             req = req.header(k, v);
         }
@@ -142,6 +171,15 @@ impl Forward {
         };
         if status == 202 {
             self.acknowledge(headers, body, &text)?;
+            let lose = self
+                .lose_acks_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|until| Instant::now() < until);
+            if lose {
+                self.note(|a| a.lost_acks += 1);
+                return Ok((502, None, "the 202 was lost on its way back".into()));
+            }
         } else if status == 429 || status >= 500 {
             self.note(|a| a.failed_posts += 1);
         }
