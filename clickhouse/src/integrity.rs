@@ -17,8 +17,10 @@
 //! - **An event stored twice.** The collectors check ClickHouse before every insert (see
 //!   `collector/src/sink.rs`), which leaves one gap: two collectors inserting the same
 //!   re-posted record at the same moment. A pass looks for hours whose row count differs from
-//!   their distinct `event_id`s, keeps one copy of each duplicated event, and then rebuilds the
-//!   rollup buckets it touched through the check above.
+//!   their distinct `event_id`s, keeps one copy of each duplicated event (the copy of the first
+//!   batch; see `remove_duplicates` for copies of one batch), and then rebuilds the rollup
+//!   buckets the extra copies inflated through the check above. Deleting rows is a mutation:
+//!   it rewrites the parts of the hour's month, so it is for the rare duplicate only.
 //!
 //! # How a bucket is rebuilt, and its race
 //!
@@ -34,7 +36,7 @@
 //! 1 and 2 is missing from the rebuilt bucket; the comparison in 3 then records
 //! `still_different` and the next pass rebuilds the bucket again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clickhouse::{Client, Row};
@@ -364,14 +366,25 @@ struct HourCount {
     ids: u64,
 }
 
+/// An event stored more than once, and the batches its copies came in.
 #[derive(Debug, Row, Deserialize)]
-struct EventId {
+struct Copies {
     #[serde(with = "clickhouse::serde::uuid")]
     event_id: Uuid,
+    batches: Vec<String>,
 }
+
+/// Suffix of the batch id a kept copy is re-inserted under (copies from one batch only).
+const KEPT_SUFFIX: &str = "/kept";
 
 /// Keeps one copy of every event stored more than once since `since`, hour by hour (one
 /// hour's ids at a time bound the memory it takes). Returns how many events had copies.
+///
+/// Copies from different batches (two collectors) are told apart by `batch_id`: the copies
+/// outside the first batch are deleted, nothing is re-inserted. Copies from one batch cannot
+/// be told apart: one is first inserted again under `<batch_id>/kept`, then the batch's
+/// copies are deleted — so a crash in between leaves a copy too many (removed next pass),
+/// never none.
 async fn remove_duplicates(client: &Client, since: i64, now: i64) -> Result<usize> {
     let mut removed = 0;
     let mut hour = since.div_euclid(3_600) * 3_600;
@@ -390,52 +403,60 @@ async fn remove_duplicates(client: &Client, since: i64, now: i64) -> Result<usiz
         if count.rows == count.ids {
             continue;
         }
-        let ids: BTreeSet<Uuid> = read_query(
+        let copies = read_query(
             client,
-            "SELECT event_id FROM usage_events WHERE ts >= toDateTime(?, 'UTC') AND ts < toDateTime(?, 'UTC') \
+            "SELECT event_id, groupArray(batch_id) AS batches FROM usage_events \
+             WHERE ts >= toDateTime(?, 'UTC') AND ts < toDateTime(?, 'UTC') \
              GROUP BY event_id HAVING count() > 1",
         )
         .bind(from)
         .bind(to)
-        .fetch_all::<EventId>()
-        .await?
-        .into_iter()
-        .map(|r| r.event_id)
-        .collect();
-        if ids.is_empty() {
+        .fetch_all::<Copies>()
+        .await?;
+        if copies.is_empty() {
             continue;
         }
-        let list = ids
-            .iter()
-            .map(|id| format!("toUUID('{id}')"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let keep = read_query(
-            client,
-            &format!(
-                "SELECT ?fields FROM usage_events WHERE ts >= toDateTime(?, 'UTC') AND ts < toDateTime(?, 'UTC') \
-                 AND event_id IN ({list}) ORDER BY inserted_at, batch_id LIMIT 1 BY event_id"
-            ),
-        )
-        .bind(from)
-        .bind(to)
-        .fetch_all::<UsageEventRow>()
-        .await?;
-        client
-            .query(&format!(
-                "ALTER TABLE usage_events DELETE WHERE ts >= toDateTime(?, 'UTC') AND ts < toDateTime(?, 'UTC') AND event_id IN ({list})"
-            ))
+        // (event, batch) pairs to delete, and events whose copies all share one batch.
+        let mut other_batches: Vec<(Uuid, String)> = Vec::new();
+        let mut one_batch: Vec<(Uuid, String)> = Vec::new();
+        for c in &copies {
+            let mut batches = c.batches.clone();
+            batches.sort();
+            batches.dedup();
+            match batches.split_first() {
+                Some((only, [])) => one_batch.push((c.event_id, only.clone())),
+                Some((_keep, rest)) => {
+                    other_batches.extend(rest.iter().map(|b| (c.event_id, b.clone())));
+                }
+                None => {}
+            }
+        }
+        if !one_batch.is_empty() {
+            let ids = uuid_list(one_batch.iter().map(|(id, _)| id));
+            let mut keep = read_query(
+                client,
+                &format!(
+                    "SELECT ?fields FROM usage_events WHERE ts >= toDateTime(?, 'UTC') \
+                     AND ts < toDateTime(?, 'UTC') AND event_id IN ({ids}) LIMIT 1 BY event_id"
+                ),
+            )
             .bind(from)
             .bind(to)
-            .execute()
+            .fetch_all::<UsageEventRow>()
             .await?;
+            for row in &mut keep {
+                row.batch_id.push_str(KEPT_SUFFIX);
+            }
+            insert_events(client, &keep).await?;
+            delete_copies(client, from, to, &one_batch).await?;
+        }
+        if !other_batches.is_empty() {
+            delete_copies(client, from, to, &other_batches).await?;
+        }
         wait_for_mutations(client, "usage_events").await?;
-        // The kept copies go back through the views; the rollup check that follows finds the
-        // buckets the extra copies inflated and rebuilds them.
-        insert_events(client, &keep).await?;
         tracing::warn!(
             hour = from,
-            events = ids.len(),
+            events = copies.len(),
             rows = count.rows,
             distinct = count.ids,
             "integrity: events stored more than once; kept one copy of each"
@@ -454,9 +475,38 @@ async fn remove_duplicates(client: &Client, since: i64, now: i64) -> Result<usiz
             },
         };
         record(client, "duplicate", &m, "repaired").await?;
-        removed += ids.len();
+        removed += copies.len();
     }
     Ok(removed)
+}
+
+/// Deletes the rows of these (event, batch) pairs within the hour (a mutation).
+async fn delete_copies(
+    client: &Client,
+    from: i64,
+    to: i64,
+    pairs: &[(Uuid, String)],
+) -> Result<()> {
+    for chunk in pairs.chunks(1_000) {
+        let placeholders = vec!["(toUUID(?), ?)"; chunk.len()].join(", ");
+        let mut q = client.query(&format!(
+            "ALTER TABLE usage_events DELETE WHERE ts >= toDateTime(?, 'UTC') \
+             AND ts < toDateTime(?, 'UTC') AND (event_id, batch_id) IN ({placeholders})"
+        ));
+        q = q.bind(from).bind(to);
+        for (id, batch) in chunk {
+            q = q.bind(id.to_string()).bind(batch.as_str());
+        }
+        q.execute().await?;
+    }
+    Ok(())
+}
+
+/// `toUUID('…'), …` for an `IN` list (ids are our own parsed UUIDs: nothing to escape).
+fn uuid_list<'a>(ids: impl Iterator<Item = &'a Uuid>) -> String {
+    ids.map(|id| format!("toUUID('{id}')"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An `integrity_repairs` row (migration 0009), column for column.

@@ -160,6 +160,27 @@ async fn run_until_drained(spool: &Spool, store: Arc<FakeStore>) {
     task.await.unwrap().unwrap();
 }
 
+/// A spool in `dir` holding one entry per range of test records.
+async fn spool_with(dir: &std::path::Path, entries: &[std::ops::Range<u128>]) -> Spool {
+    let spool = open(dir);
+    for range in entries {
+        spool
+            .append(AppendBatch::from_records(
+                &range.clone().map(record).collect::<Vec<_>>(),
+            ))
+            .await
+            .unwrap();
+    }
+    spool
+}
+
+/// The store holds `n` distinct records, each exactly once.
+fn assert_each_once(store: &FakeStore, n: usize, why: &str) {
+    let c = counts(store);
+    assert_eq!(c.len(), n, "{why}");
+    assert!(c.values().all(|k| *k == 1), "{why}: a record stored twice");
+}
+
 fn counts(store: &FakeStore) -> HashMap<Uuid, usize> {
     let mut m = HashMap::new();
     for (id, _) in store.rows.lock().unwrap().iter() {
@@ -171,20 +192,11 @@ fn counts(store: &FakeStore) -> HashMap<Uuid, usize> {
 #[tokio::test]
 async fn every_record_is_stored_once_in_bounded_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = open(dir.path());
-    for i in 0..20u128 {
-        spool
-            .append(AppendBatch::from_records(
-                &(i * 10..i * 10 + 10).map(record).collect::<Vec<_>>(),
-            ))
-            .await
-            .unwrap();
-    }
+    let entries: Vec<_> = (0..20u128).map(|i| i * 10..i * 10 + 10).collect();
+    let spool = spool_with(dir.path(), &entries).await;
     let store = Arc::new(FakeStore::default());
     run_until_drained(&spool, store.clone()).await;
-    let c = counts(&store);
-    assert_eq!(c.len(), 200);
-    assert!(c.values().all(|n| *n == 1));
+    assert_each_once(&store, 200, "20 entries in batches of at most 50");
     let batches = store.batches.lock().unwrap();
     assert!(batches.iter().all(|b| b.rows <= 50), "max_rows respected");
     assert_eq!(batches.iter().map(|b| b.rows).sum::<u64>(), 200);
@@ -194,41 +206,18 @@ async fn every_record_is_stored_once_in_bounded_batches() {
 #[tokio::test]
 async fn transient_failures_are_retried_and_a_landed_insert_is_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = open(dir.path());
-    spool
-        .append(AppendBatch::from_records(
-            &(0..30).map(record).collect::<Vec<_>>(),
-        ))
-        .await
-        .unwrap();
+    let spool = spool_with(dir.path(), &[0..30]).await;
     let store = Arc::new(FakeStore::default());
     store.fail_before.store(3, Ordering::SeqCst);
     store.fail_after.store(1, Ordering::SeqCst);
     run_until_drained(&spool, store.clone()).await;
-    let c = counts(&store);
-    assert_eq!(c.len(), 30);
-    assert!(
-        c.values().all(|n| *n == 1),
-        "a retry after a landed insert duplicated rows"
-    );
+    assert_each_once(&store, 30, "a retry after a landed insert");
 }
 
 #[tokio::test]
 async fn a_batch_pending_at_a_crash_is_completed_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = open(dir.path());
-    spool
-        .append(AppendBatch::from_records(
-            &(0..10).map(record).collect::<Vec<_>>(),
-        ))
-        .await
-        .unwrap();
-    spool
-        .append(AppendBatch::from_records(
-            &(10..20).map(record).collect::<Vec<_>>(),
-        ))
-        .await
-        .unwrap();
+    let spool = spool_with(dir.path(), &[0..10, 10..20]).await;
     // The previous process began batch LSN 1..=2, and 7 of its rows reached ClickHouse.
     let batch_id = format!("{}-1-2", spool.spool_id());
     spool
@@ -247,52 +236,31 @@ async fn a_batch_pending_at_a_crash_is_completed_without_duplicates() {
         .extend((0..7).map(|i| (record(i).event_id, batch_id.clone())));
     drop(spool);
 
-    let spool = open(dir.path());
-    spool
-        .append(AppendBatch::from_records(
-            &(20..25).map(record).collect::<Vec<_>>(),
-        ))
-        .await
-        .unwrap();
+    let spool = spool_with(dir.path(), &[20..25]).await;
     run_until_drained(&spool, store.clone()).await;
-    let c = counts(&store);
-    assert_eq!(c.len(), 25);
-    assert!(c.values().all(|n| *n == 1));
+    assert_each_once(&store, 25, "a batch pending at a crash");
     assert!(spool.state().unwrap().pending.is_none());
 }
 
 #[tokio::test]
 async fn an_insert_the_server_still_runs_is_waited_for_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = open(dir.path());
-    spool
-        .append(AppendBatch::from_records(
-            &(0..30).map(record).collect::<Vec<_>>(),
-        ))
-        .await
-        .unwrap();
+    let spool = spool_with(dir.path(), &[0..30]).await;
     let store = Arc::new(FakeStore::default());
     // The first attempt times out on our side, and the server commits it a little later.
     store.still_running.store(1, Ordering::SeqCst);
     run_until_drained(&spool, store.clone()).await;
-    let c = counts(&store);
-    assert_eq!(c.len(), 30);
-    assert!(
-        c.values().all(|n| *n == 1),
-        "the retry did not wait for the attempt still running"
+    assert_each_once(
+        &store,
+        30,
+        "a retry that must wait for the attempt still running",
     );
 }
 
 #[tokio::test]
 async fn a_dead_process_insert_still_running_at_restart_is_not_duplicated() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = open(dir.path());
-    spool
-        .append(AppendBatch::from_records(
-            &(0..10).map(record).collect::<Vec<_>>(),
-        ))
-        .await
-        .unwrap();
+    let spool = spool_with(dir.path(), &[0..10]).await;
     let batch_id = format!("{}-1-1", spool.spool_id());
     spool
         .begin_batch(PendingBatch {
@@ -312,12 +280,7 @@ async fn a_dead_process_insert_still_running_at_restart_is_not_duplicated() {
     ));
     let spool = open(dir.path());
     run_until_drained(&spool, store.clone()).await;
-    let c = counts(&store);
-    assert_eq!(c.len(), 10);
-    assert!(
-        c.values().all(|n| *n == 1),
-        "recovery raced the dead process's insert"
-    );
+    assert_each_once(&store, 10, "recovery beside the dead process's insert");
 }
 
 #[tokio::test]
@@ -325,13 +288,7 @@ async fn records_stored_by_another_batch_are_not_inserted_again() {
     // A re-post accepted after the spool forgot it, or by another collector: ClickHouse
     // already holds 6 of these records under some other batch.
     let dir = tempfile::tempdir().unwrap();
-    let spool = open(dir.path());
-    spool
-        .append(AppendBatch::from_records(
-            &(0..10).map(record).collect::<Vec<_>>(),
-        ))
-        .await
-        .unwrap();
+    let spool = spool_with(dir.path(), &[0..10]).await;
     let store = Arc::new(FakeStore::default());
     store
         .rows
@@ -339,9 +296,7 @@ async fn records_stored_by_another_batch_are_not_inserted_again() {
         .unwrap()
         .extend((0..6).map(|i| (record(i).event_id, "other-collector-7-9".to_string())));
     run_until_drained(&spool, store.clone()).await;
-    let c = counts(&store);
-    assert_eq!(c.len(), 10);
-    assert!(c.values().all(|n| *n == 1));
+    assert_each_once(&store, 10, "records another batch stored");
     let batches = store.batches.lock().unwrap();
     assert_eq!(
         batches.iter().map(|b| b.rows).sum::<u64>(),
@@ -353,13 +308,7 @@ async fn records_stored_by_another_batch_are_not_inserted_again() {
 #[tokio::test]
 async fn refused_data_goes_to_rejects_not_into_a_retry_loop() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = open(dir.path());
-    spool
-        .append(AppendBatch::from_records(
-            &(0..5).map(record).collect::<Vec<_>>(),
-        ))
-        .await
-        .unwrap();
+    let spool = spool_with(dir.path(), &[0..5]).await;
     let store = Arc::new(FakeStore::default());
     store.refuse_data.store(3, Ordering::SeqCst); // refused every time it is tried
     run_until_drained(&spool, store.clone()).await;
@@ -373,13 +322,7 @@ async fn refused_data_goes_to_rejects_not_into_a_retry_loop() {
 #[tokio::test]
 async fn a_one_off_data_error_is_retried_not_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = open(dir.path());
-    spool
-        .append(AppendBatch::from_records(
-            &(0..5).map(record).collect::<Vec<_>>(),
-        ))
-        .await
-        .unwrap();
+    let spool = spool_with(dir.path(), &[0..5]).await;
     let store = Arc::new(FakeStore::default());
     store.refuse_data.store(1, Ordering::SeqCst);
     run_until_drained(&spool, store.clone()).await;
