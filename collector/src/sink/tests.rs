@@ -160,13 +160,13 @@ async fn run_until_drained(spool: &Spool, store: Arc<FakeStore>) {
     task.await.unwrap().unwrap();
 }
 
-/// A spool in `dir` holding one entry per range of test records.
-async fn spool_with(dir: &std::path::Path, entries: &[std::ops::Range<u128>]) -> Spool {
+/// A spool in `dir` holding one entry per `(first, end)` range of test records.
+async fn spool_with(dir: &std::path::Path, entries: &[(u128, u128)]) -> Spool {
     let spool = open(dir);
-    for range in entries {
+    for &(first, end) in entries {
         spool
             .append(AppendBatch::from_records(
-                &range.clone().map(record).collect::<Vec<_>>(),
+                &(first..end).map(record).collect::<Vec<_>>(),
             ))
             .await
             .unwrap();
@@ -192,7 +192,7 @@ fn counts(store: &FakeStore) -> HashMap<Uuid, usize> {
 #[tokio::test]
 async fn every_record_is_stored_once_in_bounded_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let entries: Vec<_> = (0..20u128).map(|i| i * 10..i * 10 + 10).collect();
+    let entries: Vec<_> = (0..20u128).map(|i| (i * 10, i * 10 + 10)).collect();
     let spool = spool_with(dir.path(), &entries).await;
     let store = Arc::new(FakeStore::default());
     run_until_drained(&spool, store.clone()).await;
@@ -206,7 +206,7 @@ async fn every_record_is_stored_once_in_bounded_batches() {
 #[tokio::test]
 async fn transient_failures_are_retried_and_a_landed_insert_is_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = spool_with(dir.path(), &[0..30]).await;
+    let spool = spool_with(dir.path(), &[(0, 30)]).await;
     let store = Arc::new(FakeStore::default());
     store.fail_before.store(3, Ordering::SeqCst);
     store.fail_after.store(1, Ordering::SeqCst);
@@ -217,7 +217,7 @@ async fn transient_failures_are_retried_and_a_landed_insert_is_not_repeated() {
 #[tokio::test]
 async fn a_batch_pending_at_a_crash_is_completed_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = spool_with(dir.path(), &[0..10, 10..20]).await;
+    let spool = spool_with(dir.path(), &[(0, 10), (10, 20)]).await;
     // The previous process began batch LSN 1..=2, and 7 of its rows reached ClickHouse.
     let batch_id = format!("{}-1-2", spool.spool_id());
     spool
@@ -236,7 +236,7 @@ async fn a_batch_pending_at_a_crash_is_completed_without_duplicates() {
         .extend((0..7).map(|i| (record(i).event_id, batch_id.clone())));
     drop(spool);
 
-    let spool = spool_with(dir.path(), &[20..25]).await;
+    let spool = spool_with(dir.path(), &[(20, 25)]).await;
     run_until_drained(&spool, store.clone()).await;
     assert_each_once(&store, 25, "a batch pending at a crash");
     assert!(spool.state().unwrap().pending.is_none());
@@ -245,7 +245,7 @@ async fn a_batch_pending_at_a_crash_is_completed_without_duplicates() {
 #[tokio::test]
 async fn an_insert_the_server_still_runs_is_waited_for_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = spool_with(dir.path(), &[0..30]).await;
+    let spool = spool_with(dir.path(), &[(0, 30)]).await;
     let store = Arc::new(FakeStore::default());
     // The first attempt times out on our side, and the server commits it a little later.
     store.still_running.store(1, Ordering::SeqCst);
@@ -260,7 +260,7 @@ async fn an_insert_the_server_still_runs_is_waited_for_not_repeated() {
 #[tokio::test]
 async fn a_dead_process_insert_still_running_at_restart_is_not_duplicated() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = spool_with(dir.path(), &[0..10]).await;
+    let spool = spool_with(dir.path(), &[(0, 10)]).await;
     let batch_id = format!("{}-1-1", spool.spool_id());
     spool
         .begin_batch(PendingBatch {
@@ -288,7 +288,7 @@ async fn records_stored_by_another_batch_are_not_inserted_again() {
     // A re-post accepted after the spool forgot it, or by another collector: ClickHouse
     // already holds 6 of these records under some other batch.
     let dir = tempfile::tempdir().unwrap();
-    let spool = spool_with(dir.path(), &[0..10]).await;
+    let spool = spool_with(dir.path(), &[(0, 10)]).await;
     let store = Arc::new(FakeStore::default());
     store
         .rows
@@ -308,7 +308,7 @@ async fn records_stored_by_another_batch_are_not_inserted_again() {
 #[tokio::test]
 async fn refused_data_goes_to_rejects_not_into_a_retry_loop() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = spool_with(dir.path(), &[0..5]).await;
+    let spool = spool_with(dir.path(), &[(0, 5)]).await;
     let store = Arc::new(FakeStore::default());
     store.refuse_data.store(3, Ordering::SeqCst); // refused every time it is tried
     run_until_drained(&spool, store.clone()).await;
@@ -322,7 +322,7 @@ async fn refused_data_goes_to_rejects_not_into_a_retry_loop() {
 #[tokio::test]
 async fn a_one_off_data_error_is_retried_not_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = spool_with(dir.path(), &[0..5]).await;
+    let spool = spool_with(dir.path(), &[(0, 5)]).await;
     let store = Arc::new(FakeStore::default());
     store.refuse_data.store(1, Ordering::SeqCst);
     run_until_drained(&spool, store.clone()).await;
