@@ -140,6 +140,18 @@ async fn wait_for_totals(
     }
 }
 
+/// A ClickHouse of the test's own (to stop, restart or kill), migrated, and a client of it.
+async fn private_clickhouse(dir: &std::path::Path) -> (PrivateClickHouse, Client) {
+    let ch = PrivateClickHouse::start(dir);
+    let config = tollgate_clickhouse::ClickHouseConfig::new(ch.url(), "tollgate");
+    tollgate_clickhouse::Migrator::new(config.clone())
+        .unwrap()
+        .run(&mut |_| {})
+        .await
+        .unwrap();
+    (ch, config.client())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_come_back_field_for_field_and_rollups_match() {
     let db = TestDb::new().await.unwrap();
@@ -259,15 +271,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clickhouse_outage_is_absorbed_by_the_spool() {
     let ch_dir = tempfile::tempdir().unwrap();
-    let mut ch = PrivateClickHouse::start(ch_dir.path());
-    let config = tollgate_clickhouse::ClickHouseConfig::new(ch.url(), "tollgate");
-    tollgate_clickhouse::Migrator::new(config.clone())
-        .unwrap()
-        .run(&mut |_| {})
-        .await
-        .unwrap();
-    let client = config.client();
-
+    let (mut ch, client) = private_clickhouse(ch_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
     let collector = CollectorProc::start(&ch.url(), "tollgate", dir.path(), |c| {
         c.sink.retry_initial_ms = 100;
@@ -354,14 +358,7 @@ async fn clickhouse_killed_mid_insert_loses_nothing_and_the_integrity_job_evens_
     use tollgate_clickhouse::integrity::{self, ROLLUPS};
 
     let ch_dir = tempfile::tempdir().unwrap();
-    let mut ch = PrivateClickHouse::start(ch_dir.path());
-    let config = tollgate_clickhouse::ClickHouseConfig::new(ch.url(), "tollgate");
-    tollgate_clickhouse::Migrator::new(config.clone())
-        .unwrap()
-        .run(&mut |_| {})
-        .await
-        .unwrap();
-    let client = config.client();
+    let (mut ch, client) = private_clickhouse(ch_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
     let collector = CollectorProc::start(&ch.url(), "tollgate", dir.path(), |c| {
         c.sink.max_rows = 5_000;

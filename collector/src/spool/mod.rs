@@ -17,7 +17,9 @@
 //! - **Deduplicated.** Each record's `event_id` is checked against every id in the spool's
 //!   retained segments; a segment is retained until its records are committed to ClickHouse
 //!   *and* it closed longer ago than the dedup window. The id sets are rebuilt from disk on
-//!   start, so the window survives restarts.
+//!   start, so the window survives restarts. This is the accept-time memory (the `duplicates`
+//!   count of a 202); what makes storage exactly once past this window and across collectors
+//!   is the sink's check against `usage_events` before every insert ([`crate::sink`]).
 //! - **Bounded.** [`Spool::unsent_bytes`] is what is durable but not yet committed; the accept
 //!   path refuses new batches above the high-water mark (backpressure), so an outage of
 //!   ClickHouse fills the disk only up to a configured size.
