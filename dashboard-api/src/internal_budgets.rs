@@ -80,7 +80,7 @@ fn query_value(raw: &Option<String>, key: &str) -> Option<String> {
 }
 
 /// A budget as the edge's guard takes it.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GuardSpec {
     pub budget_id: String,
     pub name: String,
@@ -93,7 +93,27 @@ pub struct GuardSpec {
     pub soft_thresholds: Vec<u8>,
 }
 
-/// The org's enabled budgets.
+/// The last budget list read for each org, served when ClickHouse cannot be read. Budgets are
+/// changed only through dashboard-api, which needs ClickHouse to write them: while it cannot be
+/// read, the last list read is as current as any — and an edge whose hard budgets cannot be
+/// listed refuses calls (`budget_unavailable`), so a ClickHouse restart would otherwise refuse
+/// every call of every fresh edge isolate, budgets or not.
+#[derive(Debug, Default)]
+pub struct LastLists(std::sync::Mutex<std::collections::HashMap<String, Vec<GuardSpec>>>);
+
+impl LastLists {
+    fn remember(&self, org: &str, list: &[GuardSpec]) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(org.to_string(), list.to_vec());
+        }
+    }
+
+    fn last(&self, org: &str) -> Option<Vec<GuardSpec>> {
+        self.0.lock().ok().and_then(|m| m.get(org).cloned())
+    }
+}
+
+/// The org's enabled budgets (the last list read, when ClickHouse cannot be read now).
 pub async fn list(
     State(state): State<AppState>,
     uri: axum::http::Uri,
@@ -104,26 +124,44 @@ pub async fn list(
     let org = query_value(&raw, "org")
         .filter(|o| !o.is_empty())
         .ok_or_else(|| ApiError::bad("org", "`org` is required"))?;
-    let rows = BUDGETS_LIST
-        .scoped(state.client(), &Scope::Org { org_id: org })
+    let rows = match BUDGETS_LIST
+        .scoped(
+            state.client(),
+            &Scope::Org {
+                org_id: org.clone(),
+            },
+        )
         .fetch_all::<BudgetRow>()
-        .await?;
-    Ok(Json(
-        rows.into_iter()
-            .filter(|r| r.enabled != 0)
-            .map(|r| GuardSpec {
-                budget_id: r.budget_id.to_string(),
-                name: r.name,
-                scope: r.scope,
-                user_id: r.user_id,
-                app_id: r.app_id,
-                period: r.period,
-                limit_nusd: r.limit_nusd,
-                mode: r.mode,
-                soft_thresholds: r.soft_thresholds,
-            })
-            .collect(),
-    ))
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            return match state.budget_lists().last(&org) {
+                Some(list) => {
+                    tracing::warn!(%org, error = %e, "budget list unreadable; serving the last one read");
+                    Ok(Json(list))
+                }
+                None => Err(e.into()),
+            };
+        }
+    };
+    let list: Vec<GuardSpec> = rows
+        .into_iter()
+        .filter(|r| r.enabled != 0)
+        .map(|r| GuardSpec {
+            budget_id: r.budget_id.to_string(),
+            name: r.name,
+            scope: r.scope,
+            user_id: r.user_id,
+            app_id: r.app_id,
+            period: r.period,
+            limit_nusd: r.limit_nusd,
+            mode: r.mode,
+            soft_thresholds: r.soft_thresholds,
+        })
+        .collect();
+    state.budget_lists().remember(&org, &list);
+    Ok(Json(list))
 }
 
 #[derive(Row, Deserialize)]

@@ -57,6 +57,7 @@ struct Inner {
     client: Client,
     tokens: TokenCache,
     metrics: metrics::Metrics,
+    budget_lists: internal_budgets::LastLists,
 }
 
 impl AppState {
@@ -68,6 +69,7 @@ impl AppState {
                 client,
                 tokens: TokenCache::default(),
                 metrics: metrics::Metrics::default(),
+                budget_lists: internal_budgets::LastLists::default(),
             }),
         }
     }
@@ -86,6 +88,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.inner.metrics
+    }
+
+    /// The last budget list read per org, served while ClickHouse cannot be read.
+    pub fn budget_lists(&self) -> &internal_budgets::LastLists {
+        &self.inner.budget_lists
     }
 }
 

@@ -623,3 +623,63 @@ async fn status_counts_exactly_the_budgets_scope_and_period() {
         assert_eq!(s, expected, "{period} budget");
     }
 }
+
+/// The edge's budget list keeps answering through a ClickHouse outage with the last list read
+/// (budgets cannot change meanwhile: writing them needs ClickHouse), so fresh edge isolates do
+/// not refuse every call; an org never read before still gets the error.
+#[tokio::test]
+async fn the_internal_budget_list_outlives_a_clickhouse_outage_with_the_last_list_read() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    const SECRET: &str = "internal-secret-0123456789abcdef";
+    let env = Env::new().await;
+    create(&env, &env.acme_admin, budget("Acme monthly")).await;
+    let mut config = env.state.config().clone();
+    config.internal.signing_secrets = vec![service_kit::Secret::new(SECRET.to_string())];
+    let state = tollgate_dashboard_api::AppState::new(config);
+    let list = |org: &'static str| {
+        let state = state.clone();
+        async move {
+            let path = format!("/internal/v1/budgets?org={org}");
+            let sig = usage_core::wire::sign(
+                SECRET.as_bytes(),
+                OffsetDateTime::now_utc().unix_timestamp(),
+                path.as_bytes(),
+            );
+            let req = Request::builder()
+                .uri(&path)
+                .header(usage_core::wire::SIGNATURE_HEADER, sig)
+                .body(Body::empty())
+                .unwrap();
+            let resp = tollgate_dashboard_api::app(state)
+                .oneshot(req)
+                .await
+                .unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, before) = list("acme").await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    assert_eq!(before[0]["name"], "Acme monthly");
+    assert_eq!(before[0]["mode"], "hard");
+
+    // ClickHouse can no longer answer for budgets.
+    env.db
+        .client()
+        .query("RENAME TABLE budgets TO budgets_away")
+        .execute()
+        .await
+        .unwrap();
+    let (status, during) = list("acme").await;
+    assert_eq!((status, &during), (StatusCode::OK, &before));
+    let (status, other) = list("globex").await;
+    assert!(status.is_server_error(), "{status} {other}");
+}

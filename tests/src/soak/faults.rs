@@ -71,7 +71,11 @@ const LOST_ACKS: Duration = Duration::from_secs(3);
 /// How long a provider stall lasts (longer than the edge's 3 s upstream timeout).
 const STALL: Duration = Duration::from_secs(4);
 /// Longest wait for a drained edge's shipments (the edge retries for ~19 s).
-const SHIP_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// A record can appear 15 s after its call ended (a stream whose client hung up is closed by the
+/// edge's watchdog after `STREAM_IDLE_MS` without pulls) and then take the edge's whole retry
+/// budget (~19–22 s) when a collector was down: 45 s covers both. (30 s did not: a soak beside
+/// a CPU hog lost an aborted stream's record to the SIGTERM that followed.)
+const SHIP_DRAIN_LIMIT: Duration = Duration::from_secs(45);
 
 /// One running collector and where it lives.
 #[derive(Debug)]
@@ -212,6 +216,15 @@ impl Pieces {
             std::thread::sleep(Duration::from_millis(20));
         }
         let drain = drain_started.elapsed();
+        let waiting = self.witness.unacknowledged_of(&seen);
+        if !waiting.is_empty() {
+            eprintln!(
+                "soak: workerd restart: {} answered call(s) still unacknowledged after {} s, e.g. {:?}; restarting anyway",
+                waiting.len(),
+                SHIP_DRAIN_LIMIT.as_secs(),
+                &waiting[..waiting.len().min(3)]
+            );
+        }
         let stopped = self.edge.terminate(Duration::from_secs(20));
         load.gate.open();
         if stopped.is_none() {

@@ -108,8 +108,16 @@ impl Witness {
 
     /// How many of `ids` the collector has not acknowledged yet.
     pub fn unacknowledged(&self, ids: &[Uuid]) -> usize {
+        self.unacknowledged_of(ids).len()
+    }
+
+    /// Those of `ids` the collector has not acknowledged yet.
+    pub fn unacknowledged_of(&self, ids: &[Uuid]) -> Vec<Uuid> {
         let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        ids.iter().filter(|id| !acks.ids.contains(id)).count()
+        ids.iter()
+            .filter(|id| !acks.ids.contains(id))
+            .copied()
+            .collect()
     }
 }
 
