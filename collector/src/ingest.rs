@@ -242,6 +242,7 @@ async fn accept(
         rows,
         good,
         rejects,
+        budget_fail_open,
     } = decode_body(encoding, raw, limits, now)?;
     let rejected: Vec<RecordError> = rejects
         .iter()
@@ -251,8 +252,8 @@ async fn accept(
         })
         .collect();
 
-    let (accepted, duplicates) = if good.is_empty() {
-        (0, 0)
+    let (accepted, duplicates, fail_open) = if good.is_empty() {
+        (0, 0, 0)
     } else {
         let outcome = spool
             .append(AppendBatch::new(rows, good))
@@ -265,13 +266,18 @@ async fn accept(
                     30,
                 )
             })?;
-        (outcome.accepted, outcome.duplicates.len())
+        let fail_open = budget_fail_open
+            .iter()
+            .filter(|i| !outcome.duplicates.contains(i))
+            .count();
+        (outcome.accepted, outcome.duplicates.len(), fail_open)
     };
 
     let metrics = state.metrics();
     metrics.records_accepted.inc_by(accepted as u64);
     metrics.records_duplicate.inc_by(duplicates as u64);
     metrics.records_rejected.inc_by(rejected.len() as u64);
+    metrics.records_budget_fail_open.inc_by(fail_open as u64);
     if !rejects.is_empty() {
         state.send_rejects(rejects);
     }
@@ -292,6 +298,9 @@ pub struct DecodedBody {
     pub good: Vec<(Uuid, Range<usize>)>,
     /// Records refused (by index, with the field and reason), on their way to `usage_rejects`.
     pub rejects: Vec<Reject>,
+    /// Indices into `good` of records the edge let through with a budget unchecked (tag
+    /// `tollgate.budget_fail_open`).
+    pub budget_fail_open: Vec<usize>,
 }
 
 /// The accept path's decoding step, after the signature check: `content-encoding` (415 for
@@ -323,6 +332,7 @@ pub fn decode_body(
     let mut rows = Vec::with_capacity(decoded.len() * 320);
     let mut good = Vec::with_capacity(decoded.len());
     let mut rejects = Vec::new();
+    let mut budget_fail_open = Vec::new();
     for d in decoded {
         let outcome = d.record.and_then(|r| match r.validate(now) {
             Ok(()) => Ok(r),
@@ -336,7 +346,14 @@ pub fn decode_body(
             }),
         });
         match outcome {
-            Ok(r) => good.push((r.event_id, EncodedEvent::encode_into(&r, &mut rows))),
+            Ok(r) => {
+                if r.tags
+                    .contains_key(usage_core::record::limits::BUDGET_FAIL_OPEN_TAG)
+                {
+                    budget_fail_open.push(good.len());
+                }
+                good.push((r.event_id, EncodedEvent::encode_into(&r, &mut rows)));
+            }
             Err(e) => rejects.push(Reject {
                 received_at: now,
                 index: e.index,
@@ -349,6 +366,7 @@ pub fn decode_body(
         rows: Bytes::from(rows),
         good,
         rejects,
+        budget_fail_open,
     })
 }
 

@@ -16,6 +16,9 @@ pub struct Metrics {
     pub records_accepted: Counter,
     pub records_rejected: Counter,
     pub records_duplicate: Counter,
+    /// Accepted records of calls the edge let through with a budget unchecked (its guard,
+    /// budget list or recorded spend could not be had): tag `tollgate.budget_fail_open`.
+    pub records_budget_fail_open: Counter,
     pub spool_unsent_bytes: Gauge,
     pub spool_oldest_unsent_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub insert_batches: Counter,
@@ -35,6 +38,7 @@ impl Default for Metrics {
             records_accepted: Counter::default(),
             records_rejected: Counter::default(),
             records_duplicate: Counter::default(),
+            records_budget_fail_open: Counter::default(),
             spool_unsent_bytes: Gauge::default(),
             spool_oldest_unsent_seconds: Gauge::default(),
             insert_batches: Counter::default(),
@@ -69,6 +73,11 @@ impl Metrics {
             "records_duplicate",
             "Records dropped as duplicates of an accepted event_id",
             self.records_duplicate.clone(),
+        );
+        r.register(
+            "records_budget_fail_open",
+            "Accepted records of calls the edge let through with a budget it could not check",
+            self.records_budget_fail_open.clone(),
         );
         r.register(
             "spool_unsent_bytes",

@@ -617,5 +617,22 @@ async fn a_hard_budget_that_cannot_be_checked_fails_closed_unless_told_to_open()
         assert!(Instant::now() < deadline, "records: {got:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // …and the collector counts them for an alert.
+    let metrics_url = format!("http://{}/metrics", collector.addr);
+    let metrics = tokio::task::spawn_blocking(move || {
+        agent()
+            .get(&metrics_url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains("tollgate_collector_records_budget_fail_open_total 2"),
+        "{metrics}"
+    );
     drop(collector);
 }

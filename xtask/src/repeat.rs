@@ -8,8 +8,8 @@
 //!
 //! The hog is `--hog N` threads spinning in this process (what `stress-ng --cpu N` does), so it
 //! needs nothing installed. The dev ClickHouse is started for the runs (and stopped after, if
-//! this command started it). The test binary is built once first, so each iteration measures
-//! the test, not the build.
+//! this command started it). The workspace's binaries and the test binary are built once first,
+//! so each iteration runs this tree's code and measures the test, not the build.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,7 +36,13 @@ pub struct RepeatArgs {
 }
 
 pub fn run(args: &RepeatArgs) -> Result {
-    step("repeat: build the test binary once");
+    step("repeat: build the workspace's binaries and the test binary once");
+    // End-to-end tests run the services' binaries (collector, dashboard-api, …): build them
+    // from this tree, or a test would run an older collector.
+    exec(
+        "build binaries",
+        cargo().args(["build", "--workspace", "--bins"]),
+    )?;
     exec(
         "build",
         cargo_test(&args.package, args.test.as_deref()).arg("--no-run"),
