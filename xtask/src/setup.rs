@@ -10,6 +10,7 @@ pub fn run() -> Result {
     crate::edge::setup()?;
     python_sdk()?;
     browser()?;
+    cpu_hog()?;
     println!("setup: done");
     Ok(())
 }
@@ -47,6 +48,17 @@ fn browser() -> Result {
     }
     step("setup: Chromium and chromedriver for the dashboard's browser tests (apt)");
     apt_install(&["chromium", "chromium-driver"])
+}
+
+/// Debian's `stress-ng`: the CPU hog the suites are proven green beside (`stress-ng --cpu 2`
+/// next to `cargo xtask test`; docs/BENCHMARKS.md, "Reliability"). `cargo xtask repeat --hog N`
+/// has a hog of its own.
+fn cpu_hog() -> Result {
+    if have("/usr/bin/stress-ng") {
+        return Ok(());
+    }
+    step("setup: stress-ng, the CPU hog for reliability runs (apt)");
+    apt_install(&["stress-ng"])
 }
 
 /// `apt-get update` (once per run) and install `packages` non-interactively.
