@@ -3,7 +3,7 @@
 //! | fault | what happens | what must hold |
 //! |---|---|---|
 //! | `collector_sigkill` | one collector (of `--collectors N`, at random) SIGKILLed, down 0.2–3 s, started again on the same spool | the edge retries its batches (through the round-robin, to another collector); the spool keeps what was acknowledged |
-//! | `lost_ack` | for 3 s the load balancer answers 502 to batches a collector accepted | the edge re-posts records already accepted (to another collector): stored once all the same |
+//! | `lost_ack` (with `--collectors` > 1) | for 3 s the load balancer answers 502 to batches a collector accepted | the edge re-posts records already accepted (to another collector): stored once all the same |
 //! | `clickhouse_restart` | SIGTERM, down 2–6 s, started again | the collector spools and drains after |
 //! | `workerd_restart` | drained, SIGTERM, started again | see below |
 //! | `provider_stall` | the provider answers nothing for 4 s | calls time out at the edge (504) and are recorded |
@@ -137,7 +137,14 @@ impl Pieces {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut faults = Vec::new();
         let mut next = first_at;
-        let mut kinds = FaultKind::ROTATION.iter().copied().cycle();
+        // Lost acks matter where a re-post can reach another collector; with one collector
+        // the rotation is the one the soak had before several collectors existed.
+        let several = self.collectors.len() > 1;
+        let mut kinds = FaultKind::ROTATION
+            .iter()
+            .copied()
+            .filter(|k| several || *k != FaultKind::LostAck)
+            .cycle();
         loop {
             while Instant::now() < next.min(until) && !self.load.stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(50));
