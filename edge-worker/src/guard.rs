@@ -32,9 +32,9 @@ use crate::web;
 /// Seconds between resyncs with the recorded spend.
 const RESYNC_SECS: i64 = 60;
 /// How long a resync may take before the guard goes on without it.
-pub const RESYNC_TIMEOUT_MS: u64 = 2_000;
+pub const RESYNC_TIMEOUT_MS: u64 = 10_000;
 /// How long the worker waits for a guard's answer (a resync included).
-pub const GUARD_TIMEOUT_MS: u64 = 5_000;
+pub const GUARD_TIMEOUT_MS: u64 = 30_000;
 /// The guard's answer when it cannot decide (a hard budget whose spend is unknown).
 const UNDECIDED_STATUS: u16 = 503;
 
