@@ -330,7 +330,11 @@ async fn handle(
             if !warnings.is_empty() {
                 extra.push(("x-tollgate-budget-warning", warnings.join("; ")));
             }
-            proxy(prepared, forwarded, env, ctx, &settings, started, &extra).await
+            let client = req.signal();
+            proxy(
+                prepared, forwarded, env, ctx, &settings, started, &client, &extra,
+            )
+            .await
         }
         Err(refusal) => {
             let mut f = facts(&prepared, started, prepared.event_id);
@@ -696,6 +700,7 @@ async fn finish(env: Env, facts: CallFacts, reservations: Vec<String>, budget_no
     ship::ship(&env, record).await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn proxy(
     p: Prepared,
     forwarded: Vec<(&str, String)>,
@@ -703,6 +708,7 @@ async fn proxy(
     ctx: &Context,
     settings: &Settings,
     started: u64,
+    client: &web_sys::AbortSignal,
     extra: &[(&str, String)],
 ) -> Result<web_sys::Response, ApiError> {
     let provider: &Provider = &p.plan.provider;
@@ -771,7 +777,9 @@ async fn proxy(
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
 
     if is_sse && (200..300).contains(&status) {
-        return stream_through(p, upstream, env, ctx, started, headers_ms, event_id, extra);
+        return stream_through(
+            p, upstream, env, ctx, started, headers_ms, event_id, controller, client, extra,
+        );
     }
 
     // Not a stream: the client gets the provider's response as it is; a tee'd copy is read
@@ -827,6 +835,10 @@ struct TapState {
     /// The client side's controller: its `desiredSize` tells whether the client is reading.
     controller: Option<web_sys::TransformStreamDefaultController>,
     end: Option<StreamEnd>,
+    /// The runtime cancelled the client side: the client is gone.
+    client_gone: bool,
+    /// Who waits for `client_gone` (the call's `wait_until`).
+    gone_waker: Option<std::task::Waker>,
 }
 
 impl TapState {
@@ -845,23 +857,49 @@ impl TapState {
         rest
     }
 
-    /// Whether the client has stopped reading: a chunk waits for it unread. (The client side's
-    /// queue holds nothing by design — high-water mark 0 — so an empty queue reads 0, and a
-    /// chunk the client has not taken makes it negative.)
+    /// Whether the client has stopped reading: a chunk waits for it unread. (The client side
+    /// holds at most one chunk — high-water mark 1, see [`CLIENT_SIDE_CHUNKS`] — so its desired
+    /// size is 1 while the client keeps up, whether or not the provider is sending, and 0 or
+    /// less once a chunk waits.)
     fn client_stalled(&self) -> bool {
         self.controller
             .as_ref()
             .and_then(|c| c.desired_size())
-            .is_some_and(|room| room < 0.0)
+            .is_some_and(|room| room <= 0.0)
     }
 }
 
-/// A stream whose client has not read for this long while the provider's data was waiting for
-/// it (or whose pipe stalled that long on the client's side) has lost its client: the call is
-/// recorded as aborted without waiting for the runtime to tear the stream down, which workerd
-/// does not always do promptly when a client hangs up. A provider that is merely slow never
-/// trips it.
+/// Ready once the runtime cancelled the stream's client side (see [`tap_transformer`]).
+struct ClientGone(Rc<RefCell<TapState>>);
+
+impl std::future::Future for ClientGone {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let mut s = self.0.borrow_mut();
+        if s.client_gone {
+            std::task::Poll::Ready(())
+        } else {
+            s.gone_waker = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        }
+    }
+}
+
+/// A stream whose client has not taken a waiting chunk for this long has lost its client: the
+/// call is recorded as aborted and the provider's request aborted. Needed besides the
+/// transformer's `cancel`: workerd sometimes stops pulling a stream whose client hung up
+/// without cancelling it (the tap then sees a chunk waiting, and nothing more). A provider
+/// that is merely slow never trips it: nothing waits for the client then.
 const STREAM_IDLE_MS: u64 = 15_000;
+
+/// How many chunks the client side of a tapped stream holds before the pipe waits. One, not
+/// the default zero: with zero, "the client stopped pulling" and "the provider has sent nothing
+/// yet" look the same (an empty queue), and only the first can be told by a chunk waiting.
+const CLIENT_SIDE_CHUNKS: f64 = 1.0;
 
 type TransformFn = Closure<
     dyn FnMut(
@@ -873,11 +911,54 @@ type FlushFn = Closure<
     dyn FnMut(web_sys::TransformStreamDefaultController) -> Result<(), wasm_bindgen::JsValue>,
 >;
 
+type CancelFn = Closure<dyn FnMut(wasm_bindgen::JsValue)>;
+type AbortFn = Closure<dyn FnMut(wasm_bindgen::JsValue)>;
+
+/// The client hung up: stop the provider's request and let the call's `wait_until` know.
+fn client_left(state: &Rc<RefCell<TapState>>, upstream: &web_sys::AbortController) {
+    upstream.abort();
+    let waker = {
+        let mut s = state.borrow_mut();
+        s.client_gone = true;
+        s.gone_waker.take()
+    };
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+/// The transformer's callbacks: JS calls them for as long as the pipe runs, so they live
+/// until it ended.
+struct TapCallbacks {
+    _transform: TransformFn,
+    _flush: FlushFn,
+    _cancel: CancelFn,
+    _client_aborted: AbortFn,
+    /// The incoming request's signal, whose `onabort` is `_client_aborted` until dropped.
+    client: web_sys::AbortSignal,
+}
+
+impl Drop for TapCallbacks {
+    fn drop(&mut self) {
+        self.client.set_onabort(None);
+    }
+}
+
 /// The `TransformStream` the provider's stream is piped through: each chunk goes to the tap
 /// and on to the client in one synchronous call (no Rust future, promise or reader per chunk).
+///
+/// Its `cancel` runs when the runtime cancels the client side — the client hung up. Then the
+/// call is over for the client: the provider's request is aborted (it would go on generating,
+/// and billing, tokens nobody reads) and the call's `wait_until` records it at once. Waiting
+/// for the pipe instead is not enough: workerd can leave a pipe whose client went away pending
+/// for good, with nothing queued for the client, so the watchdog's stall test never trips
+/// either (a soak beside a CPU hog lost ~1 in 500 aborted streams' records that way, to the
+/// next workerd restart).
 fn tap_transformer(
     state: &Rc<RefCell<TapState>>,
-) -> Result<(js_sys::Object, TransformFn, FlushFn), wasm_bindgen::JsValue> {
+    upstream: &web_sys::AbortController,
+    client: &web_sys::AbortSignal,
+) -> Result<(js_sys::Object, TapCallbacks), wasm_bindgen::JsValue> {
     let on_chunk = state.clone();
     let transform: TransformFn = Closure::new(
         move |chunk: wasm_bindgen::JsValue,
@@ -914,10 +995,30 @@ fn tap_transformer(
             }
         },
     );
+    let (on_cancel, upstream_of_cancel) = (state.clone(), upstream.clone());
+    let cancel: CancelFn = Closure::new(move |_reason: wasm_bindgen::JsValue| {
+        client_left(&on_cancel, &upstream_of_cancel);
+    });
+    let (on_abort, upstream_of_abort) = (state.clone(), upstream.clone());
+    let client_aborted: AbortFn = Closure::new(move |_event: wasm_bindgen::JsValue| {
+        client_left(&on_abort, &upstream_of_abort);
+    });
+    client.set_onabort(Some(client_aborted.as_ref().unchecked_ref()));
+    if client.aborted() {
+        client_left(state, upstream);
+    }
     let transformer = js_sys::Object::new();
     js_sys::Reflect::set(&transformer, &"transform".into(), transform.as_ref())?;
     js_sys::Reflect::set(&transformer, &"flush".into(), flush.as_ref())?;
-    Ok((transformer, transform, flush))
+    js_sys::Reflect::set(&transformer, &"cancel".into(), cancel.as_ref())?;
+    let callbacks = TapCallbacks {
+        _transform: transform,
+        _flush: flush,
+        _cancel: cancel,
+        _client_aborted: client_aborted,
+        client: client.clone(),
+    };
+    Ok((transformer, callbacks))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -929,6 +1030,8 @@ fn stream_through(
     started: u64,
     headers_ms: u32,
     event_id: Uuid,
+    upstream_abort: web_sys::AbortController,
+    client: &web_sys::AbortSignal,
     extra: &[(&str, String)],
 ) -> Result<web_sys::Response, ApiError> {
     let status = upstream.status();
@@ -942,14 +1045,28 @@ fn stream_through(
         last_chunk_ms: now_ms(),
         controller: None,
         end: None,
+        client_gone: false,
+        gone_waker: None,
     }));
-    let (transformer, transform, flush) =
-        tap_transformer(&state).map_err(|e| internal("stream transformer", e))?;
-    let pipe = web_sys::TransformStream::new_with_transformer(&transformer)
+    let (transformer, callbacks) = tap_transformer(&state, &upstream_abort, client)
+        .map_err(|e| internal("stream transformer", e))?;
+    let (writable_side, client_side) = (
+        web_sys::QueuingStrategy::new(),
+        web_sys::QueuingStrategy::new(),
+    );
+    writable_side.set_high_water_mark(1.0);
+    client_side.set_high_water_mark(CLIENT_SIDE_CHUNKS);
+    let pipe =
+        web_sys::TransformStream::new_with_transformer_and_writable_strategy_and_readable_strategy(
+            &transformer,
+            &writable_side,
+            &client_side,
+        )
         .map_err(|e| internal("stream", e))?;
     // The provider's body into the tap; the tap's output is the client's body. The pipe's
     // promise settles when the provider's stream ended (after `flush`), or rejects when either
-    // side broke off — the client hanging up cancels the client side, which aborts the pipe.
+    // side broke off. The client hanging up cancels the client side (the transformer's
+    // `cancel`), which ends the call at once, whatever the pipe does.
     let body = upstream.body();
     let response = web::relay(
         &upstream,
@@ -967,21 +1084,31 @@ fn stream_through(
     let env2 = env.clone();
     let (reservations, budget_now) = (p.reservations.clone(), p.budget_now);
     ctx.wait_until(async move {
-        // The pipe's end, or the watchdog's verdict that its client is gone (then the pipe
-        // may still be running).
+        // The pipe's end, the client's hang-up, or the watchdog's verdict that its client is
+        // gone (in the last two the pipe may still be running).
         let had_body = piped.is_some();
         let mut still_piping = None;
         if let Some(piped) = piped {
             let mut piped = wasm_bindgen_futures::JsFuture::from(piped);
             loop {
-                match select(piped, web::Timer::new(STREAM_IDLE_MS / 3)).await {
+                let tick = select(
+                    web::Timer::new(STREAM_IDLE_MS / 3),
+                    ClientGone(state.clone()),
+                );
+                match select(piped, tick).await {
                     Either::Left(_) => break,
-                    // No timers here: no watchdog either; wait for the pipe alone.
-                    Either::Right((false, pending)) => {
-                        let _ = pending.await;
+                    Either::Right((Either::Right(_), pending)) => {
+                        still_piping = Some(pending);
                         break;
                     }
-                    Either::Right((true, pending)) => {
+                    // No timers here: no watchdog either; wait for the pipe or the hang-up.
+                    Either::Right((Either::Left((false, gone)), pending)) => {
+                        if let Either::Right((_, pending)) = select(pending, gone).await {
+                            still_piping = Some(pending);
+                        }
+                        break;
+                    }
+                    Either::Right((Either::Left((true, _)), pending)) => {
                         let gone = {
                             let s = state.borrow();
                             s.client_stalled()
@@ -1006,10 +1133,12 @@ fn stream_through(
         // reading) keeps them until it ends, and passes chunks on untapped meanwhile.
         match still_piping {
             Some(pipe) => wasm_bindgen_futures::spawn_local(async move {
+                // The client is gone: stop the provider too, which ends the pipe.
+                upstream_abort.abort();
                 let _ = pipe.await;
-                drop((transform, flush));
+                drop(callbacks);
             }),
-            None => drop((transform, flush)),
+            None => drop(callbacks),
         }
         match end {
             Some(end) => {

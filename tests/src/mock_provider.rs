@@ -59,6 +59,9 @@ pub struct MockOptions {
 #[derive(Debug, Default)]
 pub struct MockStats {
     pub requests: AtomicU64,
+    /// Chat streams whose reader went away before the stream's end (the edge aborted the
+    /// request, or the connection broke).
+    pub streams_cut_off: AtomicU64,
     pub by_path: Mutex<BTreeMap<String, u64>>,
     /// While set and in the future, every request waits until then before answering.
     stalled_until: Mutex<Option<tokio::time::Instant>>,
@@ -188,6 +191,7 @@ struct Steer {
     pause_ms: u64,
     delay_ms: u64,
     truncate_after: Option<usize>,
+    stats: Arc<MockStats>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -229,6 +233,7 @@ fn steer(state: &MockState, body: &Value) -> Steer {
             .get("truncate_after")
             .and_then(Value::as_u64)
             .map(|v| v as usize),
+        stats: state.stats.clone(),
     }
 }
 
@@ -323,7 +328,7 @@ fn sse(events: Vec<String>, steer: &Steer, comment: bool) -> Response {
     let delay = Duration::from_millis(steer.chunk_delay_ms);
     let pause = Duration::from_millis(steer.pause_ms);
     let truncate = steer.truncate_after;
-    let stream = async_stream(events, delay, pause, truncate, comment);
+    let stream = async_stream(events, delay, pause, truncate, comment, steer.stats.clone());
     let mut headers = HeaderMap::new();
     headers.insert(
         "content-type",
@@ -344,6 +349,7 @@ fn async_stream(
     pause: Duration,
     truncate_after: Option<usize>,
     comment: bool,
+    stats: Arc<MockStats>,
 ) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
@@ -373,6 +379,7 @@ fn async_stream(
                 .await
                 .is_err()
             {
+                stats.streams_cut_off.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }

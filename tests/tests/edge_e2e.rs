@@ -21,7 +21,7 @@ use usage_core::{CostSource, ErrorClass, Nanos, UsageRecord, UsageSource};
 struct Stack {
     worker: WorkerdProc,
     _collector: CollectorProc,
-    _mock: MockProvider,
+    mock: MockProvider,
     key: String,
     db: TestDb,
     _dir: tempfile::TempDir,
@@ -59,7 +59,7 @@ impl Stack {
         Stack {
             worker,
             _collector: collector,
-            _mock: mock,
+            mock,
             key,
             db,
             _dir: dir,
@@ -336,6 +336,65 @@ async fn a_long_pause_mid_stream_is_not_a_client_that_left() {
     assert_eq!(row.error_class, "none");
     assert_eq!((row.input_tokens, row.output_tokens), (11, 7));
     assert!(row.latency_ms >= 17_000, "{}", row.latency_ms);
+}
+
+/// A client that hangs up mid-stream: the edge stops the provider's request at once (it would
+/// go on generating, and billing, tokens nobody reads) and records the call as aborted without
+/// waiting for the stream's end. (Before, the record waited for the runtime to end the pipe;
+/// workerd sometimes never did, and a later workerd restart lost the record.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_stream_stops_the_provider_and_is_recorded_at_once() {
+    let stack = Stack::start(5, ("org_hangup", "", "hangup-app"), |_| {}).await;
+    let (key, base) = (stack.key.clone(), stack.worker.base_url());
+    // 300 chunks 100 ms apart: 30 s, if nobody stopped it.
+    let body = serde_json::json!({"model": "gpt-4o-mini", "stream": true,
+        "mock": {"chunks": 300, "chunk_delay_ms": 100},
+        "messages": [{"role": "user", "content": "a long answer"}]});
+    let (status, first) = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&format!("{base}/chat/completions"))
+            .header("authorization", &format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap();
+        let mut first = [0u8; 64];
+        let n = std::io::Read::read(&mut resp.body_mut().as_reader(), &mut first).unwrap();
+        // Dropping the response closes the connection: the client hangs up.
+        (resp.status().as_u16(), n)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(first > 0, "the client got the stream's first bytes");
+
+    let rows = rows_when(&stack.db, 1).await;
+    let [row] = rows.as_slice() else {
+        panic!("one record expected: {rows:?}");
+    };
+    assert_eq!(row.error_class, "aborted");
+    assert!(
+        row.latency_ms < 20_000,
+        "recorded when the client left, not when the 30 s stream would have ended: {} ms",
+        row.latency_ms
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stack
+        .mock
+        .stats
+        .streams_cut_off
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the provider's stream still runs 30 s after its client left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// One call through the worker: `(status, x-tollgate-event-id)`; the body is read to the end.
