@@ -351,16 +351,7 @@ async fn a_client_that_hangs_up_mid_stream_stops_the_provider_and_is_recorded_at
         "mock": {"chunks": 300, "chunk_delay_ms": 100},
         "messages": [{"role": "user", "content": "a long answer"}]});
     let (status, first) = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut resp = agent
-            .post(&format!("{base}/chat/completions"))
-            .header("authorization", &format!("Bearer {key}"))
-            .header("content-type", "application/json")
-            .send(body.to_string().as_bytes())
-            .unwrap();
+        let mut resp = send_chat(&base, &key, &body);
         let mut first = [0u8; 64];
         let n = std::io::Read::read(&mut resp.body_mut().as_reader(), &mut first).unwrap();
         // Dropping the response closes the connection: the client hangs up.
@@ -403,19 +394,24 @@ fn call_for_event_id(base: &str, key: &str, body: serde_json::Value) -> (u16, Op
     (status, id)
 }
 
-/// One chat call through the worker: `(status, x-tollgate-event-id, body)`.
-fn chat_call(base: &str, key: &str, body: serde_json::Value) -> (u16, Option<String>, String) {
+/// Sends one chat request through the worker; the answer's body is the caller's to read.
+fn send_chat(base: &str, key: &str, body: &serde_json::Value) -> ureq::http::Response<ureq::Body> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into();
-    let mut resp = agent
+    agent
         .post(&format!("{base}/chat/completions"))
         .header("authorization", &format!("Bearer {key}"))
         .header("content-type", "application/json")
         .send(body.to_string().as_bytes())
-        .unwrap();
+        .unwrap()
+}
+
+/// One chat call through the worker: `(status, x-tollgate-event-id, body)`.
+fn chat_call(base: &str, key: &str, body: serde_json::Value) -> (u16, Option<String>, String) {
+    let mut resp = send_chat(base, key, &body);
     let id = resp
         .headers()
         .get(edge_worker::EVENT_ID_HEADER)
