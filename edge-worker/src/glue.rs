@@ -911,8 +911,8 @@ type FlushFn = Closure<
     dyn FnMut(web_sys::TransformStreamDefaultController) -> Result<(), wasm_bindgen::JsValue>,
 >;
 
-type CancelFn = Closure<dyn FnMut(wasm_bindgen::JsValue)>;
-type AbortFn = Closure<dyn FnMut(wasm_bindgen::JsValue)>;
+/// Called with the cancel reason (transformer `cancel`) or the abort event (`onabort`).
+type ClientLeftFn = Closure<dyn FnMut(wasm_bindgen::JsValue)>;
 
 /// The client hung up: stop the provider's request and let the call's `wait_until` know.
 fn client_left(state: &Rc<RefCell<TapState>>, upstream: &web_sys::AbortController) {
@@ -932,9 +932,9 @@ fn client_left(state: &Rc<RefCell<TapState>>, upstream: &web_sys::AbortControlle
 struct TapCallbacks {
     _transform: TransformFn,
     _flush: FlushFn,
-    _cancel: CancelFn,
-    _client_aborted: AbortFn,
-    /// The incoming request's signal, whose `onabort` is `_client_aborted` until dropped.
+    /// The transformer's `cancel` and the request signal's `onabort`.
+    _client_left: ClientLeftFn,
+    /// The incoming request's signal, whose `onabort` is `_client_left` until dropped.
     client: web_sys::AbortSignal,
 }
 
@@ -999,27 +999,22 @@ fn tap_transformer(
             }
         },
     );
-    let (on_cancel, upstream_of_cancel) = (state.clone(), upstream.clone());
-    let cancel: CancelFn = Closure::new(move |_reason: wasm_bindgen::JsValue| {
-        client_left(&on_cancel, &upstream_of_cancel);
+    let (on_leave, upstream_of_leave) = (state.clone(), upstream.clone());
+    let left: ClientLeftFn = Closure::new(move |_reason_or_event: wasm_bindgen::JsValue| {
+        client_left(&on_leave, &upstream_of_leave);
     });
-    let (on_abort, upstream_of_abort) = (state.clone(), upstream.clone());
-    let client_aborted: AbortFn = Closure::new(move |_event: wasm_bindgen::JsValue| {
-        client_left(&on_abort, &upstream_of_abort);
-    });
-    client.set_onabort(Some(client_aborted.as_ref().unchecked_ref()));
+    client.set_onabort(Some(left.as_ref().unchecked_ref()));
     if client.aborted() {
         client_left(state, upstream);
     }
     let transformer = js_sys::Object::new();
     js_sys::Reflect::set(&transformer, &"transform".into(), transform.as_ref())?;
     js_sys::Reflect::set(&transformer, &"flush".into(), flush.as_ref())?;
-    js_sys::Reflect::set(&transformer, &"cancel".into(), cancel.as_ref())?;
+    js_sys::Reflect::set(&transformer, &"cancel".into(), left.as_ref())?;
     let callbacks = TapCallbacks {
         _transform: transform,
         _flush: flush,
-        _cancel: cancel,
-        _client_aborted: client_aborted,
+        _client_left: left,
         client: client.clone(),
     };
     Ok((transformer, callbacks))
