@@ -441,11 +441,19 @@ impl<S: Store> Sink<S> {
             .store
             .stored_event_ids(&distinct_seconds(records))
             .await?;
-        let missing: Vec<EncodedEvent> = records
-            .iter()
-            .filter(|r| !stored.contains(&r.event_id()))
-            .cloned()
-            .collect();
+        // `stored` holds every id of the batch's seconds, other batches' too. Usually none of
+        // this batch's is among them: then the batch goes as it is, uncopied.
+        let is_stored = |r: &EncodedEvent| stored.contains(&r.event_id());
+        let missing: std::borrow::Cow<[EncodedEvent]> = if !records.iter().any(is_stored) {
+            records.into()
+        } else {
+            records
+                .iter()
+                .filter(|r| !is_stored(r))
+                .cloned()
+                .collect::<Vec<_>>()
+                .into()
+        };
         let already = (records.len() - missing.len()) as u64;
         if already > 0 {
             tracing::info!(

@@ -1,5 +1,6 @@
 //! The Cloudflare Workers runtime as Tollgate uses it, declared directly with wasm-bindgen:
-//! the handlers' `env` and `ctx`, KV, Durable Objects, Queues and the console.
+//! the handlers' `env` and `ctx`, KV, Durable Objects, Queues, the native pass-through stream
+//! and the console.
 //!
 //! These declarations replace the `worker` crate. It wraps every runtime object in Rust-side
 //! copies and, with them, brought about a fifth of the bundle (its request/response model,
@@ -26,6 +27,16 @@ extern "C" {
     pub type ExecutionContext;
     #[wasm_bindgen(method, catch, js_name = waitUntil)]
     fn wait_until_promise(this: &ExecutionContext, promise: &Promise) -> Result<(), JsValue>;
+
+    /// The runtime's native pass-through stream: what is written to `writable` is read from
+    /// `readable`, with no JavaScript in between (see `stream.rs` for why the relay uses it).
+    pub type IdentityTransformStream;
+    #[wasm_bindgen(constructor, catch)]
+    pub fn new() -> Result<IdentityTransformStream, JsValue>;
+    #[wasm_bindgen(method, getter)]
+    pub fn readable(this: &IdentityTransformStream) -> web_sys::ReadableStream;
+    #[wasm_bindgen(method, getter)]
+    pub fn writable(this: &IdentityTransformStream) -> web_sys::WritableStream;
 
     /// A Workers KV namespace binding.
     pub type KvNamespace;

@@ -3,13 +3,10 @@
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
 
-use futures_util::future::{select, Either};
 use time::OffsetDateTime;
 use usage_core::{parse_response, Endpoint, ErrorClass, PriceTable, TokenCounts};
 use uuid::Uuid;
-use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::*;
 
 use crate::attribution::{self, Attribution};
@@ -27,7 +24,8 @@ use crate::json;
 use crate::keys::{self, AppKey};
 use crate::measure::{self, CallFacts};
 use crate::ship;
-use crate::tap::{Forward, StreamTap, StreamTotals};
+use crate::stream::Relay;
+use crate::tap::StreamTap;
 use crate::web;
 
 thread_local! {
@@ -815,211 +813,8 @@ async fn proxy(
         .map_err(|e| internal("building the response", e))
 }
 
-/// How a tapped stream ended.
-struct StreamEnd {
-    totals: StreamTotals,
-    first_byte_ms: Option<u32>,
-    end_ms: u32,
-    /// The stream did not run to the provider's end (the client went away, or the pipe broke).
-    aborted: bool,
-}
-
-/// A streamed call as the transformer's callbacks see it; the call's `wait_until` reads the
-/// end from here.
-struct TapState {
-    tap: Option<StreamTap>,
-    started: u64,
-    first_byte_ms: Option<u32>,
-    /// When the last provider chunk passed (ms since the epoch).
-    last_chunk_ms: u64,
-    /// The client side's controller: its `desiredSize` tells whether the client is reading.
-    controller: Option<web_sys::TransformStreamDefaultController>,
-    end: Option<StreamEnd>,
-    /// The runtime cancelled the client side: the client is gone.
-    client_gone: bool,
-    /// Who waits for `client_gone` (the call's `wait_until`).
-    gone_waker: Option<std::task::Waker>,
-}
-
-impl TapState {
-    /// Ends the tap (once): the held bytes to send, and the end recorded.
-    fn end(&mut self, aborted: bool) -> Vec<u8> {
-        let Some(tap) = self.tap.take() else {
-            return Vec::new();
-        };
-        let (rest, totals) = tap.finish();
-        self.end = Some(StreamEnd {
-            totals,
-            first_byte_ms: self.first_byte_ms,
-            end_ms: elapsed_ms(self.started),
-            aborted,
-        });
-        rest
-    }
-
-    /// Whether the client has stopped reading: a chunk waits for it unread. (The client side
-    /// holds at most one chunk — high-water mark 1, see [`CLIENT_SIDE_CHUNKS`] — so its desired
-    /// size is 1 while the client keeps up, whether or not the provider is sending, and 0 or
-    /// less once a chunk waits.)
-    fn client_stalled(&self) -> bool {
-        self.controller
-            .as_ref()
-            .and_then(|c| c.desired_size())
-            .is_some_and(|room| room <= 0.0)
-    }
-}
-
-/// Ready once the runtime cancelled the stream's client side (see [`tap_transformer`]).
-struct ClientGone(Rc<RefCell<TapState>>);
-
-impl std::future::Future for ClientGone {
-    type Output = ();
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        let mut s = self.0.borrow_mut();
-        if s.client_gone {
-            std::task::Poll::Ready(())
-        } else {
-            s.gone_waker = Some(cx.waker().clone());
-            std::task::Poll::Pending
-        }
-    }
-}
-
-/// A stream whose client has not taken a waiting chunk for this long has lost its client: the
-/// call is recorded as aborted and the provider's request aborted. Needed besides the
-/// transformer's `cancel`: workerd sometimes stops pulling a stream whose client hung up
-/// without cancelling it (the tap then sees a chunk waiting, and nothing more). A provider
-/// that is merely slow never trips it: nothing waits for the client then.
-const STREAM_IDLE_MS: u64 = 15_000;
-
-/// How many chunks the client side of a tapped stream holds before the pipe waits. One, not
-/// the default zero: with zero, "the client stopped pulling" and "the provider has sent nothing
-/// yet" look the same (an empty queue), and only the first can be told by a chunk waiting.
-const CLIENT_SIDE_CHUNKS: f64 = 1.0;
-
-type TransformFn = Closure<
-    dyn FnMut(
-        wasm_bindgen::JsValue,
-        web_sys::TransformStreamDefaultController,
-    ) -> Result<(), wasm_bindgen::JsValue>,
->;
-type FlushFn = Closure<
-    dyn FnMut(web_sys::TransformStreamDefaultController) -> Result<(), wasm_bindgen::JsValue>,
->;
-
-/// Called with the cancel reason (transformer `cancel`) or the abort event (`onabort`).
-type ClientLeftFn = Closure<dyn FnMut(wasm_bindgen::JsValue)>;
-
-/// The client hung up: stop the provider's request and let the call's `wait_until` know.
-fn client_left(state: &Rc<RefCell<TapState>>, upstream: &web_sys::AbortController) {
-    upstream.abort();
-    let waker = {
-        let mut s = state.borrow_mut();
-        s.client_gone = true;
-        s.gone_waker.take()
-    };
-    if let Some(waker) = waker {
-        waker.wake();
-    }
-}
-
-/// The transformer's callbacks: JS calls them for as long as the pipe runs, so they live
-/// until it ended.
-struct TapCallbacks {
-    _transform: TransformFn,
-    _flush: FlushFn,
-    /// The transformer's `cancel` and the request signal's `onabort`.
-    _client_left: ClientLeftFn,
-    /// The incoming request's signal, whose `onabort` is `_client_left` until dropped.
-    client: web_sys::AbortSignal,
-}
-
-impl Drop for TapCallbacks {
-    fn drop(&mut self) {
-        self.client.set_onabort(None);
-    }
-}
-
-/// The `TransformStream` the provider's stream is piped through: each chunk goes to the tap
-/// and on to the client in one synchronous call (no Rust future, promise or reader per chunk).
-///
-/// The client hanging up ends the call at once, told two ways: the transformer's `cancel` (the
-/// runtime cancels the client side) and the incoming request's `signal` (aborted on a client
-/// disconnect under the `enable_request_signal` compatibility flag). Then the provider's request
-/// is aborted — it would go on generating, and billing, tokens nobody reads — and the call's
-/// `wait_until` records it without waiting for the pipe to end.
-///
-/// Known gap (issue #18): beside a CPU hog, about 1 in 800 streams whose client hung up gets
-/// neither: workerd stops delivering the provider's body into the pipe (the mock provider had
-/// sent or been cut off; the client side is empty) and never cancels or signals. The record then
-/// waits for the pipe, which a workerd restart cancels. The soak shows it after a ClickHouse
-/// restart; its cause in workerd is not found yet.
-fn tap_transformer(
-    state: &Rc<RefCell<TapState>>,
-    upstream: &web_sys::AbortController,
-    client: &web_sys::AbortSignal,
-) -> Result<(js_sys::Object, TapCallbacks), wasm_bindgen::JsValue> {
-    let on_chunk = state.clone();
-    let transform: TransformFn = Closure::new(
-        move |chunk: wasm_bindgen::JsValue,
-              controller: web_sys::TransformStreamDefaultController| {
-            let mut s = on_chunk.borrow_mut();
-            let now = now_ms();
-            if s.first_byte_ms.is_none() {
-                s.first_byte_ms =
-                    Some(u32::try_from(now.saturating_sub(s.started)).unwrap_or(u32::MAX));
-                s.controller = Some(Clone::clone(&controller));
-            }
-            s.last_chunk_ms = now;
-            let Some(tap) = s.tap.as_mut() else {
-                return controller.enqueue_with_chunk(&chunk);
-            };
-            let bytes = js_sys::Uint8Array::new(&chunk).to_vec();
-            match tap.push(&bytes) {
-                Forward::Unchanged => controller.enqueue_with_chunk(&chunk),
-                Forward::Bytes(out) if out.is_empty() => Ok(()),
-                Forward::Bytes(out) => {
-                    controller.enqueue_with_chunk(&js_sys::Uint8Array::from(out.as_slice()))
-                }
-            }
-        },
-    );
-    let on_end = state.clone();
-    let flush: FlushFn = Closure::new(
-        move |controller: web_sys::TransformStreamDefaultController| {
-            let rest = on_end.borrow_mut().end(false);
-            if rest.is_empty() {
-                Ok(())
-            } else {
-                controller.enqueue_with_chunk(&js_sys::Uint8Array::from(rest.as_slice()))
-            }
-        },
-    );
-    let (on_leave, upstream_of_leave) = (state.clone(), upstream.clone());
-    let left: ClientLeftFn = Closure::new(move |_reason_or_event: wasm_bindgen::JsValue| {
-        client_left(&on_leave, &upstream_of_leave);
-    });
-    client.set_onabort(Some(left.as_ref().unchecked_ref()));
-    if client.aborted() {
-        client_left(state, upstream);
-    }
-    let transformer = js_sys::Object::new();
-    js_sys::Reflect::set(&transformer, &"transform".into(), transform.as_ref())?;
-    js_sys::Reflect::set(&transformer, &"flush".into(), flush.as_ref())?;
-    js_sys::Reflect::set(&transformer, &"cancel".into(), left.as_ref())?;
-    let callbacks = TapCallbacks {
-        _transform: transform,
-        _flush: flush,
-        _client_left: left,
-        client: client.clone(),
-    };
-    Ok((transformer, callbacks))
-}
-
+/// A streamed answer: the client gets the provider's stream through a [`Relay`], which the
+/// call's `wait_until` runs and then records.
 #[allow(clippy::too_many_arguments)]
 fn stream_through(
     p: Prepared,
@@ -1037,44 +832,22 @@ fn stream_through(
     let internal = |what: &str, e: wasm_bindgen::JsValue| {
         ApiError::internal(format!("{what}: {}", web::error_text(&e)))
     };
-    let state = Rc::new(RefCell::new(TapState {
-        tap: Some(StreamTap::new(p.plan.strip_usage_chunk)),
-        started,
-        first_byte_ms: None,
-        last_chunk_ms: now_ms(),
-        controller: None,
-        end: None,
-        client_gone: false,
-        gone_waker: None,
-    }));
-    let (transformer, callbacks) = tap_transformer(&state, &upstream_abort, client)
-        .map_err(|e| internal("stream transformer", e))?;
-    let (writable_side, client_side) = (
-        web_sys::QueuingStrategy::new(),
-        web_sys::QueuingStrategy::new(),
-    );
-    writable_side.set_high_water_mark(1.0);
-    client_side.set_high_water_mark(CLIENT_SIDE_CHUNKS);
-    let pipe =
-        web_sys::TransformStream::new_with_transformer_and_writable_strategy_and_readable_strategy(
-            &transformer,
-            &writable_side,
-            &client_side,
-        )
-        .map_err(|e| internal("stream", e))?;
-    // The provider's body into the tap; the tap's output is the client's body. The pipe's
-    // promise settles when the provider's stream ended (after `flush`), or rejects when either
-    // side broke off. The client hanging up cancels the client side (the transformer's
-    // `cancel`), which ends the call at once, whatever the pipe does.
-    let body = upstream.body();
+    let tap = StreamTap::new(p.plan.strip_usage_chunk);
+    let (client_body, relay) = match upstream.body() {
+        Some(body) => {
+            let (client_body, relay) = Relay::new(&body, tap, started, upstream_abort, client)
+                .map_err(|e| internal("stream relay", e))?;
+            (Some(client_body), Some(relay))
+        }
+        None => (None, None),
+    };
     let response = web::relay(
         &upstream,
-        body.as_ref().map(|_| pipe.readable()).as_ref(),
+        client_body.as_ref(),
         &["content-length", "content-encoding", "transfer-encoding"],
         extra,
     )
     .map_err(|e| internal("stream", e))?;
-    let piped = body.map(|body| body.pipe_to(&pipe.writable()));
 
     let mut f = facts(&p, started, event_id);
     f.status_code = status;
@@ -1083,64 +856,9 @@ fn stream_through(
     let env2 = env.clone();
     let (reservations, budget_now) = (p.reservations.clone(), p.budget_now);
     ctx.wait_until(async move {
-        // The pipe's end, the client's hang-up, or the watchdog's verdict that its client is
-        // gone (in the last two the pipe may still be running).
-        let had_body = piped.is_some();
-        let mut still_piping = None;
-        if let Some(piped) = piped {
-            let mut piped = wasm_bindgen_futures::JsFuture::from(piped);
-            loop {
-                let tick = select(
-                    web::Timer::new(STREAM_IDLE_MS / 3),
-                    ClientGone(state.clone()),
-                );
-                match select(piped, tick).await {
-                    Either::Left(_) => break,
-                    Either::Right((Either::Right(_), pending)) => {
-                        still_piping = Some(pending);
-                        break;
-                    }
-                    // No timers here: no watchdog either; wait for the pipe or the hang-up.
-                    Either::Right((Either::Left((false, gone)), pending)) => {
-                        if let Either::Right((_, pending)) = select(pending, gone).await {
-                            still_piping = Some(pending);
-                        }
-                        break;
-                    }
-                    Either::Right((Either::Left((true, _)), pending)) => {
-                        let gone = {
-                            let s = state.borrow();
-                            s.client_stalled()
-                                && now_ms().saturating_sub(s.last_chunk_ms) >= STREAM_IDLE_MS
-                        };
-                        if gone {
-                            still_piping = Some(pending);
-                            break;
-                        }
-                        piped = pending;
-                    }
-                }
-            }
-        }
-        // Whatever did not end through `flush` ended early (an empty body ended at once).
-        let end = {
-            let mut s = state.borrow_mut();
-            let _ = s.end(had_body);
-            s.end.take()
-        };
-        // The callbacks must outlive the pipe: a stream still running (its client stopped
-        // reading) keeps them until it ends, and passes chunks on untapped meanwhile.
-        match still_piping {
-            Some(pipe) => wasm_bindgen_futures::spawn_local(async move {
-                // The client is gone: stop the provider too, which ends the pipe.
-                upstream_abort.abort();
-                let _ = pipe.await;
-                drop(callbacks);
-            }),
-            None => drop(callbacks),
-        }
-        match end {
-            Some(end) => {
+        match relay {
+            Some(relay) => {
+                let end = relay.run().await;
                 let s = &end.totals.summary;
                 f.latency_ms = end.end_ms;
                 f.ttft_ms = end.first_byte_ms;
@@ -1162,10 +880,8 @@ fn stream_through(
                     });
                 }
             }
-            None => {
-                f.latency_ms = elapsed_ms(started);
-                f.error_class = ErrorClass::Aborted;
-            }
+            // No body at all: an empty stream, ended as it began.
+            None => f.latency_ms = elapsed_ms(started),
         }
         finish(env2, f, reservations, budget_now).await;
     });

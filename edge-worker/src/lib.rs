@@ -18,7 +18,7 @@
 //! accepted: budget, provider unreachable, timeout), so a client — or a reconciliation such as
 //! `cargo xtask soak` — can name the exact row in `usage_events` its call produced.
 //!
-//! Everything but the Workers glue (`glue`, `guard`, `ship`, `web`, `bindings` and the runtime
+//! Everything but the Workers glue (`glue`, `guard`, `ship`, `stream`, `web`, `bindings` and the runtime
 //! declarations in `cf`; wasm32 only) is plain Rust, tested natively.
 
 pub mod attribution;
@@ -69,5 +69,7 @@ mod glue;
 mod guard;
 #[cfg(target_arch = "wasm32")]
 mod ship;
+#[cfg(target_arch = "wasm32")]
+mod stream;
 #[cfg(target_arch = "wasm32")]
 mod web;

@@ -13,7 +13,7 @@ pub const COMPATIBILITY_DATE: &str = "2026-04-01";
 
 /// The compatibility flags the worker needs (also in `wrangler.toml`): `enable_request_signal`
 /// makes `request.signal` abort when the client disconnects, which is how a stream learns that
-/// its client hung up (`glue::stream_through`).
+/// its client hung up (`stream::Relay`).
 pub const COMPATIBILITY_FLAGS: &[&str] = &["enable_request_signal"];
 
 /// The ES-module entry that wires wasm-bindgen's exports to a Workers entrypoint.

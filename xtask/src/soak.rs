@@ -50,17 +50,14 @@ pub fn run(args: &SoakArgs) -> Result {
     })
 }
 
-/// The short soak of `cargo xtask test`: 3 minutes, one collector, a fault every 18 s (about
-/// 9). One collector, not two, while the loss issue #18 still names is open: beside a CPU hog,
-/// about 1 in 800 aborted streams' records waits in a pipe workerd never ends, and the soak's
-/// next workerd restart loses it (docs/BENCHMARKS.md, "Reliability"); the two-collector run
-/// has more faults per workerd restart and hits it in most runs. `cargo xtask soak` runs two.
+/// The short soak of `cargo xtask test`: 3 minutes, two collectors behind the round-robin
+/// balancer (so a re-posted batch can reach the other collector), a fault every 18 s (about 9).
 pub fn run_short_for_ci() -> Result {
     soak(&Run {
         profile: "debug",
         minutes: 3.0,
         fault_every: 18,
-        collectors: 1,
+        collectors: 2,
         out: "target/bench/soak-ci",
         document: false,
     })

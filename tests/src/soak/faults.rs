@@ -72,7 +72,7 @@ const LOST_ACKS: Duration = Duration::from_secs(3);
 const STALL: Duration = Duration::from_secs(4);
 /// Longest wait for a drained edge's shipments (the edge retries for ~19 s).
 /// A record can appear 15 s after its call ended (a stream whose client hung up is closed by the
-/// edge's watchdog after `STREAM_IDLE_MS` without pulls) and then take the edge's whole retry
+/// edge's watchdog after `CLIENT_IDLE_MS` without the client taking a chunk) and then take the edge's whole retry
 /// budget (~19–22 s) when a collector was down: 45 s covers both. (30 s did not: a soak beside
 /// a CPU hog lost an aborted stream's record to the SIGTERM that followed.)
 const SHIP_DRAIN_LIMIT: Duration = Duration::from_secs(45);
