@@ -19,11 +19,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::{Date, Duration, Month, OffsetDateTime};
+use time::{Date, OffsetDateTime};
 use tollgate_clickhouse::clickhouse::{self, Client, Row};
 use tollgate_clickhouse::queries::{day_param, NamedQuery};
 use tollgate_clickhouse::Scope;
-use usage_core::Nanos;
+use usage_core::{Nanos, Period};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -77,54 +77,6 @@ impl BudgetScope {
             "org_user" => Some(BudgetScope::User),
             "app" => Some(BudgetScope::App),
             _ => None,
-        }
-    }
-}
-
-/// A budget's period (UTC; weeks start Monday).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Period {
-    Daily,
-    Weekly,
-    Monthly,
-}
-
-impl Period {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::Daily => "daily",
-            Period::Weekly => "weekly",
-            Period::Monthly => "monthly",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Period> {
-        match s {
-            "daily" => Some(Period::Daily),
-            "weekly" => Some(Period::Weekly),
-            "monthly" => Some(Period::Monthly),
-            _ => None,
-        }
-    }
-
-    /// The period containing `day`: `[start, end)` in UTC days.
-    pub fn bounds(self, day: Date) -> (Date, Date) {
-        match self {
-            Period::Daily => (day, day.next_day().unwrap_or(day)),
-            Period::Weekly => {
-                let start =
-                    day - Duration::days(i64::from(day.weekday().number_days_from_monday()));
-                (start, start + Duration::days(7))
-            }
-            Period::Monthly => {
-                let start = day.replace_day(1).unwrap_or(day);
-                let (y, m) = match day.month() {
-                    Month::December => (day.year() + 1, Month::January),
-                    m => (day.year(), m.next()),
-                };
-                (start, Date::from_calendar_date(y, m, 1).unwrap_or(start))
-            }
         }
     }
 }
@@ -877,32 +829,6 @@ pub(crate) mod input {
 mod tests {
     use super::*;
     use time::macros::date;
-
-    #[test]
-    fn periods_are_utc_calendar_periods_with_monday_weeks() {
-        let d = date!(2026 - 11 - 27); // a Friday
-        assert_eq!(Period::Daily.bounds(d), (d, date!(2026 - 11 - 28)));
-        assert_eq!(
-            Period::Weekly.bounds(d),
-            (date!(2026 - 11 - 23), date!(2026 - 11 - 30))
-        );
-        assert_eq!(
-            Period::Weekly.bounds(date!(2026 - 11 - 23)),
-            (date!(2026 - 11 - 23), date!(2026 - 11 - 30))
-        );
-        assert_eq!(
-            Period::Weekly.bounds(date!(2026 - 11 - 29)),
-            (date!(2026 - 11 - 23), date!(2026 - 11 - 30))
-        );
-        assert_eq!(
-            Period::Monthly.bounds(d),
-            (date!(2026 - 11 - 01), date!(2026 - 12 - 01))
-        );
-        assert_eq!(
-            Period::Monthly.bounds(date!(2026 - 12 - 31)),
-            (date!(2026 - 12 - 01), date!(2027 - 01 - 01))
-        );
-    }
 
     #[test]
     fn status_figures_are_exact() {

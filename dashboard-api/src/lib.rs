@@ -16,14 +16,12 @@
 pub mod alerts;
 pub mod analytics;
 pub mod auth;
-pub mod backtest;
 pub mod budgets;
 pub mod config;
 pub mod credits;
 pub mod error;
 pub mod evaluator;
 pub mod export;
-pub mod forecast;
 pub mod internal_budgets;
 pub mod keys;
 pub mod metrics;

@@ -1,5 +1,5 @@
 //! `GET /api/v1/projections`: the next days' spend with an 80% interval, the month-end total,
-//! per-provider forecasts and credit runway — the model is in [`crate::forecast`].
+//! per-provider forecasts and credit runway — the model is in [`tollgate_forecast`].
 
 use std::collections::BTreeMap;
 
@@ -15,8 +15,8 @@ use utoipa::ToSchema;
 use crate::analytics::{request, Filter};
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::forecast::{exhaustion_day, Forecast, Method, Point};
 use crate::AppState;
+use tollgate_forecast::{exhaustion_day, Forecast, Method, Point};
 
 /// Days of history the model is fitted on by default (`api.forecast_history_days`).
 pub const DEFAULT_HISTORY_DAYS: u32 = 56;

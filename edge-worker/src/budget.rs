@@ -19,8 +19,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use time::{Date, Duration, Month, OffsetDateTime};
-use usage_core::{ModelPrice, Nanos, PriceTable};
+use time::OffsetDateTime;
+use usage_core::{ModelPrice, Nanos, Period, PriceTable};
+
+use serde_json::Value;
+
+use crate::json::{Fields, FromJson};
 
 /// Output tokens assumed when neither the request nor the price table bounds them.
 pub const DEFAULT_OUTPUT_BOUND: u32 = 16_384;
@@ -60,31 +64,12 @@ impl BudgetSpec {
     }
 }
 
-/// Start of the period containing `now`, and the start of the next one (UTC, unix seconds).
+/// Start of the period named `period` containing `now`, and the start of the next one (UTC,
+/// unix seconds); an unknown name counts as daily.
 pub fn period_bounds(period: &str, now: i64) -> (i64, i64) {
-    let t = OffsetDateTime::from_unix_timestamp(now).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let day = t.date();
-    let (start, end): (Date, Date) = match period {
-        "weekly" => {
-            let start = day - Duration::days(i64::from(day.weekday().number_days_from_monday()));
-            (start, start + Duration::days(7))
-        }
-        "monthly" => {
-            let start = day.replace_day(1).unwrap_or(day);
-            let end = if start.month() == Month::December {
-                Date::from_calendar_date(start.year() + 1, Month::January, 1)
-            } else {
-                Date::from_calendar_date(start.year(), start.month().next(), 1)
-            }
-            .unwrap_or(start);
-            (start, end)
-        }
-        _ => (day, day + Duration::days(1)),
-    };
-    (
-        start.midnight().assume_utc().unix_timestamp(),
-        end.midnight().assume_utc().unix_timestamp(),
-    )
+    Period::parse(period)
+        .unwrap_or(Period::Daily)
+        .unix_bounds(now)
 }
 
 /// A guard's answer to a reservation.
@@ -405,5 +390,196 @@ mod tests {
         s.scope = "app".into();
         s.app_id = "web".into();
         assert!(s.applies("", "web") && !s.applies("", "cli"));
+    }
+}
+
+impl FromJson for BudgetSpec {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        let f = Fields::of(v)?;
+        Ok(BudgetSpec {
+            budget_id: f.str("budget_id")?,
+            name: f.str("name")?,
+            scope: f.str("scope")?,
+            user_id: f.str_or_empty("user_id")?,
+            app_id: f.str_or_empty("app_id")?,
+            period: f.str("period")?,
+            limit_nusd: f.i64("limit_nusd")?,
+            mode: f.str("mode")?,
+            soft_thresholds: f.u8s_or_empty("soft_thresholds")?,
+        })
+    }
+}
+
+impl FromJson for Decision {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        let f = Fields::of(v)?;
+        Ok(Decision {
+            allowed: f.bool("allowed")?,
+            limit_nusd: f.i64("limit_nusd")?,
+            spent_nusd: f.i64("spent_nusd")?,
+            reserved_nusd: f.i64("reserved_nusd")?,
+            reset_at: f.i64("reset_at")?,
+            crossed: f.u8s_or_empty("crossed")?,
+            spend_unknown: f.bool_or_false("spend_unknown")?,
+        })
+    }
+}
+
+impl FromJson for Ledger {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        let f = Fields::of(v)?;
+        let bad_reserved = || "field `reserved` must map ids to [amount, taken_at]".to_string();
+        let mut reserved = BTreeMap::new();
+        for (id, entry) in f
+            .required("reserved")?
+            .as_object()
+            .ok_or_else(bad_reserved)?
+        {
+            let pair = match entry.as_array().map(Vec::as_slice) {
+                Some([amount, at]) => amount.as_i64().zip(at.as_i64()),
+                _ => None,
+            };
+            reserved.insert(id.clone(), pair.ok_or_else(bad_reserved)?);
+        }
+        // Inserted one by one: `collect` into a set sorts first, and sort code is heavy in wasm.
+        let mut warned = BTreeSet::new();
+        for pct in f.u8s_or_empty("warned")? {
+            warned.insert(pct);
+        }
+        Ok(Ledger {
+            spec: f.nested("spec")?,
+            period_start: f.i64("period_start")?,
+            period_end: f.i64("period_end")?,
+            spent_nusd: f.i64("spent_nusd")?,
+            reserved,
+            warned,
+            synced_at: f.i64("synced_at")?,
+        })
+    }
+}
+
+impl FromJson for GuardRequest {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        let f = Fields::of(v)?;
+        match f.str("op")?.as_str() {
+            "reserve" => Ok(GuardRequest::Reserve {
+                spec: f.nested("spec")?,
+                id: f.str("id")?,
+                amount: f.i64("amount")?,
+                now: f.i64("now")?,
+            }),
+            "settle" => Ok(GuardRequest::Settle {
+                id: f.str("id")?,
+                actual: f.i64("actual")?,
+                now: f.i64("now")?,
+            }),
+            other => Err(format!("unknown op `{other}` (expected reserve or settle)")),
+        }
+    }
+}
+
+/// The documents the worker, the guard and dashboard-api exchange, read back.
+#[cfg(test)]
+mod documents {
+    use super::*;
+    use crate::json::{list, parse};
+
+    fn spec() -> BudgetSpec {
+        BudgetSpec {
+            budget_id: "b1".into(),
+            name: "Team \"A\"".into(),
+            scope: "org_user".into(),
+            user_id: "u1".into(),
+            app_id: String::new(),
+            period: "monthly".into(),
+            limit_nusd: 5_000_000_000,
+            mode: "hard".into(),
+            soft_thresholds: vec![50, 80],
+        }
+    }
+
+    /// What serde writes reads back the same: the worker serializes these for the guard, the
+    /// guard for its storage and answers.
+    #[test]
+    fn serialized_documents_read_back_equal() {
+        let mut ledger = Ledger::new(spec(), 1_764_288_000);
+        ledger.reserve("call-1", 1_000, 1_764_288_001);
+        ledger.warned.insert(50);
+        ledger.synced_at = 1_764_288_002;
+        let text = serde_json::to_string(&ledger).unwrap();
+        assert_eq!(parse::<Ledger>(text.as_bytes()).unwrap(), ledger);
+
+        let decision = Decision {
+            allowed: false,
+            limit_nusd: 10,
+            spent_nusd: 7,
+            reserved_nusd: 3,
+            reset_at: 1_764_547_200,
+            crossed: vec![80],
+            spend_unknown: true,
+        };
+        let text = serde_json::to_string(&decision).unwrap();
+        assert_eq!(parse::<Decision>(text.as_bytes()).unwrap(), decision);
+    }
+
+    #[test]
+    fn guard_requests_read_back_by_op() {
+        for cmd in [
+            GuardRequest::Reserve {
+                spec: spec(),
+                id: "e1".into(),
+                amount: 42,
+                now: 7,
+            },
+            GuardRequest::Settle {
+                id: "e1".into(),
+                actual: 40,
+                now: 8,
+            },
+        ] {
+            let text = serde_json::to_string(&cmd).unwrap();
+            let back = parse::<GuardRequest>(text.as_bytes()).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{cmd:?}"));
+        }
+        let err = parse::<GuardRequest>(br#"{"op":"refund","id":"e1"}"#).unwrap_err();
+        assert_eq!(err, "unknown op `refund` (expected reserve or settle)");
+        let err = parse::<GuardRequest>(br#"{"op":"settle","id":"e1","now":1}"#).unwrap_err();
+        assert_eq!(err, "missing field `actual`");
+    }
+
+    #[test]
+    fn ledgers_with_bad_reservations_and_lists_name_the_index() {
+        let mut v = serde_json::to_value(Ledger::new(spec(), 0)).unwrap();
+        v["reserved"] = serde_json::json!({"c": [1]});
+        assert!(Ledger::from_json(&v).unwrap_err().contains("reserved"));
+        v["reserved"] = serde_json::json!({});
+        v["spec"]["mode"] = Value::Null;
+        assert_eq!(
+            Ledger::from_json(&v).unwrap_err(),
+            "spec: missing field `mode`"
+        );
+
+        let specs = serde_json::json!([serde_json::to_value(spec()).unwrap(), {"name": "x"}]);
+        let err = list::<BudgetSpec>(&specs, "budgets").unwrap_err();
+        assert_eq!(err, "budgets[1]: missing field `budget_id`");
+        let err = list::<BudgetSpec>(&serde_json::json!({}), "budgets").unwrap_err();
+        assert_eq!(err, "budgets: expected a JSON array");
+    }
+
+    /// Budgets as dashboard-api writes them: optional fields may be missing or null.
+    #[test]
+    fn optional_fields_default_and_required_ones_are_named() {
+        let minimal = br#"{"budget_id":"b","name":"n","scope":"org","period":"daily","limit_nusd":1,"mode":"soft"}"#;
+        let b = parse::<BudgetSpec>(minimal).unwrap();
+        assert_eq!((b.user_id.as_str(), b.soft_thresholds.len()), ("", 0));
+        let with_nulls = br#"{"budget_id":"b","name":"n","scope":"org","user_id":null,"period":"daily","limit_nusd":1,"mode":"soft","soft_thresholds":null}"#;
+        assert_eq!(parse::<BudgetSpec>(with_nulls).unwrap(), b);
+        let err = parse::<BudgetSpec>(br#"{"budget_id":"b","name":"n","scope":"org","period":"daily","limit_nusd":1.5,"mode":"soft"}"#).unwrap_err();
+        assert_eq!(err, "field `limit_nusd` must be a whole number (64-bit)");
+        let err = parse::<BudgetSpec>(br#"{"budget_id":"b","name":"n","scope":"org","period":"daily","limit_nusd":1,"mode":"soft","soft_thresholds":[50,300]}"#).unwrap_err();
+        assert_eq!(
+            err,
+            "field `soft_thresholds` must be a list of integers 0-255"
+        );
     }
 }

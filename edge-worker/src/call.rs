@@ -77,16 +77,6 @@ pub struct Plan {
 /// client declares its length or streams it chunked.
 pub const MAX_REQUEST_BYTES: usize = 16 << 20;
 
-/// How long a request body may take to arrive when `BODY_TIMEOUT_MS` is not set (408 past it).
-pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
-
-/// The body timeout from the `BODY_TIMEOUT_MS` var (absent, unreadable or 0: the default).
-pub fn body_timeout_ms(var: Option<&str>) -> u64 {
-    var.and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|&ms| ms > 0)
-        .unwrap_or(DEFAULT_BODY_TIMEOUT_MS)
-}
-
 /// A request body gathered chunk by chunk as it arrives, refused as soon as it passes its
 /// limit: a chunked upload without `content-length` is never buffered past [`MAX_REQUEST_BYTES`].
 #[derive(Debug)]
@@ -520,13 +510,5 @@ mod tests {
         let mut b = BodyBuffer::new(MAX_REQUEST_BYTES);
         let e = b.push(&vec![b' '; MAX_REQUEST_BYTES + 1]).unwrap_err();
         assert_eq!((e.status, e.code), (413, Some("request_too_large")));
-    }
-
-    #[test]
-    fn the_body_timeout_comes_from_its_var() {
-        assert_eq!(body_timeout_ms(None), DEFAULT_BODY_TIMEOUT_MS);
-        assert_eq!(body_timeout_ms(Some(" 2000 ")), 2000);
-        assert_eq!(body_timeout_ms(Some("0")), DEFAULT_BODY_TIMEOUT_MS);
-        assert_eq!(body_timeout_ms(Some("soon")), DEFAULT_BODY_TIMEOUT_MS);
     }
 }

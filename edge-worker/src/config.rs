@@ -25,8 +25,9 @@
 //! lives (a new deploy starts new isolates), and reading and parsing them on every call was a
 //! measurable part of the worker's latency.
 
-use crate::call;
-use crate::keys;
+use serde_json::Value;
+
+use crate::json::{Fields, FromJson};
 
 /// The worker's vars, parsed (see the module docs for each binding).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +55,26 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 120_000;
 /// `SHIP_BATCH_DELAY_MS` when unset.
 pub const DEFAULT_SHIP_BATCH_DELAY_MS: u64 = 50;
 
+/// How long a request body may take to arrive when `BODY_TIMEOUT_MS` is not set (408 past it).
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+
+/// The body timeout from the `BODY_TIMEOUT_MS` var (absent, unreadable or 0: the default).
+pub fn body_timeout_ms(var: Option<&str>) -> u64 {
+    var.and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .unwrap_or(DEFAULT_BODY_TIMEOUT_MS)
+}
+
+/// How long a dashboard lookup's answer is kept when `KEYS_CACHE_SECS` is not set.
+pub const DEFAULT_KEYS_CACHE_SECS: u64 = 30;
+/// The cache time in milliseconds from the `KEYS_CACHE_SECS` var (whole seconds; `0` turns
+/// caching off; absent or unreadable: [`DEFAULT_KEYS_CACHE_SECS`]).
+pub fn keys_cache_ttl_ms(var: Option<&str>) -> u64 {
+    var.and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_KEYS_CACHE_SECS)
+        .saturating_mul(1000)
+}
+
 impl Settings {
     /// Reads every var through `var` (which yields `None` for unset or empty ones).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Settings {
@@ -66,11 +87,11 @@ impl Settings {
             providers: providers_from(var("PROVIDERS").as_deref()),
             default_provider: var("DEFAULT_PROVIDER").unwrap_or_else(|| "openai".into()),
             upstream_timeout_ms: number("UPSTREAM_TIMEOUT_MS", DEFAULT_UPSTREAM_TIMEOUT_MS),
-            body_timeout_ms: call::body_timeout_ms(var("BODY_TIMEOUT_MS").as_deref()),
+            body_timeout_ms: body_timeout_ms(var("BODY_TIMEOUT_MS").as_deref()),
             ship_batch_delay_ms: number("SHIP_BATCH_DELAY_MS", DEFAULT_SHIP_BATCH_DELAY_MS),
             collector_url: var("COLLECTOR_URL"),
             keys_url: var("KEYS_URL"),
-            keys_cache_ms: keys::cache_ttl_ms(var("KEYS_CACHE_SECS").as_deref()),
+            keys_cache_ms: keys_cache_ttl_ms(var("KEYS_CACHE_SECS").as_deref()),
             edge_region: var("EDGE_REGION").unwrap_or_default(),
             allow_test_clock: var("ALLOW_TEST_CLOCK").as_deref() == Some("1"),
             unpriced_under_hard_budget: var("UNPRICED_UNDER_HARD_BUDGET").as_deref()
@@ -90,6 +111,18 @@ pub struct Provider {
     pub base_url: String,
     /// Name of the secret binding that holds the provider key.
     pub secret: String,
+}
+
+impl FromJson for Provider {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        let f = Fields::of(v)?;
+        f.only(&["name", "base_url", "secret"])?;
+        Ok(Provider {
+            name: f.str("name")?,
+            base_url: f.str("base_url")?,
+            secret: f.str("secret")?,
+        })
+    }
 }
 
 /// The built-in providers; `PROVIDERS` may add more or override these by name.
@@ -147,6 +180,7 @@ pub fn providers_from(json: Option<&str>) -> Result<Vec<Provider>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json::parse;
 
     #[test]
     fn settings_take_defaults_and_overrides() {
@@ -154,7 +188,7 @@ mod tests {
         assert_eq!(defaults.providers, Ok(builtin_providers()));
         assert_eq!(defaults.default_provider, "openai");
         assert_eq!(defaults.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS);
-        assert_eq!(defaults.body_timeout_ms, call::DEFAULT_BODY_TIMEOUT_MS);
+        assert_eq!(defaults.body_timeout_ms, DEFAULT_BODY_TIMEOUT_MS);
         assert_eq!(defaults.ship_batch_delay_ms, DEFAULT_SHIP_BATCH_DELAY_MS);
         assert_eq!(defaults.keys_cache_ms, 30_000);
         assert!(!defaults.allow_test_clock && !defaults.unpriced_under_hard_budget);
@@ -227,5 +261,33 @@ mod tests {
                 .contains("http(s)")
         );
         assert_eq!(providers_from(None).unwrap(), builtin_providers());
+    }
+
+    #[test]
+    fn providers_refuse_unknown_fields() {
+        let p = parse::<Provider>(br#"{"name":"x","base_url":"https://x/v1","secret":"X_KEY"}"#)
+            .unwrap();
+        assert_eq!(p.secret, "X_KEY");
+        let err = parse::<Provider>(
+            br#"{"name":"x","base_url":"https://x/v1","secret":"X","sekret":"Y"}"#,
+        )
+        .unwrap_err();
+        assert!(err.starts_with("unknown field `sekret`"), "{err}");
+    }
+
+    #[test]
+    fn the_body_timeout_comes_from_its_var() {
+        assert_eq!(body_timeout_ms(None), DEFAULT_BODY_TIMEOUT_MS);
+        assert_eq!(body_timeout_ms(Some(" 2000 ")), 2000);
+        assert_eq!(body_timeout_ms(Some("0")), DEFAULT_BODY_TIMEOUT_MS);
+        assert_eq!(body_timeout_ms(Some("soon")), DEFAULT_BODY_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn the_key_cache_time_comes_from_its_var() {
+        assert_eq!(keys_cache_ttl_ms(None), 30_000);
+        assert_eq!(keys_cache_ttl_ms(Some("1")), 1_000);
+        assert_eq!(keys_cache_ttl_ms(Some("0")), 0);
+        assert_eq!(keys_cache_ttl_ms(Some("soon")), 30_000);
     }
 }

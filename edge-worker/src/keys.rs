@@ -8,7 +8,7 @@
 //!    set: `GET <KEYS_URL>/internal/v1/keys/<sha256>` with
 //!    `x-tollgate-signature: t=<unix>,v1=<hmac-sha256(secret, t + ".")>` (the collector's
 //!    scheme, over the empty body). Each answer — the key, or "no such key" — is kept in the
-//!    isolate's [`KeyCache`] for `KEYS_CACHE_SECS` ([`DEFAULT_CACHE_SECS`] by default);
+//!    isolate's [`KeyCache`] for `KEYS_CACHE_SECS` ([`crate::config::DEFAULT_KEYS_CACHE_SECS`] by default);
 //! 3. the `APP_KEYS` JSON var (local runs and tests).
 //!
 //! **Delay.** With the dashboard lookup, a key revoked in the dashboard keeps working for at
@@ -20,7 +20,9 @@
 
 use std::collections::HashMap;
 
-use crate::json::{self, FromJson};
+use serde_json::Value;
+
+use crate::json::{self, Fields, FromJson};
 use usage_core::keys::{hash_secret, looks_like_app_key};
 
 /// What an app key stands for. As JSON (the `APP_KEYS` table, KV values, the dashboard's
@@ -65,26 +67,30 @@ pub fn parse_table(json: &str) -> Result<HashMap<String, AppKey>, String> {
         .collect()
 }
 
+impl FromJson for AppKey {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        let f = Fields::of(v)?;
+        Ok(AppKey {
+            key_id: f.str("key_id")?,
+            org_id: f.str("org_id")?,
+            user_id: f.str_or_empty("user_id")?,
+            app_id: f.str("app_id")?,
+            budget_scope: f.str_or_empty("budget_scope")?,
+            revoked: f.bool_or_false("revoked")?,
+        })
+    }
+}
+
 /// A usable key (present and not revoked).
 pub fn usable(key: Option<AppKey>) -> Option<AppKey> {
     key.filter(|k| !k.revoked)
 }
 
-/// How long a dashboard lookup's answer is kept when `KEYS_CACHE_SECS` is not set.
-pub const DEFAULT_CACHE_SECS: u64 = 30;
 /// How long past its expiry an answer is still used while the dashboard cannot be reached.
 pub const STALE_GRACE_SECS: u64 = 300;
 /// Most answers one isolate keeps (unknown keys are cached too, so this bounds what a flood of
 /// made-up keys can cost).
 pub const MAX_CACHED_KEYS: usize = 10_000;
-
-/// The cache time in milliseconds from the `KEYS_CACHE_SECS` var (whole seconds; `0` turns
-/// caching off; absent or unreadable: [`DEFAULT_CACHE_SECS`]).
-pub fn cache_ttl_ms(var: Option<&str>) -> u64 {
-    var.and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(DEFAULT_CACHE_SECS)
-        .saturating_mul(1000)
-}
 
 /// The dashboard's lookup URL for `hash`, under the base URL `KEYS_URL`.
 pub fn lookup_url(base: &str, hash: &str) -> String {
@@ -173,6 +179,7 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json::parse;
 
     #[test]
     fn only_key_shaped_bearers_are_looked_up() {
@@ -203,30 +210,6 @@ mod tests {
             budget_scope: "org:o".into(),
             revoked: false,
         }
-    }
-
-    #[test]
-    fn lookup_answers() {
-        assert_eq!(
-            lookup_url("http://127.0.0.1:8080/", "ab"),
-            "http://127.0.0.1:8080/internal/v1/keys/ab"
-        );
-        let body =
-            br#"{"key_id":"k1","org_id":"o","user_id":"","app_id":"a","budget_scope":"org:o"}"#;
-        assert_eq!(read_lookup(200, body), LookupAnswer::Found(key("k1")));
-        assert_eq!(read_lookup(404, b"{}"), LookupAnswer::NotFound);
-        assert!(matches!(
-            read_lookup(200, b"<html>"),
-            LookupAnswer::Failed(_)
-        ));
-        assert!(
-            matches!(read_lookup(401, b""), LookupAnswer::Failed(m) if m.contains("KEYS_SIGNING_SECRET"))
-        );
-        assert!(matches!(read_lookup(503, b""), LookupAnswer::Failed(_)));
-        assert_eq!(cache_ttl_ms(None), 30_000);
-        assert_eq!(cache_ttl_ms(Some("1")), 1_000);
-        assert_eq!(cache_ttl_ms(Some("0")), 0);
-        assert_eq!(cache_ttl_ms(Some("soon")), 30_000);
     }
 
     #[test]
@@ -268,5 +251,62 @@ mod tests {
         assert_eq!(c.get("one more", 0), CacheHit::Miss);
         assert_eq!(c.get("0", late), CacheHit::Stale(None));
         assert_eq!(c.get("late", late), CacheHit::Fresh(None));
+    }
+
+    /// Keys as dashboard-api writes them: optional fields may be missing.
+    #[test]
+    fn key_documents_default_optional_fields_and_name_bad_ones() {
+        let key =
+            parse::<AppKey>(br#"{"key_id":"k","org_id":"o","app_id":"a","extra":1}"#).unwrap();
+        assert_eq!((key.user_id.as_str(), key.revoked), ("", false));
+        assert!(
+            parse::<AppKey>(br#"{"key_id":"k","org_id":"o","app_id":"a","revoked":true}"#)
+                .unwrap()
+                .revoked
+        );
+
+        for (doc, why) in [
+            (
+                &br#"{"key_id":"k","app_id":"a"}"#[..],
+                "missing field `org_id`",
+            ),
+            (
+                br#"{"key_id":"k","org_id":7,"app_id":"a"}"#,
+                "field `org_id` must be a string",
+            ),
+            (
+                br#"{"key_id":"k","org_id":"o","app_id":"a","revoked":"yes"}"#,
+                "field `revoked` must be true or false",
+            ),
+            (
+                br#"{"key_id":"k","org_id":"o","app_id":"a","revoked":null}"#,
+                "field `revoked` must be true or false",
+            ),
+            (br#"[1]"#, "expected a JSON object"),
+            (br#"{"#, "not JSON"),
+        ] {
+            let err = parse::<AppKey>(doc).unwrap_err();
+            assert!(err.starts_with(why), "{err}");
+        }
+    }
+
+    #[test]
+    fn lookup_answers() {
+        assert_eq!(
+            lookup_url("http://127.0.0.1:8080/", "ab"),
+            "http://127.0.0.1:8080/internal/v1/keys/ab"
+        );
+        let body =
+            br#"{"key_id":"k1","org_id":"o","user_id":"","app_id":"a","budget_scope":"org:o"}"#;
+        assert_eq!(read_lookup(200, body), LookupAnswer::Found(key("k1")));
+        assert_eq!(read_lookup(404, b"{}"), LookupAnswer::NotFound);
+        assert!(matches!(
+            read_lookup(200, b"<html>"),
+            LookupAnswer::Failed(_)
+        ));
+        assert!(
+            matches!(read_lookup(401, b""), LookupAnswer::Failed(m) if m.contains("KEYS_SIGNING_SECRET"))
+        );
+        assert!(matches!(read_lookup(503, b""), LookupAnswer::Failed(_)));
     }
 }

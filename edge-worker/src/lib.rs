@@ -18,7 +18,8 @@
 //! accepted: budget, provider unreachable, timeout), so a client — or a reconciliation such as
 //! `cargo xtask soak` — can name the exact row in `usage_events` its call produced.
 //!
-//! Everything but the Workers glue (`glue`, `guard`, `ship`, `stream`, `web`, `bindings` and the runtime
+//! Everything but the Workers glue (`fetch`, `consumer`, `key_lookup`, `enforce`, `proxy`,
+//! `record`, `stream`, `guard`, `ship`, `web`, `bindings` and the runtime
 //! declarations in `cf`; wasm32 only) is plain Rust, tested natively.
 
 pub mod attribution;
@@ -64,9 +65,19 @@ mod bindings;
 #[cfg(target_arch = "wasm32")]
 mod cf;
 #[cfg(target_arch = "wasm32")]
-mod glue;
+mod consumer;
+#[cfg(target_arch = "wasm32")]
+mod enforce;
+#[cfg(target_arch = "wasm32")]
+mod fetch;
 #[cfg(target_arch = "wasm32")]
 mod guard;
+#[cfg(target_arch = "wasm32")]
+mod key_lookup;
+#[cfg(target_arch = "wasm32")]
+mod proxy;
+#[cfg(target_arch = "wasm32")]
+mod record;
 #[cfg(target_arch = "wasm32")]
 mod ship;
 #[cfg(target_arch = "wasm32")]

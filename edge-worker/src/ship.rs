@@ -1,6 +1,6 @@
 //! Shipping records to the collector: batched within the isolate, signed, retried — or handed
 //! to a Cloudflare Queue when `USAGE_QUEUE` is bound (the durable path; the queue consumer in
-//! `glue` posts its batches here too).
+//! `consumer` posts its batches here too).
 //!
 //! Direct POSTs happen inside `wait_until`, after the client has its response. Each call's
 //! record joins the isolate's [`Outbox`]; after `SHIP_BATCH_DELAY_MS` the call's own

@@ -8,6 +8,7 @@
 //! - [`parse_response`] and [`SseScanner`] — usage from provider JSON bodies and event streams.
 //! - [`wire`] — batch encoding and the HMAC signature between edge and collector.
 //! - [`keys`] — the app-key format and its hash.
+//! - [`Period`] — budget periods and their bounds (the edge's ledger and the dashboard).
 //!
 //! Pure: no I/O, no clock, no async runtime; builds for `wasm32-unknown-unknown` and native.
 //! Callers pass the time in.
@@ -15,6 +16,7 @@
 pub mod cost;
 pub mod keys;
 pub mod money;
+pub mod period;
 pub mod price;
 pub mod record;
 pub mod sse;
@@ -24,6 +26,7 @@ pub mod wire;
 
 pub use cost::{cost, price_call, price_tokens, Priced, TokenCounts};
 pub use money::{MoneyError, Nanos};
+pub use period::Period;
 pub use price::{ModelPrice, PriceError, PriceFile, PriceTable};
 pub use record::{
     CostSource, Endpoint, ErrorClass, FieldError, UsageRecord, UsageSource, SCHEMA_VERSION,

@@ -67,7 +67,7 @@ pub fn run(cmd: &BenchCommand) -> Result {
                     "--release",
                     "--quiet",
                     "-p",
-                    "tollgate-dashboard-api",
+                    "tollgate-forecast",
                     "--example",
                     "backtest",
                     "--",

@@ -16,8 +16,8 @@ use super::usage::{days_cost, dollars, usd};
 use super::{midnight, Ctx, Finding, Rule};
 use crate::analytics::Filter;
 use crate::error::ApiResult;
-use crate::forecast::Forecast;
 use crate::reconcile::{self, ReconciliationRow};
+use tollgate_forecast::Forecast;
 
 const CREDIT_BALANCES: NamedQuery = NamedQuery {
     name: "admin/credit_balances",

@@ -39,7 +39,7 @@
 //!   history does not make every cent an anomaly); with `window = hour`, the last full hour
 //!   against the same hour of those days. It needs 3 of those days with any spend, otherwise
 //!   it is `Unknown`. Only rises fire.
-//! - `credit_runway` burns at the forecast of [`crate::forecast`] (trend and weekly
+//! - `credit_runway` burns at the forecast of [`tollgate_forecast`] (trend and weekly
 //!   seasonality, fitted on up to 28 complete days of the provider's spend in the balance's
 //!   scope: the balance's org, or every org for a deployment-wide balance), starting with the
 //!   part of today that is left; the runway is the fractional day on which the cumulative

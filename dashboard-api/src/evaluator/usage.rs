@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use super::{floor_hour, midnight, Ctx, Finding, Rule};
 use crate::analytics::Filter;
-use crate::budgets::{BudgetRow, Period};
+use crate::budgets::BudgetRow;
 use crate::error::{ApiError, ApiResult};
+use usage_core::Period;
 
 const WINDOW_STATS: NamedQuery = NamedQuery {
     name: "admin/window_stats",

@@ -11,9 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use crate::auth::Role;
-use crate::budgets::{
-    self, BudgetIn, BudgetMode, BudgetOut, BudgetScope, BudgetWithStatus, Period,
-};
+use crate::budgets::{self, BudgetIn, BudgetMode, BudgetOut, BudgetScope, BudgetWithStatus};
 use crate::error::ApiError;
 use crate::web::chart::usage_bar;
 use crate::web::filters::PageFilters;
@@ -22,6 +20,7 @@ use crate::web::html::{self, csrf_field, esc, Tab};
 use crate::web::session::{form, post_refused, Session};
 use crate::web::{see_other, tab_error, tab_page};
 use crate::AppState;
+use usage_core::Period;
 
 const NOTE: &str = "Budgets show their own current period; the time range and provider filters apply to the other tabs.";
 

@@ -10,7 +10,6 @@ use axum::response::Response;
 use time::{Date, Duration, OffsetDateTime};
 
 use crate::analytics::{self, Timeseries};
-use crate::forecast::Method;
 use crate::projections::{self, BudgetExhaustion, Projections};
 use crate::web::chart::{Band, LineChart, Series, Side};
 use crate::web::filters::{PageFilters, Range};
@@ -19,6 +18,7 @@ use crate::web::html::{self, card, esc, Card, Tab};
 use crate::web::session::Session;
 use crate::web::{tab_error, tab_page};
 use crate::AppState;
+use tollgate_forecast::Method;
 
 fn method_name(m: Option<Method>) -> &'static str {
     match m {

@@ -5,7 +5,7 @@
 
 use time::{Date, Duration};
 
-use crate::forecast::{Forecast, Point};
+use crate::{Forecast, Point};
 
 /// A kind of synthetic series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

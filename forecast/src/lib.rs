@@ -25,6 +25,8 @@
 //! back-test (`cargo xtask bench forecast`) compares the model with a straight line and a
 //! trailing mean on synthetic series.
 
+pub mod backtest;
+
 use time::{Date, Duration};
 
 /// Why no forecast can be made.
@@ -35,7 +37,8 @@ pub enum ForecastError {
 }
 
 /// How the forecast was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Method {
     /// Trend and weekly seasonality (≥ 14 days of history).
     #[serde(rename = "trend+weekly")]
@@ -82,7 +85,7 @@ const Z80: f64 = 1.281_551_565_545;
 
 /// Widening of the textbook interval, calibrated on the back-test: the trend is fitted to a
 /// moving average, whose errors are correlated, so in-sample residuals understate 30-day-ahead
-/// error. See `crate::backtest`.
+/// error. See [`backtest`].
 const INTERVAL_CALIBRATION: f64 = 1.25;
 
 fn median(v: &mut [f64]) -> f64 {

@@ -1,10 +1,10 @@
-//! The forecast back-test (`cargo xtask bench forecast`): see `tollgate_dashboard_api::backtest`.
+//! The forecast back-test (`cargo xtask bench forecast`): see `tollgate_forecast::backtest`.
 //! Writes `--out` (JSON) and `--markdown` (the BENCHMARKS.md section).
 
 use std::path::PathBuf;
 
 use serde_json::json;
-use tollgate_dashboard_api::backtest;
+use tollgate_forecast::backtest;
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();

@@ -1,0 +1,52 @@
+//! The `queue` handler: record batches from the `USAGE_QUEUE` consumer, posted to the collector.
+
+use wasm_bindgen::prelude::*;
+
+use crate::cf::{
+    self, console_error, now_ms, Env, ExecutionContext as Context, Message, MessageBatch,
+};
+use crate::ship;
+
+/// The queue consumer: posts each delivered batch to the collector. Messages are the records'
+/// JSON text (as `ship` sends them; an object, as older versions sent, is turned back into
+/// text), forwarded without decoding.
+#[wasm_bindgen]
+pub fn queue(batch: MessageBatch, env: Env, _ctx: Context) -> js_sys::Promise {
+    cf::promise(async move {
+        consume(&batch, &env).await;
+        Ok(JsValue::UNDEFINED)
+    })
+}
+
+async fn consume(batch: &MessageBatch, env: &Env) {
+    let mut body = b"[".to_vec();
+    let mut count = 0;
+    for (index, message) in batch.messages().iter().enumerate() {
+        let value = message.unchecked_into::<Message>().body();
+        let text = match value.as_string() {
+            Some(text) => text,
+            None => js_sys::JSON::stringify(&value)
+                .map(String::from)
+                .unwrap_or_default(),
+        };
+        // One message that is not JSON would make the collector refuse the whole batch (and
+        // a refused batch is not retried): it is dropped alone, loudly.
+        if serde_json::from_slice::<serde_json::Value>(text.as_bytes()).is_err() {
+            console_error!("tollgate: queue message {index} of its batch is not JSON; dropped");
+            continue;
+        }
+        if count > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(text.as_bytes());
+        count += 1;
+    }
+    body.push(b']');
+    // The queue redelivers what is not acked: one round of retries per delivery is enough.
+    let deadline = now_ms() as f64 + ship::FLUSH_BUDGET_MS as f64;
+    if count == 0 || ship::post_body_with_retries(env, &body, count, deadline, &|| {}).await {
+        batch.ack_all();
+    } else {
+        batch.retry_all();
+    }
+}

@@ -1,0 +1,223 @@
+//! Budgets at the edge for one call: the org's budget list (cached from dashboard-api), a
+//! reservation of the call's worst-case cost in each applicable budget's guard, and the refusal
+//! (429, or 503 when a hard budget cannot be checked) the client gets. The guard itself is
+//! [`crate::guard`]; the ledger math [`crate::budget`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use time::OffsetDateTime;
+
+use crate::bindings;
+use crate::budget::GuardRequest;
+use crate::budget::{self, BudgetSpec};
+use crate::cf::{console_error, now_ms, Env, ExecutionContext as Context};
+use crate::config::Settings;
+use crate::errors::ApiError;
+use crate::guard;
+use crate::json;
+use crate::record::{datetime_ms, with_prices, Prepared};
+use crate::web;
+
+thread_local! {
+    /// org → (budgets, fetched at ms)
+    static ORG_BUDGETS: RefCell<HashMap<String, (Vec<BudgetSpec>, u64)>> = RefCell::new(HashMap::new());
+}
+
+const BUDGET_LIST_TTL_MS: u64 = 30_000;
+/// How long a stale list is still used when dashboard-api cannot be reached. Long: budgets
+/// are changed through dashboard-api, so while it is down the last list read is as current
+/// as any (only a change made in the last `BUDGET_LIST_TTL_MS` before the outage is missed).
+const BUDGET_LIST_STALE_MS: u64 = 24 * 3_600_000;
+
+/// The org's budgets (cached), or why they cannot be had (dashboard-api unreachable, and no
+/// list read in the last [`BUDGET_LIST_STALE_MS`]).
+async fn org_budgets(env: &Env, org: &str) -> Result<Vec<BudgetSpec>, String> {
+    let now = now_ms();
+    let cached = ORG_BUDGETS.with(|c| c.borrow().get(org).cloned());
+    if let Some((specs, at)) = &cached {
+        if now - at < BUDGET_LIST_TTL_MS {
+            return Ok(specs.clone());
+        }
+    }
+    let path = format!("/internal/v1/budgets?org={}", form_encode(org));
+    let fetched = match guard::internal_call(env, "GET", &path).await {
+        Some(resp) => web::response_json(&resp)
+            .await
+            .and_then(|v| json::list::<BudgetSpec>(&v, "budgets"))
+            .map_err(|e| format!("the budget list from dashboard-api is unreadable: {e}")),
+        None => Err("dashboard-api did not return the budget list".into()),
+    };
+    match fetched {
+        Ok(specs) => {
+            ORG_BUDGETS.with(|c| c.borrow_mut().insert(org.to_string(), (specs.clone(), now)));
+            Ok(specs)
+        }
+        Err(why) => match cached {
+            Some((specs, at)) if now - at < BUDGET_LIST_STALE_MS => Ok(specs),
+            _ => Err(why),
+        },
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Reserves the call's worst-case cost in every budget that applies; a refusal is the 429 the
+/// client gets. Returns the soft-threshold warnings to show.
+pub async fn guard_budgets(
+    env: &Env,
+    ctx: &Context,
+    settings: &Settings,
+    p: &mut Prepared,
+) -> Result<Vec<String>, ApiError> {
+    if settings.keys_url.is_none() || !bindings::has_budget_guard(env) {
+        return Ok(Vec::new());
+    }
+    let user = p
+        .attribution
+        .user
+        .clone()
+        .unwrap_or_else(|| p.key.user_id.clone());
+    let specs: Vec<BudgetSpec> = match org_budgets(env, &p.key.org_id).await {
+        Ok(specs) => specs
+            .into_iter()
+            .filter(|s| s.applies(&user, &p.key.app_id))
+            .collect(),
+        Err(why) if settings.budget_fail_open => {
+            console_error!(
+                "tollgate: budgets of org {} unavailable ({why}); BUDGET_FAIL_MODE=open lets the call through unchecked",
+                p.key.org_id
+            );
+            p.unchecked_budgets.push("budget_list".into());
+            return Ok(Vec::new());
+        }
+        Err(why) => {
+            console_error!(
+                "tollgate: budgets of org {} unavailable ({why}); call refused",
+                p.key.org_id
+            );
+            return Err(ApiError::budget_unavailable(
+                &format!("the budgets of org `{}`", p.key.org_id),
+                &why,
+            ));
+        }
+    };
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let at = datetime_ms(u64::try_from(p.budget_now).unwrap_or(0) * 1000);
+    let worst = with_prices(|t| {
+        budget::worst_case_cost(
+            budget::price_for(t, &p.plan.provider.name, &p.plan.facts.model, at),
+            p.request_bytes,
+            p.plan.facts.max_output_tokens,
+        )
+    })
+    .flatten();
+    let amount = match worst {
+        Some(n) => n.get(),
+        None if specs.iter().any(BudgetSpec::is_hard) && !settings.unpriced_under_hard_budget => {
+            return Err(ApiError::budget_exceeded(format!(
+                "model `{}` is not in the price table, so its cost cannot be bounded under a hard budget (set UNPRICED_UNDER_HARD_BUDGET=allow to let it through)",
+                p.plan.facts.model
+            )));
+        }
+        None => 0,
+    };
+    let id = p.event_id.to_string();
+    let mut warnings = Vec::new();
+    for spec in &specs {
+        let cmd = GuardRequest::Reserve {
+            spec: spec.clone(),
+            id: id.clone(),
+            amount,
+            now: p.budget_now,
+        };
+        let decision = match guard::call_guard(env, &spec.budget_id, &cmd).await {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err("the guard gave no decision".to_string()),
+            Err(why) => Err(why),
+        };
+        let decision = match decision {
+            Ok(d) => d,
+            Err(why) if !spec.is_hard() || settings.budget_fail_open => {
+                console_error!(
+                    "tollgate: budget {} could not be checked ({why}); the call goes through unchecked",
+                    spec.budget_id
+                );
+                p.unchecked_budgets.push(spec.budget_id.clone());
+                continue;
+            }
+            Err(why) => {
+                console_error!(
+                    "tollgate: hard budget {} could not be checked ({why}); call refused",
+                    spec.budget_id
+                );
+                release(env, &p.reservations, &id, p.budget_now).await;
+                p.reservations.clear();
+                return Err(ApiError::budget_unavailable(
+                    &format!("budget \"{}\" ({})", spec.name, spec.budget_id),
+                    &why,
+                ));
+            }
+        };
+        if !decision.allowed {
+            release(env, &p.reservations, &id, p.budget_now).await;
+            p.reservations.clear();
+            let reset = OffsetDateTime::from_unix_timestamp(decision.reset_at)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            return Err(ApiError::budget_exceeded(format!(
+                "budget \"{}\" ({}) is exhausted: limit ${}, spent ${}, reserved by calls in flight ${}; it resets at {reset}",
+                spec.name,
+                spec.period,
+                usage_core::Nanos::new(decision.limit_nusd),
+                usage_core::Nanos::new(decision.spent_nusd),
+                usage_core::Nanos::new(decision.reserved_nusd),
+            )));
+        }
+        p.reservations.push(spec.budget_id.clone());
+        if decision.spend_unknown {
+            p.unchecked_budgets.push(spec.budget_id.clone());
+        }
+        for pct in decision.crossed {
+            warnings.push(format!(
+                "{pct}% of budget \"{}\" ({}) used",
+                spec.name, spec.period
+            ));
+            let env = env.clone();
+            let path = format!(
+                "/internal/v1/budgets/{}/warning?percent={pct}&period_start={}",
+                spec.budget_id,
+                budget::period_bounds(&spec.period, p.budget_now).0
+            );
+            ctx.wait_until(async move {
+                let _ = guard::internal_call(&env, "POST", &path).await;
+            });
+        }
+    }
+    Ok(warnings)
+}
+
+/// Releases reservations (settled at zero).
+async fn release(env: &Env, budgets: &[String], id: &str, now: i64) {
+    for b in budgets {
+        let cmd = GuardRequest::Settle {
+            id: id.to_string(),
+            actual: 0,
+            now,
+        };
+        let _ = guard::call_guard(env, b, &cmd).await;
+    }
+}
