@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use service_kit::config::Validate;
 use service_kit::Secret;
 
+/// Days of history the forecast is fitted on by default (`api.forecast_history_days`).
+pub const DEFAULT_FORECAST_HISTORY_DAYS: u32 = 56;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -228,7 +231,7 @@ impl Default for ApiConfig {
             max_range_days: 400,
             max_hourly_range_days: 31,
             export_row_cap: 1_000_000,
-            forecast_history_days: crate::projections::DEFAULT_HISTORY_DAYS,
+            forecast_history_days: DEFAULT_FORECAST_HISTORY_DAYS,
         }
     }
 }

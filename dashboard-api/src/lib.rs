@@ -32,6 +32,7 @@ pub mod params;
 pub mod pollers;
 pub mod projections;
 pub mod reconcile;
+pub mod reconciliation;
 pub mod web;
 
 use std::sync::Arc;

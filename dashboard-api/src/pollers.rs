@@ -25,7 +25,7 @@ use crate::credits::{self, CreditInsertRow};
 use crate::error::ApiResult;
 use crate::evaluator::midnight;
 use crate::outbound::{self, Request};
-use crate::reconcile::{self, json_usd, ReconciliationRow};
+use crate::reconciliation::{self, json_usd, ReconciliationRow};
 use crate::AppState;
 
 /// `key_label` of the account balance row.
@@ -199,7 +199,7 @@ pub async fn poll_openrouter_key(
             .await?
             .values()
             .sum();
-            let r = reconcile::row(
+            let r = reconciliation::row(
                 "openrouter",
                 now.date(),
                 recorded,
@@ -207,7 +207,7 @@ pub async fn poll_openrouter_key(
                 "openrouter_key_usage_daily",
                 now,
             );
-            reconcile::write(state.client(), std::slice::from_ref(&r)).await?;
+            reconciliation::write(state.client(), std::slice::from_ref(&r)).await?;
             Some(r)
         }
         None => None,

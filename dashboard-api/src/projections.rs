@@ -18,9 +18,6 @@ use crate::error::ApiResult;
 use crate::AppState;
 use tollgate_forecast::{exhaustion_day, Forecast, Method, Point};
 
-/// Days of history the model is fitted on by default (`api.forecast_history_days`).
-pub const DEFAULT_HISTORY_DAYS: u32 = 56;
-
 fn usd_f(v: f64) -> String {
     Nanos::new((v * 1e9).round() as i64).to_string()
 }

@@ -25,116 +25,21 @@
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::{Date, Duration, OffsetDateTime};
-use tollgate_clickhouse::clickhouse::{self, Client, Row};
-use tollgate_clickhouse::queries::{day_param, NamedQuery};
-use tollgate_clickhouse::{read_query, Scope};
-use usage_core::Nanos;
+use tollgate_clickhouse::clickhouse::Client;
+use tollgate_clickhouse::Scope;
 
 use crate::analytics::Filter;
-use crate::auth::row_version;
 use crate::error::ApiResult;
 use crate::evaluator::midnight;
 use crate::evaluator::usage::days_cost;
 use crate::outbound::{self, Request};
+pub use crate::reconciliation::{drift_percent, json_usd, range, row, write, ReconciliationRow};
 use crate::AppState;
-
-const RECONCILIATION_RANGE: NamedQuery = NamedQuery {
-    name: "admin/reconciliation_range",
-    sql: include_str!("../../clickhouse/queries/admin/reconciliation_range.sql"),
-};
 
 /// Most pages of the Costs API one reconciliation follows.
 const MAX_PAGES: usize = 20;
-
-/// A row of `cost_reconciliation` (migration 0007), column for column.
-#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
-pub struct ReconciliationRow {
-    pub provider: String,
-    #[serde(with = "clickhouse::serde::time::date")]
-    pub day: Date,
-    /// Nano-USD.
-    pub recorded_nusd: i64,
-    /// Nano-USD; `None` when the provider figure could not be read.
-    pub reported_nusd: Option<i64>,
-    pub drift_percent: f64,
-    /// `openai_costs` or `openrouter_key_usage_daily`.
-    pub source: String,
-    /// `ok` or `error`.
-    pub status: String,
-    pub error: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub checked_at: OffsetDateTime,
-    pub version: u64,
-}
-
-/// `(reported − recorded) ÷ reported × 100`; 0 when both are 0, −100 when only Tollgate
-/// recorded anything.
-pub fn drift_percent(recorded: i128, reported: i128) -> f64 {
-    if reported == 0 {
-        return if recorded == 0 { 0.0 } else { -100.0 };
-    }
-    (reported - recorded) as f64 * 100.0 / reported as f64
-}
-
-fn clamp_i64(v: i128) -> i64 {
-    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
-}
-
-/// A row comparing `recorded` with `reported` for `provider` on `day`.
-pub fn row(
-    provider: &str,
-    day: Date,
-    recorded: i128,
-    reported: i128,
-    source: &str,
-    checked_at: OffsetDateTime,
-) -> ReconciliationRow {
-    ReconciliationRow {
-        provider: provider.to_string(),
-        day,
-        recorded_nusd: clamp_i64(recorded),
-        reported_nusd: Some(clamp_i64(reported)),
-        drift_percent: drift_percent(recorded, reported),
-        source: source.to_string(),
-        status: "ok".into(),
-        error: String::new(),
-        checked_at: checked_at.replace_nanosecond(0).unwrap_or(checked_at),
-        version: row_version(),
-    }
-}
-
-/// Writes reconciliation rows.
-pub async fn write(client: &Client, rows: &[ReconciliationRow]) -> ApiResult<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut insert = client
-        .insert::<ReconciliationRow>("cost_reconciliation")
-        .await?;
-    for r in rows {
-        insert.write(r).await?;
-    }
-    insert.end().await?;
-    Ok(())
-}
-
-/// The latest check of each day in `[from, to)` for `provider`.
-pub async fn range(
-    client: &Client,
-    provider: &str,
-    from: Date,
-    to: Date,
-) -> ApiResult<Vec<ReconciliationRow>> {
-    Ok(read_query(client, &RECONCILIATION_RANGE.body())
-        .bind(provider)
-        .bind(day_param(from))
-        .bind(day_param(to))
-        .fetch_all::<ReconciliationRow>()
-        .await?)
-}
 
 /// What the deployment recorded for `provider` per UTC day of `[from, to)` (every org).
 pub async fn recorded_per_day(
@@ -149,16 +54,6 @@ pub async fn recorded_per_day(
         model: None,
     };
     days_cost(client, &filter, from, to).await
-}
-
-/// A USD amount as a provider's JSON gives it (number or decimal string), in nano-USD.
-pub fn json_usd(v: &Value) -> Option<i128> {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => return None,
-    };
-    Nanos::parse_usd(&text).ok().map(|n| i128::from(n.get()))
 }
 
 /// OpenAI's cost per UTC day of `[from, to)` from the Costs API.

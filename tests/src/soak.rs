@@ -209,11 +209,21 @@ pub fn run(rt: &Runtime, opts: &SoakOptions, interrupted: &AtomicBool) -> Result
     let (stored_final, daily, hourly) =
         reconcile::wait_for_exact(&stack.clickhouse_url, DATABASE, SETTLE_LIMIT)?;
     let rejects = reconcile::rejects(&stack.clickhouse_url, DATABASE)?;
-    let dashboard_requests = rt.block_on(overview_requests(
-        &stack.dashboard_url(),
-        &admin,
-        wall_start,
-    ))?;
+    // The overview reads other rollups (`org_daily`, …) than the two compared above, which the
+    // integrity pass repairs one after another: wait for the figure itself.
+    let raw_rows: u64 = stored_final.values().map(|s| s.rows).sum();
+    let settle_deadline = Instant::now() + SETTLE_LIMIT;
+    let dashboard_requests = loop {
+        let shown = rt.block_on(overview_requests(
+            &stack.dashboard_url(),
+            &admin,
+            wall_start,
+        ))?;
+        if shown == raw_rows || Instant::now() > settle_deadline {
+            break shown;
+        }
+        std::thread::sleep(Duration::from_millis(1_000));
+    };
     let acks = witness.acks.lock().unwrap_or_else(|p| p.into_inner());
     let report = Report::build(report::Inputs {
         opts,

@@ -16,7 +16,7 @@ use super::usage::{days_cost, dollars, usd};
 use super::{midnight, Ctx, Finding, Rule};
 use crate::analytics::Filter;
 use crate::error::ApiResult;
-use crate::reconcile::{self, ReconciliationRow};
+use crate::reconciliation::{self, ReconciliationRow};
 use tollgate_forecast::Forecast;
 
 const CREDIT_BALANCES: NamedQuery = NamedQuery {
@@ -211,11 +211,12 @@ pub(super) async fn cost_drift(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Find
     let from = today - Duration::days(i64::try_from(days).unwrap_or(31));
     let scope = format!("provider={provider}");
     let window = format!("days={days}");
-    let rows: Vec<ReconciliationRow> = reconcile::range(ctx.state.client(), provider, from, today)
-        .await?
-        .into_iter()
-        .filter(|r| r.status == "ok" && r.reported_nusd.is_some())
-        .collect();
+    let rows: Vec<ReconciliationRow> =
+        reconciliation::range(ctx.state.client(), provider, from, today)
+            .await?
+            .into_iter()
+            .filter(|r| r.status == "ok" && r.reported_nusd.is_some())
+            .collect();
     if rows.is_empty() {
         return Ok(vec![Finding::unknown(
             scope,
@@ -228,7 +229,7 @@ pub(super) async fn cost_drift(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Find
         .iter()
         .filter_map(|r| r.reported_nusd.map(i128::from))
         .sum();
-    let drift = reconcile::drift_percent(recorded, reported);
+    let drift = reconciliation::drift_percent(recorded, reported);
     let checked: Vec<String> = rows.iter().map(|r| day_param(r.day)).collect();
     Ok(vec![Finding::new(
         scope,

@@ -270,7 +270,7 @@ fn alert_item(
     let may_change = session.principal.write_org(Some(&a.org_id)).is_ok();
     let actions = if may_change {
         let back = esc(&filters.query());
-        let csrf = csrf_field(session);
+        let csrf = csrf_field(&session.csrf);
         let ack = if a.state == AlertState::Open {
             format!(
                 "<form method=\"post\" action=\"/alerts/{id}/acknowledge\">{csrf}\

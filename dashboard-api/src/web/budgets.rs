@@ -410,7 +410,7 @@ fn form_page(
          <div class=\"form-row\"><label class=\"choice\"><input type=\"checkbox\" name=\"enabled\" value=\"1\"{enabled}> Enabled</label></div>\
          <div class=\"form-actions\"><button type=\"submit\" class=\"primary\">{submit}</button>\
          <a class=\"button secondary\" href=\"/budgets\">Cancel</a></div></form>",
-        csrf = csrf_field(session),
+        csrf = csrf_field(&session.csrf),
         name = text("name", "Name", &f.name, " required maxlength=\"200\"", ""),
         scope = select(
             "scope",

@@ -2,12 +2,11 @@
 //! that did not come from this code (names, titles, model ids — some of them chosen by API
 //! callers) goes through [`esc`] on its way in.
 
-use crate::auth::Role;
+use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::web::asset_version;
 use crate::web::filters::{PageFilters, Range};
 use crate::web::fmt::Change;
-use crate::web::session::Session;
 
 /// Escapes text for HTML content and quoted attribute values.
 pub fn esc(s: &str) -> String {
@@ -97,7 +96,10 @@ pub fn bare_page(title: &str, body: &str) -> String {
 #[derive(Debug)]
 pub struct Frame<'a> {
     pub tab: Tab,
-    pub session: &'a Session,
+    /// Who is signed in (the header says who, and what they may see).
+    pub principal: &'a Principal,
+    /// The session's CSRF token (the sign-out form carries it).
+    pub csrf: &'a str,
     pub filters: &'a PageFilters,
     /// Providers the filter offers (the API's configured list).
     pub providers: &'a [String],
@@ -109,8 +111,7 @@ pub struct Frame<'a> {
 
 /// A full page: header, tabs, filter bar, and `body` in `<main>`.
 pub fn page(frame: &Frame<'_>, body: &str) -> String {
-    let s = frame.session;
-    let p = &s.principal;
+    let p = frame.principal;
     let who = match p.role {
         Role::Admin => format!("{} · admin · all orgs", esc(&p.name)),
         Role::OrgAdmin => format!("{} · org admin · {}", esc(&p.name), esc(&p.org_id)),
@@ -156,7 +157,7 @@ pub fn page(frame: &Frame<'_>, body: &str) -> String {
         mark = BRAND_MARK,
         home = esc(&frame.filters.href("/overview")),
         role = p.role.as_str(),
-        csrf = esc(&s.csrf),
+        csrf = esc(frame.csrf),
         filters = filter_bar(frame),
         tab = frame.tab.path().trim_start_matches('/'),
         api = esc(frame.api_query),
@@ -196,7 +197,7 @@ fn filter_bar(frame: &Frame<'_>) -> String {
             )
         })
         .collect();
-    let org = if frame.session.principal.role == Role::Admin {
+    let org = if frame.principal.role == Role::Admin {
         format!(
             "<label class=\"field\"><span>Org</span><input name=\"org\" value=\"{}\" \
              placeholder=\"All orgs\" size=\"10\" autocomplete=\"off\"></label>",
@@ -453,10 +454,10 @@ pub fn time(t: time::OffsetDateTime) -> String {
 }
 
 /// A hidden field with the session's CSRF token.
-pub fn csrf_field(s: &Session) -> String {
+pub fn csrf_field(csrf: &str) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        esc(&s.csrf)
+        esc(csrf)
     )
 }
 

@@ -150,7 +150,8 @@ pub fn tab_page(
 ) -> Response {
     let frame = html::Frame {
         tab,
-        session,
+        principal: &session.principal,
+        csrf: &session.csrf,
         filters,
         providers: &state.config().api.providers,
         api_query,
