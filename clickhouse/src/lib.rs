@@ -18,6 +18,7 @@
 //! values. CLICKHOUSE.md (shared design notes) lists the portable subset every file keeps to:
 //! everything here runs on ClickHouse 18.16 and on 26.x.
 
+pub mod alerts;
 mod config;
 pub mod dev_server;
 pub mod encoded;

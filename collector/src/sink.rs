@@ -43,11 +43,16 @@
 //!   window, a lost disk) or another collector behind the load balancer accepts it again, and
 //!   step 3 drops the records already stored.
 //!
-//! What it does not cover on its own: two collectors inserting the *same* record at the same
-//! moment (a re-post that reaches a second collector while the first is still inserting it):
-//! both checks can run before either insert is visible. The integrity job
-//! (`tollgate_clickhouse::integrity`, run by dashboard-api) finds such duplicates in the
-//! recent days, deletes the later copy and rebuilds the affected rollup buckets.
+//! What it does not cover on its own: a re-post that reaches a second collector while the first
+//! still holds the record in its spool, not yet inserted (its ack was lost; the first is
+//! batching, or waiting out a ClickHouse outage). Both checks can run before either insert is
+//! visible, and both insert. This is not rare: the 3-minute CI soak with 2 collectors, beside a
+//! CPU hog, stored 25 records twice this way (of ~10,000; two lost-ack windows, one overlapping
+//! a ClickHouse restart). The integrity job (`tollgate_clickhouse::integrity`, run by
+//! dashboard-api every `integrity.interval_secs`) finds such duplicates in the recent days,
+//! deletes the later copy and rebuilds the affected rollup buckets; until its next pass,
+//! dashboards count those records twice (docs/OPERATIONS.md). A record of accepted ids shared by
+//! the collectors, or a re-post routed back to the collector that holds it, would close it.
 //!
 //! Failures are classified by [`StoreError`] (the retry decision): transient ones (network,
 //! server overload, a missing table during a deploy) are retried; data errors are not retried —

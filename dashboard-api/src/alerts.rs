@@ -32,7 +32,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use tollgate_clickhouse::clickhouse::{self, Client, Row};
+use tollgate_clickhouse::clickhouse::Client;
 use tollgate_clickhouse::queries::NamedQuery;
 use tollgate_clickhouse::{read_query, Scope};
 use usage_core::Nanos;
@@ -43,6 +43,7 @@ use crate::auth::{now_second, row_version, Principal};
 use crate::budgets::input;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::AppState;
+use tollgate_clickhouse::alerts::{write_alert, write_rule, AlertRow, RuleRow};
 
 const ALERTS_OPEN_COUNT: NamedQuery = NamedQuery {
     name: "admin/alerts_open_count",
@@ -238,47 +239,24 @@ pub struct RuleOut {
     pub updated_at: OffsetDateTime,
 }
 
-/// A row of `alert_rules` (migration 0003), column for column.
-#[derive(Debug, Clone, Row, Serialize, Deserialize)]
-pub struct RuleRow {
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub rule_id: Uuid,
-    pub org_id: String,
-    pub name: String,
-    pub kind: String,
-    /// JSON object.
-    pub params: String,
-    pub severity: String,
-    pub channels: Vec<String>,
-    pub enabled: u8,
-    pub created_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub updated_at: OffsetDateTime,
-    pub deleted: u8,
-    pub version: u64,
-}
-
-impl RuleRow {
-    fn to_out(&self) -> ApiResult<RuleOut> {
-        let corrupt = |what: &str| {
-            ApiError::Internal(format!("alert rule {} has an unknown {what}", self.rule_id))
-        };
-        Ok(RuleOut {
-            rule_id: self.rule_id,
-            org_id: self.org_id.clone(),
-            name: self.name.clone(),
-            kind: RuleKind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?,
-            params: serde_json::from_str(&self.params).map_err(|_| corrupt("params text"))?,
-            severity: Severity::parse(&self.severity).ok_or_else(|| corrupt("severity"))?,
-            channels: self.channels.clone(),
-            enabled: self.enabled != 0,
-            created_by: self.created_by.clone(),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
-    }
+/// A stored rule as the API shows it.
+fn rule_out(row: &RuleRow) -> ApiResult<RuleOut> {
+    let corrupt = |what: &str| {
+        ApiError::Internal(format!("alert rule {} has an unknown {what}", row.rule_id))
+    };
+    Ok(RuleOut {
+        rule_id: row.rule_id,
+        org_id: row.org_id.clone(),
+        name: row.name.clone(),
+        kind: RuleKind::parse(&row.kind).ok_or_else(|| corrupt("kind"))?,
+        params: serde_json::from_str(&row.params).map_err(|_| corrupt("params text"))?,
+        severity: Severity::parse(&row.severity).ok_or_else(|| corrupt("severity"))?,
+        channels: row.channels.clone(),
+        enabled: row.enabled != 0,
+        created_by: row.created_by.clone(),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
 }
 
 /// The `params` object of one rule, read key by key: each reader removes its key, checks it,
@@ -580,13 +558,6 @@ fn org_scope(principal: &Principal, org: Option<&str>) -> ApiResult<Option<Scope
     })
 }
 
-async fn write_rule(client: &Client, row: &RuleRow) -> ApiResult<()> {
-    let mut insert = client.insert::<RuleRow>("alert_rules").await?;
-    insert.write(row).await?;
-    insert.end().await?;
-    Ok(())
-}
-
 async fn find_rule(client: &Client, principal: &Principal, id: &str) -> ApiResult<RuleRow> {
     let not_found = || ApiError::NotFound(format!("no alert rule {id}"));
     let (Some(id), Some(scope)) = (input::uuid(id), org_scope(principal, None)?) else {
@@ -618,9 +589,7 @@ pub async fn list_rules(
         .scoped(state.client(), &scope)
         .fetch_all::<RuleRow>()
         .await?;
-    Ok(Json(
-        rows.iter().map(RuleRow::to_out).collect::<ApiResult<_>>()?,
-    ))
+    Ok(Json(rows.iter().map(rule_out).collect::<ApiResult<_>>()?))
 }
 
 /// Creates an alert rule.
@@ -655,7 +624,7 @@ pub async fn create_rule(
     };
     valid.apply(&mut row);
     write_rule(state.client(), &row).await?;
-    Ok((StatusCode::CREATED, Json(row.to_out()?)))
+    Ok((StatusCode::CREATED, Json(rule_out(&row)?)))
 }
 
 /// One alert rule.
@@ -668,9 +637,9 @@ pub async fn get_rule(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RuleOut>> {
-    Ok(Json(
-        find_rule(state.client(), &principal, &id).await?.to_out()?,
-    ))
+    Ok(Json(rule_out(
+        &find_rule(state.client(), &principal, &id).await?,
+    )?))
 }
 
 /// Replaces an alert rule (every field, as on create).
@@ -697,7 +666,7 @@ pub async fn replace_rule(
     row.updated_at = now_second();
     row.version = row_version();
     write_rule(state.client(), &row).await?;
-    Ok(Json(row.to_out()?))
+    Ok(Json(rule_out(&row)?))
 }
 
 /// Deletes an alert rule (a new version with `deleted = 1`).
@@ -717,44 +686,6 @@ pub async fn delete_rule(
     row.version = row_version();
     write_rule(state.client(), &row).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A row of `alerts` (migration 0003), column for column.
-#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
-pub struct AlertRow {
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub alert_id: Uuid,
-    pub org_id: String,
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub rule_id: Uuid,
-    pub kind: String,
-    pub severity: String,
-    pub state: String,
-    pub dedup_key: String,
-    pub title: String,
-    /// JSON with the observed values.
-    pub details: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub opened_at: OffsetDateTime,
-    pub acknowledged_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime::option")]
-    pub acknowledged_at: Option<OffsetDateTime>,
-    pub resolved_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime::option")]
-    pub resolved_at: Option<OffsetDateTime>,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub updated_at: OffsetDateTime,
-    pub version: u64,
-}
-
-/// Writes alert rows (new alerts and new versions of existing ones).
-pub async fn write_alert(client: &Client, rows: &[AlertRow]) -> ApiResult<()> {
-    let mut insert = client.insert::<AlertRow>("alerts").await?;
-    for row in rows {
-        insert.write(row).await?;
-    }
-    insert.end().await?;
-    Ok(())
 }
 
 /// An alert.
@@ -788,30 +719,29 @@ pub struct AlertOut {
     pub updated_at: OffsetDateTime,
 }
 
-impl AlertRow {
-    fn to_out(&self) -> ApiResult<AlertOut> {
-        let state = AlertState::parse(&self.state).ok_or_else(|| {
-            ApiError::Internal(format!("alert {} has an unknown state", self.alert_id))
-        })?;
-        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        Ok(AlertOut {
-            alert_id: self.alert_id,
-            org_id: self.org_id.clone(),
-            rule_id: self.rule_id,
-            kind: self.kind.clone(),
-            severity: self.severity.clone(),
-            state,
-            title: self.title.clone(),
-            details: serde_json::from_str(&self.details)
-                .unwrap_or_else(|_| Value::String(self.details.clone())),
-            opened_at: self.opened_at,
-            acknowledged_by: nonempty(&self.acknowledged_by),
-            acknowledged_at: self.acknowledged_at,
-            resolved_by: nonempty(&self.resolved_by),
-            resolved_at: self.resolved_at,
-            updated_at: self.updated_at,
-        })
-    }
+/// A stored alert as the API shows it.
+fn alert_out(row: &AlertRow) -> ApiResult<AlertOut> {
+    let state = AlertState::parse(&row.state).ok_or_else(|| {
+        ApiError::Internal(format!("alert {} has an unknown state", row.alert_id))
+    })?;
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(AlertOut {
+        alert_id: row.alert_id,
+        org_id: row.org_id.clone(),
+        rule_id: row.rule_id,
+        kind: row.kind.clone(),
+        severity: row.severity.clone(),
+        state,
+        title: row.title.clone(),
+        details: serde_json::from_str(&row.details)
+            .unwrap_or_else(|_| Value::String(row.details.clone())),
+        opened_at: row.opened_at,
+        acknowledged_by: nonempty(&row.acknowledged_by),
+        acknowledged_at: row.acknowledged_at,
+        resolved_by: nonempty(&row.resolved_by),
+        resolved_at: row.resolved_at,
+        updated_at: row.updated_at,
+    })
 }
 
 /// Query parameters of `GET /api/v1/alerts`.
@@ -892,7 +822,7 @@ pub async fn compute_alerts(
         .bind(limit)
         .fetch_all::<AlertRow>()
         .await?;
-    rows.iter().map(AlertRow::to_out).collect()
+    rows.iter().map(alert_out).collect()
 }
 
 /// Moves an alert on: `Acknowledged` (from open; again is a no-op) or `Resolved` (from open
@@ -925,7 +855,7 @@ pub async fn transition(
                 "alert {id} is already resolved"
             )))
         }
-        (AlertState::Acknowledged, AlertState::Acknowledged) => return row.to_out(),
+        (AlertState::Acknowledged, AlertState::Acknowledged) => return alert_out(&row),
         (_, AlertState::Acknowledged) => {
             row.acknowledged_by = input::who(principal);
             row.acknowledged_at = Some(now);
@@ -939,7 +869,7 @@ pub async fn transition(
     row.updated_at = now;
     row.version = row_version();
     write_alert(client, std::slice::from_ref(&row)).await?;
-    row.to_out()
+    alert_out(&row)
 }
 
 /// Acknowledges an alert (who and when are recorded). A resolved alert is a 409.

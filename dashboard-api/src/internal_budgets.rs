@@ -273,7 +273,7 @@ async fn raise_budget_warning(
         80..=99 => "medium",
         _ => "low",
     };
-    let row = crate::alerts::AlertRow {
+    let row = tollgate_clickhouse::alerts::AlertRow {
         alert_id: id,
         org_id: b.org_id.clone(),
         rule_id: Uuid::nil(),
@@ -293,7 +293,7 @@ async fn raise_budget_warning(
         updated_at: now,
         version: crate::auth::row_version(),
     };
-    crate::alerts::write_alert(state.client(), &[row]).await
+    Ok(tollgate_clickhouse::alerts::write_alert(state.client(), &[row]).await?)
 }
 
 /// Routes of this module.

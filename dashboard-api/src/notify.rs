@@ -31,12 +31,12 @@ use tollgate_clickhouse::read_query;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::alerts::{AlertRow, RuleRow};
 use crate::auth::{Principal, Role};
 use crate::config::NotificationsConfig;
 use crate::error::ApiResult;
 use crate::outbound::{self, OutboundError, Request, Target};
 use crate::AppState;
+use tollgate_clickhouse::alerts::{AlertRow, RuleRow};
 
 const NOTIFICATION_DELIVERIES: NamedQuery = NamedQuery {
     name: "admin/notification_deliveries",

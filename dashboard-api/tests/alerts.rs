@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use common::Env;
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
-use tollgate_dashboard_api::alerts::{write_alert, AlertRow};
+use tollgate_clickhouse::alerts::{write_alert, AlertRow};
 use uuid::Uuid;
 
 fn field_of(out: &Value) -> &str {

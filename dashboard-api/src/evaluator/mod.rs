@@ -4,7 +4,7 @@
 //! # Main types
 //! - [`evaluate_once`] — one tick at an explicit clock: reads every enabled rule, asks its
 //!   kind's check for [`Finding`]s, reconciles them with the alerts already there
-//!   ([`plan`], pure), writes the changes with [`crate::alerts::write_alert`] and sends the
+//!   ([`plan`], pure), writes the changes with [`tollgate_clickhouse::alerts::write_alert`] and sends the
 //!   notifications ([`crate::notify`]). Tests call it with the clock they need.
 //! - [`Finding`] — what one check says about one *scope* (the provider/model/key/budget it
 //!   looked at) in one *window* (the period or rolling window): [`Condition::Firing`],
@@ -111,11 +111,12 @@ use tollgate_clickhouse::queries::{hour_param, NamedQuery};
 use tollgate_clickhouse::read_query;
 use uuid::Uuid;
 
-use crate::alerts::{write_alert, AlertRow, RuleKind, RuleRow};
+use crate::alerts::RuleKind;
 use crate::auth::row_version;
 use crate::error::{ApiError, ApiResult};
 use crate::notify::{self, DeliveryResult, Event, Notice};
 use crate::AppState;
+use tollgate_clickhouse::alerts::{write_alert, AlertRow, RuleRow};
 
 pub use jobs::{spawn, BackgroundJobs};
 

@@ -18,8 +18,8 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 use time::{Date, Duration, OffsetDateTime, Time};
+use tollgate_clickhouse::alerts::AlertRow;
 use tollgate_clickhouse::UsageEventRow;
-use tollgate_dashboard_api::alerts::AlertRow;
 use tollgate_dashboard_api::config::Config;
 use tollgate_dashboard_api::AppState;
 use usage_core::{

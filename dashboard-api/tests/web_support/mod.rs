@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
+use tollgate_clickhouse::alerts::{write_alert, AlertRow};
 use tollgate_clickhouse::UsageEventRow;
-use tollgate_dashboard_api::alerts::{write_alert, AlertRow};
 use tollgate_dashboard_api::app;
 use tower::ServiceExt;
 use usage_core::{
