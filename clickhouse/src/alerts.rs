@@ -1,5 +1,5 @@
-//! The alert tables' rows (migration 0003): rules and alerts, column for column, and their
-//! writes. A table is versioned (`ReplacingMergeTree(version)`): a change is a new row with a
+//! The alert tables' rows: rules and alerts (migration 0003) and notification delivery
+//! attempts (0007), column for column, and their reads and writes. A table is versioned (`ReplacingMergeTree(version)`): a change is a new row with a
 //! higher `version`, a deletion one with `deleted = 1`.
 
 use clickhouse::{Client, Row};
@@ -8,6 +8,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::queries::NamedQuery;
+use crate::read_query;
+
+const NOTIFICATION_DELIVERIES: NamedQuery = NamedQuery {
+    name: "admin/notification_deliveries",
+    sql: include_str!("../queries/admin/notification_deliveries.sql"),
+};
 
 /// A row of `alert_rules` (migration 0003), column for column.
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
@@ -75,4 +82,57 @@ pub async fn write_alert(client: &Client, rows: &[AlertRow]) -> Result<()> {
     }
     insert.end().await?;
     Ok(())
+}
+
+/// A row of `notification_deliveries` (migration 0007), column for column.
+#[derive(Clone, Debug, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct DeliveryRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub delivery_id: Uuid,
+    pub org_id: String,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub rule_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub alert_id: Uuid,
+    pub event: String,
+    pub channel: String,
+    pub attempt: u8,
+    /// `delivered`, `failed` (will retry), `gave_up`, `skipped`.
+    pub status: String,
+    pub http_status: u16,
+    pub error: String,
+    pub duration_ms: u32,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub attempted_at: OffsetDateTime,
+}
+
+/// Writes one delivery attempt.
+pub async fn write_delivery(client: &Client, row: &DeliveryRow) -> Result<()> {
+    let mut insert = client
+        .insert::<DeliveryRow>("notification_deliveries")
+        .await?;
+    insert.write(row).await?;
+    insert.end().await?;
+    Ok(())
+}
+
+/// The delivery attempts of one rule, oldest first (at most `limit`); `org` narrows them to
+/// one org (`None`: every org, for deployment admins).
+pub async fn deliveries_of_rule(
+    client: &Client,
+    org: Option<&str>,
+    rule_id: Uuid,
+    limit: u32,
+) -> Result<Vec<DeliveryRow>> {
+    let sql = NOTIFICATION_DELIVERIES
+        .body()
+        .replace("{orgs}", if org.is_none() { "1 = 1" } else { "org_id = ?" });
+    let mut q = read_query(client, &sql);
+    if let Some(org) = org {
+        q = q.bind(org);
+    }
+    Ok(q.bind(rule_id.to_string())
+        .bind(limit)
+        .fetch_all::<DeliveryRow>()
+        .await?)
 }

@@ -92,6 +92,19 @@ pub(crate) fn server_code(message: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+impl Error {
+    /// The server could not be reached or did not answer in time (as opposed to answering
+    /// with an error): a caller may say "unavailable, retry" rather than "failed".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::ClickHouse(
+                clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+            )
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

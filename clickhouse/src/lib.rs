@@ -7,7 +7,9 @@
 //!   uses (validation off and `wait_end_of_query=1` on reads, as 18.16 needs).
 //! - [`UsageEventRow`] — a `usage_events` row, converted from and to `usage_core::UsageRecord`.
 //! - [`queries`] — the dashboard's named queries (`clickhouse/queries/*.sql`) with their row
-//!   types and the [`Scope`] predicate.
+//!   types, the [`Scope`] predicate and the [`Filter`] (scope plus provider and model).
+//! - The admin tables' rows and writes: [`alerts`] (rules, alerts, notification deliveries),
+//!   [`budgets`], [`credits`], [`reconciliation`]; [`row_version`] versions every one of them.
 //! - [`retention`] — dropping old monthly partitions.
 //! - [`integrity`] — keeping the rollups equal to the raw rows, and every event stored once.
 //! - [`synthetic`] — deterministic usage records for tests, the compat check and benchmarks.
@@ -19,7 +21,9 @@
 //! everything here runs on ClickHouse 18.16 and on 26.x.
 
 pub mod alerts;
+pub mod budgets;
 mod config;
+pub mod credits;
 pub mod dev_server;
 pub mod encoded;
 mod error;
@@ -27,16 +31,19 @@ mod events;
 pub mod integrity;
 pub mod migrate;
 pub mod queries;
+pub mod reconciliation;
 pub mod retention;
 pub mod synthetic;
 pub mod testing;
+mod version;
 
 pub use config::{read_query, ClickHouseConfig, DEFAULT_URL};
 pub use encoded::{insert_encoded, EncodedEvent};
 pub use error::{Error, Result};
 pub use events::{insert_events, RecordConversionError, UsageEventRow};
 pub use migrate::{Migration, MigrationEvent, MigrationReport, Migrator, ServerVersion};
-pub use queries::Scope;
+pub use queries::{Filter, Scope};
+pub use version::{now_second, row_version};
 
 /// The client crate, re-exported so users build queries with the same version.
 pub use clickhouse;

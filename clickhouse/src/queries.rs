@@ -87,6 +87,46 @@ impl Scope {
     }
 }
 
+/// A [`Scope`] plus optional provider and model filters; every value is bound, never spliced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    pub scope: Scope,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+}
+
+impl Filter {
+    /// The daily rollup that answers for this scope and these filters.
+    pub fn rollup(&self) -> DailyRollup {
+        DailyRollup::choose(&self.scope, self.provider.is_some() || self.model.is_some())
+    }
+
+    fn predicate(&self) -> String {
+        let mut p = format!("({})", self.scope.predicate());
+        if self.provider.is_some() {
+            p.push_str(" AND provider = ?");
+        }
+        if self.model.is_some() {
+            p.push_str(" AND model = ?");
+        }
+        p
+    }
+
+    /// `nq` with `{scope}` replaced and the filter's values bound; bind the rest in the order
+    /// of the file's `-- params:` line. `{daily}` reads [`Filter::rollup`].
+    pub fn query(&self, client: &Client, nq: &NamedQuery) -> clickhouse::query::Query {
+        let sql = nq.on(self.rollup()).replace("{scope}", &self.predicate());
+        let mut q = self.scope.bind(read_query(client, &sql));
+        if let Some(p) = &self.provider {
+            q = q.bind(p.as_str());
+        }
+        if let Some(m) = &self.model {
+            q = q.bind(m.as_str());
+        }
+        q
+    }
+}
+
 /// The daily rollup a query reads: what fills a named query's `{daily}` and the placeholders
 /// whose SQL depends on the table's state columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -441,6 +481,22 @@ pub async fn top_spenders(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_extend_the_scope_predicate_in_binding_order() {
+        let f = Filter {
+            scope: Scope::Org { org_id: "o".into() },
+            provider: Some("openai".into()),
+            model: None,
+        };
+        assert_eq!(f.predicate(), "(org_id = ?) AND provider = ?");
+        let all = Filter {
+            scope: Scope::AllOrgs,
+            provider: None,
+            model: Some("m".into()),
+        };
+        assert_eq!(all.predicate(), "(1 = 1) AND model = ?");
+    }
     use time::macros::{date, datetime};
 
     /// Every scoped query file (top level of `queries/`; dashboard-api loads some of them with

@@ -25,15 +25,7 @@ pub struct Config {
 }
 
 /// Where the records go.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClickHouseConfig {
-    /// HTTP interface of the ClickHouse server. Example: `"http://127.0.0.1:8123"`.
-    pub url: String,
-    pub database: String,
-    pub user: String,
-    pub password: Secret<String>,
-}
+pub type ClickHouseConfig = service_kit::config::ClickHouseSection;
 
 /// The accept path: signatures and limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,17 +88,6 @@ impl Default for Config {
     }
 }
 
-impl Default for ClickHouseConfig {
-    fn default() -> Self {
-        ClickHouseConfig {
-            url: "http://127.0.0.1:18123".into(),
-            database: "tollgate".into(),
-            user: "default".into(),
-            password: Secret::default(),
-        }
-    }
-}
-
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
@@ -158,23 +139,7 @@ impl Validate for Config {
                 self.listen
             ));
         }
-        if !(self.clickhouse.url.starts_with("http://")
-            || self.clickhouse.url.starts_with("https://"))
-        {
-            errors.push(format!(
-                "clickhouse.url: `{}` must start with http:// or https://",
-                self.clickhouse.url
-            ));
-        }
-        if self.clickhouse.database.is_empty()
-            || !self
-                .clickhouse
-                .database
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            errors.push("clickhouse.database: must be a plain identifier ([A-Za-z0-9_])".into());
-        }
+        self.clickhouse.check(&mut errors);
         if self.ingest.signing_secrets.is_empty() {
             errors.push("ingest.signing_secrets: at least one secret is required (TOLLGATE_INGEST_SIGNING_SECRETS)".into());
         }

@@ -81,8 +81,8 @@ async fn migrate(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         config.clickhouse.url.clone(),
         config.clickhouse.database.clone(),
     );
-    ch.user = Some(config.clickhouse.user.clone()).filter(|u| !u.is_empty());
-    ch.password = Some(config.clickhouse.password.expose().clone()).filter(|p| !p.is_empty());
+    ch.user = config.clickhouse.user();
+    ch.password = config.clickhouse.password();
     let report = tollgate_clickhouse::Migrator::new(ch)?
         .run(&mut |event| println!("{event}"))
         .await?;

@@ -64,8 +64,8 @@ impl ClickHouseStore {
     pub fn new(config: &crate::config::ClickHouseConfig, source: impl Into<String>) -> Self {
         let mut ch =
             tollgate_clickhouse::ClickHouseConfig::new(config.url.clone(), config.database.clone());
-        ch.user = Some(config.user.clone()).filter(|u| !u.is_empty());
-        ch.password = Some(config.password.expose().clone()).filter(|p| !p.is_empty());
+        ch.user = config.user();
+        ch.password = config.password();
         ClickHouseStore {
             client: ch.client().with_compression(clickhouse::Compression::Lz4),
             source: source.into(),

@@ -8,10 +8,9 @@ use axum::extract::{RawQuery, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use time::{Date, Duration, OffsetDateTime};
-use tollgate_clickhouse::clickhouse::query::Query;
 use tollgate_clickhouse::clickhouse::{Client, Row};
-use tollgate_clickhouse::queries::{self, day_param, hour_param, DailyRollup, NamedQuery};
-use tollgate_clickhouse::{read_query, Scope};
+use tollgate_clickhouse::queries::{self, day_param, hour_param, NamedQuery};
+use tollgate_clickhouse::Filter;
 use usage_core::Nanos;
 use utoipa::ToSchema;
 
@@ -32,52 +31,6 @@ const TOP_APPS: NamedQuery = NamedQuery {
     name: "top_apps",
     sql: include_str!("../../clickhouse/queries/top_apps.sql"),
 };
-
-/// The tenant scope plus the caller's narrowing filters; all values are bound.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Filter {
-    pub scope: Scope,
-    pub provider: Option<String>,
-    pub model: Option<String>,
-}
-
-impl Filter {
-    /// The daily rollup that answers for this scope and these filters.
-    pub fn rollup(&self) -> DailyRollup {
-        DailyRollup::choose(&self.scope, self.provider.is_some() || self.model.is_some())
-    }
-
-    fn predicate(&self) -> String {
-        let mut p = format!("({})", self.scope.predicate());
-        if self.provider.is_some() {
-            p.push_str(" AND provider = ?");
-        }
-        if self.model.is_some() {
-            p.push_str(" AND model = ?");
-        }
-        p
-    }
-
-    /// `nq` with `{scope}` replaced and the filter's values bound; bind the rest in the order
-    /// of the file's `-- params:` line.
-    pub fn query(&self, client: &Client, nq: &NamedQuery) -> Query {
-        let sql = nq.on(self.rollup()).replace("{scope}", &self.predicate());
-        let mut q = read_query(client, &sql);
-        q = match &self.scope {
-            Scope::AllOrgs => q,
-            Scope::Org { org_id } => q.bind(org_id.as_str()),
-            Scope::OrgUser { org_id, user_id } => q.bind(org_id.as_str()).bind(user_id.as_str()),
-            Scope::OrgApp { org_id, app_id } => q.bind(org_id.as_str()).bind(app_id.as_str()),
-        };
-        if let Some(p) = &self.provider {
-            q = q.bind(p.as_str());
-        }
-        if let Some(m) = &self.model {
-            q = q.bind(m.as_str());
-        }
-        q
-    }
-}
 
 /// Parses the query string and resolves the caller's scope.
 pub fn request(
@@ -676,22 +629,6 @@ pub async fn top_apps(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filters_extend_the_scope_predicate_in_binding_order() {
-        let f = Filter {
-            scope: Scope::Org { org_id: "o".into() },
-            provider: Some("openai".into()),
-            model: None,
-        };
-        assert_eq!(f.predicate(), "(org_id = ?) AND provider = ?");
-        let all = Filter {
-            scope: Scope::AllOrgs,
-            provider: None,
-            model: Some("m".into()),
-        };
-        assert_eq!(all.predicate(), "(1 = 1) AND model = ?");
-    }
 
     #[test]
     fn money_is_an_exact_decimal() {

@@ -26,6 +26,7 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::AppState;
+use tollgate_clickhouse::{now_second, row_version};
 
 /// How long a token lookup is trusted before ClickHouse is asked again.
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -308,15 +309,6 @@ pub fn new_secret(prefix: &str) -> String {
 }
 
 /// A monotonic-enough version for ReplacingMergeTree rows: nanoseconds since the epoch.
-pub fn row_version() -> u64 {
-    u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(u64::MAX)
-}
-
-pub fn now_second() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(0).unwrap_or(now)
-}
-
 /// Creates a token; returns its id and the secret (shown once, never stored).
 pub async fn create_token(
     client: &Client,

@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
+use tollgate_clickhouse::budgets::{self, BudgetRow};
 use tollgate_clickhouse::clickhouse::{self, Client, Row};
 use tollgate_clickhouse::queries::{day_param, NamedQuery};
 use tollgate_clickhouse::Scope;
@@ -27,9 +28,10 @@ use usage_core::{Nanos, Period};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{now_second, row_version, Principal};
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::AppState;
+use tollgate_clickhouse::{now_second, row_version};
 
 const BUDGETS_LIST: NamedQuery = NamedQuery {
     name: "admin/budgets_list",
@@ -163,71 +165,27 @@ pub struct BudgetOut {
     pub updated_at: OffsetDateTime,
 }
 
-/// A row of `budgets` (migration 0003), column for column.
-#[derive(Debug, Clone, Row, Serialize, Deserialize)]
-pub struct BudgetRow {
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub budget_id: Uuid,
-    pub org_id: String,
-    pub scope: String,
-    pub user_id: String,
-    pub app_id: String,
-    pub name: String,
-    pub period: String,
-    pub limit_nusd: i64,
-    pub soft_thresholds: Vec<u8>,
-    pub mode: String,
-    pub enabled: u8,
-    pub created_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub updated_at: OffsetDateTime,
-    pub deleted: u8,
-    pub version: u64,
-}
-
-impl BudgetRow {
-    /// The API view; a row this build cannot read is a server error, not a guess.
-    fn to_out(&self) -> ApiResult<BudgetOut> {
-        let corrupt = |what: &str| {
-            ApiError::Internal(format!("budget {} has an unknown {what}", self.budget_id))
-        };
-        let scope = BudgetScope::from_stored(&self.scope).ok_or_else(|| corrupt("scope"))?;
-        Ok(BudgetOut {
-            budget_id: self.budget_id,
-            org_id: self.org_id.clone(),
-            name: self.name.clone(),
-            scope,
-            user_id: (scope == BudgetScope::User).then(|| self.user_id.clone()),
-            app_id: (scope == BudgetScope::App).then(|| self.app_id.clone()),
-            period: Period::parse(&self.period).ok_or_else(|| corrupt("period"))?,
-            limit_usd: Nanos::new(self.limit_nusd).to_string(),
-            soft_thresholds: self.soft_thresholds.clone(),
-            mode: BudgetMode::parse(&self.mode).ok_or_else(|| corrupt("mode"))?,
-            enabled: self.enabled != 0,
-            created_by: self.created_by.clone(),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
-    }
-
-    /// The usage a budget counts: its org, narrowed to its user or app.
-    pub(crate) fn usage_scope(&self) -> Scope {
-        match BudgetScope::from_stored(&self.scope) {
-            Some(BudgetScope::User) => Scope::OrgUser {
-                org_id: self.org_id.clone(),
-                user_id: self.user_id.clone(),
-            },
-            Some(BudgetScope::App) => Scope::OrgApp {
-                org_id: self.org_id.clone(),
-                app_id: self.app_id.clone(),
-            },
-            _ => Scope::Org {
-                org_id: self.org_id.clone(),
-            },
-        }
-    }
+/// The API view of a row; a row this build cannot read is a server error, not a guess.
+fn budget_out(row: &BudgetRow) -> ApiResult<BudgetOut> {
+    let corrupt =
+        |what: &str| ApiError::Internal(format!("budget {} has an unknown {what}", row.budget_id));
+    let scope = BudgetScope::from_stored(&row.scope).ok_or_else(|| corrupt("scope"))?;
+    Ok(BudgetOut {
+        budget_id: row.budget_id,
+        org_id: row.org_id.clone(),
+        name: row.name.clone(),
+        scope,
+        user_id: (scope == BudgetScope::User).then(|| row.user_id.clone()),
+        app_id: (scope == BudgetScope::App).then(|| row.app_id.clone()),
+        period: Period::parse(&row.period).ok_or_else(|| corrupt("period"))?,
+        limit_usd: Nanos::new(row.limit_nusd).to_string(),
+        soft_thresholds: row.soft_thresholds.clone(),
+        mode: BudgetMode::parse(&row.mode).ok_or_else(|| corrupt("mode"))?,
+        enabled: row.enabled != 0,
+        created_by: row.created_by.clone(),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
 }
 
 /// Checks a body and fills in what the row needs besides identity and timestamps.
@@ -348,13 +306,6 @@ impl ValidBudget {
     }
 }
 
-async fn write(client: &Client, row: &BudgetRow) -> ApiResult<()> {
-    let mut insert = client.insert::<BudgetRow>("budgets").await?;
-    insert.write(row).await?;
-    insert.end().await?;
-    Ok(())
-}
-
 /// The live budget `id` if `principal` may see it; `NotFound` otherwise (also for another
 /// org's budget, so ids do not leak).
 async fn find(client: &Client, principal: &Principal, id: &str) -> ApiResult<BudgetRow> {
@@ -420,7 +371,7 @@ pub async fn compute_list(
     list_rows(state, principal, raw)
         .await?
         .iter()
-        .map(BudgetRow::to_out)
+        .map(budget_out)
         .collect()
 }
 
@@ -450,7 +401,7 @@ pub async fn compute_list_with_status(
         .zip(statuses)
         .map(|(row, status)| {
             Ok(BudgetWithStatus {
-                budget: row.to_out()?,
+                budget: budget_out(row)?,
                 status,
                 usage_scope: row.usage_scope(),
             })
@@ -504,8 +455,8 @@ pub async fn compute_create(
         version: row_version(),
     };
     valid.apply(&mut row);
-    write(state.client(), &row).await?;
-    row.to_out()
+    budgets::write(state.client(), &row).await?;
+    budget_out(&row)
 }
 
 /// One budget.
@@ -527,7 +478,7 @@ pub async fn compute_get(
     principal: &Principal,
     id: &str,
 ) -> ApiResult<BudgetOut> {
-    find(state.client(), principal, id).await?.to_out()
+    budget_out(&find(state.client(), principal, id).await?)
 }
 
 /// Replaces a budget (every field, as on create).
@@ -570,8 +521,8 @@ async fn replace_row(state: &AppState, row: &mut BudgetRow, b: BudgetIn) -> ApiR
     validated(b)?.apply(row);
     row.updated_at = now_second();
     row.version = row_version();
-    write(state.client(), row).await?;
-    row.to_out()
+    budgets::write(state.client(), row).await?;
+    budget_out(row)
 }
 
 /// Deletes a budget (a new version with `deleted = 1`).
@@ -589,7 +540,7 @@ pub async fn delete(
     row.deleted = 1;
     row.updated_at = now_second();
     row.version = row_version();
-    write(state.client(), &row).await?;
+    budgets::write(state.client(), &row).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -692,7 +643,7 @@ pub async fn status(
 
 /// The status of `row`'s period containing `today`.
 async fn status_of_row(client: &Client, row: &BudgetRow, today: Date) -> ApiResult<BudgetStatus> {
-    let out = row.to_out()?;
+    let out = budget_out(row)?;
     let (start, end) = out.period.bounds(today);
     let spend = BUDGET_SPEND
         .scoped(client, &row.usage_scope())

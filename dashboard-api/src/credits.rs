@@ -15,9 +15,11 @@ use tollgate_clickhouse::read_query;
 use usage_core::Nanos;
 use utoipa::ToSchema;
 
-use crate::auth::{now_second, Principal, Role};
+use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
+use tollgate_clickhouse::credits::{insert, CreditInsertRow};
+use tollgate_clickhouse::now_second;
 
 const CREDITS_LATEST: NamedQuery = NamedQuery {
     name: "admin/credits_latest",
@@ -111,31 +113,6 @@ pub struct ManualCredit {
     /// Admins: the org it belongs to (empty: the deployment). Others: their own org.
     #[serde(default)]
     pub org_id: Option<String>,
-}
-
-/// A `provider_credits` row (migration 0003).
-#[derive(Debug, Row, Serialize)]
-pub struct CreditInsertRow {
-    pub provider: String,
-    pub key_label: String,
-    pub org_id: String,
-    pub balance_nusd: Option<i64>,
-    pub total_credits_nusd: i64,
-    pub total_usage_nusd: i64,
-    pub status: String,
-    pub error: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub observed_at: OffsetDateTime,
-}
-
-/// Writes credit observations.
-pub async fn insert(client: &Client, rows: &[CreditInsertRow]) -> ApiResult<()> {
-    let mut insert = client.insert::<CreditInsertRow>("provider_credits").await?;
-    for r in rows {
-        insert.write(r).await?;
-    }
-    insert.end().await?;
-    Ok(())
 }
 
 /// Records a balance by hand (for providers without a balance API).

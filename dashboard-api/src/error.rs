@@ -107,11 +107,10 @@ impl IntoResponse for ApiError {
 
 impl From<tollgate_clickhouse::Error> for ApiError {
     fn from(e: tollgate_clickhouse::Error) -> Self {
-        let text = e.to_string();
-        if text.contains("Connect") || text.contains("connection") || text.contains("Network") {
-            ApiError::Unavailable(text)
+        if e.is_unavailable() {
+            ApiError::Unavailable(e.to_string())
         } else {
-            ApiError::Internal(text)
+            ApiError::Internal(e.to_string())
         }
     }
 }
@@ -119,6 +118,25 @@ impl From<tollgate_clickhouse::Error> for ApiError {
 impl From<tollgate_clickhouse::clickhouse::error::Error> for ApiError {
     fn from(e: tollgate_clickhouse::clickhouse::error::Error) -> Self {
         ApiError::from(tollgate_clickhouse::Error::ClickHouse(e))
+    }
+}
+
+impl From<tollgate_jobs::JobError> for ApiError {
+    fn from(e: tollgate_jobs::JobError) -> Self {
+        match e {
+            tollgate_jobs::JobError::Store(e) => ApiError::from(e),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A rule's `params` or `channels` refused: a 400 naming the field.
+impl From<tollgate_jobs::rules::ParamError> for ApiError {
+    fn from(e: tollgate_jobs::rules::ParamError) -> Self {
+        ApiError::BadRequest {
+            field: Some(e.field),
+            message: e.message,
+        }
     }
 }
 

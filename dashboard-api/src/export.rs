@@ -31,11 +31,12 @@ use tollgate_clickhouse::{read_query, Scope, UsageEventRow};
 use usage_core::Nanos;
 use uuid::Uuid;
 
-use crate::analytics::{self, Filter};
+use crate::analytics;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::params;
 use crate::AppState;
+use tollgate_clickhouse::Filter;
 
 const EXPORT_EVENTS: NamedQuery = NamedQuery {
     name: "admin/export_events",

@@ -20,9 +20,9 @@ use tollgate_clickhouse::{read_query, Scope};
 use usage_core::wire;
 use uuid::Uuid;
 
-use crate::budgets::BudgetRow;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
+use tollgate_clickhouse::budgets::BudgetRow;
 
 const BUDGETS_LIST: NamedQuery = NamedQuery {
     name: "admin/budgets_list",
@@ -267,7 +267,7 @@ async fn raise_budget_warning(
     if exists > 0 {
         return Ok(());
     }
-    let now = crate::auth::now_second();
+    let now = tollgate_clickhouse::now_second();
     let severity = match percent {
         100.. => "high",
         80..=99 => "medium",
@@ -291,7 +291,7 @@ async fn raise_budget_warning(
         resolved_by: String::new(),
         resolved_at: None,
         updated_at: now,
-        version: crate::auth::row_version(),
+        version: tollgate_clickhouse::row_version(),
     };
     Ok(tollgate_clickhouse::alerts::write_alert(state.client(), &[row]).await?)
 }

@@ -35,10 +35,11 @@ use usage_core::wire;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{new_secret, now_second, row_version, Principal};
+use crate::auth::{new_secret, Principal};
 use crate::budgets::input;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::AppState;
+use tollgate_clickhouse::{now_second, row_version};
 
 const APP_KEYS_LIST: NamedQuery = NamedQuery {
     name: "admin/app_keys_list",

@@ -1,4 +1,7 @@
-//! Tollgate's dashboard API: what admins see and change.
+//! Tollgate's dashboard API: the HTTP face of what admins see and change — the JSON API, its
+//! OpenAPI document, the web dashboard and their authentication. The timed work (alert
+//! evaluation, notifications, credit polls, reconciliation, integrity) is `tollgate_jobs`,
+//! which `serve` starts; the tables' rows and SQL are `tollgate_clickhouse`.
 //!
 //! - [`analytics`] — overview, time series, providers, models, top spenders (rollups only).
 //! - [`projections`] — 30-day forecasts ([`forecast`] is the model), month-end, runway.
@@ -20,19 +23,13 @@ pub mod budgets;
 pub mod config;
 pub mod credits;
 pub mod error;
-pub mod evaluator;
 pub mod export;
 pub mod internal_budgets;
 pub mod keys;
 pub mod metrics;
-pub mod notify;
 pub mod openapi;
-pub mod outbound;
 pub mod params;
-pub mod pollers;
 pub mod projections;
-pub mod reconcile;
-pub mod reconciliation;
 pub mod web;
 
 use std::sync::Arc;
@@ -54,6 +51,7 @@ pub struct AppState {
 struct Inner {
     config: Config,
     client: Client,
+    jobs: tollgate_jobs::Context,
     tokens: TokenCache,
     metrics: metrics::Metrics,
     budget_lists: internal_budgets::LastLists,
@@ -62,10 +60,12 @@ struct Inner {
 impl AppState {
     pub fn new(config: Config) -> Self {
         let client = config.clickhouse().client();
+        let jobs = tollgate_jobs::Context::new(client.clone(), config.jobs());
         AppState {
             inner: Arc::new(Inner {
                 config,
                 client,
+                jobs,
                 tokens: TokenCache::default(),
                 metrics: metrics::Metrics::default(),
                 budget_lists: internal_budgets::LastLists::default(),
@@ -79,6 +79,12 @@ impl AppState {
 
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// What the timed jobs share (the rule kinds' test send uses it too); [`tollgate_jobs::spawn`]
+    /// starts them with it.
+    pub fn jobs(&self) -> &tollgate_jobs::Context {
+        &self.inner.jobs
     }
 
     pub fn token_cache(&self) -> &TokenCache {

@@ -1,7 +1,8 @@
 //! `dashboard-api`: Tollgate's admin service.
 //!
 //! - `dashboard-api serve` — the JSON API (and the web dashboard) on `listen`, and the
-//!   background jobs: alert evaluation, provider credit polls, bill reconciliation.
+//!   timed jobs (`tollgate_jobs`: alert evaluation, credit polls, bill reconciliation,
+//!   integrity) unless `run_jobs = false`.
 //! - `dashboard-api migrate` — apply pending ClickHouse migrations.
 //! - `dashboard-api token create --role admin --name ops` — mint an API token (printed once);
 //!   `token list`, `token revoke <id>`.
@@ -97,13 +98,19 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             let listener = tokio::net::TcpListener::bind(&config.listen).await?;
             tracing::info!(listen = %listener.local_addr()?, "dashboard-api listening");
             let state = AppState::new(config);
-            // Alert evaluation, credit polls, reconciliation: one instance of several runs
-            // them (a lease in ClickHouse); stopped after the server has drained.
-            let jobs = tollgate_dashboard_api::evaluator::spawn(state.clone());
+            // Alert evaluation, credit polls, reconciliation, integrity: one instance of several
+            // runs them (a lease in ClickHouse); stopped after the server has drained. Off
+            // (`run_jobs = false`) where `tollgate-jobs` runs them instead.
+            let jobs = state
+                .config()
+                .run_jobs
+                .then(|| tollgate_jobs::spawn(state.jobs().clone()));
             let served =
                 service_kit::serve::serve(listener, app(state), service_kit::shutdown_signal())
                     .await;
-            jobs.shutdown().await;
+            if let Some(jobs) = jobs {
+                jobs.shutdown().await;
+            }
             served?;
             Ok(())
         }

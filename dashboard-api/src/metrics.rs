@@ -21,12 +21,6 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     requests: Family<Labels, Counter>,
     latency: Family<Labels, Histogram>,
-    /// Integrity repairs by kind (`rollup`, `rollup_still_different`, `duplicate_event`).
-    pub integrity_repairs: Family<Labels, Counter>,
-    /// Integrity passes by outcome (`ok`, `failed`).
-    pub integrity_passes: Family<Labels, Counter>,
-    /// Unix time of the last integrity pass that finished.
-    pub integrity_last_pass: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Default for Metrics {
@@ -36,15 +30,13 @@ impl Default for Metrics {
             latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.001, 2.0, 14))
             }),
-            integrity_repairs: Family::default(),
-            integrity_passes: Family::default(),
-            integrity_last_pass: Default::default(),
         }
     }
 }
 
 impl Metrics {
-    pub fn render(&self) -> String {
+    /// The service's metrics and `jobs`' (what the integrity pass repaired), in the text format.
+    pub fn render(&self, jobs: &tollgate_jobs::JobMetrics) -> String {
         let mut r = Registry::with_prefix("tollgate_dashboard");
         r.register(
             "http_requests",
@@ -56,21 +48,7 @@ impl Metrics {
             "HTTP request latency by route",
             self.latency.clone(),
         );
-        r.register(
-            "integrity_repairs",
-            "Repairs the integrity job made, by kind (rollup, rollup_still_different, duplicate_event)",
-            self.integrity_repairs.clone(),
-        );
-        r.register(
-            "integrity_passes",
-            "Integrity job passes by outcome (ok, failed)",
-            self.integrity_passes.clone(),
-        );
-        r.register(
-            "integrity_last_pass_timestamp_seconds",
-            "Unix time of the last integrity pass that finished",
-            self.integrity_last_pass.clone(),
-        );
+        jobs.register(&mut r);
         let mut out = String::new();
         let _ = encode(&mut out, &r);
         out
@@ -102,7 +80,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 pub async fn endpoint(State(state): State<AppState>) -> Response {
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics().render(),
+        state.metrics().render(state.jobs().metrics()),
     )
         .into_response()
 }

@@ -12,10 +12,11 @@ use tollgate_clickhouse::queries::{self, day_param};
 use usage_core::Nanos;
 use utoipa::ToSchema;
 
-use crate::analytics::{request, Filter};
+use crate::analytics::request;
 use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::AppState;
+use tollgate_clickhouse::Filter;
 use tollgate_forecast::{exhaustion_day, Forecast, Method, Point};
 
 fn usd_f(v: f64) -> String {

@@ -15,7 +15,7 @@ use common::Env;
 use evaluator_support::*;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
-use tollgate_dashboard_api::evaluator::lease::Lease;
+use tollgate_jobs::lease::Lease;
 use usage_core::ErrorClass;
 
 #[tokio::test]
@@ -504,9 +504,9 @@ async fn low_balance_watches_the_last_known_balance_of_the_orgs_it_may_see() {
     );
 
     // A failed poll records no balance: the last known one still counts.
-    tollgate_dashboard_api::credits::insert(
+    tollgate_clickhouse::credits::insert(
         env.db.client(),
-        &[tollgate_dashboard_api::credits::CreditInsertRow {
+        &[tollgate_clickhouse::credits::CreditInsertRow {
             provider: "openai".into(),
             key_label: "prod".into(),
             org_id: "acme".into(),
@@ -748,7 +748,7 @@ async fn serve_runs_the_evaluator_loop_and_stops_it() {
     )
     .await;
     let id = rule(&env, "unpriced_requests", json!({}), &["dashboard"]).await;
-    let jobs = tollgate_dashboard_api::evaluator::spawn(env.state.clone());
+    let jobs = tollgate_jobs::spawn(env.state.jobs().clone());
     let mut open = Vec::new();
     for _ in 0..40 {
         open = open_alerts_of(&env, id).await;

@@ -11,19 +11,12 @@ use common::Env;
 use evaluator_support::*;
 use serde_json::{json, Value};
 use time::Duration;
-use tollgate_dashboard_api::auth::{Principal, Role};
-use tollgate_dashboard_api::notify::{deliver, deliveries_of_rule, DeliveryRow, Event, Notice};
+use tollgate_clickhouse::alerts::{deliveries_of_rule, DeliveryRow};
+use tollgate_jobs::notify::{deliver, Event, Notice};
 use uuid::Uuid;
 
 async fn log(env: &Env, rule_id: Uuid) -> Vec<DeliveryRow> {
-    let admin = Principal {
-        token_id: "t".into(),
-        name: "test".into(),
-        role: Role::Admin,
-        org_id: String::new(),
-        user_id: String::new(),
-    };
-    deliveries_of_rule(env.db.client(), &admin, rule_id, 100)
+    deliveries_of_rule(env.db.client(), None, rule_id, 100)
         .await
         .unwrap()
 }
@@ -68,7 +61,7 @@ async fn alerts_are_posted_signed_to_webhook_and_slack_channels() {
         rule_name: "unpriced_requests test",
         alert,
     };
-    let slack_results = deliver(&env.state, &notice, &[slack]).await;
+    let slack_results = deliver(env.state.jobs(), &notice, &[slack]).await;
     let mut statuses: Vec<_> = report
         .deliveries
         .iter()

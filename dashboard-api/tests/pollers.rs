@@ -13,7 +13,7 @@ use evaluator_support::*;
 use serde_json::{json, Value};
 use service_kit::Secret;
 use time::{Duration, OffsetDateTime};
-use tollgate_dashboard_api::pollers::poll_once;
+use tollgate_jobs::pollers::poll_once;
 
 async fn polling_env(mock: &MockAdminServer, api_key: &str) -> Env {
     let base = mock.base_url();
@@ -62,7 +62,7 @@ async fn openrouter_credits_and_key_are_recorded_for_admins() {
     )
     .await;
 
-    let report = poll_once(&env.state, now).await.unwrap();
+    let report = poll_once(env.state.jobs(), now).await.unwrap();
     assert_eq!(report.credits.len(), 2);
     assert!(
         report.credits.iter().all(|c| c.status == "valid"),
@@ -105,7 +105,7 @@ async fn openrouter_credits_and_key_are_recorded_for_admins() {
         limit_remaining: None,
         ..mock.admin.key_info()
     });
-    let report = poll_once(&env.state, now + Duration::minutes(1))
+    let report = poll_once(env.state.jobs(), now + Duration::minutes(1))
         .await
         .unwrap();
     let key_row = report
@@ -130,7 +130,7 @@ async fn the_key_status_follows_the_answer_and_the_last_balance_survives_a_faile
     mock.admin.set_credits(10.0, 6.0);
     let env = polling_env(&mock, "").await;
     let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::minutes(30);
-    poll_once(&env.state, t0).await.unwrap();
+    poll_once(env.state.jobs(), t0).await.unwrap();
     assert_eq!(
         credit(&env, &env.admin, "account").await.unwrap()["balance_usd"],
         "4.000000000"
@@ -143,7 +143,7 @@ async fn the_key_status_follows_the_answer_and_the_last_balance_survives_a_faile
     ];
     for (i, (forced, expected)) in cases.into_iter().enumerate() {
         mock.admin.set_status(forced);
-        let report = poll_once(&env.state, t0 + Duration::minutes(1 + i as i64))
+        let report = poll_once(env.state.jobs(), t0 + Duration::minutes(1 + i as i64))
             .await
             .unwrap();
         assert!(
@@ -169,7 +169,7 @@ async fn the_key_status_follows_the_answer_and_the_last_balance_survives_a_faile
     // A wrong key is a 401 from the provider: invalid.
     mock.admin.set_status(None);
     mock.admin.set_key("rotated-key");
-    let report = poll_once(&env.state, t0 + Duration::minutes(5))
+    let report = poll_once(env.state.jobs(), t0 + Duration::minutes(5))
         .await
         .unwrap();
     assert!(report.credits.iter().all(|c| c.status == "invalid"));
@@ -200,7 +200,7 @@ async fn the_key_status_follows_the_answer_and_the_last_balance_survives_a_faile
         c.pollers.openrouter_management_key = Secret::new("k".into());
     })
     .await;
-    let report = poll_once(&env2.state, t0).await.unwrap();
+    let report = poll_once(env2.state.jobs(), t0).await.unwrap();
     assert!(
         report.credits.iter().all(|c| c.status == "error"),
         "{:?}",

@@ -12,8 +12,9 @@ use evaluator_support::*;
 use serde_json::json;
 use service_kit::Secret;
 use time::{Date, Duration};
-use tollgate_dashboard_api::evaluator::midnight;
-use tollgate_dashboard_api::reconcile::{self, reconcile_once};
+use tollgate_clickhouse::reconciliation as reconcile;
+use tollgate_jobs::evaluator::midnight;
+use tollgate_jobs::reconcile::reconcile_once;
 
 async fn reconciling_env(mock: &MockAdminServer) -> Env {
     let base = mock.base_url();
@@ -59,7 +60,7 @@ async fn a_ten_percent_gap_raises_one_cost_drift_alert() {
     mock.admin
         .set_daily_cost(midnight(d2).unix_timestamp(), 50.0);
 
-    let report = reconcile_once(&env.state, now).await.unwrap();
+    let report = reconcile_once(env.state.jobs(), now).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let rows = reconcile::range(env.db.client(), "openai", d3, today)
         .await
@@ -123,7 +124,7 @@ async fn a_ten_percent_gap_raises_one_cost_drift_alert() {
         assert!(alerts_of(&env, q).await.is_empty());
     }
     // A second reconciliation of the same days changes nothing.
-    reconcile_once(&env.state, now + Duration::minutes(5))
+    reconcile_once(env.state.jobs(), now + Duration::minutes(5))
         .await
         .unwrap();
     tick(&env, now + Duration::minutes(6)).await;
@@ -132,7 +133,7 @@ async fn a_ten_percent_gap_raises_one_cost_drift_alert() {
     // The provider revises its figure (costs settle late): the drift is gone, so is the alert.
     mock.admin
         .set_daily_cost(midnight(d1).unix_timestamp(), 90.0);
-    reconcile_once(&env.state, now + Duration::minutes(10))
+    reconcile_once(env.state.jobs(), now + Duration::minutes(10))
         .await
         .unwrap();
     let resolved = assert_auto_resolves(&env, fires, now + Duration::minutes(11)).await;
@@ -151,7 +152,7 @@ async fn a_half_percent_gap_raises_none() {
     seed(&env, &spend(d1, "99.5")).await;
     mock.admin
         .set_daily_cost(midnight(d1).unix_timestamp(), 100.0);
-    reconcile_once(&env.state, now).await.unwrap();
+    reconcile_once(env.state.jobs(), now).await.unwrap();
     let id = rule(
         &env,
         "cost_drift",
@@ -188,7 +189,7 @@ async fn the_costs_api_is_paged_and_a_failed_fetch_writes_nothing() {
         mock.admin
             .set_daily_cost(midnight(*d).unix_timestamp(), 10.0 * (i + 1) as f64);
     }
-    let report = reconcile_once(&env.state, now).await.unwrap();
+    let report = reconcile_once(env.state.jobs(), now).await.unwrap();
     assert_eq!(
         mock.admin.calls("/v1/organization/costs"),
         3,
@@ -210,7 +211,7 @@ async fn the_costs_api_is_paged_and_a_failed_fetch_writes_nothing() {
     );
 
     mock.admin.set_key("rotated");
-    let report = reconcile_once(&env.state, now + Duration::minutes(1))
+    let report = reconcile_once(env.state.jobs(), now + Duration::minutes(1))
         .await
         .unwrap();
     assert!(report.rows.is_empty());
@@ -248,7 +249,7 @@ async fn openrouter_is_reconciled_from_same_day_snapshots_of_the_key() {
         ..mock.admin.key_info()
     });
     // The reconciliation job takes a snapshot too (the poller does it every poll).
-    let report = reconcile_once(&env.state, now).await.unwrap();
+    let report = reconcile_once(env.state.jobs(), now).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let rows = reconcile::range(
         env.db.client(),

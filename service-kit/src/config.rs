@@ -11,6 +11,58 @@ use std::path::Path;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+/// The `[clickhouse]` section every service shares: where Tollgate's database is.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseSection {
+    /// HTTP interface of the ClickHouse server. Example: `"http://127.0.0.1:8123"`.
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: crate::Secret<String>,
+}
+
+impl Default for ClickHouseSection {
+    fn default() -> Self {
+        ClickHouseSection {
+            url: "http://127.0.0.1:18123".into(),
+            database: "tollgate".into(),
+            user: "default".into(),
+            password: crate::Secret::default(),
+        }
+    }
+}
+
+impl ClickHouseSection {
+    /// Adds this section's problems to `errors` (keys as `clickhouse.<key>`).
+    pub fn check(&self, errors: &mut Vec<String>) {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            errors.push(format!(
+                "clickhouse.url: `{}` must start with http:// or https://",
+                self.url
+            ));
+        }
+        if self.database.is_empty()
+            || !self
+                .database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            errors.push("clickhouse.database: must be a plain identifier ([A-Za-z0-9_])".into());
+        }
+    }
+
+    /// The user, or `None` for the server's default.
+    pub fn user(&self) -> Option<String> {
+        Some(self.user.clone()).filter(|u| !u.is_empty())
+    }
+
+    /// The password, or `None` when empty.
+    pub fn password(&self) -> Option<String> {
+        Some(self.password.expose().clone()).filter(|p| !p.is_empty())
+    }
+}
+
 /// A configuration that can check itself before anything connects.
 pub trait Validate {
     /// Every problem, as `field: why`.

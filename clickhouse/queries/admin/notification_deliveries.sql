@@ -1,6 +1,6 @@
 -- notification_deliveries: the delivery attempts of one rule (test sends and alerts), oldest first.
 -- params: {orgs} (replaced by `1 = 1` for admins, else `org_id = ?`), rule_id, limit
--- row: DeliveryRow (dashboard-api/src/notify.rs)
+-- row: DeliveryRow (clickhouse/src/alerts.rs)
 SELECT delivery_id, org_id, rule_id, alert_id, event, channel, attempt, status, http_status, error,
        duration_ms, attempted_at
 FROM notification_deliveries

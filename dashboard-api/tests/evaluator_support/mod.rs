@@ -190,18 +190,15 @@ pub async fn open_alerts_of(env: &Env, rule_id: Uuid) -> Vec<Value> {
 }
 
 /// Runs one evaluation at `now` and checks it failed for no rule.
-pub async fn tick(env: &Env, now: OffsetDateTime) -> tollgate_dashboard_api::evaluator::TickReport {
-    let report = tollgate_dashboard_api::evaluator::evaluate_once(&env.state, now)
+pub async fn tick(env: &Env, now: OffsetDateTime) -> tollgate_jobs::evaluator::TickReport {
+    let report = tollgate_jobs::evaluator::evaluate_once(env.state.jobs(), now)
         .await
         .unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     report
 }
 
-pub fn opened_by(
-    report: &tollgate_dashboard_api::evaluator::TickReport,
-    rule_id: Uuid,
-) -> Vec<&AlertRow> {
+pub fn opened_by(report: &tollgate_jobs::evaluator::TickReport, rule_id: Uuid) -> Vec<&AlertRow> {
     report
         .opened
         .iter()
@@ -381,7 +378,7 @@ pub async fn balance_at(
     usd: &str,
     observed_at: OffsetDateTime,
 ) {
-    use tollgate_dashboard_api::credits::{insert, CreditInsertRow};
+    use tollgate_clickhouse::credits::{insert, CreditInsertRow};
     insert(
         env.db.client(),
         &[CreditInsertRow {

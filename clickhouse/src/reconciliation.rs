@@ -1,21 +1,20 @@
 //! The `cost_reconciliation` table (migration 0007): its rows, how one is made from a recorded
-//! and a reported figure, and the reads and writes. The jobs that fill it are
-//! [`crate::reconcile`] (OpenAI, daily) and [`crate::pollers`] (OpenRouter's same-day snapshot).
+//! and a reported figure, and the reads and writes. The jobs that fill it are `tollgate-jobs`'
+//! reconciliation (OpenAI, daily) and its pollers (OpenRouter's same-day snapshot).
 
+use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
-use tollgate_clickhouse::clickhouse::{self, Client, Row};
-use tollgate_clickhouse::queries::{day_param, NamedQuery};
-use tollgate_clickhouse::read_query;
 use usage_core::Nanos;
 
-use crate::auth::row_version;
-use crate::error::ApiResult;
+use crate::error::Result;
+use crate::queries::{day_param, NamedQuery};
+use crate::{read_query, row_version};
 
 const RECONCILIATION_RANGE: NamedQuery = NamedQuery {
     name: "admin/reconciliation_range",
-    sql: include_str!("../../clickhouse/queries/admin/reconciliation_range.sql"),
+    sql: include_str!("../queries/admin/reconciliation_range.sql"),
 };
 
 /// A row of `cost_reconciliation` (migration 0007), column for column.
@@ -76,7 +75,7 @@ pub fn row(
 }
 
 /// Writes reconciliation rows.
-pub async fn write(client: &Client, rows: &[ReconciliationRow]) -> ApiResult<()> {
+pub async fn write(client: &Client, rows: &[ReconciliationRow]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -96,7 +95,7 @@ pub async fn range(
     provider: &str,
     from: Date,
     to: Date,
-) -> ApiResult<Vec<ReconciliationRow>> {
+) -> Result<Vec<ReconciliationRow>> {
     Ok(read_query(client, &RECONCILIATION_RANGE.body())
         .bind(provider)
         .bind(day_param(from))

@@ -1,7 +1,7 @@
-//! The background jobs `dashboard-api serve` runs: alert evaluation every
+//! The loops that run the jobs (started by `dashboard-api serve` or `tollgate-jobs`): alert evaluation every
 //! `evaluator.interval_secs`, credit polls every `pollers.interval_secs`, reconciliation every
 //! `pollers.reconcile_interval_secs`, the integrity pass (rollups and duplicate events,
-//! `tollgate_clickhouse::integrity`) every `integrity.interval_secs` (each also once right
+//! [`crate::integrity`]) every `integrity.interval_secs` (each also once right
 //! after start). Every instance runs
 //! the loops; a loop does its work only while this instance holds the shared
 //! [`Lease`] (named `jobs`), so one instance of several does it. [`BackgroundJobs::shutdown`]
@@ -20,9 +20,9 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::lease::{holder_id, Lease};
-use crate::error::ApiResult;
-use crate::AppState;
+use crate::error::JobResult;
+use crate::lease::{holder_id, Lease};
+use crate::Context;
 
 /// The lease's name in `job_leases`.
 pub const LEASE_NAME: &str = "jobs";
@@ -39,7 +39,7 @@ pub struct BackgroundJobs {
 }
 
 /// Starts the enabled loops in the current runtime.
-pub fn spawn(state: AppState) -> BackgroundJobs {
+pub fn spawn(state: Context) -> BackgroundJobs {
     let config = state.config().clone();
     let lease = Arc::new(Lease::new(
         state.client().clone(),
@@ -106,7 +106,7 @@ pub fn spawn(state: AppState) -> BackgroundJobs {
                 state.clone(),
                 lease.clone(),
                 stopped.clone(),
-                |state, _now| async move { integrity_once(&state).await },
+                |state, _now| async move { crate::integrity::integrity_once(&state).await },
             ),
         ));
     }
@@ -118,54 +118,17 @@ pub fn spawn(state: AppState) -> BackgroundJobs {
     BackgroundJobs { stop, tasks, lease }
 }
 
-/// One integrity pass (`tollgate_clickhouse::integrity`), counted in the service's metrics.
-pub async fn integrity_once(state: &AppState) -> ApiResult<()> {
-    let lookback = Duration::from_secs(u64::from(state.config().integrity.lookback_hours) * 3_600);
-    let metrics = state.metrics();
-    let outcome = |o: &str| vec![("outcome", o.to_string())];
-    let kind = |k: &str| vec![("kind", k.to_string())];
-    match tollgate_clickhouse::integrity::run(state.client(), lookback).await {
-        Ok(report) => {
-            metrics.integrity_passes.get_or_create(&outcome("ok")).inc();
-            metrics
-                .integrity_repairs
-                .get_or_create(&kind("rollup"))
-                .inc_by(report.buckets_repaired as u64);
-            metrics
-                .integrity_repairs
-                .get_or_create(&kind("rollup_still_different"))
-                .inc_by(report.buckets_still_different as u64);
-            metrics
-                .integrity_repairs
-                .get_or_create(&kind("duplicate_event"))
-                .inc_by(report.duplicate_events_removed as u64);
-            metrics
-                .integrity_last_pass
-                .set(OffsetDateTime::now_utc().unix_timestamp());
-            tracing::info!(?report, "integrity pass done");
-            Ok(())
-        }
-        Err(e) => {
-            metrics
-                .integrity_passes
-                .get_or_create(&outcome("failed"))
-                .inc();
-            Err(crate::error::ApiError::from(e))
-        }
-    }
-}
-
 fn run_loop<F, Fut>(
     name: &'static str,
     every: Duration,
-    state: AppState,
+    state: Context,
     lease: Arc<Lease>,
     mut stopped: watch::Receiver<bool>,
     job: F,
 ) -> JoinHandle<()>
 where
-    F: Fn(AppState, OffsetDateTime) -> Fut + Send + 'static,
-    Fut: Future<Output = ApiResult<()>> + Send,
+    F: Fn(Context, OffsetDateTime) -> Fut + Send + 'static,
+    Fut: Future<Output = JobResult<()>> + Send,
 {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);

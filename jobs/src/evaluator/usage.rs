@@ -13,9 +13,9 @@ use usage_core::Nanos;
 use uuid::Uuid;
 
 use super::{floor_hour, midnight, Ctx, Finding, Rule};
-use crate::analytics::Filter;
-use crate::budgets::BudgetRow;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{JobError, JobResult};
+use tollgate_clickhouse::budgets::BudgetRow;
+use tollgate_clickhouse::Filter;
 use usage_core::Period;
 
 const WINDOW_STATS: NamedQuery = NamedQuery {
@@ -88,7 +88,7 @@ pub(crate) async fn hourly_costs(
     filter: &Filter,
     from: OffsetDateTime,
     to: OffsetDateTime,
-) -> ApiResult<BTreeMap<OffsetDateTime, i128>> {
+) -> JobResult<BTreeMap<OffsetDateTime, i128>> {
     Ok(filter
         .query(client, &queries::HOURLY_TIMESERIES)
         .bind(hour_param(from))
@@ -106,7 +106,7 @@ pub(crate) async fn days_cost(
     filter: &Filter,
     from: time::Date,
     to: time::Date,
-) -> ApiResult<BTreeMap<time::Date, i128>> {
+) -> JobResult<BTreeMap<time::Date, i128>> {
     Ok(filter
         .query(client, &queries::DAILY_OVERVIEW)
         .bind(day_param(from))
@@ -118,7 +118,7 @@ pub(crate) async fn days_cost(
         .collect())
 }
 
-pub(super) async fn spend_threshold(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Finding>> {
+pub(super) async fn spend_threshold(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     let client = ctx.state.client();
     let threshold = rule.usd("threshold_usd")?;
     let window = rule.text("window").unwrap_or("day");
@@ -148,7 +148,7 @@ pub(super) async fn spend_threshold(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec
             )
         }
         other => {
-            return Err(ApiError::Internal(format!(
+            return Err(JobError::BadStoredRow(format!(
                 "alert rule {}: unknown window `{other}`",
                 rule.row.rule_id
             )))
@@ -187,13 +187,13 @@ struct BudgetSpendRow {
     requests: u64,
 }
 
-pub(super) async fn budget_threshold(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Finding>> {
+pub(super) async fn budget_threshold(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     let client = ctx.state.client();
     let budget_id = rule
         .text("budget_id")
         .and_then(|t| Uuid::parse_str(t).ok())
         .ok_or_else(|| {
-            ApiError::Internal(format!("alert rule {}: no budget_id", rule.row.rule_id))
+            JobError::BadStoredRow(format!("alert rule {}: no budget_id", rule.row.rule_id))
         })?;
     let percent = rule.int("percent")?;
     let org = Scope::Org {
@@ -213,7 +213,7 @@ pub(super) async fn budget_threshold(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Ve
         "weekly" => Period::Weekly,
         "monthly" => Period::Monthly,
         other => {
-            return Err(ApiError::Internal(format!(
+            return Err(JobError::BadStoredRow(format!(
                 "budget {budget_id} has an unknown period `{other}`"
             )))
         }
@@ -276,7 +276,7 @@ async fn window_stats(
     rule: &Rule,
     minutes: u64,
     filters: bool,
-) -> ApiResult<WindowStatsRow> {
+) -> JobResult<WindowStatsRow> {
     let mut predicate = String::from("org_id = ?");
     let mut values = vec![rule.org().to_string()];
     if filters {
@@ -303,7 +303,7 @@ async fn window_stats(
         .await?)
 }
 
-pub(super) async fn error_rate(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Finding>> {
+pub(super) async fn error_rate(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     let threshold = rule.number("threshold_percent")?;
     let minutes = rule.int("window_minutes")?;
     let min_requests = rule.int("min_requests")?;
@@ -333,7 +333,7 @@ pub(super) async fn error_rate(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Find
     )])
 }
 
-pub(super) async fn latency_p95(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Finding>> {
+pub(super) async fn latency_p95(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     let threshold = rule.int("threshold_ms")?;
     let minutes = rule.int("window_minutes")?;
     let min_requests = rule.int("min_requests")?;
@@ -357,7 +357,7 @@ pub(super) async fn latency_p95(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Fin
     )])
 }
 
-pub(super) async fn unpriced_requests(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Finding>> {
+pub(super) async fn unpriced_requests(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     let threshold = rule.int("threshold_count")?;
     let minutes = rule.int("window_minutes")?;
     let s = window_stats(ctx, rule, minutes, false).await?;
@@ -391,7 +391,7 @@ pub fn baseline(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt().max(0.1 * mean).max(0.01))
 }
 
-pub(super) async fn spend_anomaly(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Finding>> {
+pub(super) async fn spend_anomaly(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     let window = rule.text("window").unwrap_or("day");
     let sensitivity = rule.number("sensitivity")?;
     let min_spend = rule.usd("min_spend_usd")?;

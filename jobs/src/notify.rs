@@ -25,26 +25,18 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
-use tollgate_clickhouse::clickhouse::{self, Client, Row};
-use tollgate_clickhouse::queries::NamedQuery;
-use tollgate_clickhouse::read_query;
-use utoipa::ToSchema;
+use tollgate_clickhouse::clickhouse::Client;
 use uuid::Uuid;
 
-use crate::auth::{Principal, Role};
 use crate::config::NotificationsConfig;
-use crate::error::ApiResult;
 use crate::outbound::{self, OutboundError, Request, Target};
-use crate::AppState;
-use tollgate_clickhouse::alerts::{AlertRow, RuleRow};
-
-const NOTIFICATION_DELIVERIES: NamedQuery = NamedQuery {
-    name: "admin/notification_deliveries",
-    sql: include_str!("../../clickhouse/queries/admin/notification_deliveries.sql"),
-};
+use crate::Context;
+use tollgate_clickhouse::alerts::{write_delivery, AlertRow, DeliveryRow, RuleRow};
+use tollgate_clickhouse::now_second;
 
 /// Why a notification is sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Event {
     #[serde(rename = "alert.opened")]
     Opened,
@@ -242,30 +234,9 @@ impl Outcome {
     }
 }
 
-/// A row of `notification_deliveries` (migration 0007), column for column.
-#[derive(Clone, Debug, PartialEq, Eq, Row, Serialize, Deserialize)]
-pub struct DeliveryRow {
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub delivery_id: Uuid,
-    pub org_id: String,
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub rule_id: Uuid,
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub alert_id: Uuid,
-    pub event: String,
-    pub channel: String,
-    pub attempt: u8,
-    /// `delivered`, `failed` (will retry), `gave_up`, `skipped`.
-    pub status: String,
-    pub http_status: u16,
-    pub error: String,
-    pub duration_ms: u32,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub attempted_at: OffsetDateTime,
-}
-
 /// How a notification to one channel ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryResult {
     pub delivery_id: Uuid,
     /// The channel's kind and host (paths are not shown).
@@ -279,20 +250,9 @@ pub struct DeliveryResult {
 }
 
 async fn log_attempt(client: &Client, row: &DeliveryRow) {
-    let write = async {
-        let mut insert = client
-            .insert::<DeliveryRow>("notification_deliveries")
-            .await?;
-        insert.write(row).await?;
-        insert.end().await
-    };
-    if let Err(e) = write.await {
+    if let Err(e) = write_delivery(client, row).await {
         tracing::warn!(error = %e, delivery_id = %row.delivery_id, "cannot record a notification delivery attempt");
     }
-}
-
-fn now_second() -> OffsetDateTime {
-    crate::auth::now_second()
 }
 
 /// Delivers `notice` to one channel, with retries; every attempt is logged.
@@ -401,7 +361,7 @@ async fn deliver_one(
 /// Sends `notice` to every channel in `channels` at once; one result per channel that is not
 /// `dashboard`.
 pub async fn deliver(
-    state: &AppState,
+    state: &Context,
     notice: &Notice<'_>,
     channels: &[String],
 ) -> Vec<DeliveryResult> {
@@ -419,7 +379,8 @@ pub async fn deliver(
 }
 
 /// `POST /api/v1/alert-rules/{id}/test`: what the test send did.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestSendOut {
     pub rule_id: Uuid,
     /// One per channel other than `dashboard`.
@@ -428,7 +389,7 @@ pub struct TestSendOut {
 
 /// Sends a sample alert of `rule` to its channels (the caller has checked that the principal
 /// may change the rule's org).
-pub async fn test_send(state: &AppState, rule: &RuleRow) -> TestSendOut {
+pub async fn test_send(state: &Context, rule: &RuleRow) -> TestSendOut {
     let now = now_second();
     let sample = AlertRow {
         alert_id: Uuid::nil(),
@@ -458,27 +419,6 @@ pub async fn test_send(state: &AppState, rule: &RuleRow) -> TestSendOut {
         rule_id: rule.rule_id,
         results: deliver(state, &notice, &rule.channels).await,
     }
-}
-
-/// The delivery attempts of one rule the caller may see, oldest first (at most `limit`).
-pub async fn deliveries_of_rule(
-    client: &Client,
-    principal: &Principal,
-    rule_id: Uuid,
-    limit: u32,
-) -> ApiResult<Vec<DeliveryRow>> {
-    let admin = principal.role == Role::Admin;
-    let sql = NOTIFICATION_DELIVERIES
-        .body()
-        .replace("{orgs}", if admin { "1 = 1" } else { "org_id = ?" });
-    let mut q = read_query(client, &sql);
-    if !admin {
-        q = q.bind(principal.org_id.as_str());
-    }
-    Ok(q.bind(rule_id.to_string())
-        .bind(limit)
-        .fetch_all::<DeliveryRow>()
-        .await?)
 }
 
 #[cfg(test)]

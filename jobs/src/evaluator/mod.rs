@@ -10,12 +10,12 @@
 //!   looked at) in one *window* (the period or rolling window): [`Condition::Firing`],
 //!   [`Condition::Clear`] or [`Condition::Unknown`] (no data to judge: the alert, if any, stays
 //!   as it is).
-//! - [`lease::Lease`] — which instance runs the background jobs; [`jobs`] — the loops
-//!   `dashboard-api serve` starts ([`jobs::spawn`]): this evaluator, the credit pollers and the
-//!   reconciliation.
+//! - [`crate::lease::Lease`] — which instance runs the background jobs; [`crate::runner`] — the
+//!   loops ([`crate::spawn`]): this evaluator, the credit pollers, the reconciliation and the
+//!   integrity pass.
 //!
 //! # Rule kinds
-//! `params` are validated by [`crate::alerts`]; windows are UTC.
+//! `params` are defined and checked by [`crate::rules`]; windows are UTC.
 //!
 //! | kind | fires when | scope · window of the key | reads |
 //! |---|---|---|---|
@@ -78,7 +78,7 @@
 //! milliseconds.
 //!
 //! # Exactly one evaluator
-//! Every instance runs the loops; before each run a loop asks the shared [`lease::Lease`]
+//! Every instance runs the loops; before each run a loop asks the shared [`crate::lease::Lease`]
 //! (table `job_leases`, one row per take-over or renewal, the newest version wins). An
 //! instance may write itself into the lease when the lease is free — never taken, or
 //! `expires_at` passed by the *server's* clock, so instance clocks do not matter — or already
@@ -99,8 +99,6 @@
 //! instances at one node (not a load balancer over replicas) if that matters.
 
 pub mod credit;
-pub mod jobs;
-pub mod lease;
 pub mod usage;
 
 use std::collections::{BTreeMap, HashSet};
@@ -111,14 +109,12 @@ use tollgate_clickhouse::queries::{hour_param, NamedQuery};
 use tollgate_clickhouse::read_query;
 use uuid::Uuid;
 
-use crate::alerts::RuleKind;
-use crate::auth::row_version;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{JobError, JobResult};
 use crate::notify::{self, DeliveryResult, Event, Notice};
-use crate::AppState;
+use crate::rules::{self, RuleKind};
+use crate::Context;
 use tollgate_clickhouse::alerts::{write_alert, AlertRow, RuleRow};
-
-pub use jobs::{spawn, BackgroundJobs};
+use tollgate_clickhouse::row_version;
 
 /// Who the evaluator's writes name (`resolved_by`).
 pub const WHO: &str = "evaluator";
@@ -208,15 +204,21 @@ impl Rule {
     pub fn from_row(row: RuleRow) -> Result<Rule, String> {
         let kind =
             RuleKind::parse(&row.kind).ok_or_else(|| format!("unknown kind `{}`", row.kind))?;
-        let params = match serde_json::from_str::<Value>(&row.params) {
-            Ok(Value::Object(m)) => m,
-            _ => return Err("params are not a JSON object".into()),
+        let stored = serde_json::from_str::<Value>(&row.params)
+            .map_err(|e| format!("params are not JSON: {e}"))?;
+        // The same check the API made when it wrote the rule (any provider: the API's list
+        // may have changed since), which also fills in defaults a rule written by an older
+        // build did not store.
+        let params = match rules::validate_params(kind, stored, None) {
+            Ok((Value::Object(m), _)) => m,
+            Ok(_) => return Err("params are not a JSON object".into()),
+            Err(e) => return Err(e.to_string()),
         };
         Ok(Rule { row, kind, params })
     }
 
-    fn bad(&self, key: &str, what: &str) -> ApiError {
-        ApiError::Internal(format!(
+    fn bad(&self, key: &str, what: &str) -> JobError {
+        JobError::BadStoredRow(format!(
             "alert rule {}: params.{key} {what}",
             self.row.rule_id
         ))
@@ -227,14 +229,14 @@ impl Rule {
         self.params.get(key).and_then(Value::as_str)
     }
 
-    pub fn int(&self, key: &str) -> ApiResult<u64> {
+    pub fn int(&self, key: &str) -> JobResult<u64> {
         self.params
             .get(key)
             .and_then(Value::as_u64)
             .ok_or_else(|| self.bad(key, "is not a whole number"))
     }
 
-    pub fn number(&self, key: &str) -> ApiResult<f64> {
+    pub fn number(&self, key: &str) -> JobResult<f64> {
         self.params
             .get(key)
             .and_then(Value::as_f64)
@@ -242,7 +244,7 @@ impl Rule {
     }
 
     /// A USD parameter in nano-USD.
-    pub fn usd(&self, key: &str) -> ApiResult<i128> {
+    pub fn usd(&self, key: &str) -> JobResult<i128> {
         self.text(key)
             .and_then(|t| usage_core::Nanos::parse_usd(t).ok())
             .map(|n| i128::from(n.get()))
@@ -257,7 +259,7 @@ impl Rule {
 /// What a check may use: the app state and the tick's clock.
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx<'a> {
-    pub state: &'a AppState,
+    pub state: &'a Context,
     pub now: OffsetDateTime,
 }
 
@@ -278,7 +280,7 @@ impl Ctx<'_> {
 }
 
 /// Runs the check of `rule`'s kind.
-pub async fn check(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Finding>> {
+pub async fn check(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     match rule.kind {
         RuleKind::SpendThreshold => usage::spend_threshold(ctx, rule).await,
         RuleKind::BudgetThreshold => usage::budget_threshold(ctx, rule).await,
@@ -530,7 +532,7 @@ pub fn floor_hour(t: OffsetDateTime) -> OffsetDateTime {
 
 /// One evaluation of every enabled rule at `now` (see the module docs). Writes the alert
 /// changes, then sends their notifications and waits for them (retries included).
-pub async fn evaluate_once(state: &AppState, now: OffsetDateTime) -> ApiResult<TickReport> {
+pub async fn evaluate_once(state: &Context, now: OffsetDateTime) -> JobResult<TickReport> {
     let now = to_second(now);
     let client = state.client();
     let rows = read_query(client, &EVALUATOR_RULES.body())
@@ -626,7 +628,7 @@ mod tests {
             org_id: "acme".into(),
             name: "r".into(),
             kind: kind.into(),
-            params: "{}".into(),
+            params: r#"{"threshold_usd": "1"}"#.into(),
             severity: "high".into(),
             channels: vec!["dashboard".into()],
             enabled: 1,

@@ -14,9 +14,9 @@ use uuid::Uuid;
 
 use super::usage::{days_cost, dollars, usd};
 use super::{midnight, Ctx, Finding, Rule};
-use crate::analytics::Filter;
-use crate::error::ApiResult;
-use crate::reconciliation::{self, ReconciliationRow};
+use crate::error::JobResult;
+use tollgate_clickhouse::reconciliation::{self, ReconciliationRow};
+use tollgate_clickhouse::Filter;
 use tollgate_forecast::Forecast;
 
 const CREDIT_BALANCES: NamedQuery = NamedQuery {
@@ -43,7 +43,7 @@ pub struct BalanceRow {
 
 /// The last known balances of the rule's provider (and key) that the rule's org may watch:
 /// its own, plus the deployment's when it is an operator org.
-async fn balances(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<BalanceRow>> {
+async fn balances(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<BalanceRow>> {
     let provider = rule.text("provider").unwrap_or_default();
     let operator = ctx.is_operator_org(rule.org());
     let orgs = if operator {
@@ -78,7 +78,7 @@ fn observed(b: &BalanceRow) -> String {
         .unwrap_or_default()
 }
 
-pub(super) async fn low_balance(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Finding>> {
+pub(super) async fn low_balance(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     let threshold = rule.usd("threshold_usd")?;
     Ok(balances(ctx, rule)
         .await?
@@ -128,7 +128,7 @@ pub fn runway_days(forecast: &Forecast, balance: f64, now: OffsetDateTime) -> Op
     None
 }
 
-pub(super) async fn credit_runway(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Finding>> {
+pub(super) async fn credit_runway(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     let min_days = rule.int("min_days")?;
     let today = ctx.today();
     let from = today - Duration::days(RUNWAY_HISTORY_DAYS);
@@ -199,7 +199,7 @@ fn warn_once(rule_id: Uuid, org: &str) {
     }
 }
 
-pub(super) async fn cost_drift(ctx: &Ctx<'_>, rule: &Rule) -> ApiResult<Vec<Finding>> {
+pub(super) async fn cost_drift(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     if !ctx.is_operator_org(rule.org()) {
         warn_once(rule.row.rule_id, rule.org());
         return Ok(Vec::new());

@@ -10,12 +10,12 @@ use tollgate_clickhouse::clickhouse::{self, Client, Row};
 use tollgate_clickhouse::queries::NamedQuery;
 use tollgate_clickhouse::read_query;
 
-use crate::auth::row_version;
-use crate::error::ApiResult;
+use crate::error::JobResult;
+use tollgate_clickhouse::row_version;
 
 const JOB_LEASE: NamedQuery = NamedQuery {
     name: "admin/job_lease",
-    sql: include_str!("../../../clickhouse/queries/admin/job_lease.sql"),
+    sql: include_str!("../../clickhouse/queries/admin/job_lease.sql"),
 };
 
 /// Below this much time left, a renewal is read back like a take-over.
@@ -92,7 +92,7 @@ impl Lease {
         &self.holder
     }
 
-    async fn read(&self) -> ApiResult<LeaseRow> {
+    async fn read(&self) -> JobResult<LeaseRow> {
         Ok(read_query(&self.client, &JOB_LEASE.body())
             .bind(self.name.as_str())
             .fetch_one::<LeaseRow>()
@@ -104,7 +104,7 @@ impl Lease {
         at: OffsetDateTime,
         expires_at: OffsetDateTime,
         after: u64,
-    ) -> ApiResult<()> {
+    ) -> JobResult<()> {
         let mut insert = self
             .client
             .insert::<LeaseInsertRow<'_>>("job_leases")
@@ -123,7 +123,7 @@ impl Lease {
     }
 
     /// Takes the lease if it is free, renews it if it is ours; whether we hold it now.
-    pub async fn acquire(&self) -> ApiResult<bool> {
+    pub async fn acquire(&self) -> JobResult<bool> {
         let current = self.read().await?;
         let now = current.server_now;
         let ours = current.current_holder == self.holder;
@@ -144,7 +144,7 @@ impl Lease {
     }
 
     /// Gives the lease up if we hold it, so another instance takes over at once (shutdown).
-    pub async fn release(&self) -> ApiResult<()> {
+    pub async fn release(&self) -> JobResult<()> {
         let current = self.read().await?;
         if current.current_holder == self.holder {
             self.write(

@@ -30,13 +30,15 @@ use time::{Date, Duration, OffsetDateTime};
 use tollgate_clickhouse::clickhouse::Client;
 use tollgate_clickhouse::Scope;
 
-use crate::analytics::Filter;
-use crate::error::ApiResult;
+use crate::error::JobResult;
 use crate::evaluator::midnight;
 use crate::evaluator::usage::days_cost;
 use crate::outbound::{self, Request};
-pub use crate::reconciliation::{drift_percent, json_usd, range, row, write, ReconciliationRow};
-use crate::AppState;
+use crate::Context;
+pub use tollgate_clickhouse::reconciliation::{
+    drift_percent, json_usd, range, row, write, ReconciliationRow,
+};
+use tollgate_clickhouse::Filter;
 
 /// Most pages of the Costs API one reconciliation follows.
 const MAX_PAGES: usize = 20;
@@ -47,7 +49,7 @@ pub async fn recorded_per_day(
     provider: &str,
     from: Date,
     to: Date,
-) -> ApiResult<BTreeMap<Date, i128>> {
+) -> JobResult<BTreeMap<Date, i128>> {
     let filter = Filter {
         scope: Scope::AllOrgs,
         provider: Some(provider.to_string()),
@@ -58,7 +60,7 @@ pub async fn recorded_per_day(
 
 /// OpenAI's cost per UTC day of `[from, to)` from the Costs API.
 pub async fn openai_costs(
-    state: &AppState,
+    state: &Context,
     from: Date,
     to: Date,
 ) -> Result<BTreeMap<Date, i128>, String> {
@@ -154,7 +156,7 @@ pub struct ReconcileReport {
 
 /// Re-checks the last `pollers.reconcile_lookback_days` complete UTC days before `now` for
 /// OpenAI (with an admin key), and takes an OpenRouter same-day snapshot (with a key).
-pub async fn reconcile_once(state: &AppState, now: OffsetDateTime) -> ApiResult<ReconcileReport> {
+pub async fn reconcile_once(state: &Context, now: OffsetDateTime) -> JobResult<ReconcileReport> {
     let p = &state.config().pollers;
     let client = state.client();
     let mut report = ReconcileReport::default();

@@ -1,6 +1,6 @@
 //! Provider credit pollers: OpenRouter's balance and key, recorded into `provider_credits`
 //! ([`crate::credits::insert`]) every `pollers.interval_secs` by the instance that holds the
-//! jobs lease ([`crate::evaluator::jobs`]).
+//! jobs lease ([`crate::runner`]).
 //!
 //! | call | key | row (`provider` `openrouter`) |
 //! |---|---|---|
@@ -20,13 +20,13 @@ use std::time::Duration as StdDuration;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::analytics::Filter;
-use crate::credits::{self, CreditInsertRow};
-use crate::error::ApiResult;
+use crate::error::JobResult;
 use crate::evaluator::midnight;
 use crate::outbound::{self, Request};
-use crate::reconciliation::{self, json_usd, ReconciliationRow};
-use crate::AppState;
+use crate::Context;
+use tollgate_clickhouse::credits::{self, CreditInsertRow};
+use tollgate_clickhouse::reconciliation::{self, json_usd, ReconciliationRow};
+use tollgate_clickhouse::Filter;
 
 /// `key_label` of the account balance row.
 pub const ACCOUNT_LABEL: &str = "account";
@@ -34,7 +34,7 @@ pub const ACCOUNT_LABEL: &str = "account";
 pub const KEY_LABEL: &str = "api-key";
 
 /// The key `GET /api/v1/key` is called with, if any.
-pub fn openrouter_key(state: &AppState) -> Option<&str> {
+pub fn openrouter_key(state: &Context) -> Option<&str> {
     let p = &state.config().pollers;
     [
         p.openrouter_api_key.expose(),
@@ -46,7 +46,7 @@ pub fn openrouter_key(state: &AppState) -> Option<&str> {
 }
 
 /// The answer's `data` object, or the row's status and error.
-async fn fetch(state: &AppState, path: &str, key: &str) -> Result<Value, (&'static str, String)> {
+async fn fetch(state: &Context, path: &str, key: &str) -> Result<Value, (&'static str, String)> {
     let p = &state.config().pollers;
     let url = format!("{}{path}", p.openrouter_base_url.trim_end_matches('/'));
     let answer = outbound::send(
@@ -97,9 +97,9 @@ fn to_second(t: OffsetDateTime) -> OffsetDateTime {
 
 /// Polls `/api/v1/credits` with the management key and records the account balance.
 pub async fn poll_openrouter_credits(
-    state: &AppState,
+    state: &Context,
     now: OffsetDateTime,
-) -> ApiResult<CreditInsertRow> {
+) -> JobResult<CreditInsertRow> {
     let now = to_second(now);
     let key = state.config().pollers.openrouter_management_key.expose();
     let row = match fetch(state, "/api/v1/credits", key).await {
@@ -134,9 +134,9 @@ pub async fn poll_openrouter_credits(
 /// Polls `/api/v1/key`, records the key's row and, when the answer has `usage_daily`, the
 /// same-day reconciliation snapshot.
 pub async fn poll_openrouter_key(
-    state: &AppState,
+    state: &Context,
     now: OffsetDateTime,
-) -> ApiResult<(CreditInsertRow, Option<ReconciliationRow>)> {
+) -> JobResult<(CreditInsertRow, Option<ReconciliationRow>)> {
     let now = to_second(now);
     let Some(key) = openrouter_key(state) else {
         return Ok((
@@ -223,7 +223,7 @@ pub struct PollReport {
 }
 
 /// One poll of every provider with a key.
-pub async fn poll_once(state: &AppState, now: OffsetDateTime) -> ApiResult<PollReport> {
+pub async fn poll_once(state: &Context, now: OffsetDateTime) -> JobResult<PollReport> {
     let mut report = PollReport::default();
     if !state
         .config()

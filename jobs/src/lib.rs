@@ -1,0 +1,76 @@
+//! Tollgate's timed work, run by one instance of several under a lease: alert evaluation and
+//! the notifications it sends, provider credit polls, bill reconciliation, and the integrity
+//! pass that keeps the rollups equal to the raw rows.
+//!
+//! - [`runner`] — the loops ([`spawn`] / [`BackgroundJobs::shutdown`]) and the [`lease`] that
+//!   lets one instance run them. `dashboard-api serve` starts them unless told not to; the
+//!   `tollgate-jobs` binary runs them alone, so the API can scale out without them.
+//! - [`evaluator`] — alert rules into alerts, once per condition; [`rules`] — each rule kind's
+//!   parameters, defined once for the API that writes rules and the evaluator that reads them.
+//! - [`notify`] — webhook and Slack deliveries, retried and logged; [`outbound`] — the one
+//!   HTTP client for everything that leaves the deployment (private targets refused).
+//! - [`pollers`] — provider balances; [`reconcile`] — Tollgate's recorded cost against the
+//!   provider's bill, per day; [`integrity`] — the rollups and the raw rows kept equal.
+//! - [`Context`] — what every job reads: the ClickHouse client, [`JobsConfig`], [`JobMetrics`].
+//!
+//! This crate never imports the HTTP service; the service imports it (for the rule kinds, the
+//! test send and to start the loops). Tables' rows and SQL live in `tollgate-clickhouse`.
+
+pub mod config;
+pub mod error;
+pub mod evaluator;
+pub mod integrity;
+pub mod lease;
+pub mod metrics;
+pub mod notify;
+pub mod outbound;
+pub mod pollers;
+pub mod reconcile;
+pub mod rules;
+pub mod runner;
+
+use std::sync::Arc;
+
+use tollgate_clickhouse::clickhouse::Client;
+
+pub use config::JobsConfig;
+pub use error::{JobError, JobResult};
+pub use metrics::JobMetrics;
+pub use runner::{spawn, BackgroundJobs};
+
+/// What the jobs share: the database, their configuration, their metrics. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Client,
+    config: JobsConfig,
+    metrics: JobMetrics,
+}
+
+impl Context {
+    pub fn new(client: Client, config: JobsConfig) -> Context {
+        Context {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                metrics: JobMetrics::default(),
+            }),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub fn config(&self) -> &JobsConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &JobMetrics {
+        &self.inner.metrics
+    }
+}
