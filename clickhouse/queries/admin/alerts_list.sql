@@ -1,6 +1,6 @@
 -- alerts_list: alerts a caller may see, newest first, optionally of one state and of one severity.
 -- params: {scope}, state (twice, empty for any), severity (twice, empty for any), limit
--- row: AlertRow (dashboard-api/src/alerts.rs)
+-- row: AlertRow (clickhouse/src/alerts.rs)
 -- (Mutable columns are filtered outside the FINAL subquery: filtering them inside could
 -- keep an older version of a row whose newest version no longer matches.)
 SELECT alert_id, org_id, rule_id, kind, severity, state, dedup_key, title, details, opened_at,

@@ -1,7 +1,7 @@
 -- credit_balances: per provider key, the newest observation that carried a balance (a failed poll
 -- records no balance and must not hide the last known one), with when it was made.
 -- params: {orgs} (replaced by `org_id = ?` or `org_id IN (?, ...)`), provider
--- row: BalanceRow (dashboard-api/src/evaluator/credit.rs)
+-- row: BalanceRow (jobs/src/evaluator/credit.rs)
 -- (Aliases differ from column names: 18.16 refuses an aggregate alias reused inside another.)
 SELECT
     provider,

@@ -2,7 +2,7 @@
 -- resolved, and those resolved since a cut-off (a person may have resolved one whose condition
 -- still holds; the evaluator then waits for the condition to clear before opening another).
 -- params: updated_since
--- row: AlertRow (dashboard-api/src/alerts.rs)
+-- row: AlertRow (clickhouse/src/alerts.rs)
 -- (Mutable columns are filtered outside the FINAL subquery: filtering them inside could
 -- keep an older version of a row whose newest version no longer matches.)
 SELECT alert_id, org_id, rule_id, kind, severity, state, dedup_key, title, details, opened_at,

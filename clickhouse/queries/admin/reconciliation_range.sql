@@ -1,6 +1,6 @@
 -- reconciliation_range: the latest check of each UTC day in [from_day, to_day) for one provider.
 -- params: provider, from_day, to_day
--- row: ReconciliationRow (dashboard-api/src/reconcile.rs)
+-- row: ReconciliationRow (clickhouse/src/reconciliation.rs)
 SELECT provider, day, recorded_nusd, reported_nusd, drift_percent, source, status, error, checked_at, version
 FROM cost_reconciliation FINAL
 WHERE provider = ? AND day >= toDate(?) AND day < toDate(?)

@@ -3,7 +3,7 @@
 -- for budget reasons are not counted: they are decisions, not failures. Latency is of
 -- successful calls only (a fast 429 would otherwise pull the percentile down).
 -- params: {scope} (org_id = ?, then optional provider and model predicates), from_ts, to_ts
--- row: WindowStatsRow (dashboard-api/src/evaluator/usage.rs)
+-- row: WindowStatsRow (jobs/src/evaluator/usage.rs)
 SELECT
     n_requests AS requests,
     n_errors AS errors,
