@@ -9,6 +9,7 @@ mod ch;
 mod demo;
 mod edge;
 mod fuzz;
+mod layout;
 mod prices;
 mod repeat;
 mod setup;
@@ -56,6 +57,9 @@ enum Command {
     /// Run one test again and again (optionally beside a CPU hog) until it fails or passes N
     /// times in a row.
     Repeat(repeat::RepeatArgs),
+    /// Files, lines and import circles per crate, from the code's own imports (--check: none,
+    /// and no crate above 30% of the lines).
+    Layout(layout::LayoutArgs),
     /// Fuzz the SSE scanner, batch decoder, signature verifier and query parameters (cargo-fuzz).
     Fuzz(fuzz::FuzzArgs),
 }
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Soak(args) => soak::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Repeat(args) => repeat::run(&args),
+        Command::Layout(args) => layout::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the one command that proves the tree. CI (`.ci/run`) calls exactly this.
 //!
-//! Order: setup → fmt → clippy (native and wasm32) → the edge bundle → every test (with the dev
+//! Order: setup → fmt → clippy (native and wasm32) → layout (`cargo xtask layout --check`) →
+//! the edge bundle → every test (with the dev
 //! ClickHouse running) → the ClickHouse 26.9 compatibility check → a 3-minute soak (`cargo xtask
 //! soak`, the stack under faults) → the wasm build of `usage-core`. Each step stops the run with
 //! its name on failure.
@@ -57,6 +58,15 @@ pub fn run(args: &TestArgs) -> Result {
                 "warnings",
             ]),
         )?;
+    }
+
+    if !args.no_lint {
+        step("layout: no import circle, no crate above 30% of the code");
+        crate::layout::run(&crate::layout::LayoutArgs {
+            check: true,
+            max_share: 30.0,
+            root: None,
+        })?;
     }
 
     // The end-to-end tests run the real bundle under workerd.
