@@ -4,7 +4,6 @@
 
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use time::{Date, OffsetDateTime};
 use usage_core::Nanos;
 
@@ -47,10 +46,6 @@ pub fn drift_percent(recorded: i128, reported: i128) -> f64 {
     (reported - recorded) as f64 * 100.0 / reported as f64
 }
 
-fn clamp_i64(v: i128) -> i64 {
-    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
-}
-
 /// A row comparing `recorded` with `reported` for `provider` on `day`.
 pub fn row(
     provider: &str,
@@ -63,8 +58,8 @@ pub fn row(
     ReconciliationRow {
         provider: provider.to_string(),
         day,
-        recorded_nusd: clamp_i64(recorded),
-        reported_nusd: Some(clamp_i64(reported)),
+        recorded_nusd: Nanos::clamped(recorded).get(),
+        reported_nusd: Some(Nanos::clamped(reported).get()),
         drift_percent: drift_percent(recorded, reported),
         source: source.to_string(),
         status: "ok".into(),
@@ -102,14 +97,4 @@ pub async fn range(
         .bind(day_param(to))
         .fetch_all::<ReconciliationRow>()
         .await?)
-}
-
-/// A USD amount as a provider's JSON gives it (number or decimal string), in nano-USD.
-pub fn json_usd(v: &Value) -> Option<i128> {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => return None,
-    };
-    Nanos::parse_usd(&text).ok().map(|n| i128::from(n.get()))
 }

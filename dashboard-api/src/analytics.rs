@@ -55,9 +55,9 @@ pub fn request(
     Ok((p, filter))
 }
 
-/// Money as an exact decimal USD string.
-pub fn usd(nanos: i128) -> String {
-    Nanos::new(i64::try_from(nanos).unwrap_or(i64::MAX)).to_string()
+/// Money as an exact decimal USD string (a sum over rows, clamped to what fits).
+fn usd(nanos: i128) -> String {
+    Nanos::clamped(nanos).to_string()
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {
@@ -188,15 +188,20 @@ pub async fn compute_overview(
     raw: Option<&str>,
 ) -> ApiResult<Overview> {
     let (p, filter) = request(state, principal, raw)?;
+    overview_of(state, &p, &filter).await
+}
+
+/// [`compute_overview`] for parameters already read (the web pages read theirs once).
+pub async fn overview_of(state: &AppState, p: &Params, filter: &Filter) -> ApiResult<Overview> {
     let client = state.client();
     // Three independent reads: one round trip's worth of waiting instead of three.
     let (current, previous, open_alerts) = tokio::try_join!(
-        totals(client, &filter, p.window.days()),
-        totals(client, &filter, p.window.previous().days()),
+        totals(client, filter, p.window.days()),
+        totals(client, filter, p.window.previous().days()),
         crate::alerts::open_count(client, &filter.scope),
     )?;
     Ok(Overview {
-        window: window_out(&p),
+        window: window_out(p),
         current,
         previous,
         open_alerts,
@@ -274,6 +279,11 @@ pub async fn compute_timeseries(
     raw: Option<&str>,
 ) -> ApiResult<Timeseries> {
     let (p, filter) = request(state, principal, raw)?;
+    timeseries_of(state, &p, &filter).await
+}
+
+/// [`compute_timeseries`] for parameters already read (the web pages read theirs once).
+pub async fn timeseries_of(state: &AppState, p: &Params, filter: &Filter) -> ApiResult<Timeseries> {
     let client = state.client();
     let points = match p.granularity {
         Granularity::Day => {
@@ -330,7 +340,7 @@ pub async fn compute_timeseries(
         }
     };
     Ok(Timeseries {
-        window: window_out(&p),
+        window: window_out(p),
         granularity: p.granularity,
         points,
     })
@@ -392,6 +402,16 @@ pub async fn compute_providers(
     raw: Option<&str>,
 ) -> ApiResult<Vec<ProviderOut>> {
     let (p, filter) = request(state, principal, raw)?;
+    providers_of(state, principal, &p, &filter).await
+}
+
+/// [`compute_providers`] for parameters already read (the web pages read theirs once).
+pub async fn providers_of(
+    state: &AppState,
+    principal: &Principal,
+    p: &Params,
+    filter: &Filter,
+) -> ApiResult<Vec<ProviderOut>> {
     let (from, to) = p.window.days();
     let client = state.client();
     let rows = filter
@@ -501,6 +521,11 @@ pub async fn compute_models(
     raw: Option<&str>,
 ) -> ApiResult<Vec<ModelOut>> {
     let (p, filter) = request(state, principal, raw)?;
+    models_of(state, &p, &filter).await
+}
+
+/// [`compute_models`] for parameters already read (the web pages read theirs once).
+pub async fn models_of(state: &AppState, p: &Params, filter: &Filter) -> ApiResult<Vec<ModelOut>> {
     let (from, to) = p.window.days();
     let rows = filter
         .query(state.client(), &queries::MODEL_PERFORMANCE)

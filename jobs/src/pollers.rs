@@ -19,13 +19,14 @@ use std::time::Duration as StdDuration;
 
 use serde_json::Value;
 use time::OffsetDateTime;
+use usage_core::Nanos;
 
 use crate::error::JobResult;
 use crate::evaluator::midnight;
 use crate::outbound::{self, Request};
 use crate::Context;
 use tollgate_clickhouse::credits::{self, CreditInsertRow};
-use tollgate_clickhouse::reconciliation::{self, json_usd, ReconciliationRow};
+use tollgate_clickhouse::reconciliation::{self, ReconciliationRow};
 use tollgate_clickhouse::Filter;
 
 /// `key_label` of the account balance row.
@@ -105,8 +106,12 @@ pub async fn poll_openrouter_credits(
     let row = match fetch(state, "/api/v1/credits", key).await {
         Err((status, error)) => failed_row(ACCOUNT_LABEL, status, error, now),
         Ok(data) => match (
-            data.get("total_credits").and_then(json_usd),
-            data.get("total_usage").and_then(json_usd),
+            data.get("total_credits")
+                .and_then(Nanos::from_json_usd)
+                .map(i128::from),
+            data.get("total_usage")
+                .and_then(Nanos::from_json_usd)
+                .map(i128::from),
         ) {
             (Some(credits), Some(usage)) => CreditInsertRow {
                 provider: "openrouter".into(),
@@ -152,7 +157,7 @@ pub async fn poll_openrouter_key(
     let (row, usage_daily) = match fetch(state, "/api/v1/key", key).await {
         Err((status, error)) => (failed_row(KEY_LABEL, status, error, now), None),
         Ok(data) => {
-            let usd = |k: &str| data.get(k).and_then(json_usd);
+            let usd = |k: &str| data.get(k).and_then(Nanos::from_json_usd).map(i128::from);
             match usd("usage") {
                 None => (
                     failed_row(

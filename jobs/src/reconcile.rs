@@ -29,6 +29,7 @@ use serde_json::Value;
 use time::{Date, Duration, OffsetDateTime};
 use tollgate_clickhouse::clickhouse::Client;
 use tollgate_clickhouse::Scope;
+use usage_core::Nanos;
 
 use crate::error::JobResult;
 use crate::evaluator::midnight;
@@ -36,7 +37,7 @@ use crate::evaluator::usage::days_cost;
 use crate::outbound::{self, Request};
 use crate::Context;
 pub use tollgate_clickhouse::reconciliation::{
-    drift_percent, json_usd, range, row, write, ReconciliationRow,
+    drift_percent, range, row, write, ReconciliationRow,
 };
 use tollgate_clickhouse::Filter;
 
@@ -129,7 +130,8 @@ pub async fn openai_costs(
                 }
                 day_total += amount
                     .get("value")
-                    .and_then(json_usd)
+                    .and_then(Nanos::from_json_usd)
+                    .map(i128::from)
                     .ok_or("OpenAI Costs API: a result without `amount.value`")?;
             }
             *out.entry(start.date()).or_default() += day_total;
@@ -208,9 +210,5 @@ mod tests {
         assert_eq!(drift_percent(110, 100), -10.0);
         assert_eq!(drift_percent(0, 0), 0.0);
         assert_eq!(drift_percent(5, 0), -100.0);
-        assert_eq!(json_usd(&serde_json::json!(0.06)), Some(60_000_000));
-        assert_eq!(json_usd(&serde_json::json!("1.5")), Some(1_500_000_000));
-        assert_eq!(json_usd(&serde_json::json!(1.2e-5)), Some(12_000));
-        assert_eq!(json_usd(&Value::Null), None);
     }
 }

@@ -55,6 +55,21 @@ impl Nanos {
         self.0 < 0
     }
 
+    /// `nanos` as an amount, clamped to what fits (sums over many rows are added in `i128`).
+    pub fn clamped(nanos: i128) -> Nanos {
+        Nanos(i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX }))
+    }
+
+    /// A USD amount as JSON carries it: a number (OpenRouter's `cost`, a provider bill) or a
+    /// decimal string.
+    pub fn from_json_usd(v: &serde_json::Value) -> Option<Nanos> {
+        match v {
+            serde_json::Value::Number(n) => Nanos::parse_usd(&n.to_string()).ok(),
+            serde_json::Value::String(s) => Nanos::parse_usd(s).ok(),
+            _ => None,
+        }
+    }
+
     pub fn checked_add(self, other: Nanos) -> Option<Nanos> {
         self.0.checked_add(other.0).map(Nanos)
     }
@@ -146,6 +161,12 @@ impl Nanos {
     }
 }
 
+impl From<Nanos> for i128 {
+    fn from(n: Nanos) -> i128 {
+        i128::from(n.0)
+    }
+}
+
 impl fmt::Display for Nanos {
     /// Exact decimal USD with nine fractional digits: `0.000001234`, `-1.500000000`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -201,6 +222,18 @@ impl<'de> serde::Deserialize<'de> for Nanos {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_from_json_and_from_sums() {
+        let json = |v: serde_json::Value| Nanos::from_json_usd(&v).map(Nanos::get);
+        assert_eq!(json(serde_json::json!(0.06)), Some(60_000_000));
+        assert_eq!(json(serde_json::json!("1.5")), Some(1_500_000_000));
+        assert_eq!(json(serde_json::json!(1.2e-5)), Some(12_000));
+        assert_eq!(json(serde_json::Value::Null), None);
+        assert_eq!(Nanos::clamped(i128::MAX), Nanos::MAX);
+        assert_eq!(Nanos::clamped(i128::MIN).get(), i64::MIN);
+        assert_eq!(i128::from(Nanos::clamped(-5)), -5);
+    }
 
     #[test]
     fn displays_exact_decimals() {

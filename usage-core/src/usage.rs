@@ -73,15 +73,6 @@ fn opt<T>(
     }
 }
 
-/// A USD amount written as a JSON number (OpenRouter) or a decimal string.
-fn usd(v: &Value) -> Option<Nanos> {
-    match v {
-        Value::Number(n) => Nanos::parse_usd(&n.to_string()).ok(),
-        Value::String(s) => Nanos::parse_usd(s).ok(),
-        _ => None,
-    }
-}
-
 impl WireUsage {
     /// Reads a `usage` object; `None` when it is not one or a field has the wrong kind.
     pub(crate) fn from_value(usage: &Value) -> Option<WireUsage> {
@@ -113,9 +104,13 @@ impl WireUsage {
                     cache_write_tokens: opt(prompt, &["cache_write_tokens"], Value::as_u64)?
                         .or(opt(usage, &["cache_write_tokens"], Value::as_u64)?),
                     reasoning_tokens: opt(completion, &["reasoning_tokens"], Value::as_u64)?,
-                    cost: opt(usage, &["cost"], usd)?,
+                    cost: opt(usage, &["cost"], Nanos::from_json_usd)?,
                     is_byok: opt(usage, &["is_byok"], Value::as_bool)?,
-                    upstream_inference_cost: opt(cost_details, &["upstream_inference_cost"], usd)?,
+                    upstream_inference_cost: opt(
+                        cost_details,
+                        &["upstream_inference_cost"],
+                        Nanos::from_json_usd,
+                    )?,
                 })
             };
         read().ok()

@@ -28,23 +28,23 @@ pub async fn page(
     let filters = PageFilters::parse(raw.as_deref());
     let api_query = filters.api_query(OffsetDateTime::now_utc());
     let p = &session.principal;
-    let params = match analytics::request(&state, p, Some(&api_query)) {
-        Ok((params, _)) => params,
+    // The filters are read once into typed parameters; every section computes from those.
+    let (params, filter) = match analytics::request(&state, p, Some(&api_query)) {
+        Ok(read) => read,
         Err(e) => return tab_error(&state, &session, Tab::Overview, &filters, &e),
     };
-    let series_query = if filters.hourly(params.window.from, params.window.to) {
-        format!("{api_query}&granularity=hour")
-    } else {
-        api_query.clone()
-    };
+    let mut series_params = params.clone();
+    if filters.hourly(params.window.from, params.window.to) {
+        series_params.granularity = Granularity::Hour;
+    }
     let alerts_query = match filters.org_query() {
         q if q.is_empty() => "limit=1000".to_string(),
         q => format!("limit=1000&{q}"),
     };
     let (overview, series, providers, alerts) = tokio::join!(
-        analytics::compute_overview(&state, p, Some(&api_query)),
-        analytics::compute_timeseries(&state, p, Some(&series_query)),
-        analytics::compute_providers(&state, p, Some(&api_query)),
+        analytics::overview_of(&state, &params, &filter),
+        analytics::timeseries_of(&state, &series_params, &filter),
+        analytics::providers_of(&state, p, &params, &filter),
         crate::alerts::compute_alerts(&state, p, Some(&alerts_query)),
     );
     let overview = match overview {

@@ -31,12 +31,13 @@ pub async fn page(
     let filters = PageFilters::parse(raw.as_deref());
     let api_query = filters.api_query(OffsetDateTime::now_utc());
     let p = &session.principal;
-    if let Err(e) = analytics::request(&state, p, Some(&api_query)) {
-        return tab_error(&state, &session, Tab::Providers, &filters, &e);
-    }
+    let (params, filter) = match analytics::request(&state, p, Some(&api_query)) {
+        Ok(read) => read,
+        Err(e) => return tab_error(&state, &session, Tab::Providers, &filters, &e),
+    };
     let (providers, models, outlook) = tokio::join!(
-        analytics::compute_providers(&state, p, Some(&api_query)),
-        analytics::compute_models(&state, p, Some(&api_query)),
+        analytics::providers_of(&state, p, &params, &filter),
+        analytics::models_of(&state, &params, &filter),
         projections::compute_projections(&state, p, Some(&api_query)),
     );
     let retry = filters.href("/providers");

@@ -46,8 +46,7 @@ pub fn dollars(nanos: i128) -> String {
 
 /// Money for details: the exact decimal.
 pub fn usd(nanos: i128) -> String {
-    Nanos::new(i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX }))
-        .to_string()
+    Nanos::clamped(nanos).to_string()
 }
 
 fn filter_of(rule: &Rule) -> Filter {
