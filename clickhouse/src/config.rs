@@ -6,7 +6,7 @@ use clickhouse::query::Query;
 use clickhouse::Client;
 use serde::Deserialize;
 
-/// The dev server's HTTP address (ARCHITECTURE.md, "Local ports").
+/// The dev server's HTTP address (docs/ARCHITECTURE.md, "Local ports").
 pub const DEFAULT_URL: &str = "http://127.0.0.1:18123";
 
 /// How to reach the Tollgate database.

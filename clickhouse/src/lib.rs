@@ -17,7 +17,7 @@
 //!   migrated database per test.
 //!
 //! The SQL is the source of truth and lives in `.sql` files next to this crate; Rust only binds
-//! values. CLICKHOUSE.md (shared design notes) lists the portable subset every file keeps to:
+//! values. docs/CLICKHOUSE.md lists the portable subset every file keeps to:
 //! everything here runs on ClickHouse 18.16 and on 26.x.
 
 pub mod alerts;

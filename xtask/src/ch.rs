@@ -19,7 +19,7 @@ use dev_server::{DevServer, Started, Stopped};
 use crate::fail;
 use crate::util::{cargo, exec, output, repo_root, step, Result};
 
-/// chdb-core is ClickHouse 26.9 in-process (CLICKHOUSE.md); pinned so the check is repeatable.
+/// chdb-core is ClickHouse 26.9 in-process (docs/CLICKHOUSE.md); pinned so the check is repeatable.
 const CHDB_CORE: &str = "chdb-core==26.9.0";
 
 #[derive(clap::Subcommand)]

@@ -131,7 +131,8 @@ pub fn setup() -> Result {
         step(&format!(
             "setup: wasm-bindgen-cli {version} (matches Cargo.lock; a few minutes)"
         ));
-        // Not --locked: its lockfile wants a crate version the registry mirror lacks (EDGE.md).
+        // Not --locked: its lockfile wants a crate version the registry mirror lacks
+        // (a webpki-roots version); without it the install resolves and works.
         exec(
             "cargo install wasm-bindgen-cli",
             cargo().args([

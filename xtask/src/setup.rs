@@ -31,7 +31,7 @@ fn wasm_target() -> Result {
     )
 }
 
-/// Debian's `clickhouse-server` (18.16) and `clickhouse-client`; see CLICKHOUSE.md.
+/// Debian's `clickhouse-server` (18.16) and `clickhouse-client`; see docs/CLICKHOUSE.md.
 fn clickhouse() -> Result {
     if have("/usr/sbin/clickhouse-server") && have("/usr/bin/clickhouse-client") {
         return Ok(());

@@ -5,7 +5,7 @@
 //! `schema_migrations` (version, name, checksum, when, on which server version).
 //!
 //! # Rules for migration files
-//! - Portable DDL only (CLICKHOUSE.md): every file runs on 18.16 and on 26.x. Features only
+//! - Portable DDL only (docs/CLICKHOUSE.md): every file runs on 18.16 and on 26.x. Features only
 //!   modern servers have go in a file whose header says `-- requires: 22.3` (any dotted
 //!   version); it is applied only where `SELECT version()` is at least that, and stays pending
 //!   elsewhere — so it may only add optional physical features, and nothing may depend on it.

@@ -1,5 +1,5 @@
 //! The providers' admin APIs, mocked: OpenRouter `GET /api/v1/credits` and `GET /api/v1/key`,
-//! OpenAI `GET /v1/organization/costs` — the shapes PRODUCT.md documents, with values a test
+//! OpenAI `GET /v1/organization/costs` — the shapes the providers document, with values a test
 //! sets through a shared [`MockAdmin`].
 //!
 //! | route | answer |
