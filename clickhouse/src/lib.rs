@@ -1,4 +1,4 @@
-//! Tollgate's database as code: the ClickHouse schema, how it is applied, and how it is read.
+//! Tollgate's database as code: the ClickHouse schema, how it is applied, read and written.
 //!
 //! - [`Migration`] and [`Migrator`] — the numbered files in `clickhouse/migrations/`, applied in
 //!   order with a checksum per file, under a lock, single-node or `ON CLUSTER`

@@ -34,46 +34,24 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    service_kit::init_tracing();
     let cli = Cli::parse();
-    let config: Config = match service_kit::config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("collector: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("collector: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve => {
-                let store = ClickHouseStore::new(&config.clickhouse, hostname());
-                tollgate_collector::serve(config, Arc::new(store)).await
+    service_kit::run_service(
+        "collector",
+        cli.config.as_deref(),
+        |config: Config| async move {
+            match cli.command {
+                Command::Serve => {
+                    let store = ClickHouseStore::new(&config.clickhouse, hostname());
+                    tollgate_collector::serve(config, Arc::new(store)).await
+                }
+                Command::Migrate => migrate(&config).await,
+                Command::Config => {
+                    println!("{}", toml_text(&config));
+                    Ok(())
+                }
             }
-            Command::Migrate => migrate(&config).await,
-            Command::Config => {
-                println!("{}", toml_text(&config));
-                Ok(())
-            }
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "collector failed");
-            eprintln!("collector: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        },
+    )
 }
 
 async fn migrate(config: &Config) -> Result<(), Box<dyn std::error::Error>> {

@@ -181,29 +181,18 @@ mod jobs_validation {
     use super::*;
 
     #[test]
-    fn the_background_jobs_sections_are_checked() {
+    fn the_jobs_sections_are_checked_with_the_rest() {
+        // Each key's rule is tested in tollgate_jobs::config; here only that serve checks them.
         assert!(Config::default().validate().is_ok());
         let mut c = Config::default();
-        c.evaluator.interval_secs = 60;
-        c.evaluator.lease_secs = 90;
-        c.notifications.signing_secret = Secret::new("short".into());
         c.notifications.attempts = 0;
-        c.pollers.openai_base_url = "api.openai.com".into();
-        c.pollers.reconcile_lookback_days = 0;
         let errors = c.validate().unwrap_err();
-        for key in [
-            "evaluator.lease_secs",
-            "notifications.signing_secret",
-            "notifications.attempts",
-            "pollers.openai_base_url",
-            "pollers.reconcile_lookback_days",
-        ] {
-            assert!(
-                errors.iter().any(|e| e.starts_with(key)),
-                "{key} not reported: {errors:?}"
-            );
-        }
-        assert!(!format!("{c:?}").contains("short"), "secrets never print");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("notifications.attempts")),
+            "{errors:?}"
+        );
     }
 
     #[test]

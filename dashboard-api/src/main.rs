@@ -64,32 +64,10 @@ enum TokenCommand {
 }
 
 fn main() -> ExitCode {
-    service_kit::init_tracing();
     let cli = Cli::parse();
-    let config: Config = match service_kit::config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("dashboard-api: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dashboard-api: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command, config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dashboard-api: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    service_kit::run_service("dashboard-api", cli.config.as_deref(), |config: Config| {
+        run(cli.command, config)
+    })
 }
 
 async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {

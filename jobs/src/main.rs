@@ -28,32 +28,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    service_kit::init_tracing();
     let cli = Cli::parse();
-    let file: JobsFile = match service_kit::config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tollgate-jobs: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tollgate-jobs: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(file)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tollgate-jobs: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    service_kit::run_service("tollgate-jobs", cli.config.as_deref(), run)
 }
 
 async fn run(file: JobsFile) -> Result<(), Box<dyn std::error::Error>> {

@@ -6,12 +6,58 @@
 //! - [`init_tracing`] — structured logs (`RUST_LOG` filter; `TOLLGATE_LOG_FORMAT=json`).
 //! - [`shutdown_signal`] — resolves on SIGTERM or Ctrl-C, for graceful shutdown.
 //! - [`serve::serve`] — an axum app over HTTP/1.1 with a deadline for request headers.
+//! - [`run_service`] — a service binary's `main`: tracing, its config, a runtime, its work, and
+//!   the exit code (2 for a bad configuration, 1 for a failure).
 
 pub mod config;
 mod secret;
 pub mod serve;
 
 pub use secret::Secret;
+
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// What a service's work fails with.
+pub type BoxError = Box<dyn std::error::Error>;
+
+/// Runs a service binary: starts tracing, loads its configuration from `file` and the
+/// environment (a bad one is reported and exits with code 2 before anything connects), builds a
+/// multi-threaded runtime and runs `work` on it; a failure is logged and exits with code 1.
+pub fn run_service<C, F, Fut>(name: &str, file: Option<&Path>, work: F) -> ExitCode
+where
+    C: serde::de::DeserializeOwned + serde::Serialize + Default + config::Validate,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = Result<(), BoxError>>,
+{
+    init_tracing();
+    let config: C = match config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "{name} failed");
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Starts the global tracing subscriber: human-readable by default, JSON lines when
 /// `TOLLGATE_LOG_FORMAT=json`; level from `RUST_LOG` (default `info`).
