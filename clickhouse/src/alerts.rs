@@ -116,8 +116,8 @@ pub async fn write_delivery(client: &Client, row: &DeliveryRow) -> Result<()> {
     Ok(())
 }
 
-/// The delivery attempts of one rule, oldest first (at most `limit`); `org` narrows them to
-/// one org (`None`: every org, for deployment admins).
+/// The newest `limit` delivery attempts of one rule, oldest first; `org` narrows them to one
+/// org (`None`: every org, for deployment admins).
 pub async fn deliveries_of_rule(
     client: &Client,
     org: Option<&str>,
@@ -131,8 +131,11 @@ pub async fn deliveries_of_rule(
     if let Some(org) = org {
         q = q.bind(org);
     }
-    Ok(q.bind(rule_id.to_string())
+    let mut rows = q
+        .bind(rule_id.to_string())
         .bind(limit)
         .fetch_all::<DeliveryRow>()
-        .await?)
+        .await?;
+    rows.reverse();
+    Ok(rows)
 }

@@ -150,8 +150,9 @@ pub struct RuleIn {
     #[schema(value_type = Object)]
     pub params: Value,
     pub severity: Severity,
-    /// Where firings go: `dashboard`, `email:<address>`, `webhook:<http(s) URL>`,
-    /// `slack:<#channel or webhook URL>`. Default `["dashboard"]`; at most 10, no repeats.
+    /// Where firings go: `dashboard`, `webhook:<http(s) URL>`, `slack:<https incoming-webhook
+    /// URL>`. Channels this version cannot deliver (`email:…`, `slack:#channel`) are refused
+    /// (400). Default `["dashboard"]`; at most 10, no repeats.
     #[serde(default)]
     pub channels: Option<Vec<String>>,
     /// Default `true`.
@@ -611,6 +612,71 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/alerts/{id}/acknowledge", post(acknowledge))
         .route("/api/v1/alerts/{id}/resolve", post(resolve))
         .route("/api/v1/alert-rules/{id}/test", post(test_rule))
+        .route("/api/v1/alert-rules/{id}/deliveries", get(deliveries))
+}
+
+/// One notification delivery attempt (`GET /api/v1/alert-rules/{id}/deliveries`). Channels
+/// show their kind and host only: hook paths are secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DeliveryOut {
+    pub delivery_id: Uuid,
+    /// Nil for a test send.
+    pub alert_id: Uuid,
+    /// `alert.opened`, `alert.resolved` or `alert.test`.
+    pub event: String,
+    pub channel: String,
+    pub attempt: u8,
+    /// `delivered`, `failed` (retried), `gave_up` or `skipped`.
+    pub status: String,
+    /// The receiver's answer, when there was one.
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub attempted_at: OffsetDateTime,
+}
+
+/// Most attempts one answer lists (the newest).
+const DELIVERIES_SHOWN: u32 = 500;
+
+/// The newest notification delivery attempts of a rule (at most 500), oldest first: what each
+/// channel answered, so an admin can see why a webhook never arrived. Whoever may see the
+/// rule may see them.
+#[utoipa::path(get, path = "/api/v1/alert-rules/{id}/deliveries", operation_id = "alert_rule_deliveries", tag = "alerts",
+    params(("id" = Uuid, Path, description = "Rule id")),
+    responses((status = 200, body = [DeliveryOut]), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn deliveries(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<DeliveryOut>>> {
+    let rule = find_rule(state.client(), &principal, &id).await?;
+    let rows = tollgate_clickhouse::alerts::deliveries_of_rule(
+        state.client(),
+        Some(&rule.org_id),
+        rule.rule_id,
+        DELIVERIES_SHOWN,
+    )
+    .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| DeliveryOut {
+                delivery_id: r.delivery_id,
+                alert_id: r.alert_id,
+                event: r.event,
+                channel: r.channel,
+                attempt: r.attempt,
+                status: r.status,
+                http_status: (r.http_status != 0).then_some(r.http_status),
+                error: (!r.error.is_empty()).then_some(r.error),
+                duration_ms: r.duration_ms,
+                attempted_at: r.attempted_at,
+            })
+            .collect(),
+    ))
 }
 
 /// Sends a sample notification to the rule's channels and answers what each delivery did

@@ -8,6 +8,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "Tollgate dashboard API", description = "What an organisation spends on AI model APIs: usage, cost, models, providers, budgets, alerts, credits."),
     paths(
         crate::alerts::test_rule,
+        crate::alerts::deliveries,
         crate::analytics::overview,
         crate::analytics::timeseries,
         crate::analytics::providers,

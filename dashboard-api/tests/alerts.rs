@@ -36,7 +36,7 @@ async fn rules_are_created_read_replaced_and_deleted() {
         &env,
         &env.acme_admin,
         json!({"name": "Daily spend", "kind": "spend_threshold", "params": {"threshold_usd": "125.5", "provider": "openai"},
-               "severity": "critical", "channels": ["dashboard", "email:ops@acme.example"]}),
+               "severity": "critical", "channels": ["dashboard", "webhook:https://hooks.acme.example/tollgate"]}),
     )
     .await;
     let id = created["rule_id"].as_str().unwrap().to_string();
@@ -44,7 +44,7 @@ async fn rules_are_created_read_replaced_and_deleted() {
     let mut expected = json!({
         "rule_id": id, "org_id": "acme", "name": "Daily spend", "kind": "spend_threshold",
         "params": {"threshold_usd": "125.500000000", "window": "day", "provider": "openai"},
-        "severity": "critical", "channels": ["dashboard", "email:ops@acme.example"], "enabled": true,
+        "severity": "critical", "channels": ["dashboard", "webhook:https://hooks.acme.example/tollgate"], "enabled": true,
         "created_by": created["created_by"], "created_at": created["created_at"], "updated_at": created["updated_at"],
     });
     assert_eq!(created, expected);

@@ -1,6 +1,7 @@
 //! Alert notifications against a local webhook receiver: signed generic and Slack bodies,
 //! retries with backoff logged attempt by attempt, no retry where it cannot help, the
-//! test-send endpoint and who may use it, and the private-address guard.
+//! test-send endpoint and who may use it, the delivery log through the API, and the
+//! private-address guard.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
 mod common;
@@ -42,26 +43,26 @@ async fn alerts_are_posted_signed_to_webhook_and_slack_channels() {
     let receiver = Receiver::start(0, 500).await;
     let env = firing_env(|_| {}).await;
     let hook = format!("webhook:{}", receiver.url("/hooks/tollgate?token=abc"));
-    let id = rule(
-        &env,
-        "unpriced_requests",
-        json!({}),
-        &["dashboard", &hook, "email:ops@acme.example"],
-    )
-    .await;
+    let id = rule(&env, "unpriced_requests", json!({}), &["dashboard", &hook]).await;
 
     let report = tick(&env, noon()).await;
     assert_eq!(report.opened.len(), 1);
     let alert = &report.opened[0];
-    // Rules accept only https Slack hooks; the local receiver speaks http, so the Slack body
-    // is sent through the same delivery path directly.
+    // Rules accept only https Slack hooks and no email; the local receiver speaks http, so the
+    // Slack body is sent through the same delivery path directly, beside an email channel of
+    // a rule stored before email was refused (it is logged as skipped).
     let slack = format!("slack:{}", receiver.url("/services/T0/B0/secret"));
     let notice = Notice {
         event: Event::Opened,
         rule_name: "unpriced_requests test",
         alert,
     };
-    let slack_results = deliver(env.state.jobs(), &notice, &[slack]).await;
+    let slack_results = deliver(
+        env.state.jobs(),
+        &notice,
+        &[slack, "email:ops@acme.example".to_string()],
+    )
+    .await;
     let mut statuses: Vec<_> = report
         .deliveries
         .iter()
@@ -155,15 +156,34 @@ async fn alerts_are_posted_signed_to_webhook_and_slack_channels() {
 
     // Every attempt is logged, without the hook paths.
     let rows = log(&env, id).await;
-    assert_eq!(rows.len(), 5, "{rows:#?}");
+    assert_eq!(rows.len(), 4, "{rows:#?}");
     assert!(rows
         .iter()
         .all(|r| !r.channel.contains("secret") && !r.channel.contains("token")));
     assert_eq!(rows.iter().filter(|r| r.status == "delivered").count(), 3);
-    assert_eq!(rows.iter().filter(|r| r.status == "skipped").count(), 2);
+    assert_eq!(rows.iter().filter(|r| r.status == "skipped").count(), 1);
     assert!(rows
         .iter()
         .all(|r| r.alert_id == alert.alert_id && r.org_id == "acme"));
+
+    // The same log through the API, for whoever may see the rule; another org's admin gets 404.
+    let uri = format!("/api/v1/alert-rules/{id}/deliveries");
+    let (status, listed) = env.get(&uri, &env.acme_viewer).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), rows.len());
+    for (api, row) in listed.iter().zip(&rows) {
+        assert_eq!(api["delivery_id"], row.delivery_id.to_string());
+        assert_eq!(api["channel"], row.channel);
+        assert_eq!(api["status"], row.status);
+    }
+    assert!(listed
+        .iter()
+        .any(|d| d["status"] == "delivered" && d["http_status"].as_u64().is_some()));
+    assert_eq!(
+        env.get(&uri, &env.globex_admin).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! - [`Channel`] — a rule's channel string read: `webhook:<url>` gets the generic JSON body
 //!   ([`generic_body`]), `slack:<url>` a Slack incoming-webhook body with `text` and `blocks`
 //!   ([`slack_body`]). `dashboard` needs no delivery (alerts show there); `email:` and
-//!   `slack:#channel` cannot be delivered by this version and are logged as `skipped`.
+//!   `slack:#channel` cannot be delivered by this version: rules may not name them
+//!   ([`crate::rules::validate_channels`]), and one stored by an older version is logged as `skipped`.
 //! - [`deliver`] — sends one [`Notice`] to every channel of a rule at once. Each body is
 //!   signed when `notifications.signing_secret` is set: header `x-tollgate-signature:
 //!   t=<unix>,v1=<hex hmac-sha256(secret, t + "." + body)>` (`usage_core::wire::sign`, the

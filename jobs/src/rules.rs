@@ -1,7 +1,7 @@
 //! Alert rule kinds, defined once: what each kind's `params` are (checked and normalized by
 //! [`validate_params`] when the API writes a rule, and read back through the same function by
 //! the evaluator, so a stored rule means one thing in both places) and which channels a rule
-//! may name ([`validate_channels`]; [`crate::notify::Channel`] delivers them).
+//! may name ([`validate_channels`]: exactly those [`crate::notify::Channel`] can deliver).
 //!
 //! `params` per kind (defaults in brackets; money is a USD decimal string; `provider` must be
 //! one the API knows when a rule is written; unknown keys are refused; errors name the key as `params.<key>`):
@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use usage_core::Nanos;
 use uuid::Uuid;
+
+use crate::notify::Channel;
 
 /// A rule's `params` or `channels` are not acceptable: which field, and why (the API answers
 /// it as a 400 naming `field`).
@@ -332,19 +334,21 @@ pub fn validate_channels(channels: Option<Vec<String>>) -> Result<Vec<String>, P
         if c.len() > 512 || c.chars().any(char::is_control) {
             return Err(bad("must be at most 512 printable characters"));
         }
-        let ok = match c.split_once(':') {
-            None => c == "dashboard",
-            Some(("email", addr)) => addr
-                .split_once('@')
-                .is_some_and(|(u, d)| !u.is_empty() && d.contains('.') && !addr.contains(' ')),
-            Some(("webhook", url)) => url.starts_with("https://") || url.starts_with("http://"),
-            Some(("slack", target)) => {
-                target.starts_with('#') && target.len() > 1 || target.starts_with("https://")
+        // What notify can deliver is what a rule may name: a channel it would only log as
+        // `skipped` is refused here, with notify's reason.
+        match Channel::parse(c) {
+            Channel::Unsupported { why, .. } => {
+                return Err(bad(&format!(
+                    "{why}; expected `dashboard`, `webhook:<http(s) URL>` or `slack:<incoming-webhook URL>`"
+                )))
             }
-            Some(_) => false,
-        };
-        if !ok {
-            return Err(bad("expected `dashboard`, `email:<address>`, `webhook:<http(s) URL>` or `slack:<#channel or URL>`"));
+            Channel::Webhook(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                return Err(bad("a webhook needs an http(s) URL"))
+            }
+            Channel::Slack(url) if !url.starts_with("https://") => {
+                return Err(bad("a Slack incoming-webhook URL starts with https://"))
+            }
+            _ => {}
         }
         if channels[..i].contains(c) {
             return Err(bad("is listed twice"));
@@ -441,12 +445,19 @@ mod tests {
     fn channels() {
         assert_eq!(validate_channels(None).unwrap(), ["dashboard"]);
         assert!(validate_channels(Some(vec![
-            "email:ops@example.com".into(),
-            "slack:#ops".into(),
+            "slack:https://hooks.slack.com/services/T/B/x".into(),
             "webhook:https://x.example/h".into()
         ]))
         .is_ok());
-        for bad in ["email:nobody", "sms:123", "slack:ops", "dashboard:x", ""] {
+        for bad in [
+            "email:ops@example.com",
+            "slack:#ops",
+            "slack:http://hooks.example/x",
+            "webhook:ftp://x",
+            "sms:123",
+            "dashboard:x",
+            "",
+        ] {
             assert!(validate_channels(Some(vec![bad.into()])).is_err(), "{bad}");
         }
         assert!(validate_channels(Some(vec!["dashboard".into(), "dashboard".into()])).is_err());
