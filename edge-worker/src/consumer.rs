@@ -44,9 +44,17 @@ async fn consume(batch: &MessageBatch, env: &Env) {
     body.push(b']');
     // The queue redelivers what is not acked: one round of retries per delivery is enough.
     let deadline = now_ms() as f64 + ship::FLUSH_BUDGET_MS as f64;
-    if count == 0 || ship::post_body_with_retries(env, &body, count, deadline, &|| {}).await {
+    if count == 0 {
         batch.ack_all();
-    } else {
-        batch.retry_all();
+        return;
+    }
+    match ship::post_body_with_retries(env, &body, count, deadline, &|| {}).await {
+        crate::outbox::Shipped::Delivered => batch.ack_all(),
+        // Redelivered by the Queue; after `max_retries` its dead-letter queue keeps them.
+        crate::outbox::Shipped::NotYet => batch.retry_all(),
+        crate::outbox::Shipped::Undeliverable { status } => {
+            console_error!("tollgate: the collector refused a queue batch of {count} with {status}; the Queue retries it, then keeps it in its dead-letter queue");
+            batch.retry_all();
+        }
     }
 }

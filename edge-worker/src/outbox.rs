@@ -151,9 +151,41 @@ impl Outbox {
     }
 }
 
+/// What became of one batch sent to the collector (`ship`'s module docs say why).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shipped {
+    /// The collector took it.
+    Delivered,
+    /// Not accepted yet (no answer, 401/403, 408, 429, 5xx, or no collector configured):
+    /// send it again later.
+    NotYet,
+    /// The collector cannot read it as it is (another 4xx): retrying the same bytes is futile.
+    Undeliverable { status: u16 },
+}
+
+/// How the collector's `status` is treated.
+pub fn outcome_of(status: u16) -> Shipped {
+    match status {
+        200..=299 => Shipped::Delivered,
+        401 | 403 | 408 | 429 | 500..=599 => Shipped::NotYet,
+        _ => Shipped::Undeliverable { status },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_batch_the_collector_cannot_read_is_given_up() {
+        assert_eq!(outcome_of(202), Shipped::Delivered);
+        for status in [401, 403, 408, 429, 500, 503] {
+            assert_eq!(outcome_of(status), Shipped::NotYet, "{status}");
+        }
+        for status in [400, 413, 415, 422] {
+            assert_eq!(outcome_of(status), Shipped::Undeliverable { status });
+        }
+    }
     use usage_core::PriceTable;
 
     fn sample_record() -> UsageRecord {

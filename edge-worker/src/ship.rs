@@ -12,11 +12,24 @@
 //! retried on [`crate::SHIP_RETRY_DELAYS_MS`] (~19 s, which covers a collector restart) within
 //! [`FLUSH_BUDGET_MS`]; records a flush could not deliver stay in the outbox for the next one.
 //! The collector deduplicates by `event_id`, so a record sent twice is stored once.
+//!
+//! What the collector's answer means ([`Shipped`]), so that no record is dropped without a
+//! trace:
+//! - 2xx: delivered (records it refused one by one are in its `usage_rejects` table).
+//! - 401/403 (a signing secret being rotated, a clock off by more than the replay window), 408,
+//!   429, 5xx, no answer: not yet — retried, and kept for the next flush (on the Queue path:
+//!   `retry_all`, so the Queue redelivers and, after `max_retries`, keeps them in its
+//!   dead-letter queue).
+//! - any other 4xx (the collector cannot read the batch: a version mismatch): undeliverable as
+//!   it is. On the Queue path the batch is retried like the above and ends in the dead-letter
+//!   queue; on the direct path every record is written to the log as one
+//!   `tollgate: dead-letter` line with its JSON (replayable from Workers Logs / Logpush) and
+//!   leaves the outbox, so one bad batch cannot block the records behind it.
 
 use std::cell::RefCell;
 
 use crate::cf::{self, console_error, console_warn, Env, Queue};
-use crate::outbox::{Outbox, RecordState};
+use crate::outbox::{outcome_of, Outbox, RecordState, Shipped};
 use crate::web::{self, sleep};
 use crate::SHIP_RETRY_DELAYS_MS;
 use usage_core::wire::{self, BatchFormat};
@@ -98,16 +111,20 @@ pub async fn ship(env: &Env, record: UsageRecord) {
         if let Some((claim, batch)) = claimed {
             let renew = || OUTBOX.with(|o| o.borrow_mut().renew(claim, now_ms() + LEASE_MS));
             let body = wire::encode_batch(&batch, BatchFormat::JsonArray);
-            let delivered = post_body_with_retries(env, &body, batch.len(), deadline, &renew).await;
+            let shipped = post_body_with_retries(env, &body, batch.len(), deadline, &renew).await;
+            if let Shipped::Undeliverable { status } = shipped {
+                log_dead_letter(&body, batch.len(), status);
+            }
+            let done = shipped != Shipped::NotYet;
             OUTBOX.with(|o| {
                 let mut o = o.borrow_mut();
-                if delivered {
+                if done {
                     o.complete(claim);
                 } else {
                     o.release(claim);
                 }
             });
-            if delivered {
+            if done {
                 continue; // this record was in the batch, or is next in line
             }
         }
@@ -119,51 +136,52 @@ pub async fn ship(env: &Env, record: UsageRecord) {
     }
 }
 
-/// POSTs one signed batch — `body`, a JSON array of `count` records; `true` once the
-/// collector accepted it (or refused it as bad data, which no retry can fix). Retries stop at
-/// `deadline_ms` (ms since the epoch); `before_attempt` runs before each attempt (the outbox
-/// renews its claim there).
+/// Logs an undeliverable batch in full, so its records can be replayed (the direct path's
+/// dead letter).
+pub fn log_dead_letter(body: &[u8], count: usize, status: u16) {
+    console_error!(
+        "tollgate: dead-letter: the collector refused a batch of {count} records with {status}; records: {}",
+        String::from_utf8_lossy(body)
+    );
+}
+
+/// POSTs one signed batch — `body`, a JSON array of `count` records — until the collector
+/// takes it, refuses it for good, or `deadline_ms` (ms since the epoch) comes;
+/// `before_attempt` runs before each attempt (the outbox renews its claim there).
 pub async fn post_body_with_retries(
     env: &Env,
     body: &[u8],
     count: usize,
     deadline_ms: f64,
     before_attempt: &dyn Fn(),
-) -> bool {
+) -> Shipped {
     let Some(url) = crate::bindings::settings(env).collector_url.clone() else {
         console_error!("tollgate: COLLECTOR_URL is not set; records cannot be shipped");
-        return false;
+        return Shipped::NotYet;
     };
     let Some(secret) = crate::bindings::secret(env, "COLLECTOR_SIGNING_SECRET") else {
         console_error!("tollgate: COLLECTOR_SIGNING_SECRET is not set; records cannot be shipped");
-        return false;
+        return Shipped::NotYet;
     };
     for attempt in 0..=SHIP_RETRY_DELAYS_MS.len() {
         if attempt > 0 {
             let pause = SHIP_RETRY_DELAYS_MS[attempt - 1];
-            if now_ms() + pause as f64 >= deadline_ms {
-                return false;
-            }
-            if !sleep(pause).await {
-                return false;
+            if now_ms() + pause as f64 >= deadline_ms || !sleep(pause).await {
+                return Shipped::NotYet;
             }
         }
         before_attempt();
         let now = i64::try_from(cf::now_ms() / 1000).unwrap_or(0);
         let signature = wire::sign(secret.as_bytes(), now, body);
-        match post(&url, &signature, body).await {
-            Ok(status) if (200..300).contains(&status) => return true,
-            Ok(status) if status == 429 || status >= 500 => {
-                console_warn!("tollgate: collector answered {status}; retrying");
+        match post(&url, &signature, body).await.map(outcome_of) {
+            Ok(Shipped::NotYet) => {
+                console_warn!("tollgate: collector did not take a batch of {count} yet; retrying")
             }
-            Ok(status) => {
-                console_error!("tollgate: collector refused a batch of {count} with {status}");
-                return true;
-            }
+            Ok(done) => return done,
             Err(e) => console_warn!("tollgate: collector unreachable: {e}"),
         }
     }
-    false
+    Shipped::NotYet
 }
 
 async fn post(url: &str, signature: &str, body: &[u8]) -> Result<u16, String> {

@@ -184,11 +184,18 @@ impl CollectorProc {
         )
     }
 
-    fn write_config(path: &Path, config: &CollectorConfig) {
+    /// Writes `config` where [`CollectorProc::start_with`] reads it.
+    pub fn write_config(path: &Path, config: &CollectorConfig) {
         // The config file is TOML; serialize through serde_json → toml-compatible values.
         let mut value = serde_json::to_value(config).unwrap_or_else(|e| panic!("{e}"));
-        // Secrets serialize redacted: put the real one back for the file.
-        value["ingest"]["signing_secrets"] = serde_json::json!([SIGNING_SECRET]);
+        // Secrets serialize redacted: put the real ones back for the file.
+        let secrets: Vec<&String> = config
+            .ingest
+            .signing_secrets
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        value["ingest"]["signing_secrets"] = serde_json::json!(secrets);
         value["clickhouse"]["password"] = serde_json::json!("");
         let toml = json_to_toml(&value);
         std::fs::write(path.with_extension("toml"), toml).unwrap_or_else(|e| panic!("{e}"));

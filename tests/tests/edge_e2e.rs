@@ -568,3 +568,92 @@ async fn keys_from_kv_and_records_through_the_queue() {
         "{stats}"
     );
 }
+
+/// The collector's count of ingest requests answered with `status`.
+fn collector_answers(collector: &CollectorProc, status: u16) -> u64 {
+    let url = format!("http://{}/metrics", collector.addr);
+    let text = ureq::get(&url)
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    let label = format!("status=\"{status}\"");
+    text.lines()
+        .filter(|l| l.starts_with("tollgate_collector_requests_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A signing-secret rotation done in the wrong order (the edge signs with the new secret
+/// before the collector accepts it): the collector answers 401, and the edge keeps the records
+/// and sends them again instead of dropping them. Once the collector accepts both secrets
+/// (the documented rotation: collectors first, then the edge), every record arrives, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_refused_for_their_signature_are_kept_and_arrive_after_the_rotation() {
+    const NEW_SECRET: &str = "e2e-rotated-secret-fedcba9876543210";
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
+    let (key, entry) = app_key(7, "org_rotation", "", "rotation-app");
+    let mut bindings = worker_bindings(
+        &mock.base_url(),
+        &collector.records_url(),
+        &format!("{{{entry}}}"),
+    );
+    for (k, v) in &mut bindings {
+        if k == "COLLECTOR_SIGNING_SECRET" {
+            *v = NEW_SECRET.to_string();
+        }
+    }
+    let worker = WorkerdProc::start(bindings);
+    let base = worker.base_url();
+    let chat = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let (b, k, c) = (base.clone(), key.clone(), chat.clone());
+    let mut ids = tokio::task::spawn_blocking(move || {
+        (0..3)
+            .map(|_| call_for_event_id(&b, &k, c.clone()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+
+    // The collector refuses the batch: nothing is stored while it does.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while collector_answers(&collector, 401) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the edge never reached the collector"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows_when(&db, 0).await.len(), 0);
+
+    // Rotate the collector: the new secret and the old one, same address and spool.
+    collector.proc.kill();
+    let mut config: tollgate_collector::config::Config =
+        service_kit::config::load(Some(&collector.config_path.with_extension("toml"))).unwrap();
+    config.ingest.signing_secrets = vec![
+        service_kit::Secret::new(NEW_SECRET.to_string()),
+        service_kit::Secret::new(tollgate_e2e::harness::SIGNING_SECRET.to_string()),
+    ];
+    CollectorProc::write_config(&collector.config_path, &config);
+    let collector = CollectorProc::start_with(&collector.config_path, collector.addr);
+
+    // The refused records are still in the edge's outbox; the next call's flush (or the
+    // retries still running) carries them.
+    let (b, k) = (base.clone(), key.clone());
+    ids.push(
+        tokio::task::spawn_blocking(move || call_for_event_id(&b, &k, chat))
+            .await
+            .unwrap(),
+    );
+    let rows = rows_when(&db, ids.len()).await;
+    assert_eq!(rows.len(), ids.len(), "every record arrived, once");
+    for (status, id) in &ids {
+        assert_eq!(*status, 200);
+        let id = uuid::Uuid::parse_str(id.as_deref().unwrap()).unwrap();
+        assert!(rows.iter().any(|r| r.event_id == id), "no row for {id}");
+    }
+    drop(collector);
+}
