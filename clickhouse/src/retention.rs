@@ -13,7 +13,9 @@ use time::Date;
 use crate::config::read_query;
 use crate::error::{Error, Result};
 
-/// How long each kind of data is kept, in months. `None` keeps it forever.
+/// How long each family of tables is kept, in months. `None` keeps it forever. Tables that are
+/// not partitioned by month (alert rules and alerts, budgets, keys, tokens, the reconciliation
+/// and the lease) are small and kept: they hold configuration and its state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetentionPolicy {
     /// `usage_events` (and the collector's `ingest_batches` / `usage_rejects`, which describe it).
@@ -22,17 +24,44 @@ pub struct RetentionPolicy {
     pub hourly_months: Option<u32>,
     /// `usage_daily`.
     pub daily_months: Option<u32>,
+    /// `org_daily` and `org_model_daily` (what the overview and the provider pages read).
+    pub org_rollup_months: Option<u32>,
+    /// `provider_credits` (balance observations).
+    pub credits_months: Option<u32>,
+    /// `notification_deliveries` and `integrity_repairs` (what the jobs did).
+    pub job_log_months: Option<u32>,
 }
 
 impl Default for RetentionPolicy {
     /// Raw events 13 months (a year-over-year comparison of last month still works), hourly
-    /// 13 months, daily forever.
+    /// 13 months, daily rollups forever, balances and the jobs' logs 13 months.
     fn default() -> Self {
         RetentionPolicy {
             raw_months: Some(13),
             hourly_months: Some(13),
             daily_months: None,
+            org_rollup_months: None,
+            credits_months: Some(13),
+            job_log_months: Some(13),
         }
+    }
+}
+
+impl RetentionPolicy {
+    /// Every monthly-partitioned table and how long it is kept.
+    pub fn tables(&self) -> [(&'static str, Option<u32>); 10] {
+        [
+            ("usage_events", self.raw_months),
+            ("ingest_batches", self.raw_months),
+            ("usage_rejects", self.raw_months),
+            ("usage_hourly", self.hourly_months),
+            ("usage_daily", self.daily_months),
+            ("org_daily", self.org_rollup_months),
+            ("org_model_daily", self.org_rollup_months),
+            ("provider_credits", self.credits_months),
+            ("notification_deliveries", self.job_log_months),
+            ("integrity_repairs", self.job_log_months),
+        ]
     }
 }
 
@@ -117,6 +146,24 @@ pub async fn drop_partitions_older_than(
     Ok(dropped)
 }
 
+/// What `policy` would drop on `today`, table by table, without dropping anything.
+pub async fn plan(
+    client: &Client,
+    database: &str,
+    policy: &RetentionPolicy,
+    today: Date,
+) -> Result<Vec<DroppedPartition>> {
+    let mut expired = Vec::new();
+    for (table, months) in policy.tables() {
+        if let Some(months) = months {
+            for partition in expired_partitions(client, database, table, today, months).await? {
+                expired.push(DroppedPartition { table, partition });
+            }
+        }
+    }
+    Ok(expired)
+}
+
 /// Applies `policy` to every table it covers; returns what was dropped.
 pub async fn apply(
     client: &Client,
@@ -125,15 +172,8 @@ pub async fn apply(
     today: Date,
     cluster: Option<&str>,
 ) -> Result<Vec<DroppedPartition>> {
-    let plan: [(&'static str, Option<u32>); 5] = [
-        ("usage_events", policy.raw_months),
-        ("ingest_batches", policy.raw_months),
-        ("usage_rejects", policy.raw_months),
-        ("usage_hourly", policy.hourly_months),
-        ("usage_daily", policy.daily_months),
-    ];
     let mut dropped = Vec::new();
-    for (table, months) in plan {
+    for (table, months) in policy.tables() {
         if let Some(months) = months {
             dropped.extend(
                 drop_partitions_older_than(client, database, table, today, months, cluster).await?,

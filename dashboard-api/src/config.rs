@@ -9,6 +9,7 @@ use service_kit::config::Validate;
 use service_kit::Secret;
 pub use tollgate_jobs::config::{
     EvaluatorConfig, IntegrityConfig, JobsConfig, NotificationsConfig, PollersConfig,
+    RetentionConfig,
 };
 
 /// Days of history the forecast is fitted on by default (`api.forecast_history_days`).
@@ -29,6 +30,7 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     pub pollers: PollersConfig,
     pub integrity: IntegrityConfig,
+    pub retention: RetentionConfig,
 }
 
 /// Where Tollgate's database is (the section every service shares).
@@ -72,6 +74,7 @@ impl Default for Config {
             notifications: NotificationsConfig::default(),
             pollers: PollersConfig::default(),
             integrity: IntegrityConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -142,6 +145,7 @@ impl Config {
             notifications: self.notifications.clone(),
             pollers: self.pollers.clone(),
             integrity: self.integrity.clone(),
+            retention: self.retention.clone(),
         }
     }
 

@@ -1,5 +1,5 @@
-//! The jobs' configuration: four sections of the host's TOML file (`[evaluator]`,
-//! `[notifications]`, `[pollers]`, `[integrity]`), the same whether `dashboard-api serve` runs
+//! The jobs' configuration: five sections of the host's TOML file (`[evaluator]`,
+//! `[notifications]`, `[pollers]`, `[integrity]`, `[retention]`), the same whether `dashboard-api serve` runs
 //! the jobs or `tollgate-jobs` does. Every key is optional; docs/CONFIGURATION.md lists them.
 
 use std::net::SocketAddr;
@@ -20,6 +20,7 @@ pub struct JobsFile {
     pub notifications: NotificationsConfig,
     pub pollers: PollersConfig,
     pub integrity: IntegrityConfig,
+    pub retention: RetentionConfig,
 }
 
 impl Default for JobsFile {
@@ -31,6 +32,7 @@ impl Default for JobsFile {
             notifications: NotificationsConfig::default(),
             pollers: PollersConfig::default(),
             integrity: IntegrityConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -43,6 +45,7 @@ impl JobsFile {
             notifications: self.notifications.clone(),
             pollers: self.pollers.clone(),
             integrity: self.integrity.clone(),
+            retention: self.retention.clone(),
         }
     }
 }
@@ -73,6 +76,63 @@ pub struct JobsConfig {
     pub notifications: NotificationsConfig,
     pub pollers: PollersConfig,
     pub integrity: IntegrityConfig,
+    pub retention: RetentionConfig,
+}
+
+/// The retention job (`tollgate_clickhouse::retention`): whole monthly partitions older than
+/// each family's months are dropped, by the lease holder, every `interval_secs`. A family
+/// kept for N months keeps the current month and the N before it; `0` keeps it forever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Run it. Example: `true`.
+    pub enabled: bool,
+    /// Seconds between passes. Example: `86400`.
+    pub interval_secs: u64,
+    /// `usage_events` and the collector's `ingest_batches` / `usage_rejects`. Example: `13`.
+    pub raw_months: u32,
+    /// `usage_hourly`. Example: `13`.
+    pub hourly_months: u32,
+    /// `usage_daily`; `0` keeps it forever. Example: `0`.
+    pub daily_months: u32,
+    /// `org_daily` and `org_model_daily`; `0` keeps them forever. Example: `0`.
+    pub org_rollup_months: u32,
+    /// `provider_credits`. Example: `13`.
+    pub credits_months: u32,
+    /// `notification_deliveries` and `integrity_repairs`. Example: `13`.
+    pub job_log_months: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let p = tollgate_clickhouse::retention::RetentionPolicy::default();
+        let months = |m: Option<u32>| m.unwrap_or(0);
+        RetentionConfig {
+            enabled: true,
+            interval_secs: 86_400,
+            raw_months: months(p.raw_months),
+            hourly_months: months(p.hourly_months),
+            daily_months: months(p.daily_months),
+            org_rollup_months: months(p.org_rollup_months),
+            credits_months: months(p.credits_months),
+            job_log_months: months(p.job_log_months),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The policy these keys stand for (`0`: kept forever).
+    pub fn policy(&self) -> tollgate_clickhouse::retention::RetentionPolicy {
+        let months = |m: u32| (m > 0).then_some(m);
+        tollgate_clickhouse::retention::RetentionPolicy {
+            raw_months: months(self.raw_months),
+            hourly_months: months(self.hourly_months),
+            daily_months: months(self.daily_months),
+            org_rollup_months: months(self.org_rollup_months),
+            credits_months: months(self.credits_months),
+            job_log_months: months(self.job_log_months),
+        }
+    }
 }
 
 /// The integrity job (`tollgate_clickhouse::integrity`): rollups rebuilt where they differ
@@ -214,7 +274,7 @@ impl Default for PollersConfig {
 }
 
 impl JobsConfig {
-    /// Checks the four sections; each error names its key (`evaluator.lease_secs: …`).
+    /// Checks the five sections; each error names its key (`evaluator.lease_secs: …`).
     pub fn check(&self, errors: &mut Vec<String>) {
         let i = &self.integrity;
         if !(10..=86_400).contains(&i.interval_secs) {
@@ -222,6 +282,24 @@ impl JobsConfig {
         }
         if !(1..=24 * 31).contains(&i.lookback_hours) {
             errors.push("integrity.lookback_hours: must be from 1 to 744 (31 days)".into());
+        }
+        let r = &self.retention;
+        if !(60..=30 * 86_400).contains(&r.interval_secs) {
+            errors.push("retention.interval_secs: must be from 60 to 2592000 (30 days)".into());
+        }
+        for (key, months) in [
+            ("raw_months", r.raw_months),
+            ("hourly_months", r.hourly_months),
+            ("daily_months", r.daily_months),
+            ("org_rollup_months", r.org_rollup_months),
+            ("credits_months", r.credits_months),
+            ("job_log_months", r.job_log_months),
+        ] {
+            if months > 1200 {
+                errors.push(format!(
+                    "retention.{key}: at most 1200 (100 years); 0 keeps forever"
+                ));
+            }
         }
         let e = &self.evaluator;
         if e.interval_secs == 0 || e.interval_secs > 86_400 {
@@ -308,6 +386,7 @@ mod tests {
         c.pollers.openai_base_url = "api.openai.com".into();
         c.pollers.reconcile_lookback_days = 0;
         c.integrity.interval_secs = 1;
+        c.retention.interval_secs = 5;
         c.check(&mut errors);
         for key in [
             "evaluator.lease_secs",
@@ -316,6 +395,7 @@ mod tests {
             "pollers.openai_base_url",
             "pollers.reconcile_lookback_days",
             "integrity.interval_secs",
+            "retention.interval_secs",
         ] {
             assert!(
                 errors.iter().any(|e| e.starts_with(key)),

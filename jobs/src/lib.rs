@@ -1,6 +1,6 @@
 //! Tollgate's timed work, run by one instance of several under a lease: alert evaluation and
-//! the notifications it sends, provider credit polls, bill reconciliation, and the integrity
-//! pass that keeps the rollups equal to the raw rows.
+//! the notifications it sends, provider credit polls, bill reconciliation, the integrity pass
+//! that keeps the rollups equal to the raw rows, and retention.
 //!
 //! - [`runner`] — the loops ([`spawn`] / [`BackgroundJobs::shutdown`]) and the [`lease`] that
 //!   lets one instance run them. `dashboard-api serve` starts them unless told not to; the
@@ -10,7 +10,8 @@
 //! - [`notify`] — webhook and Slack deliveries, retried and logged; [`outbound`] — the one
 //!   HTTP client for everything that leaves the deployment (private targets refused).
 //! - [`pollers`] — provider balances; [`reconcile`] — Tollgate's recorded cost against the
-//!   provider's bill, per day; [`integrity`] — the rollups and the raw rows kept equal.
+//!   provider's bill, per day; [`integrity`] — the rollups and the raw rows kept equal;
+//!   [`retention`] — old monthly partitions dropped by policy.
 //! - [`Context`] — what every job reads: the ClickHouse client, [`JobsConfig`], [`JobMetrics`].
 //!
 //! This crate never imports the HTTP service; the service imports it (for the rule kinds, the
@@ -26,6 +27,7 @@ pub mod notify;
 pub mod outbound;
 pub mod pollers;
 pub mod reconcile;
+pub mod retention;
 pub mod rules;
 pub mod runner;
 

@@ -20,6 +20,8 @@ pub struct JobMetrics {
     pub integrity_passes: Family<Labels, Counter>,
     /// Unix time of the last integrity pass that finished.
     pub integrity_last_pass: Gauge,
+    /// Monthly partitions the retention job dropped, by table.
+    pub retention_dropped: Family<Labels, Counter>,
 }
 
 impl JobMetrics {
@@ -39,6 +41,11 @@ impl JobMetrics {
             "integrity_last_pass_timestamp_seconds",
             "Unix time of the last integrity pass that finished",
             self.integrity_last_pass.clone(),
+        );
+        registry.register(
+            "retention_dropped_partitions",
+            "Monthly partitions the retention job dropped, by table",
+            self.retention_dropped.clone(),
         );
     }
 }

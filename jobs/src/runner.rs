@@ -1,11 +1,11 @@
-//! The loops that run the jobs (started by `dashboard-api serve` or `tollgate-jobs`): alert evaluation every
-//! `evaluator.interval_secs`, credit polls every `pollers.interval_secs`, reconciliation every
-//! `pollers.reconcile_interval_secs`, the integrity pass (rollups and duplicate events,
-//! [`crate::integrity`]) every `integrity.interval_secs` (each also once right
-//! after start). Every instance runs
-//! the loops; a loop does its work only while this instance holds the shared
-//! [`Lease`] (named `jobs`), so one instance of several does it. [`BackgroundJobs::shutdown`]
-//! lets a run in progress finish (up to [`SHUTDOWN_GRACE`]), then releases the lease.
+//! The loops that run the jobs (started by `dashboard-api serve` or `tollgate-jobs`), each also
+//! once right after start: alert evaluation every `evaluator.interval_secs`, credit polls every
+//! `pollers.interval_secs`, reconciliation every `pollers.reconcile_interval_secs`, the
+//! integrity pass ([`crate::integrity`]) every `integrity.interval_secs`, retention
+//! ([`crate::retention`]) every `retention.interval_secs`. Every instance runs the loops; a
+//! loop does its work only while this instance holds the shared [`Lease`] (named `jobs`), so
+//! one instance of several does it. [`BackgroundJobs::shutdown`] lets a run in progress finish
+//! (up to [`SHUTDOWN_GRACE`]), then releases the lease.
 //!
 //! Each instance's loops keep their own schedule (from its start), so after a take-over the
 //! new holder polls and evaluates within one interval, but may reconcile up to
@@ -107,6 +107,23 @@ pub fn spawn(state: Context) -> BackgroundJobs {
                 lease.clone(),
                 stopped.clone(),
                 |state, _now| async move { crate::integrity::integrity_once(&state).await },
+            ),
+        ));
+    }
+    if config.retention.enabled {
+        tasks.push((
+            "retention",
+            run_loop(
+                "retention",
+                Duration::from_secs(config.retention.interval_secs),
+                state.clone(),
+                lease.clone(),
+                stopped.clone(),
+                |state, now| async move {
+                    crate::retention::retention_once(&state, now)
+                        .await
+                        .map(|_| ())
+                },
             ),
         ));
     }

@@ -1,4 +1,5 @@
-//! Retention drops exactly the monthly partitions past the cut-off, per table.
+//! Retention drops exactly the monthly partitions past the cut-off, per table family, and its
+//! dry run names exactly those.
 
 use time::macros::{date, datetime};
 use time::Duration;
@@ -51,7 +52,15 @@ async fn old_raw_months_are_dropped_and_rollups_kept_by_their_own_policy() {
         raw_months: Some(2),
         hourly_months: Some(4),
         daily_months: None,
+        org_rollup_months: Some(4),
+        credits_months: None,
+        job_log_months: None,
     };
+    // The dry run names what would go and drops nothing.
+    let planned = retention::plan(db.client(), db.name(), &policy, today)
+        .await
+        .unwrap();
+    assert_eq!(partitions(&db, "usage_events").await, all);
     let dropped = retention::apply(db.client(), db.name(), &policy, today, None)
         .await
         .unwrap();
@@ -61,6 +70,10 @@ async fn old_raw_months_are_dropped_and_rollups_kept_by_their_own_policy() {
         .map(|d| d.partition)
         .collect();
     assert_eq!(raw, [202601, 202602, 202603]);
+    assert_eq!(
+        planned, dropped,
+        "the dry run named exactly what was dropped"
+    );
     assert!(dropped.contains(&DroppedPartition {
         table: "usage_hourly",
         partition: 202601
@@ -78,6 +91,11 @@ async fn old_raw_months_are_dropped_and_rollups_kept_by_their_own_policy() {
         partitions(&db, "usage_daily").await,
         all,
         "daily kept forever"
+    );
+    assert_eq!(
+        partitions(&db, "org_daily").await,
+        all[1..],
+        "org rollups: 5 months"
     );
 
     let min_ts = tsv(db.client(), "SELECT toDate(min(ts)) FROM usage_events").await;
