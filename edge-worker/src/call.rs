@@ -49,6 +49,17 @@ pub fn route(method: &str, path: &str) -> Option<Route> {
     })
 }
 
+/// The method a known path is served with (`None`: no such path).
+pub fn method_of(path: &str) -> Option<&'static str> {
+    match path.trim_end_matches('/') {
+        "/v1/chat/completions" | "/v1/responses" | "/v1/embeddings" | "/v1/completions" => {
+            Some("POST")
+        }
+        "/v1/models" => Some("GET"),
+        _ => None,
+    }
+}
+
 /// The parts of a request body the worker acts on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestFacts {
@@ -327,6 +338,18 @@ mod tests {
         );
         assert!(route("GET", "/v1/chat/completions").is_none());
         assert!(route("POST", "/v2/x").is_none());
+        // Every route's path knows its method (the 405 for the others).
+        for (m, p) in [
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/responses"),
+            ("POST", "/v1/embeddings"),
+            ("POST", "/v1/completions"),
+            ("GET", "/v1/models"),
+        ] {
+            assert!(route(m, p).is_some());
+            assert_eq!(method_of(p), Some(m));
+        }
+        assert_eq!(method_of("/v2/x"), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! | `EDGE_REGION` | var | region label when the request carries none (local runs) |
 //! | `BUDGET_FAIL_MODE` | var | what a call under a budget gets when that budget cannot be checked in time (guard, budget list or recorded spend unavailable): `closed` (default) refuses calls under a *hard* budget with 503 `budget_unavailable`; `open` lets them through. Soft budgets always let the call through. Every call let through unchecked carries the tag `tollgate.budget_fail_open` naming the budgets |
 //! | `UNPRICED_UNDER_HARD_BUDGET` | var | `allow` lets calls to models missing from the price table through under a hard budget (refused by default) |
+//! | `CORS_ALLOWED_ORIGINS` | var | origins browser apps may call the edge from: comma-separated (`https://app.example.com`), or `*`; empty (default): none, preflights get 403 (see [`crate::cors`]) |
 //! | `ALLOW_TEST_CLOCK` | var | `1` honours `x-tollgate-test-now` for budget periods (tests only; never deploy it) |
 //!
 //! Vars are read once per isolate into [`Settings`]: bindings cannot change while an isolate
@@ -48,6 +49,8 @@ pub struct Settings {
     /// `BUDGET_FAIL_MODE=open`: a hard budget that cannot be checked lets the call through.
     /// Any other value (or none) keeps it closed: refusing is the side a typo should fall on.
     pub budget_fail_open: bool,
+    /// `CORS_ALLOWED_ORIGINS`: which origins browsers may call from ([`crate::cors`]).
+    pub cors: crate::cors::CorsPolicy,
 }
 
 /// `UPSTREAM_TIMEOUT_MS` when unset.
@@ -98,6 +101,7 @@ impl Settings {
                 == Some("allow"),
             budget_fail_open: var("BUDGET_FAIL_MODE")
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("open")),
+            cors: crate::cors::CorsPolicy::parse(var("CORS_ALLOWED_ORIGINS").as_deref()),
         }
     }
 }

@@ -48,6 +48,28 @@ impl ApiError {
         }
     }
 
+    /// A known path asked with a method it does not serve.
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Self {
+        ApiError {
+            status: 405,
+            message: format!("{path} does not accept {method}; use {allowed}."),
+            kind: "invalid_request_error",
+            code: Some("method_not_allowed"),
+            param: None,
+        }
+    }
+
+    /// A browser preflight from an origin `CORS_ALLOWED_ORIGINS` does not list.
+    pub fn origin_not_allowed(origin: &str) -> Self {
+        ApiError {
+            status: 403,
+            message: format!("origin {origin} may not call this edge from a browser; an operator adds it to CORS_ALLOWED_ORIGINS"),
+            kind: "invalid_request_error",
+            code: Some("origin_not_allowed"),
+            param: None,
+        }
+    }
+
     pub fn too_large(max: usize) -> Self {
         ApiError {
             status: 413,

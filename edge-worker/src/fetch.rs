@@ -37,12 +37,50 @@ const FORWARDED_HEADERS: &[&str] = &[
 pub fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> js_sys::Promise {
     cf::promise(async move {
         let started = now_ms();
-        let answer = match handle(req, &env, &ctx, started).await {
-            Ok(resp) => Ok(resp),
-            Err(e) => web::error_response(&e, &[]),
+        let origin = req.headers().get("origin").ok().flatten();
+        let cors = settings(&env).cors.answer_headers(origin.as_deref());
+        let answer = if req.method() == "OPTIONS" {
+            preflight(&req, &env, origin.as_deref())
+        } else {
+            match handle(req, &env, &ctx, started).await {
+                Ok(resp) => {
+                    web::add_headers(&resp, &cors);
+                    Ok(resp)
+                }
+                Err(e) => web::error_response(&e, &cors),
+            }
         };
         answer.map(JsValue::from)
     })
+}
+
+/// A browser's CORS preflight (see [`crate::cors`]): 204 with what an allowed origin may do,
+/// 403 for any other origin, 404 for a path the edge does not serve.
+fn preflight(
+    req: &web_sys::Request,
+    env: &Env,
+    origin: Option<&str>,
+) -> Result<web_sys::Response, JsValue> {
+    let url = req.url();
+    let path = call::url_path(&url);
+    if call::method_of(path).is_none() {
+        return web::error_response(&ApiError::not_found(path), &[]);
+    }
+    let policy = &settings(env).cors;
+    match origin.filter(|o| policy.allows(o)) {
+        Some(o) => {
+            let asked = req
+                .headers()
+                .get("access-control-request-headers")
+                .ok()
+                .flatten();
+            web::empty_response(204, &policy.preflight_headers(o, asked.as_deref()))
+        }
+        None => web::error_response(
+            &ApiError::origin_not_allowed(origin.unwrap_or("(none)")),
+            &[],
+        ),
+    }
 }
 
 async fn handle(
@@ -53,7 +91,11 @@ async fn handle(
 ) -> Result<web_sys::Response, ApiError> {
     let url = req.url();
     let path = call::url_path(&url);
-    let route = call::route(&req.method(), path).ok_or_else(|| ApiError::not_found(path))?;
+    let method = req.method();
+    let route = call::route(&method, path).ok_or_else(|| match call::method_of(path) {
+        Some(allowed) => ApiError::method_not_allowed(&method, path, allowed),
+        None => ApiError::not_found(path),
+    })?;
     let settings = settings(env);
 
     let request_headers = req.headers();

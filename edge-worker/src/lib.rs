@@ -26,6 +26,7 @@ pub mod attribution;
 pub mod budget;
 pub mod call;
 pub mod config;
+pub mod cors;
 pub mod errors;
 pub mod json;
 pub mod keys;

@@ -136,6 +136,24 @@ fn set_extra(headers: &Headers, extra: &[(&str, String)]) {
     }
 }
 
+/// Adds `extra` headers to an answer already made (its headers are the edge's own, so they
+/// can be changed); one that cannot be set is left out.
+pub fn add_headers(resp: &Response, extra: &[(&str, String)]) {
+    if !extra.is_empty() {
+        set_extra(&resp.headers(), extra);
+    }
+}
+
+/// An answer without a body: `status` and `extra` headers.
+pub fn empty_response(status: u16, extra: &[(&str, String)]) -> Result<Response, JsValue> {
+    let headers = Headers::new()?;
+    set_extra(&headers, extra);
+    let init = ResponseInit::new();
+    init.set_status(status);
+    init.set_headers(&headers);
+    Response::new_with_opt_u8_array_and_init(None, &init)
+}
+
 /// The edge's own answer for `e` (OpenAI's error JSON), with `extra` headers.
 pub fn error_response(e: &ApiError, extra: &[(&str, String)]) -> Result<Response, JsValue> {
     let headers = Headers::new()?;

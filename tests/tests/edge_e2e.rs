@@ -657,3 +657,126 @@ async fn records_refused_for_their_signature_are_kept_and_arrive_after_the_rotat
     }
     drop(collector);
 }
+
+/// A raw HTTP exchange with the worker: (status, headers lower-cased, body).
+fn exchange(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, BTreeMap<String, String>, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .allow_non_standard_methods(true)
+        .build()
+        .into();
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = match body {
+        Some(b) => agent.run(req.body(b.to_string()).unwrap()),
+        None => agent.run(req.body(()).unwrap()),
+    }
+    .unwrap();
+    let head = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (resp.status().as_u16(), head, text)
+}
+
+/// Browser apps: a preflight from an allowed origin is answered with what it may do, any other
+/// origin's is refused, real answers (success and refusal) name the allowed origin and expose
+/// the event id, and a known path asked with the wrong method says which method it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_from_allowed_origins_get_cors_and_others_do_not() {
+    let stack = Stack::start(8, ("org_cors", "", "cors-app"), |bindings| {
+        bindings.push((
+            "CORS_ALLOWED_ORIGINS".into(),
+            "https://app.example.com".into(),
+        ));
+    })
+    .await;
+    let (key, base) = (stack.key.clone(), stack.worker.base_url());
+    tokio::task::spawn_blocking(move || {
+        let url = format!("{base}/chat/completions");
+        let (status, h, _) = exchange(
+            "OPTIONS",
+            &url,
+            &[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "authorization, content-type, x-stainless-os",
+                ),
+            ],
+            None,
+        );
+        assert_eq!(status, 204);
+        assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+        assert_eq!(h["access-control-allow-methods"], "GET, POST, OPTIONS");
+        assert_eq!(
+            h["access-control-allow-headers"],
+            "authorization, content-type, x-stainless-os"
+        );
+
+        let (status, h, body) = exchange(
+            "OPTIONS",
+            &url,
+            &[
+                ("origin", "https://evil.example"),
+                ("access-control-request-method", "POST"),
+            ],
+            None,
+        );
+        assert_eq!(status, 403, "{body}");
+        assert!(!h.contains_key("access-control-allow-origin"));
+        assert!(body.contains("origin_not_allowed"), "{body}");
+
+        let chat = r#"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}"#;
+        let auth = format!("Bearer {key}");
+        let (status, h, _) = exchange(
+            "POST",
+            &url,
+            &[
+                ("origin", "https://app.example.com"),
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            Some(chat),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+        assert!(h["access-control-expose-headers"].contains("x-tollgate-event-id"));
+        assert!(h.contains_key("x-tollgate-event-id"));
+        // A refusal carries them too (the page can read why); another origin gets none.
+        let (status, h, _) = exchange(
+            "POST",
+            &url,
+            &[
+                ("origin", "https://app.example.com"),
+                ("authorization", "Bearer tg_nope"),
+            ],
+            Some(chat),
+        );
+        assert_eq!(status, 401);
+        assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+        let (_, h, _) = exchange(
+            "POST",
+            &url,
+            &[("origin", "https://evil.example"), ("authorization", &auth)],
+            Some(chat),
+        );
+        assert!(!h.contains_key("access-control-allow-origin"));
+
+        let (status, _, body) = exchange("GET", &url, &[("authorization", &auth)], None);
+        assert_eq!(status, 405, "{body}");
+        assert!(body.contains("use POST"), "{body}");
+    })
+    .await
+    .unwrap();
+}
