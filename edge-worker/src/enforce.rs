@@ -178,13 +178,29 @@ pub async fn guard_budgets(
                         .ok()
                 })
                 .unwrap_or_default();
-            return Err(ApiError::budget_exceeded(format!(
-                "budget \"{}\" ({}) is exhausted: limit ${}, spent ${}, reserved by calls in flight ${}; it resets at {reset}",
+            let committed = decision.spent_nusd.saturating_add(decision.reserved_nusd);
+            if committed >= decision.limit_nusd {
+                return Err(ApiError::budget_exceeded(format!(
+                    "budget \"{}\" ({}) is exhausted: limit ${}, spent ${}, reserved by calls in flight ${}; it resets at {reset}",
+                    spec.name,
+                    spec.period,
+                    usage_core::Nanos::new(decision.limit_nusd),
+                    usage_core::Nanos::new(decision.spent_nusd),
+                    usage_core::Nanos::new(decision.reserved_nusd),
+                )));
+            }
+            // Room is left, but not for the most this call could cost: say so, and how to
+            // ask for less, rather than calling the budget exhausted.
+            return Err(ApiError::budget_insufficient(format!(
+                "budget \"{}\" ({}) has ${} left (limit ${}, spent ${}, reserved by calls in flight ${}), but this call could cost up to ${} at `{}`'s prices; set max_tokens (or max_completion_tokens) to bound its output, or wait until the budget resets at {reset}",
                 spec.name,
                 spec.period,
+                usage_core::Nanos::new(decision.limit_nusd.saturating_sub(committed)),
                 usage_core::Nanos::new(decision.limit_nusd),
                 usage_core::Nanos::new(decision.spent_nusd),
                 usage_core::Nanos::new(decision.reserved_nusd),
+                usage_core::Nanos::new(amount),
+                p.plan.facts.model,
             )));
         }
         p.reservations.push(spec.budget_id.clone());

@@ -122,6 +122,18 @@ impl ApiError {
         }
     }
 
+    /// A hard budget has room left, but not for this call's worst case (429; the message says
+    /// what is left, what the call could cost, and how to reserve less).
+    pub fn budget_insufficient(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 429,
+            message: message.into(),
+            kind: "insufficient_quota",
+            code: Some("budget_insufficient_for_worst_case"),
+            param: None,
+        }
+    }
+
     /// A hard budget could not be checked (its guard, the org's budget list or its recorded
     /// spend could not be had in time), and `BUDGET_FAIL_MODE` is `closed`: 503, retry later.
     pub fn budget_unavailable(budget: &str, why: &str) -> Self {

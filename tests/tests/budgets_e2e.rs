@@ -636,3 +636,84 @@ async fn a_hard_budget_that_cannot_be_checked_fails_closed_unless_told_to_open()
     );
     drop(collector);
 }
+
+/// A hard budget far from spent refuses a call whose *worst case* does not fit, and says so —
+/// not "exhausted" — with what is left and how to ask for less; the same call with `max_tokens`
+/// goes through. (gpt-4o-mini without `max_tokens` reserves its 16,384-token output bound:
+/// about $0.0098; the budget is $0.005, of which nothing is spent.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_worst_case_does_not_fit_is_told_how_to_fit() {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
+    let dashboard = format!("http://{}", serve_dashboard(&db).await);
+    let (_, admin) = create_token(
+        db.client(),
+        "worst case",
+        Role::OrgAdmin,
+        "org_worst",
+        "",
+        "e2e",
+    )
+    .await
+    .unwrap();
+    api(
+        "POST",
+        format!("{dashboard}/api/v1/budgets"),
+        admin.clone(),
+        Some(json!({
+            "name": "small cap", "scope": "org", "period": "daily",
+            "limit_usd": "0.005", "mode": "hard", "soft_thresholds": []
+        })),
+    )
+    .await;
+    let key = api(
+        "POST",
+        format!("{dashboard}/api/v1/keys"),
+        admin.clone(),
+        Some(json!({"app_id": "worst", "name": "worst-case key"})),
+    )
+    .await["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut bindings: Vec<(String, String)> =
+        worker_bindings(&mock.base_url(), &collector.records_url(), "{}")
+            .into_iter()
+            .filter(|(k, _)| k != "APP_KEYS")
+            .collect();
+    for (k, v) in [
+        ("KEYS_URL", dashboard.as_str()),
+        ("KEYS_SIGNING_SECRET", INTERNAL_SECRET),
+    ] {
+        bindings.push((k.to_string(), v.to_string()));
+    }
+    let worker = WorkerdProc::start(bindings);
+    let url = format!("{}/chat/completions", worker.base_url());
+    tokio::task::spawn_blocking(move || {
+        let unbounded =
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+        let a = agent();
+        let mut resp = a
+            .post(&url)
+            .header("authorization", &format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .send(unbounded.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 429);
+        let err: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(err["error"]["code"], "budget_insufficient_for_worst_case");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains("has $0.005000000 left"), "{message}");
+        assert!(message.contains("max_tokens"), "{message}");
+        assert!(!message.contains("exhausted"), "{message}");
+
+        let bounded = json!({"model": "gpt-4o-mini", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let (status, code, _) = call(&url, &key, bounded.to_string().as_bytes(), None);
+        assert_eq!((status, code.as_str()), (200, ""));
+    })
+    .await
+    .unwrap();
+}
