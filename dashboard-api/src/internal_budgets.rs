@@ -281,10 +281,14 @@ async fn raise_budget_warning(
         severity: severity.into(),
         state: "open".into(),
         dedup_key: key,
-        title: format!("Budget \"{}\" passed {percent}% of its {} limit", b.name, b.period),
+        title: format!(
+            "Budget \"{}\" passed {percent}% of its {} limit",
+            b.name, b.period
+        ),
         details: serde_json::json!({"budget_id": b.budget_id.to_string(), "percent": percent,
-            "limit_usd": usage_core::Nanos::new(b.limit_nusd).to_string(), "period_start": period_start,
-            "source": "edge"}).to_string(),
+            "limit_usd": usage_core::Nanos::new(b.limit_nusd).to_string(), "period": b.period,
+            "period_start": period_start, "source": "edge"})
+        .to_string(),
         opened_at: now,
         acknowledged_by: String::new(),
         acknowledged_at: None,

@@ -381,6 +381,26 @@ async fn a_soft_threshold_warns_in_a_header_and_raises_an_alert() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The alert evaluator leaves them open: they have no rule, and the day is not over.
+    let jobs = tollgate_jobs::Context::new(db.client().clone(), Default::default());
+    let tick = tollgate_jobs::evaluator::evaluate_once(&jobs, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert!(tick.resolved.is_empty(), "{:?}", tick.resolved);
+    let alerts = api(
+        "GET",
+        format!("{dashboard}/api/v1/alerts"),
+        admin.clone(),
+        None,
+    )
+    .await;
+    let open = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "budget_threshold" && a["state"] == "open")
+        .count();
+    assert_eq!(open, 2, "{alerts}");
     drop(collector);
 }
 

@@ -72,6 +72,11 @@
 //! others are resolved as duplicates. New alert ids are derived from the key and the minute,
 //! so two instances that open the same alert in the same minute write the same row.
 //!
+//! Alerts the edge raised for a budget's soft threshold have no rule (`rule_id` nil): the
+//! evaluator never resolves them as "rule gone"; they stay open until a person acknowledges
+//! or resolves them, or until the budget period named in their details is over (resolved
+//! then as "window ended").
+//!
 //! Writes are new versions of `alerts` rows (ReplacingMergeTree), versioned by the wall clock
 //! like every other writer's. The alerts are read after the checks, right before the write,
 //! which keeps the window in which a person's acknowledgement can be overwritten to
@@ -500,6 +505,16 @@ pub fn plan(
     }
     let evaluated_rules: HashSet<Uuid> = evaluated.iter().map(|e| e.rule.row.rule_id).collect();
     for ((rule_id, key), group) in &by_key {
+        if rule_id.is_nil() {
+            // Raised by the edge (a budget's soft threshold), not by a rule: open until a
+            // person acknowledges or resolves it, or its budget period ends.
+            for a in group.iter().filter(|a| a.state != "resolved") {
+                if edge_alert_period_over(a, now) {
+                    changes.push(resolve(a, Reason::WindowEnded, None, now));
+                }
+            }
+            continue;
+        }
         if failed.contains(rule_id) || seen.contains(&(*rule_id, key.clone())) {
             continue;
         }
@@ -513,6 +528,25 @@ pub fn plan(
         }
     }
     changes
+}
+
+/// Whether the budget period of an alert the edge raised (`details`: `period`, `period_start`)
+/// is over at `now`. An alert that does not say its period stays until a person resolves it.
+fn edge_alert_period_over(alert: &AlertRow, now: OffsetDateTime) -> bool {
+    let Ok(details) = serde_json::from_str::<Value>(&alert.details) else {
+        return false;
+    };
+    let period = details["period"]
+        .as_str()
+        .and_then(usage_core::Period::parse);
+    let start = details["period_start"].as_i64();
+    match (period, start) {
+        (Some(period), Some(start)) => {
+            let (_, end) = period.unix_bounds(start);
+            now.unix_timestamp() >= end
+        }
+        _ => false,
+    }
 }
 
 fn to_second(t: OffsetDateTime) -> OffsetDateTime {
@@ -792,6 +826,39 @@ mod tests {
             panic!("{changes:?}")
         };
         assert_eq!(r.alert_id, b.alert_id);
+    }
+
+    #[test]
+    fn an_alert_the_edge_raised_stays_open_until_its_budget_period_ends() {
+        let t0 = datetime!(2026-03-04 12:00 UTC);
+        let day_start = datetime!(2026-03-04 0:00 UTC).unix_timestamp();
+        let mut a = opened(&plan(&eval(vec![firing()]), &HashSet::new(), vec![], t0));
+        a.rule_id = Uuid::nil();
+        a.kind = "budget_threshold".into();
+        a.dedup_key = format!("budget:b1:75:{day_start}");
+        a.details = json!({"budget_id": "b1", "percent": 75, "period": "daily",
+            "period_start": day_start, "source": "edge"})
+        .to_string();
+        // No rule evaluated it, and it is not "rule deleted": it stays while the day lasts.
+        assert!(plan(
+            &[],
+            &HashSet::new(),
+            vec![a.clone()],
+            t0 + Duration::hours(11)
+        )
+        .is_empty());
+        let next_day = t0 + Duration::hours(12);
+        let changes = plan(&[], &HashSet::new(), vec![a.clone()], next_day);
+        assert!(
+            matches!(
+                changes.as_slice(),
+                [Change::Resolve(_, Reason::WindowEnded)]
+            ),
+            "{changes:?}"
+        );
+        // One that does not say its period waits for a person.
+        a.details = json!({"budget_id": "b1", "percent": 75}).to_string();
+        assert!(plan(&[], &HashSet::new(), vec![a], next_day).is_empty());
     }
 
     #[test]
