@@ -1,5 +1,5 @@
 -- model_performance: per provider and model over [from_day, to_day) for a scope — calls,
--- errors by class, latency and time-to-first-token (mean and percentiles 50/90/95/99), output
+-- the provider's errors by class (Tollgate's own budget refusals apart, as refused_by_gateway), latency and time-to-first-token (mean and percentiles 50/90/95/99), output
 -- speed and cost.
 -- daily: org_model_daily, usage_daily
 -- params: {scope}, from_day, to_day
@@ -8,7 +8,8 @@ SELECT
     provider,
     model,
     n_requests AS requests,
-    n_errors AS errors,
+    toUInt64(n_errors - n_refused) AS errors,
+    n_refused AS refused_by_gateway,
     n_client AS errors_client,
     n_rate_limited AS errors_rate_limited,
     n_upstream_5xx AS errors_upstream_5xx,
@@ -32,6 +33,7 @@ FROM
         model,
         sum(requests) AS n_requests,
         sum(errors) AS n_errors,
+        sum(errors_budget_blocked) AS n_refused,
         sum(errors_client) AS n_client,
         sum(errors_rate_limited) AS n_rate_limited,
         sum(errors_upstream_5xx) AS n_upstream_5xx,

@@ -1,12 +1,14 @@
--- provider_performance: per provider over the UTC days [from_day, to_day): calls, errors,
--- spend and latency — the Providers tab and `GET /api/v1/providers`.
+-- provider_performance: per provider over the UTC days [from_day, to_day): calls, the provider's
+-- errors (Tollgate's own budget refusals counted apart, as refused_by_gateway), spend and
+-- latency — the Providers tab and `GET /api/v1/providers`.
 -- daily: org_model_daily, usage_daily
 -- params: {scope}, from_day, to_day
 -- row: ProviderPerformanceRow
 SELECT
     provider,
     n_requests AS requests,
-    n_errors AS errors,
+    toUInt64(n_errors - n_refused) AS errors,
+    n_refused AS refused_by_gateway,
     n_rate_limited AS errors_rate_limited,
     n_unpriced AS unpriced_requests,
     n_input AS input_tokens,
@@ -20,6 +22,7 @@ FROM
         provider,
         sum(requests) AS n_requests,
         sum(errors) AS n_errors,
+        sum(errors_budget_blocked) AS n_refused,
         sum(errors_rate_limited) AS n_rate_limited,
         sum(unpriced_requests) AS n_unpriced,
         sum(total_input_tokens) AS n_input,

@@ -416,7 +416,10 @@ pub struct ModelPerformanceRow {
     pub provider: String,
     pub model: String,
     pub requests: u64,
+    /// The provider's errors (every failed call but Tollgate's own budget refusals).
     pub errors: u64,
+    /// Calls Tollgate's budgets refused (they never reached the provider).
+    pub refused_by_gateway: u64,
     pub errors_client: u64,
     pub errors_rate_limited: u64,
     pub errors_upstream_5xx: u64,

@@ -352,6 +352,7 @@ struct ProviderPerformanceRow {
     provider: String,
     requests: u64,
     errors: u64,
+    refused_by_gateway: u64,
     errors_rate_limited: u64,
     unpriced_requests: u64,
     input_tokens: u64,
@@ -365,9 +366,14 @@ struct ProviderPerformanceRow {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderOut {
     pub provider: String,
+    /// Every call, Tollgate's own refusals included.
     pub requests: u64,
+    /// Calls the provider failed (Tollgate's budget refusals are not the provider's).
     pub errors: u64,
+    /// `errors` ÷ the calls that reached the provider.
     pub error_rate: f64,
+    /// Calls Tollgate's budgets refused before they reached the provider.
+    pub refused_by_gateway: u64,
     pub rate_limited: u64,
     pub unpriced_requests: u64,
     pub input_tokens: u64,
@@ -429,7 +435,8 @@ pub async fn providers_of(
                 .filter(|c| c.provider == r.provider)
                 .cloned()
                 .collect(),
-            error_rate: ratio(r.errors, r.requests),
+            error_rate: ratio(r.errors, r.requests.saturating_sub(r.refused_by_gateway)),
+            refused_by_gateway: r.refused_by_gateway,
             p95_latency_ms: r.latency_quantiles_ms.get(2).copied().unwrap_or(0.0),
             provider: r.provider,
             requests: r.requests,
@@ -452,6 +459,7 @@ pub async fn providers_of(
                 requests: 0,
                 errors: 0,
                 error_rate: 0.0,
+                refused_by_gateway: 0,
                 rate_limited: 0,
                 unpriced_requests: 0,
                 input_tokens: 0,
@@ -475,9 +483,14 @@ pub async fn providers_of(
 pub struct ModelOut {
     pub provider: String,
     pub model: String,
+    /// Every call, Tollgate's own refusals included.
     pub requests: u64,
+    /// Calls the provider answered successfully ÷ the calls that reached it.
     pub success_rate: f64,
+    /// Calls the provider failed (Tollgate's budget refusals are not the provider's).
     pub errors: u64,
+    /// Calls Tollgate's budgets refused before they reached the provider.
+    pub refused_by_gateway: u64,
     pub avg_latency_ms: f64,
     pub p50_latency_ms: f64,
     pub p95_latency_ms: f64,
@@ -543,12 +556,14 @@ pub async fn models_of(state: &AppState, p: &Params, filter: &Filter) -> ApiResu
             } else {
                 r.cost_usd * 1000 / i128::from(tokens)
             };
+            let reached = r.requests.saturating_sub(r.refused_by_gateway);
             ModelOut {
-                success_rate: if r.requests == 0 {
+                success_rate: if reached == 0 {
                     0.0
                 } else {
-                    1.0 - ratio(r.errors, r.requests)
+                    1.0 - ratio(r.errors, reached)
                 },
+                refused_by_gateway: r.refused_by_gateway,
                 p50_latency_ms: r.latency_quantiles_ms.first().copied().unwrap_or(0.0),
                 p95_latency_ms: r.latency_quantiles_ms.get(2).copied().unwrap_or(0.0),
                 avg_ttft_ms: (r.ttft_count > 0).then_some(r.avg_ttft_ms),

@@ -82,11 +82,16 @@ fn seed_records() -> Seed {
                     task_type: "chat".into(),
                     stream: n.is_multiple_of(2),
                     edge_region: "FRA".into(),
-                    status_code: if error { 500 } else { 200 },
-                    error_class: if error {
-                        ErrorClass::Upstream5xx
-                    } else {
-                        ErrorClass::None
+                    // Every other error is Tollgate's own budget refusal, not the provider's.
+                    status_code: match (error, n.is_multiple_of(14)) {
+                        (false, _) => 200,
+                        (true, true) => 429,
+                        (true, false) => 500,
+                    },
+                    error_class: match (error, n.is_multiple_of(14)) {
+                        (false, _) => ErrorClass::None,
+                        (true, true) => ErrorClass::BudgetBlocked,
+                        (true, false) => ErrorClass::Upstream5xx,
                     },
                     input_tokens: input,
                     output_tokens: output,
@@ -367,19 +372,27 @@ async fn providers_models_and_top_lists_match() {
     for p in providers {
         let name = p["provider"].as_str().unwrap();
         let recs: Vec<&&UsageRecord> = acme.iter().filter(|r| r.provider == name).collect();
+        // The provider's errors; Tollgate's refusals apart, and not in the rate's base.
+        let refused = recs
+            .iter()
+            .filter(|r| r.error_class == ErrorClass::BudgetBlocked)
+            .count();
         let errors = recs
             .iter()
-            .filter(|r| r.error_class != ErrorClass::None)
+            .filter(|r| !matches!(r.error_class, ErrorClass::None | ErrorClass::BudgetBlocked))
             .count();
         assert_eq!(p["requests"], recs.len() as u64, "{name}");
         assert_eq!(p["errors"], errors as u64, "{name}");
+        assert_eq!(p["refused_by_gateway"], refused as u64, "{name}");
         assert_eq!(
             p["cost_usd"],
             usd(recs.iter().map(|r| r.cost_nusd.get()).sum()),
             "{name}"
         );
         assert!(
-            (p["error_rate"].as_f64().unwrap() - errors as f64 / recs.len() as f64).abs() < 1e-12
+            (p["error_rate"].as_f64().unwrap() - errors as f64 / (recs.len() - refused) as f64)
+                .abs()
+                < 1e-12
         );
     }
 
@@ -397,6 +410,23 @@ async fn providers_models_and_top_lists_match() {
         let input: u64 = recs.iter().map(|r| u64::from(r.input_tokens)).sum();
         let output: u64 = recs.iter().map(|r| u64::from(r.output_tokens)).sum();
         assert_eq!(m["requests"], recs.len() as u64, "{name}");
+        let refused = recs
+            .iter()
+            .filter(|r| r.error_class == ErrorClass::BudgetBlocked)
+            .count();
+        let failed = recs
+            .iter()
+            .filter(|r| !matches!(r.error_class, ErrorClass::None | ErrorClass::BudgetBlocked))
+            .count();
+        assert_eq!(m["refused_by_gateway"], refused as u64, "{name}");
+        assert_eq!(m["errors"], failed as u64, "{name}");
+        assert!(
+            (m["success_rate"].as_f64().unwrap()
+                - (1.0 - failed as f64 / (recs.len() - refused) as f64))
+                .abs()
+                < 1e-12,
+            "{name}"
+        );
         assert_eq!(m["cost_usd"], usd(cost), "{name}");
         assert_eq!(
             m["cost_per_1k_tokens_usd"],
