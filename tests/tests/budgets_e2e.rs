@@ -74,6 +74,83 @@ async fn api(method: &'static str, url: String, token: String, body: Option<Valu
     .unwrap()
 }
 
+/// What every budget test runs: a fresh database, a collector, the mock provider, the dashboard
+/// API, and an org admin's token.
+struct Setup {
+    db: TestDb,
+    _dir: tempfile::TempDir,
+    collector: CollectorProc,
+    mock: MockProvider,
+    dashboard: String,
+    admin: String,
+}
+
+impl Setup {
+    async fn start(token_name: &str, org: &str) -> Setup {
+        let db = TestDb::new().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
+        let mock = MockProvider::start(MockOptions::default()).await.unwrap();
+        let dashboard = format!("http://{}", serve_dashboard(&db).await);
+        let (_, admin) = create_token(db.client(), token_name, Role::OrgAdmin, org, "", "e2e")
+            .await
+            .unwrap();
+        Setup {
+            db,
+            _dir: dir,
+            collector,
+            mock,
+            dashboard,
+            admin,
+        }
+    }
+}
+
+/// Creates `budget` in the admin's org and an app key there; the key's secret.
+async fn budget_and_key(dashboard: &str, admin: &str, budget: Value) -> String {
+    api(
+        "POST",
+        format!("{dashboard}/api/v1/budgets"),
+        admin.to_string(),
+        Some(budget),
+    )
+    .await;
+    api(
+        "POST",
+        format!("{dashboard}/api/v1/keys"),
+        admin.to_string(),
+        Some(json!({"app_id": "budget-app", "name": "budget key"})),
+    )
+    .await["secret"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Worker bindings whose keys and budgets come from `dashboard` (no `APP_KEYS` table).
+fn dashboard_bindings(
+    mock: &MockProvider,
+    collector: &CollectorProc,
+    dashboard: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut bindings: Vec<(String, String)> =
+        worker_bindings(&mock.base_url(), &collector.records_url(), "{}")
+            .into_iter()
+            .filter(|(k, _)| k != "APP_KEYS")
+            .collect();
+    for (k, v) in [
+        ("KEYS_URL", dashboard),
+        ("KEYS_SIGNING_SECRET", INTERNAL_SECRET),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        bindings.push((k.to_string(), v.to_string()));
+    }
+    bindings
+}
+
 /// A request body whose byte length equals the prompt tokens the mock reports, so the worst
 /// case the edge reserves (every byte a token, plus max_tokens) is exactly what the call costs.
 fn exact_body() -> (Vec<u8>, i64) {
@@ -146,52 +223,23 @@ async fn rollup_spend(db: &TestDb, org: &str) -> i128 {
 async fn a_hard_budget_admits_exactly_what_fits_and_holds_across_restarts() {
     const N: i64 = 50;
     const CALLS: usize = 200;
-    let db = TestDb::new().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
-    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
-    let dashboard = format!("http://{}", serve_dashboard(&db).await);
-    let (_, admin) = create_token(
-        db.client(),
-        "budgets e2e",
-        Role::OrgAdmin,
-        "org_budget",
-        "",
-        "e2e",
-    )
-    .await
-    .unwrap();
+    let Setup {
+        db,
+        _dir,
+        collector,
+        mock,
+        dashboard,
+        admin,
+    } = Setup::start("budgets e2e", "org_budget").await;
 
     let (body, cost) = exact_body();
     let limit = N * cost;
-    api("POST", format!("{dashboard}/api/v1/budgets"), admin.clone(), Some(json!({
+    let key = budget_and_key(&dashboard, &admin, json!({
         "name": "exactly fifty", "scope": "org", "period": "daily",
         "limit_usd": usage_core::Nanos::new(limit).to_string(), "mode": "hard", "soft_thresholds": [100]
-    })))
-    .await;
-    let key = api(
-        "POST",
-        format!("{dashboard}/api/v1/keys"),
-        admin.clone(),
-        Some(json!({"app_id": "bench", "name": "budget key"})),
-    )
-    .await["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    })).await;
 
-    let mut bindings: Vec<(String, String)> =
-        worker_bindings(&mock.base_url(), &collector.records_url(), "{}")
-            .into_iter()
-            .filter(|(k, _)| k != "APP_KEYS")
-            .collect();
-    for (k, v) in [
-        ("KEYS_URL", dashboard.as_str()),
-        ("KEYS_SIGNING_SECRET", INTERNAL_SECRET),
-        ("ALLOW_TEST_CLOCK", "1"),
-    ] {
-        bindings.push((k.to_string(), v.to_string()));
-    }
+    let bindings = dashboard_bindings(&mock, &collector, &dashboard, &[("ALLOW_TEST_CLOCK", "1")]);
     let worker = WorkerdProc::start(bindings.clone());
     let url = format!("{}/chat/completions", worker.base_url());
 
@@ -291,48 +339,20 @@ async fn a_hard_budget_admits_exactly_what_fits_and_holds_across_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_soft_threshold_warns_in_a_header_and_raises_an_alert() {
-    let db = TestDb::new().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
-    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
-    let dashboard = format!("http://{}", serve_dashboard(&db).await);
-    let (_, admin) = create_token(
-        db.client(),
-        "soft e2e",
-        Role::OrgAdmin,
-        "org_soft",
-        "",
-        "e2e",
-    )
-    .await
-    .unwrap();
+    let Setup {
+        db,
+        _dir,
+        collector,
+        mock,
+        dashboard,
+        admin,
+    } = Setup::start("soft e2e", "org_soft").await;
     let (body, cost) = exact_body();
-    api("POST", format!("{dashboard}/api/v1/budgets"), admin.clone(), Some(json!({
+    let key = budget_and_key(&dashboard, &admin, json!({
         "name": "watch", "scope": "org", "period": "monthly",
         "limit_usd": usage_core::Nanos::new(4 * cost).to_string(), "mode": "soft", "soft_thresholds": [50, 100]
-    })))
-    .await;
-    let key = api(
-        "POST",
-        format!("{dashboard}/api/v1/keys"),
-        admin.clone(),
-        Some(json!({"app_id": "a", "name": "k"})),
-    )
-    .await["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut bindings: Vec<(String, String)> =
-        worker_bindings(&mock.base_url(), &collector.records_url(), "{}")
-            .into_iter()
-            .filter(|(k, _)| k != "APP_KEYS")
-            .collect();
-    for (k, v) in [
-        ("KEYS_URL", dashboard.as_str()),
-        ("KEYS_SIGNING_SECRET", INTERNAL_SECRET),
-    ] {
-        bindings.push((k.to_string(), v.to_string()));
-    }
+    })).await;
+    let bindings = dashboard_bindings(&mock, &collector, &dashboard, &[]);
     let worker = WorkerdProc::start(bindings);
     let url = format!("{}/chat/completions", worker.base_url());
     let mut warnings = Vec::new();
@@ -663,52 +683,24 @@ async fn a_hard_budget_that_cannot_be_checked_fails_closed_unless_told_to_open()
 /// about $0.0098; the budget is $0.005, of which nothing is spent.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_whose_worst_case_does_not_fit_is_told_how_to_fit() {
-    let db = TestDb::new().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
-    let mock = MockProvider::start(MockOptions::default()).await.unwrap();
-    let dashboard = format!("http://{}", serve_dashboard(&db).await);
-    let (_, admin) = create_token(
-        db.client(),
-        "worst case",
-        Role::OrgAdmin,
-        "org_worst",
-        "",
-        "e2e",
-    )
-    .await
-    .unwrap();
-    api(
-        "POST",
-        format!("{dashboard}/api/v1/budgets"),
-        admin.clone(),
-        Some(json!({
+    let Setup {
+        db: _db,
+        _dir,
+        collector,
+        mock,
+        dashboard,
+        admin,
+    } = Setup::start("worst case", "org_worst").await;
+    let key = budget_and_key(
+        &dashboard,
+        &admin,
+        json!({
             "name": "small cap", "scope": "org", "period": "daily",
             "limit_usd": "0.005", "mode": "hard", "soft_thresholds": []
-        })),
+        }),
     )
     .await;
-    let key = api(
-        "POST",
-        format!("{dashboard}/api/v1/keys"),
-        admin.clone(),
-        Some(json!({"app_id": "worst", "name": "worst-case key"})),
-    )
-    .await["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut bindings: Vec<(String, String)> =
-        worker_bindings(&mock.base_url(), &collector.records_url(), "{}")
-            .into_iter()
-            .filter(|(k, _)| k != "APP_KEYS")
-            .collect();
-    for (k, v) in [
-        ("KEYS_URL", dashboard.as_str()),
-        ("KEYS_SIGNING_SECRET", INTERNAL_SECRET),
-    ] {
-        bindings.push((k.to_string(), v.to_string()));
-    }
+    let bindings = dashboard_bindings(&mock, &collector, &dashboard, &[]);
     let worker = WorkerdProc::start(bindings);
     let url = format!("{}/chat/completions", worker.base_url());
     tokio::task::spawn_blocking(move || {
