@@ -66,6 +66,45 @@ pub struct AlertRow {
     pub version: u64,
 }
 
+/// What a new alert says; [`AlertRow::open`] fills in the rest of its row.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub alert_id: Uuid,
+    pub org_id: String,
+    /// Nil for alerts no rule raised (the edge's budget warnings).
+    pub rule_id: Uuid,
+    pub kind: String,
+    pub severity: String,
+    pub dedup_key: String,
+    pub title: String,
+    /// JSON with the observed values.
+    pub details: String,
+}
+
+impl AlertRow {
+    /// A new alert, open since `now`, nobody having acknowledged or resolved it yet.
+    pub fn open(a: NewAlert, now: OffsetDateTime, version: u64) -> AlertRow {
+        AlertRow {
+            alert_id: a.alert_id,
+            org_id: a.org_id,
+            rule_id: a.rule_id,
+            kind: a.kind,
+            severity: a.severity,
+            state: "open".into(),
+            dedup_key: a.dedup_key,
+            title: a.title,
+            details: a.details,
+            opened_at: now,
+            acknowledged_by: String::new(),
+            acknowledged_at: None,
+            resolved_by: String::new(),
+            resolved_at: None,
+            updated_at: now,
+            version,
+        }
+    }
+}
+
 /// Writes a rule row (a new rule, or a new version of one).
 pub async fn write_rule(client: &Client, row: &RuleRow) -> Result<()> {
     let mut insert = client.insert::<RuleRow>("alert_rules").await?;

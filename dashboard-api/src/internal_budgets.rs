@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
+use tollgate_clickhouse::alerts::{AlertRow, NewAlert};
 use tollgate_clickhouse::budgets::BudgetRow;
 
 const BUDGETS_LIST: NamedQuery = NamedQuery {
@@ -273,30 +274,26 @@ async fn raise_budget_warning(
         80..=99 => "medium",
         _ => "low",
     };
-    let row = tollgate_clickhouse::alerts::AlertRow {
-        alert_id: id,
-        org_id: b.org_id.clone(),
-        rule_id: Uuid::nil(),
-        kind: "budget_threshold".into(),
-        severity: severity.into(),
-        state: "open".into(),
-        dedup_key: key,
-        title: format!(
-            "Budget \"{}\" passed {percent}% of its {} limit",
-            b.name, b.period
-        ),
-        details: serde_json::json!({"budget_id": b.budget_id.to_string(), "percent": percent,
+    let row = AlertRow::open(
+        NewAlert {
+            alert_id: id,
+            org_id: b.org_id.clone(),
+            rule_id: Uuid::nil(),
+            kind: "budget_threshold".into(),
+            severity: severity.into(),
+            dedup_key: key,
+            title: format!(
+                "Budget \"{}\" passed {percent}% of its {} limit",
+                b.name, b.period
+            ),
+            details: serde_json::json!({"budget_id": b.budget_id.to_string(), "percent": percent,
             "limit_usd": usage_core::Nanos::new(b.limit_nusd).to_string(), "period": b.period,
             "period_start": period_start, "source": "edge"})
-        .to_string(),
-        opened_at: now,
-        acknowledged_by: String::new(),
-        acknowledged_at: None,
-        resolved_by: String::new(),
-        resolved_at: None,
-        updated_at: now,
-        version: tollgate_clickhouse::row_version(),
-    };
+            .to_string(),
+        },
+        now,
+        tollgate_clickhouse::row_version(),
+    );
     Ok(tollgate_clickhouse::alerts::write_alert(state.client(), &[row]).await?)
 }
 

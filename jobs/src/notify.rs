@@ -32,7 +32,7 @@ use uuid::Uuid;
 use crate::config::NotificationsConfig;
 use crate::outbound::{self, OutboundError, Request, Target};
 use crate::Context;
-use tollgate_clickhouse::alerts::{write_delivery, AlertRow, DeliveryRow, RuleRow};
+use tollgate_clickhouse::alerts::{write_delivery, AlertRow, DeliveryRow, NewAlert, RuleRow};
 use tollgate_clickhouse::now_second;
 
 /// Why a notification is sent.
@@ -392,25 +392,21 @@ pub struct TestSendOut {
 /// may change the rule's org).
 pub async fn test_send(state: &Context, rule: &RuleRow) -> TestSendOut {
     let now = now_second();
-    let sample = AlertRow {
-        alert_id: Uuid::nil(),
-        org_id: rule.org_id.clone(),
-        rule_id: rule.rule_id,
-        kind: rule.kind.clone(),
-        severity: rule.severity.clone(),
-        state: "open".into(),
-        dedup_key: "test".into(),
-        title: format!("Test notification for rule \"{}\"", rule.name),
-        details: json!({"test": true, "note": "sent from POST /api/v1/alert-rules/{id}/test"})
-            .to_string(),
-        opened_at: now,
-        acknowledged_by: String::new(),
-        acknowledged_at: None,
-        resolved_by: String::new(),
-        resolved_at: None,
-        updated_at: now,
-        version: 0,
-    };
+    let sample = AlertRow::open(
+        NewAlert {
+            alert_id: Uuid::nil(),
+            org_id: rule.org_id.clone(),
+            rule_id: rule.rule_id,
+            kind: rule.kind.clone(),
+            severity: rule.severity.clone(),
+            dedup_key: "test".into(),
+            title: format!("Test notification for rule \"{}\"", rule.name),
+            details: json!({"test": true, "note": "sent from POST /api/v1/alert-rules/{id}/test"})
+                .to_string(),
+        },
+        now,
+        0,
+    );
     let notice = Notice {
         event: Event::Test,
         rule_name: &rule.name,

@@ -118,7 +118,7 @@ use crate::error::{JobError, JobResult};
 use crate::notify::{self, DeliveryResult, Event, Notice};
 use crate::rules::{self, RuleKind};
 use crate::Context;
-use tollgate_clickhouse::alerts::{write_alert, AlertRow, RuleRow};
+use tollgate_clickhouse::alerts::{write_alert, AlertRow, NewAlert, RuleRow};
 use tollgate_clickhouse::row_version;
 
 /// Who the evaluator's writes name (`resolved_by`).
@@ -470,24 +470,20 @@ pub fn plan(
                         continue;
                     }
                     let taken: Vec<&AlertRow> = group.iter().collect();
-                    changes.push(Change::Open(AlertRow {
-                        alert_id: alert_id(rule.rule_id, &key, now, &taken),
-                        org_id: rule.org_id.clone(),
-                        rule_id: rule.rule_id,
-                        kind: rule.kind.clone(),
-                        severity: rule.severity.clone(),
-                        state: "open".into(),
-                        dedup_key: key.clone(),
-                        title: f.title.chars().take(500).collect(),
-                        details: f.details.to_string(),
-                        opened_at: now,
-                        acknowledged_by: String::new(),
-                        acknowledged_at: None,
-                        resolved_by: String::new(),
-                        resolved_at: None,
-                        updated_at: now,
-                        version: row_version(),
-                    }));
+                    changes.push(Change::Open(AlertRow::open(
+                        NewAlert {
+                            alert_id: alert_id(rule.rule_id, &key, now, &taken),
+                            org_id: rule.org_id.clone(),
+                            rule_id: rule.rule_id,
+                            kind: rule.kind.clone(),
+                            severity: rule.severity.clone(),
+                            dedup_key: key.clone(),
+                            title: f.title.chars().take(500).collect(),
+                            details: f.details.to_string(),
+                        },
+                        now,
+                        row_version(),
+                    )));
                 }
                 Condition::Clear => {
                     for a in &live {
