@@ -333,6 +333,7 @@ SKETCH_TOL = 0.05
 def variants(sql_text):
     """(label, text, scopes, sketch tolerance) per table a file may read: org-grain tables
     answer org scopes, and their percentiles are t-digests."""
+    sql_text = sql_text.replace("{hourly}", "usage_hourly")
     header = re.search(r"^-- daily: (.*)$", sql_text, re.M)
     if not header:
         return [("", sql_text, SCOPES, 0.0)]

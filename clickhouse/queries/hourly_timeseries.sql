@@ -1,6 +1,7 @@
 -- hourly_timeseries: per UTC hour in [from_hour, to_hour), volume, errors, tokens and cost of a
 -- scope — the "today" chart and the input of short-window alerts. Gaps (hours without calls)
--- are filled by the caller.
+-- are filled by the caller. `{hourly}`: usage_hourly, or for a window of partial hours the exact
+-- union of queries.rs (`Filter::query_over`).
 -- params: {scope}, from_hour, to_hour
 -- row: HourlyRow
 SELECT
@@ -21,7 +22,7 @@ FROM
         sum(total_input_tokens) AS n_input,
         sum(total_output_tokens) AS n_output,
         sum(total_cost_nusd) AS n_cost
-    FROM usage_hourly
+    FROM {hourly}
     WHERE {scope} AND hour >= toDateTime(?, 'UTC') AND hour < toDateTime(?, 'UTC')
     GROUP BY hour
 )

@@ -1,4 +1,5 @@
 -- top_apps: the apps that spent most over the UTC days [from_day, to_day), most first.
+-- daily: usage_daily
 -- params: {scope}, from_day, to_day, limit
 -- row: TopRow
 SELECT
@@ -15,7 +16,7 @@ FROM
         sum(requests) AS n_requests,
         sum(total_input_tokens) + sum(total_output_tokens) AS n_tokens,
         sum(total_cost_nusd) AS n_cost
-    FROM usage_daily
+    FROM {daily}
     WHERE {scope} AND day >= toDate(?) AND day < toDate(?)
     GROUP BY org_id, app_id
 )

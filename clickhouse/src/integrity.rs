@@ -314,10 +314,11 @@ pub async fn rebuild_bucket(
         .find(|m| m.org_id == org_id && m.bucket == bucket))
 }
 
-/// The `SELECT` of materialized view `view`, from the migration that creates it.
+/// The `SELECT` of materialized view `view`, from the latest migration that creates it (a
+/// later migration may drop and re-create a view with a new query).
 pub fn view_query(view: &str) -> Result<String> {
     let head = format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {view} TO ");
-    for (file, sql) in MIGRATION_FILES {
+    for (file, sql) in MIGRATION_FILES.iter().rev() {
         if let Some(at) = sql.find(&head) {
             let rest = &sql[at..];
             let select = rest

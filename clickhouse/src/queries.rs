@@ -8,6 +8,17 @@
 //! [`DailyRollup`] is the daily table a query reads: files that say `FROM {daily}` are answered
 //! from the coarsest rollup that can answer for the scope and filters (migration 0008 explains
 //! the three grains).
+//!
+//! # Windows that are not whole days (or hours)
+//!
+//! A window of whole UTC days reads the daily rollups, a window of whole hours the hourly one.
+//! Any other window — `[06:24:00, 06:24:30)`, or "the last 24 hours" ending now — is answered
+//! exactly by [`Filter::query_over`]: `{daily}` (or `{hourly}`) becomes the union of
+//! `usage_daily` for the whole days inside the window, `usage_hourly` for the whole hours
+//! around them, and the raw rows of the partial hours at either end, aggregated by the hourly
+//! view's own query (read from its migration, so the two cannot differ). The union has the
+//! columns of `usage_daily` (and `day`, or `hour`), so the file's own `WHERE {scope} AND day …`
+//! and aggregates apply unchanged; its usage-grain placeholders are used. See [`Pieces`].
 
 use clickhouse::{Client, Row};
 use serde::Deserialize;
@@ -15,6 +26,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::config::read_query;
 use crate::error::Result;
+use crate::integrity::view_query;
 
 /// A named query: its file name (without `.sql`) and text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,19 +124,221 @@ impl Filter {
         p
     }
 
+    /// The values [`Filter::predicate`]'s `?` take, in order.
+    fn values(&self) -> Vec<&str> {
+        let mut v = match &self.scope {
+            Scope::AllOrgs => vec![],
+            Scope::Org { org_id } => vec![org_id.as_str()],
+            Scope::OrgUser { org_id, user_id } => vec![org_id.as_str(), user_id.as_str()],
+            Scope::OrgApp { org_id, app_id } => vec![org_id.as_str(), app_id.as_str()],
+        };
+        v.extend(self.provider.as_deref());
+        v.extend(self.model.as_deref());
+        v
+    }
+
     /// `nq` with `{scope}` replaced and the filter's values bound; bind the rest in the order
     /// of the file's `-- params:` line. `{daily}` reads [`Filter::rollup`].
     pub fn query(&self, client: &Client, nq: &NamedQuery) -> clickhouse::query::Query {
         let sql = nq.on(self.rollup()).replace("{scope}", &self.predicate());
-        let mut q = self.scope.bind(read_query(client, &sql));
-        if let Some(p) = &self.provider {
-            q = q.bind(p.as_str());
-        }
-        if let Some(m) = &self.model {
-            q = q.bind(m.as_str());
-        }
-        q
+        self.values()
+            .into_iter()
+            .fold(read_query(client, &sql), |q, v| q.bind(v))
     }
+
+    /// [`Filter::query`] for the exact window `[from, to)` (module docs): a file whose
+    /// `{daily}` (`{hourly}`) the window does not cover in whole days (hours) reads the union
+    /// of the rollups and the raw rows that covers it exactly. Bind next what the file's
+    /// `-- params:` line lists, as for [`Filter::query`]: the days (hours) the window touches.
+    pub fn query_over(
+        &self,
+        client: &Client,
+        nq: &NamedQuery,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<clickhouse::query::Query> {
+        let body = nq.body();
+        let grain = if body.contains("{daily}") {
+            Grain::Day
+        } else if body.contains("{hourly}") {
+            Grain::Hour
+        } else {
+            return Ok(self.query(client, nq));
+        };
+        let pieces = Pieces::of(from, to, grain);
+        let whole_buckets = match grain {
+            Grain::Day => pieces.hours.is_empty() && pieces.raw.is_empty(),
+            Grain::Hour => pieces.raw.is_empty(),
+        };
+        if whole_buckets {
+            return Ok(self.query(client, nq));
+        }
+        let (source, source_values) = self.exact_source(&pieces, grain)?;
+        let sql = DailyRollup::UsageDaily
+            .placeholders()
+            .iter()
+            .filter(|(placeholder, _)| !["{daily}", "{hourly}"].contains(placeholder))
+            .fold(body, |sql, (placeholder, text)| {
+                sql.replace(placeholder, text)
+            })
+            .replace(grain.placeholder(), &source)
+            .replace("{scope}", &self.predicate());
+        Ok(source_values
+            .iter()
+            .map(String::as_str)
+            .chain(self.values())
+            .fold(read_query(client, &sql), |q, v| q.bind(v)))
+    }
+
+    /// The union that replaces `{daily}` / `{hourly}` for `pieces`, and its `?` values in order.
+    fn exact_source(&self, pieces: &Pieces, grain: Grain) -> Result<(String, Vec<String>)> {
+        let pred = self.predicate();
+        let key = match grain {
+            Grain::Day => "toDate(hour) AS day",
+            Grain::Hour => "hour",
+        };
+        let ranges = |column: &str, n: usize| {
+            let one =
+                format!("({column} >= toDateTime(?, 'UTC') AND {column} < toDateTime(?, 'UTC'))");
+            vec![one; n].join(" OR ")
+        };
+        let mut branches = Vec::new();
+        let mut values: Vec<String> = Vec::new();
+        let filter_values = || self.values().into_iter().map(str::to_string);
+        if let Some((first, end)) = pieces.days {
+            branches.push(format!(
+                "SELECT day, {USAGE_COLUMNS} FROM usage_daily \
+                 WHERE {pred} AND day >= toDate(?) AND day < toDate(?)"
+            ));
+            values.extend(filter_values());
+            values.extend([day_param(first), day_param(end)]);
+        }
+        if !pieces.hours.is_empty() {
+            branches.push(format!(
+                "SELECT {key}, {USAGE_COLUMNS} FROM usage_hourly WHERE {pred} AND ({})",
+                ranges("hour", pieces.hours.len())
+            ));
+            values.extend(filter_values());
+            for (a, b) in &pieces.hours {
+                values.extend([hour_param(*a), hour_param(*b)]);
+            }
+        }
+        if !pieces.raw.is_empty() {
+            let scope = self.scope.predicate();
+            let raw = format!(
+                "FROM (SELECT * FROM usage_events WHERE ({scope}) AND ({}))",
+                ranges("ts", pieces.raw.len())
+            );
+            let view = view_query("usage_hourly_mv")?.replacen("FROM usage_events", &raw, 1);
+            branches.push(format!(
+                "SELECT {key}, {USAGE_COLUMNS} FROM ({view}) WHERE {pred}"
+            ));
+            values.extend(self.scope_values().into_iter().map(str::to_string));
+            for (a, b) in &pieces.raw {
+                values.extend([hour_param(*a), hour_param(*b)]);
+            }
+            values.extend(filter_values());
+        }
+        Ok((
+            format!("({})", branches.join("\n    UNION ALL\n    ")),
+            values,
+        ))
+    }
+
+    fn scope_values(&self) -> Vec<&str> {
+        let n = self.scope.predicate().matches('?').count();
+        self.values().into_iter().take(n).collect()
+    }
+}
+
+/// The columns `usage_daily` and `usage_hourly` share (all but the bucket), which the hourly
+/// view also produces: what an exact window's union selects from each.
+pub const USAGE_COLUMNS: &str = "org_id, user_id, app_id, provider, model, task_type, \
+    requests, errors, errors_client, errors_rate_limited, errors_upstream_5xx, errors_timeout, \
+    errors_aborted, errors_budget_blocked, errors_network, errors_internal, streamed_requests, \
+    estimated_usage_requests, unpriced_requests, total_input_tokens, total_output_tokens, \
+    total_cached_input_tokens, total_cache_write_tokens, total_reasoning_tokens, \
+    total_cost_nusd, total_request_bytes, total_response_bytes, total_latency_ms, \
+    total_upstream_ms, total_ttft_ms, ttft_count, latency_quantiles, ttft_quantiles";
+
+/// The bucket a file reads: `{daily}` or `{hourly}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grain {
+    Day,
+    Hour,
+}
+
+impl Grain {
+    fn placeholder(self) -> &'static str {
+        match self {
+            Grain::Day => "{daily}",
+            Grain::Hour => "{hourly}",
+        }
+    }
+}
+
+/// A window `[from, to)` cut into what answers it exactly: whole UTC days (`usage_daily`; only
+/// for [`Grain::Day`]), whole hours (`usage_hourly`) and the partial hours at either end (raw
+/// rows). Raw rows have whole-second timestamps, so a fractional `from` or `to` is rounded up
+/// to the next second: `ts >= 10.5` and `ts >= 11` select the same rows, as do `ts < 10.5`
+/// and `ts < 11`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pieces {
+    pub days: Option<(Date, Date)>,
+    pub hours: Vec<(OffsetDateTime, OffsetDateTime)>,
+    pub raw: Vec<(OffsetDateTime, OffsetDateTime)>,
+}
+
+impl Pieces {
+    pub fn of(from: OffsetDateTime, to: OffsetDateTime, grain: Grain) -> Pieces {
+        const HOUR: i64 = 3600;
+        const DAY: i64 = 86_400;
+        let secs = |t: OffsetDateTime| t.unix_timestamp() + i64::from(t.nanosecond() > 0);
+        // Rounding a time between 1970 and 2100 (the API's bounds) to a day stays in range.
+        let at =
+            |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let (from, to) = (secs(from), secs(to));
+        let mut p = Pieces {
+            days: None,
+            hours: Vec::new(),
+            raw: Vec::new(),
+        };
+        if from >= to {
+            return p;
+        }
+        let (first_hour, end_hour) = (ceil(from, HOUR), floor(to, HOUR));
+        if first_hour >= end_hour {
+            p.raw.push((at(from), at(to)));
+            return p;
+        }
+        if from < first_hour {
+            p.raw.push((at(from), at(first_hour)));
+        }
+        if end_hour < to {
+            p.raw.push((at(end_hour), at(to)));
+        }
+        let (first_day, end_day) = (ceil(first_hour, DAY), floor(end_hour, DAY));
+        if grain == Grain::Hour || first_day >= end_day {
+            p.hours.push((at(first_hour), at(end_hour)));
+            return p;
+        }
+        p.days = Some((at(first_day).date(), at(end_day).date()));
+        if first_hour < first_day {
+            p.hours.push((at(first_hour), at(first_day)));
+        }
+        if end_day < end_hour {
+            p.hours.push((at(end_day), at(end_hour)));
+        }
+        p
+    }
+}
+
+fn floor(t: i64, unit: i64) -> i64 {
+    t.div_euclid(unit) * unit
+}
+
+fn ceil(t: i64, unit: i64) -> i64 {
+    floor(t + unit - 1, unit)
 }
 
 /// The daily rollup a query reads: what fills a named query's `{daily}` and the placeholders
@@ -160,8 +374,9 @@ impl DailyRollup {
     }
 
     /// `(placeholder, SQL)` for this table. The org-grain tables keep t-digest and distinct-id
-    /// states; usage_daily keeps reservoir states and has the ids themselves.
-    fn placeholders(self) -> [(&'static str, &'static str); 5] {
+    /// states; usage_daily keeps reservoir states and has the ids themselves. `{hourly}` is
+    /// always `usage_hourly` (exact windows: [`Filter::query_over`]).
+    fn placeholders(self) -> [(&'static str, &'static str); 6] {
         let org_grain = [
             (
                 "{latency_quantiles}",
@@ -174,6 +389,7 @@ impl DailyRollup {
             ("{active_users}", "uniqExactMerge(users_state)"),
             ("{active_apps}", "uniqExactMerge(apps_state)"),
             ("{daily}", self.table()),
+            ("{hourly}", "usage_hourly"),
         ];
         match self {
             DailyRollup::OrgDaily | DailyRollup::OrgModelDaily => org_grain,
@@ -189,6 +405,7 @@ impl DailyRollup {
                 ("{active_users}", "uniqExact(user_id)"),
                 ("{active_apps}", "uniqExact(app_id)"),
                 ("{daily}", self.table()),
+                ("{hourly}", "usage_hourly"),
             ],
         }
     }
@@ -223,7 +440,7 @@ impl NamedQuery {
     /// [`NamedQuery::body`] reading `rollup`, or the next finer table the file allows (a file
     /// grouped by model cannot read `org_daily`).
     pub fn on(&self, rollup: DailyRollup) -> String {
-        let body = self.body();
+        let body = self.body().replace("{hourly}", "usage_hourly");
         let Some(table) = self.rollups().into_iter().filter(|r| *r >= rollup).min() else {
             return body;
         };
@@ -585,6 +802,101 @@ mod tests {
             .contains("uniqExactMerge(users_state)"));
         // Files without `{daily}` are untouched.
         assert_eq!(TOP_SPENDERS.on(DailyRollup::OrgDaily), TOP_SPENDERS.body());
+    }
+
+    /// A window is cut into whole days, whole hours and raw partial hours that cover it
+    /// exactly once; a fractional second rounds up (timestamps are whole seconds).
+    #[test]
+    fn a_window_is_cut_into_days_hours_and_raw_edges() {
+        let p = Pieces::of(
+            datetime!(2026-11-01 06:24:00 UTC),
+            datetime!(2026-11-04 01:30:30 UTC),
+            Grain::Day,
+        );
+        assert_eq!(p.days, Some((date!(2026 - 11 - 02), date!(2026 - 11 - 04))));
+        assert_eq!(
+            p.hours,
+            vec![
+                (
+                    datetime!(2026-11-01 07:00 UTC),
+                    datetime!(2026-11-02 00:00 UTC)
+                ),
+                (
+                    datetime!(2026-11-04 00:00 UTC),
+                    datetime!(2026-11-04 01:00 UTC)
+                ),
+            ]
+        );
+        assert_eq!(
+            p.raw,
+            vec![
+                (
+                    datetime!(2026-11-01 06:24 UTC),
+                    datetime!(2026-11-01 07:00 UTC)
+                ),
+                (
+                    datetime!(2026-11-04 01:00 UTC),
+                    datetime!(2026-11-04 01:30:30 UTC)
+                ),
+            ]
+        );
+        // Hourly buckets: no days.
+        let p = Pieces::of(
+            datetime!(2026-11-01 06:24:00 UTC),
+            datetime!(2026-11-04 01:30:30 UTC),
+            Grain::Hour,
+        );
+        assert_eq!(p.days, None);
+        assert_eq!(
+            p.hours,
+            vec![(
+                datetime!(2026-11-01 07:00 UTC),
+                datetime!(2026-11-04 01:00 UTC)
+            )]
+        );
+        // Inside one hour: raw only; whole days: days only.
+        let p = Pieces::of(
+            datetime!(2026-11-01 06:24:00.5 UTC),
+            datetime!(2026-11-01 06:24:30 UTC),
+            Grain::Day,
+        );
+        assert_eq!(
+            (p.days, p.hours.len(), p.raw),
+            (
+                None,
+                0,
+                vec![(
+                    datetime!(2026-11-01 06:24:01 UTC),
+                    datetime!(2026-11-01 06:24:30 UTC)
+                )]
+            )
+        );
+        let p = Pieces::of(
+            datetime!(2026-11-01 0:00 UTC),
+            datetime!(2026-11-03 0:00 UTC),
+            Grain::Day,
+        );
+        assert_eq!(
+            (p.days, p.hours.len(), p.raw.len()),
+            (Some((date!(2026 - 11 - 01), date!(2026 - 11 - 03))), 0, 0)
+        );
+        // Whole hours within one day.
+        let p = Pieces::of(
+            datetime!(2026-11-01 6:00 UTC),
+            datetime!(2026-11-01 9:00 UTC),
+            Grain::Day,
+        );
+        assert_eq!(
+            (p.days, p.hours, p.raw.len()),
+            (
+                None,
+                vec![(
+                    datetime!(2026-11-01 6:00 UTC),
+                    datetime!(2026-11-01 9:00 UTC)
+                )],
+                0
+            )
+        );
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The analytics endpoints: overview, time series, providers, models, top spenders. Every
 //! figure is read from the rollups through the named queries in `clickhouse/queries/`, under
 //! the caller's tenant scope plus the optional `provider` / `model` filters.
+//!
+//! Every answer covers exactly the window it echoes, to the second: whole UTC days come from
+//! the daily rollups, whole hours from the hourly one, and the partial hours at either end from
+//! the raw rows (`Filter::query_over` in the clickhouse crate). Daily buckets of a series are
+//! the parts of each UTC day inside the window, hourly buckets the parts of each hour.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +21,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::params::{self, Granularity, Params};
+use crate::params::{self, Granularity, Params, Window};
 use crate::AppState;
 
 const PROVIDER_PERFORMANCE: NamedQuery = NamedQuery {
@@ -53,6 +58,21 @@ pub fn request(
         model: p.model.clone(),
     };
     Ok((p, filter))
+}
+
+/// `nq` over exactly `window`, with the UTC days it touches bound next (files whose
+/// `-- params:` line starts `from_day, to_day`).
+fn over_days(
+    client: &Client,
+    filter: &Filter,
+    nq: &NamedQuery,
+    window: &Window,
+) -> ApiResult<tollgate_clickhouse::clickhouse::query::Query> {
+    let (first, end) = window.days();
+    Ok(filter
+        .query_over(client, nq, window.from, window.to)?
+        .bind(day_param(first))
+        .bind(day_param(end)))
 }
 
 /// Money as an exact decimal USD string (a sum over rows, clamped to what fits).
@@ -154,11 +174,8 @@ pub struct Overview {
     pub open_alerts: u64,
 }
 
-async fn totals(client: &Client, filter: &Filter, (from, to): (Date, Date)) -> ApiResult<Totals> {
-    let row = filter
-        .query(client, &queries::OVERVIEW_TOTALS)
-        .bind(day_param(from))
-        .bind(day_param(to))
+async fn totals(client: &Client, filter: &Filter, window: &Window) -> ApiResult<Totals> {
+    let row = over_days(client, filter, &queries::OVERVIEW_TOTALS, window)?
         .fetch_one::<queries::OverviewTotalsRow>()
         .await?;
     Ok(row.into())
@@ -195,9 +212,10 @@ pub async fn compute_overview(
 pub async fn overview_of(state: &AppState, p: &Params, filter: &Filter) -> ApiResult<Overview> {
     let client = state.client();
     // Three independent reads: one round trip's worth of waiting instead of three.
+    let previous = p.window.previous();
     let (current, previous, open_alerts) = tokio::try_join!(
-        totals(client, filter, p.window.days()),
-        totals(client, filter, p.window.previous().days()),
+        totals(client, filter, &p.window),
+        totals(client, filter, &previous),
         crate::alerts::open_count(client, &filter.scope),
     )?;
     Ok(Overview {
@@ -288,10 +306,7 @@ pub async fn timeseries_of(state: &AppState, p: &Params, filter: &Filter) -> Api
     let points = match p.granularity {
         Granularity::Day => {
             let (first, end) = p.window.days();
-            let rows = filter
-                .query(client, &queries::DAILY_OVERVIEW)
-                .bind(day_param(first))
-                .bind(day_param(end))
+            let rows = over_days(client, filter, &queries::DAILY_OVERVIEW, &p.window)?
                 .fetch_all::<queries::DailyOverviewRow>()
                 .await?;
             let by_day: BTreeMap<Date, queries::DailyOverviewRow> =
@@ -315,7 +330,12 @@ pub async fn timeseries_of(state: &AppState, p: &Params, filter: &Filter) -> Api
         Granularity::Hour => {
             let (first, end) = p.window.hours();
             let rows = filter
-                .query(client, &queries::HOURLY_TIMESERIES)
+                .query_over(
+                    client,
+                    &queries::HOURLY_TIMESERIES,
+                    p.window.from,
+                    p.window.to,
+                )?
                 .bind(hour_param(first))
                 .bind(hour_param(end))
                 .fetch_all::<queries::HourlyRow>()
@@ -418,12 +438,8 @@ pub async fn providers_of(
     p: &Params,
     filter: &Filter,
 ) -> ApiResult<Vec<ProviderOut>> {
-    let (from, to) = p.window.days();
     let client = state.client();
-    let rows = filter
-        .query(client, &PROVIDER_PERFORMANCE)
-        .bind(day_param(from))
-        .bind(day_param(to))
+    let rows = over_days(client, filter, &PROVIDER_PERFORMANCE, &p.window)?
         .fetch_all::<ProviderPerformanceRow>()
         .await?;
     let credits = crate::credits::latest(client, principal).await?;
@@ -539,13 +555,14 @@ pub async fn compute_models(
 
 /// [`compute_models`] for parameters already read (the web pages read theirs once).
 pub async fn models_of(state: &AppState, p: &Params, filter: &Filter) -> ApiResult<Vec<ModelOut>> {
-    let (from, to) = p.window.days();
-    let rows = filter
-        .query(state.client(), &queries::MODEL_PERFORMANCE)
-        .bind(day_param(from))
-        .bind(day_param(to))
-        .fetch_all::<queries::ModelPerformanceRow>()
-        .await?;
+    let rows = over_days(
+        state.client(),
+        filter,
+        &queries::MODEL_PERFORMANCE,
+        &p.window,
+    )?
+    .fetch_all::<queries::ModelPerformanceRow>()
+    .await?;
     let total_cost: i128 = rows.iter().map(|r| r.cost_usd).sum();
     Ok(rows
         .into_iter()
@@ -619,11 +636,7 @@ async fn top(
     nq: &NamedQuery,
 ) -> ApiResult<Json<Vec<TopOut>>> {
     let (p, filter) = request(state, principal, raw)?;
-    let (from, to) = p.window.days();
-    let rows = filter
-        .query(state.client(), nq)
-        .bind(day_param(from))
-        .bind(day_param(to))
+    let rows = over_days(state.client(), &filter, nq, &p.window)?
         .bind(p.limit)
         .fetch_all::<TopRow>()
         .await?;
