@@ -261,7 +261,7 @@ GRAINS = [
     ("org_model_daily", "day", "toDate(ts)", "provider, model", True),
     ("org_daily", "day", "toDate(ts)", "", True),
 ]
-MODEL_EXPR = "if(model_served = '', toString(model_requested), toString(model_served)) AS model"
+MODEL_EXPR = "model_requested AS model"  # migration 0010: the requested model is the identity
 
 
 def keys(dims):
@@ -285,7 +285,7 @@ def rollup_sql(table, bucket, dims, org_grain):
 
 def raw_sql(bucket_expr, dims, org_grain):
     cols = [raw for _, raw in METRICS] + ([
-        "uniqExact(user_id)",
+        "uniqExactIf(user_id, user_id != '')",
         "uniqExact(app_id)",
     ] if org_grain else [
         "quantiles(0.5, 0.9, 0.95, 0.99)(toFloat64(latency_ms))",
@@ -318,7 +318,7 @@ PLACEHOLDERS = {
     "usage_daily": {
         "{latency_quantiles}": "quantilesMerge(0.5, 0.9, 0.95, 0.99)(latency_quantiles)",
         "{ttft_quantiles}": "quantilesMerge(0.5, 0.9, 0.95, 0.99)(ttft_quantiles)",
-        "{active_users}": "uniqExact(user_id)",
+        "{active_users}": "uniqExactIf(user_id, user_id != '')",
         "{active_apps}": "uniqExact(app_id)",
     },
 }

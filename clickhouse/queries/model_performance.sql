@@ -25,7 +25,9 @@ SELECT
     n_ttft_count AS ttft_count,
     if(n_ttft_count = 0, 0, toFloat64(n_ttft) / toFloat64(n_ttft_count)) AS avg_ttft_ms,
     if(n_ttft_count = 0, [0., 0., 0., 0.], tq) AS ttft_quantiles_ms,
-    if(n_latency = 0, 0, toFloat64(n_output) * 1000 / toFloat64(n_latency)) AS output_tokens_per_second
+    if(n_latency = 0, 0, toFloat64(n_output) * 1000 / toFloat64(n_latency)) AS output_tokens_per_second,
+    n_network AS errors_network,
+    n_internal AS errors_internal
 FROM
 (
     SELECT
@@ -39,6 +41,8 @@ FROM
         sum(errors_upstream_5xx) AS n_upstream_5xx,
         sum(errors_timeout) AS n_timeout,
         sum(errors_aborted) AS n_aborted,
+        sum(errors_network) AS n_network,
+        sum(errors_internal) AS n_internal,
         sum(streamed_requests) AS n_streamed,
         sum(total_input_tokens) AS n_input,
         sum(total_output_tokens) AS n_output,

@@ -15,7 +15,13 @@ SELECT
     n_output AS output_tokens,
     n_cost AS cost_usd,
     if(n_requests = 0, 0, toFloat64(n_latency) / toFloat64(n_requests)) AS avg_latency_ms,
-    lq AS latency_quantiles_ms
+    lq AS latency_quantiles_ms,
+    n_client AS errors_client,
+    n_upstream_5xx AS errors_upstream_5xx,
+    n_timeout AS errors_timeout,
+    n_aborted AS errors_aborted,
+    n_network AS errors_network,
+    n_internal AS errors_internal
 FROM
 (
     SELECT
@@ -24,6 +30,12 @@ FROM
         sum(errors) AS n_errors,
         sum(errors_budget_blocked) AS n_refused,
         sum(errors_rate_limited) AS n_rate_limited,
+        sum(errors_client) AS n_client,
+        sum(errors_upstream_5xx) AS n_upstream_5xx,
+        sum(errors_timeout) AS n_timeout,
+        sum(errors_aborted) AS n_aborted,
+        sum(errors_network) AS n_network,
+        sum(errors_internal) AS n_internal,
         sum(unpriced_requests) AS n_unpriced,
         sum(total_input_tokens) AS n_input,
         sum(total_output_tokens) AS n_output,

@@ -402,7 +402,8 @@ impl DailyRollup {
                     "{ttft_quantiles}",
                     "quantilesMerge(0.5, 0.9, 0.95, 0.99)(ttft_quantiles)",
                 ),
-                ("{active_users}", "uniqExact(user_id)"),
+                // Named users only: calls without a user are not an active user (0010).
+                ("{active_users}", "uniqExactIf(user_id, user_id != '')"),
                 ("{active_apps}", "uniqExact(app_id)"),
                 ("{daily}", self.table()),
                 ("{hourly}", "usage_hourly"),
@@ -656,6 +657,8 @@ pub struct ModelPerformanceRow {
     /// p50, p90, p95, p99 (zeros when no call had a first byte).
     pub ttft_quantiles_ms: Vec<f64>,
     pub output_tokens_per_second: f64,
+    pub errors_network: u64,
+    pub errors_internal: u64,
 }
 
 /// Per provider and model behaviour of `scope` for the UTC days `[from, to)`.

@@ -237,7 +237,8 @@ pub struct AnalyticsQuery {
     to: Option<String>,
     /// Only this provider (`openai`, `openrouter`, …).
     provider: Option<String>,
-    /// Only this model (as recorded: the served model, or the requested one).
+    /// Only this model: the model the app requested (its successful and failed calls alike;
+    /// the served variant is on every raw row, in the export).
     model: Option<String>,
     /// `hour` or `day` (time series only; default `day`).
     granularity: Option<String>,
@@ -380,6 +381,48 @@ struct ProviderPerformanceRow {
     cost_usd: i128,
     avg_latency_ms: f64,
     latency_quantiles_ms: Vec<f64>,
+    errors_client: u64,
+    errors_upstream_5xx: u64,
+    errors_timeout: u64,
+    errors_aborted: u64,
+    errors_network: u64,
+    errors_internal: u64,
+}
+
+/// Failed calls by whose doing they were (#25): the same split on the providers and models
+/// endpoints, the Providers tab, the analyst view `ai_model_performance` (its per-class
+/// columns) and the `error_rate` rule (which watches the provider's share: it leaves
+/// Tollgate's budget refusals out).
+#[derive(Debug, Serialize, ToSchema, PartialEq, Eq, Default)]
+pub struct ErrorsByCause {
+    /// The provider failed the call: a 5xx, a rate limit (429), or it could not be reached.
+    pub provider: u64,
+    /// The provider refused the request as invalid (another 4xx), or the app went away
+    /// before the answer (aborted).
+    pub client: u64,
+    /// The provider did not answer in time.
+    pub timeout: u64,
+    /// Tollgate's own doing: budget refusals (`refused_by_gateway`) and its internal errors.
+    pub gateway: u64,
+}
+
+#[allow(clippy::too_many_arguments)] // one argument per error class, in the rollups' order
+fn errors_by_cause(
+    client: u64,
+    rate_limited: u64,
+    upstream_5xx: u64,
+    timeout: u64,
+    aborted: u64,
+    budget_blocked: u64,
+    network: u64,
+    internal: u64,
+) -> ErrorsByCause {
+    ErrorsByCause {
+        provider: upstream_5xx + rate_limited + network,
+        client: client + aborted,
+        timeout,
+        gateway: budget_blocked + internal,
+    }
 }
 
 /// One provider in `GET /api/v1/providers`.
@@ -395,6 +438,7 @@ pub struct ProviderOut {
     /// Calls Tollgate's budgets refused before they reached the provider.
     pub refused_by_gateway: u64,
     pub rate_limited: u64,
+    pub errors_by_cause: ErrorsByCause,
     pub unpriced_requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -452,6 +496,16 @@ pub async fn providers_of(
                 .cloned()
                 .collect(),
             error_rate: ratio(r.errors, r.requests.saturating_sub(r.refused_by_gateway)),
+            errors_by_cause: errors_by_cause(
+                r.errors_client,
+                r.errors_rate_limited,
+                r.errors_upstream_5xx,
+                r.errors_timeout,
+                r.errors_aborted,
+                r.refused_by_gateway,
+                r.errors_network,
+                r.errors_internal,
+            ),
             refused_by_gateway: r.refused_by_gateway,
             p95_latency_ms: r.latency_quantiles_ms.get(2).copied().unwrap_or(0.0),
             provider: r.provider,
@@ -477,6 +531,7 @@ pub async fn providers_of(
                 error_rate: 0.0,
                 refused_by_gateway: 0,
                 rate_limited: 0,
+                errors_by_cause: ErrorsByCause::default(),
                 unpriced_requests: 0,
                 input_tokens: 0,
                 output_tokens: 0,
@@ -507,6 +562,7 @@ pub struct ModelOut {
     pub errors: u64,
     /// Calls Tollgate's budgets refused before they reached the provider.
     pub refused_by_gateway: u64,
+    pub errors_by_cause: ErrorsByCause,
     pub avg_latency_ms: f64,
     pub p50_latency_ms: f64,
     pub p95_latency_ms: f64,
@@ -580,6 +636,16 @@ pub async fn models_of(state: &AppState, p: &Params, filter: &Filter) -> ApiResu
                 } else {
                     1.0 - ratio(r.errors, reached)
                 },
+                errors_by_cause: errors_by_cause(
+                    r.errors_client,
+                    r.errors_rate_limited,
+                    r.errors_upstream_5xx,
+                    r.errors_timeout,
+                    r.errors_aborted,
+                    r.refused_by_gateway,
+                    r.errors_network,
+                    r.errors_internal,
+                ),
                 refused_by_gateway: r.refused_by_gateway,
                 p50_latency_ms: r.latency_quantiles_ms.first().copied().unwrap_or(0.0),
                 p95_latency_ms: r.latency_quantiles_ms.get(2).copied().unwrap_or(0.0),

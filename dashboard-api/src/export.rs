@@ -291,16 +291,14 @@ pub fn encode(format: Format, row: &UsageEventRow, out: &mut Vec<u8>) {
 }
 
 /// The `{scope}` text: the tenant predicate, then the optional provider and model filters.
-/// `model` means what the rollups mean by it: the served model, else the requested one.
+/// `model` means what the rollups mean by it: the model the app requested (migration 0010).
 fn predicate(filter: &Filter) -> String {
     let mut p = format!("({})", filter.scope.predicate());
     if filter.provider.is_some() {
         p.push_str(" AND provider = ?");
     }
     if filter.model.is_some() {
-        p.push_str(
-            " AND if(model_served = '', toString(model_requested), toString(model_served)) = ?",
-        );
+        p.push_str(" AND model_requested = ?");
     }
     p
 }
@@ -552,7 +550,7 @@ mod tests {
         };
         assert_eq!(
             predicate(&f),
-            "(org_id = ? AND user_id = ?) AND provider = ? AND if(model_served = '', toString(model_requested), toString(model_served)) = ?"
+            "(org_id = ? AND user_id = ?) AND provider = ? AND model_requested = ?"
         );
     }
 }

@@ -22,8 +22,9 @@ struct Seed {
     last_day: Date,
 }
 
-/// 10 days × a few calls a day, two orgs, three users, two providers, an unpriced model,
-/// errors and streams. Deterministic.
+/// 10 days × a few calls a day, two orgs, three users and calls without a user, two
+/// providers, an unpriced model, errors and streams; gpt-4o's successful calls report a dated
+/// variant served (`gpt-4o-2024-08-06`), its failed ones none. Deterministic.
 fn seed_records() -> Seed {
     let today = OffsetDateTime::now_utc().date();
     let first_day = today - Duration::days(9);
@@ -41,6 +42,7 @@ fn seed_records() -> Seed {
         ),
         ("globex", "carol", "etl", "openai", "gpt-4o-mini"),
         ("acme", "bob", "search", "openai", "gpt-9-unpriced"),
+        ("acme", "", "batch", "openai", "gpt-4o"),
     ];
     for d in 0..10i64 {
         let day = first_day + Duration::days(d);
@@ -77,7 +79,11 @@ fn seed_records() -> Seed {
                     tags: BTreeMap::new(),
                     provider: provider.to_string(),
                     model_requested: model.to_string(),
-                    model_served: model.to_string(),
+                    model_served: match (*model, error) {
+                        (_, true) => String::new(),
+                        ("gpt-4o", false) => "gpt-4o-2024-08-06".into(),
+                        (m, false) => m.to_string(),
+                    },
                     endpoint: Endpoint::ChatCompletions,
                     task_type: "chat".into(),
                     stream: n.is_multiple_of(2),
@@ -162,7 +168,12 @@ fn expect_totals(recs: &[&UsageRecord]) -> Value {
         .iter()
         .filter(|r| r.cost_source == CostSource::Unpriced)
         .count() as u64;
-    let users: BTreeSet<&str> = recs.iter().map(|r| r.user_id.as_str()).collect();
+    // Named users only (#25, 5): calls without a user are not one more active user.
+    let users: BTreeSet<&str> = recs
+        .iter()
+        .map(|r| r.user_id.as_str())
+        .filter(|u| !u.is_empty())
+        .collect();
     let latency: u64 = recs.iter().map(|r| u64::from(r.latency_ms)).sum();
     serde_json::json!({
         "requests": requests, "errors": errors, "cost_usd": usd(cost),
@@ -266,7 +277,7 @@ async fn overview_equals_the_records_for_every_scope() {
     let mini: Vec<&UsageRecord> = acme
         .iter()
         .copied()
-        .filter(|r| r.model_served == "gpt-4o-mini")
+        .filter(|r| r.model_requested == "gpt-4o-mini")
         .collect();
     let (_, body) = env
         .get(
@@ -385,6 +396,11 @@ async fn providers_models_and_top_lists_match() {
         assert_eq!(p["errors"], errors as u64, "{name}");
         assert_eq!(p["refused_by_gateway"], refused as u64, "{name}");
         assert_eq!(
+            p["errors_by_cause"],
+            serde_json::json!({"provider": errors, "client": 0, "timeout": 0, "gateway": refused}),
+            "{name}"
+        );
+        assert_eq!(
             p["cost_usd"],
             usd(recs.iter().map(|r| r.cost_nusd.get()).sum()),
             "{name}"
@@ -402,10 +418,15 @@ async fn providers_models_and_top_lists_match() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let total_cost: i64 = acme.iter().map(|r| r.cost_nusd.get()).sum();
     let models = body.as_array().unwrap();
-    assert_eq!(models.len(), 4);
+    assert_eq!(
+        models.len(),
+        4,
+        "gpt-4o is one model, not one per served variant"
+    );
     for m in models {
         let name = m["model"].as_str().unwrap();
-        let recs: Vec<&&UsageRecord> = acme.iter().filter(|r| r.model_served == name).collect();
+        // One identity (#25, 4): the requested model, successes and failures alike.
+        let recs: Vec<&&UsageRecord> = acme.iter().filter(|r| r.model_requested == name).collect();
         let cost: i64 = recs.iter().map(|r| r.cost_nusd.get()).sum();
         let input: u64 = recs.iter().map(|r| u64::from(r.input_tokens)).sum();
         let output: u64 = recs.iter().map(|r| u64::from(r.output_tokens)).sum();
@@ -420,6 +441,12 @@ async fn providers_models_and_top_lists_match() {
             .count();
         assert_eq!(m["refused_by_gateway"], refused as u64, "{name}");
         assert_eq!(m["errors"], failed as u64, "{name}");
+        // The seed's failures are the provider's 5xx and Tollgate's budget refusals.
+        assert_eq!(
+            m["errors_by_cause"],
+            serde_json::json!({"provider": failed, "client": 0, "timeout": 0, "gateway": refused}),
+            "{name}"
+        );
         assert!(
             (m["success_rate"].as_f64().unwrap()
                 - (1.0 - failed as f64 / (recs.len() - refused) as f64))

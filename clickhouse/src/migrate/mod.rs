@@ -68,6 +68,7 @@ pub const MIGRATION_FILES: &[(&str, &str)] = migration_files![
     "0007_evaluator_and_notifications.sql",
     "0008_org_rollups.sql",
     "0009_integrity.sql",
+    "0010_model_identity_and_named_users.sql",
 ];
 
 /// The table that records applied migrations.

@@ -164,4 +164,22 @@ async fn the_analyst_user_is_read_only() {
         .await
         .unwrap_err();
     assert!(readonly.to_string().contains("readonly"), "{readonly}");
+    // #25 (7): a result past the profile's 1,000,000 rows is an error, not a silent cut at a
+    // block boundary (it answered 1,048,576 rows as if complete with `break`).
+    let cut = client
+        .query("SELECT number FROM system.numbers LIMIT 1000005")
+        .with_setting("wait_end_of_query", "1")
+        .fetch_all::<u64>()
+        .await
+        .unwrap_err();
+    assert!(
+        cut.to_string().contains("Limit for result exceeded"),
+        "{cut}"
+    );
+    let under: Vec<u64> = client
+        .query("SELECT number FROM system.numbers LIMIT 1000000")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(under.len(), 1_000_000);
 }

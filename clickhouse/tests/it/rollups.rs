@@ -70,8 +70,8 @@ struct Grain {
     org_grain: bool,
 }
 
-const MODEL_EXPR: &str =
-    "if(model_served = '', toString(model_requested), toString(model_served)) AS model";
+/// The rollups' model identity since migration 0010: the requested model.
+const MODEL_EXPR: &str = "model_requested AS model";
 
 const GRAINS: &[Grain] = &[
     Grain {
@@ -134,7 +134,7 @@ impl Grain {
     fn raw_sql(&self) -> String {
         let mut cols: Vec<String> = METRICS.iter().map(|(_, raw)| raw.to_string()).collect();
         if self.org_grain {
-            cols.push("uniqExact(user_id)".into());
+            cols.push("uniqExactIf(user_id, user_id != '')".into());
             cols.push("uniqExact(app_id)".into());
         } else {
             cols.push(format!("{QUANTILES}(toFloat64(latency_ms))"));
@@ -308,8 +308,10 @@ async fn rollups_equal_aggregates_of_the_raw_rows_before_and_after_merges() {
     }
 }
 
+/// #25 (4): a model's failed calls (nothing served) and its successful ones (a dated variant
+/// served) are one row, the model the app asked for.
 #[tokio::test]
-async fn a_failed_call_is_rolled_up_under_the_model_it_asked_for() {
+async fn a_call_is_rolled_up_under_the_model_it_asked_for_whatever_was_served() {
     let db = TestDb::new().await.unwrap();
     let records = fixture(20);
     insert_in_batches(db.client(), &records, 1).await;
@@ -321,6 +323,28 @@ async fn a_failed_call_is_rolled_up_under_the_model_it_asked_for() {
     )
     .await;
     assert!(got.lines().any(|l| l.starts_with("gpt-4o\t")), "{got}");
+    let served_variants: Vec<String> = records
+        .iter()
+        .filter(|r| !r.model_served.is_empty() && r.model_served != r.model_requested)
+        .map(|r| r.model_served.clone())
+        .collect();
+    assert!(
+        !served_variants.is_empty(),
+        "the fixture serves dated variants"
+    );
+    for table in ["usage_hourly", "usage_daily", "org_model_daily"] {
+        let models = tsv(
+            db.client(),
+            &format!("SELECT DISTINCT model FROM {table} ORDER BY model"),
+        )
+        .await;
+        for v in &served_variants {
+            assert!(
+                !models.lines().any(|m| m == v),
+                "{table} has a row for the served variant {v}: {models}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

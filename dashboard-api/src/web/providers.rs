@@ -196,6 +196,17 @@ fn credit_table(rows: &[ProviderOut], outlook: Option<&Projections>, admin: bool
     html::table("credit-table", &columns, &table_rows)
 }
 
+/// "provider 3 · client 1 · timeout 0 · Tollgate 2": whose doing the failed calls were.
+fn causes(c: &crate::analytics::ErrorsByCause) -> String {
+    format!(
+        "<small>provider {} · client {} · timeout {} · Tollgate {}</small>",
+        fmt::count(c.provider),
+        fmt::count(c.client),
+        fmt::count(c.timeout),
+        fmt::count(c.gateway)
+    )
+}
+
 fn provider_table(rows: &[ProviderOut]) -> String {
     if rows.iter().all(|r| r.requests == 0) {
         return html::empty(
@@ -213,6 +224,7 @@ fn provider_table(rows: &[ProviderOut]) -> String {
                 fmt::count(r.requests),
                 fmt::percent(r.error_rate),
                 fmt::count(r.rate_limited),
+                causes(&r.errors_by_cause),
                 fmt::ms(r.avg_latency_ms),
                 fmt::ms(r.p95_latency_ms),
                 esc(&fmt::usd(&r.cost_usd)),
@@ -226,6 +238,7 @@ fn provider_table(rows: &[ProviderOut]) -> String {
             html::num("Requests"),
             html::num("Error rate"),
             html::num("Rate-limited"),
+            html::col("Failed by"),
             html::num("Avg latency"),
             html::num("p95 latency"),
             html::num("Cost"),
@@ -285,6 +298,7 @@ fn model_table(models: &[ModelOut]) -> String {
                 ),
                 fmt::count(m.requests),
                 fmt::percent(m.success_rate),
+                causes(&m.errors_by_cause),
                 fmt::ms(m.avg_latency_ms),
                 fmt::ms(m.p95_latency_ms),
                 m.avg_ttft_ms.map_or_else(|| "—".to_string(), fmt::ms),
@@ -300,6 +314,7 @@ fn model_table(models: &[ModelOut]) -> String {
             html::col("Model"),
             html::num("Requests"),
             html::num("Success"),
+            html::col("Failed by"),
             html::num("Avg latency"),
             html::num("p95 latency"),
             html::num("Avg TTFT"),

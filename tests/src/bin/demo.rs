@@ -490,7 +490,9 @@ async fn main() -> Result<(), BoxError> {
         "\nDashboard:     http://{DASHBOARD}/ (sign in with the admin token)   API: http://{DASHBOARD}/api/v1/overview   OpenAPI: http://{DASHBOARD}/openapi.json\n\
          Admin token:   {admin}\n\
          Try it:        curl -H 'authorization: Bearer {admin}' 'http://{DASHBOARD}/api/v1/overview?from={today_param}'\n\
-         Edge (for SDKs): base_url=http://{EDGE}/v1  api_key={key}\n"
+         Edge (for SDKs): base_url=http://{EDGE}/v1  api_key={key}\n\
+         Analysts (SQL): curl '{ch}/?user=analyst&database={DB}' --data-binary 'SELECT * FROM ai_usage_summary'   (docs/ANALYSTS.md)\n",
+        ch = server.url(),
     );
 
     let stop = Arc::new(AtomicBool::new(false));
