@@ -576,9 +576,11 @@ pub struct BudgetStatus {
     pub spent_usd: String,
     /// Limit minus spent, never below 0.
     pub remaining_usd: String,
-    /// Spent ÷ limit × 100, rounded down to two decimals (may exceed 100).
+    /// Spent ÷ limit × 100, rounded down to two decimals (may exceed 100); the edge's
+    /// `x-tollgate-budget-warning` header shows the same figure (`usage_core::budget_use`).
     pub percent_used: f64,
-    /// The soft thresholds reached so far (spent ≥ threshold % of the limit).
+    /// The soft thresholds reached so far (spent ≥ threshold % of the limit; reservations of
+    /// calls in flight do not count, here or at the edge).
     pub thresholds_crossed: Vec<u8>,
     /// Spent ≥ limit.
     pub exceeded: bool,
@@ -596,7 +598,7 @@ pub fn status_of(
 ) -> BudgetStatus {
     let (start, end) = b.period.bounds(today);
     let limit = i128::from(limit_nusd).max(1);
-    let basis_points = spent_nusd.saturating_mul(10_000) / limit;
+    let basis_points = usage_core::budget_use::used_basis_points(spent_nusd, limit);
     let remaining = (limit - spent_nusd).max(0);
     let nanos = |v: i128| Nanos::new(i64::try_from(v).unwrap_or(i64::MAX)).to_string();
     BudgetStatus {
@@ -617,7 +619,7 @@ pub fn status_of(
             .soft_thresholds
             .iter()
             .copied()
-            .filter(|t| spent_nusd.saturating_mul(100) >= limit * i128::from(*t))
+            .filter(|t| usage_core::budget_use::reached(spent_nusd, limit, *t))
             .collect(),
         exceeded: spent_nusd >= limit,
         requests,

@@ -81,7 +81,8 @@ pub struct Decision {
     pub reserved_nusd: i64,
     /// When the period (and so the budget) resets, unix seconds.
     pub reset_at: i64,
-    /// Soft thresholds (percent) this reservation crossed for the first time this period.
+    /// Thresholds (percent) the budget's spend has reached, reported for the first time this
+    /// period to this call (`usage_core::budget_use`: spend, not reservations).
     pub crossed: Vec<u8>,
     /// Decided without the recorded spend: the guard never synced and could not (a soft
     /// budget goes on with what it has; the worker records the call as unchecked).
@@ -188,10 +189,17 @@ impl Ledger {
         let mut crossed = Vec::new();
         if allowed {
             self.reserved.insert(id.to_string(), (amount.max(0), now));
+            // A threshold is crossed by spend (finished calls), as the dashboard counts it —
+            // not by this call's worst case, which may never be spent. The first call after
+            // the spend reaches it carries the warning.
             if self.spec.limit_nusd > 0 {
+                let (spent, limit) = (
+                    i128::from(self.spent_nusd),
+                    i128::from(self.spec.limit_nusd),
+                );
                 for &pct in &self.spec.soft_thresholds {
-                    let level = i128::from(self.spec.limit_nusd) * i128::from(pct) / 100;
-                    if i128::from(after) >= level && self.warned.insert(pct) {
+                    if usage_core::budget_use::reached(spent, limit, pct) && self.warned.insert(pct)
+                    {
                         crossed.push(pct);
                     }
                 }
@@ -297,16 +305,24 @@ mod tests {
         assert!(!l.reserve("y", 1, NOW).allowed);
     }
 
+    /// Thresholds are crossed by spend, once each: a worst-case reservation that would pass
+    /// one warns nobody (#25: the header said 75% while 74.02% was spent).
     #[test]
-    fn soft_budgets_warn_once_per_threshold() {
+    fn soft_budgets_warn_once_per_threshold_when_spend_reaches_it() {
         let mut l = Ledger::new(spec(1000, "soft"), NOW);
-        assert_eq!(l.reserve("a", 400, NOW).crossed, Vec::<u8>::new());
-        assert_eq!(l.reserve("b", 200, NOW).crossed, vec![50]);
-        assert_eq!(l.reserve("c", 300, NOW).crossed, vec![80]);
+        assert_eq!(l.reserve("a", 900, NOW).crossed, Vec::<u8>::new());
+        l.settle("a", 400, NOW);
+        assert_eq!(l.reserve("b", 900, NOW).crossed, Vec::<u8>::new());
+        l.settle("b", 200, NOW);
+        assert_eq!(l.reserve("c", 10, NOW).crossed, vec![50], "600 of 1000 spent");
+        l.settle("c", 300, NOW);
         let d = l.reserve("d", 500, NOW);
-        assert!(d.allowed, "soft budgets never refuse");
-        assert_eq!(d.crossed, vec![100]);
-        assert_eq!(l.reserve("e", 1, NOW).crossed, Vec::<u8>::new());
+        assert_eq!(d.crossed, vec![80], "900 spent");
+        l.settle("d", 500, NOW);
+        let e = l.reserve("e", 1, NOW);
+        assert!(e.allowed, "soft budgets never refuse");
+        assert_eq!(e.crossed, vec![100]);
+        assert_eq!(l.reserve("f", 1, NOW).crossed, Vec::<u8>::new());
     }
 
     #[test]

@@ -208,9 +208,16 @@ pub async fn guard_budgets(
             p.unchecked_budgets.push(spec.budget_id.clone());
         }
         for pct in decision.crossed {
+            // The dashboard's `percent_used` for the same spend (one function).
+            let used = usage_core::budget_use::used_basis_points(
+                i128::from(decision.spent_nusd),
+                i128::from(decision.limit_nusd),
+            );
             warnings.push(format!(
-                "{pct}% of budget \"{}\" ({}) used",
-                spec.name, spec.period
+                "budget \"{}\" ({}) has reached {pct}%: {} used",
+                spec.name,
+                spec.period,
+                usage_core::budget_use::percent_text(used)
             ));
             let env = env.clone();
             let path = format!(

@@ -355,29 +355,37 @@ async fn a_soft_threshold_warns_in_a_header_and_raises_an_alert() {
     let bindings = dashboard_bindings(&mock, &collector, &dashboard, &[]);
     let worker = WorkerdProc::start(bindings);
     let url = format!("{}/chat/completions", worker.base_url());
+    // A threshold is crossed by spend (finished calls), as the dashboard counts it: each
+    // call costs a quarter of the limit, so the 3rd call sees 50% spent and the 5th 100%.
+    // Before the next call the test waits until the last one is stored — the edge settles a
+    // call's cost in its guard before it ships the record, so the guard has it too.
     let mut warnings = Vec::new();
-    for _ in 0..5 {
+    for n in 1..=6u64 {
         let (u, k, b) = (url.clone(), key.clone(), body.clone());
         let (status, _, warning) = tokio::task::spawn_blocking(move || call(&u, &k, &b, None))
             .await
             .unwrap();
         assert_eq!(status, 200, "soft budgets never refuse");
         warnings.push(warning);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while spend(&db, "org_soft").await.ok < n {
+            assert!(Instant::now() < deadline, "call {n} was not recorded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
-    assert_eq!(warnings[0], None);
-    assert!(
-        warnings[1]
-            .as_deref()
-            .unwrap_or("")
-            .contains("50% of budget \"watch\""),
-        "{warnings:?}"
-    );
-    assert_eq!(warnings[2], None);
-    assert!(
-        warnings[3].as_deref().unwrap_or("").contains("100%"),
-        "{warnings:?}"
-    );
-    assert_eq!(warnings[4], None, "each threshold warns once");
+    let says = |i: usize, what: &str| {
+        assert!(
+            warnings[i].as_deref().unwrap_or("").contains(what),
+            "call {}: {warnings:?}",
+            i + 1
+        );
+    };
+    assert_eq!(warnings[..2], [None, None], "25% spent: no threshold yet");
+    // The header's percentage is the dashboard's percent_used for the same spend.
+    says(2, "budget \"watch\" (monthly) has reached 50%: 50.00% used");
+    assert_eq!(warnings[3], None);
+    says(4, "has reached 100%: 100.00% used");
+    assert_eq!(warnings[5], None, "each threshold warns once");
 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -13,6 +13,7 @@
 //! Pure: no I/O, no clock, no async runtime; builds for `wasm32-unknown-unknown` and native.
 //! Callers pass the time in.
 
+pub mod budget_use;
 pub mod cost;
 pub mod keys;
 pub mod money;
