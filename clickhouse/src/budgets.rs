@@ -33,6 +33,8 @@ pub struct BudgetRow {
     pub updated_at: OffsetDateTime,
     pub deleted: u8,
     pub version: u64,
+    /// Output tokens a call without `max_tokens` reserves (0: the model's maximum; 0011).
+    pub reserve_output_tokens: u32,
 }
 
 impl BudgetRow {

@@ -136,6 +136,12 @@ pub struct BudgetIn {
     /// Default `true`.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Output tokens a call without `max_tokens` reserves under this budget (1–1,000,000),
+    /// instead of the model's maximum output. Absent: the model's maximum (no overshoot, but a
+    /// small hard budget refuses such calls early). With a cap, a call that writes more than
+    /// it can overshoot the limit by at most (model's maximum output − cap) × output price.
+    #[serde(default)]
+    pub reserve_output_tokens: Option<u32>,
 }
 
 /// A budget.
@@ -155,6 +161,8 @@ pub struct BudgetOut {
     pub soft_thresholds: Vec<u8>,
     pub mode: BudgetMode,
     pub enabled: bool,
+    /// Output tokens a call without `max_tokens` reserves; `null`: the model's maximum.
+    pub reserve_output_tokens: Option<u32>,
     /// Name and id of the token that created it.
     pub created_by: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -182,6 +190,7 @@ fn budget_out(row: &BudgetRow) -> ApiResult<BudgetOut> {
         soft_thresholds: row.soft_thresholds.clone(),
         mode: BudgetMode::parse(&row.mode).ok_or_else(|| corrupt("mode"))?,
         enabled: row.enabled != 0,
+        reserve_output_tokens: (row.reserve_output_tokens > 0).then_some(row.reserve_output_tokens),
         created_by: row.created_by.clone(),
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -267,7 +276,18 @@ fn validated(b: BudgetIn) -> ApiResult<ValidBudget> {
             "thresholds must not repeat",
         ));
     }
+    if let Some(n) = b.reserve_output_tokens {
+        if !(1..=MAX_RESERVE_OUTPUT_TOKENS).contains(&n) {
+            return Err(ApiError::bad(
+                "reserve_output_tokens",
+                format!(
+                    "`reserve_output_tokens` must be a whole number from 1 to {MAX_RESERVE_OUTPUT_TOKENS} (omit it to reserve the model's maximum output)"
+                ),
+            ));
+        }
+    }
     Ok(ValidBudget {
+        reserve_output_tokens: b.reserve_output_tokens.unwrap_or(0),
         name,
         scope: b.scope,
         user_id,
@@ -290,7 +310,11 @@ struct ValidBudget {
     thresholds: Vec<u8>,
     mode: BudgetMode,
     enabled: bool,
+    reserve_output_tokens: u32,
 }
+
+/// The largest `reserve_output_tokens` (no model writes more in one answer).
+const MAX_RESERVE_OUTPUT_TOKENS: u32 = 1_000_000;
 
 impl ValidBudget {
     fn apply(self, row: &mut BudgetRow) {
@@ -303,6 +327,7 @@ impl ValidBudget {
         row.soft_thresholds = self.thresholds;
         row.mode = self.mode.as_str().to_string();
         row.enabled = u8::from(self.enabled);
+        row.reserve_output_tokens = self.reserve_output_tokens;
     }
 }
 
@@ -453,6 +478,7 @@ pub async fn compute_create(
         updated_at: now,
         deleted: 0,
         version: row_version(),
+        reserve_output_tokens: 0,
     };
     valid.apply(&mut row);
     budgets::write(state.client(), &row).await?;
@@ -797,6 +823,7 @@ mod tests {
             soft_thresholds: vec![50, 80, 100],
             mode: BudgetMode::Soft,
             enabled: true,
+            reserve_output_tokens: None,
             created_by: String::new(),
             created_at: OffsetDateTime::UNIX_EPOCH,
             updated_at: OffsetDateTime::UNIX_EPOCH,

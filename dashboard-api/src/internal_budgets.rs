@@ -92,6 +92,9 @@ pub struct GuardSpec {
     pub limit_nusd: i64,
     pub mode: String,
     pub soft_thresholds: Vec<u8>,
+    /// Output tokens a call without `max_tokens` reserves; 0: the model's maximum.
+    #[serde(default)]
+    pub reserve_output_tokens: u32,
 }
 
 /// The last budget list read for each org, served when ClickHouse cannot be read. Budgets are
@@ -159,6 +162,7 @@ pub async fn list(
             limit_nusd: r.limit_nusd,
             mode: r.mode,
             soft_thresholds: r.soft_thresholds,
+            reserve_output_tokens: r.reserve_output_tokens,
         })
         .collect();
     state.budget_lists().remember(&org, &list);

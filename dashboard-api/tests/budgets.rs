@@ -49,7 +49,8 @@ async fn a_budget_is_created_read_replaced_and_deleted() {
     let mut expected = json!({
         "budget_id": id, "org_id": "acme", "name": "Acme monthly", "scope": "org", "user_id": null,
         "app_id": null, "period": "monthly", "limit_usd": "250.500000000", "soft_thresholds": [50, 80, 100],
-        "mode": "hard", "enabled": true, "created_by": created["created_by"], "created_at": created["created_at"],
+        "mode": "hard", "enabled": true, "reserve_output_tokens": null,
+        "created_by": created["created_by"], "created_at": created["created_at"],
         "updated_at": created["updated_at"],
     });
     assert_eq!(created, expected);
@@ -175,6 +176,22 @@ async fn every_bad_field_is_a_400_naming_it() {
         (with("soft_thresholds", json!("50")), "soft_thresholds"),
         (with("mode", json!("strict")), "mode"),
         (with("enabled", json!("yes")), "enabled"),
+        (
+            with("reserve_output_tokens", json!(0)),
+            "reserve_output_tokens",
+        ),
+        (
+            with("reserve_output_tokens", json!(2_000_000)),
+            "reserve_output_tokens",
+        ),
+        (
+            with("reserve_output_tokens", json!(-1)),
+            "reserve_output_tokens",
+        ),
+        (
+            with("reserve_output_tokens", json!("many")),
+            "reserve_output_tokens",
+        ),
         (with("colour", json!("red")), "colour"),
     ];
     for (body, field) in cases {

@@ -15,6 +15,15 @@
 //! resynced from ClickHouse's truth and only ever raised by it (`max`), so a restarted guard
 //! starts from what was recorded and a live one never forgets calls still in flight to the
 //! collector. Periods are UTC: days, weeks from Monday, calendar months.
+//!
+//! The one deliberate exception: a budget with `reserve_output_tokens` (the admin's choice)
+//! lets a call *without* `max_tokens` reserve that many output tokens instead of the model's
+//! limit. Such a call may then cost more than it reserved, and spend can pass the limit by at
+//! most (model's output limit − the cap) × output price per such call in flight. Calls with
+//! `max_tokens`, and budgets without the cap, keep the guarantee above.
+//!
+//! Thresholds (soft warnings, and the `budget_threshold` alerts the edge raises) are crossed
+//! by spend, never by reservations: `usage_core::budget_use`, the dashboard's definition.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,6 +55,9 @@ pub struct BudgetSpec {
     /// `hard` (enforced) or `soft` (warns).
     pub mode: String,
     pub soft_thresholds: Vec<u8>,
+    /// Output tokens a call without `max_tokens` reserves here; 0: the model's maximum
+    /// (see [`worst_case_cost`]).
+    pub reserve_output_tokens: u32,
 }
 
 impl BudgetSpec {
@@ -90,6 +102,8 @@ pub struct Decision {
 }
 
 /// What the worker asks of a budget's guard (JSON, tagged by `op`).
+// One short-lived message per guard call, serialized at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum GuardRequest {
@@ -281,6 +295,7 @@ mod tests {
             limit_nusd: limit,
             mode: mode.into(),
             soft_thresholds: vec![50, 80, 100],
+            reserve_output_tokens: 0,
         }
     }
 
@@ -314,7 +329,11 @@ mod tests {
         l.settle("a", 400, NOW);
         assert_eq!(l.reserve("b", 900, NOW).crossed, Vec::<u8>::new());
         l.settle("b", 200, NOW);
-        assert_eq!(l.reserve("c", 10, NOW).crossed, vec![50], "600 of 1000 spent");
+        assert_eq!(
+            l.reserve("c", 10, NOW).crossed,
+            vec![50],
+            "600 of 1000 spent"
+        );
         l.settle("c", 300, NOW);
         let d = l.reserve("d", 500, NOW);
         assert_eq!(d.crossed, vec![80], "900 spent");
@@ -422,6 +441,7 @@ impl FromJson for BudgetSpec {
             limit_nusd: f.i64("limit_nusd")?,
             mode: f.str("mode")?,
             soft_thresholds: f.u8s_or_empty("soft_thresholds")?,
+            reserve_output_tokens: f.u32_or_zero("reserve_output_tokens")?,
         })
     }
 }
@@ -511,6 +531,7 @@ mod documents {
             limit_nusd: 5_000_000_000,
             mode: "hard".into(),
             soft_thresholds: vec![50, 80],
+            reserve_output_tokens: 2_000,
         }
     }
 

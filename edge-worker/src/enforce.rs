@@ -22,7 +22,19 @@ use crate::web;
 thread_local! {
     /// org → (budgets, fetched at ms)
     static ORG_BUDGETS: RefCell<HashMap<String, (Vec<BudgetSpec>, u64)>> = RefCell::new(HashMap::new());
+    /// org → when a call of this isolate started fetching its list. A cold isolate hit by a
+    /// burst (200 concurrent calls) sent dashboard-api one list request per call; with the
+    /// machine busy, the guard's resync queued behind them past its timeout and hard budgets
+    /// answered 503. Now one call fetches and the others wait for its answer in the cache.
+    /// (They poll on their own timer: in Workers a request cannot await I/O another request
+    /// started — the runtime cancels it as hung.)
+    static LIST_FETCHING: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
 }
+
+/// How long a call waits for another call's fetch of the same list before it fetches itself.
+const LIST_WAIT_MS: u64 = 10_000;
+/// How often a waiting call looks at the cache.
+const LIST_POLL_MS: u64 = 20;
 
 const BUDGET_LIST_TTL_MS: u64 = 30_000;
 /// How long a stale list is still used when dashboard-api cannot be reached. Long: budgets
@@ -40,24 +52,54 @@ async fn org_budgets(env: &Env, org: &str) -> Result<Vec<BudgetSpec>, String> {
             return Ok(specs.clone());
         }
     }
-    let path = format!("/internal/v1/budgets?org={}", form_encode(org));
-    let fetched = match guard::internal_call(env, "GET", &path).await {
-        Some(resp) => web::response_json(&resp)
-            .await
-            .and_then(|v| json::list::<BudgetSpec>(&v, "budgets"))
-            .map_err(|e| format!("the budget list from dashboard-api is unreadable: {e}")),
-        None => Err("dashboard-api did not return the budget list".into()),
+    let fresh = || {
+        ORG_BUDGETS.with(|c| {
+            c.borrow()
+                .get(org)
+                .filter(|(_, at)| now_ms() - at < BUDGET_LIST_TTL_MS)
+                .map(|(specs, _)| specs.clone())
+        })
     };
-    match fetched {
-        Ok(specs) => {
-            ORG_BUDGETS.with(|c| c.borrow_mut().insert(org.to_string(), (specs.clone(), now)));
-            Ok(specs)
+    let someone_fetching = || {
+        LIST_FETCHING
+            .with(|m| m.borrow().get(org).copied())
+            .is_some_and(|since| now_ms() - since < LIST_WAIT_MS)
+    };
+    while someone_fetching() {
+        if !web::sleep(LIST_POLL_MS).await {
+            break;
         }
+        if let Some(specs) = fresh() {
+            return Ok(specs);
+        }
+    }
+    LIST_FETCHING.with(|m| m.borrow_mut().insert(org.to_string(), now_ms()));
+    let fetched = fetch_list(env, org).await;
+    LIST_FETCHING.with(|m| m.borrow_mut().remove(org));
+    match fetched {
+        Ok(specs) => Ok(specs),
         Err(why) => match cached {
             Some((specs, at)) if now - at < BUDGET_LIST_STALE_MS => Ok(specs),
             _ => Err(why),
         },
     }
+}
+
+/// Reads `org`'s budget list from dashboard-api and caches it.
+async fn fetch_list(env: &Env, org: &str) -> Result<Vec<BudgetSpec>, String> {
+    let path = format!("/internal/v1/budgets?org={}", form_encode(org));
+    let specs = match guard::internal_call(env, "GET", &path).await {
+        Some(resp) => web::response_json(&resp)
+            .await
+            .and_then(|v| json::list::<BudgetSpec>(&v, "budgets"))
+            .map_err(|e| format!("the budget list from dashboard-api is unreadable: {e}"))?,
+        None => return Err("dashboard-api did not return the budget list".into()),
+    };
+    ORG_BUDGETS.with(|c| {
+        c.borrow_mut()
+            .insert(org.to_string(), (specs.clone(), now_ms()))
+    });
+    Ok(specs)
 }
 
 fn form_encode(s: &str) -> String {
@@ -113,27 +155,32 @@ pub async fn guard_budgets(
         return Ok(Vec::new());
     }
     let at = datetime_ms(u64::try_from(p.budget_now).unwrap_or(0) * 1000);
-    let worst = with_prices(|t| {
-        budget::worst_case_cost(
-            budget::price_for(t, &p.plan.provider.name, &p.plan.facts.model, at),
-            p.request_bytes,
-            p.plan.facts.max_output_tokens,
-        )
-    })
-    .flatten();
-    let amount = match worst {
-        Some(n) => n.get(),
-        None if specs.iter().any(BudgetSpec::is_hard) && !settings.unpriced_under_hard_budget => {
-            return Err(ApiError::budget_exceeded(format!(
-                "model `{}` is not in the price table, so its cost cannot be bounded under a hard budget (set UNPRICED_UNDER_HARD_BUDGET=allow to let it through)",
-                p.plan.facts.model
-            )));
-        }
-        None => 0,
+    // The call's worst case, with the output bound it set, else `cap` (a budget's
+    // `reserve_output_tokens`; 0: the model's maximum output).
+    let worst = |cap: u32| {
+        let bound = p.plan.facts.max_output_tokens.or((cap > 0).then_some(cap));
+        with_prices(|t| {
+            budget::worst_case_cost(
+                budget::price_for(t, &p.plan.provider.name, &p.plan.facts.model, at),
+                p.request_bytes,
+                bound,
+            )
+        })
+        .flatten()
     };
+    if worst(0).is_none()
+        && specs.iter().any(BudgetSpec::is_hard)
+        && !settings.unpriced_under_hard_budget
+    {
+        return Err(ApiError::budget_exceeded(format!(
+            "model `{}` is not in the price table, so its cost cannot be bounded under a hard budget (set UNPRICED_UNDER_HARD_BUDGET=allow to let it through)",
+            p.plan.facts.model
+        )));
+    }
     let id = p.event_id.to_string();
     let mut warnings = Vec::new();
     for spec in &specs {
+        let amount = worst(spec.reserve_output_tokens).map_or(0, |n| n.get());
         let cmd = GuardRequest::Reserve {
             spec: spec.clone(),
             id: id.clone(),
@@ -192,7 +239,7 @@ pub async fn guard_budgets(
             // Room is left, but not for the most this call could cost: say so, and how to
             // ask for less, rather than calling the budget exhausted.
             return Err(ApiError::budget_insufficient(format!(
-                "budget \"{}\" ({}) has ${} left (limit ${}, spent ${}, reserved by calls in flight ${}), but this call could cost up to ${} at `{}`'s prices; set max_tokens (or max_completion_tokens) to bound its output, or wait until the budget resets at {reset}",
+                "budget \"{}\" ({}) has ${} left (limit ${}, spent ${}, reserved by calls in flight ${}), but this call could cost up to ${} at `{}`'s prices; set max_tokens (or max_completion_tokens) to bound its output (an admin can also cap what calls without it reserve: the budget's reserve_output_tokens), or wait until the budget resets at {reset}",
                 spec.name,
                 spec.period,
                 usage_core::Nanos::new(decision.limit_nusd.saturating_sub(committed)),

@@ -83,6 +83,15 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| format!("field `{name}` must be a whole number (64-bit)"))
     }
 
+    /// A `u32` field; absent or null reads as 0.
+    pub fn u32_or_zero(&self, name: &str) -> Result<u32, String> {
+        self.optional(name).map_or(Ok(0), |v| {
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("field `{name}` must be a whole number 0-4294967295"))
+        })
+    }
+
     pub fn bool(&self, name: &str) -> Result<bool, String> {
         self.required(name)?
             .as_bool()

@@ -737,3 +737,52 @@ async fn a_call_whose_worst_case_does_not_fit_is_told_how_to_fit() {
     .await
     .unwrap();
 }
+
+/// #25 (2): a budget may cap what a call without `max_tokens` reserves. The same $0.005 hard
+/// budget that refuses an unbounded gpt-4o-mini call (worst case ≈ $0.0098) admits it once
+/// calls without a bound reserve 1,000 output tokens (worst case ≈ $0.0006).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_cap_admits_calls_without_max_tokens() {
+    let Setup {
+        db,
+        _dir,
+        collector,
+        mock,
+        dashboard,
+        admin,
+    } = Setup::start("reserve cap", "org_cap").await;
+    let key = budget_and_key(
+        &dashboard,
+        &admin,
+        json!({
+            "name": "capped", "scope": "org", "period": "daily",
+            "limit_usd": "0.005", "mode": "hard", "soft_thresholds": [],
+            "reserve_output_tokens": 1000
+        }),
+    )
+    .await;
+    let listed = api(
+        "GET",
+        format!("{dashboard}/api/v1/budgets"),
+        admin.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(listed[0]["reserve_output_tokens"], 1000, "{listed}");
+    let bindings = dashboard_bindings(&mock, &collector, &dashboard, &[]);
+    let worker = WorkerdProc::start(bindings);
+    let url = format!("{}/chat/completions", worker.base_url());
+    let (status, code, _) = tokio::task::spawn_blocking(move || {
+        let unbounded =
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+        call(&url, &key, unbounded.to_string().as_bytes(), None)
+    })
+    .await
+    .unwrap();
+    assert_eq!((status, code.as_str()), (200, ""));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while spend(&db, "org_cap").await.ok < 1 {
+        assert!(Instant::now() < deadline, "the call was not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -4,11 +4,11 @@
 -- (Mutable columns are filtered outside the FINAL subquery: filtering them inside could
 -- keep an older version of a row whose newest version no longer matches.)
 SELECT budget_id, org_id, scope, user_id, app_id, name, period, limit_nusd, soft_thresholds, mode, enabled,
-       created_by, created_at, updated_at, deleted, version
+       created_by, created_at, updated_at, deleted, version, reserve_output_tokens
 FROM
 (
     SELECT budget_id, org_id, scope, user_id, app_id, name, period, limit_nusd, soft_thresholds, mode, enabled,
-       created_by, created_at, updated_at, deleted, version
+       created_by, created_at, updated_at, deleted, version, reserve_output_tokens
     FROM budgets FINAL
     WHERE {scope} AND budget_id = toUUID(?)
 )

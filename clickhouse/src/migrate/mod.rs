@@ -10,7 +10,9 @@
 //!   version); it is applied only where `SELECT version()` is at least that, and stays pending
 //!   elsewhere — so it may only add optional physical features, and nothing may depend on it.
 //! - Every statement is idempotent (`CREATE … IF NOT EXISTS`, re-runnable `ALTER`s): a runner
-//!   killed between a statement and its `schema_migrations` row re-runs the whole file.
+//!   killed between a statement and its `schema_migrations` row re-runs the whole file. 18.16
+//!   has no `ADD COLUMN IF NOT EXISTS`: such a statement carries `-- unless-column: t.c`, and
+//!   the runner skips it when `system.columns` already has that column.
 //! - A file is immutable once applied anywhere: the runner refuses to run when an applied
 //!   file's checksum changed. Change the schema with a new file.
 //! - Statements are written for one server, unqualified; `--cluster NAME` rewrites them
@@ -69,6 +71,7 @@ pub const MIGRATION_FILES: &[(&str, &str)] = migration_files![
     "0008_org_rollups.sql",
     "0009_integrity.sql",
     "0010_model_identity_and_named_users.sql",
+    "0011_budget_reservation_cap.sql",
 ];
 
 /// The table that records applied migrations.
@@ -212,18 +215,32 @@ impl Migration {
 
     /// The statements as they run on `target`.
     pub fn render(&self, target: &Target) -> Result<Vec<String>> {
+        Ok(self
+            .render_guarded(target)?
+            .into_iter()
+            .map(|(sql, _)| sql)
+            .collect())
+    }
+
+    /// [`Migration::render`] with each statement's `-- unless-column` guard.
+    fn render_guarded(&self, target: &Target) -> Result<Vec<GuardedStatement>> {
         self.statements
             .iter()
             .filter(|s| !s.cluster_only || target.cluster.is_some())
             .map(|s| {
-                render::render(&s.sql, target).map_err(|reason| Error::InvalidMigration {
-                    file: self.file_name.clone(),
-                    reason,
-                })
+                render::render(&s.sql, target)
+                    .map(|sql| (sql, s.unless_column.clone()))
+                    .map_err(|reason| Error::InvalidMigration {
+                        file: self.file_name.clone(),
+                        reason,
+                    })
             })
             .collect()
     }
 }
+
+/// A rendered statement and its `-- unless-column` guard (table, column).
+type GuardedStatement = (String, Option<(String, String)>);
 
 fn check_order(migrations: &[Migration]) -> Result<()> {
     for pair in migrations.windows(2) {
@@ -612,13 +629,27 @@ impl Migrator {
                 report.skipped.push(file);
                 continue;
             }
-            let statements = m.render(&target)?;
+            let statements = m.render_guarded(&target)?;
             on_event(&MigrationEvent::Applying {
                 file: file.clone(),
                 statements: statements.len(),
             });
             let started = Instant::now();
-            for sql in &statements {
+            for (sql, unless_column) in &statements {
+                if let Some((table, column)) = unless_column {
+                    let present: u64 = client
+                        .query(
+                            "SELECT count() FROM system.columns \
+                             WHERE database = currentDatabase() AND table = ? AND name = ?",
+                        )
+                        .bind(table.as_str())
+                        .bind(column.as_str())
+                        .fetch_one()
+                        .await?;
+                    if present > 0 {
+                        continue;
+                    }
+                }
                 client.query_raw(sql).execute().await?;
             }
             let duration = started.elapsed();
@@ -695,7 +726,16 @@ mod tests {
                         s.sql
                     );
                 }
-                if upper.contains("ADD INDEX") || upper.contains("ADD COLUMN") {
+                if upper.contains("ADD COLUMN") {
+                    assert!(
+                        s.unless_column.is_some(),
+                        "{}: ADD COLUMN needs `-- unless-column: table.column` (18.16 has no \
+                         IF NOT EXISTS here): {}",
+                        m.file_name,
+                        s.sql
+                    );
+                }
+                if upper.contains("ADD INDEX") {
                     assert!(
                         upper.contains("IF NOT EXISTS"),
                         "{}: {}",

@@ -142,6 +142,9 @@ pub struct Statement {
     pub sql: String,
     /// Only part of `--cluster` runs (the statement's leading comments have `-- cluster-only`).
     pub cluster_only: bool,
+    /// `-- unless-column: table.column`: skipped when the database already has that column
+    /// (18.16 has no `ADD COLUMN IF NOT EXISTS`, and a re-run file must not fail on it).
+    pub unless_column: Option<(String, String)>,
 }
 
 /// Splits `src` at top-level `;`. Comments before a statement belong to it (and carry its
@@ -166,8 +169,18 @@ fn push_statement(src: &str, tokens: &[Token], out: &mut Vec<Statement>) {
     let Some(first) = tokens.iter().position(|t| !t.is_trivia()) else {
         return;
     };
-    let cluster_only = tokens[..first].iter().any(|t| {
-        t.kind == Kind::LineComment && t.text(src).trim_start_matches('-').trim() == "cluster-only"
+    let directive = |t: &Token| {
+        (t.kind == Kind::LineComment).then(|| t.text(src).trim_start_matches('-').trim())
+    };
+    let cluster_only = tokens[..first]
+        .iter()
+        .any(|t| directive(t) == Some("cluster-only"));
+    let unless_column = tokens[..first].iter().find_map(|t| {
+        let (table, column) = directive(t)?
+            .strip_prefix("unless-column:")?
+            .trim()
+            .split_once('.')?;
+        Some((table.trim().to_string(), column.trim().to_string()))
     });
     let start = tokens[first].start;
     let end = tokens
@@ -178,6 +191,7 @@ fn push_statement(src: &str, tokens: &[Token], out: &mut Vec<Statement>) {
     out.push(Statement {
         sql: src[start..end].to_string(),
         cluster_only,
+        unless_column,
     });
 }
 

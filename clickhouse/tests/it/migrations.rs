@@ -9,7 +9,14 @@ use tollgate_clickhouse::{Error, Migration, Migrator};
 
 use crate::support::tsv;
 
-const BASELINE: usize = 9; // files without a `requires:` header
+/// The files without a `requires:` header (they run on every server).
+fn baseline() -> usize {
+    Migration::builtin()
+        .unwrap()
+        .iter()
+        .filter(|m| m.requires.is_none())
+        .count()
+}
 
 async fn tables(db: &TestDb) -> String {
     tsv(
@@ -41,7 +48,10 @@ async fn a_fresh_database_migrates_and_a_second_run_is_a_no_op() {
         .iter()
         .filter(|m| !m.runs_on(&version))
         .count();
-    assert_eq!(first.applied.len() + first.skipped.len(), BASELINE + 1);
+    assert_eq!(
+        first.applied.len() + first.skipped.len(),
+        Migration::builtin().unwrap().len()
+    );
     assert_eq!(first.skipped.len(), gated);
     assert!(
         events.iter().any(|e| e.contains("✓ 0001_usage_events.sql")),
@@ -129,7 +139,8 @@ async fn four_runners_at_once_end_in_the_same_state() {
         applied_total += stdout.lines().filter(|l| l.contains('✓')).count();
     }
     assert_eq!(
-        applied_total, BASELINE,
+        applied_total,
+        baseline(),
         "each file applied exactly once across the runners"
     );
     let normalise = |s: String, name: &str| s.replace(name, "DB");
@@ -161,7 +172,7 @@ async fn in_process_concurrent_runners_converge_too() {
     for run in runs {
         applied += run.await.unwrap().unwrap().applied.len();
     }
-    assert_eq!(applied, BASELINE);
+    assert_eq!(applied, baseline());
 }
 
 #[tokio::test]
@@ -259,7 +270,7 @@ async fn a_stale_lock_times_out_with_its_holder_and_can_be_broken() {
         .run(&mut |_| {})
         .await
         .unwrap();
-    assert_eq!(report.applied.len(), BASELINE);
+    assert_eq!(report.applied.len(), baseline());
 }
 
 #[tokio::test]
@@ -335,4 +346,57 @@ fn a_panicking_test_still_drops_its_database() {
         (200, "0"),
         "{name} survived the panic"
     );
+}
+
+/// A runner killed after a file's `ADD COLUMN` but before its `schema_migrations` row re-runs
+/// the file: 18.16 has no `ADD COLUMN IF NOT EXISTS`, so the statement's `-- unless-column`
+/// guard skips it when the column is there, and the re-run succeeds.
+#[tokio::test]
+async fn a_file_re_run_after_its_add_column_skips_the_column() {
+    let db = TestDb::new().await.unwrap();
+    let last = Migration::builtin()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.statements.iter().any(|s| s.unless_column.is_some()))
+        .map(|m| m.version)
+        .max()
+        .expect("a migration adds a column");
+    db.client()
+        .query(&format!(
+            "ALTER TABLE schema_migrations DELETE WHERE version = {last}"
+        ))
+        .execute()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left: u64 = db
+            .client()
+            .query("SELECT count() FROM schema_migrations WHERE version = ?")
+            .bind(last)
+            .fetch_one()
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delete did not apply"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = Migrator::new(db.config().clone())
+        .unwrap()
+        .run(&mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), 1, "{report:?}");
+    let columns = tsv(
+        db.client(),
+        "SELECT count() FROM system.columns WHERE database = currentDatabase() \
+         AND table = 'budgets' AND name = 'reserve_output_tokens'",
+    )
+    .await;
+    assert_eq!(columns.trim(), "1");
 }

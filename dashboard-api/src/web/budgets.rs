@@ -179,6 +179,8 @@ struct BudgetForm {
     soft_thresholds: String,
     mode: String,
     enabled: bool,
+    /// Empty: the model's maximum.
+    reserve_output_tokens: String,
 }
 
 impl BudgetForm {
@@ -219,6 +221,10 @@ impl BudgetForm {
                 .join(", "),
             mode: b.mode.as_str().into(),
             enabled: b.enabled,
+            reserve_output_tokens: b
+                .reserve_output_tokens
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
         }
     }
 
@@ -235,6 +241,7 @@ impl BudgetForm {
             soft_thresholds: get("soft_thresholds"),
             mode: get("mode"),
             enabled: f.contains_key("enabled"),
+            reserve_output_tokens: get("reserve_output_tokens"),
         }
     }
 
@@ -271,6 +278,15 @@ impl BudgetForm {
             })
             .collect::<Result<Vec<u8>, ApiError>>()?;
         let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        let reserve_output_tokens = match self.reserve_output_tokens.replace([',', '_', ' '], "") {
+            v if v.is_empty() => None,
+            v => Some(v.parse::<u32>().map_err(|_| {
+                ApiError::bad(
+                    "reserve_output_tokens",
+                    format!("`{v}` is not a whole number of tokens"),
+                )
+            })?),
+        };
         Ok(BudgetIn {
             org_id: if admin { opt(&self.org_id) } else { None },
             name: self.name.clone(),
@@ -282,6 +298,7 @@ impl BudgetForm {
             soft_thresholds: Some(thresholds),
             mode,
             enabled: Some(self.enabled),
+            reserve_output_tokens,
         })
     }
 }
@@ -316,6 +333,7 @@ fn form_page(
             "limit_usd",
             "soft_thresholds",
             "mode",
+            "reserve_output_tokens",
         ]
         .contains(&field.as_str()) =>
         {
@@ -407,6 +425,7 @@ fn form_page(
          <fieldset class=\"form-row\" data-field=\"mode\"><legend>Limit</legend>\
          <label class=\"choice\"><input type=\"radio\" name=\"mode\" value=\"soft\"{soft}> Soft — alert when thresholds are crossed</label>\
          <label class=\"choice\"><input type=\"radio\" name=\"mode\" value=\"hard\"{hard}> Hard — the edge refuses calls once the limit is spent</label>{mode_err}</fieldset>\
+         {reserve}\
          <div class=\"form-row\"><label class=\"choice\"><input type=\"checkbox\" name=\"enabled\" value=\"1\"{enabled}> Enabled</label></div>\
          <div class=\"form-actions\"><button type=\"submit\" class=\"primary\">{submit}</button>\
          <a class=\"button secondary\" href=\"/budgets\">Cancel</a></div></form>",
@@ -439,6 +458,13 @@ fn form_page(
             &f.soft_thresholds,
             " inputmode=\"numeric\"",
             "Comma-separated, 1–100; leave empty for none."
+        ),
+        reserve = text(
+            "reserve_output_tokens",
+            "Reserve for calls without max_tokens (output tokens)",
+            &f.reserve_output_tokens,
+            " inputmode=\"numeric\" placeholder=\"model maximum\"",
+            "Hard limits admit a call only if its worst case fits. Empty: a call without max_tokens reserves the model's maximum output, so it is never overshot but small budgets refuse such calls early. A number: they reserve that much and a longer answer may overshoot the limit by the rest."
         ),
         soft = if f.mode != "hard" { " checked" } else { "" },
         hard = if f.mode == "hard" { " checked" } else { "" },

@@ -1,0 +1,13 @@
+-- 0011 budgets: a cap on what a call without an output bound reserves (#25, item 2).
+--
+-- A hard budget admits a call only if its worst case fits: every request byte an input token
+-- plus its output bound at the model's dearest rates. A call without `max_tokens` is bounded by
+-- the model's maximum output (16,384 tokens for gpt-4o), so a small daily budget refused it
+-- while three quarters were left. `reserve_output_tokens` (0 = none) makes such a call reserve
+-- that many output tokens instead. The price: a call that then writes more than the cap costs
+-- more than it reserved, so the budget can be overshot by at most
+--   (model's maximum output - reserve_output_tokens) x output price, per call in flight.
+-- Calls that set `max_tokens` reserve by it, as before; soft budgets only warn.
+--
+-- unless-column: budgets.reserve_output_tokens
+ALTER TABLE budgets ADD COLUMN reserve_output_tokens UInt32 DEFAULT 0;
