@@ -1,9 +1,13 @@
 //! Where ClickHouse is, and the client built from it.
 
 use std::fmt;
+use std::time::Duration;
 
 use clickhouse::query::Query;
 use clickhouse::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 /// The dev server's HTTP address (docs/ARCHITECTURE.md, "Local ports").
@@ -65,6 +69,27 @@ impl fmt::Debug for ClickHouseConfig {
     }
 }
 
+/// How long an idle connection stays in the client's pool: well under the server's
+/// `keep_alive_timeout` (3 s before ClickHouse 23.11, 10 s after). The crate's default, 2 s,
+/// left one second: with the machine busy, a connection came back to the pool late — after
+/// the server had already timed it out (its clock starts when it has sent the answer) — and
+/// the next query on it failed with `IncompleteMessage` (seen beside `stress-ng --cpu 2`).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// TCP keepalive of the connections (as the crate sets it).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// A client on the crate's HTTP client with [`POOL_IDLE_TIMEOUT`] (its body type is private:
+/// the builder's is inferred from `with_http_client`).
+fn base_client() -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_keepalive(Some(TCP_KEEPALIVE));
+    Client::with_http_client(
+        HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector),
+    )
+}
+
 impl ClickHouseConfig {
     /// A config for `url` and `database`, default user.
     pub fn new(url: impl Into<String>, database: impl Into<String>) -> Self {
@@ -88,7 +113,7 @@ impl ClickHouseConfig {
 
     /// A client with no database selected (for `CREATE DATABASE` and `system.*`).
     pub fn server_client(&self) -> Client {
-        let mut client = Client::default().with_url(&self.url).with_validation(false);
+        let mut client = base_client().with_url(&self.url).with_validation(false);
         if let Some(user) = &self.user {
             client = client.with_user(user);
         }

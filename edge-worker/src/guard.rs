@@ -203,7 +203,7 @@ impl Guard {
                 Ok(())
             }
             None if never_synced && spec.is_hard() => Err(format!(
-                "its recorded spend could not be read from dashboard-api within {RESYNC_TIMEOUT_MS} ms"
+                "its recorded spend could not be read from dashboard-api (no good answer within {RESYNC_TIMEOUT_MS} ms)"
             )),
             // Known spend and a late resync (or a soft budget): go on with the ledger.
             None => Ok(()),
@@ -246,7 +246,23 @@ pub async fn internal_call(
     }
 }
 
+/// The spend ClickHouse has recorded for the period. A failed answer is asked again after a
+/// pause (dashboard-api answers 503 while it cannot reach ClickHouse for a moment; one such
+/// blip once refused a hard budget's calls for [`RESYNC_RETRY_SECS`]); the caller's
+/// [`RESYNC_TIMEOUT_MS`] bounds the whole.
 async fn recorded_spend(env: &Env, budget_id: &str, period_start: i64) -> Option<i64> {
+    for pause_ms in [0, 100, 300, 1_000, 2_000] {
+        if pause_ms > 0 && !web::sleep(pause_ms).await {
+            return None;
+        }
+        if let Some(spent) = recorded_spend_once(env, budget_id, period_start).await {
+            return Some(spent);
+        }
+    }
+    None
+}
+
+async fn recorded_spend_once(env: &Env, budget_id: &str, period_start: i64) -> Option<i64> {
     let resp = internal_call(
         env,
         "GET",

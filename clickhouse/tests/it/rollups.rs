@@ -363,4 +363,43 @@ async fn analyst_views_agree_with_the_rollups() {
     // Percentiles come out as numbers, not NaN, and ordered.
     let q = tsv(db.client(), "SELECT p50_latency_ms <= p95_latency_ms AND p95_latency_ms <= p99_latency_ms FROM ai_model_performance").await;
     assert!(q.lines().all(|l| l == "1"), "{q}");
+    // #25 (4): failed calls by whose doing, as the raw rows say; the error rate is the
+    // provider's, of the calls that reached it (migration 0012).
+    let view = tsv(
+        db.client(),
+        "SELECT sum(errors_provider), sum(errors_client), sum(errors_timeout), sum(errors_gateway), \
+         sum(refused_by_gateway) FROM ai_model_performance",
+    )
+    .await;
+    let raw = tsv(
+        db.client(),
+        "SELECT countIf(error_class IN ('upstream_5xx', 'rate_limited', 'network')), \
+         countIf(error_class IN ('client', 'aborted')), countIf(error_class = 'timeout'), \
+         countIf(error_class IN ('budget_blocked', 'internal')), \
+         countIf(error_class = 'budget_blocked') FROM usage_events",
+    )
+    .await;
+    assert_eq!(view, raw);
+    assert!(
+        raw.split('\t')
+            .map(|n| n.trim().parse::<u64>().unwrap())
+            .sum::<u64>()
+            > 0,
+        "the fixture has failed calls"
+    );
+    let rates = tsv(
+        db.client(),
+        "SELECT provider, model, round(error_rate, 9) FROM ai_model_performance \
+         WHERE requests > refused_by_gateway ORDER BY day, org_id, provider, model",
+    )
+    .await;
+    let raw_rates = tsv(
+        db.client(),
+        "SELECT provider, model, round((countIf(error_class != 'none') - countIf(error_class = 'budget_blocked')) \
+         / (count() - countIf(error_class = 'budget_blocked')), 9) FROM usage_events \
+         GROUP BY toDate(ts) AS day, org_id, provider, model_requested AS model \
+         HAVING count() > countIf(error_class = 'budget_blocked') ORDER BY day, org_id, provider, model",
+    )
+    .await;
+    assert_eq!(rates, raw_rates);
 }
