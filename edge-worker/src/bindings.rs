@@ -8,15 +8,13 @@ use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::cf::{DurableObjectNamespace, Env, KvNamespace, Queue};
+use crate::cf::{Env, Queue};
 
 use crate::config::Settings;
 
 thread_local! {
     static SETTINGS: OnceCell<Rc<Settings>> = const { OnceCell::new() };
     static SECRETS: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
-    static APP_KEYS_KV: OnceCell<bool> = const { OnceCell::new() };
-    static BUDGET_GUARD: OnceCell<bool> = const { OnceCell::new() };
     static USAGE_QUEUE: OnceCell<bool> = const { OnceCell::new() };
 }
 
@@ -44,22 +42,12 @@ pub fn secret(env: &Env, name: &str) -> Option<String> {
     })
 }
 
-/// Whether the `APP_KEYS_KV` namespace is bound.
-pub fn has_app_keys_kv(env: &Env) -> bool {
-    APP_KEYS_KV.with(|b| *b.get_or_init(|| env.binding::<KvNamespace>("APP_KEYS_KV").is_some()))
-}
-
-/// Whether the `BUDGET_GUARD` Durable Object namespace is bound.
-pub fn has_budget_guard(env: &Env) -> bool {
-    BUDGET_GUARD.with(|b| {
+/// Whether the `USAGE_QUEUE` producer is bound.
+pub fn has_usage_queue(env: &Env) -> bool {
+    USAGE_QUEUE.with(|b| {
         *b.get_or_init(|| {
-            env.binding::<DurableObjectNamespace>("BUDGET_GUARD")
+            env.binding::<Queue>(crate::config::names::USAGE_QUEUE)
                 .is_some()
         })
     })
-}
-
-/// Whether the `USAGE_QUEUE` producer is bound.
-pub fn has_usage_queue(env: &Env) -> bool {
-    USAGE_QUEUE.with(|b| *b.get_or_init(|| env.binding::<Queue>("USAGE_QUEUE").is_some()))
 }

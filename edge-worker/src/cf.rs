@@ -38,12 +38,6 @@ extern "C" {
     #[wasm_bindgen(method, getter)]
     pub fn writable(this: &IdentityTransformStream) -> web_sys::WritableStream;
 
-    /// A Workers KV namespace binding.
-    pub type KvNamespace;
-    /// `get(key)`: resolves to the value as text, or `null`.
-    #[wasm_bindgen(method, catch, js_name = get)]
-    fn get_text(this: &KvNamespace, key: &str) -> Result<Promise, JsValue>;
-
     /// A Durable Object namespace binding.
     pub type DurableObjectNamespace;
     #[wasm_bindgen(method, catch, js_name = idFromName)]
@@ -153,9 +147,6 @@ impl Env {
 pub trait Binding: JsCast {
     const METHOD: &'static str;
 }
-impl Binding for KvNamespace {
-    const METHOD: &'static str = "get";
-}
 impl Binding for DurableObjectNamespace {
     const METHOD: &'static str = "idFromName";
 }
@@ -176,13 +167,6 @@ impl ExecutionContext {
                 crate::web::error_text(&e)
             );
         }
-    }
-}
-
-impl KvNamespace {
-    /// The value stored under `key` as text; `Ok(None)` when there is none.
-    pub async fn text(&self, key: &str) -> Result<Option<String>, String> {
-        Ok(settle(self.get_text(key)).await?.as_string())
     }
 }
 

@@ -1,34 +1,55 @@
 //! The worker's configuration, read from its bindings (wrangler `vars` and secrets).
 //!
-//! | binding | kind | meaning |
-//! |---|---|---|
-//! | `DEFAULT_PROVIDER` | var | provider used when neither the model prefix nor `x-tollgate-provider` names one (`openai`) |
-//! | `PROVIDERS` | var, JSON | extra OpenAI-compatible providers: `[{"name","base_url","secret"}]`; may override the built-ins' base URLs |
-//! | `OPENAI_API_KEY`, `OPENROUTER_API_KEY`, … | secrets | provider keys, named by each provider's `secret` |
-//! | `COLLECTOR_URL` | var | where record batches are POSTed (`https://collector.example.com/v1/records`) |
-//! | `COLLECTOR_SIGNING_SECRET` | secret | HMAC secret shared with the collector |
-//! | `APP_KEYS` | var, JSON | local/dev key table: `{"<sha256 of tg_… key>": {key_id, org_id, user_id?, app_id, budget_scope?}}` |
-//! | `APP_KEYS_KV` | KV namespace | production key table, same JSON values keyed by hash |
-//! | `KEYS_URL` | var | dashboard-api base URL (`https://dashboard.example.com`); with `KEYS_SIGNING_SECRET` and no `APP_KEYS_KV`, keys are looked up there (`GET /internal/v1/keys/<sha256>`, signed) |
-//! | `KEYS_SIGNING_SECRET` | secret | HMAC secret shared with dashboard-api (`internal.signing_secrets`) for the key lookup |
-//! | `KEYS_CACHE_SECS` | var | how long each lookup answer (found or not) is kept per isolate (default 30): the longest a revoked key keeps working; `0` asks every time |
-//! | `USAGE_QUEUE` | Queue producer | when bound, records go to this queue (durable path) instead of a direct POST |
-//! | `UPSTREAM_TIMEOUT_MS` | var | time allowed until the provider's response headers (default 120000) |
-//! | `BODY_TIMEOUT_MS` | var | time allowed for the client's request body to arrive (default 30000; 408 `request_timeout` past it). Bodies are limited to 16 MiB however they are sent (413 `request_too_large`) |
-//! | `SHIP_BATCH_DELAY_MS` | var | how long records wait to share one POST (default 50) |
-//! | `EDGE_REGION` | var | region label when the request carries none (local runs) |
-//! | `BUDGET_FAIL_MODE` | var | what a call under a budget gets when that budget cannot be checked in time (guard, budget list or recorded spend unavailable): `closed` (default) refuses calls under a *hard* budget with 503 `budget_unavailable`; `open` lets them through. Soft budgets always let the call through. Every call let through unchecked carries the tag `tollgate.budget_fail_open` naming the budgets |
-//! | `UNPRICED_UNDER_HARD_BUDGET` | var | `allow` lets calls to models missing from the price table through under a hard budget (refused by default) |
-//! | `CORS_ALLOWED_ORIGINS` | var | origins browser apps may call the edge from: comma-separated (`https://app.example.com`), or `*`; empty (default): none, preflights get 403 (see [`crate::cors`]) |
-//! | `ALLOW_TEST_CLOCK` | var | `1` honours `x-tollgate-test-now` for budget periods (tests only; never deploy it) |
+//! Every binding, var and secret the worker reads is in one table, in `docs/OPERATIONS.md`
+//! ("Every binding, var and secret"); [`binding_names`] lists them, and a test
+//! (`tests/tests/deploy_config.rs`) checks that table and `wrangler.toml` against it.
 //!
 //! Vars are read once per isolate into [`Settings`]: bindings cannot change while an isolate
 //! lives (a new deploy starts new isolates), and reading and parsing them on every call was a
 //! measurable part of the worker's latency.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 
 use crate::json::{Fields, FromJson};
+
+/// The names the worker reads outside [`Settings`]: runtime bindings and secrets.
+pub mod names {
+    /// Queue producer: records go through it when bound.
+    pub const USAGE_QUEUE: &str = "USAGE_QUEUE";
+    /// Durable Object namespace of the `BudgetGuard` class.
+    pub const BUDGET_GUARD: &str = "BUDGET_GUARD";
+    /// Local key table (runs without a dashboard).
+    pub const APP_KEYS: &str = "APP_KEYS";
+    /// HMAC secret shared with the collector.
+    pub const COLLECTOR_SIGNING_SECRET: &str = "COLLECTOR_SIGNING_SECRET";
+    /// HMAC secret shared with dashboard-api.
+    pub const KEYS_SIGNING_SECRET: &str = "KEYS_SIGNING_SECRET";
+}
+
+/// Every binding, var and secret name the worker reads: [`Settings`]' vars, the built-in
+/// providers' secrets and [`names`].
+pub fn binding_names() -> BTreeSet<String> {
+    let read = std::cell::RefCell::new(BTreeSet::new());
+    let _ = Settings::from_vars(|name| {
+        read.borrow_mut().insert(name.to_string());
+        None
+    });
+    let mut all = read.into_inner();
+    all.extend(builtin_providers().into_iter().map(|p| p.secret));
+    all.extend(
+        [
+            names::USAGE_QUEUE,
+            names::BUDGET_GUARD,
+            names::APP_KEYS,
+            names::COLLECTOR_SIGNING_SECRET,
+            names::KEYS_SIGNING_SECRET,
+        ]
+        .map(String::from),
+    );
+    all
+}
 
 /// The worker's vars, parsed (see the module docs for each binding).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 
 use time::OffsetDateTime;
 
-use crate::bindings;
 use crate::budget::GuardRequest;
 use crate::budget::{self, BudgetSpec};
 use crate::cf::{console_error, now_ms, Env, ExecutionContext as Context};
@@ -119,7 +118,10 @@ pub async fn guard_budgets(
     settings: &Settings,
     p: &mut Prepared,
 ) -> Result<Vec<String>, ApiError> {
-    if settings.keys_url.is_none() || !bindings::has_budget_guard(env) {
+    // Without `BUDGET_GUARD` bound, the org's budgets are still read: a budget that applies
+    // then "cannot be checked" (a hard one refuses with 503 unless BUDGET_FAIL_MODE=open), so a
+    // binding lost in `wrangler.toml` never turns budgets off silently.
+    if settings.keys_url.is_none() {
         return Ok(Vec::new());
     }
     let user = p

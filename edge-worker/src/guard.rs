@@ -219,7 +219,7 @@ pub async fn internal_call(
     path_and_query: &str,
 ) -> Option<web_sys::Response> {
     let base = crate::bindings::settings(env).keys_url.clone()?;
-    let signing = secret(env, "KEYS_SIGNING_SECRET")?;
+    let signing = secret(env, crate::config::names::KEYS_SIGNING_SECRET)?;
     let now = (cf::now_ms() / 1000) as i64;
     let headers = web_sys::Headers::new().ok()?;
     headers
@@ -280,7 +280,7 @@ pub async fn call_guard(
     cmd: &GuardRequest,
 ) -> Result<Option<Decision>, String> {
     let ns = env
-        .binding::<DurableObjectNamespace>("BUDGET_GUARD")
+        .binding::<DurableObjectNamespace>(crate::config::names::BUDGET_GUARD)
         .ok_or("BUDGET_GUARD is not bound")?;
     let body = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
     let headers = web_sys::Headers::new().map_err(|e| web::error_text(&e))?;

@@ -1,13 +1,13 @@
-//! Where a presented app key is looked up: the `APP_KEYS_KV` namespace, dashboard-api's signed
-//! lookup (cached per isolate), or the `APP_KEYS` var. What the answers mean is [`crate::keys`].
+//! Where a presented app key is looked up: dashboard-api's signed lookup (cached per isolate),
+//! or — without `KEYS_URL`, in local runs and tests — the `APP_KEYS` var. What the answers mean
+//! is [`crate::keys`].
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
 
-use crate::bindings::{self, secret, var};
-use crate::cf::{self, console_error, now_ms, Env};
+use crate::bindings::{secret, var};
+use crate::cf::{console_error, now_ms, Env};
 use crate::config::Settings;
-use crate::json;
 use crate::keys::{self, AppKey};
 use crate::web;
 
@@ -25,40 +25,27 @@ thread_local! {
         std::cell::RefCell::new(keys::KeyCache::default());
 }
 
-/// The key with this hash, from the first source configured: the `APP_KEYS_KV` namespace,
-/// the dashboard's signed lookup (`KEYS_URL` + `KEYS_SIGNING_SECRET`, cached), or the
-/// `APP_KEYS` var. The `keys` module docs say how long a revocation takes to arrive.
+/// The key with this hash: from the dashboard's signed lookup (`KEYS_URL` +
+/// `KEYS_SIGNING_SECRET`, cached), else from the `APP_KEYS` var. The `keys` module docs say how
+/// long a revocation takes to arrive.
 pub async fn lookup_key(env: &Env, settings: &Settings, hash: &str) -> Option<AppKey> {
-    if let Some(kv) = bindings::has_app_keys_kv(env)
-        .then(|| env.binding::<cf::KvNamespace>("APP_KEYS_KV"))
-        .flatten()
-    {
-        let stored = kv.text(hash).await.and_then(|text| {
-            text.map(|t| json::parse::<AppKey>(t.as_bytes()))
-                .transpose()
-        });
-        return match stored {
-            Ok(k) => keys::usable(k),
-            Err(e) => {
-                console_error!("tollgate: key lookup failed: {e}");
-                None
-            }
-        };
-    }
-    if let (Some(base), Some(signing)) = (&settings.keys_url, secret(env, "KEYS_SIGNING_SECRET")) {
+    if let (Some(base), Some(signing)) = (
+        &settings.keys_url,
+        secret(env, crate::config::names::KEYS_SIGNING_SECRET),
+    ) {
         return remote_key(base, &signing, settings.keys_cache_ms, hash).await;
     }
     let key = LOCAL_KEYS.with(|cell| {
-        cell.get_or_init(
-            || match var(env, "APP_KEYS").map(|j| keys::parse_table(&j)) {
+        cell.get_or_init(|| {
+            match var(env, crate::config::names::APP_KEYS).map(|j| keys::parse_table(&j)) {
                 Some(Ok(t)) => t,
                 Some(Err(e)) => {
                     console_error!("tollgate: {e}");
                     HashMap::new()
                 }
                 None => HashMap::new(),
-            },
-        )
+            }
+        })
         .get(hash)
         .cloned()
     });

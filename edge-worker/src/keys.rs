@@ -1,15 +1,14 @@
 //! App keys: `Authorization: Bearer tg_…` → the org, user, app and budget scope it acts for.
 //!
-//! Keys are looked up by the SHA-256 of the presented secret (never stored in clear), from the
-//! first source the worker has, in this order:
+//! Keys are looked up by the SHA-256 of the presented secret (never stored in clear). The
+//! dashboard owns them — there is one source of truth, and no copy to keep in step:
 //!
-//! 1. the `APP_KEYS_KV` namespace (production, written by deploy tooling);
-//! 2. the dashboard's signed lookup, when `KEYS_URL` and the secret `KEYS_SIGNING_SECRET` are
-//!    set: `GET <KEYS_URL>/internal/v1/keys/<sha256>` with
+//! 1. the dashboard's signed lookup, when `KEYS_URL` and the secret `KEYS_SIGNING_SECRET` are
+//!    set (every deployment): `GET <KEYS_URL>/internal/v1/keys/<sha256>` with
 //!    `x-tollgate-signature: t=<unix>,v1=<hmac-sha256(secret, t + ".")>` (the collector's
 //!    scheme, over the empty body). Each answer — the key, or "no such key" — is kept in the
 //!    isolate's [`KeyCache`] for `KEYS_CACHE_SECS` ([`crate::config::DEFAULT_KEYS_CACHE_SECS`] by default);
-//! 3. the `APP_KEYS` JSON var (local runs and tests).
+//! 2. without them, the `APP_KEYS` JSON var (local runs and tests without a dashboard).
 //!
 //! **Delay.** With the dashboard lookup, a key revoked in the dashboard keeps working for at
 //! most `KEYS_CACHE_SECS` in each isolate that looked it up, and a key created in the dashboard

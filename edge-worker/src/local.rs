@@ -49,30 +49,15 @@ pub struct LocalWorker {
     pub stand_ins: StandIns,
 }
 
-/// Stand-ins for Cloudflare's KV and Queues, served in the same workerd through workerd's own
-/// `kvNamespace` and `queue` bindings: the worker talks to them exactly as to Cloudflare's, and
-/// its `queue` handler receives batches through the runtime's queue event, as in production.
+/// Stand-ins for Cloudflare's Queues, served in the same workerd through workerd's own `queue`
+/// binding: the worker talks to it exactly as to Cloudflare's, and its `queue` handler
+/// receives batches through the runtime's queue event, as in production.
 #[derive(Clone, Debug, Default)]
 pub struct StandIns {
-    /// Bind `APP_KEYS_KV` to a read-only namespace holding these entries (key, value text).
-    pub app_keys_kv: Option<Vec<(String, String)>>,
     /// Bind `USAGE_QUEUE` to a local queue ([`LOCAL_QUEUE_JS`]) that delivers its messages in
     /// batches to the worker's `queue` handler; its counters are served on this `host:port`.
     pub usage_queue: Option<String>,
 }
-
-/// A KV namespace as workerd's `kvNamespace` binding calls it: `GET /<key>?urlencoded=true`
-/// answers the value, or 404 for a missing key. Read-only: the worker never writes keys.
-pub const LOCAL_KV_JS: &str = r#"// Local stand-in for a Workers KV namespace (read-only), entries from the ENTRIES binding.
-export default {
-  async fetch(request, env) {
-    if (request.method !== "GET") return new Response("read-only namespace", { status: 405 });
-    const key = decodeURIComponent(new URL(request.url).pathname.slice(1));
-    const entries = JSON.parse(env.ENTRIES);
-    return Object.hasOwn(entries, key) ? new Response(entries[key]) : new Response(null, { status: 404 });
-  },
-};
-"#;
 
 /// A queue as workerd's `queue` binding calls it (`POST /message`, format in `x-msg-fmt`), which
 /// delivers what it holds to the consumer's `queue` handler (service binding `CONSUMER`) in
@@ -300,26 +285,6 @@ impl LocalWorker {
                 capnp_str(&b.key)
             );
         }
-        if let Some(entries) = &self.stand_ins.app_keys_kv {
-            let map: serde_json::Map<String, serde_json::Value> = entries
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect();
-            let _ = writeln!(
-                bindings,
-                "    (name = \"APP_KEYS_KV\", kvNamespace = \"app-keys-kv\"),"
-            );
-            let _ = writeln!(
-                extra_service,
-                "    (name = \"app-keys-kv\", worker = .appKeysKv),"
-            );
-            let _ = write!(
-                extra_worker,
-                "\nconst appKeysKv :Workerd.Worker = (\n  modules = [ (name = \"app-keys-kv.js\", esModule = embed \"app-keys-kv.js\") ],\n  compatibilityDate = {},\n  bindings = [ (name = \"ENTRIES\", text = {}) ],\n);\n",
-                capnp_str(COMPATIBILITY_DATE),
-                capnp_str(&serde_json::Value::Object(map).to_string())
-            );
-        }
         if let Some(stats_listen) = &self.stand_ins.usage_queue {
             let _ = writeln!(
                 bindings,
@@ -396,9 +361,6 @@ const edge :Workerd.Worker = (
                     std::fs::copy(wasm.join(file), dir.join(file))?;
                 }
             }
-        }
-        if self.stand_ins.app_keys_kv.is_some() {
-            std::fs::write(self.bundle_dir.join("app-keys-kv.js"), LOCAL_KV_JS)?;
         }
         if self.stand_ins.usage_queue.is_some() {
             std::fs::write(self.bundle_dir.join("usage-queue.js"), LOCAL_QUEUE_JS)?;
@@ -499,20 +461,13 @@ mod tests {
             stand_ins: StandIns::default(),
         };
         let plain = w.workerd_config();
-        assert!(!plain.contains("APP_KEYS_KV") && !plain.contains("USAGE_QUEUE"));
+        assert!(!plain.contains("USAGE_QUEUE"));
         w.stand_ins = StandIns {
-            app_keys_kv: Some(vec![("h1".into(), r#"{"org_id":"o"}"#.into())]),
             usage_queue: Some("127.0.0.1:8790".into()),
         };
         let c = w.workerd_config();
-        assert!(c.contains(r#"(name = "APP_KEYS_KV", kvNamespace = "app-keys-kv"),"#));
         assert!(c.contains(r#"(name = "USAGE_QUEUE", queue = "usage-queue"),"#));
         assert!(c.contains(r#"(name = "CONSUMER", service = "tollgate-edge")"#));
         assert!(c.contains(r#"address = "127.0.0.1:8790", http = (), service = "usage-queue""#));
-        // The entries are one JSON object of texts, quoted for Cap'n Proto.
-        assert!(
-            c.contains(r#"(name = "ENTRIES", text = "{\"h1\":\"{\\\"org_id\\\":\\\"o\\\"}\"}")"#),
-            "{c}"
-        );
     }
 }

@@ -64,7 +64,7 @@ fn now_ms() -> f64 {
 pub async fn ship(env: &Env, record: UsageRecord) {
     let queue_bound = crate::bindings::has_usage_queue(env);
     if queue_bound {
-        if let Some(queue) = env.binding::<Queue>("USAGE_QUEUE") {
+        if let Some(queue) = env.binding::<Queue>(crate::config::names::USAGE_QUEUE) {
             // As JSON text: the consumer forwards it to the collector as it is.
             let sent = match serde_json::to_string(&record) {
                 Ok(text) => queue.send_text(&text).await,
@@ -159,7 +159,8 @@ pub async fn post_body_with_retries(
         console_error!("tollgate: COLLECTOR_URL is not set; records cannot be shipped");
         return Shipped::NotYet;
     };
-    let Some(secret) = crate::bindings::secret(env, "COLLECTOR_SIGNING_SECRET") else {
+    let Some(secret) = crate::bindings::secret(env, crate::config::names::COLLECTOR_SIGNING_SECRET)
+    else {
         console_error!("tollgate: COLLECTOR_SIGNING_SECRET is not set; records cannot be shipped");
         return Shipped::NotYet;
     };

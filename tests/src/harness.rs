@@ -395,3 +395,115 @@ pub fn run_python(script: &str, env: &[(&str, &str)]) -> serde_json::Value {
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("python {script} printed no JSON ({e}):\n{stdout}\n{stderr}"))
 }
+
+/// The edge as users run it locally: `wrangler dev --local` (wrangler pinned in
+/// `edge-worker/package.json`, installed by `cargo xtask setup`) on the repository's own
+/// `wrangler.toml` and the bundle `cargo xtask edge build` makes. `env` is written to an env
+/// file (`.dev.vars` format: secrets, and vars that override the file's `[vars]`, as a user
+/// overrides the example URLs). The process group (wrangler and its workerd) is killed on drop.
+#[derive(Debug)]
+pub struct WranglerDev {
+    child: Option<Child>,
+    addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl WranglerDev {
+    pub fn start(env: &[(&str, &str)]) -> WranglerDev {
+        use std::os::unix::process::CommandExt;
+        let root = repo_root();
+        let wrangler = root.join("edge-worker/node_modules/.bin/wrangler");
+        assert!(
+            wrangler.exists(),
+            "{} is missing: run `cargo xtask setup`",
+            wrangler.display()
+        );
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let env_file = dir.path().join(".env");
+        let text: String = env.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
+        std::fs::write(&env_file, text).unwrap_or_else(|e| panic!("{e}"));
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.path().join("wrangler.log");
+        let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+        let err = file.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(&wrangler)
+            .current_dir(&root)
+            .args([
+                "dev",
+                "--config",
+                "wrangler.toml",
+                "--local",
+                "--ip",
+                "127.0.0.1",
+            ])
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--inspector-port")
+            .arg(free_port().to_string())
+            .arg("--persist-to")
+            .arg(dir.path().join("state"))
+            .arg("--env-file")
+            .arg(&env_file)
+            .arg("--show-interactive-dev-session=false")
+            // No prompts, no telemetry, nothing written to the user's home.
+            .env("CI", "true")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start wrangler: {e}"));
+        let mut w = WranglerDev {
+            child: Some(child),
+            addr,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !w.log().contains("Ready on") {
+            let exited = w.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "wrangler dev did not start ({exited:?}):\n{}",
+                w.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            wait_for_port(addr, Duration::from_secs(30)),
+            "wrangler dev is not listening:\n{}",
+            w.log()
+        );
+        w
+    }
+
+    /// `http://127.0.0.1:<port>/v1`, as an SDK's `base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// What wrangler (and the worker's console) printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WranglerDev {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // The whole group: wrangler runs workerd as its child.
+            let _ = Command::new("kill")
+                .args(["-KILL", &format!("-{}", c.id())])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -36,7 +36,7 @@ impl Stack {
         Self::start_with(n, who, tweak, |_| StandIns::default()).await
     }
 
-    /// [`Stack::start`] with KV and Queue stand-ins, made from the app key's table entry
+    /// [`Stack::start`] with a Queue stand-in, made from the app key's table entry
     /// (`"<hash>":{…}`).
     async fn start_with(
         n: u32,
@@ -467,31 +467,27 @@ async fn every_recorded_answer_names_its_row_by_event_id() {
     }
 }
 
-/// The production bindings, through workerd's own `kvNamespace` and `queue` bindings to local
-/// stand-ins (`edge_worker::local::StandIns`): app keys come from `APP_KEYS_KV` (no `APP_KEYS`
-/// var), and every record goes to `USAGE_QUEUE`, whose batches reach the worker's `queue`
-/// handler, which posts them to the collector and acks them.
+/// The production shipping path, through workerd's own `queue` binding to a local stand-in
+/// (`edge_worker::local::StandIns`): every record goes to `USAGE_QUEUE`, whose batches reach
+/// the worker's `queue` handler, which posts them to the collector and acks them. A revoked
+/// key and an unknown one are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_from_kv_and_records_through_the_queue() {
+async fn records_through_the_queue() {
     let queue_addr = format!("127.0.0.1:{}", free_port());
     let (revoked_key, revoked_entry) = app_key(9, "org_kv", "", "old-app");
     let revoked_entry = revoked_entry.replace('}', r#","revoked":true}"#);
     let stack = Stack::start_with(
         4,
         ("org_kv", "u_kv", "kv-app"),
-        |bindings| bindings.retain(|(k, _)| k != "APP_KEYS"),
-        |entry| {
-            let table: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&format!("{{{entry},{revoked_entry}}}")).unwrap();
-            StandIns {
-                app_keys_kv: Some(
-                    table
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.to_string()))
-                        .collect(),
-                ),
-                usage_queue: Some(queue_addr.clone()),
+        |bindings| {
+            for (k, v) in bindings.iter_mut() {
+                if k == "APP_KEYS" {
+                    *v = format!("{},{revoked_entry}}}", v.strip_suffix('}').unwrap());
+                }
             }
+        },
+        |_| StandIns {
+            usage_queue: Some(queue_addr.clone()),
         },
     )
     .await;
@@ -529,7 +525,7 @@ async fn keys_from_kv_and_records_through_the_queue() {
             .iter()
             .find(|r| r.event_id == id)
             .expect("the call's row");
-        // Attributed from the key stored in KV.
+        // Attributed from the key's table entry.
         assert_eq!(
             (
                 row.org_id.as_str(),

@@ -97,6 +97,11 @@ fn wasm_opt_bin() -> PathBuf {
     repo_root().join("edge-worker/node_modules/.bin/wasm-opt")
 }
 
+/// The pinned wrangler (`tests/tests/wrangler_e2e.rs` runs the shipped `wrangler.toml` with it).
+fn wrangler_bin() -> PathBuf {
+    repo_root().join("edge-worker/node_modules/.bin/wrangler")
+}
+
 fn wasm_bindgen_bin() -> PathBuf {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -144,8 +149,8 @@ pub fn setup() -> Result {
             ]),
         )?;
     }
-    if !(workerd_bin().exists() && wasm_opt_bin().exists()) {
-        step("setup: workerd and binaryen (npm ci in edge-worker/)");
+    if !(workerd_bin().exists() && wasm_opt_bin().exists() && wrangler_bin().exists()) {
+        step("setup: workerd, binaryen and wrangler (npm ci in edge-worker/)");
         if !have("npm") {
             return Err(fail!(
                 "setup: npm is not installed (Node 20 is required for workerd)"
