@@ -69,23 +69,23 @@ impl fmt::Debug for ClickHouseConfig {
     }
 }
 
-/// How long an idle connection stays in the client's pool: well under the server's
-/// `keep_alive_timeout` (3 s before ClickHouse 23.11, 10 s after). The crate's default, 2 s,
-/// left one second: with the machine busy, a connection came back to the pool late — after
-/// the server had already timed it out (its clock starts when it has sent the answer) — and
-/// the next query on it failed with `IncompleteMessage` (seen beside `stress-ng --cpu 2`).
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// TCP keepalive of the connections (as the crate sets it).
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// A client on the crate's HTTP client with [`POOL_IDLE_TIMEOUT`] (its body type is private:
-/// the builder's is inferred from `with_http_client`).
+/// A client on the crate's HTTP client, but with **no idle connections kept**: every query
+/// opens its own connection. Reusing idle ones raced the server closing them — ClickHouse
+/// drops a keep-alive connection after `keep_alive_timeout` (3 s on 18.16) and after some
+/// failed requests without saying so — and a query sent on such a connection failed with
+/// `IncompleteMessage` (seen in tests, beside `stress-ng` and without it; the dashboard then
+/// answered 503 and a hard budget refused calls). A connection costs well under a millisecond
+/// next to the query; Tollgate's services run a few queries a second, not thousands.
+/// (The crate's body type is private: the builder's is inferred from `with_http_client`.)
 fn base_client() -> Client {
     let mut connector = HttpConnector::new();
     connector.set_keepalive(Some(TCP_KEEPALIVE));
     Client::with_http_client(
         HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(0)
             .build(connector),
     )
 }

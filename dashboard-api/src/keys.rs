@@ -57,18 +57,6 @@ const APP_KEY_BY_HASH: NamedQuery = NamedQuery {
 /// Longest user or app id: what a usage record accepts (`usage_core::record::limits`).
 const MAX_ID_LEN: usize = 128;
 
-/// Which budget guard meters a key's calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyBudgetScope {
-    /// The org's budgets (`org:<org>`).
-    Org,
-    /// The key's user (`org_user:<org>/<user>`; the key must name a user).
-    User,
-    /// The key's app (`app:<org>/<app>`).
-    App,
-}
-
 /// A new app key.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -83,9 +71,12 @@ pub struct KeyIn {
     pub app_id: String,
     /// A label for people (1–200 characters).
     pub name: String,
-    /// Default `org`.
+    /// A server app acting for many users of its own: only such a key may name the call's
+    /// user in `x-tollgate-user` (the end user, then subject to that user's budgets). Default
+    /// `false`: every call is the key's user's, and a call naming another user is refused
+    /// (403 `end_user_not_allowed`).
     #[serde(default)]
-    pub budget_scope: Option<KeyBudgetScope>,
+    pub acts_for_end_users: bool,
 }
 
 /// An app key as listed: never its secret or hash.
@@ -96,8 +87,8 @@ pub struct KeyOut {
     pub user_id: Option<String>,
     pub app_id: String,
     pub name: String,
-    /// As the edge meters it: `org:<org>`, `org_user:<org>/<user>` or `app:<org>/<app>`.
-    pub budget_scope: String,
+    /// Whether calls may name their end user in `x-tollgate-user` (see [`KeyIn`]).
+    pub acts_for_end_users: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -123,10 +114,11 @@ pub struct AppKeyOut {
     /// Empty when the key names no user.
     pub user_id: String,
     pub app_id: String,
-    pub budget_scope: String,
+    /// Whether calls may name their end user in `x-tollgate-user`.
+    pub acts_for_end_users: bool,
 }
 
-/// A row of `app_keys` (migration 0003), column for column.
+/// A row of `app_keys` (migrations 0003 and 0013), column for column.
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
 pub struct KeyRow {
     pub key_hash: String,
@@ -135,12 +127,14 @@ pub struct KeyRow {
     pub user_id: String,
     pub app_id: String,
     pub name: String,
+    /// No longer written or read (0013): budgets apply by the call's org, user and app.
     pub budget_scope: String,
     #[serde(with = "clickhouse::serde::time::datetime")]
     pub created_at: OffsetDateTime,
     #[serde(with = "clickhouse::serde::time::datetime::option")]
     pub revoked_at: Option<OffsetDateTime>,
     pub version: u64,
+    pub acts_for_end_users: u8,
 }
 
 impl KeyRow {
@@ -151,7 +145,7 @@ impl KeyRow {
             user_id: (!self.user_id.is_empty()).then(|| self.user_id.clone()),
             app_id: self.app_id.clone(),
             name: self.name.clone(),
-            budget_scope: self.budget_scope.clone(),
+            acts_for_end_users: self.acts_for_end_users != 0,
             created_at: self.created_at,
             revoked_at: self.revoked_at,
         }
@@ -203,17 +197,6 @@ pub async fn create(
     };
     let app_id = input::text("app_id", &k.app_id, MAX_ID_LEN)?;
     let name = input::text("name", &k.name, 200)?;
-    let budget_scope = match k.budget_scope.unwrap_or(KeyBudgetScope::Org) {
-        KeyBudgetScope::Org => format!("org:{org_id}"),
-        KeyBudgetScope::User if user_id.is_empty() => {
-            return Err(ApiError::bad(
-                "budget_scope",
-                "budget scope `user` needs the key to name a `user_id`",
-            ))
-        }
-        KeyBudgetScope::User => format!("org_user:{org_id}/{user_id}"),
-        KeyBudgetScope::App => format!("app:{org_id}/{app_id}"),
-    };
     let secret = new_secret(APP_KEY_PREFIX);
     let row = KeyRow {
         key_hash: hash_secret(&secret),
@@ -222,10 +205,11 @@ pub async fn create(
         user_id,
         app_id,
         name,
-        budget_scope,
+        budget_scope: String::new(),
         created_at: now_second(),
         revoked_at: None,
         version: row_version(),
+        acts_for_end_users: u8::from(k.acts_for_end_users),
     };
     write(state.client(), &row).await?;
     Ok((
@@ -326,7 +310,7 @@ pub async fn internal_lookup(
         org_id: row.org_id,
         user_id: row.user_id,
         app_id: row.app_id,
-        budget_scope: row.budget_scope,
+        acts_for_end_users: row.acts_for_end_users != 0,
     }))
 }
 

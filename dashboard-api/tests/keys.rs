@@ -74,7 +74,7 @@ async fn a_key_is_shown_once_stored_as_a_hash_listed_and_revoked() {
     let created = create(
         &env,
         &env.acme_admin,
-        json!({"user_id": "alice", "app_id": "web", "name": "web prod", "budget_scope": "user"}),
+        json!({"user_id": "alice", "app_id": "web", "name": "web prod"}),
     )
     .await;
     let secret = created["secret"].as_str().unwrap().to_string();
@@ -88,7 +88,7 @@ async fn a_key_is_shown_once_stored_as_a_hash_listed_and_revoked() {
     let key_id = key["key_id"].as_str().unwrap().to_string();
     assert_eq!(Uuid::parse_str(&key_id).unwrap().get_version_num(), 4);
     let expected = json!({"key_id": key_id, "org_id": "acme", "user_id": "alice", "app_id": "web", "name": "web prod",
-                          "budget_scope": "org_user:acme/alice", "created_at": key["created_at"], "revoked_at": null});
+                          "acts_for_end_users": false, "created_at": key["created_at"], "revoked_at": null});
     assert_eq!(key, &expected);
 
     // Stored: the hash, never the secret.
@@ -118,7 +118,7 @@ async fn a_key_is_shown_once_stored_as_a_hash_listed_and_revoked() {
     let text = list.to_string();
     assert!(!text.contains(&secret) && !text.contains(&hash_secret(&secret)));
 
-    // Budget scopes by kind.
+    // A key with no user, and one acting for end users (#19, 3).
     let org_key = create(
         &env,
         &env.acme_admin,
@@ -127,18 +127,18 @@ async fn a_key_is_shown_once_stored_as_a_hash_listed_and_revoked() {
     .await;
     assert_eq!(
         (
-            org_key["key"]["budget_scope"].as_str(),
+            org_key["key"]["acts_for_end_users"].as_bool(),
             org_key["key"]["user_id"].as_str()
         ),
-        (Some("org:acme"), None)
+        (Some(false), None)
     );
     let app_key = create(
         &env,
         &env.acme_admin,
-        json!({"app_id": "etl", "name": "etl 2", "budget_scope": "app"}),
+        json!({"app_id": "etl", "name": "etl 2", "acts_for_end_users": true}),
     )
     .await;
-    assert_eq!(app_key["key"]["budget_scope"], "app:acme/etl");
+    assert_eq!(app_key["key"]["acts_for_end_users"], true);
     assert_ne!(app_key["secret"], org_key["secret"]);
 
     // Revoke: a new version with revoked_at; again changes nothing.
@@ -195,8 +195,12 @@ async fn bad_fields_are_named_and_tenants_are_isolated() {
         (json!({"name": "k"}), "app_id"),
         (with("name", json!("\n")), "name"),
         (with("user_id", json!(7)), "user_id"),
-        (with("budget_scope", json!("team")), "budget_scope"),
+        // Removed (#19, 3): budgets apply by the call's org, user and app.
         (with("budget_scope", json!("user")), "budget_scope"),
+        (
+            with("acts_for_end_users", json!("yes")),
+            "acts_for_end_users",
+        ),
         (with("secret", json!("tg_mine")), "secret"),
     ] {
         let (status, out) = env
@@ -363,7 +367,7 @@ async fn the_internal_lookup_is_signed_and_answers_live_keys_only() {
     let created = create(
         &env,
         &env.acme_admin,
-        json!({"user_id": "alice", "app_id": "web", "name": "web", "budget_scope": "app"}),
+        json!({"user_id": "alice", "app_id": "web", "name": "web", "acts_for_end_users": true}),
     )
     .await;
     let secret = created["secret"].as_str().unwrap().to_string();
@@ -387,7 +391,7 @@ async fn the_internal_lookup_is_signed_and_answers_live_keys_only() {
     assert_eq!(status, StatusCode::OK, "{out}");
     assert_eq!(
         out,
-        json!({"key_id": key_id, "org_id": "acme", "user_id": "alice", "app_id": "web", "budget_scope": "app:acme/web"})
+        json!({"key_id": key_id, "org_id": "acme", "user_id": "alice", "app_id": "web", "acts_for_end_users": true})
     );
 
     // Bad signatures: 401, whatever the hash.

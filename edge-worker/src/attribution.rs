@@ -1,6 +1,15 @@
 //! Optional attribution headers an app may send: `x-tollgate-user`, `x-tollgate-task`,
 //! `x-tollgate-tags` (`k=v,k2=v2`). Bounded and validated: a bad value is a 400 naming the
 //! header, never a silently truncated record.
+//!
+//! # Whose call it is
+//!
+//! The key's user wins ([`trusted`]). Only a key marked `acts_for_end_users` in the dashboard
+//! (a server app with many users of its own) may name the call's user in `x-tollgate-user`:
+//! that end user is then the record's user, and that user's budgets apply; the key's own user
+//! goes to the `tollgate.key_user` tag. Any other key naming a user other than its own is
+//! refused with 403 `end_user_not_allowed` — loud, so an app cannot spend under someone
+//! else's name or dodge a per-user budget, and a misconfigured one learns why at once.
 
 use std::collections::BTreeMap;
 
@@ -105,9 +114,74 @@ pub fn parse(
     Ok(out)
 }
 
+/// The attribution `key` may claim: the header's user only for a key acting for end users
+/// (module docs). Returns the attribution with `user` set to the call's trusted user (`None`:
+/// the key's own) and the key's user in the `tollgate.key_user` tag when they differ.
+pub fn trusted(mut a: Attribution, key: &crate::keys::AppKey) -> Result<Attribution, ApiError> {
+    let Some(named) = a.user.clone() else {
+        return Ok(a);
+    };
+    if named == key.user_id {
+        return Ok(a);
+    }
+    if !key.acts_for_end_users {
+        let own = if key.user_id.is_empty() {
+            "no user".to_string()
+        } else {
+            format!("its own user `{}`", key.user_id)
+        };
+        return Err(ApiError::end_user_not_allowed(format!(
+            "this app key acts for {own}, so {USER_HEADER} may not name another user; an admin can mark the key as acting for end users (acts_for_end_users) in the dashboard"
+        )));
+    }
+    if !key.user_id.is_empty() {
+        a.tags
+            .insert(limits::KEY_USER_TAG.to_string(), key.user_id.clone());
+    }
+    Ok(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(user: &str, acts_for_end_users: bool) -> crate::keys::AppKey {
+        crate::keys::AppKey {
+            key_id: "k".into(),
+            org_id: "o".into(),
+            user_id: user.into(),
+            app_id: "a".into(),
+            acts_for_end_users,
+            revoked: false,
+        }
+    }
+
+    /// #19 (3): a plain key cannot move its calls to another user; a key acting for end users
+    /// can, and the record keeps whose key it was.
+    #[test]
+    fn only_a_key_acting_for_end_users_may_name_the_user() {
+        let named = |u: &str| parse(Some(u), None, None).unwrap();
+        // Plain keys: their own user (or none) only.
+        let e = trusted(named("bob"), &key("alice", false)).unwrap_err();
+        assert_eq!((e.status, e.code), (403, Some("end_user_not_allowed")));
+        assert!(e.message.contains("alice"), "{}", e.message);
+        let e = trusted(named("bob"), &key("", false)).unwrap_err();
+        assert_eq!(e.status, 403);
+        let same = trusted(named("alice"), &key("alice", false)).unwrap();
+        assert_eq!(same.user.as_deref(), Some("alice"));
+        assert!(same.tags.is_empty());
+        let none = trusted(Attribution::default(), &key("alice", false)).unwrap();
+        assert_eq!(none.user, None);
+        // Acting for end users: the end user is the call's; the key's user is kept.
+        let end = trusted(named("bob"), &key("svc", true)).unwrap();
+        assert_eq!(end.user.as_deref(), Some("bob"));
+        assert_eq!(
+            end.tags.get(limits::KEY_USER_TAG).map(String::as_str),
+            Some("svc")
+        );
+        let end = trusted(named("bob"), &key("", true)).unwrap();
+        assert!(end.tags.is_empty());
+    }
 
     #[test]
     fn parses_all_three() {

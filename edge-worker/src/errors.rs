@@ -70,6 +70,17 @@ impl ApiError {
         }
     }
 
+    /// A plain key naming another user in `x-tollgate-user` (`attribution::trusted`).
+    pub fn end_user_not_allowed(message: String) -> Self {
+        ApiError {
+            status: 403,
+            message,
+            kind: "permission_error",
+            code: Some("end_user_not_allowed"),
+            param: Some(crate::attribution::USER_HEADER.to_string()),
+        }
+    }
+
     pub fn too_large(max: usize) -> Self {
         ApiError {
             status: 413,

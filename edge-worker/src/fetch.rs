@@ -109,10 +109,13 @@ async fn handle(
             "Incorrect API key provided. Use a Tollgate app key (tg_…) as the bearer token.",
         )
     })?;
-    let attribution = attribution::parse(
-        header(attribution::USER_HEADER).as_deref(),
-        header(attribution::TASK_HEADER).as_deref(),
-        header(attribution::TAGS_HEADER).as_deref(),
+    let attribution = attribution::trusted(
+        attribution::parse(
+            header(attribution::USER_HEADER).as_deref(),
+            header(attribution::TASK_HEADER).as_deref(),
+            header(attribution::TAGS_HEADER).as_deref(),
+        )?,
+        &key,
     )?;
     let header_provider = header("x-tollgate-provider");
     // (An unreadable length is as good as none: the body is then read chunk by chunk, limited.)

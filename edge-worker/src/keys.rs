@@ -24,17 +24,18 @@ use serde_json::Value;
 use crate::json::{self, Fields, FromJson};
 use usage_core::keys::{hash_secret, looks_like_app_key};
 
-/// What an app key stands for. As JSON (the `APP_KEYS` table, KV values, the dashboard's
-/// lookup answers; read by [`crate::json`]): `key_id`, `org_id` and `app_id` are required;
-/// `user_id` and `budget_scope` default to empty, `revoked` to false.
+/// What an app key stands for. As JSON (the `APP_KEYS` table, the dashboard's lookup answers;
+/// read by [`crate::json`]): `key_id`, `org_id` and `app_id` are required; `user_id` defaults
+/// to empty, `acts_for_end_users` and `revoked` to false.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppKey {
     pub key_id: String,
     pub org_id: String,
     pub user_id: String,
     pub app_id: String,
-    /// Budget scope the key's calls count against (empty: the org's budgets only).
-    pub budget_scope: String,
+    /// A server app acting for users of its own: its calls may name their end user in
+    /// `x-tollgate-user` ([`crate::attribution::trusted`]).
+    pub acts_for_end_users: bool,
     pub revoked: bool,
 }
 
@@ -74,7 +75,7 @@ impl FromJson for AppKey {
             org_id: f.str("org_id")?,
             user_id: f.str_or_empty("user_id")?,
             app_id: f.str("app_id")?,
-            budget_scope: f.str_or_empty("budget_scope")?,
+            acts_for_end_users: f.bool_or_false("acts_for_end_users")?,
             revoked: f.bool_or_false("revoked")?,
         })
     }
@@ -206,7 +207,7 @@ mod tests {
             org_id: "o".into(),
             user_id: String::new(),
             app_id: "a".into(),
-            budget_scope: "org:o".into(),
+            acts_for_end_users: false,
             revoked: false,
         }
     }

@@ -129,7 +129,7 @@ pub(crate) mod tests {
                 org_id: "acme".into(),
                 user_id: "svc".into(),
                 app_id: "bot".into(),
-                budget_scope: String::new(),
+                acts_for_end_users: true,
                 revoked: false,
             },
             user: Some("alice".into()),

@@ -368,6 +368,14 @@ pub fn app_key(n: u32, org: &str, user: &str, app: &str) -> (String, String) {
     (key, entry)
 }
 
+/// [`app_key`] for a server app acting for users of its own: its calls may name their end
+/// user in `x-tollgate-user`.
+pub fn end_user_app_key(n: u32, org: &str, user: &str, app: &str) -> (String, String) {
+    let (key, entry) = app_key(n, org, user, app);
+    let entry = entry.replace("\"app_id\"", "\"acts_for_end_users\":true,\"app_id\"");
+    (key, entry)
+}
+
 /// The Python of the venv `cargo xtask setup` creates (with the official `openai` SDK).
 pub fn python() -> PathBuf {
     let p = repo_root().join("target/py-venv/bin/python");

@@ -13,7 +13,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use tollgate_clickhouse::testing::TestDb;
-use tollgate_e2e::harness::{app_key, worker_bindings, CollectorProc, WorkerdProc, SIGNING_SECRET};
+use tollgate_e2e::harness::{
+    app_key, end_user_app_key, worker_bindings, CollectorProc, WorkerdProc, SIGNING_SECRET,
+};
 use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
 use usage_core::wire::{self, BatchFormat};
 
@@ -156,10 +158,12 @@ async fn hostile_edge_requests_are_refused_and_leave_no_record() {
     let (key_b, entry_b) = app_key(2, "org_b", "svc-b", "app-b");
     let (revoked, entry_r) = app_key(3, "org_a", "svc-a", "app-a");
     let entry_r = entry_r.replace("\"app_id\"", "\"revoked\":true,\"app_id\"");
+    // A server app of org_a acting for users of its own (it may name them).
+    let (key_c, entry_c) = end_user_app_key(4, "org_a", "svc-c", "app-c");
     let mut bindings = worker_bindings(
         &mock.base_url(),
         &collector.records_url(),
-        &format!("{{{entry_a},{entry_b},{entry_r}}}"),
+        &format!("{{{entry_a},{entry_b},{entry_r},{entry_c}}}"),
     );
     bindings.push(("BODY_TIMEOUT_MS".into(), "1500".into()));
     let worker = WorkerdProc::start(bindings);
@@ -392,12 +396,27 @@ async fn hostile_edge_requests_are_refused_and_leave_no_record() {
     assert!(attacks.is_empty(), "{}", attacks.join("\n"));
     assert_eq!(mock.requests(), 0, "a refused request reached the provider");
 
-    // --- what a key may do: act for its own org only, whatever the headers claim ---
+    // --- what a key may do: act for its own org (and user) only, whatever the headers claim ---
     let spoof = tokio::task::spawn_blocking(move || {
-        let a = chat(
+        // A plain key naming another user: refused, so it cannot spend under bob's name (or
+        // dodge its own user's budget). Nothing is stored, nothing reaches the provider.
+        let plain = chat(
             addr,
             &[
                 &bearer(&key_a),
+                b"x-tollgate-task: spoof",
+                b"x-tollgate-user: bob",
+            ],
+        );
+        assert_eq!(plain.status, 403, "{plain:?}");
+        assert!(
+            plain.has("end_user_not_allowed") && plain.has("svc-a"),
+            "{plain:?}"
+        );
+        let a = chat(
+            addr,
+            &[
+                &bearer(&key_c),
                 b"x-tollgate-task: spoof",
                 b"x-tollgate-user: bob",
                 b"x-tollgate-org: org_b",
@@ -409,7 +428,7 @@ async fn hostile_edge_requests_are_refused_and_leave_no_record() {
         let folded = chat(
             addr,
             &[
-                &bearer(&key_a),
+                &bearer(&key_c),
                 b"x-tollgate-task: folded",
                 b"x-tollgate-user: alice\r\n  x-tollgate-org: org_b",
             ],
@@ -442,6 +461,14 @@ async fn hostile_edge_requests_are_refused_and_leave_no_record() {
         ],
         "each call under its key's org, whatever the headers claim"
     );
+    // The end user is the call's user; whose key it was stays on the record.
+    let key_user: String = db
+        .client()
+        .query("SELECT tag_values[indexOf(tag_keys, 'tollgate.key_user')] FROM usage_events WHERE task_type = 'spoof'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(key_user, "svc-c");
     assert_eq!(mock.requests(), 3);
     drop(worker);
     drop(collector);

@@ -786,3 +786,96 @@ async fn a_reservation_cap_admits_calls_without_max_tokens() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `call` with `x-tollgate-user: user`: (status, error code).
+fn call_as(url: &str, key: &str, user: &str, body: &[u8]) -> (u16, String) {
+    let mut resp = agent()
+        .post(url)
+        .header("authorization", &format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .header("x-tollgate-user", user)
+        .send(body)
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let code = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    (status, code)
+}
+
+/// #19 (3): a per-user budget cannot be dodged by naming another user. Alice's key cannot
+/// claim to be bob's (403), so her calls stay under her budget; a server app acting for end
+/// users may name alice, and alice's budget then applies to that call too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_budget_cannot_be_dodged_with_the_user_header() {
+    let Setup {
+        db: _db,
+        _dir,
+        collector,
+        mock,
+        dashboard,
+        admin,
+    } = Setup::start("user budget", "org_users").await;
+    api(
+        "POST",
+        format!("{dashboard}/api/v1/budgets"),
+        admin.clone(),
+        Some(
+            json!({"name": "alice's cap", "scope": "user", "user_id": "alice",
+                    "period": "daily", "limit_usd": "0.000001", "mode": "hard",
+                    "soft_thresholds": []}),
+        ),
+    )
+    .await;
+    let key_of = |body: Value| {
+        let (dashboard, admin) = (dashboard.clone(), admin.clone());
+        async move {
+            api(
+                "POST",
+                format!("{dashboard}/api/v1/keys"),
+                admin,
+                Some(body),
+            )
+            .await["secret"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let alice = key_of(json!({"app_id": "chat", "name": "alice's", "user_id": "alice"})).await;
+    let server = key_of(
+        json!({"app_id": "portal", "name": "portal", "user_id": "svc",
+                               "acts_for_end_users": true}),
+    )
+    .await;
+    let bindings = dashboard_bindings(&mock, &collector, &dashboard, &[]);
+    let worker = WorkerdProc::start(bindings);
+    let url = format!("{}/chat/completions", worker.base_url());
+    let (body, _) = exact_body();
+    let answers = tokio::task::spawn_blocking(move || {
+        [
+            call_as(&url, &alice, "bob", &body),
+            call_as(&url, &alice, "alice", &body),
+            call_as(&url, &server, "alice", &body),
+            call_as(&url, &server, "bob", &body),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        answers,
+        [
+            (403, "end_user_not_allowed".to_string()),
+            (429, "budget_insufficient_for_worst_case".to_string()),
+            (429, "budget_insufficient_for_worst_case".to_string()),
+            (200, String::new()),
+        ]
+    );
+    assert_eq!(
+        mock.requests(),
+        1,
+        "only bob's call through the portal reached the provider"
+    );
+}

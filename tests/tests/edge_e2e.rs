@@ -10,7 +10,7 @@ use edge_worker::local::StandIns;
 use tollgate_clickhouse::testing::TestDb;
 use tollgate_clickhouse::UsageEventRow;
 use tollgate_e2e::harness::{
-    app_key, free_port, run_python, worker_bindings, CollectorProc, WorkerdProc,
+    app_key, end_user_app_key, free_port, run_python, worker_bindings, CollectorProc, WorkerdProc,
 };
 use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
 use usage_core::{CostSource, ErrorClass, Nanos, UsageRecord, UsageSource};
@@ -48,7 +48,8 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
         let mock = MockProvider::start(MockOptions::default()).await.unwrap();
-        let (key, entry) = app_key(n, org, user, app);
+        // A server app acting for users of its own: the SDK script names them.
+        let (key, entry) = end_user_app_key(n, org, user, app);
         let mut bindings = worker_bindings(
             &mock.base_url(),
             &collector.records_url(),

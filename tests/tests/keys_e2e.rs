@@ -133,7 +133,7 @@ async fn a_key_made_in_the_dashboard_works_at_the_edge_until_revoked() {
         "POST",
         format!("{base}/api/v1/keys"),
         admin.clone(),
-        Some(json!({"app_id": "e2e-app", "user_id": "dana", "name": "e2e key", "budget_scope": "app"})),
+        Some(json!({"app_id": "e2e-app", "user_id": "dana", "name": "e2e key"})),
     )
     .await;
     assert_eq!(status, 201, "{created}");

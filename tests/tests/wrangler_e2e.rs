@@ -87,7 +87,9 @@ async fn the_shipped_wrangler_toml_runs_in_wrangler_dev_with_the_openai_sdk() {
     let (status, made) = post(
         format!("{dashboard}/api/v1/keys"),
         admin.clone(),
-        json!({"app_id": "e2e-app", "name": "sdk key", "user_id": "svc-user"}),
+        // A server app acting for users of its own: the SDK script names them.
+        json!({"app_id": "e2e-app", "name": "sdk key", "user_id": "svc-user",
+               "acts_for_end_users": true}),
     )
     .await;
     assert_eq!(status, 201, "{made}");

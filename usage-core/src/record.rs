@@ -25,14 +25,18 @@ pub mod limits {
     /// Model names can be long (`vendor/model-name:variant`).
     pub const MAX_MODEL_LEN: usize = 256;
     pub const MAX_TAGS: usize = 16;
-    /// Tags an app may set (`x-tollgate-tags`): one slot of [`MAX_TAGS`] is Tollgate's own.
-    pub const MAX_APP_TAGS: usize = MAX_TAGS - 1;
+    /// Tags an app may set (`x-tollgate-tags`): two slots of [`MAX_TAGS`] are Tollgate's own
+    /// ([`BUDGET_FAIL_OPEN_TAG`], [`KEY_USER_TAG`]).
+    pub const MAX_APP_TAGS: usize = MAX_TAGS - 2;
     /// Tag keys starting with this are Tollgate's own; apps cannot set them.
     pub const RESERVED_TAG_PREFIX: &str = "tollgate.";
     /// Set by the edge on a call that a budget did not guard because its guard, its budget
     /// list or its recorded spend could not be had (`BUDGET_FAIL_MODE=open`, or a soft
     /// budget): the budgets concerned, comma-separated.
     pub const BUDGET_FAIL_OPEN_TAG: &str = "tollgate.budget_fail_open";
+    /// Set by the edge when a key acting for end users named the call's user: the key's own
+    /// user (the record's `user_id` is the end user).
+    pub const KEY_USER_TAG: &str = "tollgate.key_user";
     pub const MAX_TAG_KEY_LEN: usize = 64;
     pub const MAX_TAG_VALUE_LEN: usize = 256;
     /// How far in the future `ts` may lie (edge clocks drift a little, not more).

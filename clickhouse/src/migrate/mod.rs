@@ -73,6 +73,7 @@ pub const MIGRATION_FILES: &[(&str, &str)] = migration_files![
     "0010_model_identity_and_named_users.sql",
     "0011_budget_reservation_cap.sql",
     "0012_analyst_errors_by_cause.sql",
+    "0013_keys_acting_for_end_users.sql",
 ];
 
 /// The table that records applied migrations.

@@ -1,0 +1,15 @@
+-- 0013 app keys acting for end users (#19, item 3).
+--
+-- The edge used to take the user of a call from the `x-tollgate-user` header over the key's
+-- own user, so any app could spend under someone else's name and dodge a per-user budget. Now
+-- the key's user wins; a key marked `acts_for_end_users` (a server app with many users of its
+-- own) may name the end user in that header, who is then the call's user (and subject to that
+-- user's budgets); the key's own user is kept in the record's `tollgate.key_user` tag. A plain
+-- key that names another user is refused (403 `end_user_not_allowed`).
+--
+-- `budget_scope` (0003) is no longer written or read: budgets apply by the call's org, user and
+-- app, whatever the key. The column stays (columns are never dropped in the release that stops
+-- using them).
+--
+-- unless-column: app_keys.acts_for_end_users
+ALTER TABLE app_keys ADD COLUMN acts_for_end_users UInt8 DEFAULT 0;
