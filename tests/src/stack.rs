@@ -212,7 +212,8 @@ pub async fn create_app_key(
         base,
         token,
         "/api/v1/keys",
-        json!({"org_id": org, "app_id": app, "name": name}),
+        // Server apps acting for users of their own: the demo and soak name them per call.
+        json!({"org_id": org, "app_id": app, "name": name, "acts_for_end_users": true}),
     )
     .await?;
     Ok(v["secret"]
