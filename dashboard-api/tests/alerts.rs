@@ -176,6 +176,11 @@ async fn every_kind_checks_its_params_and_names_the_bad_one() {
             json!({"provider": "openai", "threshold_percent": 10}),
             json!({"provider": "openai", "threshold_percent": 10.0, "days": 1}),
         ),
+        (
+            "records_rejected",
+            json!({}),
+            json!({"threshold_count": 1, "window_minutes": 60}),
+        ),
     ];
     for (kind, params, stored) in good {
         let out = create(&env, &env.acme_admin, rule(kind, params)).await;

@@ -444,6 +444,49 @@ async fn unpriced_requests_are_alerted() {
     assert_auto_resolves(&env, fires, now + Duration::hours(2)).await;
 }
 
+/// #19 (4): records the collectors refused (the dead-letter table `usage_rejects`) raise an
+/// alert; another org's rejects do not.
+#[tokio::test]
+async fn records_refused_by_the_collectors_are_alerted() {
+    let env = env_with(|_| {}).await;
+    let now = noon();
+    let reject = |org: &str, at: OffsetDateTime, index: u32| {
+        format!(
+            "('{}', 'batch-1', {index}, '{org}', 'cost_nusd', 'negative', '{{}}', 'edge')",
+            at.format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .unwrap()
+        )
+    };
+    env.db
+        .client()
+        .query(&format!(
+            "INSERT INTO usage_rejects (received_at, batch_id, record_index, org_id, field, reason, raw_record, source) VALUES {}, {}, {}",
+            reject("acme", now - Duration::minutes(5), 0),
+            reject("acme", now - Duration::minutes(9), 1),
+            reject("globex", now - Duration::minutes(5), 0),
+        ))
+        .execute()
+        .await
+        .unwrap();
+    let fires = rule(&env, "records_rejected", json!({}), &["dashboard"]).await;
+    let quiet = rule(
+        &env,
+        "records_rejected",
+        json!({"threshold_count": 3}),
+        &["dashboard"],
+    )
+    .await;
+    let alert = assert_fires_once(&env, fires, now).await;
+    assert_eq!(
+        alert["details"]["records_rejected"], 2,
+        "acme's only: {alert}"
+    );
+    assert!(alerts_of(&env, quiet).await.is_empty());
+    assert_auto_resolves(&env, fires, now + Duration::hours(2)).await;
+}
+
 #[tokio::test]
 async fn low_balance_watches_the_last_known_balance_of_the_orgs_it_may_see() {
     let env = env_with(|_| {}).await;

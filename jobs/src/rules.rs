@@ -17,6 +17,7 @@
 //! | `spend_anomaly` | `window` (`hour`/`day`) [`day`], `sensitivity` (z-score, (0, 10]) [3], `min_spend_usd` [`"0"`], `provider`? |
 //! | `unpriced_requests` | `threshold_count` (≥ 1) [1], `window_minutes` [60] |
 //! | `cost_drift` | `provider`, `threshold_percent` (0–1000], `days` (1–31) [1] |
+//! | `records_rejected` | `threshold_count` (≥ 1) [1], `window_minutes` [60] |
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -70,10 +71,11 @@ pub enum RuleKind {
     SpendAnomaly,
     UnpricedRequests,
     CostDrift,
+    RecordsRejected,
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 9] = [
+    pub const ALL: [RuleKind; 10] = [
         RuleKind::SpendThreshold,
         RuleKind::BudgetThreshold,
         RuleKind::ErrorRate,
@@ -83,6 +85,7 @@ impl RuleKind {
         RuleKind::SpendAnomaly,
         RuleKind::UnpricedRequests,
         RuleKind::CostDrift,
+        RuleKind::RecordsRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +99,7 @@ impl RuleKind {
             RuleKind::SpendAnomaly => "spend_anomaly",
             RuleKind::UnpricedRequests => "unpriced_requests",
             RuleKind::CostDrift => "cost_drift",
+            RuleKind::RecordsRejected => "records_rejected",
         }
     }
 
@@ -311,6 +315,10 @@ pub fn validate_params(
             r.provider(true)?;
             r.positive("threshold_percent", 1000.0, None)?;
             r.int("days", 1, 31, Some(1))?;
+        }
+        RuleKind::RecordsRejected => {
+            r.int("threshold_count", 1, 1_000_000_000, Some(1))?;
+            r.int("window_minutes", 1, 1440, Some(60))?;
         }
     }
     Ok((r.finish()?, budget))

@@ -28,6 +28,7 @@
 //! | `low_balance` | a key's last known balance < `threshold_usd` | org, provider, key · `balance` | `provider_credits` |
 //! | `credit_runway` | days until a balance reaches zero at the forecast burn < `min_days` | org, provider, key · `runway` | `provider_credits`, `usage_daily` |
 //! | `cost_drift` | recorded vs provider-reported cost over the last `days` complete days differs by more than `threshold_percent` % | provider · `days=<n>` | `cost_reconciliation` |
+//! | `records_rejected` | ≥ `threshold_count` of the org's usage records refused by the collectors (kept in `usage_rejects` for replay) in the last `window_minutes` | org · `<n>m` | `usage_rejects` |
 //!
 //! Details of the checks that are not obvious:
 //! - Calls the edge blocked for a budget are not errors (`error_rate` leaves them out of both
@@ -296,6 +297,7 @@ pub async fn check(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
         RuleKind::LowBalance => credit::low_balance(ctx, rule).await,
         RuleKind::CreditRunway => credit::credit_runway(ctx, rule).await,
         RuleKind::CostDrift => credit::cost_drift(ctx, rule).await,
+        RuleKind::RecordsRejected => usage::records_rejected(ctx, rule).await,
     }
 }
 

@@ -375,6 +375,38 @@ pub(super) async fn unpriced_requests(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<V
     )])
 }
 
+const REJECTS_COUNT: &str = include_str!("../../../clickhouse/queries/admin/rejects_count.sql");
+
+/// Records of the rule's org that the collectors refused (and kept in `usage_rejects` for
+/// replay) in the last `window_minutes`: a usage record that never counts anywhere else.
+pub(super) async fn records_rejected(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
+    let threshold = rule.int("threshold_count")?;
+    let minutes = rule.int("window_minutes")?;
+    let from = ctx.now - Duration::minutes(i64::try_from(minutes).unwrap_or(1440));
+    let sql = NamedQuery {
+        name: "rejects_count",
+        sql: REJECTS_COUNT,
+    }
+    .body();
+    let rejected: u64 = read_query(ctx.state.client(), &sql)
+        .bind(rule.org())
+        .bind(hour_param(from))
+        .bind(hour_param(ctx.now))
+        .fetch_one()
+        .await?;
+    Ok(vec![Finding::new(
+        format!("org={}", rule.org()),
+        format!("{minutes}m"),
+        rejected >= threshold,
+        format!(
+            "{rejected} usage records refused by the collectors in the last {minutes} min (kept in usage_rejects for replay; they count nowhere else until replayed)"
+        ),
+        json!({
+            "records_rejected": rejected, "threshold_count": threshold, "window_minutes": minutes,
+        }),
+    )])
+}
+
 /// Mean, and the sample standard deviation floored at 10% of the mean and at one cent.
 pub fn baseline(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
