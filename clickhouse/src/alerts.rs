@@ -15,6 +15,10 @@ const NOTIFICATION_DELIVERIES: NamedQuery = NamedQuery {
     name: "admin/notification_deliveries",
     sql: include_str!("../queries/admin/notification_deliveries.sql"),
 };
+const RECENT_DELIVERIES: NamedQuery = NamedQuery {
+    name: "admin/recent_deliveries",
+    sql: include_str!("../queries/admin/recent_deliveries.sql"),
+};
 
 /// A row of `alert_rules` (migration 0003), column for column.
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
@@ -157,6 +161,23 @@ pub async fn write_delivery(client: &Client, row: &DeliveryRow) -> Result<()> {
 
 /// The newest `limit` delivery attempts of one rule, oldest first; `org` narrows them to one
 /// org (`None`: every org, for deployment admins).
+/// The newest `limit` delivery attempts of every rule of `org` (`None`: every org), newest
+/// first.
+pub async fn recent_deliveries(
+    client: &Client,
+    org: Option<&str>,
+    limit: u32,
+) -> Result<Vec<DeliveryRow>> {
+    let sql = RECENT_DELIVERIES
+        .body()
+        .replace("{orgs}", if org.is_none() { "1 = 1" } else { "org_id = ?" });
+    let mut q = read_query(client, &sql);
+    if let Some(org) = org {
+        q = q.bind(org);
+    }
+    Ok(q.bind(limit).fetch_all::<DeliveryRow>().await?)
+}
+
 pub async fn deliveries_of_rule(
     client: &Client,
     org: Option<&str>,

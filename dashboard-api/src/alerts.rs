@@ -229,7 +229,7 @@ async fn validated(state: &AppState, org_id: &str, r: RuleIn) -> ApiResult<Valid
         kind: r.kind,
         params,
         severity: r.severity,
-        channels: rules::validate_channels(r.channels)?,
+        channels: rules::validate_channels(r.channels, &state.config().notifications)?,
         enabled: r.enabled.unwrap_or(true),
     })
 }
@@ -613,6 +613,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/alerts/{id}/resolve", post(resolve))
         .route("/api/v1/alert-rules/{id}/test", post(test_rule))
         .route("/api/v1/alert-rules/{id}/deliveries", get(deliveries))
+        .route("/api/v1/notification-deliveries", get(recent_deliveries))
 }
 
 /// One notification delivery attempt (`GET /api/v1/alert-rules/{id}/deliveries`). Channels
@@ -620,6 +621,7 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct DeliveryOut {
     pub delivery_id: Uuid,
+    pub rule_id: Uuid,
     /// Nil for a test send.
     pub alert_id: Uuid,
     /// `alert.opened`, `alert.resolved` or `alert.test`.
@@ -661,21 +663,72 @@ pub async fn deliveries(
         DELIVERIES_SHOWN,
     )
     .await?;
+    Ok(Json(rows.into_iter().map(delivery_out).collect()))
+}
+
+fn delivery_out(r: tollgate_clickhouse::alerts::DeliveryRow) -> DeliveryOut {
+    DeliveryOut {
+        delivery_id: r.delivery_id,
+        rule_id: r.rule_id,
+        alert_id: r.alert_id,
+        event: r.event,
+        channel: r.channel,
+        attempt: r.attempt,
+        status: r.status,
+        http_status: (r.http_status != 0).then_some(r.http_status),
+        error: (!r.error.is_empty()).then_some(r.error),
+        duration_ms: r.duration_ms,
+        attempted_at: r.attempted_at,
+    }
+}
+
+/// What `GET /api/v1/notification-deliveries?{raw}` answers (the Alerts tab shows the same):
+/// the newest delivery attempts of every rule the caller may see, newest first. Tokens bound
+/// to one user see none (rules are the org's).
+pub async fn compute_recent_deliveries(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Vec<DeliveryOut>> {
+    let q = input::query(raw, &["org", "limit"])?;
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=DELIVERIES_SHOWN).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "limit",
+                    format!("`limit` must be a whole number from 1 to {DELIVERIES_SHOWN}"),
+                )
+            })?,
+    };
+    let org = match org_scope(principal, q.get("org").map(String::as_str))? {
+        None => return Ok(Vec::new()),
+        Some(Scope::Org { org_id }) => Some(org_id),
+        Some(_) => None,
+    };
+    let rows =
+        tollgate_clickhouse::alerts::recent_deliveries(state.client(), org.as_deref(), limit)
+            .await?;
+    Ok(rows.into_iter().map(delivery_out).collect())
+}
+
+/// The newest notification delivery attempts of every rule in scope (`limit`, 1–500, default
+/// 100), newest first: which channel got what, and why one did not.
+#[utoipa::path(get, path = "/api/v1/notification-deliveries", operation_id = "notification_deliveries", tag = "alerts",
+    params(crate::params::OrgQuery, ("limit" = Option<u32>, Query, description = "1–500, default 100")),
+    responses((status = 200, body = [DeliveryOut]), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn recent_deliveries(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Vec<DeliveryOut>>> {
     Ok(Json(
-        rows.into_iter()
-            .map(|r| DeliveryOut {
-                delivery_id: r.delivery_id,
-                alert_id: r.alert_id,
-                event: r.event,
-                channel: r.channel,
-                attempt: r.attempt,
-                status: r.status,
-                http_status: (r.http_status != 0).then_some(r.http_status),
-                error: (!r.error.is_empty()).then_some(r.error),
-                duration_ms: r.duration_ms,
-                attempted_at: r.attempted_at,
-            })
-            .collect(),
+        compute_recent_deliveries(&state, &principal, raw.as_deref()).await?,
     ))
 }
 

@@ -9,6 +9,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         crate::alerts::test_rule,
         crate::alerts::deliveries,
+        crate::alerts::recent_deliveries,
         crate::analytics::overview,
         crate::analytics::timeseries,
         crate::analytics::providers,

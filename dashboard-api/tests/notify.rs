@@ -48,9 +48,9 @@ async fn alerts_are_posted_signed_to_webhook_and_slack_channels() {
     let report = tick(&env, noon()).await;
     assert_eq!(report.opened.len(), 1);
     let alert = &report.opened[0];
-    // Rules accept only https Slack hooks and no email; the local receiver speaks http, so the
-    // Slack body is sent through the same delivery path directly, beside an email channel of
-    // a rule stored before email was refused (it is logged as skipped).
+    // Rules accept only https Slack hooks; the local receiver speaks http, so the Slack body is
+    // sent through the same delivery path directly, beside an email channel of a rule stored
+    // while SMTP was configured (without notifications.smtp_url it is logged as skipped).
     let slack = format!("slack:{}", receiver.url("/services/T0/B0/secret"));
     let notice = Notice {
         event: Event::Opened,
@@ -74,7 +74,11 @@ async fn alerts_are_posted_signed_to_webhook_and_slack_channels() {
     assert_eq!(
         statuses,
         vec![
-            ("email:…".to_string(), "skipped".to_string(), 0),
+            (
+                "email:ops@acme.example".to_string(),
+                "skipped".to_string(),
+                0
+            ),
             (
                 format!("slack:http://127.0.0.1:{port}/…"),
                 "delivered".to_string(),
@@ -418,4 +422,92 @@ async fn webhooks_may_not_reach_private_addresses_unless_allowed_and_are_unsigne
     let got = receiver.received();
     assert_eq!(got.len(), 1);
     assert!(got[0].headers.get("x-tollgate-signature").is_none());
+}
+
+/// #19 (5): every channel a rule may name delivers. Email goes through a real SMTP server
+/// (aiosmtpd, started here) and Slack channels by name through `chat.postMessage` (a stand-in
+/// for Slack's API) with the bot token; Slack's `ok: false` is final, and every attempt is in
+/// the delivery log the API serves.
+#[tokio::test]
+async fn alerts_reach_email_over_smtp_and_slack_channels_by_name() {
+    let smtp = SmtpServer::start();
+    let slack = SlackApi::start().await;
+    let env = firing_env(|c| {
+        c.notifications.smtp_url =
+            service_kit::Secret::new(format!("smtp://127.0.0.1:{}", smtp.port));
+        c.notifications.email_from = "Tollgate <alerts@tollgate.example>".into();
+        c.notifications.slack_bot_token = service_kit::Secret::new("xoxb-test-token".into());
+        c.notifications.slack_api_url = slack.url();
+    })
+    .await;
+    let id = rule(
+        &env,
+        "unpriced_requests",
+        json!({}),
+        &["email:ops@acme.example", "slack:#alerts", "slack:#missing"],
+    )
+    .await;
+    let report = tick(&env, noon()).await;
+    assert_eq!(report.opened.len(), 1);
+    let mut outcomes: Vec<_> = report
+        .deliveries
+        .iter()
+        .map(|d| {
+            (
+                d.channel.clone(),
+                d.status.clone(),
+                d.attempts,
+                d.error.clone(),
+            )
+        })
+        .collect();
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("email:ops@acme.example".into(), "delivered".into(), 1, None),
+            ("slack:#alerts".into(), "delivered".into(), 1, None),
+            (
+                "slack:#missing".into(),
+                "gave_up".into(),
+                1,
+                Some("Slack: channel_not_found".into())
+            ),
+        ]
+    );
+
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    let m = &mail[0];
+    assert!(m.contains("To: ops@acme.example"), "{m}");
+    assert!(
+        m.contains("From: Tollgate <alerts@tollgate.example>"),
+        "{m}"
+    );
+    assert!(
+        m.contains("Subject: [Tollgate HIGH] Alert: 1 calls without a price"),
+        "{m}"
+    );
+    assert!(m.contains("Rule:     unpriced_requests test"), "{m}");
+
+    let posts = slack.posts();
+    assert_eq!(posts.len(), 2);
+    for (headers, body) in &posts {
+        assert_eq!(headers["authorization"], "Bearer xoxb-test-token");
+        assert!(
+            body["text"].as_str().unwrap().starts_with("[HIGH] Alert:"),
+            "{body}"
+        );
+    }
+    assert!(posts.iter().any(|(_, b)| b["channel"] == "#alerts"));
+
+    let (status, listed) = env
+        .get(
+            &format!("/api/v1/alert-rules/{id}/deliveries"),
+            &env.acme_viewer,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    assert!(!listed.to_string().contains("xoxb"), "no token in the log");
 }

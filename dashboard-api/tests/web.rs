@@ -649,3 +649,79 @@ async fn pages_are_private_and_assets_are_embedded() {
         assert!(body.len() > 100);
     }
 }
+
+/// #19 (5): the delivery log is in the API and on the Alerts tab, per org: acme's admin sees
+/// acme's attempts (why the Slack channel failed), not globex's.
+#[tokio::test]
+async fn the_alerts_tab_shows_the_notification_delivery_log() {
+    use tollgate_clickhouse::alerts::{write_delivery, DeliveryRow};
+    let env = Env::new().await;
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let row = |org: &str, channel: &str, status: &str, error: &str| DeliveryRow {
+        delivery_id: uuid::Uuid::new_v4(),
+        org_id: org.into(),
+        rule_id: uuid::Uuid::new_v4(),
+        alert_id: uuid::Uuid::new_v4(),
+        event: "alert.opened".into(),
+        channel: channel.into(),
+        attempt: 1,
+        status: status.into(),
+        http_status: 200,
+        error: error.into(),
+        duration_ms: 12,
+        attempted_at: now,
+    };
+    for r in [
+        row("acme", "email:ops@acme.example", "delivered", ""),
+        row(
+            "acme",
+            "slack:#missing",
+            "gave_up",
+            "Slack: channel_not_found",
+        ),
+        row(
+            "globex",
+            "webhook:https://globex.example/…",
+            "delivered",
+            "",
+        ),
+    ] {
+        write_delivery(env.db.client(), &r).await.unwrap();
+    }
+    let (s, api) = env
+        .get("/api/v1/notification-deliveries", &env.acme_admin)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{api}");
+    let channels: Vec<&str> = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(channels.len(), 2, "{api}");
+    assert!(channels.contains(&"slack:#missing") && !channels.iter().any(|c| c.contains("globex")));
+    let (s, all) = env
+        .get("/api/v1/notification-deliveries?limit=10", &env.admin)
+        .await;
+    assert_eq!((s, all.as_array().unwrap().len()), (StatusCode::OK, 3));
+    assert_eq!(
+        env.get("/api/v1/notification-deliveries?limit=0", &env.admin)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+
+    let (s, html) = page(&env, "/alerts", &env.acme_admin).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("id=\"deliveries-table\"") || html.contains("deliveries-table"),
+        "{html}"
+    );
+    assert!(
+        html.contains("slack:#missing") && html.contains("channel_not_found"),
+        "{html}"
+    );
+    assert!(!html.contains("globex.example"), "another org's deliveries");
+}

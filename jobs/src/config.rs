@@ -198,6 +198,19 @@ pub struct NotificationsConfig {
     /// webhook URL is chosen by org admins, and must not reach services inside the network
     /// (ClickHouse's HTTP interface, for one).
     pub allow_private_targets: bool,
+    /// SMTP server for `email:` channels, as a URL: `smtps://user:pass@mail.example.com`
+    /// (TLS), `smtp://user:pass@mail.example.com:587?tls=required` (STARTTLS) or
+    /// `smtp://127.0.0.1:25` (plain, local relays only). Empty: rules may not name `email:`
+    /// channels (a 400 says why).
+    pub smtp_url: Secret<String>,
+    /// The sender of alert emails. Example: `"Tollgate <alerts@example.com>"`.
+    pub email_from: String,
+    /// Slack bot token (`xoxb-…`, scope `chat:write`) for `slack:#channel` channels, posted
+    /// with `chat.postMessage`. Empty: rules may not name Slack channels by name (incoming
+    /// webhooks, `slack:https://hooks.slack.com/…`, need no token).
+    pub slack_bot_token: Secret<String>,
+    /// Slack's Web API root. Example: `"https://slack.com/api"`.
+    pub slack_api_url: String,
 }
 
 /// Provider admin APIs: the OpenRouter credit poller and the daily reconciliation
@@ -251,6 +264,10 @@ impl Default for NotificationsConfig {
             backoff_ms: 500,
             timeout_ms: 5000,
             allow_private_targets: false,
+            smtp_url: Secret::default(),
+            email_from: "Tollgate <alerts@localhost>".into(),
+            slack_bot_token: Secret::default(),
+            slack_api_url: "https://slack.com/api".into(),
         }
     }
 }
@@ -324,6 +341,27 @@ impl JobsConfig {
         }
         if !(1..=10).contains(&n.attempts) {
             errors.push("notifications.attempts: must be from 1 to 10".into());
+        }
+        if !self.notifications.smtp_url.expose().is_empty() {
+            if let Err(e) = crate::notify::smtp_transport(&self.notifications) {
+                errors.push(format!("notifications.smtp_url: {e}"));
+            }
+            if self
+                .notifications
+                .email_from
+                .parse::<lettre::message::Mailbox>()
+                .is_err()
+            {
+                errors.push(format!(
+                    "notifications.email_from: `{}` is not an address like `Tollgate <alerts@example.com>`",
+                    self.notifications.email_from
+                ));
+            }
+        }
+        if !(self.notifications.slack_api_url.starts_with("https://")
+            || self.notifications.slack_api_url.starts_with("http://"))
+        {
+            errors.push("notifications.slack_api_url: must be an http(s) URL".into());
         }
         if n.backoff_ms > 60_000 {
             errors.push("notifications.backoff_ms: must be at most 60000".into());

@@ -3,9 +3,12 @@
 //!
 //! - [`Channel`] — a rule's channel string read: `webhook:<url>` gets the generic JSON body
 //!   ([`generic_body`]), `slack:<url>` a Slack incoming-webhook body with `text` and `blocks`
-//!   ([`slack_body`]). `dashboard` needs no delivery (alerts show there); `email:` and
-//!   `slack:#channel` cannot be delivered by this version: rules may not name them
-//!   ([`crate::rules::validate_channels`]), and one stored by an older version is logged as `skipped`.
+//!   ([`slack_body`]), `slack:#channel` the same blocks through Slack's `chat.postMessage` with
+//!   the bot token `notifications.slack_bot_token`, and `email:<address>` a plain-text email
+//!   ([`email_text`]) through the SMTP server `notifications.smtp_url` (lettre). `dashboard`
+//!   needs no delivery (alerts show there). A channel the configuration cannot deliver (an
+//!   email without SMTP, a Slack channel without a token) is refused when the rule is written
+//!   ([`crate::rules::validate_channels`]); one stored earlier is logged as `skipped`.
 //! - [`deliver`] — sends one [`Notice`] to every channel of a rule at once. Each body is
 //!   signed when `notifications.signing_secret` is set: header `x-tollgate-signature:
 //!   t=<unix>,v1=<hex hmac-sha256(secret, t + "." + body)>` (`usage_core::wire::sign`, the
@@ -28,6 +31,9 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::Client;
 use uuid::Uuid;
+
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::NotificationsConfig;
 use crate::outbound::{self, OutboundError, Request, Target};
@@ -66,6 +72,10 @@ pub enum Channel {
     Webhook(String),
     /// A Slack incoming webhook.
     Slack(String),
+    /// A Slack channel (`#alerts`, or an id), posted to with the bot token.
+    SlackChannel(String),
+    /// An email address.
+    Email(String),
     /// A channel this version cannot deliver to, and why.
     Unsupported { channel: String, why: &'static str },
 }
@@ -78,13 +88,26 @@ impl Channel {
             Some(("slack", url)) if url.starts_with("https://") || url.starts_with("http://") => {
                 Channel::Slack(url.to_string())
             }
+            Some(("slack", name))
+                if name.len() <= 80
+                    && !name.trim_start_matches('#').is_empty()
+                    && name
+                        .trim_start_matches('#')
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
+            {
+                Channel::SlackChannel(name.to_string())
+            }
             Some(("slack", _)) => Channel::Unsupported {
                 channel: text.to_string(),
-                why: "a Slack channel name needs a Slack app; give an incoming-webhook URL (slack:https://hooks.slack.com/…)",
+                why: "give an incoming-webhook URL (slack:https://hooks.slack.com/…) or a channel (slack:#alerts)",
             },
+            Some(("email", address)) if address.parse::<lettre::Address>().is_ok() => {
+                Channel::Email(address.to_string())
+            }
             Some(("email", _)) => Channel::Unsupported {
                 channel: text.to_string(),
-                why: "email delivery is not available in this version",
+                why: "not an email address (email:ops@example.com)",
             },
             _ => Channel::Unsupported {
                 channel: text.chars().take(60).collect(),
@@ -99,10 +122,9 @@ impl Channel {
             Channel::Dashboard => "dashboard".into(),
             Channel::Webhook(url) => format!("webhook:{}", outbound::redact(url)),
             Channel::Slack(url) => format!("slack:{}", outbound::redact(url)),
-            Channel::Unsupported { channel, .. } => match channel.split_once(':') {
-                Some(("email", _)) => "email:…".into(),
-                _ => channel.clone(),
-            },
+            Channel::SlackChannel(name) => format!("slack:{name}"),
+            Channel::Email(address) => format!("email:{address}"),
+            Channel::Unsupported { channel, .. } => channel.clone(),
         }
     }
 }
@@ -175,6 +197,159 @@ pub fn slack_body(n: &Notice<'_>) -> Value {
             ]},
         ],
     })
+}
+
+/// An alert email's subject and plain-text body.
+pub fn email_text(n: &Notice<'_>) -> (String, String) {
+    let a = n.alert;
+    let what = match n.event {
+        Event::Opened => "Alert",
+        Event::Resolved => "Resolved",
+        Event::Test => "Test",
+    };
+    let subject = format!(
+        "[Tollgate {}] {what}: {}",
+        a.severity.to_ascii_uppercase(),
+        a.title
+    );
+    let mut body = format!(
+        "{what}: {}\n\nRule:     {}\nKind:     {}\nSeverity: {}\nOrg:      {}\nOpened:   {}\n",
+        a.title,
+        n.rule_name,
+        a.kind,
+        a.severity,
+        a.org_id,
+        rfc(a.opened_at)
+    );
+    if let Some(t) = a.resolved_at {
+        body.push_str(&format!("Resolved: {} by {}\n", rfc(t), a.resolved_by));
+    }
+    body.push_str(&format!(
+        "\nDetails:  {}\nAlert id: {}\n",
+        a.details, a.alert_id
+    ));
+    (subject, body)
+}
+
+/// The SMTP transport `notifications.smtp_url` names (checked when the config is read).
+pub fn smtp_transport(
+    config: &NotificationsConfig,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(config.smtp_url.expose())
+        .map_err(|e| {
+            format!("not an SMTP URL (smtps://user:pass@host, smtp://host:587?tls=required): {e}")
+        })?;
+    Ok(builder
+        .timeout(Some(Duration::from_millis(config.timeout_ms)))
+        .build())
+}
+
+/// One email: the SMTP server's answer as an [`Outcome`] (its reply code in `http_status`).
+async fn email_attempt(config: &NotificationsConfig, to: &str, notice: &Notice<'_>) -> Outcome {
+    let (subject, body) = email_text(notice);
+    let message = config
+        .email_from
+        .parse()
+        .map_err(|e| format!("notifications.email_from: {e}"))
+        .and_then(|from| {
+            Message::builder()
+                .from(from)
+                .to(to.parse().map_err(|e| format!("{to}: {e}"))?)
+                .subject(subject)
+                .body(body)
+                .map_err(|e| e.to_string())
+        });
+    let message = match message {
+        Ok(m) => m,
+        Err(error) => {
+            return Outcome::Final {
+                http_status: 0,
+                error,
+            }
+        }
+    };
+    let transport = match smtp_transport(config) {
+        Ok(t) => t,
+        Err(error) => {
+            return Outcome::Final {
+                http_status: 0,
+                error,
+            }
+        }
+    };
+    match transport.send(message).await {
+        Ok(reply) => Outcome::Delivered {
+            http_status: u16::from(reply.code()),
+        },
+        Err(e) => {
+            let code = e.status().map_or(0, u16::from);
+            let error = smtp_error_text(&e);
+            if e.is_permanent() {
+                Outcome::Final {
+                    http_status: code,
+                    error,
+                }
+            } else {
+                Outcome::Retry {
+                    http_status: code,
+                    error,
+                }
+            }
+        }
+    }
+}
+
+/// An SMTP error without the credentials the URL may carry.
+fn smtp_error_text(e: &SmtpError) -> String {
+    let text = e.to_string();
+    text.chars().take(300).collect()
+}
+
+/// One `chat.postMessage`: Slack answers 200 with `ok: false` for most errors.
+async fn slack_api_attempt(
+    config: &NotificationsConfig,
+    channel: &str,
+    notice: &Notice<'_>,
+) -> Outcome {
+    let mut body = slack_body(notice);
+    body["channel"] = Value::String(channel.to_string());
+    let url = format!(
+        "{}/chat.postMessage",
+        config.slack_api_url.trim_end_matches('/')
+    );
+    let mut request = Request::post(
+        url.as_str(),
+        serde_json::to_vec(&body).unwrap_or_default(),
+        Duration::from_millis(config.timeout_ms),
+    )
+    .header("content-type", "application/json; charset=utf-8")
+    .header(
+        "authorization",
+        format!("Bearer {}", config.slack_bot_token.expose()),
+    );
+    // The operator's configured API root (not a URL an org admin chose).
+    request.target = Target::Any;
+    let answer = outbound::send(request).await;
+    match Outcome::of(&answer) {
+        Outcome::Delivered { http_status } => {
+            let reply: Value = answer
+                .ok()
+                .and_then(|a| serde_json::from_str(&a.body).ok())
+                .unwrap_or(Value::Null);
+            match (reply["ok"].as_bool(), reply["error"].as_str()) {
+                (Some(true), _) => Outcome::Delivered { http_status },
+                (_, Some("ratelimited")) => Outcome::Retry {
+                    http_status,
+                    error: "Slack: ratelimited".into(),
+                },
+                (_, error) => Outcome::Final {
+                    http_status,
+                    error: format!("Slack: {}", error.unwrap_or("an answer without `ok`")),
+                },
+            }
+        }
+        other => other,
+    }
 }
 
 /// What one attempt's answer means (the retry decision).
@@ -256,6 +431,34 @@ async fn log_attempt(client: &Client, row: &DeliveryRow) {
     }
 }
 
+/// One POST of a webhook body (generic or Slack incoming webhook), signed when configured.
+async fn webhook_attempt(
+    config: &NotificationsConfig,
+    notice: &Notice<'_>,
+    delivery_id: Uuid,
+    url: &str,
+    body: &[u8],
+) -> Outcome {
+    let mut request = Request::post(url, body.to_vec(), Duration::from_millis(config.timeout_ms))
+        .header("content-type", "application/json")
+        .header("x-tollgate-event", notice.event.as_str())
+        .header("x-tollgate-delivery", delivery_id.to_string());
+    request.target = if config.allow_private_targets {
+        Target::Any
+    } else {
+        Target::PublicOnly
+    };
+    let secret = config.signing_secret.expose();
+    if !secret.is_empty() {
+        let t = OffsetDateTime::now_utc().unix_timestamp();
+        request = request.header(
+            usage_core::wire::SIGNATURE_HEADER,
+            usage_core::wire::sign(secret.as_bytes(), t, body),
+        );
+    }
+    Outcome::of(&outbound::send(request).await)
+}
+
 /// Delivers `notice` to one channel, with retries; every attempt is logged.
 async fn deliver_one(
     client: &Client,
@@ -278,8 +481,27 @@ async fn deliver_one(
         duration_ms: 0,
         attempted_at: now_second(),
     };
+    // A rule written while the server could send these, read after the operator took the
+    // means away: logged as skipped, with the key to set.
+    let unconfigured = match channel {
+        Channel::Email(_) if config.smtp_url.expose().is_empty() => {
+            Some("notifications.smtp_url is not set")
+        }
+        Channel::SlackChannel(_) if config.slack_bot_token.expose().is_empty() => {
+            Some("notifications.slack_bot_token is not set")
+        }
+        _ => None,
+    };
+    let channel = match unconfigured {
+        Some(why) => &Channel::Unsupported {
+            channel: channel.display(),
+            why,
+        },
+        None => channel,
+    };
     let (url, body) = match channel {
         Channel::Dashboard => return None,
+        Channel::Email(_) | Channel::SlackChannel(_) => (&String::new(), Value::Null),
         Channel::Unsupported { why, .. } => {
             row.status = "skipped".into();
             row.error = (*why).to_string();
@@ -300,31 +522,18 @@ async fn deliver_one(
     let attempts = config.attempts.clamp(1, 10) as u8;
     let mut backoff = Duration::from_millis(config.backoff_ms);
     for attempt in 1..=attempts {
-        let mut request = Request::post(
-            url.as_str(),
-            body.clone(),
-            Duration::from_millis(config.timeout_ms),
-        )
-        .header("content-type", "application/json")
-        .header("x-tollgate-event", notice.event.as_str())
-        .header("x-tollgate-delivery", delivery_id.to_string());
-        request.target = if config.allow_private_targets {
-            Target::Any
-        } else {
-            Target::PublicOnly
-        };
-        let secret = config.signing_secret.expose();
-        if !secret.is_empty() {
-            let t = OffsetDateTime::now_utc().unix_timestamp();
-            request = request.header(
-                usage_core::wire::SIGNATURE_HEADER,
-                usage_core::wire::sign(secret.as_bytes(), t, &body),
-            );
-        }
         row.attempt = attempt;
         row.attempted_at = now_second();
         let started = Instant::now();
-        let outcome = Outcome::of(&outbound::send(request).await);
+        let outcome = match channel {
+            Channel::Email(to) => Some(email_attempt(config, to, notice).await),
+            Channel::SlackChannel(name) => Some(slack_api_attempt(config, name, notice).await),
+            _ => None,
+        };
+        let outcome = match outcome {
+            Some(o) => o,
+            None => webhook_attempt(config, notice, delivery_id, url, &body).await,
+        };
         row.duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         let (status, http_status, error, done) = match outcome {
             Outcome::Delivered { http_status } => ("delivered", http_status, String::new(), true),
@@ -427,11 +636,18 @@ mod tests {
         assert_eq!(Channel::parse("dashboard"), Channel::Dashboard);
         let slack = Channel::parse("slack:https://hooks.slack.com/services/T/B/x");
         assert_eq!(slack.display(), "slack:https://hooks.slack.com/…");
-        assert!(matches!(
+        assert_eq!(
             Channel::parse("slack:#ops"),
+            Channel::SlackChannel("#ops".into())
+        );
+        assert_eq!(
+            Channel::parse("email:ops@x.example"),
+            Channel::Email("ops@x.example".into())
+        );
+        assert!(matches!(
+            Channel::parse("email:ops"),
             Channel::Unsupported { .. }
         ));
-        assert_eq!(Channel::parse("email:ops@x.example").display(), "email:…");
         assert_eq!(
             Channel::parse("webhook:http://127.0.0.1:9/h").display(),
             "webhook:http://127.0.0.1:9/…"

@@ -324,7 +324,12 @@ pub fn validate_params(
     Ok((r.finish()?, budget))
 }
 
-pub fn validate_channels(channels: Option<Vec<String>>) -> Result<Vec<String>, ParamError> {
+/// The channels of a rule, checked: each is one `notify` can deliver with `config` (an email
+/// needs `notifications.smtp_url`, a Slack channel `notifications.slack_bot_token`).
+pub fn validate_channels(
+    channels: Option<Vec<String>>,
+    config: &crate::config::NotificationsConfig,
+) -> Result<Vec<String>, ParamError> {
     let channels = channels.unwrap_or_else(|| vec!["dashboard".to_string()]);
     if channels.len() > 10 {
         return Err(ParamError::new("channels", "at most 10 channels"));
@@ -347,8 +352,18 @@ pub fn validate_channels(channels: Option<Vec<String>>) -> Result<Vec<String>, P
         match Channel::parse(c) {
             Channel::Unsupported { why, .. } => {
                 return Err(bad(&format!(
-                    "{why}; expected `dashboard`, `webhook:<http(s) URL>` or `slack:<incoming-webhook URL>`"
+                    "{why}; expected `dashboard`, `webhook:<http(s) URL>`, `slack:<incoming-webhook URL>`, `slack:#channel` or `email:<address>`"
                 )))
+            }
+            Channel::Email(_) if config.smtp_url.expose().is_empty() => {
+                return Err(bad(
+                    "email needs an SMTP server: the operator sets notifications.smtp_url",
+                ))
+            }
+            Channel::SlackChannel(_) if config.slack_bot_token.expose().is_empty() => {
+                return Err(bad(
+                    "a Slack channel by name needs a bot token: the operator sets notifications.slack_bot_token (or give an incoming-webhook URL)",
+                ))
             }
             Channel::Webhook(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
                 return Err(bad("a webhook needs an http(s) URL"))
@@ -451,23 +466,48 @@ mod tests {
 
     #[test]
     fn channels() {
-        assert_eq!(validate_channels(None).unwrap(), ["dashboard"]);
-        assert!(validate_channels(Some(vec![
-            "slack:https://hooks.slack.com/services/T/B/x".into(),
-            "webhook:https://x.example/h".into()
-        ]))
+        use crate::config::NotificationsConfig;
+        use service_kit::Secret;
+        let plain = NotificationsConfig::default();
+        let check = |c: &str, config: &NotificationsConfig| {
+            validate_channels(Some(vec![c.into()]), config).map_err(|e| e.message)
+        };
+        assert_eq!(validate_channels(None, &plain).unwrap(), ["dashboard"]);
+        assert!(validate_channels(
+            Some(vec![
+                "slack:https://hooks.slack.com/services/T/B/x".into(),
+                "webhook:https://x.example/h".into()
+            ]),
+            &plain
+        )
         .is_ok());
         for bad in [
-            "email:ops@example.com",
-            "slack:#ops",
             "slack:http://hooks.example/x",
             "webhook:ftp://x",
             "sms:123",
             "dashboard:x",
+            "email:not an address",
+            "slack:#",
             "",
         ] {
-            assert!(validate_channels(Some(vec![bad.into()])).is_err(), "{bad}");
+            assert!(check(bad, &plain).is_err(), "{bad}");
         }
-        assert!(validate_channels(Some(vec!["dashboard".into(), "dashboard".into()])).is_err());
+        assert!(
+            validate_channels(Some(vec!["dashboard".into(), "dashboard".into()]), &plain).is_err()
+        );
+        // Email and Slack channels by name: refused without the server's means to send them,
+        // with the key the operator sets; accepted with it.
+        let email = check("email:ops@example.com", &plain).unwrap_err();
+        assert!(email.contains("notifications.smtp_url"), "{email}");
+        let slack = check("slack:#ops", &plain).unwrap_err();
+        assert!(slack.contains("notifications.slack_bot_token"), "{slack}");
+        let configured = NotificationsConfig {
+            smtp_url: Secret::new("smtp://127.0.0.1:2525".into()),
+            slack_bot_token: Secret::new("xoxb-test".into()),
+            ..NotificationsConfig::default()
+        };
+        assert!(check("email:ops@example.com", &configured).is_ok());
+        assert!(check("slack:#ops", &configured).is_ok());
+        assert!(check("slack:C0123ABC", &configured).is_ok());
     }
 }

@@ -57,10 +57,12 @@ pub async fn page(
         with_org("state=acknowledged&limit=1000", &filters),
         with_org("limit=1000", &filters),
     );
-    let (open, acked, recent) = tokio::join!(
+    let q_deliveries = with_org("limit=50", &filters);
+    let (open, acked, recent, deliveries) = tokio::join!(
         alerts::compute_alerts(&state, p, Some(&q_open)),
         alerts::compute_alerts(&state, p, Some(&q_acked)),
         alerts::compute_alerts(&state, p, Some(&q_recent)),
+        alerts::compute_recent_deliveries(&state, p, Some(&q_deliveries)),
     );
     let active = match (open, acked) {
         (Ok(mut o), Ok(a)) => {
@@ -98,6 +100,10 @@ pub async fn page(
         }
         Err(e) => html::error_panel("History", &e, Some(&retry)),
     };
+    let deliveries_html = match deliveries {
+        Ok(list) => deliveries_table(&list),
+        Err(e) => html::error_panel("Notification deliveries", &e, Some(&retry)),
+    };
     let notice_html = match notice.as_deref() {
         Some("acknowledged") => notice_box("ok", "Alert acknowledged."),
         Some("resolved") => notice_box("ok", "Alert resolved."),
@@ -111,7 +117,7 @@ pub async fn page(
     };
     let body = format!(
         "<div class=\"page-head\"><h1>Alerts</h1><p class=\"muted\">Active alerts, and the history \
-         of alerts opened in the {}</p></div>{notice_html}{}{}",
+         of alerts opened in the {}</p></div>{notice_html}{}{}{}",
         esc(&filters.describe()),
         html::panel(
             "active",
@@ -124,6 +130,12 @@ pub async fn page(
             "History",
             "Alerts opened in this period, with who acknowledged and resolved them",
             &history_html,
+        ),
+        html::panel(
+            "deliveries",
+            "Notification deliveries",
+            "The latest 50 attempts to reach the rules' channels, newest first (GET /api/v1/notification-deliveries)",
+            &deliveries_html,
         ),
     );
     tab_page(
@@ -315,6 +327,52 @@ fn alert_item(
         opened = html::time(a.opened_at),
         ago = fmt::age((now - a.opened_at).whole_seconds()),
         details = details(a),
+    )
+}
+
+fn deliveries_table(list: &[alerts::DeliveryOut]) -> String {
+    if list.is_empty() {
+        return html::empty(
+            "No notification was sent yet",
+            "Rules with webhook, Slack or email channels show each attempt here.",
+        );
+    }
+    let rows: Vec<html::Row> = list
+        .iter()
+        .map(|d| {
+            let answer = match (&d.http_status, &d.error) {
+                (Some(code), Some(e)) => format!("{code} · {}", esc(e)),
+                (Some(code), None) => code.to_string(),
+                (None, Some(e)) => esc(e),
+                (None, None) => "—".into(),
+            };
+            html::Row {
+                attrs: format!(" data-delivery-id=\"{}\"", d.delivery_id),
+                cells: vec![
+                    html::time(d.attempted_at),
+                    esc(&d.channel),
+                    esc(&d.event),
+                    format!(
+                        "<span class=\"badge delivery {0}\">{0}</span>",
+                        esc(&d.status)
+                    ),
+                    d.attempt.to_string(),
+                    answer,
+                ],
+            }
+        })
+        .collect();
+    html::table(
+        "deliveries-table",
+        &[
+            html::col("Attempted"),
+            html::col("Channel"),
+            html::col("Event"),
+            html::col("Outcome"),
+            html::num("Attempt"),
+            html::col("Answer"),
+        ],
+        &rows,
     )
 }
 

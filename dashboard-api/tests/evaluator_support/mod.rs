@@ -396,3 +396,110 @@ pub async fn balance_at(
     .await
     .unwrap();
 }
+
+/// A real SMTP server for the test: Python's `aiosmtpd` (pinned in
+/// `tests/python/requirements.txt`, installed by `cargo xtask setup` in `target/py-venv`),
+/// storing what it receives in a maildir. Killed on drop.
+pub struct SmtpServer {
+    pub port: u16,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    pub fn start() -> SmtpServer {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let python = root.join("target/py-venv/bin/python");
+        assert!(python.exists(), "no Python venv: run `cargo xtask setup`");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.path().join("mail"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "aiosmtpd did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        SmtpServer { port, child, dir }
+    }
+
+    /// The messages received so far, as raw text.
+    pub fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("mail/new")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stand-in for Slack's Web API `chat.postMessage`: answers `{"ok": true}` for a known
+/// channel and `{"ok": false, "error": "channel_not_found"}` for `#missing`, as Slack does
+/// (HTTP 200 both times); records what it was sent.
+pub struct SlackApi {
+    pub addr: SocketAddr,
+    posts: Posts,
+}
+
+/// What the Slack stand-in was sent: headers and JSON body of each post.
+type Posts = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
+
+async fn post_message(
+    State(posts): State<Posts>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::Json<Value> {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let missing = body["channel"] == "#missing";
+    posts.lock().unwrap().push((headers, body));
+    axum::Json(if missing {
+        json!({"ok": false, "error": "channel_not_found"})
+    } else {
+        json!({"ok": true, "channel": "C0123", "ts": "1790000000.000100"})
+    })
+}
+
+impl SlackApi {
+    pub async fn start() -> SlackApi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let posts = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route("/api/chat.postMessage", post(post_message))
+            .with_state(posts.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        SlackApi { addr, posts }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    pub fn posts(&self) -> Vec<(HeaderMap, Value)> {
+        self.posts.lock().unwrap().clone()
+    }
+}
