@@ -130,9 +130,12 @@ pub fn trusted(mut a: Attribution, key: &crate::keys::AppKey) -> Result<Attribut
         } else {
             format!("its own user `{}`", key.user_id)
         };
-        return Err(ApiError::end_user_not_allowed(format!(
-            "this app key acts for {own}, so {USER_HEADER} may not name another user; an admin can mark the key as acting for end users (acts_for_end_users) in the dashboard"
-        )));
+        return Err(ApiError::end_user_not_allowed(
+            format!(
+                "this app key acts for {own}, so {USER_HEADER} may not name another user; an admin can mark the key as acting for end users (acts_for_end_users) in the dashboard"
+            ),
+            USER_HEADER,
+        ));
     }
     if !key.user_id.is_empty() {
         a.tags

@@ -70,14 +70,14 @@ impl ApiError {
         }
     }
 
-    /// A plain key naming another user in `x-tollgate-user` (`attribution::trusted`).
-    pub fn end_user_not_allowed(message: String) -> Self {
+    /// A plain key naming another user in the user header `param` (`attribution::trusted`).
+    pub fn end_user_not_allowed(message: String, param: &str) -> Self {
         ApiError {
             status: 403,
             message,
             kind: "permission_error",
             code: Some("end_user_not_allowed"),
-            param: Some(crate::attribution::USER_HEADER.to_string()),
+            param: Some(param.to_string()),
         }
     }
 

@@ -256,6 +256,23 @@ impl Default for EvaluatorConfig {
     }
 }
 
+impl NotificationsConfig {
+    /// The SMTP transport `smtp_url` names (checked when the config is read).
+    pub fn smtp_transport(
+        &self,
+    ) -> Result<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>, String> {
+        let builder = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(
+            self.smtp_url.expose(),
+        )
+        .map_err(|e| {
+            format!("not an SMTP URL (smtps://user:pass@host, smtp://host:587?tls=required): {e}")
+        })?;
+        Ok(builder
+            .timeout(Some(std::time::Duration::from_millis(self.timeout_ms)))
+            .build())
+    }
+}
+
 impl Default for NotificationsConfig {
     fn default() -> Self {
         NotificationsConfig {
@@ -343,7 +360,7 @@ impl JobsConfig {
             errors.push("notifications.attempts: must be from 1 to 10".into());
         }
         if !self.notifications.smtp_url.expose().is_empty() {
-            if let Err(e) = crate::notify::smtp_transport(&self.notifications) {
+            if let Err(e) = self.notifications.smtp_transport() {
                 errors.push(format!("notifications.smtp_url: {e}"));
             }
             if self

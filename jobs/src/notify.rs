@@ -33,7 +33,7 @@ use tollgate_clickhouse::clickhouse::Client;
 use uuid::Uuid;
 
 use lettre::transport::smtp::Error as SmtpError;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncTransport, Message};
 
 use crate::config::NotificationsConfig;
 use crate::outbound::{self, OutboundError, Request, Target};
@@ -231,19 +231,6 @@ pub fn email_text(n: &Notice<'_>) -> (String, String) {
     (subject, body)
 }
 
-/// The SMTP transport `notifications.smtp_url` names (checked when the config is read).
-pub fn smtp_transport(
-    config: &NotificationsConfig,
-) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(config.smtp_url.expose())
-        .map_err(|e| {
-            format!("not an SMTP URL (smtps://user:pass@host, smtp://host:587?tls=required): {e}")
-        })?;
-    Ok(builder
-        .timeout(Some(Duration::from_millis(config.timeout_ms)))
-        .build())
-}
-
 /// One email: the SMTP server's answer as an [`Outcome`] (its reply code in `http_status`).
 async fn email_attempt(config: &NotificationsConfig, to: &str, notice: &Notice<'_>) -> Outcome {
     let (subject, body) = email_text(notice);
@@ -268,7 +255,7 @@ async fn email_attempt(config: &NotificationsConfig, to: &str, notice: &Notice<'
             }
         }
     };
-    let transport = match smtp_transport(config) {
+    let transport = match config.smtp_transport() {
         Ok(t) => t,
         Err(error) => {
             return Outcome::Final {
