@@ -159,8 +159,19 @@ pub async fn write_delivery(client: &Client, row: &DeliveryRow) -> Result<()> {
     Ok(())
 }
 
-/// The newest `limit` delivery attempts of one rule, oldest first; `org` narrows them to one
-/// org (`None`: every org, for deployment admins).
+/// `nq` with `{orgs}` filled: `org_id = ?` bound to `org`, or every org (`None`, for
+/// deployment admins).
+fn for_orgs(client: &Client, nq: &NamedQuery, org: Option<&str>) -> clickhouse::query::Query {
+    let sql = nq
+        .body()
+        .replace("{orgs}", if org.is_none() { "1 = 1" } else { "org_id = ?" });
+    let q = read_query(client, &sql);
+    match org {
+        Some(org) => q.bind(org),
+        None => q,
+    }
+}
+
 /// The newest `limit` delivery attempts of every rule of `org` (`None`: every org), newest
 /// first.
 pub async fn recent_deliveries(
@@ -168,30 +179,21 @@ pub async fn recent_deliveries(
     org: Option<&str>,
     limit: u32,
 ) -> Result<Vec<DeliveryRow>> {
-    let sql = RECENT_DELIVERIES
-        .body()
-        .replace("{orgs}", if org.is_none() { "1 = 1" } else { "org_id = ?" });
-    let mut q = read_query(client, &sql);
-    if let Some(org) = org {
-        q = q.bind(org);
-    }
-    Ok(q.bind(limit).fetch_all::<DeliveryRow>().await?)
+    Ok(for_orgs(client, &RECENT_DELIVERIES, org)
+        .bind(limit)
+        .fetch_all::<DeliveryRow>()
+        .await?)
 }
 
+/// The newest `limit` delivery attempts of one rule, oldest first; `org` narrows them to one
+/// org (`None`: every org, for deployment admins).
 pub async fn deliveries_of_rule(
     client: &Client,
     org: Option<&str>,
     rule_id: Uuid,
     limit: u32,
 ) -> Result<Vec<DeliveryRow>> {
-    let sql = NOTIFICATION_DELIVERIES
-        .body()
-        .replace("{orgs}", if org.is_none() { "1 = 1" } else { "org_id = ?" });
-    let mut q = read_query(client, &sql);
-    if let Some(org) = org {
-        q = q.bind(org);
-    }
-    let mut rows = q
+    let mut rows = for_orgs(client, &NOTIFICATION_DELIVERIES, org)
         .bind(rule_id.to_string())
         .bind(limit)
         .fetch_all::<DeliveryRow>()
