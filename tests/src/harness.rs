@@ -506,9 +506,10 @@ impl WranglerDev {
 impl Drop for WranglerDev {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // The whole group: wrangler runs workerd as its child.
+            // The whole group: wrangler runs its CLI and workerd as children. (`--`: without
+            // it util-linux's kill reads `-<pgid>` as an option and kills nothing.)
             let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{}", c.id())])
+                .args(["-s", "KILL", "--", &format!("-{}", c.id())])
                 .status();
             let _ = c.kill();
             let _ = c.wait();
