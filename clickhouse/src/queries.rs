@@ -229,7 +229,7 @@ impl Filter {
                 "FROM (SELECT * FROM usage_events WHERE ({scope}) AND ({}))",
                 ranges("ts", pieces.raw.len())
             );
-            let view = view_query("usage_hourly_mv")?.replacen("FROM usage_events", &raw, 1);
+            let view = hourly_view_query()?.replacen("FROM usage_events", &raw, 1);
             branches.push(format!(
                 "SELECT {key}, {USAGE_COLUMNS} FROM ({view}) WHERE {pred}"
             ));
@@ -249,6 +249,17 @@ impl Filter {
         let n = self.scope.predicate().matches('?').count();
         self.values().into_iter().take(n).collect()
     }
+}
+
+/// `usage_hourly_mv`'s query, read once from the migrations (every window that is not whole
+/// hours needs it; scanning the migration texts per request was needless work).
+fn hourly_view_query() -> Result<&'static str> {
+    static QUERY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(q) = QUERY.get() {
+        return Ok(q);
+    }
+    let q = view_query("usage_hourly_mv")?;
+    Ok(QUERY.get_or_init(|| q))
 }
 
 /// The columns `usage_daily` and `usage_hourly` share (all but the bucket), which the hourly

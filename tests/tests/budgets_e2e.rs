@@ -169,13 +169,29 @@ fn exact_body() -> (Vec<u8>, i64) {
 
 /// One call: (status, error code, budget-warning header).
 fn call(url: &str, key: &str, body: &[u8], test_now: Option<i64>) -> (u16, String, Option<String>) {
+    let test_now = test_now.map(|t| t.to_string());
+    let headers: Vec<(&str, &str)> = test_now
+        .as_deref()
+        .map(|t| ("x-tollgate-test-now", t))
+        .into_iter()
+        .collect();
+    call_with(url, key, body, &headers)
+}
+
+/// One call with extra request headers: (status, error code, budget-warning header).
+fn call_with(
+    url: &str,
+    key: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, String, Option<String>) {
     let a = agent();
     let mut req = a
         .post(url)
         .header("authorization", &format!("Bearer {key}"))
         .header("content-type", "application/json");
-    if let Some(t) = test_now {
-        req = req.header("x-tollgate-test-now", &t.to_string());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let mut resp = req.send(body).unwrap();
     let status = resp.status().as_u16();
@@ -789,19 +805,7 @@ async fn a_reservation_cap_admits_calls_without_max_tokens() {
 
 /// `call` with `x-tollgate-user: user`: (status, error code).
 fn call_as(url: &str, key: &str, user: &str, body: &[u8]) -> (u16, String) {
-    let mut resp = agent()
-        .post(url)
-        .header("authorization", &format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .header("x-tollgate-user", user)
-        .send(body)
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    let code = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
-        .unwrap_or_default();
+    let (status, code, _) = call_with(url, key, body, &[("x-tollgate-user", user)]);
     (status, code)
 }
 
