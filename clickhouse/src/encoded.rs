@@ -103,6 +103,18 @@ impl EncodedEvent {
         string(out, &record.pricing_version);
         out.extend_from_slice(&record.request_bytes.to_le_bytes());
         out.extend_from_slice(&record.response_bytes.to_le_bytes());
+        for n in [
+            record.audio_input_tokens,
+            record.image_input_tokens,
+            record.audio_output_tokens,
+            record.image_output_tokens,
+            record.web_search_calls,
+            record.file_search_calls,
+        ] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        string(out, &record.service_tier_requested);
+        string(out, &record.service_tier);
         start..out.len()
     }
 
@@ -154,7 +166,30 @@ impl EncodedEvent {
 
     /// The whole row (`batch_id` empty and `inserted_at` = `ts`, as [`UsageEventRow::from`]).
     pub fn decode(&self) -> Result<UsageEventRow, DecodeError> {
-        let mut r = Reader { b: &self.0, at: 0 };
+        decode_layout(&self.0, Layout::Current)
+    }
+
+    /// Re-encodes bytes written in the layout before migration 0014 (the collector's spool
+    /// payload format 2) in the current one: the columns 0014 added get their defaults.
+    pub fn upgrade_v1(bytes: &[u8]) -> Result<EncodedEvent, DecodeError> {
+        let row = decode_layout(bytes, Layout::BeforeCostColumns)?;
+        let record = UsageRecord::try_from(&row).map_err(|e| DecodeError(e.to_string()))?;
+        Ok(EncodedEvent::from_record(&record))
+    }
+}
+
+/// The column lists a stored row may have been encoded with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Migrations 0001–0013: up to `response_bytes`.
+    BeforeCostColumns,
+    /// With 0014's columns.
+    Current,
+}
+
+fn decode_layout(bytes: &[u8], layout: Layout) -> Result<UsageEventRow, DecodeError> {
+    {
+        let mut r = Reader { b: bytes, at: 0 };
         let event_id = {
             let hi = r.u64()?;
             let lo = r.u64()?;
@@ -207,13 +242,32 @@ impl EncodedEvent {
             pricing_version: r.string()?,
             request_bytes: r.u64()?,
             response_bytes: r.u64()?,
+            audio_input_tokens: 0,
+            image_input_tokens: 0,
+            audio_output_tokens: 0,
+            image_output_tokens: 0,
+            web_search_calls: 0,
+            file_search_calls: 0,
+            service_tier_requested: String::new(),
+            service_tier: String::new(),
             batch_id: String::new(),
             inserted_at: ts,
         };
-        if r.at != self.0.len() {
+        let mut row = row;
+        if layout == Layout::Current {
+            row.audio_input_tokens = r.u32()?;
+            row.image_input_tokens = r.u32()?;
+            row.audio_output_tokens = r.u32()?;
+            row.image_output_tokens = r.u32()?;
+            row.web_search_calls = r.u32()?;
+            row.file_search_calls = r.u32()?;
+            row.service_tier_requested = r.string()?;
+            row.service_tier = r.string()?;
+        }
+        if r.at != bytes.len() {
             return Err(DecodeError(format!(
                 "{} bytes left after the last column",
-                self.0.len() - r.at
+                bytes.len() - r.at
             )));
         }
         Ok(row)
@@ -376,6 +430,14 @@ mod tests {
                     r.ttft_ms = None;
                     r.model_served.clear();
                 }
+                if i % 7 == 0 {
+                    r.audio_input_tokens = r.input_tokens / 7;
+                    r.image_output_tokens = r.output_tokens / 9;
+                    r.web_search_calls = 2;
+                    r.file_search_calls = 300;
+                    r.service_tier_requested = "auto".into();
+                    r.service_tier = "priority".into();
+                }
                 r
             })
             .collect()
@@ -419,5 +481,37 @@ mod tests {
         }
         leb128(&mut out, 300);
         assert_eq!(&out[out.len() - 2..], &[0xac, 0x02]);
+    }
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+    use crate::synthetic::{Shape, Synthetic};
+
+    /// A row spooled before migration 0014 (its bytes end at `response_bytes`) reads as the
+    /// same record with 0014's columns at their defaults.
+    #[test]
+    fn rows_encoded_before_0014_are_upgraded_with_defaults() {
+        let shape = Shape {
+            orgs: 2,
+            users_per_org: 2,
+            apps_per_org: 1,
+            start: time::macros::datetime!(2026-01-01 00:00 UTC),
+            span: time::Duration::days(1),
+        };
+        for record in Synthetic::new(7, 50, shape) {
+            let expected = EncodedEvent::from_record(&record);
+            // 0014's columns at their defaults: six UInt32 zeros and two empty strings.
+            let tail = 6 * 4 + 2;
+            let bytes = expected.as_bytes();
+            assert!(bytes[bytes.len() - tail..].iter().all(|&b| b == 0));
+            let old = &bytes[..bytes.len() - tail];
+            assert_eq!(EncodedEvent::upgrade_v1(old).unwrap(), expected);
+            assert!(
+                EncodedEvent::upgrade_v1(bytes).is_err(),
+                "a current row is not an old one"
+            );
+        }
     }
 }

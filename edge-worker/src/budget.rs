@@ -239,26 +239,39 @@ impl Ledger {
 }
 
 /// The most a call can cost: every request byte an input token, plus the output bound, at the
-/// model's prices. `None` when the model is not priced (the caller decides what a hard budget
-/// does then).
+/// model's prices in the tier the request names (`service_tier`; the standard rates without
+/// one). `None` when the model is not priced (the caller decides what a hard budget does then).
 pub fn worst_case_cost(
     price: Option<&ModelPrice>,
     request_bytes: u64,
     max_output_tokens: Option<u32>,
+    service_tier: &str,
 ) -> Option<Nanos> {
     let price = price?;
     let input = u32::try_from(request_bytes).unwrap_or(u32::MAX);
     let output = max_output_tokens
         .or(price.max_output_tokens)
         .unwrap_or(DEFAULT_OUTPUT_BOUND);
-    // The dearest classes: input at the higher of input and cache-write rates, output at the
-    // higher of output and reasoning rates.
-    let mut p = price.clone();
-    p.input = p.input.max(p.cache_write.unwrap_or(p.input));
-    p.output = p.output.max(p.reasoning.unwrap_or(p.output));
-    p.cached_input = None;
-    p.cache_write = None;
-    p.reasoning = None;
+    // The dearest classes: input at the highest input-side rate (plain, cache write, audio,
+    // image), output at the highest output-side rate (plain, reasoning, audio, image). Search
+    // fees are not bounded: how many searches a call makes is not known before it.
+    let tier = price.tier(service_tier);
+    let dearest =
+        |first: Nanos, rest: [Option<Nanos>; 3]| rest.into_iter().flatten().fold(first, Nanos::max);
+    let mut p = usage_core::ModelPrice::new(
+        &price.provider,
+        &price.model,
+        price.effective_from,
+        dearest(
+            tier.map_or(price.input, |t| t.input),
+            [price.cache_write, price.audio_input, price.image_input],
+        ),
+        dearest(
+            tier.map_or(price.output, |t| t.output),
+            [price.reasoning, price.audio_output, price.image_output],
+        ),
+    );
+    p.per_request = price.per_request;
     Some(usage_core::price_tokens(
         usage_core::TokenCounts {
             input,
@@ -404,14 +417,28 @@ mod tests {
         let p = price_for(&table, "openai", "gpt-4o-mini", at);
         // 1,000 bytes of input at $0.15/1M + 500 output at $0.60/1M
         assert_eq!(
-            worst_case_cost(p, 1000, Some(500)),
+            worst_case_cost(p, 1000, Some(500), ""),
             Some(Nanos::new(150_000 + 300_000))
         );
         // without max_tokens: the model's output limit (16,384 for gpt-4o-mini)
-        assert_eq!(worst_case_cost(p, 0, None), Some(Nanos::new(16_384 * 600)));
         assert_eq!(
-            worst_case_cost(price_for(&table, "openai", "nope", at), 10, Some(10)),
+            worst_case_cost(p, 0, None, ""),
+            Some(Nanos::new(16_384 * 600))
+        );
+        assert_eq!(
+            worst_case_cost(price_for(&table, "openai", "nope", at), 10, Some(10), ""),
             None
+        );
+        // A request naming a tier is bounded at the tier's rates.
+        let gpt5 = price_for(&table, "openai", "gpt-5", at).unwrap();
+        let priority = &gpt5.tiers["priority"];
+        assert_eq!(
+            worst_case_cost(Some(gpt5), 1_000_000, Some(1_000_000), "priority"),
+            Some(Nanos::new(priority.input.get() + priority.output.get()))
+        );
+        assert_eq!(
+            worst_case_cost(Some(gpt5), 1_000_000, Some(1_000_000), "auto"),
+            Some(Nanos::new(gpt5.input.get() + gpt5.output.get()))
         );
     }
 

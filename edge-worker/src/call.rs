@@ -70,6 +70,8 @@ pub struct RequestFacts {
     pub client_wants_usage: bool,
     /// `max_completion_tokens`, `max_tokens` or `max_output_tokens`, when set.
     pub max_output_tokens: Option<u32>,
+    /// `service_tier` (`flex`, `priority`, `auto`, …), when a string; empty otherwise.
+    pub service_tier: String,
 }
 
 /// Where and how a call is sent.
@@ -131,6 +133,7 @@ struct BodyPeek {
     max_completion_tokens: Option<Value>,
     max_tokens: Option<Value>,
     max_output_tokens: Option<Value>,
+    service_tier: Option<Value>,
 }
 
 impl BodyPeek {
@@ -144,6 +147,7 @@ impl BodyPeek {
             max_completion_tokens: field("max_completion_tokens"),
             max_tokens: field("max_tokens"),
             max_output_tokens: field("max_output_tokens"),
+            service_tier: field("service_tier"),
         })
     }
 }
@@ -212,6 +216,15 @@ pub fn plan(
     .iter()
     .find_map(|v| v.as_ref().and_then(Value::as_u64))
     .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    // A tier name is short; anything else is not one (and not worth a 400: the provider
+    // answers for its own parameters).
+    let service_tier = peek
+        .service_tier
+        .as_ref()
+        .and_then(Value::as_str)
+        .filter(|t| t.len() <= 32 && !t.contains(char::is_control))
+        .unwrap_or_default()
+        .to_string();
 
     let (provider, upstream_model) = match header_provider {
         Some(name) => (by_name(name).ok_or_else(|| unknown_provider(name))?, None),
@@ -254,6 +267,7 @@ pub fn plan(
             stream,
             client_wants_usage,
             max_output_tokens,
+            service_tier,
         },
         body,
         strip_usage_chunk: inject_usage,

@@ -166,6 +166,7 @@ pub async fn guard_budgets(
                 budget::price_for(t, &p.plan.provider.name, &p.plan.facts.model, at),
                 p.request_bytes,
                 bound,
+                &p.plan.facts.service_tier,
             )
         })
         .flatten()

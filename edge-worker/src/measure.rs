@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 use usage_core::{
-    price_call, Endpoint, ErrorClass, Nanos, ParsedUsage, PriceTable, TokenCounts, UsageRecord,
-    UsageSource, SCHEMA_VERSION,
+    cost_of_call, effective_tier, CallToPrice, Endpoint, ErrorClass, ParsedUsage, PriceTable,
+    TokenCounts, ToolCalls, UsageRecord, SCHEMA_VERSION,
 };
 use uuid::Uuid;
 
@@ -39,40 +39,33 @@ pub struct CallFacts {
     pub estimated: Option<TokenCounts>,
     pub request_bytes: u64,
     pub response_bytes: u64,
+    /// The request's `service_tier` (empty if none).
+    pub service_tier_requested: String,
+    /// The response's `service_tier`.
+    pub service_tier_served: Option<String>,
 }
 
-/// Estimated input tokens of a request body: about four bytes per token of JSON text.
-pub fn estimate_input_tokens(request_bytes: u64) -> u32 {
-    u32::try_from(request_bytes / 4).unwrap_or(u32::MAX)
-}
-
-/// Builds the record, pricing it with `table`.
+/// Builds the record, pricing it with `table` (`usage_core::cost_of_call`).
 pub fn build_record(f: CallFacts, table: &PriceTable) -> UsageRecord {
-    let (tokens, provider_cost, usage_source) = match (&f.usage, f.estimated) {
-        (Some(u), _) => (u.tokens, u.provider_cost, UsageSource::Provider),
-        (None, Some(e)) if e.input > 0 || e.output > 0 => (e, None, UsageSource::Estimated),
-        _ => (TokenCounts::default(), None, UsageSource::None),
-    };
     let model_served = f.model_served.unwrap_or_default();
-    let priced = price_call(
+    let tier =
+        effective_tier(&f.service_tier_requested, f.service_tier_served.as_deref()).to_string();
+    let c = cost_of_call(
         table,
-        &f.provider,
-        &model_served,
-        &f.model_requested,
-        f.started,
-        tokens,
-        provider_cost,
+        CallToPrice {
+            provider: &f.provider,
+            model_served: &model_served,
+            model_requested: &f.model_requested,
+            at: f.started,
+            service_tier: &tier,
+            tokens: TokenCounts::default(),
+            tools: ToolCalls::default(),
+            provider_cost: None,
+        },
+        f.usage.as_ref(),
+        f.estimated,
     );
-    // Nothing consumed and nothing reported: nothing billed, whether or not the model is known.
-    let (cost, source, version) = if tokens == TokenCounts::default() && provider_cost.is_none() {
-        (
-            Nanos::ZERO,
-            usage_core::CostSource::PriceTable,
-            table.version().to_string(),
-        )
-    } else {
-        (priced.cost, priced.source, priced.pricing_version)
-    };
+    let tokens = c.tokens;
     let upstream_ms = f.upstream_ms.min(f.latency_ms);
     UsageRecord {
         event_id: f.event_id,
@@ -102,10 +95,18 @@ pub fn build_record(f: CallFacts, table: &PriceTable) -> UsageRecord {
         cached_input_tokens: tokens.cached_input,
         cache_write_tokens: tokens.cache_write,
         reasoning_tokens: tokens.reasoning,
-        usage_source,
-        cost_nusd: cost,
-        cost_source: source,
-        pricing_version: version,
+        audio_input_tokens: tokens.audio_input,
+        image_input_tokens: tokens.image_input,
+        audio_output_tokens: tokens.audio_output,
+        image_output_tokens: tokens.image_output,
+        usage_source: c.usage_source,
+        web_search_calls: c.tools.web_search,
+        file_search_calls: c.tools.file_search,
+        service_tier_requested: f.service_tier_requested,
+        service_tier: tier,
+        cost_nusd: c.cost,
+        cost_source: c.cost_source,
+        pricing_version: c.pricing_version,
         request_bytes: f.request_bytes,
         response_bytes: f.response_bytes,
     }
@@ -115,7 +116,7 @@ pub fn build_record(f: CallFacts, table: &PriceTable) -> UsageRecord {
 pub(crate) mod tests {
     use super::*;
     use time::macros::datetime;
-    use usage_core::CostSource;
+    use usage_core::{CostSource, Nanos, UsageSource};
 
     pub(crate) fn facts() -> CallFacts {
         CallFacts {
@@ -148,12 +149,15 @@ pub(crate) mod tests {
                     output: 1_000_000,
                     ..Default::default()
                 },
+                tools: Default::default(),
                 provider_cost: None,
             }),
             model_served: Some("gpt-4o-mini-2024-07-18".into()),
             estimated: None,
             request_bytes: 100,
             response_bytes: 200,
+            service_tier_requested: String::new(),
+            service_tier_served: None,
         }
     }
 

@@ -116,6 +116,7 @@ pub async fn proxy(
                     if let Ok(parsed) = parse_response(endpoint, &bytes) {
                         f.model_served = parsed.model;
                         f.usage = parsed.usage;
+                        f.service_tier_served = parsed.service_tier;
                     }
                 }
             }
@@ -182,6 +183,7 @@ fn stream_through(
                 f.response_bytes = end.totals.bytes_out;
                 f.model_served = s.model.clone();
                 f.usage = s.usage.clone();
+                f.service_tier_served = s.service_tier.clone();
                 f.error_class = if end.aborted || s.truncated {
                     ErrorClass::Aborted
                 } else if s.error.is_some() {
@@ -190,11 +192,7 @@ fn stream_through(
                     ErrorClass::None
                 };
                 if f.usage.is_none() {
-                    f.estimated = Some(TokenCounts {
-                        input: measure::estimate_input_tokens(request_bytes),
-                        output: s.estimated_output_tokens(),
-                        ..Default::default()
-                    });
+                    f.estimated = Some(s.estimate(request_bytes));
                 }
             }
             // No body at all: an empty stream, ended as it began.

@@ -101,6 +101,8 @@ pub fn facts(p: &Prepared, started: u64, event_id: Uuid) -> CallFacts {
         estimated: None,
         request_bytes: p.request_bytes,
         response_bytes: 0,
+        service_tier_requested: p.plan.facts.service_tier.clone(),
+        service_tier_served: None,
     }
 }
 

@@ -1,26 +1,40 @@
-//! Cost of a call: each token class priced once.
+//! Cost of a call: each token class priced once, each tool call and request fee once.
 //!
-//! With `input_tokens` including cached and cache-write tokens, and `output_tokens` including
-//! reasoning tokens (the record's contract):
+//! With `input_tokens` including cached, cache-write, audio and image input tokens, and
+//! `output_tokens` including reasoning, audio and image output tokens (the record's contract),
+//! in the call's service tier:
 //!
 //! ```text
-//! cost = (input − cached − cache_write) × input_rate
-//!      + cached × cached_rate            (input_rate when the model has none)
-//!      + cache_write × cache_write_rate  (input_rate when the model has none)
-//!      + (output − reasoning) × output_rate
-//!      + reasoning × reasoning_rate      (output_rate when the model has none)
+//! cost = text_input × input_rate                 (the tier's, when it has its own)
+//!      + cached × cached_rate                    (the tier's; else the model's; else input)
+//!      + cache_write × cache_write_rate          (input_rate when the model has none)
+//!      + audio_in × audio_input_rate + image_in × image_input_rate      (else input)
+//!      + text_output × output_rate               (the tier's, when it has its own)
+//!      + reasoning × reasoning_rate              (else output)
+//!      + audio_out × audio_output_rate + image_out × image_output_rate  (else output)
+//!      + web_searches × web_search_fee + file_searches × file_search_fee
 //!      + per_request fee
+//! text_input  = input − cached − cache_write − audio_in − image_in
+//! text_output = output − reasoning − audio_out − image_out
 //! ```
 //!
-//! Rates are USD per 1M tokens in nanos (= femto-USD per token), so the sum is exact in
-//! femto-USD and rounded once, half up, to nano-USD. A provider-reported cost wins over the
+//! Each part is clamped to what is left of its whole, so a payload whose parts overlap or
+//! exceed the whole never yields a negative class or a token priced twice. Rates are USD per 1M
+//! tokens in nanos (= femto-USD per token), so the token sum is exact in femto-USD and rounded
+//! once, half up, to nano-USD; fees are whole nano-USD. A provider-reported cost wins over the
 //! table; a model the table does not know yields [`CostSource::Unpriced`] and no number.
+//!
+//! A tier the model's entry has no rates for (a `flex` call of a model listed without flex
+//! prices) is priced at the standard rates: for `flex` and `batch` that overstates the cost
+//! (safe under a budget); the price file carries the tiers of every model whose provider
+//! publishes them.
 
 use time::OffsetDateTime;
 
 use crate::money::Nanos;
 use crate::price::{ModelPrice, PriceTable};
-use crate::record::{CostSource, UsageRecord};
+use crate::record::{CostSource, UsageRecord, UsageSource};
+use crate::usage::ParsedUsage;
 
 /// Token counts of one call, by class (the record's contract on subsets applies).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,6 +44,19 @@ pub struct TokenCounts {
     pub cached_input: u32,
     pub cache_write: u32,
     pub reasoning: u32,
+    /// Parts of `input`.
+    pub audio_input: u32,
+    pub image_input: u32,
+    /// Parts of `output`.
+    pub audio_output: u32,
+    pub image_output: u32,
+}
+
+/// Priced tool calls a call made (not the tools it declared).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ToolCalls {
+    pub web_search: u32,
+    pub file_search: u32,
 }
 
 impl TokenCounts {
@@ -40,6 +67,63 @@ impl TokenCounts {
             cached_input: record.cached_input_tokens,
             cache_write: record.cache_write_tokens,
             reasoning: record.reasoning_tokens,
+            audio_input: record.audio_input_tokens,
+            image_input: record.image_input_tokens,
+            audio_output: record.audio_output_tokens,
+            image_output: record.image_output_tokens,
+        }
+    }
+
+    /// No token of any class.
+    pub fn is_zero(&self) -> bool {
+        *self == TokenCounts::default()
+    }
+
+    /// The same counts with every part clamped to what is left of its whole, in the order
+    /// the module docs price them.
+    pub fn clamped(self) -> TokenCounts {
+        let mut left = self.input;
+        let mut take = |n: u32| {
+            let n = n.min(left);
+            left -= n;
+            n
+        };
+        let (cached_input, cache_write, audio_input, image_input) = (
+            take(self.cached_input),
+            take(self.cache_write),
+            take(self.audio_input),
+            take(self.image_input),
+        );
+        let mut left = self.output;
+        let mut take = |n: u32| {
+            let n = n.min(left);
+            left -= n;
+            n
+        };
+        let (reasoning, audio_output, image_output) = (
+            take(self.reasoning),
+            take(self.audio_output),
+            take(self.image_output),
+        );
+        TokenCounts {
+            input: self.input,
+            output: self.output,
+            cached_input,
+            cache_write,
+            reasoning,
+            audio_input,
+            image_input,
+            audio_output,
+            image_output,
+        }
+    }
+}
+
+impl ToolCalls {
+    pub fn of(record: &UsageRecord) -> ToolCalls {
+        ToolCalls {
+            web_search: record.web_search_calls,
+            file_search: record.file_search_calls,
         }
     }
 }
@@ -54,51 +138,74 @@ pub struct Priced {
     pub pricing_version: String,
 }
 
-/// Prices `tokens` with one model's rates, exactly. Subsets larger than their whole are clamped
-/// (a record that broke the contract never gets a negative cost).
+/// Prices `tokens` with one model's standard rates, exactly (no tier, no tool calls).
 pub fn price_tokens(tokens: TokenCounts, price: &ModelPrice) -> Nanos {
-    let femto = |n: u32, rate: Nanos| i128::from(n) * i128::from(rate.get());
-    let cached = tokens.cached_input.min(tokens.input);
-    let written = tokens.cache_write.min(tokens.input - cached);
-    let plain_input = tokens.input - cached - written;
-    let reasoning = tokens.reasoning.min(tokens.output);
-    let plain_output = tokens.output - reasoning;
-    let total_femto = femto(plain_input, price.input)
-        + femto(cached, price.cached_input.unwrap_or(price.input))
-        + femto(written, price.cache_write.unwrap_or(price.input))
-        + femto(plain_output, price.output)
-        + femto(reasoning, price.reasoning.unwrap_or(price.output));
-    // femto-USD → nano-USD, half up (all terms are non-negative).
-    let nanos = (total_femto + 500_000) / 1_000_000;
-    let fee = price.per_request.map_or(0, |f| i128::from(f.get()));
-    Nanos::new(i64::try_from(nanos + fee).unwrap_or(i64::MAX))
+    price_usage(tokens, ToolCalls::default(), "", price)
 }
 
-/// Prices one call. `provider_cost` (OpenRouter's `usage.cost`) wins when present; otherwise the
-/// served model is looked up (then the requested one) at the call's time.
-pub fn price_call(
-    table: &PriceTable,
-    provider: &str,
-    model_served: &str,
-    model_requested: &str,
-    at: OffsetDateTime,
-    tokens: TokenCounts,
-    provider_cost: Option<Nanos>,
-) -> Priced {
-    if let Some(cost) = provider_cost.filter(|c| !c.is_negative()) {
+/// Prices a call's tokens and tool calls with one model's rates in `tier`, exactly.
+pub fn price_usage(tokens: TokenCounts, tools: ToolCalls, tier: &str, price: &ModelPrice) -> Nanos {
+    let t = tokens.clamped();
+    let femto = |n: u32, rate: Nanos| i128::from(n) * i128::from(rate.get());
+    let tier_rates = price.tier(tier);
+    let input = tier_rates.map_or(price.input, |r| r.input);
+    let output = tier_rates.map_or(price.output, |r| r.output);
+    let cached = tier_rates
+        .and_then(|r| r.cached_input)
+        .or(price.cached_input)
+        .unwrap_or(input);
+    let text_input = t.input - t.cached_input - t.cache_write - t.audio_input - t.image_input;
+    let text_output = t.output - t.reasoning - t.audio_output - t.image_output;
+    let total_femto = femto(text_input, input)
+        + femto(t.cached_input, cached)
+        + femto(t.cache_write, price.cache_write.unwrap_or(input))
+        + femto(t.audio_input, price.audio_input.unwrap_or(input))
+        + femto(t.image_input, price.image_input.unwrap_or(input))
+        + femto(text_output, output)
+        + femto(t.reasoning, price.reasoning.unwrap_or(output))
+        + femto(t.audio_output, price.audio_output.unwrap_or(output))
+        + femto(t.image_output, price.image_output.unwrap_or(output));
+    // femto-USD → nano-USD, half up (all terms are non-negative).
+    let nanos = (total_femto + 500_000) / 1_000_000;
+    let fee = |n: u32, fee: Option<Nanos>| fee.map_or(0, |f| i128::from(n) * i128::from(f.get()));
+    let fees = fee(1, price.per_request)
+        + fee(tools.web_search, price.web_search)
+        + fee(tools.file_search, price.file_search);
+    Nanos::new(i64::try_from(nanos + fees).unwrap_or(i64::MAX))
+}
+
+/// One call as pricing sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct CallToPrice<'a> {
+    pub provider: &'a str,
+    pub model_served: &'a str,
+    pub model_requested: &'a str,
+    pub at: OffsetDateTime,
+    /// The tier the call ran in (the response's, else the request's); empty = standard.
+    pub service_tier: &'a str,
+    pub tokens: TokenCounts,
+    pub tools: ToolCalls,
+    /// What the provider said the call cost (OpenRouter's `usage.cost`).
+    pub provider_cost: Option<Nanos>,
+}
+
+/// Prices one call. `provider_cost` wins when present; otherwise the served model is looked up
+/// (then the requested one) at the call's time.
+pub fn price_call(table: &PriceTable, call: &CallToPrice<'_>) -> Priced {
+    if let Some(cost) = call.provider_cost.filter(|c| !c.is_negative()) {
         return Priced {
             cost,
             source: CostSource::Provider,
             pricing_version: String::new(),
         };
     }
-    let price = [model_served, model_requested]
+    let price = [call.model_served, call.model_requested]
         .into_iter()
         .filter(|m| !m.is_empty())
-        .find_map(|m| table.resolve(provider, m, at));
+        .find_map(|m| table.resolve(call.provider, m, call.at));
     match price {
         Some(price) => Priced {
-            cost: price_tokens(tokens, price),
+            cost: price_usage(call.tokens, call.tools, call.service_tier, price),
             source: CostSource::PriceTable,
             pricing_version: table.version().to_string(),
         },
@@ -110,17 +217,110 @@ pub fn price_call(
     }
 }
 
-/// Re-prices a record from the table (ignoring a provider cost it may carry): what an analyst
-/// does after a price change.
+/// What a finished call consumed and cost: its record's token, tool, usage and cost fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallCost {
+    pub tokens: TokenCounts,
+    pub tools: ToolCalls,
+    pub usage_source: UsageSource,
+    pub cost: Nanos,
+    pub cost_source: CostSource,
+    pub pricing_version: String,
+}
+
+/// The cost of a finished call, as the edge records it: from the usage the provider reported,
+/// else from Tollgate's estimate (a stream cut before its usage), else nothing. A call that
+/// consumed nothing and reported no cost costs nothing, whether or not its model is priced.
+/// The corpus test (`usage-core/tests/corpus.rs`) runs provider payloads through this.
+pub fn cost_of_call(
+    table: &PriceTable,
+    call: CallToPrice<'_>,
+    usage: Option<&ParsedUsage>,
+    estimated: Option<TokenCounts>,
+) -> CallCost {
+    let (tokens, tools, provider_cost, usage_source) = match (usage, estimated) {
+        (Some(u), _) => (u.tokens, u.tools, u.provider_cost, UsageSource::Provider),
+        (None, Some(e)) if e.input > 0 || e.output > 0 => {
+            (e, ToolCalls::default(), None, UsageSource::Estimated)
+        }
+        _ => (
+            TokenCounts::default(),
+            ToolCalls::default(),
+            None,
+            UsageSource::None,
+        ),
+    };
+    if tokens.is_zero() && tools == ToolCalls::default() && provider_cost.is_none() {
+        return CallCost {
+            tokens,
+            tools,
+            usage_source,
+            cost: Nanos::ZERO,
+            cost_source: CostSource::PriceTable,
+            pricing_version: table.version().to_string(),
+        };
+    }
+    let priced = price_call(
+        table,
+        &CallToPrice {
+            tokens,
+            tools,
+            provider_cost,
+            ..call
+        },
+    );
+    CallCost {
+        tokens,
+        tools,
+        usage_source,
+        cost: priced.cost,
+        cost_source: priced.source,
+        pricing_version: priced.pricing_version,
+    }
+}
+
+/// The tier a call is priced in: the provider's answer, else what the request asked for
+/// (`auto` asks the provider to choose, so it means nothing until answered).
+pub fn effective_tier<'a>(requested: &'a str, served: Option<&'a str>) -> &'a str {
+    match served.filter(|t| !t.is_empty()) {
+        Some(t) => t,
+        None if requested == "auto" => "",
+        None => requested,
+    }
+}
+
+/// Re-prices a record from the table: what a reprice does after a price change. A cost the
+/// provider reported stays (it is what the provider billed); a call that consumed nothing
+/// costs nothing, priced or not (as the edge records it).
 pub fn cost(record: &UsageRecord, table: &PriceTable) -> Priced {
+    if record.cost_source == CostSource::Provider {
+        return Priced {
+            cost: record.cost_nusd,
+            source: CostSource::Provider,
+            pricing_version: String::new(),
+        };
+    }
+    let tokens = TokenCounts::of(record);
+    let tools = ToolCalls::of(record);
+    if tokens.is_zero() && tools == ToolCalls::default() {
+        return Priced {
+            cost: Nanos::ZERO,
+            source: CostSource::PriceTable,
+            pricing_version: table.version().to_string(),
+        };
+    }
     price_call(
         table,
-        &record.provider,
-        &record.model_served,
-        &record.model_requested,
-        record.ts,
-        TokenCounts::of(record),
-        None,
+        &CallToPrice {
+            provider: &record.provider,
+            model_served: &record.model_served,
+            model_requested: &record.model_requested,
+            at: record.ts,
+            service_tier: &record.service_tier,
+            tokens,
+            tools,
+            provider_cost: None,
+        },
     )
 }
 
@@ -140,7 +340,33 @@ mod tests {
             cached_input: cached,
             cache_write: 0,
             reasoning,
+            ..Default::default()
         }
+    }
+
+    /// `price_call` with the arguments spelled out (standard tier, no tool calls).
+    fn price_simple(
+        table: &PriceTable,
+        provider: &str,
+        model_served: &str,
+        model_requested: &str,
+        at: OffsetDateTime,
+        tokens: TokenCounts,
+        provider_cost: Option<Nanos>,
+    ) -> crate::Priced {
+        crate::price_call(
+            table,
+            &crate::CallToPrice {
+                provider,
+                model_served,
+                model_requested,
+                at,
+                service_tier: "",
+                tokens,
+                tools: Default::default(),
+                provider_cost,
+            },
+        )
     }
 
     fn usd(s: &str) -> Nanos {
@@ -150,7 +376,7 @@ mod tests {
     #[test]
     fn one_million_tokens_cost_exactly_the_listed_prices() {
         let t = table();
-        let p = price_call(
+        let p = price_simple(
             &t,
             "openai",
             "gpt-4o-mini",
@@ -167,7 +393,7 @@ mod tests {
     #[test]
     fn cached_tokens_are_priced_once_at_the_cached_rate() {
         let t = table();
-        let p = price_call(
+        let p = price_simple(
             &t,
             "openai",
             "gpt-4o-mini",
@@ -183,7 +409,7 @@ mod tests {
     #[test]
     fn reasoning_tokens_are_output_unless_priced_separately() {
         let t = table();
-        let mini = price_call(
+        let mini = price_simple(
             &t,
             "openai",
             "gpt-4o-mini",
@@ -193,7 +419,7 @@ mod tests {
             None,
         );
         assert_eq!(mini.cost, usd("0.0006"));
-        let flash = price_call(
+        let flash = price_simple(
             &t,
             "gemini",
             "gemini-2.5-flash",
@@ -215,7 +441,7 @@ mod tests {
             cache_write: 3_000,
             ..Default::default()
         };
-        let p = price_call(&t, "anthropic", "claude-sonnet-4-5", "", T, tk, None);
+        let p = price_simple(&t, "anthropic", "claude-sonnet-4-5", "", T, tk, None);
         // 5,000 × 3 + 2,000 × 0.3 + 3,000 × 3.75, per 1M
         assert_eq!(p.cost, usd("0.02685"));
     }
@@ -223,7 +449,7 @@ mod tests {
     #[test]
     fn provider_cost_wins_and_unknown_models_are_unpriced() {
         let t = table();
-        let p = price_call(
+        let p = price_simple(
             &t,
             "openrouter",
             "openai/gpt-4o",
@@ -233,7 +459,7 @@ mod tests {
             Some(usd("0.5")),
         );
         assert_eq!((p.cost, p.source), (usd("0.5"), CostSource::Provider));
-        let u = price_call(
+        let u = price_simple(
             &t,
             "openai",
             "gpt-9-ultra",
@@ -249,7 +475,7 @@ mod tests {
     #[test]
     fn falls_back_to_the_requested_model() {
         let t = table();
-        let p = price_call(
+        let p = price_simple(
             &t,
             "openai",
             "weird-served-name",
@@ -291,6 +517,7 @@ mod tests {
                     cached_input: cached,
                     cache_write,
                     reasoning: (u64::from(output) * u64::from(r) / 100) as u32,
+                    ..Default::default()
                 }
             })
     }
@@ -302,6 +529,7 @@ mod tests {
             cached_input: a.cached_input + b.cached_input,
             cache_write: a.cache_write + b.cache_write,
             reasoning: a.reasoning + b.reasoning,
+            ..Default::default()
         }
     }
 

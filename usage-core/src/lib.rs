@@ -25,10 +25,13 @@ pub mod top_level;
 pub mod usage;
 pub mod wire;
 
-pub use cost::{cost, price_call, price_tokens, Priced, TokenCounts};
+pub use cost::{
+    cost, cost_of_call, effective_tier, price_call, price_tokens, price_usage, CallCost,
+    CallToPrice, Priced, TokenCounts, ToolCalls,
+};
 pub use money::{MoneyError, Nanos};
 pub use period::Period;
-pub use price::{ModelPrice, PriceError, PriceFile, PriceTable};
+pub use price::{read_price_lines, ModelPrice, PriceError, PriceFile, PriceTable, TierPrice};
 pub use record::{
     CostSource, Endpoint, ErrorClass, FieldError, UsageRecord, UsageSource, SCHEMA_VERSION,
 };

@@ -29,9 +29,19 @@ pub const BUILTIN_PRICES_JSON: &str = include_str!("../prices.json");
 /// [`BUILTIN_PRICES_JSON`] as tab-separated lines (made by `build.rs`), read without serde.
 const BUILTIN_PRICES_TSV: &str = include_str!(concat!(env!("OUT_DIR"), "/prices.tsv"));
 
-/// The lines of `build.rs`: `alias <vendor> <provider>`, and `model` followed by the
-/// [`ModelPrice`] fields in declaration order (an empty cell is an absent optional field).
-fn read_builtin_lines(tsv: &str) -> Result<PriceFile, String> {
+/// The price book as lines (the built-in table from `build.rs`, and the book dashboard-api
+/// serves to the edge), read without serde:
+///
+/// ```text
+/// alias  <vendor> <provider>
+/// model  <provider> <model> <effective_from> <input> <cached_input> <cache_write> <output>
+///        <reasoning> <per_request> <max_output_tokens> [<audio_input> <audio_output>
+///        <image_input> <image_output> <web_search> <file_search>]
+/// tier   <name> <input> <cached_input> <output>      (a tier of the model line above)
+/// ```
+///
+/// Cells are tab-separated; an empty cell is an absent optional value.
+pub fn read_price_lines(tsv: &str) -> Result<PriceFile, String> {
     let mut file = PriceFile {
         source: String::new(),
         vendor_aliases: BTreeMap::new(),
@@ -39,36 +49,113 @@ fn read_builtin_lines(tsv: &str) -> Result<PriceFile, String> {
     };
     for (n, line) in tsv.lines().enumerate() {
         let bad = |why: &str| format!("line {}: {why}", n + 1);
+        let rate = |text: &str| Nanos::parse_usd(text).map_err(|e| bad(&e.to_string()));
+        let optional_rate = |text: &str| (!text.is_empty()).then(|| rate(text)).transpose();
         let cells: Vec<&str> = line.split('\t').collect();
         match cells.as_slice() {
             ["alias", vendor, provider] => {
                 file.vendor_aliases
                     .insert(vendor.to_string(), provider.to_string());
             }
-            ["model", provider, model, day, input, cached_input, cache_write, output, reasoning, per_request, max_output] =>
-            {
-                let rate = |text: &str| Nanos::parse_usd(text).map_err(|e| bad(&e.to_string()));
-                let optional_rate = |text: &str| (!text.is_empty()).then(|| rate(text)).transpose();
-                file.models.push(ModelPrice {
-                    provider: provider.to_string(),
-                    model: model.to_string(),
-                    effective_from: iso_day::parse(day).ok_or_else(|| bad("bad effective_from"))?,
+            ["tier", name, input, cached_input, output] => {
+                let model = file
+                    .models
+                    .last_mut()
+                    .ok_or_else(|| bad("a tier line before any model line"))?;
+                let tier = TierPrice {
                     input: rate(input)?,
                     cached_input: optional_rate(cached_input)?,
-                    cache_write: optional_rate(cache_write)?,
                     output: rate(output)?,
+                };
+                model.tiers.insert(name.to_string(), tier);
+            }
+            ["model", provider, model, day, input, cached_input, cache_write, output, reasoning, per_request, max_output, extra @ ..]
+                if extra.is_empty() || extra.len() == 6 =>
+            {
+                let extra = |i: usize| extra.get(i).copied().unwrap_or("");
+                file.models.push(ModelPrice {
+                    effective_from: iso_day::parse(day).ok_or_else(|| bad("bad effective_from"))?,
+                    cached_input: optional_rate(cached_input)?,
+                    cache_write: optional_rate(cache_write)?,
                     reasoning: optional_rate(reasoning)?,
                     per_request: optional_rate(per_request)?,
                     max_output_tokens: match *max_output {
                         "" => None,
                         t => Some(t.parse().map_err(|_| bad("bad max_output_tokens"))?),
                     },
+                    audio_input: optional_rate(extra(0))?,
+                    audio_output: optional_rate(extra(1))?,
+                    image_input: optional_rate(extra(2))?,
+                    image_output: optional_rate(extra(3))?,
+                    web_search: optional_rate(extra(4))?,
+                    file_search: optional_rate(extra(5))?,
+                    ..ModelPrice::new(provider, model, NEW_MODEL_FROM, rate(input)?, rate(output)?)
                 });
             }
             _ => return Err(bad("not a price line")),
         }
     }
     Ok(file)
+}
+
+/// First day of an entry whose date is not known (the importer's new models).
+const NEW_MODEL_FROM: Date = match Date::from_ordinal_date(2020, 1) {
+    Ok(d) => d,
+    Err(_) => panic!("2020-01-01 is a date"),
+};
+
+impl PriceFile {
+    /// The file as [`read_price_lines`] reads it (the `source` text is not carried).
+    pub fn to_lines(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let cell = |v: Option<Nanos>| v.map(|n| n.to_string()).unwrap_or_default();
+        for (vendor, provider) in &self.vendor_aliases {
+            let _ = writeln!(out, "alias\t{vendor}\t{provider}");
+        }
+        for p in &self.models {
+            let _ = write!(
+                out,
+                "model\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                p.provider,
+                p.model,
+                iso_day::format(p.effective_from),
+                p.input,
+                cell(p.cached_input),
+                cell(p.cache_write),
+                p.output,
+                cell(p.reasoning),
+                cell(p.per_request),
+                p.max_output_tokens
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+            );
+            let extra = [
+                p.audio_input,
+                p.audio_output,
+                p.image_input,
+                p.image_output,
+                p.web_search,
+                p.file_search,
+            ];
+            if extra.iter().any(Option::is_some) {
+                for v in extra {
+                    let _ = write!(out, "\t{}", cell(v));
+                }
+            }
+            out.push('\n');
+            for (name, t) in &p.tiers {
+                let _ = writeln!(
+                    out,
+                    "tier\t{name}\t{}\t{}\t{}",
+                    t.input,
+                    cell(t.cached_input),
+                    t.output
+                );
+            }
+        }
+        out
+    }
 }
 
 /// The prices of one model from one date on. Rates are USD per 1M tokens.
@@ -97,6 +184,137 @@ pub struct ModelPrice {
     /// The model's output limit, used to bound a call's worst-case cost before it is made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
+    /// Audio input rate; `None` = billed as plain input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_input: Option<Nanos>,
+    /// Audio output rate; `None` = billed as plain output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_output: Option<Nanos>,
+    /// Image input rate; `None` = billed as plain input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_input: Option<Nanos>,
+    /// Image output rate; `None` = billed as plain output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_output: Option<Nanos>,
+    /// Fee per web search the call made, in USD (not per 1M); `None` = no separate fee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_search: Option<Nanos>,
+    /// Fee per file search the call made, in USD (not per 1M); `None` = no separate fee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_search: Option<Nanos>,
+    /// Rates of the service tiers that differ from the standard ones (`flex`, `priority`,
+    /// `batch`), by tier name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, TierPrice>,
+}
+
+/// A service tier's rates (USD per 1M tokens). What a tier does not list is billed at the
+/// model's standard rate for that class: cache writes, audio, images, fees — and cached input
+/// when the tier has no cached rate of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierPrice {
+    pub input: Nanos,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<Nanos>,
+    pub output: Nanos,
+}
+
+/// Service tiers that mean the standard rates (OpenAI's `default`, `auto` before it is
+/// resolved, and no tier at all).
+pub const STANDARD_TIERS: &[&str] = &["", "default", "auto", "standard"];
+
+impl ModelPrice {
+    /// The tier's own rates, if the call ran in a non-standard tier this entry prices.
+    pub fn tier(&self, tier: &str) -> Option<&TierPrice> {
+        if STANDARD_TIERS.contains(&tier) {
+            return None;
+        }
+        self.tiers.get(tier)
+    }
+
+    /// An entry with the standard rates only (every optional rate absent).
+    pub fn new(
+        provider: &str,
+        model: &str,
+        effective_from: Date,
+        input: Nanos,
+        output: Nanos,
+    ) -> Self {
+        ModelPrice {
+            provider: provider.to_string(),
+            model: model.to_string(),
+            effective_from,
+            input,
+            cached_input: None,
+            cache_write: None,
+            output,
+            reasoning: None,
+            per_request: None,
+            max_output_tokens: None,
+            audio_input: None,
+            audio_output: None,
+            image_input: None,
+            image_output: None,
+            web_search: None,
+            file_search: None,
+            tiers: BTreeMap::new(),
+        }
+    }
+
+    /// Every rate and fee (tiers' included), for checks that apply to all of them.
+    fn all_rates(&self) -> impl Iterator<Item = Nanos> + '_ {
+        [
+            Some(self.input),
+            self.cached_input,
+            self.cache_write,
+            Some(self.output),
+            self.reasoning,
+            self.per_request,
+            self.audio_input,
+            self.audio_output,
+            self.image_input,
+            self.image_output,
+            self.web_search,
+            self.file_search,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.tiers.values().flat_map(|t| {
+            [Some(t.input), t.cached_input, Some(t.output)]
+                .into_iter()
+                .flatten()
+        }))
+    }
+
+    /// The same rates (dates and limits aside).
+    pub fn same_rates(&self, other: &ModelPrice) -> bool {
+        self.all_rates().eq(other.all_rates())
+            && self.tiers.keys().eq(other.tiers.keys())
+            && [
+                self.cached_input.is_some(),
+                self.cache_write.is_some(),
+                self.reasoning.is_some(),
+                self.per_request.is_some(),
+                self.audio_input.is_some(),
+                self.audio_output.is_some(),
+                self.image_input.is_some(),
+                self.image_output.is_some(),
+                self.web_search.is_some(),
+                self.file_search.is_some(),
+            ] == [
+                other.cached_input.is_some(),
+                other.cache_write.is_some(),
+                other.reasoning.is_some(),
+                other.per_request.is_some(),
+                other.audio_input.is_some(),
+                other.audio_output.is_some(),
+                other.image_input.is_some(),
+                other.image_output.is_some(),
+                other.web_search.is_some(),
+                other.file_search.is_some(),
+            ]
+    }
 }
 
 /// The on-disk form of a price table (`usage-core/prices.json`).
@@ -119,12 +337,16 @@ mod iso_day {
     use time::{Date, Month};
 
     pub fn serialize<S: Serializer>(day: &Date, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!(
+        s.collect_str(&format(*day))
+    }
+
+    pub fn format(day: Date) -> String {
+        format!(
             "{:04}-{:02}-{:02}",
             day.year(),
             u8::from(day.month()),
             day.day()
-        ))
+        )
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
@@ -184,7 +406,7 @@ impl PriceTable {
     /// parse of 56 KB of JSON each new isolate paid). A test checks that it equals
     /// [`PriceTable::from_json`] of the file.
     pub fn builtin() -> Result<PriceTable, PriceError> {
-        PriceTable::from_file(read_builtin_lines(BUILTIN_PRICES_TSV).map_err(PriceError::Builtin)?)
+        PriceTable::from_file(read_price_lines(BUILTIN_PRICES_TSV).map_err(PriceError::Builtin)?)
     }
 
     pub fn from_json(json: &str) -> Result<PriceTable, PriceError> {
@@ -205,15 +427,7 @@ impl PriceTable {
             if p.provider.is_empty() || p.model.is_empty() {
                 return Err(invalid("provider and model must not be empty"));
             }
-            let rates = [
-                Some(p.input),
-                p.cached_input,
-                p.cache_write,
-                Some(p.output),
-                p.reasoning,
-                p.per_request,
-            ];
-            if rates.iter().flatten().any(|r| r.is_negative()) {
+            if p.all_rates().any(|r| r.is_negative()) {
                 return Err(invalid("prices must not be negative"));
             }
             let slot = entries.binary_search_by(|((provider, model), _)| {
@@ -276,13 +490,45 @@ impl PriceTable {
             return Some(p);
         }
         let (vendor, rest) = model.split_once('/')?;
-        // OpenRouter variants such as `:free` or `:beta` are priced as the base model.
-        let rest = rest.split_once(':').map_or(rest, |(base, _)| base);
+        // OpenRouter variants such as `:free` or `:thinking`: the base slug's own entry first.
+        if let Some((base, _variant)) = model.split_once(':') {
+            if let Some(p) = self.lookup_with_dates(provider, base, day) {
+                return Some(p);
+            }
+        }
         let vendor = self
             .vendor_aliases
             .get(vendor)
             .map_or(vendor, String::as_str);
-        self.lookup_with_dates(vendor, rest, day)
+        let candidates = vendor_model_candidates(rest);
+        candidates
+            .iter()
+            .find_map(|m| self.lookup_with_dates(vendor, m, day))
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .find_map(|m| self.latest_dated(vendor, m, day))
+            })
+    }
+
+    /// The entry of the latest dated id of `model` (`claude-3-5-sonnet` →
+    /// `claude-3-5-sonnet-20241022`), for vendors whose table lists only dated ids.
+    fn latest_dated(&self, provider: &str, model: &str, day: Date) -> Option<&ModelPrice> {
+        let first = self
+            .entries
+            .partition_point(|((p, m), _)| (p.as_str(), m.as_str()) < (provider, model));
+        self.entries[first..]
+            .iter()
+            .take_while(|((p, m), _)| p == provider && m.starts_with(model))
+            .filter(|((_, m), _)| strip_date_suffix(m) == Some(model))
+            .filter_map(|((_, m), list)| {
+                list.iter()
+                    .rev()
+                    .find(|p| p.effective_from <= day)
+                    .map(|p| (m, p))
+            })
+            .max_by(|a, b| a.0.cmp(b.0))
+            .map(|(_, p)| p)
     }
 
     fn lookup_with_dates(&self, provider: &str, model: &str, day: Date) -> Option<&ModelPrice> {
@@ -303,6 +549,86 @@ impl PriceTable {
             .rev()
             .find(|p| p.effective_from <= day)
     }
+}
+
+/// The vendor ids an OpenRouter model slug (the part after `vendor/`) may be listed under, most
+/// likely first: the slug itself without its `:variant`; with dots between digits as dashes
+/// (`claude-sonnet-4.5` → `claude-sonnet-4-5`; `gpt-4.1` is tried as itself first); and for
+/// Claude, with the version moved to the other side of the family (`claude-4.5-sonnet-20250929`
+/// → `claude-sonnet-4-5-20250929`, `claude-3.5-sonnet` → `claude-3-5-sonnet`). Date suffixes
+/// are tried by the lookup itself.
+pub fn vendor_model_candidates(slug: &str) -> Vec<String> {
+    let base = slug.split_once(':').map_or(slug, |(b, _)| b).trim();
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |c: String| {
+        if !c.is_empty() && !out.contains(&c) {
+            out.push(c);
+        }
+    };
+    push(base.to_string());
+    let dashed = dots_between_digits_as_dashes(base);
+    push(dashed.clone());
+    if let Some(swapped) = swap_claude_version(&dashed) {
+        push(swapped);
+    }
+    out
+}
+
+fn dots_between_digits_as_dashes(s: &str) -> String {
+    let b = s.as_bytes();
+    s.char_indices()
+        .map(|(i, c)| {
+            let between_digits = c == '.'
+                && i > 0
+                && b[i - 1].is_ascii_digit()
+                && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+            if between_digits {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// `claude-4-5-sonnet[-rest]` ↔ `claude-sonnet-4-5[-rest]` (families: opus, sonnet, haiku).
+fn swap_claude_version(model: &str) -> Option<String> {
+    let rest = model.strip_prefix("claude-")?;
+    let parts: Vec<&str> = rest.split('-').collect();
+    let is_family = |p: &str| matches!(p, "opus" | "sonnet" | "haiku");
+    let is_version = |p: &str| p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit());
+    let family_at = parts.iter().position(|p| is_family(p))?;
+    let (version, family, tail): (Vec<&str>, &str, &[&str]) = if family_at == 0 {
+        // family first: the version is the short numbers after it
+        let n = parts[1..].iter().take_while(|p| is_version(p)).count();
+        (parts[1..=n].to_vec(), parts[0], &parts[1 + n..])
+    } else if parts[..family_at].iter().all(|p| is_version(p)) {
+        (
+            parts[..family_at].to_vec(),
+            parts[family_at],
+            &parts[family_at + 1..],
+        )
+    } else {
+        return None;
+    };
+    if version.is_empty() {
+        return None;
+    }
+    let swapped: Vec<&str> = if family_at == 0 {
+        version
+            .iter()
+            .copied()
+            .chain([family])
+            .chain(tail.iter().copied())
+            .collect()
+    } else {
+        [family]
+            .into_iter()
+            .chain(version.iter().copied())
+            .chain(tail.iter().copied())
+            .collect()
+    };
+    Some(format!("claude-{}", swapped.join("-")))
 }
 
 /// `gpt-4o-2024-08-06` → `gpt-4o`; `claude-x-20250929` → `claude-x`; `gpt-4-0613` → `gpt-4`.
@@ -338,6 +664,29 @@ fn content_version(
             p.per_request
         );
         hasher.update(line.as_bytes());
+        // Fields added later hash only when set, so a table without them keeps its version.
+        let extra = [
+            ("audio_input", p.audio_input),
+            ("audio_output", p.audio_output),
+            ("image_input", p.image_input),
+            ("image_output", p.image_output),
+            ("web_search", p.web_search),
+            ("file_search", p.file_search),
+        ];
+        for (name, v) in extra {
+            if let Some(v) = v {
+                hasher.update(format!("\t{name}={v}\n").as_bytes());
+            }
+        }
+        for (name, t) in &p.tiers {
+            hasher.update(
+                format!(
+                    "\ttier {name}={}/{:?}/{}\n",
+                    t.input, t.cached_input, t.output
+                )
+                .as_bytes(),
+            );
+        }
     }
     for (k, v) in aliases {
         hasher.update(format!("alias\t{k}\t{v}\n").as_bytes());
@@ -406,6 +755,144 @@ pub(crate) mod tests {
         );
         assert_eq!(model_of("openai", "gpt-unknown"), None);
         assert_eq!(model_of("openrouter", "nobody/model"), None);
+    }
+
+    /// Real OpenRouter slugs (its models list, `id` and `canonical_slug`) and the vendor ids
+    /// (Anthropic's, Google's, OpenAI's own lists) they must be priced as.
+    #[test]
+    fn openrouter_slugs_resolve_to_vendor_entries() {
+        let day = |d: &str| iso_day::parse(d).unwrap();
+        let file = PriceFile {
+            source: String::new(),
+            vendor_aliases: BTreeMap::from([
+                ("google".into(), "gemini".into()),
+                ("x-ai".into(), "xai".into()),
+                ("mistralai".into(), "mistral".into()),
+            ]),
+            models: [
+                ("anthropic", "claude-sonnet-4-5"),
+                ("anthropic", "claude-sonnet-4-5-20250929"),
+                ("anthropic", "claude-opus-4-1-20250805"),
+                ("anthropic", "claude-3-5-haiku-20241022"),
+                ("anthropic", "claude-3-7-sonnet-20250219"),
+                ("anthropic", "claude-3-5-sonnet-20240620"),
+                ("anthropic", "claude-3-5-sonnet-20241022"),
+                ("openai", "gpt-4.1-mini"),
+                ("openai", "gpt-4o"),
+                ("openai", "o4-mini"),
+                ("gemini", "gemini-2.5-pro"),
+                ("gemini", "gemini-2.0-flash-001"),
+                ("xai", "grok-4"),
+                ("mistral", "mistral-large-2411"),
+                ("deepseek", "deepseek-chat"),
+                ("openrouter", "qwen/qwen3-235b-a22b"),
+            ]
+            .iter()
+            .map(|(p, m)| ModelPrice::new(p, m, day("2024-01-01"), Nanos::new(1), Nanos::new(1)))
+            .collect(),
+        };
+        let t = PriceTable::from_file(file).unwrap();
+        for (slug, want) in [
+            ("anthropic/claude-sonnet-4.5", "anthropic/claude-sonnet-4-5"),
+            (
+                "anthropic/claude-4.5-sonnet-20250929",
+                "anthropic/claude-sonnet-4-5-20250929",
+            ),
+            (
+                "anthropic/claude-sonnet-4.5:thinking",
+                "anthropic/claude-sonnet-4-5",
+            ),
+            (
+                "anthropic/claude-opus-4.1",
+                "anthropic/claude-opus-4-1-20250805",
+            ),
+            (
+                "anthropic/claude-3.5-haiku",
+                "anthropic/claude-3-5-haiku-20241022",
+            ),
+            (
+                "anthropic/claude-3.7-sonnet:thinking",
+                "anthropic/claude-3-7-sonnet-20250219",
+            ),
+            (
+                "anthropic/claude-3.5-sonnet",
+                "anthropic/claude-3-5-sonnet-20241022",
+            ),
+            (
+                "anthropic/claude-3.5-sonnet-20240620",
+                "anthropic/claude-3-5-sonnet-20240620",
+            ),
+            ("openai/gpt-4.1-mini", "openai/gpt-4.1-mini"),
+            ("openai/gpt-4o-2024-11-20", "openai/gpt-4o"),
+            ("openai/gpt-4o:extended", "openai/gpt-4o"),
+            ("openai/o4-mini-high", "-"),
+            ("google/gemini-2.5-pro", "gemini/gemini-2.5-pro"),
+            ("google/gemini-2.0-flash-001", "gemini/gemini-2.0-flash-001"),
+            ("x-ai/grok-4", "xai/grok-4"),
+            ("mistralai/mistral-large-2411", "mistral/mistral-large-2411"),
+            ("deepseek/deepseek-chat", "deepseek/deepseek-chat"),
+            ("qwen/qwen3-235b-a22b", "openrouter/qwen/qwen3-235b-a22b"),
+            ("meta-llama/llama-3.3-70b-instruct", "-"),
+        ] {
+            let got = t
+                .resolve("openrouter", slug, T)
+                .map_or("-".to_string(), |p| format!("{}/{}", p.provider, p.model));
+            assert_eq!(got, want, "{slug}");
+        }
+        assert_eq!(
+            vendor_model_candidates("claude-4.5-sonnet-20250929:beta"),
+            [
+                "claude-4.5-sonnet-20250929",
+                "claude-4-5-sonnet-20250929",
+                "claude-sonnet-4-5-20250929"
+            ]
+        );
+        assert_eq!(vendor_model_candidates("gpt-4.1"), ["gpt-4.1", "gpt-4-1"]);
+    }
+
+    #[test]
+    fn price_lines_round_trip_every_field() {
+        let mut p = ModelPrice::new(
+            "openai",
+            "gpt-5",
+            iso_day::parse("2025-08-07").unwrap(),
+            Nanos::new(1_250_000_000),
+            Nanos::new(10_000_000_000),
+        );
+        p.cached_input = Some(Nanos::new(125_000_000));
+        p.audio_output = Some(Nanos::new(80_000_000_000));
+        p.file_search = Some(Nanos::new(2_500_000));
+        p.max_output_tokens = Some(128_000);
+        p.tiers.insert(
+            "flex".into(),
+            TierPrice {
+                input: Nanos::new(625_000_000),
+                cached_input: None,
+                output: Nanos::new(5_000_000_000),
+            },
+        );
+        let plain = ModelPrice::new(
+            "anthropic",
+            "claude-x",
+            iso_day::parse("2020-01-01").unwrap(),
+            Nanos::new(3),
+            Nanos::new(15),
+        );
+        let file = PriceFile {
+            source: String::new(),
+            vendor_aliases: BTreeMap::from([("google".into(), "gemini".into())]),
+            models: vec![p, plain],
+        };
+        let back = read_price_lines(&file.to_lines()).unwrap();
+        assert_eq!(back, file);
+        let (a, b) = (
+            PriceTable::from_file(file).unwrap(),
+            PriceTable::from_file(back).unwrap(),
+        );
+        assert_eq!(a.version(), b.version());
+        assert!(read_price_lines("tier\tflex\t1\t\t2\n")
+            .unwrap_err()
+            .contains("before any model"));
     }
 
     #[test]
@@ -542,7 +1029,7 @@ pub(crate) mod tests {
     #[test]
     fn builtin_lines_with_bad_cells_are_refused_with_their_line() {
         let good = "alias\tgoogle\tgemini\nmodel\topenai\tm\t2025-01-01\t1\t\t\t2\t\t\t100\n";
-        let file = read_builtin_lines(good).unwrap();
+        let file = read_price_lines(good).unwrap();
         assert_eq!(file.vendor_aliases["google"], "gemini");
         assert_eq!(file.models[0].input, Nanos::parse_usd("1").unwrap());
         assert_eq!(file.models[0].cached_input, None);
@@ -562,7 +1049,7 @@ pub(crate) mod tests {
             ),
             ("model\topenai\tm", "line 1: not a price line"),
         ] {
-            let err = read_builtin_lines(tsv).unwrap_err();
+            let err = read_price_lines(tsv).unwrap_err();
             assert!(err.starts_with(why), "{tsv:?}: {err}");
         }
     }

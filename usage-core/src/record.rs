@@ -211,7 +211,32 @@ pub struct UsageRecord {
     pub cache_write_tokens: u32,
     #[serde(default)]
     pub reasoning_tokens: u32,
+    /// Audio and image tokens: parts of `input_tokens` / `output_tokens`, priced at their
+    /// modality's rate.
+    #[serde(default)]
+    pub audio_input_tokens: u32,
+    #[serde(default)]
+    pub image_input_tokens: u32,
+    #[serde(default)]
+    pub audio_output_tokens: u32,
+    #[serde(default)]
+    pub image_output_tokens: u32,
     pub usage_source: UsageSource,
+
+    // tools and tier
+    /// Web searches the call made (Responses API `web_search_call` items, `server_tool_use`),
+    /// each priced at the model's fee — not the tools it merely declared.
+    #[serde(default)]
+    pub web_search_calls: u32,
+    /// File searches the call made (Responses API `file_search_call` items).
+    #[serde(default)]
+    pub file_search_calls: u32,
+    /// The `service_tier` the request asked for (`flex`, `priority`, `auto`, …; empty if none).
+    #[serde(default)]
+    pub service_tier_requested: String,
+    /// The tier the call was priced in: the response's `service_tier`, else the request's.
+    #[serde(default)]
+    pub service_tier: String,
 
     // money
     pub cost_nusd: Nanos,
@@ -340,6 +365,18 @@ impl UsageRecord {
         text("task_type", &self.task_type, limits::MAX_ID_LEN, true);
         text("edge_region", &self.edge_region, limits::MAX_ID_LEN, false);
         text(
+            "service_tier_requested",
+            &self.service_tier_requested,
+            limits::MAX_ID_LEN,
+            false,
+        );
+        text(
+            "service_tier",
+            &self.service_tier,
+            limits::MAX_ID_LEN,
+            false,
+        );
+        text(
             "pricing_version",
             &self.pricing_version,
             limits::MAX_ID_LEN,
@@ -390,6 +427,34 @@ impl UsageRecord {
                 format!(
                     "cached ({}) + cache-write ({}) tokens exceed input_tokens ({})",
                     self.cached_input_tokens, self.cache_write_tokens, self.input_tokens
+                ),
+            );
+        }
+        let input_parts = cached_and_written
+            + u64::from(self.audio_input_tokens)
+            + u64::from(self.image_input_tokens);
+        if cached_and_written <= u64::from(self.input_tokens)
+            && input_parts > u64::from(self.input_tokens)
+        {
+            err(
+                "audio_input_tokens",
+                format!(
+                    "cached, cache-write, audio ({}) and image ({}) tokens exceed input_tokens ({})",
+                    self.audio_input_tokens, self.image_input_tokens, self.input_tokens
+                ),
+            );
+        }
+        let output_parts = u64::from(self.reasoning_tokens)
+            + u64::from(self.audio_output_tokens)
+            + u64::from(self.image_output_tokens);
+        if self.reasoning_tokens <= self.output_tokens
+            && output_parts > u64::from(self.output_tokens)
+        {
+            err(
+                "audio_output_tokens",
+                format!(
+                    "reasoning, audio ({}) and image ({}) tokens exceed output_tokens ({})",
+                    self.audio_output_tokens, self.image_output_tokens, self.output_tokens
                 ),
             );
         }
@@ -479,6 +544,14 @@ pub(crate) mod tests {
             cached_input_tokens: 100,
             cache_write_tokens: 0,
             reasoning_tokens: 50,
+            audio_input_tokens: 0,
+            image_input_tokens: 0,
+            audio_output_tokens: 0,
+            image_output_tokens: 0,
+            web_search_calls: 0,
+            file_search_calls: 0,
+            service_tier_requested: String::new(),
+            service_tier: String::new(),
             usage_source: UsageSource::Provider,
             cost_nusd: Nanos::new(273_750),
             cost_source: CostSource::PriceTable,

@@ -14,8 +14,14 @@
 
 use serde_json::Value;
 
+use crate::cost::ToolCalls;
 use crate::top_level::{self, field, text as text_field};
-use crate::usage::{ParsedUsage, WireUsage};
+use crate::usage::{count_search_calls, ParsedUsage, WireUsage};
+
+/// Estimated input tokens of a request body: about four bytes per token of JSON text.
+pub fn estimate_input_tokens(request_bytes: u64) -> u32 {
+    u32::try_from(request_bytes / 4).unwrap_or(u32::MAX)
+}
 
 /// Longest event data the scanner buffers; a longer event is skipped (and counted).
 pub const MAX_EVENT_BYTES: usize = 4 << 20;
@@ -42,12 +48,24 @@ pub struct StreamSummary {
     pub error: Option<String>,
     /// Events skipped for exceeding [`MAX_EVENT_BYTES`].
     pub oversized_events: u64,
+    /// The tier the provider says it served the stream in (the last `service_tier` seen).
+    pub service_tier: Option<String>,
 }
 
 impl StreamSummary {
     /// Output tokens estimated from the events seen, for streams that lost their usage.
     pub fn estimated_output_tokens(&self) -> u32 {
         u32::try_from(self.content_events).unwrap_or(u32::MAX)
+    }
+
+    /// Tollgate's estimate of a stream that never reported its usage: the request's input
+    /// ([`estimate_input_tokens`]) and one output token per content event.
+    pub fn estimate(&self, request_bytes: u64) -> crate::cost::TokenCounts {
+        crate::cost::TokenCounts {
+            input: estimate_input_tokens(request_bytes),
+            output: self.estimated_output_tokens(),
+            ..Default::default()
+        }
     }
 }
 
@@ -63,6 +81,11 @@ pub struct SseScanner {
     overflow: bool,
     /// Bytes of the current line were dropped (so an empty `line` is not a blank line).
     line_dropped: bool,
+    /// Search calls in `response.output_item.done` events (Responses API), for a stream cut
+    /// before its terminal event; the terminal event's `output` replaces them.
+    search_calls: ToolCalls,
+    /// The terminal event listed the response's output (its count is final).
+    output_listed: bool,
     summary: StreamSummary,
 }
 
@@ -118,6 +141,10 @@ impl SseScanner {
             self.dispatch();
         }
         self.summary.truncated = !self.summary.done;
+        if let Some(u) = self.summary.usage.as_mut() {
+            u.tools.web_search = u.tools.web_search.max(self.search_calls.web_search);
+            u.tools.file_search = u.tools.file_search.max(self.search_calls.file_search);
+        }
         self.summary
     }
 
@@ -195,6 +222,7 @@ impl SseScanner {
         self.summary.events += 1;
         let worth_parsing = self.summary.model.is_none()
             || has_usage_object(data)
+            || contains(data, b"_search_call\"")
             || contains(data, b"\"error\"")
             || contains(data, b"\"response.");
         if !worth_parsing {
@@ -210,6 +238,7 @@ impl SseScanner {
         let mut model = text_field(&event, "model");
         let mut id = text_field(&event, "id");
         let mut is_content = true;
+        let mut tier = text_field(&event, "service_tier");
         if let Some(kind) = text_field(&event, "type") {
             // Its own fields only: `response.completed` carries the whole output text, and
             // `instructions` and `tools` ride along on every `response.*` event.
@@ -220,6 +249,21 @@ impl SseScanner {
                 model = model.or_else(|| text_field(&response, "model"));
                 id = id.or_else(|| text_field(&response, "id"));
                 usage = usage.or_else(|| field(&response, "usage"));
+                tier = tier.or_else(|| text_field(&response, "service_tier"));
+                // The output is built only when its text names a search call.
+                let terminal = matches!(
+                    kind.as_str(),
+                    "response.completed" | "response.incomplete" | "response.failed"
+                );
+                if let Some(raw) = response.get("output").filter(|_| terminal) {
+                    let listed = if raw.get().contains("_search_call\"") {
+                        count_search_calls(field(&response, "output").as_ref())
+                    } else {
+                        ToolCalls::default()
+                    };
+                    self.search_calls = listed;
+                    self.output_listed = true;
+                }
                 if let Some(e) = field(&response, "error").as_ref().and_then(error_text) {
                     self.summary.error = Some(e);
                 }
@@ -231,6 +275,13 @@ impl SseScanner {
                     is_content = false;
                 }
                 "response.output_text.delta" => {}
+                "response.output_item.done" if !self.output_listed => {
+                    let item = field(&event, "item");
+                    let one = count_search_calls(Some(&Value::Array(item.into_iter().collect())));
+                    self.search_calls.web_search += one.web_search;
+                    self.search_calls.file_search += one.file_search;
+                    is_content = false;
+                }
                 "error" => {
                     self.summary.error =
                         Some(text_field(&event, "message").unwrap_or_else(|| "error".to_string()));
@@ -248,6 +299,9 @@ impl SseScanner {
         }
         if self.summary.id.is_none() {
             self.summary.id = id;
+        }
+        if let Some(t) = tier.filter(|t| !t.is_empty()) {
+            self.summary.service_tier = Some(t);
         }
         if let Some(u) = usage.as_ref().and_then(WireUsage::from_value) {
             self.summary.usage = Some(u.normalise());

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::cost::TokenCounts;
+use crate::cost::{TokenCounts, ToolCalls};
 use crate::money::Nanos;
 use crate::record::Endpoint;
 use crate::top_level;
@@ -16,6 +16,9 @@ use crate::top_level;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ParsedUsage {
     pub tokens: TokenCounts,
+    /// Searches the usage reports (`server_tool_use`); the Responses API's `*_search_call`
+    /// output items are counted by the caller into the same place.
+    pub tools: ToolCalls,
     /// Cost the provider reported (OpenRouter), in USD.
     pub provider_cost: Option<Nanos>,
 }
@@ -29,6 +32,8 @@ pub struct ParsedResponse {
     pub id: Option<String>,
     /// `None` when the response carries no usage at all (or an unreadable one).
     pub usage: Option<ParsedUsage>,
+    /// The tier the provider says it served the call in (`service_tier`).
+    pub service_tier: Option<String>,
 }
 
 /// A response body that is not the JSON the endpoint returns.
@@ -51,6 +56,12 @@ pub(crate) struct WireUsage {
     /// In the prompt details, or (OpenRouter) at the top level of `usage`.
     cache_write_tokens: Option<u64>,
     reasoning_tokens: Option<u64>,
+    audio_input_tokens: Option<u64>,
+    image_input_tokens: Option<u64>,
+    audio_output_tokens: Option<u64>,
+    image_output_tokens: Option<u64>,
+    /// `server_tool_use.web_search_requests` (Anthropic's shape, passed on by OpenRouter).
+    web_search_requests: Option<u64>,
     /// OpenRouter: what the call cost, in USD.
     cost: Option<Nanos>,
     is_byok: Option<bool>,
@@ -91,28 +102,36 @@ impl WireUsage {
         let prompt = details(&["prompt_tokens_details", "input_tokens_details"]);
         let completion = details(&["completion_tokens_details", "output_tokens_details"]);
         let cost_details = details(&["cost_details"]);
-        let read =
-            || -> Result<WireUsage, ()> {
-                Ok(WireUsage {
-                    prompt_tokens: opt(usage, &["prompt_tokens", "input_tokens"], Value::as_u64)?,
-                    completion_tokens: opt(
-                        usage,
-                        &["completion_tokens", "output_tokens"],
-                        Value::as_u64,
-                    )?,
-                    cached_tokens: opt(prompt, &["cached_tokens"], Value::as_u64)?,
-                    cache_write_tokens: opt(prompt, &["cache_write_tokens"], Value::as_u64)?
-                        .or(opt(usage, &["cache_write_tokens"], Value::as_u64)?),
-                    reasoning_tokens: opt(completion, &["reasoning_tokens"], Value::as_u64)?,
-                    cost: opt(usage, &["cost"], Nanos::from_json_usd)?,
-                    is_byok: opt(usage, &["is_byok"], Value::as_bool)?,
-                    upstream_inference_cost: opt(
-                        cost_details,
-                        &["upstream_inference_cost"],
-                        Nanos::from_json_usd,
-                    )?,
-                })
-            };
+        let server_tools = details(&["server_tool_use"]);
+        let read = || -> Result<WireUsage, ()> {
+            Ok(WireUsage {
+                prompt_tokens: opt(usage, &["prompt_tokens", "input_tokens"], Value::as_u64)?,
+                completion_tokens: opt(
+                    usage,
+                    &["completion_tokens", "output_tokens"],
+                    Value::as_u64,
+                )?,
+                cached_tokens: opt(prompt, &["cached_tokens"], Value::as_u64)?,
+                cache_write_tokens: opt(prompt, &["cache_write_tokens"], Value::as_u64)?.or(opt(
+                    usage,
+                    &["cache_write_tokens"],
+                    Value::as_u64,
+                )?),
+                reasoning_tokens: opt(completion, &["reasoning_tokens"], Value::as_u64)?,
+                audio_input_tokens: opt(prompt, &["audio_tokens"], Value::as_u64)?,
+                image_input_tokens: opt(prompt, &["image_tokens"], Value::as_u64)?,
+                audio_output_tokens: opt(completion, &["audio_tokens"], Value::as_u64)?,
+                image_output_tokens: opt(completion, &["image_tokens"], Value::as_u64)?,
+                web_search_requests: opt(server_tools, &["web_search_requests"], Value::as_u64)?,
+                cost: opt(usage, &["cost"], Nanos::from_json_usd)?,
+                is_byok: opt(usage, &["is_byok"], Value::as_bool)?,
+                upstream_inference_cost: opt(
+                    cost_details,
+                    &["upstream_inference_cost"],
+                    Nanos::from_json_usd,
+                )?,
+            })
+        };
         read().ok()
     }
 
@@ -120,9 +139,18 @@ impl WireUsage {
         let clamp = |v: Option<u64>| v.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
         let input = clamp(self.prompt_tokens);
         let output = clamp(self.completion_tokens);
-        let cached = clamp(self.cached_tokens).min(input);
-        let cache_write = clamp(self.cache_write_tokens).min(input - cached);
-        let reasoning = clamp(self.reasoning_tokens).min(output);
+        let tokens = TokenCounts {
+            input,
+            output,
+            cached_input: clamp(self.cached_tokens),
+            cache_write: clamp(self.cache_write_tokens),
+            reasoning: clamp(self.reasoning_tokens),
+            audio_input: clamp(self.audio_input_tokens),
+            image_input: clamp(self.image_input_tokens),
+            audio_output: clamp(self.audio_output_tokens),
+            image_output: clamp(self.image_output_tokens),
+        }
+        .clamped();
         // With a bring-your-own-key, OpenRouter's `cost` is only its fee; the upstream
         // provider bills the inference separately and OpenRouter reports it beside.
         let upstream = self
@@ -133,12 +161,10 @@ impl WireUsage {
             (cost, _) => cost,
         };
         ParsedUsage {
-            tokens: TokenCounts {
-                input,
-                output,
-                cached_input: cached,
-                cache_write,
-                reasoning,
+            tokens,
+            tools: ToolCalls {
+                web_search: clamp(self.web_search_requests),
+                file_search: 0,
             },
             provider_cost,
         }
@@ -148,14 +174,47 @@ impl WireUsage {
 /// Parses a non-streaming response body of `endpoint`.
 pub fn parse_response(endpoint: Endpoint, body: &[u8]) -> Result<ParsedResponse, ParseError> {
     let top = top_level::read(body).map_err(|source| ParseError { endpoint, source })?;
+    let mut usage = top_level::field(&top, "usage")
+        .as_ref()
+        .and_then(WireUsage::from_value)
+        .map(|u| u.normalise());
+    if let Some(u) = usage.as_mut() {
+        add_search_calls(&mut u.tools, &top);
+    }
     Ok(ParsedResponse {
         model: top_level::text(&top, "model").filter(|m| !m.is_empty()),
         id: top_level::text(&top, "id"),
-        usage: top_level::field(&top, "usage")
-            .as_ref()
-            .and_then(WireUsage::from_value)
-            .map(|u| u.normalise()),
+        usage,
+        service_tier: top_level::text(&top, "service_tier").filter(|t| !t.is_empty()),
     })
+}
+
+/// Counts the Responses API's `web_search_call` and `file_search_call` items in a response's
+/// `output` (searches the model made; a tool the request only declared has none) into `tools`.
+/// The `output` array is built only when its text names such an item.
+pub(crate) fn add_search_calls(tools: &mut ToolCalls, response: &top_level::TopLevel<'_>) {
+    let Some(raw) = response.get("output") else {
+        return;
+    };
+    if !raw.get().contains("_search_call\"") {
+        return;
+    }
+    let counts = count_search_calls(top_level::field(response, "output").as_ref());
+    tools.web_search = tools.web_search.max(counts.web_search);
+    tools.file_search = tools.file_search.max(counts.file_search);
+}
+
+/// The search calls among output items.
+pub(crate) fn count_search_calls(output: Option<&Value>) -> ToolCalls {
+    let mut calls = ToolCalls::default();
+    for item in output.and_then(Value::as_array).into_iter().flatten() {
+        match item.get("type").and_then(Value::as_str) {
+            Some("web_search_call") => calls.web_search += 1,
+            Some("file_search_call") => calls.file_search += 1,
+            _ => {}
+        }
+    }
+    calls
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use time::macros::datetime;
 use usage_core::{
-    parse_response, price_call, scan, CostSource, Endpoint, Nanos, ParsedUsage, PriceTable,
-    SseScanner, TokenCounts,
+    parse_response, scan, CostSource, Endpoint, Nanos, ParsedUsage, PriceTable, SseScanner,
+    TokenCounts,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -25,7 +25,33 @@ fn tokens(
         cached_input,
         cache_write,
         reasoning,
+        ..Default::default()
     }
+}
+
+/// `price_call` with the arguments spelled out (standard tier, no tool calls).
+fn price_simple(
+    table: &PriceTable,
+    provider: &str,
+    model_served: &str,
+    model_requested: &str,
+    at: time::OffsetDateTime,
+    tokens: TokenCounts,
+    provider_cost: Option<Nanos>,
+) -> usage_core::Priced {
+    usage_core::price_call(
+        table,
+        &usage_core::CallToPrice {
+            provider,
+            model_served,
+            model_requested,
+            at,
+            service_tier: "",
+            tokens,
+            tools: Default::default(),
+            provider_cost,
+        },
+    )
 }
 
 fn usd(s: &str) -> Nanos {
@@ -44,6 +70,7 @@ fn openai_chat_with_cached_and_reasoning_tokens() {
         r.usage,
         Some(ParsedUsage {
             tokens: tokens(1117, 1024, 0, 846, 768),
+            tools: Default::default(),
             provider_cost: None
         })
     );
@@ -118,7 +145,7 @@ fn fixtures_price_exactly_with_the_builtin_table() {
     let at = datetime!(2026-11-01 00:00 UTC);
 
     let s = scan(&fixture("openai_chat_stream.sse"));
-    let p = price_call(
+    let p = price_simple(
         &table,
         "openai",
         s.model.as_deref().unwrap(),
@@ -135,7 +162,7 @@ fn fixtures_price_exactly_with_the_builtin_table() {
     assert_eq!(p.pricing_version, table.version());
 
     let r = parse_response(Endpoint::Embeddings, &fixture("openai_embeddings.json")).unwrap();
-    let p = price_call(
+    let p = price_simple(
         &table,
         "openai",
         r.model.as_deref().unwrap(),
@@ -148,7 +175,7 @@ fn fixtures_price_exactly_with_the_builtin_table() {
 
     let r = parse_response(Endpoint::ChatCompletions, &fixture("openrouter_chat.json")).unwrap();
     let u = r.usage.unwrap();
-    let p = price_call(
+    let p = price_simple(
         &table,
         "openrouter",
         r.model.as_deref().unwrap(),
@@ -164,7 +191,7 @@ fn fixtures_price_exactly_with_the_builtin_table() {
 fn gpt_4o_mini_list_prices() {
     let table = PriceTable::builtin().unwrap();
     let at = datetime!(2026-11-01 00:00 UTC);
-    let p = price_call(
+    let p = price_simple(
         &table,
         "openai",
         "gpt-4o-mini",
@@ -174,7 +201,7 @@ fn gpt_4o_mini_list_prices() {
         None,
     );
     assert_eq!(p.cost, usd("0.75")); // $0.15 input + $0.60 output per 1M
-    let p = price_call(
+    let p = price_simple(
         &table,
         "openai",
         "gpt-4o-mini",

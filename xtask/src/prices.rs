@@ -1,12 +1,23 @@
-//! `cargo xtask prices --from <litellm-format.json>`: regenerate `usage-core/prices.json`.
+//! `cargo xtask prices --from <list.json> [--effective DATE]`: update `usage-core/prices.json`.
 //!
-//! Takes the chat, responses, completion and embedding models of the providers Tollgate routes
-//! to directly or through OpenRouter, converts per-token USD rates to USD per 1M tokens (exact
-//! decimals), and merges with the existing file: unchanged prices keep their entry; a changed
-//! price is added as a new entry effective from `--effective-from` (default: today, UTC), so
-//! records made before the change keep the old price; a model new to the file applies from
-//! 2020-01-01 (there was no earlier price to preserve). Models that disappear from the source
-//! are kept: past records still need their prices.
+//! Reads either of the two public price list formats:
+//! - **LiteLLM's** `model_prices_and_context_window.json` (an object of models): the chat,
+//!   responses, completion and embedding models of the providers Tollgate routes to directly
+//!   or through OpenRouter, with their cache, reasoning, audio and image rates, the `flex`,
+//!   `priority` and `batch` tiers (`*_flex`, `*_priority`, `*_batches`), and the web search fee
+//!   (`search_context_cost_per_query`, medium context);
+//! - **OpenRouter's** models list (`GET https://openrouter.ai/api/v1/models`: `{"data": [{"id":
+//!   "anthropic/claude-sonnet-4.5", "pricing": {"prompt": "0.000003", …}}]}`): per-token USD
+//!   strings for `prompt`, `completion`, `input_cache_read`, `input_cache_write`,
+//!   `internal_reasoning`, `image` (input), `audio`, and per-call `request` and `web_search`;
+//!   entries go under provider `openrouter` with the slug as the model.
+//!
+//! Per-token USD rates become USD per 1M tokens, exactly (decimal shifts, no floats). The
+//! result is merged with the existing file: unchanged prices keep their entry; a changed price
+//! is added as a new entry effective from `--effective` (default: today, UTC), so records made
+//! before the change keep the old price; a model new to the file applies from 2020-01-01 (there
+//! was no earlier price to preserve). Models that disappear from the source are kept: past
+//! records still need their prices.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,15 +32,16 @@ use crate::util::{repo_root, Result};
 
 #[derive(clap::Args)]
 pub struct PricesArgs {
-    /// A price list in LiteLLM's `model_prices_and_context_window.json` format.
+    /// A price list: LiteLLM's `model_prices_and_context_window.json`, or OpenRouter's models
+    /// list (`/api/v1/models`).
     #[arg(long)]
     pub from: PathBuf,
     /// The price file to update.
     #[arg(long, default_value = "usage-core/prices.json")]
     pub out: PathBuf,
     /// First day a changed price applies (YYYY-MM-DD, UTC). Default: today.
-    #[arg(long, value_parser = parse_date)]
-    pub effective_from: Option<Date>,
+    #[arg(long, alias = "effective-from", value_parser = parse_date)]
+    pub effective: Option<Date>,
     /// LiteLLM provider names to include.
     #[arg(
         long,
@@ -57,13 +69,21 @@ fn parse_date(s: &str) -> Result<Date, String> {
 pub fn run(args: &PricesArgs) -> Result {
     let source_text = std::fs::read_to_string(&args.from)
         .map_err(|e| fail!("prices: cannot read {}: {e}", args.from.display()))?;
-    let source: BTreeMap<String, Value> = serde_json::from_str(&source_text).map_err(|e| {
-        fail!(
-            "prices: {} is not a JSON object of models: {e}",
-            args.from.display()
-        )
-    })?;
-    let generated = convert(&source, &args.providers)?;
+    let source: Value = serde_json::from_str(&source_text)
+        .map_err(|e| fail!("prices: {} is not JSON: {e}", args.from.display()))?;
+    let generated = match source.get("data").and_then(Value::as_array) {
+        Some(models) => convert_openrouter(models)?,
+        None => {
+            let models: BTreeMap<String, Value> =
+                serde_json::from_value(source).map_err(|e| {
+                    fail!(
+                        "prices: {} is neither OpenRouter's models list ({{\"data\": […]}}) nor LiteLLM's object of models: {e}",
+                        args.from.display()
+                    )
+                })?;
+            convert(&models, &args.providers)?
+        }
+    };
 
     let out = repo_root().join(&args.out);
     let existing: Option<PriceFile> = match std::fs::read_to_string(&out) {
@@ -74,7 +94,7 @@ pub fn run(args: &PricesArgs) -> Result {
         Err(_) => None,
     };
     let today = args
-        .effective_from
+        .effective
         .unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
     let (file, changes) = merge(existing, generated, today, &args.from);
     // Prove the result loads before writing it.
@@ -136,23 +156,136 @@ fn convert(source: &BTreeMap<String, Value>, providers: &[String]) -> Result<Vec
             .or_else(|| entry.get("max_tokens"))
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok());
+        let mut tiers = BTreeMap::new();
+        for (tier, suffix) in [
+            ("flex", "flex"),
+            ("priority", "priority"),
+            ("batch", "batches"),
+        ] {
+            let tier_rate = |field: &str| rate(&format!("{field}_{suffix}"));
+            if let (Some(input), Some(output)) = (
+                tier_rate("input_cost_per_token")?,
+                tier_rate("output_cost_per_token")?,
+            ) {
+                let cached_input = tier_rate("cache_read_input_token_cost")?;
+                tiers.insert(
+                    tier.to_string(),
+                    usage_core::TierPrice {
+                        input,
+                        cached_input,
+                        output,
+                    },
+                );
+            }
+        }
+        // OpenAI's web search tool call, per call (the medium search context: the default).
+        let web_search = match entry
+            .get("search_context_cost_per_query")
+            .and_then(|q| q.get("search_context_size_medium"))
+        {
+            Some(v) => Some(usd_per_call(key, v)?),
+            None => None,
+        };
         let price = ModelPrice {
-            provider: provider.to_string(),
-            model: model.to_string(),
-            effective_from: NEW_MODEL_FROM,
-            input,
             cached_input: rate("cache_read_input_token_cost")?,
             cache_write: rate("cache_creation_input_token_cost")?,
-            output,
             reasoning: rate("output_cost_per_reasoning_token")?,
             per_request,
             max_output_tokens,
+            audio_input: rate("input_cost_per_audio_token")?,
+            audio_output: rate("output_cost_per_audio_token")?,
+            image_input: rate("input_cost_per_image_token")?,
+            image_output: rate("output_cost_per_image_token")?,
+            web_search,
+            file_search: (provider == "openai").then_some(OPENAI_FILE_SEARCH_USD),
+            tiers,
+            ..ModelPrice::new(provider, model, NEW_MODEL_FROM, input, output)
         };
         // Sorted keys: `deepseek-chat` comes before `deepseek/deepseek-chat`; the first wins.
         out.entry((price.provider.clone(), price.model.clone()))
             .or_insert(price);
     }
     Ok(out.into_values().collect())
+}
+
+/// OpenAI's file search tool: $2.50 per 1,000 calls, for every model that can call it
+/// (openai.com/api/pricing, "Built-in tools"); LiteLLM's list has no per-model field for it.
+const OPENAI_FILE_SEARCH_USD: Nanos = Nanos::new(2_500_000);
+
+/// A USD amount per call (a JSON number or decimal string), exactly.
+fn usd_per_call(key: &str, v: &Value) -> Result<Nanos> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Nanos::parse_usd(&text).map_err(|e| fail!("prices: {key}: {e}"))
+}
+
+/// OpenRouter's models list → entries of provider `openrouter`, model = the slug. A model
+/// whose prompt or completion price is missing or negative (`-1`: "varies", the router
+/// models) is left out: its calls are priced by OpenRouter's reported `usage.cost`.
+fn convert_openrouter(models: &[Value]) -> Result<Vec<ModelPrice>> {
+    let mut out = Vec::new();
+    for m in models {
+        let Some(id) = m.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some(pricing) = m.get("pricing") else {
+            continue;
+        };
+        let rate = |field: &str| -> Result<Option<Nanos>> {
+            match pricing.get(field).filter(|v| !v.is_null()) {
+                None => Ok(None),
+                Some(v) => {
+                    let n = per_million(field, id, &string_number(v))?;
+                    Ok((!n.is_negative()).then_some(n))
+                }
+            }
+        };
+        let fee = |field: &str| -> Result<Option<Nanos>> {
+            match pricing.get(field).filter(|v| !v.is_null()) {
+                None => Ok(None),
+                Some(v) => {
+                    let n = usd_per_call(id, v)?;
+                    Ok((n > Nanos::ZERO).then_some(n))
+                }
+            }
+        };
+        let (Some(input), Some(output)) = (rate("prompt")?, rate("completion")?) else {
+            continue;
+        };
+        let positive = |n: Option<Nanos>| n.filter(|n| *n > Nanos::ZERO);
+        out.push(ModelPrice {
+            cached_input: rate("input_cache_read")?,
+            cache_write: rate("input_cache_write")?,
+            reasoning: positive(rate("internal_reasoning")?),
+            per_request: fee("request")?,
+            max_output_tokens: m
+                .get("top_provider")
+                .and_then(|t| t.get("max_completion_tokens"))
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok()),
+            image_input: positive(rate("image")?),
+            audio_input: positive(rate("audio")?),
+            web_search: fee("web_search")?,
+            ..ModelPrice::new("openrouter", id, NEW_MODEL_FROM, input, output)
+        });
+    }
+    out.sort_by(|a, b| a.model.cmp(&b.model));
+    out.dedup_by(|a, b| a.model == b.model);
+    Ok(out)
+}
+
+/// OpenRouter writes per-token prices as decimal strings (`"0.000003"`); as a JSON number for
+/// [`per_million`].
+fn string_number(v: &Value) -> Value {
+    match v {
+        Value::String(s) => s
+            .parse::<serde_json::Number>()
+            .map(Value::Number)
+            .unwrap_or_else(|_| v.clone()),
+        other => other.clone(),
+    }
 }
 
 /// A per-token USD rate (a JSON number) as USD per 1M tokens, exactly.
@@ -171,21 +304,7 @@ fn per_million(field: &str, key: &str, v: &Value) -> Result<Nanos> {
 }
 
 fn same_rates(a: &ModelPrice, b: &ModelPrice) -> bool {
-    (
-        a.input,
-        a.cached_input,
-        a.cache_write,
-        a.output,
-        a.reasoning,
-        a.per_request,
-    ) == (
-        b.input,
-        b.cached_input,
-        b.cache_write,
-        b.output,
-        b.reasoning,
-        b.per_request,
-    )
+    a.same_rates(b)
 }
 
 fn merge(
@@ -345,5 +464,83 @@ mod tests {
         assert_eq!(minis[1].output, Nanos::parse_usd("0.5").unwrap());
         let rendered = render(&changed);
         assert!(PriceTable::from_json(&rendered).is_ok());
+    }
+
+    #[test]
+    fn litellm_tiers_modalities_and_search_fees_are_read() {
+        let src: BTreeMap<String, Value> = serde_json::from_str(
+            r#"{"gpt-5": {"litellm_provider": "openai", "mode": "chat",
+                "input_cost_per_token": 1.25e-06, "output_cost_per_token": 1e-05,
+                "cache_read_input_token_cost": 1.25e-07,
+                "input_cost_per_token_flex": 6.25e-07, "output_cost_per_token_flex": 5e-06,
+                "cache_read_input_token_cost_flex": 6.25e-08,
+                "input_cost_per_token_priority": 2.5e-06, "output_cost_per_token_priority": 2e-05,
+                "input_cost_per_token_batches": 6.25e-07, "output_cost_per_token_batches": 5e-06,
+                "input_cost_per_audio_token": 4e-05, "output_cost_per_image_token": 3e-05,
+                "search_context_cost_per_query": {"search_context_size_low": 0.01,
+                    "search_context_size_medium": 0.01, "search_context_size_high": 0.01}}}"#,
+        )
+        .unwrap();
+        let got = convert(&src, &["openai".to_string()]).unwrap();
+        let p = &got[0];
+        let usd = |s: &str| Nanos::parse_usd(s).unwrap();
+        assert_eq!(p.tiers["flex"].input, usd("0.625"));
+        assert_eq!(p.tiers["flex"].cached_input, Some(usd("0.0625")));
+        assert_eq!(p.tiers["priority"].output, usd("20"));
+        assert_eq!(p.tiers["priority"].cached_input, None);
+        assert_eq!(p.tiers["batch"].input, usd("0.625"));
+        assert_eq!(p.audio_input, Some(usd("40")));
+        assert_eq!(p.image_output, Some(usd("30")));
+        assert_eq!(p.web_search, Some(usd("0.01")));
+        assert_eq!(p.file_search, Some(usd("0.0025")));
+    }
+
+    /// Shaped as `GET https://openrouter.ai/api/v1/models` answers (abridged entries).
+    #[test]
+    fn openrouter_models_list_is_read_exactly() {
+        let list: Value = serde_json::from_str(
+            r#"{"data": [
+              {"id": "anthropic/claude-sonnet-4.5", "canonical_slug": "anthropic/claude-4.5-sonnet-20250929",
+               "name": "Anthropic: Claude Sonnet 4.5", "context_length": 1000000,
+               "pricing": {"prompt": "0.000003", "completion": "0.000015", "request": "0", "image": "0.0048",
+                           "web_search": "0.01", "internal_reasoning": "0",
+                           "input_cache_read": "0.0000003", "input_cache_write": "0.00000375"},
+               "top_provider": {"context_length": 1000000, "max_completion_tokens": 64000, "is_moderated": true}},
+              {"id": "openrouter/auto", "pricing": {"prompt": "-1", "completion": "-1"}},
+              {"id": "deepseek/deepseek-r1:free", "pricing": {"prompt": "0", "completion": "0", "request": "0"}},
+              {"id": "perplexity/sonar", "pricing": {"prompt": "0.000001", "completion": "0.000001", "request": "0.005",
+                           "web_search": "0.005", "internal_reasoning": "0.000003"}}
+            ]}"#,
+        )
+        .unwrap();
+        let got = convert_openrouter(list["data"].as_array().unwrap()).unwrap();
+        let ids: Vec<&str> = got.iter().map(|p| p.model.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "anthropic/claude-sonnet-4.5",
+                "deepseek/deepseek-r1:free",
+                "perplexity/sonar"
+            ],
+            "the router with prices that vary is left to usage.cost"
+        );
+        let usd = |s: &str| Nanos::parse_usd(s).unwrap();
+        let sonnet = &got[0];
+        assert_eq!(sonnet.provider, "openrouter");
+        assert_eq!((sonnet.input, sonnet.output), (usd("3"), usd("15")));
+        assert_eq!(sonnet.cached_input, Some(usd("0.3")));
+        assert_eq!(sonnet.cache_write, Some(usd("3.75")));
+        assert_eq!(sonnet.image_input, Some(usd("4800")));
+        assert_eq!(sonnet.web_search, Some(usd("0.01")));
+        assert_eq!(
+            (sonnet.per_request, sonnet.reasoning),
+            (None, None),
+            "zero is no fee"
+        );
+        assert_eq!(sonnet.max_output_tokens, Some(64000));
+        let sonar = &got[2];
+        assert_eq!(sonar.per_request, Some(usd("0.005")));
+        assert_eq!(sonar.reasoning, Some(usd("3")));
+        assert_eq!(got[1].input, Nanos::ZERO);
     }
 }

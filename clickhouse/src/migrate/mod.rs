@@ -74,6 +74,7 @@ pub const MIGRATION_FILES: &[(&str, &str)] = migration_files![
     "0011_budget_reservation_cap.sql",
     "0012_analyst_errors_by_cause.sql",
     "0013_keys_acting_for_end_users.sql",
+    "0014_cost_accuracy.sql",
 ];
 
 /// The table that records applied migrations.

@@ -3,7 +3,8 @@
 //! ```text
 //! offset  size  field
 //! 0       2     magic  b"TG"
-//! 2       1     payload format: 2 = encoded rows (written now), 1 = JSON array (read only)
+//! 2       1     payload format: 3 = encoded rows (written now); 2 = encoded rows without
+//!               migration 0014's columns, 1 = JSON array (both read only)
 //! 3       1     reserved (0)
 //! 4       4     payload length, u32 LE
 //! 8       8     LSN, u64 LE
@@ -14,8 +15,10 @@
 //! Payload format 2 is each record's `usage_events` row in RowBinary
 //! ([`tollgate_clickhouse::EncodedEvent`], encoded once when the record was accepted), each
 //! preceded by its length (u32 LE): the sink copies rows into the INSERT without decoding.
-//! Format 1, a JSON array of the records, is what collectors before it wrote; entries left in
-//! a spool across the upgrade are still read.
+//! Format 1, a JSON array of the records, is what collectors before it wrote; format 2 is the
+//! same rows without the columns of migration 0014 (audio/image tokens, search calls, service
+//! tiers). Entries left in a spool across an upgrade are still read: their rows are re-encoded
+//! with those columns' defaults.
 //!
 //! A reader stops at the first entry that is incomplete or whose checksum does not match:
 //! everything before it is intact, nothing after it is trusted.
@@ -35,15 +38,18 @@ const MAGIC: [u8; 2] = *b"TG";
 pub enum Format {
     /// A JSON array of records (collectors before encoded rows; read only).
     JsonArray = 1,
+    /// Length-prefixed RowBinary rows, before migration 0014's columns (read only).
+    EncodedRowsV1 = 2,
     /// Length-prefixed RowBinary rows.
-    EncodedRows = 2,
+    EncodedRows = 3,
 }
 
 impl Format {
     fn from_byte(b: u8) -> Option<Format> {
         match b {
             1 => Some(Format::JsonArray),
-            2 => Some(Format::EncodedRows),
+            2 => Some(Format::EncodedRowsV1),
+            3 => Some(Format::EncodedRows),
             _ => None,
         }
     }
@@ -154,6 +160,13 @@ impl Entry {
                     })
                     .collect()
             }
+            Format::EncodedRowsV1 => row_spans(self.lsn, &self.payload)?
+                .into_iter()
+                .map(|span| {
+                    EncodedEvent::upgrade_v1(&self.payload[span])
+                        .map_err(|e| format!("entry {}: {e}", self.lsn))
+                })
+                .collect(),
         }
     }
 
@@ -165,7 +178,7 @@ impl Entry {
                 .json_records()
                 .map(|records| records.iter().map(|r| r.event_id).collect())
                 .unwrap_or_default(),
-            Format::EncodedRows => row_spans(self.lsn, &self.payload)
+            Format::EncodedRows | Format::EncodedRowsV1 => row_spans(self.lsn, &self.payload)
                 .unwrap_or_default()
                 .into_iter()
                 .filter_map(|span| EncodedEvent::event_id_in(&self.payload[span]))
