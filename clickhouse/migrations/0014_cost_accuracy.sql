@@ -106,3 +106,9 @@ CREATE TABLE IF NOT EXISTS reprice_runs
 )
 ENGINE = MergeTree()
 ORDER BY (started_at, run_id);
+
+-- The whole entry of a price book version (tiers, modalities and fees included), beside the
+-- 0003 columns that keep the common rates queryable. Written by dashboard-api for every
+-- version it serves.
+-- unless-column: model_prices.entry
+ALTER TABLE model_prices ADD COLUMN entry String DEFAULT '';

@@ -268,7 +268,27 @@ pub async fn rebuild_bucket(
     bucket: u32,
 ) -> Result<Option<Mismatch>> {
     let start = i64::from(bucket);
-    let end = start + rollup.width;
+    rebuild_range(client, rollup, org_id, start, start + rollup.width).await?;
+    let (_, after) = compare(client, rollup, start).await?;
+    Ok(after
+        .into_iter()
+        .find(|m| m.org_id == org_id && m.bucket == bucket))
+}
+
+/// Rebuilds one org's buckets of `rollup` in `[start, end)` (unix seconds, bucket starts) from
+/// the raw rows, as [`rebuild_bucket`] does one: one staging fill, one delete mutation, one
+/// insert. The reprice job rebuilds the buckets its updates touched this way.
+pub async fn rebuild_range(
+    client: &Client,
+    rollup: &Rollup,
+    org_id: &str,
+    start: i64,
+    end: i64,
+) -> Result<()> {
+    // One rebuild at a time in this process: the integrity pass and a reprice share the
+    // staging tables.
+    static REBUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = REBUILDING.lock().await;
     let staging = format!("{}_repair", rollup.table);
     let view_query = view_query(rollup.view)?;
     let filtered = view_query.replacen(
@@ -289,11 +309,13 @@ pub async fn rebuild_bucket(
         .await?;
     client
         .query(&format!(
-            "ALTER TABLE {} DELETE WHERE org_id = ? AND {} = ?",
-            rollup.table, rollup.rollup_bucket
+            "ALTER TABLE {} DELETE WHERE org_id = ? AND {bucket} >= ? AND {bucket} < ?",
+            rollup.table,
+            bucket = rollup.rollup_bucket
         ))
         .bind(org_id)
         .bind(start)
+        .bind(end)
         .execute()
         .await?;
     wait_for_mutations(client, rollup.table).await?;
@@ -308,10 +330,7 @@ pub async fn rebuild_bucket(
         .query(&format!("TRUNCATE TABLE {staging}"))
         .execute()
         .await?;
-    let (_, after) = compare(client, rollup, start).await?;
-    Ok(after
-        .into_iter()
-        .find(|m| m.org_id == org_id && m.bucket == bucket))
+    Ok(())
 }
 
 /// The `SELECT` of materialized view `view`, from the latest migration that creates it (a
@@ -338,7 +357,7 @@ pub fn view_query(view: &str) -> Result<String> {
 }
 
 /// Waits until `table` has no mutation left to apply.
-async fn wait_for_mutations(client: &Client, table: &str) -> Result<()> {
+pub(crate) async fn wait_for_mutations(client: &Client, table: &str) -> Result<()> {
     let started = Instant::now();
     loop {
         let pending = read_query(

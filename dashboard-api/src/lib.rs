@@ -7,6 +7,7 @@
 //! - [`projections`] — 30-day forecasts ([`forecast`] is the model), month-end, runway.
 //! - [`budgets`], [`alerts`], [`credits`], [`keys`] — configuration and state, per org.
 //! - [`export`] — raw events in scope, streamed as CSV or NDJSON.
+//! - [`prices`] — the price book (read, set, reprice), and the edge's signed copy of it.
 //! - [`auth`] — bearer tokens → [`auth::Principal`] → the tenant scope of every query.
 //! - [`params`] — strict parsing of query parameters; [`error`] — the one error type.
 //! - [`openapi`] — the OpenAPI document, generated from the handlers.
@@ -29,6 +30,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
+pub mod prices;
 pub mod projections;
 pub mod web;
 
@@ -55,6 +57,7 @@ struct Inner {
     tokens: TokenCache,
     metrics: metrics::Metrics,
     budget_lists: internal_budgets::LastLists,
+    price_book: prices::BookCache,
 }
 
 impl AppState {
@@ -69,6 +72,7 @@ impl AppState {
                 tokens: TokenCache::default(),
                 metrics: metrics::Metrics::default(),
                 budget_lists: internal_budgets::LastLists::default(),
+                price_book: prices::BookCache::default(),
             }),
         }
     }
@@ -93,6 +97,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.inner.metrics
+    }
+
+    /// The price book as last read (see [`prices`]).
+    pub fn price_book(&self) -> &prices::BookCache {
+        &self.inner.price_book
     }
 
     /// The last budget list read per org, served while ClickHouse cannot be read.
@@ -126,6 +135,7 @@ pub fn app(state: AppState) -> Router {
         .merge(budgets::routes())
         .merge(alerts::routes())
         .merge(keys::routes())
+        .merge(prices::routes())
         .merge(internal_budgets::routes())
         .merge(export::routes())
         .merge(web::routes())

@@ -37,6 +37,10 @@ use utoipa::{Modify, OpenApi};
         crate::keys::create,
         crate::keys::revoke,
         crate::export::export,
+        crate::prices::list,
+        crate::prices::put,
+        crate::prices::delete,
+        crate::prices::reprice_range,
     ),
     modifiers(&BearerAuth),
     tags((name = "analytics", description = "Figures from the rollups, scoped by the caller's token"),
@@ -44,7 +48,8 @@ use utoipa::{Modify, OpenApi};
          (name = "budgets", description = "Spending limits per org, user or app, and their current period"),
          (name = "alerts", description = "Alert rules, and alerts with acknowledgement and resolution"),
          (name = "keys", description = "App keys (tg_) for the edge worker"),
-         (name = "export", description = "Raw usage events as CSV or NDJSON"))
+         (name = "export", description = "Raw usage events as CSV or NDJSON"),
+         (name = "prices", description = "The price book: entries with their history, and repricing stored costs"))
 )]
 struct ApiDoc;
 

@@ -26,6 +26,8 @@ pub mod names {
     pub const COLLECTOR_SIGNING_SECRET: &str = "COLLECTOR_SIGNING_SECRET";
     /// HMAC secret shared with dashboard-api.
     pub const KEYS_SIGNING_SECRET: &str = "KEYS_SIGNING_SECRET";
+    /// The response header naming the version of dashboard-api's price book.
+    pub const PRICING_VERSION_HEADER: &str = "x-tollgate-pricing-version";
 }
 
 /// Every binding, var and secret name the worker reads: [`Settings`]' vars, the built-in
@@ -64,6 +66,9 @@ pub struct Settings {
     pub collector_url: Option<String>,
     pub keys_url: Option<String>,
     pub keys_cache_ms: u64,
+    /// `PRICES_CACHE_SECS`: how long an isolate uses the dashboard's price book before it
+    /// checks for a new one (`crate::prices`, wasm only).
+    pub prices_cache_ms: u64,
     pub edge_region: String,
     pub allow_test_clock: bool,
     pub unpriced_under_hard_budget: bool,
@@ -88,6 +93,9 @@ pub fn body_timeout_ms(var: Option<&str>) -> u64 {
         .filter(|&ms| ms > 0)
         .unwrap_or(DEFAULT_BODY_TIMEOUT_MS)
 }
+
+/// How long an isolate uses the dashboard's price book when `PRICES_CACHE_SECS` is not set.
+pub const DEFAULT_PRICES_CACHE_SECS: u64 = 60;
 
 /// How long a dashboard lookup's answer is kept when `KEYS_CACHE_SECS` is not set.
 pub const DEFAULT_KEYS_CACHE_SECS: u64 = 30;
@@ -116,6 +124,8 @@ impl Settings {
             collector_url: var("COLLECTOR_URL"),
             keys_url: var("KEYS_URL"),
             keys_cache_ms: keys_cache_ttl_ms(var("KEYS_CACHE_SECS").as_deref()),
+            prices_cache_ms: number("PRICES_CACHE_SECS", DEFAULT_PRICES_CACHE_SECS)
+                .saturating_mul(1000),
             edge_region: var("EDGE_REGION").unwrap_or_default(),
             allow_test_clock: var("ALLOW_TEST_CLOCK").as_deref() == Some("1"),
             unpriced_under_hard_budget: var("UNPRICED_UNDER_HARD_BUDGET").as_deref()

@@ -165,6 +165,8 @@ async fn handle(
     };
     // From here on every answer, success or refusal, has a record: name it to the client.
     let mut extra = vec![(crate::EVENT_ID_HEADER, prepared.event_id.to_string())];
+    // The price book the call's worst case and record are priced with (`prices`).
+    crate::prices::refresh(env, ctx, &settings).await;
     let answer = match guard_budgets(env, ctx, &settings, &mut prepared).await {
         Ok(warnings) => {
             if !warnings.is_empty() {

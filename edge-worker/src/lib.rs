@@ -18,7 +18,7 @@
 //! accepted: budget, provider unreachable, timeout), so a client — or a reconciliation such as
 //! `cargo xtask soak` — can name the exact row in `usage_events` its call produced.
 //!
-//! Everything but the Workers glue (`fetch`, `consumer`, `key_lookup`, `enforce`, `proxy`,
+//! Everything but the Workers glue (`fetch`, `consumer`, `key_lookup`, `enforce`, `prices`, `proxy`,
 //! `record`, `stream`, `guard`, `ship`, `web`, `bindings` and the runtime
 //! declarations in `cf`; wasm32 only) is plain Rust, tested natively.
 
@@ -75,6 +75,8 @@ mod fetch;
 mod guard;
 #[cfg(target_arch = "wasm32")]
 mod key_lookup;
+#[cfg(target_arch = "wasm32")]
+mod prices;
 #[cfg(target_arch = "wasm32")]
 mod proxy;
 #[cfg(target_arch = "wasm32")]

@@ -2,14 +2,13 @@
 //! copy measured after the response), a stream through a [`Relay`] — and the call recorded in
 //! `wait_until`, off the client's path.
 
-use usage_core::{parse_response, Endpoint, ErrorClass, TokenCounts};
+use usage_core::{parse_response, Endpoint, ErrorClass};
 use uuid::Uuid;
 
 use crate::bindings::secret;
 use crate::cf::{console_error, Env, ExecutionContext as Context};
 use crate::config::{Provider, Settings};
 use crate::errors::ApiError;
-use crate::measure;
 use crate::record::{elapsed_ms, facts, finish, record_later, Prepared};
 use crate::stream::Relay;
 use crate::tap::StreamTap;

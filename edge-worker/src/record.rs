@@ -1,8 +1,6 @@
 //! A call's record: what was decided before the upstream call ([`Prepared`]), the facts
 //! measured, and [`finish`] — build the record, settle the budget reservations, ship it.
 
-use std::cell::OnceCell;
-
 use time::OffsetDateTime;
 use usage_core::{ErrorClass, PriceTable};
 use uuid::Uuid;
@@ -15,10 +13,6 @@ use crate::guard;
 use crate::keys::AppKey;
 use crate::measure::{self, CallFacts};
 use crate::ship;
-
-thread_local! {
-    static PRICES: OnceCell<Option<PriceTable>> = const { OnceCell::new() };
-}
 
 /// Everything decided before the upstream call, carried to the record.
 pub struct Prepared {
@@ -49,18 +43,10 @@ pub fn elapsed_ms(since: u64) -> u32 {
     u32::try_from(now_ms().saturating_sub(since)).unwrap_or(u32::MAX)
 }
 
-/// `f` over the built-in price table (loaded once per isolate); `None` if it does not load.
+/// `f` over the isolate's price table ([`crate::prices::current`]: the dashboard's book, else
+/// the built-in table); `None` if there is none.
 pub fn with_prices<T>(f: impl FnOnce(&PriceTable) -> T) -> Option<T> {
-    PRICES.with(|cell| {
-        let table = cell.get_or_init(|| match PriceTable::builtin() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                console_error!("tollgate: built-in price table does not load: {e}");
-                None
-            }
-        });
-        table.as_ref().map(f)
-    })
+    crate::prices::current().map(|t| f(&t))
 }
 
 /// The app's tags, plus Tollgate's own `tollgate.budget_fail_open` when a budget went unchecked.

@@ -282,7 +282,8 @@ pub fn cost_of_call(
 /// The tier a call is priced in: the provider's answer, else what the request asked for
 /// (`auto` asks the provider to choose, so it means nothing until answered).
 pub fn effective_tier<'a>(requested: &'a str, served: Option<&'a str>) -> &'a str {
-    match served.filter(|t| !t.is_empty()) {
+    // A served `auto` (a Responses stream cut after `response.created`) is no answer either.
+    match served.filter(|t| !t.is_empty() && *t != "auto") {
         Some(t) => t,
         None if requested == "auto" => "",
         None => requested,

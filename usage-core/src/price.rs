@@ -105,6 +105,11 @@ const NEW_MODEL_FROM: Date = match Date::from_ordinal_date(2020, 1) {
 };
 
 impl PriceFile {
+    /// The price file built into this binary.
+    pub fn builtin() -> Result<PriceFile, PriceError> {
+        read_price_lines(BUILTIN_PRICES_TSV).map_err(PriceError::Builtin)
+    }
+
     /// The file as [`read_price_lines`] reads it (the `source` text is not carried).
     pub fn to_lines(&self) -> String {
         use std::fmt::Write as _;
@@ -406,7 +411,7 @@ impl PriceTable {
     /// parse of 56 KB of JSON each new isolate paid). A test checks that it equals
     /// [`PriceTable::from_json`] of the file.
     pub fn builtin() -> Result<PriceTable, PriceError> {
-        PriceTable::from_file(read_price_lines(BUILTIN_PRICES_TSV).map_err(PriceError::Builtin)?)
+        PriceTable::from_file(PriceFile::builtin()?)
     }
 
     pub fn from_json(json: &str) -> Result<PriceTable, PriceError> {
@@ -456,6 +461,37 @@ impl PriceTable {
             vendor_aliases: file.vendor_aliases,
             version,
         })
+    }
+
+    /// A price book as dashboard-api serves it to the edge: `body` in [`read_price_lines`]'s
+    /// form, `signature` its `x-tollgate-signature` (the wire module's HMAC over the body), and
+    /// `version` the version the answer names. Refused unless the signature verifies with
+    /// `secret` within the replay window of `now` and the content hashes to `version`.
+    pub fn from_signed_lines(
+        body: &[u8],
+        signature: Option<&str>,
+        version: &str,
+        secret: &[u8],
+        now: i64,
+    ) -> Result<PriceTable, String> {
+        crate::wire::verify(
+            signature,
+            body,
+            &[secret],
+            now,
+            crate::wire::REPLAY_WINDOW_SECS,
+        )
+        .map_err(|e| format!("the price book's signature does not verify: {e}"))?;
+        let text =
+            std::str::from_utf8(body).map_err(|_| "the price book is not UTF-8".to_string())?;
+        let table = PriceTable::from_file(read_price_lines(text)?).map_err(|e| e.to_string())?;
+        if table.version() != version {
+            return Err(format!(
+                "the price book hashes to {} but says it is {version}",
+                table.version()
+            ));
+        }
+        Ok(table)
     }
 
     /// Content hash of the prices (`pt-` + 12 hex digits); stored on every priced record.
@@ -893,6 +929,64 @@ pub(crate) mod tests {
         assert!(read_price_lines("tier\tflex\t1\t\t2\n")
             .unwrap_err()
             .contains("before any model"));
+    }
+
+    #[test]
+    fn a_signed_book_is_used_only_when_signature_and_version_agree() {
+        let file = PriceFile::builtin().unwrap();
+        let body = file.to_lines();
+        let version = PriceTable::from_file(file).unwrap().version().to_string();
+        let now = 1_800_000_000;
+        let sig = crate::wire::sign(b"sixteen-byte-secret", now, body.as_bytes());
+        let ok = PriceTable::from_signed_lines(
+            body.as_bytes(),
+            Some(&sig),
+            &version,
+            b"sixteen-byte-secret",
+            now,
+        );
+        assert_eq!(ok.unwrap().version(), version);
+        let wrong_secret = PriceTable::from_signed_lines(
+            body.as_bytes(),
+            Some(&sig),
+            &version,
+            b"another-secret!!",
+            now,
+        );
+        assert!(wrong_secret.unwrap_err().contains("signature"));
+        let tampered = body.replacen("\t2.5", "\t0.1", 1);
+        let err = PriceTable::from_signed_lines(
+            tampered.as_bytes(),
+            Some(&sig),
+            &version,
+            b"sixteen-byte-secret",
+            now,
+        );
+        assert!(err.unwrap_err().contains("signature"));
+        let err = PriceTable::from_signed_lines(
+            body.as_bytes(),
+            Some(&sig),
+            "pt-000000000000",
+            b"sixteen-byte-secret",
+            now,
+        );
+        assert!(err.unwrap_err().contains("hashes to"));
+        let stale = PriceTable::from_signed_lines(
+            body.as_bytes(),
+            Some(&sig),
+            &version,
+            b"sixteen-byte-secret",
+            now + 3_600,
+        );
+        assert!(stale.is_err(), "a replayed old answer is refused");
+        assert!(PriceTable::from_signed_lines(
+            body.as_bytes(),
+            None,
+            &version,
+            b"sixteen-byte-secret",
+            now
+        )
+        .is_err());
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub struct ParseError {
 pub(crate) struct WireUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
     cached_tokens: Option<u64>,
     /// In the prompt details, or (OpenRouter) at the top level of `usage`.
     cache_write_tokens: Option<u64>,
@@ -111,6 +112,7 @@ impl WireUsage {
                     &["completion_tokens", "output_tokens"],
                     Value::as_u64,
                 )?,
+                total_tokens: opt(usage, &["total_tokens"], Value::as_u64)?,
                 cached_tokens: opt(prompt, &["cached_tokens"], Value::as_u64)?,
                 cache_write_tokens: opt(prompt, &["cache_write_tokens"], Value::as_u64)?.or(opt(
                     usage,
@@ -123,7 +125,11 @@ impl WireUsage {
                 audio_output_tokens: opt(completion, &["audio_tokens"], Value::as_u64)?,
                 image_output_tokens: opt(completion, &["image_tokens"], Value::as_u64)?,
                 web_search_requests: opt(server_tools, &["web_search_requests"], Value::as_u64)?,
-                cost: opt(usage, &["cost"], Nanos::from_json_usd)?,
+                // A number (OpenRouter), or Perplexity's object of parts and `total_cost`.
+                cost: opt(usage, &["cost"], |v| {
+                    Nanos::from_json_usd(v)
+                        .or_else(|| v.get("total_cost").and_then(Nanos::from_json_usd))
+                })?,
                 is_byok: opt(usage, &["is_byok"], Value::as_bool)?,
                 upstream_inference_cost: opt(
                     cost_details,
@@ -138,7 +144,25 @@ impl WireUsage {
     pub(crate) fn normalise(&self) -> ParsedUsage {
         let clamp = |v: Option<u64>| v.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
         let input = clamp(self.prompt_tokens);
-        let output = clamp(self.completion_tokens);
+        let mut output = clamp(self.completion_tokens);
+        // Reasoning is part of `completion_tokens` (OpenAI's convention) — except where the
+        // provider counts it beside them (xAI), which its `total_tokens` says.
+        let reasoning_beside = match (
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.reasoning_tokens,
+            self.total_tokens,
+        ) {
+            (Some(p), Some(c), Some(r), Some(total)) => {
+                r > 0
+                    && p.checked_add(c) != Some(total)
+                    && p.checked_add(c).and_then(|n| n.checked_add(r)) == Some(total)
+            }
+            _ => false,
+        };
+        if reasoning_beside {
+            output = output.saturating_add(clamp(self.reasoning_tokens));
+        }
         let tokens = TokenCounts {
             input,
             output,
