@@ -150,7 +150,7 @@ struct ListQuery {
 }
 
 /// The price book in force.
-#[utoipa::path(get, path = "/api/v1/prices", tag = "prices",
+#[utoipa::path(get, path = "/api/v1/prices", operation_id = "list_prices", tag = "prices",
     params(("provider" = Option<String>, Query, description = "Only this provider's entries"),
            ("model" = Option<String>, Query, description = "Only this model's entries")),
     responses((status = 200, body = PriceBookOut), (status = 400, body = crate::error::ErrorBody),
@@ -220,7 +220,7 @@ pub struct PriceChangeOut {
 /// `cache_write`, `reasoning`, `audio_input`, `audio_output`, `image_input`, `image_output`
 /// (USD per 1M tokens), `per_request`, `web_search`, `file_search` (USD per call),
 /// `max_output_tokens`, `tiers` (`{"flex": {"input", "cached_input", "output"}}`).
-#[utoipa::path(put, path = "/api/v1/prices", tag = "prices",
+#[utoipa::path(put, path = "/api/v1/prices", operation_id = "set_price", tag = "prices",
     request_body(content = Object, description = "A price entry (see the operation's description)"),
     responses((status = 200, body = PriceChangeOut), (status = 400, body = crate::error::ErrorBody),
               (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)),
@@ -234,12 +234,19 @@ pub async fn put(
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let entry: ModelPrice = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
+        let message = e.inner().to_string();
+        // The path ends at an unknown field, but stops above a missing one (serde names it
+        // in the message).
+        let named = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), named) {
+            (".", Some(name)) => name.to_string(),
+            (".", None) => "body".to_string(),
+            (path, Some(name)) => format!("{path}.{name}"),
+            (path, None) => path.to_string(),
         };
-        ApiError::bad(&field, e.inner().to_string())
+        ApiError::bad(&field, message)
     })?;
     validate_entry(&entry)?;
     // The book with this entry must load (no negative rate, …) before it is stored.
@@ -314,7 +321,7 @@ fn validate_entry(p: &ModelPrice) -> ApiResult<()> {
 
 /// Removes an admin's price entry (admin only); a built-in entry of the same key applies
 /// again.
-#[utoipa::path(delete, path = "/api/v1/prices", tag = "prices",
+#[utoipa::path(delete, path = "/api/v1/prices", operation_id = "delete_price", tag = "prices",
     params(("provider" = String, Query), ("model" = String, Query),
            ("effective_from" = String, Query, description = "YYYY-MM-DD")),
     responses((status = 204, description = "removed"), (status = 400, body = crate::error::ErrorBody),
@@ -420,7 +427,7 @@ impl From<RepriceReport> for RepriceOut {
 /// Reprices a time range with the price book in force (admin only): raw rows get the new cost
 /// and `pricing_version`, and every rollup bucket they fall in is rebuilt from them. Running it
 /// again changes nothing.
-#[utoipa::path(post, path = "/api/v1/admin/reprice", tag = "prices", request_body = RepriceIn,
+#[utoipa::path(post, path = "/api/v1/admin/reprice", operation_id = "reprice", tag = "prices", request_body = RepriceIn,
     responses((status = 200, body = RepriceOut), (status = 400, body = crate::error::ErrorBody),
               (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)),
@@ -491,15 +498,16 @@ pub async fn internal_book(
         )
             .into_response());
     }
-    let secret = state
+    // Signed with every configured secret: an edge holding either side of a rotation verifies.
+    let secrets: Vec<&[u8]> = state
         .config()
         .internal
         .signing_secrets
-        .first()
-        .map(|s| s.expose().as_bytes().to_vec())
-        .ok_or_else(|| ApiError::NotFound("no such endpoint".into()))?;
-    let signature = usage_core::wire::sign(
-        &secret,
+        .iter()
+        .map(|s| s.expose().as_bytes())
+        .collect();
+    let signature = usage_core::wire::sign_with_each(
+        &secrets,
         OffsetDateTime::now_utc().unix_timestamp(),
         book.lines.as_bytes(),
     );

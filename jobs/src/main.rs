@@ -2,7 +2,9 @@
 //! credit polls, reconciliation, the integrity pass — so the API can scale out on its own
 //! (set `run_jobs = false` in `dashboard-api`'s file then). Serves `GET /healthz` and
 //! `GET /metrics` on `listen`. Any number may run: one holds the lease and does the work.
-//! `tollgate-jobs retention [--dry-run]` applies (or only prints) the retention policy once.
+//! `tollgate-jobs retention [--dry-run]` applies (or only prints) the retention policy once;
+//! `tollgate-jobs reprice --from T --to T [--provider P] [--model M]` recomputes stored costs
+//! with the price book in force (as `POST /api/v1/admin/reprice` does).
 //!
 //! Configuration: `--config jobs.toml` and `TOLLGATE_*` variables (docs/CONFIGURATION.md,
 //! "tollgate-jobs"); the job sections read as in `dashboard-api`'s file.
@@ -39,6 +41,28 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Reprice the calls of a time range with the price book in force (the built-in prices
+    /// and the admins' entries): raw rows get the new cost and `pricing_version`, and every
+    /// rollup bucket they fall in is rebuilt. Running it twice changes nothing.
+    Reprice {
+        /// Start of the range, RFC 3339 (inclusive).
+        #[arg(long, value_parser = rfc3339)]
+        from: time::OffsetDateTime,
+        /// End of the range, RFC 3339 (exclusive).
+        #[arg(long, value_parser = rfc3339)]
+        to: time::OffsetDateTime,
+        /// Only this provider's calls.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Only calls that asked for this model.
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+fn rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time (2026-12-01T00:00:00Z): {e}"))
 }
 
 fn main() -> ExitCode {
@@ -50,7 +74,50 @@ fn main() -> ExitCode {
                 retention(file, dry_run)
             })
         }
+        Some(Command::Reprice {
+            from,
+            to,
+            provider,
+            model,
+        }) => service_kit::run_service("tollgate-jobs", cli.config.as_deref(), move |file| {
+            reprice(file, from, to, provider, model)
+        }),
     }
+}
+
+async fn reprice(
+    file: JobsFile,
+    from: time::OffsetDateTime,
+    to: time::OffsetDateTime,
+    provider: Option<String>,
+    model: Option<String>,
+) -> Result<(), service_kit::BoxError> {
+    let ctx = context(&file);
+    let builtin = usage_core::PriceFile::builtin()?;
+    let (_, table) = tollgate_clickhouse::prices::price_book(ctx.client(), &builtin).await?;
+    tollgate_clickhouse::prices::record_version(ctx.client(), &table).await?;
+    let req = tollgate_clickhouse::reprice::RepriceRequest {
+        from,
+        to,
+        provider,
+        model,
+        requested_by: "tollgate-jobs reprice".into(),
+    };
+    let r = tollgate_clickhouse::reprice::reprice(ctx.client(), &table, &req).await?;
+    let usd = |n: i128| usage_core::Nanos::new(i64::try_from(n).unwrap_or(i64::MAX));
+    println!(
+        "reprice {}: {} rows seen, {} changed ({} newly priced), ${} → ${}, {} rollup buckets rebuilt ({} still different), price book {}",
+        r.run_id,
+        r.rows_seen,
+        r.rows_changed,
+        r.rows_newly_priced,
+        usd(r.cost_before_nusd),
+        usd(r.cost_after_nusd),
+        r.buckets_rebuilt,
+        r.buckets_still_different,
+        r.pricing_version
+    );
+    Ok(())
 }
 
 fn context(file: &JobsFile) -> Context {

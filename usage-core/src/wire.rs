@@ -215,6 +215,18 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={}", hex::encode(tag))
 }
 
+/// [`sign`] with every secret in one header (`t=…,v1=…,v1=…`), so that a receiver holding any
+/// one of them verifies it: what a sender does while a secret is rotated.
+pub fn sign_with_each(secrets: &[&[u8]], timestamp: i64, body: &[u8]) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        let tag = mac(secret, timestamp, body).finalize().into_bytes();
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(tag));
+    }
+    header
+}
+
 /// Verifies a signature header against `body` with any of `secrets`, at `now` (unix seconds).
 /// The comparison is constant-time.
 pub fn verify(
