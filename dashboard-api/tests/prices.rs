@@ -290,7 +290,7 @@ fn record(n: u128, org: &str, model: &str, ts: OffsetDateTime) -> UsageRecord {
         image_input_tokens: 0,
         audio_output_tokens: 0,
         image_output_tokens: 0,
-        web_search_calls: u32::from(n % 5 == 0),
+        web_search_calls: u32::from(n.is_multiple_of(5)),
         file_search_calls: 0,
         service_tier_requested: String::new(),
         service_tier: if n % 4 == 0 {

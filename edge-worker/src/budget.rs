@@ -442,6 +442,34 @@ mod tests {
         );
     }
 
+    /// OpenRouter calls under a hard budget are priced (and so admitted) for the models of its
+    /// list, through the vendors' entries of the built-in table.
+    #[test]
+    fn openrouter_slugs_have_a_worst_case() {
+        let table = PriceTable::builtin().unwrap();
+        let at = datetime!(2026-11-01 0:00 UTC);
+        for slug in [
+            "anthropic/claude-sonnet-4.5",
+            "anthropic/claude-4.5-sonnet-20250929",
+            "anthropic/claude-haiku-4.5",
+            "anthropic/claude-opus-4.5",
+            "openai/gpt-4o-mini",
+            "openai/gpt-4.1",
+            "openai/gpt-5",
+            "google/gemini-2.5-flash",
+            "google/gemini-2.5-pro",
+            "deepseek/deepseek-chat",
+            "x-ai/grok-4.20",
+            "mistralai/mistral-large-latest",
+        ] {
+            let price = price_for(&table, "openrouter", slug, at);
+            assert!(
+                worst_case_cost(price, 1_000, Some(100), "").is_some(),
+                "{slug} would be refused under a hard budget"
+            );
+        }
+    }
+
     #[test]
     fn scopes() {
         let mut s = spec(1, "hard");

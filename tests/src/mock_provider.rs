@@ -417,6 +417,11 @@ async fn chat(State(state): State<MockState>, body: Bytes) -> Response {
         )
     };
     let created = 1_790_000_000u64;
+    // OpenAI answers the tier it ran the call in: the one asked for, `default` otherwise.
+    let tier = match body.get("service_tier").and_then(Value::as_str) {
+        Some(t @ ("flex" | "priority")) => t.to_string(),
+        _ => "default".to_string(),
+    };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let text: String = (0..s.chunks.max(1))
         .map(|i| WORDS[i % WORDS.len()])
@@ -431,6 +436,8 @@ async fn chat(State(state): State<MockState>, body: Bytes) -> Response {
         });
         if openrouter {
             v["provider"] = json!("MockCloud");
+        } else {
+            v["service_tier"] = json!(tier);
         }
         return Json(v).into_response();
     }
@@ -448,6 +455,8 @@ async fn chat(State(state): State<MockState>, body: Bytes) -> Response {
         }
         if openrouter {
             chunk["provider"] = json!("MockCloud");
+        } else {
+            chunk["service_tier"] = json!(tier);
         }
         events.push(chunk.to_string());
     }
