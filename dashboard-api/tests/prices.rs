@@ -293,7 +293,7 @@ fn record(n: u128, org: &str, model: &str, ts: OffsetDateTime) -> UsageRecord {
         web_search_calls: u32::from(n.is_multiple_of(5)),
         file_search_calls: 0,
         service_tier_requested: String::new(),
-        service_tier: if n % 4 == 0 {
+        service_tier: if n.is_multiple_of(4) {
             "flex".into()
         } else {
             String::new()
