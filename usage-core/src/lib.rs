@@ -21,6 +21,7 @@ pub mod period;
 pub mod price;
 pub mod record;
 pub mod sse;
+pub mod tokens;
 pub mod top_level;
 pub mod usage;
 pub mod wire;

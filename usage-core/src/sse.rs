@@ -14,7 +14,7 @@
 
 use serde_json::Value;
 
-use crate::cost::ToolCalls;
+use crate::tokens::ToolCalls;
 use crate::top_level::{self, field, text as text_field};
 use crate::usage::{count_search_calls, ParsedUsage, WireUsage};
 
@@ -60,8 +60,8 @@ impl StreamSummary {
 
     /// Tollgate's estimate of a stream that never reported its usage: the request's input
     /// ([`estimate_input_tokens`]) and one output token per content event.
-    pub fn estimate(&self, request_bytes: u64) -> crate::cost::TokenCounts {
-        crate::cost::TokenCounts {
+    pub fn estimate(&self, request_bytes: u64) -> crate::tokens::TokenCounts {
+        crate::tokens::TokenCounts {
             input: estimate_input_tokens(request_bytes),
             output: self.estimated_output_tokens(),
             ..Default::default()

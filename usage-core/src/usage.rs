@@ -7,9 +7,9 @@
 
 use serde_json::Value;
 
-use crate::cost::{TokenCounts, ToolCalls};
 use crate::money::Nanos;
 use crate::record::Endpoint;
+use crate::tokens::{TokenCounts, ToolCalls};
 use crate::top_level;
 
 /// What a provider said about a call's usage.
