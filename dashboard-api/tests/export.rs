@@ -23,8 +23,9 @@ use uuid::Uuid;
 
 const HEADER: &str = "event_id,schema_version,ts,latency_ms,ttft_ms,upstream_ms,org_id,user_id,app_id,key_id,tags,provider,\
 model_requested,model_served,endpoint,task_type,stream,edge_region,status_code,error_class,input_tokens,output_tokens,\
-cached_input_tokens,cache_write_tokens,reasoning_tokens,usage_source,cost_nusd,cost_source,pricing_version,request_bytes,\
-response_bytes";
+cached_input_tokens,cache_write_tokens,reasoning_tokens,audio_input_tokens,image_input_tokens,audio_output_tokens,\
+image_output_tokens,usage_source,web_search_calls,file_search_calls,service_tier_requested,service_tier,cost_nusd,cost_source,\
+pricing_version,request_bytes,response_bytes";
 
 struct Resp {
     status: StatusCode,
@@ -191,6 +192,10 @@ async fn ndjson_lines_are_the_records_and_csv_has_a_header_and_quotes() {
         OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::days(3),
     );
     odd.tags = BTreeMap::from([("note".to_string(), "two\nlines".to_string())]);
+    odd.audio_input_tokens = 30;
+    odd.web_search_calls = 2;
+    odd.service_tier_requested = "auto".into();
+    odd.service_tier = "flex".into();
     odd.ttft_ms = None;
     tollgate_clickhouse::insert_events(
         env.db.client(),
@@ -230,7 +235,7 @@ async fn ndjson_lines_are_the_records_and_csv_has_a_header_and_quotes() {
     );
     // The odd call is the oldest of acme's, so the first row; every other row is one line.
     let odd_line = format!(
-        "{},1,{},1100,,90,acme,\"o'neil, \"\"jr\"\"\",web,key_1,\"{{\"\"note\"\":\"\"two\\nlines\"\"}}\",openai,m,,chat.completions,chat,false,FRA,200,none,2000,50,10,0,5,provider,0.123457789,price_table,pt-test,512,2048\r\n",
+        "{},1,{},1100,,90,acme,\"o'neil, \"\"jr\"\"\",web,key_1,\"{{\"\"note\"\":\"\"two\\nlines\"\"}}\",openai,m,,chat.completions,chat,false,FRA,200,none,2000,50,10,0,5,30,0,0,0,provider,2,0,auto,flex,0.123457789,price_table,pt-test,512,2048\r\n",
         odd.event_id,
         odd.ts.format(&time::format_description::well_known::Rfc3339).unwrap(),
     );
@@ -244,7 +249,7 @@ async fn ndjson_lines_are_the_records_and_csv_has_a_header_and_quotes() {
     assert_eq!(lines.len(), 20);
     for (line, rec) in lines.iter().zip(&want[1..]) {
         let cells: Vec<&str> = line.split(',').collect();
-        assert_eq!(cells.len(), 31, "{line}");
+        assert_eq!(cells.len(), 39, "{line}");
         assert_eq!(cells[0], rec.event_id.to_string());
         assert_eq!(
             cells[4],
@@ -253,7 +258,7 @@ async fn ndjson_lines_are_the_records_and_csv_has_a_header_and_quotes() {
         assert_eq!(cells[7], rec.user_id);
         assert_eq!(cells[10], "\"{\"\"env\"\":\"\"prod\"\"}\"");
         assert_eq!(cells[16], rec.stream.to_string());
-        assert_eq!(cells[26], rec.cost_nusd.to_string());
+        assert_eq!(cells[34], rec.cost_nusd.to_string());
     }
     // No format means CSV.
     assert_eq!(

@@ -394,6 +394,27 @@ pub enum PriceError {
     },
 }
 
+/// What an OpenRouter `:free` variant costs when the book does not list it: nothing.
+static FREE: ModelPrice = ModelPrice {
+    provider: String::new(),
+    model: String::new(),
+    effective_from: NEW_MODEL_FROM,
+    input: Nanos::ZERO,
+    cached_input: None,
+    cache_write: None,
+    output: Nanos::ZERO,
+    reasoning: None,
+    per_request: None,
+    max_output_tokens: None,
+    audio_input: None,
+    audio_output: None,
+    image_input: None,
+    image_output: None,
+    web_search: None,
+    file_search: None,
+    tiers: BTreeMap::new(),
+};
+
 /// Prices for every known model, resolved by provider, model id and date.
 #[derive(Clone, Debug)]
 pub struct PriceTable {
@@ -525,9 +546,25 @@ impl PriceTable {
         if let Some(p) = self.lookup_with_dates(provider, model, day) {
             return Some(p);
         }
+        // An OpenAI fine-tune (`ft:gpt-4o-mini-2024-07-18:acme::9xYz`) is priced as the
+        // fine-tunes of its base model (`ft:gpt-4o-mini-2024-07-18`, else `ft:gpt-4o-mini`).
+        if let Some(rest) = model.strip_prefix("ft:") {
+            let base = rest.split(':').next().unwrap_or(rest);
+            return self
+                .lookup_with_dates(provider, &format!("ft:{base}"), day)
+                .or_else(|| {
+                    let undated = strip_date_suffix(base)?;
+                    self.lookup(provider, &format!("ft:{undated}"), day)
+                });
+        }
         let (vendor, rest) = model.split_once('/')?;
-        // OpenRouter variants such as `:free` or `:thinking`: the base slug's own entry first.
-        if let Some((base, _variant)) = model.split_once(':') {
+        // OpenRouter variants such as `:thinking` or `:extended`: the base slug's own entry
+        // first. A `:free` variant costs nothing (OpenRouter's free tier) unless the book lists
+        // it with a price (looked up above).
+        if let Some((base, variant)) = model.split_once(':') {
+            if variant == "free" {
+                return Some(&FREE);
+            }
             if let Some(p) = self.lookup_with_dates(provider, base, day) {
                 return Some(p);
             }
@@ -782,9 +819,14 @@ pub(crate) mod tests {
             Some("claude-sonnet-4-5")
         );
         assert_eq!(
-            model_of("openrouter", "openrouter/openai/gpt-4o:free"),
+            model_of("openrouter", "openrouter/openai/gpt-4o:beta"),
             Some("gpt-4o")
         );
+        // A free variant costs nothing.
+        let free = t
+            .resolve("openrouter", "openrouter/openai/gpt-4o:free", T)
+            .unwrap();
+        assert_eq!((free.input, free.output), (Nanos::ZERO, Nanos::ZERO));
         assert_eq!(
             model_of("openrouter", "google/gemini-2.5-flash"),
             Some("gemini-2.5-flash")
@@ -861,6 +903,8 @@ pub(crate) mod tests {
             ("openai/gpt-4.1-mini", "openai/gpt-4.1-mini"),
             ("openai/gpt-4o-2024-11-20", "openai/gpt-4o"),
             ("openai/gpt-4o:extended", "openai/gpt-4o"),
+            ("openai/gpt-4o:free", "/"),
+            ("deepseek/deepseek-chat:free", "/"),
             ("openai/o4-mini-high", "-"),
             ("google/gemini-2.5-pro", "gemini/gemini-2.5-pro"),
             ("google/gemini-2.0-flash-001", "gemini/gemini-2.0-flash-001"),
@@ -884,6 +928,21 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(vendor_model_candidates("gpt-4.1"), ["gpt-4.1", "gpt-4-1"]);
+    }
+
+    #[test]
+    fn fine_tunes_are_priced_as_their_base_models_fine_tunes() {
+        let t = PriceTable::builtin().unwrap();
+        let ft = t
+            .resolve("openai", "ft:gpt-4o-mini-2024-07-18:acme::9xYzAbCd", T)
+            .unwrap();
+        assert_eq!(ft.model, "ft:gpt-4o-mini-2024-07-18");
+        let base = t.resolve("openai", "gpt-4o-mini-2024-07-18", T).unwrap();
+        assert!(
+            ft.input > base.input,
+            "fine-tunes cost more than their base"
+        );
+        assert!(t.resolve("openai", "ft:gpt-9:acme::1", T).is_none());
     }
 
     #[test]

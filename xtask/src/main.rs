@@ -6,6 +6,7 @@
 
 mod bench;
 mod ch;
+mod costcheck;
 mod demo;
 mod edge;
 mod fuzz;
@@ -62,6 +63,9 @@ enum Command {
     Layout(layout::LayoutArgs),
     /// Fuzz the SSE scanner, batch decoder, signature verifier and query parameters (cargo-fuzz).
     Fuzz(fuzz::FuzzArgs),
+    /// Price the cost corpus with LiteLLM too (pinned, in target/costcheck-venv) and write the
+    /// comparison table to docs/COST.md.
+    Costcheck,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Repeat(args) => repeat::run(&args),
         Command::Layout(args) => layout::run(&args),
+        Command::Costcheck => costcheck::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
