@@ -34,37 +34,15 @@ ALTER TABLE usage_events ADD COLUMN service_tier_requested LowCardinality(String
 -- unless-column: usage_events.service_tier
 ALTER TABLE usage_events ADD COLUMN service_tier LowCardinality(String) DEFAULT '' AFTER service_tier_requested;
 
+-- On a cluster, usage_events_distributed takes the new columns by being re-created: 18.16
+-- refuses ALTER ON CLUSTER of a Distributed table over replicated shards, and the table holds
+-- no data of its own (the collector inserts through it synchronously).
 -- cluster-only
--- unless-column: usage_events_distributed.audio_input_tokens
-ALTER TABLE usage_events_distributed ADD COLUMN audio_input_tokens UInt32 DEFAULT 0 AFTER response_bytes;
+DROP TABLE IF EXISTS usage_events_distributed;
 
 -- cluster-only
--- unless-column: usage_events_distributed.image_input_tokens
-ALTER TABLE usage_events_distributed ADD COLUMN image_input_tokens UInt32 DEFAULT 0 AFTER audio_input_tokens;
-
--- cluster-only
--- unless-column: usage_events_distributed.audio_output_tokens
-ALTER TABLE usage_events_distributed ADD COLUMN audio_output_tokens UInt32 DEFAULT 0 AFTER image_input_tokens;
-
--- cluster-only
--- unless-column: usage_events_distributed.image_output_tokens
-ALTER TABLE usage_events_distributed ADD COLUMN image_output_tokens UInt32 DEFAULT 0 AFTER audio_output_tokens;
-
--- cluster-only
--- unless-column: usage_events_distributed.web_search_calls
-ALTER TABLE usage_events_distributed ADD COLUMN web_search_calls UInt32 DEFAULT 0 AFTER image_output_tokens;
-
--- cluster-only
--- unless-column: usage_events_distributed.file_search_calls
-ALTER TABLE usage_events_distributed ADD COLUMN file_search_calls UInt32 DEFAULT 0 AFTER web_search_calls;
-
--- cluster-only
--- unless-column: usage_events_distributed.service_tier_requested
-ALTER TABLE usage_events_distributed ADD COLUMN service_tier_requested LowCardinality(String) DEFAULT '' AFTER file_search_calls;
-
--- cluster-only
--- unless-column: usage_events_distributed.service_tier
-ALTER TABLE usage_events_distributed ADD COLUMN service_tier LowCardinality(String) DEFAULT '' AFTER service_tier_requested;
+CREATE TABLE IF NOT EXISTS usage_events_distributed AS usage_events
+ENGINE = Distributed(${cluster}, ${database}, usage_events, cityHash64(org_id));
 
 -- Prices set by an admin in the dashboard (`PUT /api/v1/prices`), over the price file built
 -- into dashboard-api: one row per (provider, model, effective_from); a change is a new row with

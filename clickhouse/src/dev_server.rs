@@ -30,10 +30,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stop may take before SIGKILL (1.5–3 s here).
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The dev server of one checkout.
+/// The dev server of one checkout (or one node of the dev cluster: [`DevServer::node`]).
 #[derive(Clone, Debug)]
 pub struct DevServer {
     repo_root: PathBuf,
+    data_dir: PathBuf,
+    http_port: u16,
+    tcp_port: u16,
+    interserver_port: u16,
+    /// XML added to the config (a cluster node's ZooKeeper, remote_servers and macros).
+    extra_config: String,
 }
 
 /// What [`DevServer::start`] found or did.
@@ -68,9 +74,42 @@ pub struct Status {
 impl DevServer {
     /// The dev server of the checkout at `repo_root` (the workspace root).
     pub fn for_repo(repo_root: impl Into<PathBuf>) -> DevServer {
+        let repo_root = repo_root.into();
+        DevServer {
+            data_dir: repo_root.join("target").join("clickhouse-dev"),
+            repo_root,
+            http_port: 18123,
+            tcp_port: TCP_PORT,
+            interserver_port: 19009,
+            extra_config: String::new(),
+        }
+    }
+
+    /// A server of the same template with its own data dir, ports and extra config (a node of
+    /// the dev cluster, `dev_cluster.rs`).
+    pub fn node(
+        repo_root: impl Into<PathBuf>,
+        data_dir: PathBuf,
+        (http_port, tcp_port, interserver_port): (u16, u16, u16),
+        extra_config: String,
+    ) -> DevServer {
         DevServer {
             repo_root: repo_root.into(),
+            data_dir,
+            http_port,
+            tcp_port,
+            interserver_port,
+            extra_config,
         }
+    }
+
+    /// `127.0.0.1:<http port>`.
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn tcp_port(&self) -> u16 {
+        self.tcp_port
     }
 
     /// `clickhouse/dev/`: the config templates.
@@ -80,7 +119,7 @@ impl DevServer {
 
     /// `target/clickhouse-dev/`: effective config, data, logs, pidfile.
     pub fn data_dir(&self) -> PathBuf {
-        self.repo_root.join("target").join("clickhouse-dev")
+        self.data_dir.clone()
     }
 
     pub fn pid_file(&self) -> PathBuf {
@@ -97,7 +136,7 @@ impl DevServer {
 
     /// The server's HTTP URL.
     pub fn url(&self) -> String {
-        format!("http://{HTTP_ADDR}")
+        format!("http://{}", self.http_addr())
     }
 
     /// Writes `config.xml` and `users.xml` for this checkout into the data dir.
@@ -112,8 +151,25 @@ impl DevServer {
                 "data dir {data_text} cannot go into XML"
             )));
         }
-        let config = fs::read_to_string(self.template_dir().join("config.xml"))?;
-        fs::write(self.config_file(), config.replace("@DATA_DIR@", &data_text))?;
+        let config = fs::read_to_string(self.template_dir().join("config.xml"))?
+            .replace("@DATA_DIR@", &data_text)
+            .replace(
+                "<http_port>18123</http_port>",
+                &format!("<http_port>{}</http_port>", self.http_port),
+            )
+            .replace(
+                &format!("<tcp_port>{TCP_PORT}</tcp_port>"),
+                &format!("<tcp_port>{}</tcp_port>", self.tcp_port),
+            )
+            .replace(
+                "<interserver_http_port>19009</interserver_http_port>",
+                &format!(
+                    "<interserver_http_port>{}</interserver_http_port>",
+                    self.interserver_port
+                ),
+            )
+            .replace("</yandex>", &format!("{}\n</yandex>", self.extra_config));
+        fs::write(self.config_file(), config)?;
         fs::copy(
             self.template_dir().join("users.xml"),
             data.join("users.xml"),
@@ -123,7 +179,7 @@ impl DevServer {
 
     /// Whether `/ping` answers `Ok.`.
     pub fn is_up(&self) -> bool {
-        ping(HTTP_ADDR)
+        ping(&self.http_addr())
     }
 
     /// The live server process of our pidfile, if any.
@@ -217,7 +273,8 @@ impl DevServer {
             thread::sleep(Duration::from_millis(100));
         }
         Err(format!(
-            "clickhouse-server (pid {pid}) did not answer {HTTP_ADDR}/ping within {START_TIMEOUT:?}; log:\n{}",
+            "clickhouse-server (pid {pid}) did not answer {}/ping within {START_TIMEOUT:?}; log:\n{}",
+            self.http_addr(),
             self.log_tail(15)
         ))
     }

@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod budgets;
 mod config;
 pub mod credits;
+pub mod dev_cluster;
 pub mod dev_server;
 pub mod encoded;
 mod error;

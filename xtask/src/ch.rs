@@ -9,11 +9,16 @@
 #[allow(dead_code)] // shared with the clickhouse crate, which uses more of it
 mod dev_server;
 
+#[path = "../../clickhouse/src/dev_cluster.rs"]
+#[allow(dead_code)] // shared with the clickhouse crate, which uses more of it
+mod dev_cluster;
+
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
+use dev_cluster::DevCluster;
 use dev_server::{DevServer, Started, Stopped};
 
 use crate::fail;
@@ -30,11 +35,25 @@ pub enum ChCommand {
     Stop,
     /// Whether the server answers, and its pid.
     Status,
+    /// The dev cluster: ZooKeeper and 2 shards × 2 replicas on loopback ports
+    /// (target/clickhouse-cluster/; clickhouse/src/dev_cluster.rs lists the ports).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// clickhouse-client on the dev server's native port (extra arguments are passed on).
     Client {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Start ZooKeeper and the four servers (each answers before the next starts).
+    Start,
+    /// Stop the four servers, then ZooKeeper.
+    Stop,
+    /// Each component: answering or not, pid, resident memory.
+    Status,
 }
 
 #[derive(clap::Args)]
@@ -101,6 +120,7 @@ pub fn run(cmd: &ChCommand) -> Result {
             }
             Ok(())
         }
+        ChCommand::Cluster(cmd) => cluster(cmd),
         ChCommand::Client { args } => {
             let err = Command::new("clickhouse-client")
                 .args([
@@ -112,6 +132,51 @@ pub fn run(cmd: &ChCommand) -> Result {
                 .args(args)
                 .exec();
             Err(fail!("could not run clickhouse-client: {err}"))
+        }
+    }
+}
+
+fn cluster(cmd: &ClusterCommand) -> Result {
+    let cluster = DevCluster::for_repo(repo_root());
+    match cmd {
+        ClusterCommand::Start => {
+            cluster
+                .start()
+                .map_err(|e| fail!("ch cluster start: {e}"))?;
+            println!(
+                "cluster `{}` up: ZooKeeper on 127.0.0.1:{}, nodes {}; data in {}",
+                dev_cluster::CLUSTER,
+                dev_cluster::ZK_PORT,
+                (0..dev_cluster::NODES.len())
+                    .map(|i| cluster.url(i))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                cluster.dir().display()
+            );
+            Ok(())
+        }
+        ClusterCommand::Stop => {
+            cluster.stop().map_err(|e| fail!("ch cluster stop: {e}"))?;
+            println!("cluster stopped");
+            Ok(())
+        }
+        ClusterCommand::Status => {
+            let memory = cluster.memory_kib();
+            for c in cluster.status() {
+                let rss = memory
+                    .iter()
+                    .find(|(n, _)| *n == c.name)
+                    .map(|(_, kib)| format!(", {} MiB resident", kib / 1024))
+                    .unwrap_or_default();
+                println!(
+                    "{:<10} {:<24} {}{}{rss}",
+                    c.name,
+                    c.address,
+                    if c.answering { "answers" } else { "does not answer" },
+                    c.pid.map(|p| format!(", pid {p}")).unwrap_or_default()
+                );
+            }
+            Ok(())
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::util::{exec, have, output, step, Result};
 pub fn run() -> Result {
     wasm_target()?;
     clickhouse()?;
+    zookeeper()?;
     crate::edge::setup()?;
     python_sdk()?;
     browser()?;
@@ -38,6 +39,17 @@ fn clickhouse() -> Result {
     }
     step("setup: ClickHouse server and client (apt)");
     apt_install(&["clickhouse-server", "clickhouse-client"])
+}
+
+/// Debian's `zookeeper` (3.8, with a headless JRE): the coordination service of the dev
+/// cluster (`cargo xtask ch cluster`, clickhouse/src/dev_cluster.rs). Only its jar is used; the
+/// package's own service is not started.
+fn zookeeper() -> Result {
+    if have("/usr/share/java/zookeeper.jar") && have("/usr/bin/java") {
+        return Ok(());
+    }
+    step("setup: ZooKeeper for the dev cluster (apt)");
+    apt_install(&["zookeeper"])
 }
 
 /// Debian's `chromium` and `chromium-driver`: the dashboard's browser tests drive them over

@@ -31,8 +31,12 @@
 //!    (the next runner waits `lock_timeout`, then fails naming the holder; `--break-lock`
 //!    removes it, which is safe for the same reason).
 //!
-//! On a cluster the lock lives on the node the runner talks to (run migrations against one
-//! node), and the `ON CLUSTER` DDL itself is serialised by the server's distributed DDL queue.
+//! On a cluster the lock is a ZooKeeper replica (a replicated table with a fixed replica name,
+//! which can exist on one host only), so runners talking to different hosts exclude each other
+//! too; `schema_migrations` is replicated to every host, and before applying anything the
+//! runner checks each host's copy (through `remote()` over `system.clusters`): a host whose
+//! applied checksums differ stops the run. The `ON CLUSTER` DDL itself is serialised by the
+//! servers' distributed DDL queue.
 
 mod render;
 mod sql;
@@ -75,6 +79,7 @@ pub const MIGRATION_FILES: &[(&str, &str)] = migration_files![
     "0012_analyst_errors_by_cause.sql",
     "0013_keys_acting_for_end_users.sql",
     "0014_cost_accuracy.sql",
+    "0015_cluster_reads.sql",
 ];
 
 /// The table that records applied migrations.
@@ -327,7 +332,7 @@ pub struct MigrationReport {
     pub skipped: Vec<String>,
 }
 
-#[derive(Debug, Row, Deserialize)]
+#[derive(Debug, Clone, Row, Deserialize)]
 struct AppliedRow {
     version: u32,
     name: String,
@@ -483,8 +488,16 @@ impl Migrator {
         self.create_database().await?;
         let client = self.config.client();
         if self.break_lock {
+            let on_cluster = self
+                .cluster
+                .as_ref()
+                .map(|c| format!(" ON CLUSTER {c}"))
+                .unwrap_or_default();
             client
-                .query_raw(&format!("DROP TABLE IF EXISTS {LOCK_TABLE}"))
+                .query_raw(&format!(
+                    "DROP TABLE IF EXISTS {}.{LOCK_TABLE}{on_cluster}",
+                    self.config.database
+                ))
                 .execute()
                 .await?;
             on_event(&MigrationEvent::LockBroken);
@@ -529,13 +542,41 @@ impl Migrator {
         let started = Instant::now();
         let mut announced = false;
         loop {
-            let attempt = client
-                .query(&format!(
-                    "CREATE TABLE {LOCK_TABLE} ENGINE = Log AS SELECT ? AS holder, now() AS acquired_at"
-                ))
-                .bind(self.holder.as_str())
-                .execute()
-                .await;
+            let attempt = match &self.cluster {
+                None => {
+                    client
+                        .query(&format!(
+                            "CREATE TABLE {LOCK_TABLE} ENGINE = Log AS SELECT ? AS holder, now() AS acquired_at"
+                        ))
+                        .bind(self.holder.as_str())
+                        .execute()
+                        .await
+                }
+                // On a cluster the lock is a replica in ZooKeeper: a replicated table whose
+                // replica name is fixed exists at most once across all hosts — a runner on
+                // another host gets "replica already exists".
+                Some(_) => {
+                    let created = client
+                        .query(&format!(
+                            "CREATE TABLE {LOCK_TABLE} (holder String, acquired_at DateTime) \
+                             ENGINE = ReplicatedMergeTree('/clickhouse/locks/{}/migrate', 'lock') \
+                             ORDER BY holder",
+                            self.config.database
+                        ))
+                        .execute()
+                        .await;
+                    match created {
+                        Ok(()) => client
+                            .query(&format!(
+                                "INSERT INTO {LOCK_TABLE} SELECT ?, now()"
+                            ))
+                            .bind(self.holder.as_str())
+                            .execute()
+                            .await,
+                        Err(e) => Err(e),
+                    }
+                }
+            };
             let err = match attempt {
                 Ok(()) => return Ok(()),
                 Err(e) => Error::from(e),
@@ -558,6 +599,33 @@ impl Migrator {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// `schema_migrations` as each host of `cluster` holds it (its own replica), read through
+    /// `remote()`: a host whose copy names a changed file fails the run like the local copy.
+    async fn applied_on_every_host(&self, client: &Client, cluster: &str) -> Result<Vec<AppliedRow>> {
+        #[derive(Row, Deserialize)]
+        struct Host {
+            host_address: String,
+            port: u16,
+        }
+        let hosts: Vec<Host> = read_query(
+            client,
+            "SELECT host_address, port FROM system.clusters WHERE cluster = ?",
+        )
+        .bind(cluster)
+        .fetch_all()
+        .await?;
+        let mut rows = Vec::new();
+        for h in hosts {
+            let sql = format!(
+                "SELECT version, argMax(name, applied_at) AS name, argMax(checksum, applied_at) AS checksum \
+                 FROM remote('{}:{}', {}, schema_migrations) GROUP BY version ORDER BY version",
+                h.host_address, h.port, self.config.database
+            );
+            rows.extend(read_query(client, &sql).fetch_all::<AppliedRow>().await?);
+        }
+        Ok(rows)
     }
 
     async fn lock_holder(&self, client: &Client) -> (String, String) {
@@ -594,7 +662,11 @@ impl Migrator {
         )
         .fetch_all()
         .await?;
-        for row in &applied {
+        let mut every_copy = applied.clone();
+        if let Some(cluster) = &self.cluster {
+            every_copy.extend(self.applied_on_every_host(client, cluster).await?);
+        }
+        for row in &every_copy {
             match self.migrations.iter().find(|m| m.version == row.version) {
                 None => {
                     return Err(Error::UnknownApplied {
@@ -682,7 +754,9 @@ impl Migrator {
 /// "Table already exists" (57), or 18.16's "is creating or attaching right now".
 fn is_lock_busy(err: &Error) -> bool {
     let text = err.to_string();
-    err.server_code() == Some(57) || text.contains("already exists") || text.contains("right now")
+    matches!(err.server_code(), Some(57 | 253))
+        || text.contains("already exist")
+        || text.contains("right now")
 }
 
 /// `host:pid:nanos` — who holds the lock, for the message another runner prints.
@@ -799,10 +873,11 @@ mod tests {
             assert!(sql.contains(" ON CLUSTER prod"), "{sql}");
             if sql.contains("MergeTree") {
                 assert!(sql.contains("ENGINE = Replicated"), "{sql}");
-                assert!(
-                    sql.contains("'/clickhouse/tables/{shard}/tollgate/"),
-                    "{sql}"
-                );
+                let sharded = super::render::SHARDED_TABLES
+                    .iter()
+                    .any(|t| sql.contains(&format!("'/clickhouse/tables/{{shard}}/tollgate/{t}'")));
+                let everywhere = sql.contains("'/clickhouse/tables/all/tollgate/");
+                assert!(sharded != everywhere, "{sql}");
             }
         }
         assert!(all.iter().any(|s| s.starts_with(

@@ -2,15 +2,21 @@
 //! `ON CLUSTER` DDL with `Replicated*` engines for a cluster.
 //!
 //! Cluster rendering, statement by statement (only DDL is allowed in migrations):
-//! - `CREATE TABLE|VIEW|MATERIALIZED VIEW|DATABASE [IF NOT EXISTS] name` and
-//!   `ALTER TABLE name` / `DROP TABLE|VIEW [IF EXISTS] name` get `ON CLUSTER <cluster>` after the
-//!   name, and the name is qualified with the database (a DDL query replayed on another host
+//! - `CREATE TABLE|VIEW|MATERIALIZED VIEW|DATABASE [IF NOT EXISTS] name`,
+//!   `DROP TABLE|VIEW [IF EXISTS] name`, and `ALTER TABLE name` of a sharded or `Distributed`
+//!   table get `ON CLUSTER <cluster>` after the name; an `ALTER` of a table replicated to every
+//!   host does not (run on one host, ZooKeeper replicates it; `ON CLUSTER` would apply it once
+//!   per shard). Names are qualified with the database (a DDL query replayed on another host
 //!   must not depend on the initiator's current database).
 //! - Table references are qualified the same way: `FROM t`, `JOIN t`, a view's `TO t`, and
 //!   `CREATE TABLE x AS t`.
 //! - `ENGINE = XMergeTree(args)` becomes
-//!   `ENGINE = ReplicatedXMergeTree('/clickhouse/tables/{shard}/<db>/<table>', '{replica}', args)`;
-//!   `{shard}` and `{replica}` are the server's macros (its config), filled per host.
+//!   `ENGINE = ReplicatedXMergeTree('/clickhouse/tables/{shard}/<db>/<table>', '{replica}', args)`
+//!   for the usage data, which is sharded ([`SHARDED_TABLES`]: raw events and the rollups fed
+//!   from them), and `'/clickhouse/tables/all/<db>/<table>'` for every other table — budgets,
+//!   keys, tokens, alerts, prices, leases, `schema_migrations`, … — which every host holds whole
+//!   (written on any host, read on any host); `{shard}` and `{replica}` are the server's macros
+//!   (its config), filled per host.
 //! - `${cluster}` and `${database}` placeholders become quoted names (used by the cluster-only
 //!   `Distributed` table over `usage_events`).
 
@@ -22,6 +28,21 @@ pub struct Target {
     pub database: String,
     pub cluster: Option<String>,
 }
+
+/// Tables split across shards: the raw events and the rollups their views feed (each shard's
+/// views aggregate that shard's rows; queries merge shards through `Distributed` tables).
+/// Every other table is replicated to every host.
+pub const SHARDED_TABLES: &[&str] = &[
+    "usage_events",
+    "usage_hourly",
+    "usage_daily",
+    "org_daily",
+    "org_model_daily",
+    "usage_hourly_repair",
+    "usage_daily_repair",
+    "org_daily_repair",
+    "org_model_daily_repair",
+];
 
 /// Engines that have a `Replicated` variant taking (zk_path, replica, original args…).
 const REPLICABLE_ENGINES: &[&str] = &[
@@ -121,12 +142,24 @@ fn render_on_cluster(sql: &str, database: &str, cluster: &str) -> Result<String,
     if toks.get(name_end).is_some_and(|t| t.is_word(sql, "ON")) {
         return Err("already has ON CLUSTER; write migrations without it".into());
     }
-    let on_cluster_at = toks[name_end - 1].end;
-    edits.push(Edit {
-        start: on_cluster_at,
-        end: on_cluster_at,
-        text: format!(" ON CLUSTER {cluster}"),
-    });
+    if word(0, "ALTER") && object_name.ends_with("_distributed") {
+        return Err(format!(
+            "ALTER of the Distributed table {object_name}: 18.16 refuses it ON CLUSTER over \
+             replicated shards; DROP and re-CREATE it (it holds no data) in cluster-only statements"
+        ));
+    }
+    // An ALTER of a table replicated to every host runs on one host: ZooKeeper carries it to
+    // the other replicas (ON CLUSTER would apply it once per shard, and the second fails).
+    let replicated_everywhere = word(0, "ALTER")
+        && !SHARDED_TABLES.contains(&object_name.as_str());
+    if !replicated_everywhere {
+        let on_cluster_at = toks[name_end - 1].end;
+        edits.push(Edit {
+            start: on_cluster_at,
+            end: on_cluster_at,
+            text: format!(" ON CLUSTER {cluster}"),
+        });
+    }
 
     // 2. `CREATE MATERIALIZED VIEW x TO t` and `CREATE TABLE x AS t` right after the name.
     if (word(name_end, "TO") || word(name_end, "AS"))
@@ -164,7 +197,12 @@ fn render_on_cluster(sql: &str, database: &str, cluster: &str) -> Result<String,
             .ok_or_else(|| format!("ENGINE = {engine_name} needs parentheses: {engine_name}()"))?;
         let close = matching_paren(sql, &toks, k + 3).ok_or("unbalanced parentheses in ENGINE")?;
         let args = sql[open.end..toks[close].start].trim();
-        let path = format!("'/clickhouse/tables/{{shard}}/{database}/{object_name}'");
+        let group = if SHARDED_TABLES.contains(&object_name.as_str()) {
+            "{shard}"
+        } else {
+            "all"
+        };
+        let path = format!("'/clickhouse/tables/{group}/{database}/{object_name}'");
         let mut text = format!("Replicated{engine_name}({path}, '{{replica}}'");
         if !args.is_empty() {
             text.push_str(", ");
@@ -272,15 +310,15 @@ mod tests {
         assert_eq!(
             render(sql, &cluster()).unwrap(),
             "CREATE TABLE IF NOT EXISTS tollgate.budgets ON CLUSTER prod (a UInt8, version UInt64)\n\
-             ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tollgate/budgets', \
+             ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/tollgate/budgets', \
              '{replica}', version)\nORDER BY a"
         );
         let sql =
-            "CREATE TABLE IF NOT EXISTS e (a UInt8) ENGINE = MergeTree() PARTITION BY a ORDER BY a";
+            "CREATE TABLE IF NOT EXISTS usage_events (a UInt8) ENGINE = MergeTree() PARTITION BY a ORDER BY a";
         assert_eq!(
             render(sql, &cluster()).unwrap(),
-            "CREATE TABLE IF NOT EXISTS tollgate.e ON CLUSTER prod (a UInt8) ENGINE = \
-             ReplicatedMergeTree('/clickhouse/tables/{shard}/tollgate/e', '{replica}') \
+            "CREATE TABLE IF NOT EXISTS tollgate.usage_events ON CLUSTER prod (a UInt8) ENGINE = \
+             ReplicatedMergeTree('/clickhouse/tables/{shard}/tollgate/usage_events', '{replica}') \
              PARTITION BY a ORDER BY a"
         );
     }
