@@ -108,7 +108,11 @@ impl ClickHouseConfig {
     /// that does not match its query decodes garbage silently — which is why every `Row` type
     /// sits next to its SQL and is tested against the real server.
     pub fn client(&self) -> Client {
-        self.server_client().with_database(&self.database)
+        // A write through a `Distributed` table (on a cluster) is acknowledged only once every
+        // shard has it: the collector's acknowledgement must mean stored. One server ignores it.
+        self.server_client()
+            .with_database(&self.database)
+            .with_setting("insert_distributed_sync", "1")
     }
 
     /// A client with no database selected (for `CREATE DATABASE` and `system.*`).

@@ -289,11 +289,15 @@ fn is_live(pid: u32, needle: &str) -> bool {
 }
 
 fn terminate(pid: u32, needle: &str) -> Result<(), String> {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let started = Instant::now();
     while is_live(pid, needle) {
         if started.elapsed() > Duration::from_secs(20) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             thread::sleep(Duration::from_millis(300));
             break;
         }

@@ -208,3 +208,71 @@ pub async fn wait_for_merges(
     }
     Ok(started.elapsed())
 }
+
+/// A database of its own on the dev cluster (`dev_cluster.rs`, started when it does not
+/// answer), migrated `ON CLUSTER`, dropped from every host on `Drop`.
+#[derive(Debug)]
+pub struct ClusterDb {
+    name: String,
+    /// One config per node, in [`crate::dev_cluster::NODES`] order.
+    nodes: Vec<ClickHouseConfig>,
+}
+
+impl ClusterDb {
+    /// A fresh database on every host with every built-in migration applied (through node 0).
+    pub async fn new() -> Result<ClusterDb> {
+        ensure_cluster()?;
+        let name = unique_name();
+        let cluster = crate::dev_cluster::DevCluster::for_repo(repo_root());
+        let nodes: Vec<ClickHouseConfig> = (0..crate::dev_cluster::NODES.len())
+            .map(|i| ClickHouseConfig::new(cluster.url(i), name.clone()))
+            .collect();
+        let db = ClusterDb { name, nodes };
+        Migrator::new(db.nodes[0].clone())?
+            .on_cluster(Some(crate::dev_cluster::CLUSTER.to_string()))
+            .run(&mut |_| {})
+            .await?;
+        Ok(db)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Node `i`'s connection config for this database.
+    pub fn node(&self, i: usize) -> &ClickHouseConfig {
+        &self.nodes[i]
+    }
+
+    pub fn nodes(&self) -> &[ClickHouseConfig] {
+        &self.nodes
+    }
+}
+
+impl Drop for ClusterDb {
+    fn drop(&mut self) {
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {} ON CLUSTER {}",
+            self.name,
+            crate::dev_cluster::CLUSTER
+        );
+        if let Some(addr) = dev_server::http_addr_of(&self.nodes[0].url) {
+            let _ = dev_server::http_request(&addr, "POST", "/", &sql, Duration::from_secs(60));
+        }
+    }
+}
+
+/// Makes sure the dev cluster answers (ZooKeeper and every node), starting what is down. Once
+/// per process.
+pub fn ensure_cluster() -> Result<()> {
+    static READY: OnceLock<Mutex<bool>> = OnceLock::new();
+    let cell = READY.get_or_init(|| Mutex::new(false));
+    let mut ready = cell.lock().unwrap_or_else(|p| p.into_inner());
+    if *ready {
+        return Ok(());
+    }
+    let cluster = crate::dev_cluster::DevCluster::for_repo(repo_root());
+    cluster.start().map_err(Error::DevServer)?;
+    *ready = true;
+    Ok(())
+}

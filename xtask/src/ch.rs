@@ -172,7 +172,11 @@ fn cluster(cmd: &ClusterCommand) -> Result {
                     "{:<10} {:<24} {}{}{rss}",
                     c.name,
                     c.address,
-                    if c.answering { "answers" } else { "does not answer" },
+                    if c.answering {
+                        "answers"
+                    } else {
+                        "does not answer"
+                    },
                     c.pid.map(|p| format!(", pid {p}")).unwrap_or_default()
                 );
             }

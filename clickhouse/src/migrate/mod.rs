@@ -79,7 +79,6 @@ pub const MIGRATION_FILES: &[(&str, &str)] = migration_files![
     "0012_analyst_errors_by_cause.sql",
     "0013_keys_acting_for_end_users.sql",
     "0014_cost_accuracy.sql",
-    "0015_cluster_reads.sql",
 ];
 
 /// The table that records applied migrations.
@@ -232,18 +231,31 @@ impl Migration {
 
     /// [`Migration::render`] with each statement's `-- unless-column` guard.
     fn render_guarded(&self, target: &Target) -> Result<Vec<GuardedStatement>> {
-        self.statements
+        let mut out = Vec::new();
+        for s in self
+            .statements
             .iter()
             .filter(|s| !s.cluster_only || target.cluster.is_some())
-            .map(|s| {
-                render::render(&s.sql, target)
-                    .map(|sql| (sql, s.unless_column.clone()))
-                    .map_err(|reason| Error::InvalidMigration {
-                        file: self.file_name.clone(),
-                        reason,
-                    })
-            })
-            .collect()
+        {
+            let invalid = |reason: String| Error::InvalidMigration {
+                file: self.file_name.clone(),
+                reason,
+            };
+            // On a cluster the guard looks at the table the statement alters there.
+            let guard = s
+                .unless_column
+                .clone()
+                .map(|(table, column)| match target.cluster {
+                    Some(_) => (render::cluster_table_name(&table), column),
+                    None => (table, column),
+                });
+            out.push((render::render(&s.sql, target).map_err(invalid)?, guard));
+            // A sharded table gets its Distributed table at once: views created later read it.
+            if let Some(distributed) = render::distributed_over(&s.sql, target).map_err(invalid)? {
+                out.push((distributed, None));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -603,7 +615,11 @@ impl Migrator {
 
     /// `schema_migrations` as each host of `cluster` holds it (its own replica), read through
     /// `remote()`: a host whose copy names a changed file fails the run like the local copy.
-    async fn applied_on_every_host(&self, client: &Client, cluster: &str) -> Result<Vec<AppliedRow>> {
+    async fn applied_on_every_host(
+        &self,
+        client: &Client,
+        cluster: &str,
+    ) -> Result<Vec<AppliedRow>> {
         #[derive(Row, Deserialize)]
         struct Host {
             host_address: String,
@@ -870,26 +886,47 @@ mod tests {
             .unwrap();
         let all: Vec<&String> = plan.iter().flat_map(|(_, s)| s).collect();
         for sql in &all {
-            assert!(sql.contains(" ON CLUSTER prod"), "{sql}");
+            // Every statement runs ON CLUSTER but an ALTER of a table every host replicates.
+            let altered_everywhere = sql.starts_with("ALTER TABLE tollgate.")
+                && !super::render::SHARDED_TABLES
+                    .iter()
+                    .any(|t| sql.starts_with(&format!("ALTER TABLE tollgate.{t}_local ")));
+            assert_eq!(
+                sql.contains(" ON CLUSTER prod"),
+                !altered_everywhere,
+                "{sql}"
+            );
             if sql.contains("MergeTree") {
                 assert!(sql.contains("ENGINE = Replicated"), "{sql}");
-                let sharded = super::render::SHARDED_TABLES
-                    .iter()
-                    .any(|t| sql.contains(&format!("'/clickhouse/tables/{{shard}}/tollgate/{t}'")));
+                let sharded = super::render::SHARDED_TABLES.iter().any(|t| {
+                    sql.contains(&format!(
+                        "'/clickhouse/tables/{{shard}}/tollgate/{t}_local'"
+                    ))
+                });
                 let everywhere = sql.contains("'/clickhouse/tables/all/tollgate/");
                 assert!(sharded != everywhere, "{sql}");
             }
         }
-        assert!(all.iter().any(|s| s.starts_with(
-            "CREATE TABLE IF NOT EXISTS tollgate.usage_events_distributed ON CLUSTER prod AS tollgate.usage_events"
-        ) && s.contains("Distributed('prod', 'tollgate', usage_events, cityHash64(org_id))")));
+        // Each sharded table is `T_local` on every host and `T` the Distributed table over it.
+        for t in super::render::SHARDED_TABLES {
+            assert!(
+                all.iter().any(|s| s.starts_with(&format!(
+                    "CREATE TABLE IF NOT EXISTS tollgate.{t} ON CLUSTER prod AS tollgate.{t}_local"
+                )) && s.contains(&format!(
+                    "Distributed('prod', 'tollgate', {t}_local, cityHash64(org_id))"
+                ))),
+                "{t}"
+            );
+        }
         assert!(all.iter().any(|s| s.contains(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS tollgate.usage_daily_mv ON CLUSTER prod TO tollgate.usage_daily"
-        ) && s.contains("FROM tollgate.usage_events")));
-        assert!(all
-            .iter()
-            .any(|s| s
-                .starts_with("ALTER TABLE tollgate.usage_events ON CLUSTER prod MODIFY COLUMN")));
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS tollgate.usage_daily_mv ON CLUSTER prod TO tollgate.usage_daily_local"
+        ) && s.contains("FROM tollgate.usage_events_local")));
+        assert!(all.iter().any(|s| s
+            .starts_with("ALTER TABLE tollgate.usage_events_local ON CLUSTER prod MODIFY COLUMN")));
+        // The analysts' views read the Distributed tables: every shard.
+        assert!(all.iter().any(|s| s
+            .contains("CREATE VIEW IF NOT EXISTS tollgate.ai_daily_usage")
+            && s.contains("FROM tollgate.usage_daily\n")));
 
         let single = Migrator::new(ClickHouseConfig::new("http://x", "tollgate")).unwrap();
         let plan = single

@@ -30,18 +30,14 @@ pub struct Target {
 }
 
 /// Tables split across shards: the raw events and the rollups their views feed (each shard's
-/// views aggregate that shard's rows; queries merge shards through `Distributed` tables).
-/// Every other table is replicated to every host.
+/// views aggregate that shard's rows; queries merge shards through `Distributed` tables, see
+/// [`cluster_table_name`]). Every other table is replicated to every host.
 pub const SHARDED_TABLES: &[&str] = &[
     "usage_events",
     "usage_hourly",
     "usage_daily",
     "org_daily",
     "org_model_daily",
-    "usage_hourly_repair",
-    "usage_daily_repair",
-    "org_daily_repair",
-    "org_model_daily_repair",
 ];
 
 /// Engines that have a `Replicated` variant taking (zk_path, replica, original args…).
@@ -67,8 +63,140 @@ pub(crate) fn render(sql: &str, target: &Target) -> Result<String, String> {
     let with_placeholders = substitute_placeholders(sql, target)?;
     match &target.cluster {
         None => Ok(with_placeholders),
-        Some(cluster) => render_on_cluster(&with_placeholders, &target.database, cluster),
+        Some(cluster) => render_on_cluster(
+            &local_and_distributed_names(&with_placeholders)?,
+            &target.database,
+            cluster,
+        ),
     }
+}
+
+/// On a cluster, the `Distributed` table a `CREATE TABLE` of a sharded table implies (rendered
+/// after it): `T` over `T_local`, rows sharded by org (one org's rows and rollups on one shard).
+/// `None` for every other statement, and on one server.
+pub(crate) fn distributed_over(sql: &str, target: &Target) -> Result<Option<String>, String> {
+    let Some(cluster) = &target.cluster else {
+        return Ok(None);
+    };
+    let toks: Vec<Token> = tokenize(sql)?
+        .into_iter()
+        .filter(|t| !t.is_trivia())
+        .collect();
+    let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(sql, w));
+    if !(word(0, "CREATE") && word(1, "TABLE")) {
+        return Ok(None);
+    }
+    let at = if word(2, "IF") { 5 } else { 2 };
+    let Some(name) = toks.get(at).map(|t| t.text(sql)) else {
+        return Ok(None);
+    };
+    if !SHARDED_TABLES.contains(&name) {
+        return Ok(None);
+    }
+    let db = &target.database;
+    Ok(Some(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} AS {db}.{name}_local \
+         ENGINE = Distributed('{cluster}', '{db}', {name}_local, cityHash64(org_id))"
+    )))
+}
+
+/// The name a table of a migration has on a cluster: a sharded table `T` is stored as
+/// `T_local` on each host, and `T` is the `Distributed` table over it (written as
+/// `T_distributed` in the migrations' cluster-only statements). So every reader and writer —
+/// the services' queries, the analysts' views, the collector's INSERT — names `T` and gets all
+/// shards, on one server and on a cluster alike; only the materialized views, which must see
+/// each shard's own inserts, name `T_local`.
+pub fn cluster_table_name(table: &str) -> String {
+    if let Some(t) = table.strip_suffix("_distributed") {
+        if SHARDED_TABLES.contains(&t) {
+            return t.to_string();
+        }
+    }
+    if SHARDED_TABLES.contains(&table) {
+        return format!("{table}_local");
+    }
+    table.to_string()
+}
+
+/// [`cluster_table_name`] applied to a statement: its object, a `TO t` or `AS t` right after it,
+/// the sources of a materialized view, the table argument of `Distributed(…)`, and every
+/// `T_distributed`.
+fn local_and_distributed_names(sql: &str) -> Result<String, String> {
+    let all = tokenize(sql)?;
+    let toks: Vec<Token> = all.into_iter().filter(|t| !t.is_trivia()).collect();
+    let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(sql, w));
+    let is_mv = word(0, "CREATE") && word(1, "MATERIALIZED");
+    // The object name's index.
+    let mut obj = if word(0, "CREATE") {
+        if is_mv {
+            3
+        } else {
+            2
+        }
+    } else if word(0, "ALTER") || word(0, "DROP") {
+        2
+    } else {
+        usize::MAX
+    };
+    if word(obj, "IF") && word(obj + 1, "NOT") && word(obj + 2, "EXISTS") {
+        obj += 3;
+    } else if word(obj, "IF") && word(obj + 1, "EXISTS") {
+        obj += 2;
+    }
+    let mut renamed: Vec<(usize, String)> = Vec::new();
+    let local = |k: usize, renamed: &mut Vec<(usize, String)>| {
+        if let Some(t) = toks.get(k).filter(|t| t.kind == Kind::Word) {
+            let name = t.text(sql);
+            if SHARDED_TABLES.contains(&name) {
+                renamed.push((k, format!("{name}_local")));
+            }
+        }
+    };
+    local(obj, &mut renamed);
+    if word(obj.saturating_add(1), "TO")
+        || (word(obj.saturating_add(1), "AS") && !word(obj.saturating_add(2), "SELECT"))
+    {
+        local(obj + 2, &mut renamed);
+    }
+    for (k, t) in toks.iter().enumerate() {
+        if is_mv && (t.is_word(sql, "FROM") || t.is_word(sql, "JOIN")) {
+            local(k + 1, &mut renamed);
+        }
+        if t.is_word(sql, "Distributed") && toks.get(k + 1).is_some_and(|n| n.is_punct(sql, '(')) {
+            // Distributed(cluster, database, table, …): the table is after the second comma.
+            let mut commas = 0;
+            for (j, n) in toks.iter().enumerate().skip(k + 2) {
+                if n.is_punct(sql, ',') {
+                    commas += 1;
+                    if commas == 2 {
+                        local(j + 1, &mut renamed);
+                        break;
+                    }
+                }
+                if n.is_punct(sql, ')') {
+                    break;
+                }
+            }
+        }
+        if t.kind == Kind::Word {
+            if let Some(base) = t.text(sql).strip_suffix("_distributed") {
+                if SHARDED_TABLES.contains(&base) {
+                    renamed.push((k, base.to_string()));
+                }
+            }
+        }
+    }
+    renamed.sort_by_key(|(k, _)| *k);
+    renamed.dedup_by_key(|(k, _)| *k);
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut pos = 0;
+    for (k, name) in renamed {
+        out.push_str(&sql[pos..toks[k].start]);
+        out.push_str(&name);
+        pos = toks[k].end;
+    }
+    out.push_str(&sql[pos..]);
+    Ok(out)
 }
 
 fn substitute_placeholders(sql: &str, target: &Target) -> Result<String, String> {
@@ -142,7 +270,8 @@ fn render_on_cluster(sql: &str, database: &str, cluster: &str) -> Result<String,
     if toks.get(name_end).is_some_and(|t| t.is_word(sql, "ON")) {
         return Err("already has ON CLUSTER; write migrations without it".into());
     }
-    if word(0, "ALTER") && object_name.ends_with("_distributed") {
+    // After `local_and_distributed_names`, a bare sharded name is the Distributed table.
+    if word(0, "ALTER") && SHARDED_TABLES.contains(&object_name.as_str()) {
         return Err(format!(
             "ALTER of the Distributed table {object_name}: 18.16 refuses it ON CLUSTER over \
              replicated shards; DROP and re-CREATE it (it holds no data) in cluster-only statements"
@@ -150,8 +279,9 @@ fn render_on_cluster(sql: &str, database: &str, cluster: &str) -> Result<String,
     }
     // An ALTER of a table replicated to every host runs on one host: ZooKeeper carries it to
     // the other replicas (ON CLUSTER would apply it once per shard, and the second fails).
-    let replicated_everywhere = word(0, "ALTER")
-        && !SHARDED_TABLES.contains(&object_name.as_str());
+    let sharded =
+        |name: &str| SHARDED_TABLES.contains(&name.strip_suffix("_local").unwrap_or(name));
+    let replicated_everywhere = word(0, "ALTER") && !sharded(&object_name);
     if !replicated_everywhere {
         let on_cluster_at = toks[name_end - 1].end;
         edits.push(Edit {
@@ -197,7 +327,7 @@ fn render_on_cluster(sql: &str, database: &str, cluster: &str) -> Result<String,
             .ok_or_else(|| format!("ENGINE = {engine_name} needs parentheses: {engine_name}()"))?;
         let close = matching_paren(sql, &toks, k + 3).ok_or("unbalanced parentheses in ENGINE")?;
         let args = sql[open.end..toks[close].start].trim();
-        let group = if SHARDED_TABLES.contains(&object_name.as_str()) {
+        let group = if sharded(&object_name) {
             "{shard}"
         } else {
             "all"
@@ -317,8 +447,8 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS usage_events (a UInt8) ENGINE = MergeTree() PARTITION BY a ORDER BY a";
         assert_eq!(
             render(sql, &cluster()).unwrap(),
-            "CREATE TABLE IF NOT EXISTS tollgate.usage_events ON CLUSTER prod (a UInt8) ENGINE = \
-             ReplicatedMergeTree('/clickhouse/tables/{shard}/tollgate/usage_events', '{replica}') \
+            "CREATE TABLE IF NOT EXISTS tollgate.usage_events_local ON CLUSTER prod (a UInt8) ENGINE = \
+             ReplicatedMergeTree('/clickhouse/tables/{shard}/tollgate/usage_events_local', '{replica}') \
              PARTITION BY a ORDER BY a"
         );
     }
@@ -346,13 +476,33 @@ mod tests {
                    ENGINE = Distributed(${cluster}, ${database}, usage_events, cityHash64(org_id))";
         assert_eq!(
             render(sql, &cluster()).unwrap(),
-            "CREATE TABLE IF NOT EXISTS tollgate.d ON CLUSTER prod AS tollgate.usage_events\n\
-             ENGINE = Distributed('prod', 'tollgate', usage_events, cityHash64(org_id))"
+            "CREATE TABLE IF NOT EXISTS tollgate.d ON CLUSTER prod AS tollgate.usage_events_local\n\
+             ENGINE = Distributed('prod', 'tollgate', usage_events_local, cityHash64(org_id))"
+        );
+        // The migrations' `usage_events_distributed` is the cluster's public `usage_events`.
+        assert_eq!(
+            render("DROP TABLE IF EXISTS usage_events_distributed", &cluster()).unwrap(),
+            "DROP TABLE IF EXISTS tollgate.usage_events ON CLUSTER prod"
         );
         assert_eq!(
             render("ALTER TABLE usage_events MODIFY COLUMN ts DateTime('UTC') CODEC(ZSTD(1))", &cluster()).unwrap(),
-            "ALTER TABLE tollgate.usage_events ON CLUSTER prod MODIFY COLUMN ts DateTime('UTC') CODEC(ZSTD(1))"
+            "ALTER TABLE tollgate.usage_events_local ON CLUSTER prod MODIFY COLUMN ts DateTime('UTC') CODEC(ZSTD(1))"
         );
+        // A table every host replicates is altered on one host (ZooKeeper carries it on).
+        assert_eq!(
+            render(
+                "ALTER TABLE budgets ADD COLUMN x UInt8 DEFAULT 0",
+                &cluster()
+            )
+            .unwrap(),
+            "ALTER TABLE tollgate.budgets ADD COLUMN x UInt8 DEFAULT 0"
+        );
+        assert!(render(
+            "ALTER TABLE usage_events_distributed ADD COLUMN x UInt8",
+            &cluster()
+        )
+        .unwrap_err()
+        .contains("DROP and re-CREATE"));
         assert_eq!(
             render("CREATE DATABASE IF NOT EXISTS tollgate", &cluster()).unwrap(),
             "CREATE DATABASE IF NOT EXISTS tollgate ON CLUSTER prod"

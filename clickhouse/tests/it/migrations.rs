@@ -308,11 +308,11 @@ async fn the_migrate_binary_prints_cluster_ddl_without_a_server() {
         .unwrap();
     assert!(out.status.success());
     let sql = String::from_utf8(out.stdout).unwrap();
-    assert!(sql.contains("CREATE TABLE IF NOT EXISTS tollgate.usage_events ON CLUSTER prod"));
-    assert!(sql.contains("ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/tollgate/usage_daily', '{replica}')"));
-    assert!(
-        sql.contains("ENGINE = Distributed('prod', 'tollgate', usage_events, cityHash64(org_id))")
-    );
+    assert!(sql.contains("CREATE TABLE IF NOT EXISTS tollgate.usage_events_local ON CLUSTER prod"));
+    assert!(sql.contains("ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/tollgate/usage_daily_local', '{replica}')"));
+    assert!(sql.contains(
+        "ENGINE = Distributed('prod', 'tollgate', usage_events_local, cityHash64(org_id))"
+    ));
     assert!(sql.contains("-- 0006_modern_codecs_and_index.sql"));
 }
 

@@ -59,8 +59,8 @@ const QUANTILES_MERGE: &str = "quantilesMerge(0.5, 0.9, 0.95, 0.99)";
 
 /// A rollup table: its bucket column and the raw expression for it, its key, and which
 /// latency / distinct-id states it keeps.
-struct Grain {
-    table: &'static str,
+pub(crate) struct Grain {
+    pub(crate) table: &'static str,
     bucket: &'static str,
     raw_bucket: &'static str,
     /// Key columns after org_id and the bucket.
@@ -73,7 +73,7 @@ struct Grain {
 /// The rollups' model identity since migration 0010: the requested model.
 const MODEL_EXPR: &str = "model_requested AS model";
 
-const GRAINS: &[Grain] = &[
+pub(crate) const GRAINS: &[Grain] = &[
     Grain {
         table: "usage_hourly",
         bucket: "hour",
@@ -113,7 +113,7 @@ impl Grain {
         }
     }
 
-    fn rollup_sql(&self) -> String {
+    pub(crate) fn rollup_sql(&self) -> String {
         let mut cols: Vec<String> = METRICS.iter().map(|(c, _)| format!("sum({c})")).collect();
         if self.org_grain {
             cols.push("uniqExactMerge(users_state)".into());
@@ -131,7 +131,7 @@ impl Grain {
         )
     }
 
-    fn raw_sql(&self) -> String {
+    pub(crate) fn raw_sql(&self) -> String {
         let mut cols: Vec<String> = METRICS.iter().map(|(_, raw)| raw.to_string()).collect();
         if self.org_grain {
             cols.push("uniqExactIf(user_id, user_id != '')".into());
@@ -218,7 +218,7 @@ async fn assert_digests_near_exact(db: &TestDb, when: &str) {
 
 /// Totals computed in Rust from the records themselves, to catch a mistake shared by the
 /// rollup and the raw SQL (rows lost on insert, a wrong filter).
-fn expected_totals(records: &[UsageRecord]) -> String {
+pub(crate) fn expected_totals(records: &[UsageRecord]) -> String {
     let count = |f: &dyn Fn(&UsageRecord) -> bool| records.iter().filter(|r| f(r)).count() as u64;
     let sum = |f: &dyn Fn(&UsageRecord) -> u64| records.iter().map(f).sum::<u64>();
     let cost: i64 = records.iter().map(|r| r.cost_nusd.get()).sum();
@@ -245,7 +245,7 @@ fn expected_totals(records: &[UsageRecord]) -> String {
     cols.join("\t") + "\n"
 }
 
-const TOTALS_SQL: &str = "SELECT sum(requests), sum(errors), sum(errors_rate_limited), sum(errors_aborted), \
+pub(crate) const TOTALS_SQL: &str = "SELECT sum(requests), sum(errors), sum(errors_rate_limited), sum(errors_aborted), \
     sum(streamed_requests), sum(estimated_usage_requests), sum(unpriced_requests), sum(total_input_tokens), \
     sum(total_output_tokens), sum(total_cached_input_tokens), sum(total_cache_write_tokens), \
     sum(total_reasoning_tokens), sum(total_cost_nusd), sum(ttft_count) FROM ";
