@@ -130,7 +130,7 @@ async fn migrations_create_every_table_on_every_host_and_two_runners_exclude_eac
         a.applied.len().max(b.applied.len()),
         "{a:?} {b:?}"
     );
-    for i in 0..NODES.len() {
+    for (i, (host, ..)) in NODES.iter().enumerate() {
         let c = ClickHouseConfig::new(db.node(i).url.clone(), name.clone()).client();
         let rows = tsv(
             &c,
@@ -140,8 +140,7 @@ async fn migrations_create_every_table_on_every_host_and_two_runners_exclude_eac
         let cells: Vec<&str> = rows.trim().split('\t').collect();
         assert_eq!(
             cells[0], cells[1],
-            "host {}: a migration recorded twice: {rows}",
-            NODES[i].0
+            "host {host}: a migration recorded twice: {rows}"
         );
     }
     let _ = db
