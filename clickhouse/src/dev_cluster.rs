@@ -222,6 +222,79 @@ impl DevCluster {
         Ok(started)
     }
 
+    /// Whether every host executes `ON CLUSTER` DDL: a probe database is created and dropped
+    /// on the cluster, each step allowed `timeout_secs`.
+    pub fn ddl_answers(&self, timeout_secs: u32) -> bool {
+        let addr = format!("127.0.0.1:{}", NODES[0].2);
+        let path = format!("/?distributed_ddl_task_timeout={timeout_secs}");
+        let wait = Duration::from_secs(u64::from(timeout_secs) + 10);
+        ["CREATE", "DROP"].iter().all(|verb| {
+            let sql = match *verb {
+                "CREATE" => {
+                    format!("CREATE DATABASE IF NOT EXISTS tollgate_ddl_probe ON CLUSTER {CLUSTER}")
+                }
+                _ => format!("DROP DATABASE IF EXISTS tollgate_ddl_probe ON CLUSTER {CLUSTER}"),
+            };
+            matches!(
+                super::dev_server::http_request(&addr, "POST", &path, &sql, wait),
+                Ok((200, _))
+            )
+        })
+    }
+
+    /// Restarts every node (one at a time) when a host no longer executes `ON CLUSTER` DDL.
+    /// ClickHouse 18.16's distributed-DDL worker can stop for good after a ZooKeeper outage
+    /// (its error log: "DDLWorker: Unexpected error, will terminate"); a restart brings it back.
+    /// Returns whether a restart was needed.
+    pub fn heal_ddl(&self) -> Result<bool, String> {
+        if self.ddl_answers(20) {
+            return Ok(false);
+        }
+        for node in self.nodes() {
+            node.stop()?;
+            node.start()?;
+        }
+        if self.ddl_answers(60) {
+            Ok(true)
+        } else {
+            Err(
+                "the cluster does not execute ON CLUSTER DDL even after a restart of every node"
+                    .into(),
+            )
+        }
+    }
+
+    /// SIGKILL to ZooKeeper (a crash: no clean shutdown), pidfile removed.
+    pub fn kill_zookeeper(&self) -> Result<(), String> {
+        if let Some(pid) = self.zk_pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let started = Instant::now();
+            while is_live(pid, "zookeeper") && started.elapsed() < Duration::from_secs(10) {
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = fs::remove_file(self.zk_pid_file());
+        Ok(())
+    }
+
+    /// SIGKILL to node `i` (a crash), pidfile removed; `node(i).start()` brings it back.
+    pub fn kill_node(&self, i: usize) -> Result<(), String> {
+        let node = self.node(i);
+        if let Some(pid) = node.running_pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let started = Instant::now();
+            while is_live(pid, "clickhouse") && started.elapsed() < Duration::from_secs(10) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = fs::remove_file(node.pid_file());
+        }
+        Ok(())
+    }
+
     /// Every node, then ZooKeeper.
     pub fn stop(&self) -> Result<Vec<Stopped>, String> {
         let mut stopped = Vec::new();

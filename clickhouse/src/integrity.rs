@@ -310,7 +310,7 @@ pub async fn rebuild_range(
     client
         .query(&format!(
             "ALTER TABLE {} DELETE WHERE org_id = ? AND {bucket} >= ? AND {bucket} < ?",
-            rollup.table,
+            mutation_target(client, rollup.table).await?,
             bucket = rollup.rollup_bucket
         ))
         .bind(org_id)
@@ -357,12 +357,68 @@ pub fn view_query(view: &str) -> Result<String> {
 }
 
 /// Waits until `table` has no mutation left to apply.
+/// Where a mutation of a usage table runs: `table` on one server; on a cluster (where `table`
+/// is the `Distributed` table over `table_local`, see `migrate::render`) `table_local ON
+/// CLUSTER <its cluster>`, read from the Distributed table's own definition.
+pub(crate) async fn mutation_target(client: &Client, table: &str) -> Result<String> {
+    let engine_full: Option<String> = read_query(
+        client,
+        "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = ? \
+         AND engine = 'Distributed'",
+    )
+    .bind(table)
+    .fetch_optional::<String>()
+    .await?;
+    Ok(match engine_full.as_deref().and_then(distributed_cluster) {
+        Some(cluster) => format!("{table}_local ON CLUSTER {cluster}"),
+        None => table.to_string(),
+    })
+}
+
+/// The cluster of `Distributed('c', 'db', t, key)` (quoted or not).
+fn distributed_cluster(engine_full: &str) -> Option<String> {
+    let args = engine_full.strip_prefix("Distributed(")?;
+    let first = args.split(',').next()?.trim().trim_matches('\'');
+    crate::migrate::is_plain_name(first).then(|| first.to_string())
+}
+
+/// Waits until no mutation of `table` is pending — on every host of its cluster, if it has one.
 pub(crate) async fn wait_for_mutations(client: &Client, table: &str) -> Result<()> {
+    let target = mutation_target(client, table).await?;
+    if let Some((local, cluster)) = target.split_once(" ON CLUSTER ") {
+        #[derive(Row, Deserialize)]
+        struct Host {
+            host_address: String,
+            port: u16,
+        }
+        let hosts: Vec<Host> = read_query(
+            client,
+            "SELECT host_address, port FROM system.clusters WHERE cluster = ?",
+        )
+        .bind(cluster)
+        .fetch_all()
+        .await?;
+        for h in hosts {
+            wait_for_mutations_at(
+                client,
+                &format!("remote('{}:{}', system.mutations)", h.host_address, h.port),
+                local,
+            )
+            .await?;
+        }
+        return Ok(());
+    }
+    wait_for_mutations_at(client, "system.mutations", table).await
+}
+
+async fn wait_for_mutations_at(client: &Client, mutations: &str, table: &str) -> Result<()> {
     let started = Instant::now();
     loop {
         let pending = read_query(
             client,
-            "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND table = ? AND is_done = 0",
+            &format!(
+                "SELECT count() FROM {mutations} WHERE database = currentDatabase() AND table = ? AND is_done = 0"
+            ),
         )
         .bind(table)
         .fetch_one::<u64>()
@@ -507,10 +563,11 @@ async fn delete_copies(
     to: i64,
     pairs: &[(Uuid, String)],
 ) -> Result<()> {
+    let target = mutation_target(client, "usage_events").await?;
     for chunk in pairs.chunks(1_000) {
         let placeholders = vec!["(toUUID(?), ?)"; chunk.len()].join(", ");
         let mut q = client.query(&format!(
-            "ALTER TABLE usage_events DELETE WHERE ts >= toDateTime(?, 'UTC') \
+            "ALTER TABLE {target} DELETE WHERE ts >= toDateTime(?, 'UTC') \
              AND ts < toDateTime(?, 'UTC') AND (event_id, batch_id) IN ({placeholders})"
         ));
         q = q.bind(from).bind(to);

@@ -208,15 +208,16 @@ async fn update(client: &Client, changes: &[Change], from: i64, to: i64) -> Resu
         .collect();
     let sources: Vec<&str> = changes.iter().map(|c| c.cost_source).collect();
     let versions: Vec<&str> = changes.iter().map(|c| c.pricing_version.as_str()).collect();
+    let target = integrity::mutation_target(client, "usage_events").await?;
     client
-        .query(
-            "ALTER TABLE usage_events UPDATE \
+        .query(&format!(
+            "ALTER TABLE {target} UPDATE \
              cost_nusd = toDecimal64(transform(toString(event_id), ?, ?, toString(cost_nusd)), 9), \
              cost_source = transform(toString(event_id), ?, ?, toString(cost_source)), \
              pricing_version = transform(toString(event_id), ?, ?, toString(pricing_version)) \
              WHERE ts >= toDateTime(?, 'UTC') AND ts < toDateTime(?, 'UTC') \
-             AND has(?, toString(event_id))",
-        )
+             AND has(?, toString(event_id))"
+        ))
         .bind(&ids)
         .bind(&costs)
         .bind(&ids)

@@ -273,6 +273,8 @@ pub fn ensure_cluster() -> Result<()> {
     }
     let cluster = crate::dev_cluster::DevCluster::for_repo(repo_root());
     cluster.start().map_err(Error::DevServer)?;
+    // A cluster left by an earlier run after a ZooKeeper crash may have lost a DDL worker.
+    cluster.heal_ddl().map_err(Error::DevServer)?;
     *ready = true;
     Ok(())
 }

@@ -36,11 +36,15 @@ async fn get(state: &AppState, token: &str, uri: &str) -> (StatusCode, Value) {
     let resp = app(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -59,7 +63,9 @@ async fn every_analytics_endpoint_answers_on_the_cluster_as_on_one_server() {
         .map(|r| UsageEventRow::from(&r))
         .collect();
     for chunk in rows.chunks(1000) {
-        insert_events(&cluster.node(2).client(), chunk).await.unwrap();
+        insert_events(&cluster.node(2).client(), chunk)
+            .await
+            .unwrap();
         insert_events(single.client(), chunk).await.unwrap();
     }
     let (one, one_token) = app_over(single.config()).await;
@@ -72,11 +78,27 @@ async fn every_analytics_endpoint_answers_on_the_cluster_as_on_one_server() {
     let org = "org_000";
     let windows = [
         // whole days, whole hours, and a window cut to the second at both ends
-        format!("from={}&to={}", rfc3339(now - Duration::days(8)), rfc3339(now)),
         format!(
             "from={}&to={}",
-            rfc3339((now - Duration::hours(30)).replace_minute(0).unwrap().replace_second(0).unwrap()),
-            rfc3339((now - Duration::hours(2)).replace_minute(0).unwrap().replace_second(0).unwrap())
+            rfc3339(now - Duration::days(8)),
+            rfc3339(now)
+        ),
+        format!(
+            "from={}&to={}",
+            rfc3339(
+                (now - Duration::hours(30))
+                    .replace_minute(0)
+                    .unwrap()
+                    .replace_second(0)
+                    .unwrap()
+            ),
+            rfc3339(
+                (now - Duration::hours(2))
+                    .replace_minute(0)
+                    .unwrap()
+                    .replace_second(0)
+                    .unwrap()
+            )
         ),
         format!(
             "from={}&to={}",
@@ -88,13 +110,17 @@ async fn every_analytics_endpoint_answers_on_the_cluster_as_on_one_server() {
     for w in &windows {
         for scope in ["", "&org=org_000", "&org=org_003&user=user_003_0001"] {
             uris.push(format!("/api/v1/overview?{w}{scope}"));
-            uris.push(format!("/api/v1/usage/timeseries?{w}{scope}&granularity=day"));
+            uris.push(format!(
+                "/api/v1/usage/timeseries?{w}{scope}&granularity=day"
+            ));
             uris.push(format!("/api/v1/providers?{w}{scope}"));
             uris.push(format!("/api/v1/models?{w}{scope}"));
             uris.push(format!("/api/v1/top/users?{w}{scope}"));
             uris.push(format!("/api/v1/top/apps?{w}{scope}"));
         }
-        uris.push(format!("/api/v1/usage/timeseries?{w}&org={org}&granularity=hour"));
+        uris.push(format!(
+            "/api/v1/usage/timeseries?{w}&org={org}&granularity=hour"
+        ));
     }
     uris.push(format!("/api/v1/projections?org={org}"));
     uris.push("/api/v1/projections".to_string());
@@ -105,7 +131,10 @@ async fn every_analytics_endpoint_answers_on_the_cluster_as_on_one_server() {
         for (i, (state, token)) in hosts.iter().enumerate() {
             let (status, got) = get(state, token, uri).await;
             assert_eq!(status, StatusCode::OK, "{uri} on host {i}: {got}");
-            assert_eq!(got, want, "{uri}: the cluster (host {i}) differs from one server");
+            assert_eq!(
+                got, want,
+                "{uri}: the cluster (host {i}) differs from one server"
+            );
             compared += 1;
         }
     }
@@ -113,7 +142,8 @@ async fn every_analytics_endpoint_answers_on_the_cluster_as_on_one_server() {
     // Not an empty comparison: every scope has calls in every window.
     for w in &windows {
         for scope in ["", "&org=org_000", "&org=org_003&user=user_003_0001"] {
-            let (_, overview) = get(&one, &one_token, &format!("/api/v1/overview?{w}{scope}")).await;
+            let (_, overview) =
+                get(&one, &one_token, &format!("/api/v1/overview?{w}{scope}")).await;
             let requests = overview["current"]["requests"].as_u64().unwrap_or(0);
             assert!(requests > 0, "{w}{scope}: {overview}");
         }
