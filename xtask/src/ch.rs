@@ -185,6 +185,32 @@ fn cluster(cmd: &ClusterCommand) -> Result {
     }
 }
 
+/// The dev cluster for the length of a run (the cluster tests use it): started unless it
+/// answers, and stopped when this is dropped if this run started it.
+pub struct ClusterGuard {
+    started: bool,
+}
+
+impl ClusterGuard {
+    pub fn start() -> Result<ClusterGuard> {
+        let cluster = DevCluster::for_repo(repo_root());
+        let was_up = cluster.status().iter().all(|c| c.answering);
+        step("dev cluster: ZooKeeper and 2 shards × 2 replicas (target/clickhouse-cluster)");
+        cluster
+            .start()
+            .map_err(|e| fail!("ch cluster start: {e}"))?;
+        Ok(ClusterGuard { started: !was_up })
+    }
+}
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        if self.started {
+            let _ = DevCluster::for_repo(repo_root()).stop();
+        }
+    }
+}
+
 /// The dev server for the length of a run: started if nothing answered, and then stopped when
 /// this is dropped (also when the run fails). Honours a `TOLLGATE_CLICKHOUSE_URL` that points
 /// elsewhere by leaving it alone.

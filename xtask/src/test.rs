@@ -2,7 +2,7 @@
 //!
 //! Order: setup → fmt → clippy (native and wasm32) → layout (`cargo xtask layout --check`) →
 //! the edge bundle → every test (with the dev
-//! ClickHouse running) → the ClickHouse 26.9 compatibility check → a 3-minute soak (`cargo xtask
+//! ClickHouse and the dev cluster running) → the ClickHouse 26.9 compatibility check → a 3-minute soak (`cargo xtask
 //! soak`, the stack under faults) → the wasm build of `usage-core`. Each step stops the run with
 //! its name on failure.
 
@@ -76,12 +76,16 @@ pub fn run(args: &TestArgs) -> Result {
     // The dev ClickHouse for the tests (and compat): started unless it already runs, stopped
     // at the end (also on failure) when this run started it.
     let clickhouse = crate::ch::DevServerGuard::start()?;
+    // And the dev cluster for the cluster tests (migrations, sharding, faults).
+    let cluster = crate::ch::ClusterGuard::start()?;
     exec(
         "cargo test",
         cargo()
             .args(["test", "--workspace"])
             .env("TOLLGATE_CLICKHOUSE_URL", clickhouse.url()),
     )?;
+
+    drop(cluster);
 
     step("compat: ClickHouse 26.9 (chdb) vs 18.16");
     crate::ch::compat_with(&clickhouse)?;
