@@ -29,7 +29,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::dev_server::{DevServer, Started, Stopped};
+use super::dev_server::{is_live, DevServer, Started, Stopped};
 
 /// The cluster's name in `remote_servers` (what `tollgate-migrate --cluster` takes).
 pub const CLUSTER: &str = "tollgate_cluster";
@@ -343,22 +343,6 @@ fn zk_command(cmd: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
-}
-
-/// A live (not zombie) process whose command line mentions `needle`.
-fn is_live(pid: u32, needle: &str) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    if matches!(state, Some('Z' | 'X') | None) {
-        return false;
-    }
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(needle))
-        .unwrap_or(false)
 }
 
 fn terminate(pid: u32, needle: &str) -> Result<(), String> {

@@ -330,9 +330,14 @@ pub fn server_binary() -> PathBuf {
     PathBuf::from("clickhouse-server")
 }
 
-/// A live (not zombie) process whose command line mentions clickhouse-server — so a reused
-/// pid of an unrelated process is never signalled.
+/// A live clickhouse-server process.
 fn is_server_process(pid: u32) -> bool {
+    is_live(pid, "clickhouse")
+}
+
+/// A live (not zombie) process whose command line mentions `needle` — so a reused pid of an
+/// unrelated process is never signalled. (Also the dev cluster's check for ZooKeeper.)
+pub fn is_live(pid: u32, needle: &str) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -344,7 +349,7 @@ fn is_server_process(pid: u32) -> bool {
         return false;
     }
     fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("clickhouse"))
+        .map(|c| String::from_utf8_lossy(&c).contains(needle))
         .unwrap_or(false)
 }
 

@@ -386,25 +386,9 @@ fn distributed_cluster(engine_full: &str) -> Option<String> {
 pub(crate) async fn wait_for_mutations(client: &Client, table: &str) -> Result<()> {
     let target = mutation_target(client, table).await?;
     if let Some((local, cluster)) = target.split_once(" ON CLUSTER ") {
-        #[derive(Row, Deserialize)]
-        struct Host {
-            host_address: String,
-            port: u16,
-        }
-        let hosts: Vec<Host> = read_query(
-            client,
-            "SELECT host_address, port FROM system.clusters WHERE cluster = ?",
-        )
-        .bind(cluster)
-        .fetch_all()
-        .await?;
-        for h in hosts {
-            wait_for_mutations_at(
-                client,
-                &format!("remote('{}:{}', system.mutations)", h.host_address, h.port),
-                local,
-            )
-            .await?;
+        for host in crate::migrate::cluster_hosts(client, cluster).await? {
+            let mutations = format!("remote('{host}', system.mutations)");
+            wait_for_mutations_at(client, &mutations, local).await?;
         }
         return Ok(());
     }

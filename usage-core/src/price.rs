@@ -292,33 +292,28 @@ impl ModelPrice {
         }))
     }
 
-    /// The same rates (dates and limits aside).
+    /// The same rates (dates and limits aside): the same optional rates set, to the same values.
     pub fn same_rates(&self, other: &ModelPrice) -> bool {
-        self.all_rates().eq(other.all_rates())
+        self.rates_set() == other.rates_set()
             && self.tiers.keys().eq(other.tiers.keys())
-            && [
-                self.cached_input.is_some(),
-                self.cache_write.is_some(),
-                self.reasoning.is_some(),
-                self.per_request.is_some(),
-                self.audio_input.is_some(),
-                self.audio_output.is_some(),
-                self.image_input.is_some(),
-                self.image_output.is_some(),
-                self.web_search.is_some(),
-                self.file_search.is_some(),
-            ] == [
-                other.cached_input.is_some(),
-                other.cache_write.is_some(),
-                other.reasoning.is_some(),
-                other.per_request.is_some(),
-                other.audio_input.is_some(),
-                other.audio_output.is_some(),
-                other.image_input.is_some(),
-                other.image_output.is_some(),
-                other.web_search.is_some(),
-                other.file_search.is_some(),
-            ]
+            && self.all_rates().eq(other.all_rates())
+    }
+
+    /// Which optional rates are set, in [`ModelPrice::all_rates`]'s order.
+    fn rates_set(&self) -> [bool; 10] {
+        [
+            self.cached_input,
+            self.cache_write,
+            self.reasoning,
+            self.per_request,
+            self.audio_input,
+            self.audio_output,
+            self.image_input,
+            self.image_output,
+            self.web_search,
+            self.file_search,
+        ]
+        .map(|r| r.is_some())
     }
 }
 

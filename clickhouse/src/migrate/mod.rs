@@ -620,24 +620,12 @@ impl Migrator {
         client: &Client,
         cluster: &str,
     ) -> Result<Vec<AppliedRow>> {
-        #[derive(Row, Deserialize)]
-        struct Host {
-            host_address: String,
-            port: u16,
-        }
-        let hosts: Vec<Host> = read_query(
-            client,
-            "SELECT host_address, port FROM system.clusters WHERE cluster = ?",
-        )
-        .bind(cluster)
-        .fetch_all()
-        .await?;
         let mut rows = Vec::new();
-        for h in hosts {
+        for host in cluster_hosts(client, cluster).await? {
             let sql = format!(
                 "SELECT version, argMax(name, applied_at) AS name, argMax(checksum, applied_at) AS checksum \
-                 FROM remote('{}:{}', {}, schema_migrations) GROUP BY version ORDER BY version",
-                h.host_address, h.port, self.config.database
+                 FROM remote('{host}', {}, schema_migrations) GROUP BY version ORDER BY version",
+                self.config.database
             );
             rows.extend(read_query(client, &sql).fetch_all::<AppliedRow>().await?);
         }
@@ -765,6 +753,26 @@ impl Migrator {
         }
         Ok(report)
     }
+}
+
+/// Every host of `cluster` as `address:native port` (for `remote()`), from `system.clusters`.
+pub(crate) async fn cluster_hosts(client: &Client, cluster: &str) -> Result<Vec<String>> {
+    #[derive(Row, Deserialize)]
+    struct Host {
+        host_address: String,
+        port: u16,
+    }
+    let hosts: Vec<Host> = read_query(
+        client,
+        "SELECT host_address, port FROM system.clusters WHERE cluster = ?",
+    )
+    .bind(cluster)
+    .fetch_all()
+    .await?;
+    Ok(hosts
+        .into_iter()
+        .map(|h| format!("{}:{}", h.host_address, h.port))
+        .collect())
 }
 
 /// "Table already exists" (57), or 18.16's "is creating or attaching right now".
