@@ -31,9 +31,9 @@
 //!    (the next runner waits `lock_timeout`, then fails naming the holder; `--break-lock`
 //!    removes it, which is safe for the same reason).
 //!
-//! On a cluster the lock is a ZooKeeper replica (a replicated table with a fixed replica name,
-//! which can exist on one host only), so runners talking to different hosts exclude each other
-//! too; `schema_migrations` is replicated to every host, and before applying anything the
+//! On a cluster the lock table is created `ON CLUSTER` (the distributed-DDL queue orders the
+//! runners: the first creates it on every host, the others get "already exists"), so runners
+//! talking to different hosts exclude each other too; `schema_migrations` is replicated to every host, and before applying anything the
 //! runner checks each host's copy (through `remote()` over `system.clusters`): a host whose
 //! applied checksums differ stops the run. The `ON CLUSTER` DDL itself is serialised by the
 //! servers' distributed DDL queue.
@@ -516,8 +516,16 @@ impl Migrator {
         }
         self.acquire_lock(&client, on_event).await?;
         let result = self.apply_locked(&client, &server_version, on_event).await;
+        let on_cluster = self
+            .cluster
+            .as_ref()
+            .map(|c| format!(" ON CLUSTER {c}"))
+            .unwrap_or_default();
         let released = client
-            .query_raw(&format!("DROP TABLE IF EXISTS {LOCK_TABLE}"))
+            .query_raw(&format!(
+                "DROP TABLE IF EXISTS {}.{LOCK_TABLE}{on_cluster}",
+                self.config.database
+            ))
             .execute()
             .await;
         let report = result?;
@@ -564,24 +572,23 @@ impl Migrator {
                         .execute()
                         .await
                 }
-                // On a cluster the lock is a replica in ZooKeeper: a replicated table whose
-                // replica name is fixed exists at most once across all hosts — a runner on
-                // another host gets "replica already exists".
-                Some(_) => {
+                // On a cluster the lock is a table created ON CLUSTER: the distributed-DDL
+                // queue orders the runners' CREATEs, the first creates it on every host and
+                // every later one fails with "already exists" (on every host). (A replicated
+                // table with a fixed replica name looked atomic but is not on 18.16: a failed
+                // CREATE of the second runner could remove the first one's replica nodes.)
+                Some(cluster) => {
                     let created = client
                         .query(&format!(
-                            "CREATE TABLE {LOCK_TABLE} (holder String, acquired_at DateTime) \
-                             ENGINE = ReplicatedMergeTree('/clickhouse/locks/{}/migrate', 'lock') \
-                             ORDER BY holder",
+                            "CREATE TABLE {}.{LOCK_TABLE} ON CLUSTER {cluster} \
+                             (holder String, acquired_at DateTime) ENGINE = Log",
                             self.config.database
                         ))
                         .execute()
                         .await;
                     match created {
                         Ok(()) => client
-                            .query(&format!(
-                                "INSERT INTO {LOCK_TABLE} SELECT ?, now()"
-                            ))
+                            .query(&format!("INSERT INTO {LOCK_TABLE} SELECT ?, now()"))
                             .bind(self.holder.as_str())
                             .execute()
                             .await,
@@ -609,7 +616,9 @@ impl Migrator {
                 on_event(&MigrationEvent::WaitingForLock { holder, since });
                 announced = true;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // On a cluster each try is a distributed-DDL task every host runs: fewer, slower.
+            let pause = if self.cluster.is_some() { 1_000 } else { 200 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
 
@@ -778,9 +787,7 @@ pub(crate) async fn cluster_hosts(client: &Client, cluster: &str) -> Result<Vec<
 /// "Table already exists" (57), or 18.16's "is creating or attaching right now".
 fn is_lock_busy(err: &Error) -> bool {
     let text = err.to_string();
-    matches!(err.server_code(), Some(57 | 253))
-        || text.contains("already exist")
-        || text.contains("right now")
+    err.server_code() == Some(57) || text.contains("already exist") || text.contains("right now")
 }
 
 /// `host:pid:nanos` — who holds the lock, for the message another runner prints.
