@@ -7,14 +7,14 @@
 //! checks the same properties on the same inputs without a nightly toolchain or libFuzzer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failed property must fail loudly
 
-use time::macros::datetime;
-use time::OffsetDateTime;
+use chrono::{DateTime, TimeDelta, Utc};
 use tollgate_clickhouse::{EncodedEvent, Scope};
 use tollgate_collector::config::IngestConfig;
 use tollgate_collector::ingest::decode_body;
 use tollgate_dashboard_api::auth::{Principal, Role};
 use tollgate_dashboard_api::error::ApiError;
 use tollgate_dashboard_api::params::{self, Granularity, Limits};
+use usage_core::utc;
 use usage_core::wire::{self, SignatureError};
 use usage_core::{SseScanner, UsageRecord};
 
@@ -112,7 +112,7 @@ fn sse_layout(data: &[u8]) -> (Vec<usize>, &[u8]) {
 // batch_decoder
 
 /// The collector's clock for the batch decoder (records in the seeds are dated near it).
-pub const BATCH_NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+pub const BATCH_NOW: DateTime<Utc> = utc(2026, 6, 1, 12, 0, 0);
 
 fn batch_limits() -> IngestConfig {
     let mut limits = IngestConfig::default();
@@ -304,7 +304,7 @@ fn header_tags(header: &str) -> Vec<String> {
 // query_params
 
 /// The dashboard's clock for the query-parameter target.
-pub const QUERY_NOW: OffsetDateTime = datetime!(2026-11-27 15:30 UTC);
+pub const QUERY_NOW: DateTime<Utc> = utc(2026, 11, 27, 15, 30, 0);
 
 /// The dashboard's analytics parameters (`from`, `to`, `granularity`, `provider`, `model`,
 /// `org`, `user`, `limit`, `format`, `horizon_days`) and the tenant scope they resolve to:
@@ -334,12 +334,15 @@ pub fn query_params(data: &[u8]) {
     };
     let w = p.window;
     assert!(w.from < w.to, "{w:?}");
-    assert!(w.to - w.from <= time::Duration::days(400), "{w:?}");
+    assert!(w.to - w.from <= TimeDelta::days(400), "{w:?}");
     if p.granularity == Granularity::Hour {
-        assert!(w.to - w.from <= time::Duration::days(31), "{w:?}");
+        assert!(w.to - w.from <= TimeDelta::days(31), "{w:?}");
     }
     let (first_day, end_day) = w.days();
-    assert!(first_day <= w.from.date() && first_day < end_day, "{w:?}");
+    assert!(
+        first_day <= w.from.date_naive() && first_day < end_day,
+        "{w:?}"
+    );
     let (first_hour, end_hour) = w.hours();
     assert!(first_hour <= w.from && w.to <= end_hour, "{w:?}");
     assert_eq!(w.previous().to, w.from);

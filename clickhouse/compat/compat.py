@@ -467,6 +467,19 @@ def main():
         d = diff(old.query(sql), new.query(sql))
         check(f"view {view}: 18.16 == 26.9", d is None, d)
 
+    # 5. What a modern server adds (docs/SCALING.md): a retried INSERT that carries the same
+    # insert_deduplication_token is stored once, even on a non-replicated table, while the same
+    # rows under another token (another batch) are stored again. 18.16 has neither setting.
+    new.execute("CREATE TABLE dedup_probe AS usage_events ENGINE = MergeTree "
+                "ORDER BY (org_id, ts, event_id) SETTINGS non_replicated_deduplication_window = 1000")
+    counts = []
+    for token in ("batch-1", "batch-1", "batch-2"):
+        new.execute(f"INSERT INTO dedup_probe SETTINGS insert_deduplication_token = '{token}' "
+                    "FORMAT JSONEachRow\n" + "\n".join(rows[:100]))
+        counts.append(new.query("SELECT count() FROM dedup_probe").strip())
+    check("26.9: a retry with the same insert_deduplication_token is stored once, another token again",
+          counts == ["100", "100", "200"], f"counts after each INSERT: {counts}")
+
     return finish(passed, failed)
 
 

@@ -7,12 +7,13 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use chrono::TimeDelta;
 use clap::Parser;
 use serde_json::json;
-use time::macros::{date, datetime};
 use tollgate_clickhouse::queries::{self, Scope};
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_clickhouse::{insert_events, read_query, ClickHouseConfig, Migrator, UsageEventRow};
+use usage_core::{utc, ymd};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -42,8 +43,8 @@ fn shape() -> Shape {
         orgs: 20,
         users_per_org: 60,
         apps_per_org: 4,
-        start: datetime!(2026-01-01 00:00:00 UTC),
-        span: time::Duration::days(30),
+        start: utc(2026, 1, 1, 0, 0, 0),
+        span: TimeDelta::days(30),
     }
 }
 
@@ -102,7 +103,7 @@ async fn main() {
         .await
         .unwrap();
 
-    let (from, to) = (date!(2026 - 01 - 01), date!(2026 - 01 - 31));
+    let (from, to) = (ymd(2026, 1, 1), ymd(2026, 1, 31));
     let scopes = [
         ("all orgs (admin)", Scope::AllOrgs),
         (

@@ -2,9 +2,9 @@
 //! attempts (0007), column for column, and their reads and writes. A table is versioned (`ReplacingMergeTree(version)`): a change is a new row with a
 //! higher `version`, a deletion one with `deleted = 1`.
 
+use chrono::{DateTime, Utc};
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -34,10 +34,10 @@ pub struct RuleRow {
     pub channels: Vec<String>,
     pub enabled: u8,
     pub created_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub updated_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub updated_at: DateTime<Utc>,
     pub deleted: u8,
     pub version: u64,
 }
@@ -57,16 +57,16 @@ pub struct AlertRow {
     pub title: String,
     /// JSON with the observed values.
     pub details: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub opened_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub opened_at: DateTime<Utc>,
     pub acknowledged_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime::option")]
-    pub acknowledged_at: Option<OffsetDateTime>,
+    #[serde(with = "clickhouse::serde::chrono::datetime::option")]
+    pub acknowledged_at: Option<DateTime<Utc>>,
     pub resolved_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime::option")]
-    pub resolved_at: Option<OffsetDateTime>,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub updated_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime::option")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub updated_at: DateTime<Utc>,
     pub version: u64,
 }
 
@@ -87,7 +87,7 @@ pub struct NewAlert {
 
 impl AlertRow {
     /// A new alert, open since `now`, nobody having acknowledged or resolved it yet.
-    pub fn open(a: NewAlert, now: OffsetDateTime, version: u64) -> AlertRow {
+    pub fn open(a: NewAlert, now: DateTime<Utc>, version: u64) -> AlertRow {
         AlertRow {
             alert_id: a.alert_id,
             org_id: a.org_id,
@@ -145,8 +145,8 @@ pub struct DeliveryRow {
     pub http_status: u16,
     pub error: String,
     pub duration_ms: u32,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub attempted_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub attempted_at: DateTime<Utc>,
 }
 
 /// Writes one delivery attempt.

@@ -2,9 +2,9 @@
 //! Read by the API (CRUD, the edge's budget list) and by the alert evaluator
 //! (`budget_threshold` rules).
 
+use chrono::{DateTime, Utc};
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -27,10 +27,10 @@ pub struct BudgetRow {
     pub mode: String,
     pub enabled: u8,
     pub created_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub updated_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub updated_at: DateTime<Utc>,
     pub deleted: u8,
     pub version: u64,
     /// Output tokens a call without `max_tokens` reserves (0: the model's maximum; 0011).

@@ -1,9 +1,9 @@
 //! The `provider_credits` table (migration 0003): balance observations, written by the credit
 //! pollers and by admins' manual entries.
 
+use chrono::{DateTime, Utc};
 use clickhouse::{Client, Row};
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use crate::error::Result;
 
@@ -18,8 +18,8 @@ pub struct CreditInsertRow {
     pub total_usage_nusd: i64,
     pub status: String,
     pub error: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub observed_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub observed_at: DateTime<Utc>,
 }
 
 /// Writes credit observations.

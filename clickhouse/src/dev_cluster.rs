@@ -45,6 +45,8 @@ pub const NODES: [(&str, u8, u16, u16, u16); 4] = [
 /// The JVM that runs ZooKeeper, and the jar Debian's package installs.
 const JAVA: &str = "/usr/bin/java";
 const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
+/// How often [`DevCluster::heal_ddl`] starts a server that exits during start-up.
+const START_TRIES: u32 = 3;
 /// How long ZooKeeper may take to answer after a start.
 const ZK_START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -141,6 +143,18 @@ impl DevCluster {
         zk_command("srvr").is_some_and(|r| r.contains("Mode:"))
     }
 
+    /// Polls ZooKeeper until it answers or `limit` passes; whether it answered.
+    fn wait_for_zookeeper(&self, limit: Duration) -> bool {
+        let started = Instant::now();
+        while !self.zk_is_up() {
+            if started.elapsed() >= limit {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        true
+    }
+
     fn zk_pid(&self) -> Option<u32> {
         let pid: u32 = fs::read_to_string(self.zk_pid_file())
             .ok()?
@@ -190,12 +204,8 @@ impl DevCluster {
             .spawn()
             .map_err(|e| format!("could not start ZooKeeper ({JAVA}): {e}"))?;
         fs::write(self.zk_pid_file(), format!("{}\n", child.id())).map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        while started.elapsed() < ZK_START_TIMEOUT {
-            if self.zk_is_up() {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(100));
+        if self.wait_for_zookeeper(ZK_START_TIMEOUT) {
+            return Ok(());
         }
         Err(format!(
             "ZooKeeper did not answer on 127.0.0.1:{ZK_PORT} within {ZK_START_TIMEOUT:?} (log: {})",
@@ -250,9 +260,19 @@ impl DevCluster {
         if self.ddl_answers(20) {
             return Ok(false);
         }
+        // A server attaching its replicated tables while ZooKeeper is still loading can exit
+        // during start-up (seen beside a CPU hog); it is started again, as an operator would.
+        self.wait_for_zookeeper(ZK_START_TIMEOUT);
         for node in self.nodes() {
             node.stop()?;
-            node.start()?;
+            let mut tries = 0;
+            while let Err(e) = node.start() {
+                tries += 1;
+                if tries == START_TRIES {
+                    return Err(e);
+                }
+                thread::sleep(Duration::from_secs(2));
+            }
         }
         if self.ddl_answers(60) {
             Ok(true)
@@ -279,7 +299,39 @@ impl DevCluster {
         Ok(())
     }
 
-    /// SIGKILL to node `i` (a crash), pidfile removed; `node(i).start()` brings it back.
+    /// Starts node `i` again after a crash, as OPERATIONS tells an operator to. ClickHouse 18.16
+    /// refuses to attach a replicated table whose parts on disk do not match ZooKeeper ("The
+    /// local set of parts of table … doesn't look like the set of parts in ZooKeeper"): a part
+    /// an INSERT wrote to disk but never registered in ZooKeeper before the SIGKILL (its client
+    /// got an error, never an acknowledgement, and retries). Then the server's
+    /// `flags/force_restore_data` file makes it set such parts aside (`detached/`) and fetch the
+    /// rest from the other replica. Any other exit during start-up is tried again too, up to
+    /// `START_TRIES` times.
+    pub fn start_node_after_crash(&self, i: usize) -> Result<(), String> {
+        let node = self.node(i);
+        let mut tries = 0;
+        loop {
+            let Err(e) = node.start() else {
+                return Ok(());
+            };
+            tries += 1;
+            if tries == START_TRIES {
+                return Err(e);
+            }
+            let err_log = node.log_dir().join("clickhouse-server.err.log");
+            let log = fs::read_to_string(&err_log).unwrap_or_default();
+            if log.contains("doesn't look like the set of parts in ZooKeeper") {
+                let flags = node.data_dir().join("data").join("flags");
+                fs::create_dir_all(&flags)
+                    .and_then(|()| fs::write(flags.join("force_restore_data"), b""))
+                    .map_err(|e| format!("{}: {e}", flags.display()))?;
+            }
+            thread::sleep(Duration::from_secs(2));
+        }
+    }
+
+    /// SIGKILL to node `i` (a crash), pidfile removed; [`DevCluster::start_node_after_crash`]
+    /// brings it back.
     pub fn kill_node(&self, i: usize) -> Result<(), String> {
         let node = self.node(i);
         if let Some(pid) = node.running_pid() {

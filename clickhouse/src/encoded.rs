@@ -21,8 +21,8 @@
 //! path and tests).
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use clickhouse::Client;
-use time::OffsetDateTime;
 use usage_core::UsageRecord;
 use uuid::Uuid;
 
@@ -158,10 +158,10 @@ impl EncodedEvent {
     }
 
     /// The row's `ts` (whole seconds), read in place.
-    pub fn ts(&self) -> OffsetDateTime {
+    pub fn ts(&self) -> DateTime<Utc> {
         let b = &self.0[TS_OFFSET..TS_OFFSET + 4];
         let secs = u32::from_le_bytes(b.try_into().unwrap_or_default());
-        OffsetDateTime::from_unix_timestamp(i64::from(secs)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        DateTime::from_timestamp_secs(i64::from(secs)).unwrap_or(DateTime::UNIX_EPOCH)
     }
 
     /// The whole row (`batch_id` empty and `inserted_at` = `ts`, as [`UsageEventRow::from`]).
@@ -196,8 +196,8 @@ fn decode_layout(bytes: &[u8], layout: Layout) -> Result<UsageEventRow, DecodeEr
             Uuid::from_u64_pair(hi, lo)
         };
         let schema_version = r.u16()?;
-        let ts = OffsetDateTime::from_unix_timestamp(i64::from(r.u32()?))
-            .map_err(|e| DecodeError(format!("ts: {e}")))?;
+        let ts = DateTime::from_timestamp_secs(i64::from(r.u32()?))
+            .ok_or_else(|| DecodeError("ts: out of range".into()))?;
         let latency_ms = r.u32()?;
         let ttft_ms = match r.u8()? {
             0 => Some(r.u32()?),
@@ -283,7 +283,7 @@ pub async fn insert_encoded(
     client: &Client,
     rows: &[EncodedEvent],
     batch_id: &str,
-    inserted_at: OffsetDateTime,
+    inserted_at: DateTime<Utc>,
     query_id: Option<&str>,
 ) -> Result<()> {
     if rows.is_empty() {
@@ -317,8 +317,8 @@ pub async fn insert_encoded(
     Ok(())
 }
 
-fn seconds(t: OffsetDateTime) -> u32 {
-    u32::try_from(t.unix_timestamp()).unwrap_or(0)
+fn seconds(t: DateTime<Utc>) -> u32 {
+    u32::try_from(t.timestamp()).unwrap_or(0)
 }
 
 fn leb128(out: &mut Vec<u8>, mut n: u64) {
@@ -408,6 +408,7 @@ impl Reader<'_> {
 mod tests {
     use super::*;
     use crate::synthetic::{Shape, Synthetic};
+    use chrono::TimeDelta;
 
     /// Synthetic records varied over every optional part: tags, no ttft, no served model,
     /// long and non-ASCII strings (LEB128 lengths past one byte).
@@ -416,8 +417,8 @@ mod tests {
             orgs: 3,
             users_per_org: 5,
             apps_per_org: 2,
-            start: time::macros::datetime!(2026-01-01 00:00 UTC),
-            span: time::Duration::days(3),
+            start: usage_core::utc(2026, 1, 1, 0, 0, 0),
+            span: TimeDelta::days(3),
         };
         Synthetic::new(7, 300, shape)
             .enumerate()
@@ -488,6 +489,7 @@ mod tests {
 mod upgrade_tests {
     use super::*;
     use crate::synthetic::{Shape, Synthetic};
+    use chrono::TimeDelta;
 
     /// A row spooled before migration 0014 (its bytes end at `response_bytes`) reads as the
     /// same record with 0014's columns at their defaults.
@@ -497,8 +499,8 @@ mod upgrade_tests {
             orgs: 2,
             users_per_org: 2,
             apps_per_org: 1,
-            start: time::macros::datetime!(2026-01-01 00:00 UTC),
-            span: time::Duration::days(1),
+            start: usage_core::utc(2026, 1, 1, 0, 0, 0),
+            span: TimeDelta::days(1),
         };
         for record in Synthetic::new(7, 50, shape) {
             let expected = EncodedEvent::from_record(&record);

@@ -1,10 +1,10 @@
 //! `usage_events` rows (migration 0001) and their conversion from and to `UsageRecord`.
 
+use chrono::{DateTime, Timelike, Utc};
 use std::collections::BTreeMap;
 
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use usage_core::{CostSource, Endpoint, ErrorClass, Nanos, UsageRecord, UsageSource};
 use uuid::Uuid;
 
@@ -18,8 +18,8 @@ pub struct UsageEventRow {
     pub event_id: Uuid,
     pub schema_version: u16,
     /// Second precision in the table.
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub ts: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub ts: DateTime<Utc>,
     pub latency_ms: u32,
     pub ttft_ms: Option<u32>,
     pub upstream_ms: u32,
@@ -63,13 +63,13 @@ pub struct UsageEventRow {
     pub service_tier: String,
     /// The collector batch the row came in ('' when not written by the collector).
     pub batch_id: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub inserted_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub inserted_at: DateTime<Utc>,
 }
 
 impl UsageEventRow {
     /// The row for `record`, as written by collector batch `batch_id` at `inserted_at`.
-    pub fn from_record(record: &UsageRecord, batch_id: &str, inserted_at: OffsetDateTime) -> Self {
+    pub fn from_record(record: &UsageRecord, batch_id: &str, inserted_at: DateTime<Utc>) -> Self {
         let mut row = UsageEventRow::from(record);
         row.batch_id = batch_id.to_string();
         row.inserted_at = whole_seconds(inserted_at);
@@ -228,20 +228,21 @@ pub async fn insert_events(client: &Client, rows: &[UsageEventRow]) -> Result<()
     Ok(())
 }
 
-fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
-    t.replace_nanosecond(0).unwrap_or(t)
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
+    use chrono::TimeDelta;
+    use usage_core::utc;
 
     fn record() -> UsageRecord {
         UsageRecord {
             event_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001),
             schema_version: usage_core::SCHEMA_VERSION,
-            ts: datetime!(2026-11-01 12:00:00.250 UTC),
+            ts: (utc(2026, 11, 1, 12, 0, 0) + TimeDelta::milliseconds(250)),
             latency_ms: 850,
             ttft_ms: Some(120),
             upstream_ms: 800,
@@ -284,17 +285,21 @@ mod tests {
     #[test]
     fn conversion_round_trips_except_sub_second_time() {
         let r = record();
-        let row = UsageEventRow::from_record(&r, "batch-1", datetime!(2026-11-01 12:00:05.9 UTC));
+        let row = UsageEventRow::from_record(
+            &r,
+            "batch-1",
+            utc(2026, 11, 1, 12, 0, 5) + TimeDelta::milliseconds(900),
+        );
         assert_eq!(row.tag_keys, ["a", "b"]);
         assert_eq!(row.tag_values, ["1", "2"]);
-        assert_eq!(row.ts, datetime!(2026-11-01 12:00:00 UTC));
-        assert_eq!(row.inserted_at, datetime!(2026-11-01 12:00:05 UTC));
+        assert_eq!(row.ts, utc(2026, 11, 1, 12, 0, 0));
+        assert_eq!(row.inserted_at, utc(2026, 11, 1, 12, 0, 5));
         assert_eq!(row.batch_id, "batch-1");
         let back = UsageRecord::try_from(&row).unwrap();
         assert_eq!(
             back,
             UsageRecord {
-                ts: datetime!(2026-11-01 12:00:00 UTC),
+                ts: utc(2026, 11, 1, 12, 0, 0),
                 ..r
             }
         );

@@ -36,12 +36,12 @@
 //! 1 and 2 is missing from the rebuilt bucket; the comparison in 3 then records
 //! `still_different` and the next pass rebuilds the bucket again.
 
+use chrono::{DateTime, Timelike, Utc};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -174,7 +174,7 @@ pub struct PassReport {
 
 /// One pass over the last `lookback` (at least the current bucket of each rollup).
 pub async fn run(client: &Client, lookback: Duration) -> Result<PassReport> {
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = Utc::now().timestamp();
     let since = now - i64::try_from(lookback.as_secs()).unwrap_or(i64::MAX / 2);
     let mut report = PassReport {
         duplicate_events_removed: remove_duplicates(client, since, now).await?,
@@ -573,13 +573,13 @@ fn uuid_list<'a>(ids: impl Iterator<Item = &'a Uuid>) -> String {
 /// An `integrity_repairs` row (migration 0009), column for column.
 #[derive(Debug, Row, Serialize)]
 struct RepairRow<'a> {
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    at: DateTime<Utc>,
     kind: &'a str,
     table_name: &'a str,
     org_id: &'a str,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    bucket: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    bucket: DateTime<Utc>,
     raw_requests: u64,
     rollup_requests: u64,
     raw_cost_nusd: i128,
@@ -588,14 +588,13 @@ struct RepairRow<'a> {
 }
 
 async fn record(client: &Client, kind: &str, m: &Mismatch, outcome: &str) -> Result<()> {
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let row = RepairRow {
-        at: now.replace_nanosecond(0).unwrap_or(now),
+        at: now.with_nanosecond(0).unwrap_or(now),
         kind,
         table_name: m.table,
         org_id: &m.org_id,
-        bucket: OffsetDateTime::from_unix_timestamp(i64::from(m.bucket))
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        bucket: DateTime::from_timestamp_secs(i64::from(m.bucket)).unwrap_or(DateTime::UNIX_EPOCH),
         raw_requests: m.raw.requests,
         rollup_requests: m.rollup.requests,
         raw_cost_nusd: m.raw.cost_nusd,

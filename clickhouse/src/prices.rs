@@ -9,9 +9,9 @@
 //! records priced with it carry as `pricing_version`; [`record_version`] writes the book's rows
 //! to `model_prices` under that version, so that analysts can recompute any stored cost.
 
+use chrono::{DateTime, NaiveDate, Utc};
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
-use time::{Date, OffsetDateTime};
 use usage_core::{ModelPrice, PriceFile, PriceTable};
 
 use crate::error::{Error, Result};
@@ -23,13 +23,13 @@ use crate::version::{now_second, row_version};
 pub struct PriceOverrideRow {
     pub provider: String,
     pub model: String,
-    #[serde(with = "clickhouse::serde::time::date")]
-    pub effective_from: Date,
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    pub effective_from: NaiveDate,
     /// The [`ModelPrice`] as JSON.
     pub entry: String,
     pub created_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub updated_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub updated_at: DateTime<Utc>,
     pub deleted: u8,
     pub version: u64,
 }
@@ -39,7 +39,7 @@ pub struct PriceOverrideRow {
 pub struct PriceOverride {
     pub price: ModelPrice,
     pub created_by: String,
-    pub updated_at: OffsetDateTime,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// The live overrides, ordered by provider, model and date.
@@ -105,7 +105,7 @@ pub async fn delete_override(
     client: &Client,
     provider: &str,
     model: &str,
-    effective_from: Date,
+    effective_from: NaiveDate,
     by: &str,
 ) -> Result<bool> {
     let live = overrides(client).await?;
@@ -144,8 +144,8 @@ struct ModelPriceRow {
     pricing_version: String,
     provider: String,
     model: String,
-    #[serde(with = "clickhouse::serde::time::date")]
-    effective_from: Date,
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    effective_from: NaiveDate,
     input_per_1m: i64,
     cached_input_per_1m: Option<i64>,
     cache_write_per_1m: Option<i64>,
@@ -153,8 +153,8 @@ struct ModelPriceRow {
     reasoning_per_1m: Option<i64>,
     per_request_usd: Option<i64>,
     max_output_tokens: Option<u32>,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    loaded_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    loaded_at: DateTime<Utc>,
     entry: String,
 }
 
@@ -202,8 +202,8 @@ mod tests {
     use super::*;
     use usage_core::Nanos;
 
-    fn day(d: &str) -> Date {
-        Date::parse(d, time::macros::format_description!("[year]-[month]-[day]")).unwrap()
+    fn day(d: &str) -> NaiveDate {
+        usage_core::rfc3339::parse_day(d).unwrap()
     }
 
     #[test]
@@ -231,7 +231,7 @@ mod tests {
         let o = |model: &str, d: &str, input: i64| PriceOverride {
             price: ModelPrice::new("openai", model, day(d), Nanos::new(input), Nanos::new(2)),
             created_by: "admin".into(),
-            updated_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: DateTime::UNIX_EPOCH,
         };
         let merged = merge(
             &builtin,

@@ -20,9 +20,9 @@
 //! columns of `usage_daily` (and `day`, or `hour`), so the file's own `WHERE {scope} AND day …`
 //! and aggregates apply unchanged; its usage-grain placeholders are used. See [`Pieces`].
 
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use clickhouse::{Client, Row};
 use serde::Deserialize;
-use time::{Date, OffsetDateTime};
 
 use crate::config::read_query;
 use crate::error::Result;
@@ -154,8 +154,8 @@ impl Filter {
         &self,
         client: &Client,
         nq: &NamedQuery,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
     ) -> Result<clickhouse::query::Query> {
         let body = nq.body();
         let grain = if body.contains("{daily}") {
@@ -295,19 +295,18 @@ impl Grain {
 /// and `ts < 11`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pieces {
-    pub days: Option<(Date, Date)>,
-    pub hours: Vec<(OffsetDateTime, OffsetDateTime)>,
-    pub raw: Vec<(OffsetDateTime, OffsetDateTime)>,
+    pub days: Option<(NaiveDate, NaiveDate)>,
+    pub hours: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    pub raw: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Pieces {
-    pub fn of(from: OffsetDateTime, to: OffsetDateTime, grain: Grain) -> Pieces {
+    pub fn of(from: DateTime<Utc>, to: DateTime<Utc>, grain: Grain) -> Pieces {
         const HOUR: i64 = 3600;
         const DAY: i64 = 86_400;
-        let secs = |t: OffsetDateTime| t.unix_timestamp() + i64::from(t.nanosecond() > 0);
+        let secs = |t: DateTime<Utc>| t.timestamp() + i64::from(t.nanosecond() > 0);
         // Rounding a time between 1970 and 2100 (the API's bounds) to a day stays in range.
-        let at =
-            |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let at = |s: i64| DateTime::from_timestamp_secs(s).unwrap_or(DateTime::UNIX_EPOCH);
         let (from, to) = (secs(from), secs(to));
         let mut p = Pieces {
             days: None,
@@ -333,7 +332,7 @@ impl Pieces {
             p.hours.push((at(first_hour), at(end_hour)));
             return p;
         }
-        p.days = Some((at(first_day).date(), at(end_day).date()));
+        p.days = Some((at(first_day).date_naive(), at(end_day).date_naive()));
         if first_hour < first_day {
             p.hours.push((at(first_hour), at(first_day)));
         }
@@ -470,8 +469,8 @@ impl NamedQuery {
         &self,
         client: &Client,
         scope: &Scope,
-        from: Date,
-        to: Date,
+        from: NaiveDate,
+        to: NaiveDate,
     ) -> clickhouse::query::Query {
         self.scoped(client, scope)
             .bind(day_param(from))
@@ -490,16 +489,15 @@ impl NamedQuery {
 }
 
 /// `'YYYY-MM-DD'`, how days are bound.
-pub fn day_param(d: Date) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+pub fn day_param(d: NaiveDate) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
 }
 
 /// `'YYYY-MM-DD hh:mm:ss'` in UTC, how hours are bound.
-pub fn hour_param(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
+pub fn hour_param(t: DateTime<Utc>) -> String {
     format!(
         "{} {:02}:{:02}:{:02}",
-        day_param(t.date()),
+        day_param(t.date_naive()),
         t.hour(),
         t.minute(),
         t.second()
@@ -509,8 +507,8 @@ pub fn hour_param(t: OffsetDateTime) -> String {
 /// A row of `daily_overview` (and of `daily_overview_raw`, which must be equal).
 #[derive(Clone, Debug, PartialEq, Eq, Row, Deserialize)]
 pub struct DailyOverviewRow {
-    #[serde(with = "clickhouse::serde::time::date")]
-    pub day: Date,
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    pub day: NaiveDate,
     pub requests: u64,
     pub errors: u64,
     pub unpriced_requests: u64,
@@ -528,8 +526,8 @@ pub struct DailyOverviewRow {
 pub async fn daily_overview(
     client: &Client,
     scope: &Scope,
-    from: Date,
-    to: Date,
+    from: NaiveDate,
+    to: NaiveDate,
 ) -> Result<Vec<DailyOverviewRow>> {
     Ok(DAILY_OVERVIEW
         .over_days(client, scope, from, to)
@@ -541,8 +539,8 @@ pub async fn daily_overview(
 pub async fn daily_overview_raw(
     client: &Client,
     scope: &Scope,
-    from: Date,
-    to: Date,
+    from: NaiveDate,
+    to: NaiveDate,
 ) -> Result<Vec<DailyOverviewRow>> {
     Ok(DAILY_OVERVIEW_RAW
         .over_days(client, scope, from, to)
@@ -575,8 +573,8 @@ pub struct OverviewTotalsRow {
 pub async fn overview_totals(
     client: &Client,
     scope: &Scope,
-    from: Date,
-    to: Date,
+    from: NaiveDate,
+    to: NaiveDate,
 ) -> Result<OverviewTotalsRow> {
     Ok(OVERVIEW_TOTALS
         .over_days(client, scope, from, to)
@@ -587,8 +585,8 @@ pub async fn overview_totals(
 /// A row of `hourly_timeseries`.
 #[derive(Clone, Debug, PartialEq, Eq, Row, Deserialize)]
 pub struct HourlyRow {
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub hour: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub hour: DateTime<Utc>,
     pub requests: u64,
     pub errors: u64,
     pub rate_limited: u64,
@@ -602,8 +600,8 @@ pub struct HourlyRow {
 pub async fn hourly_timeseries(
     client: &Client,
     scope: &Scope,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
 ) -> Result<Vec<HourlyRow>> {
     Ok(HOURLY_TIMESERIES
         .scoped(client, scope)
@@ -630,8 +628,8 @@ pub struct ProviderRow {
 pub async fn by_provider(
     client: &Client,
     scope: &Scope,
-    from: Date,
-    to: Date,
+    from: NaiveDate,
+    to: NaiveDate,
 ) -> Result<Vec<ProviderRow>> {
     Ok(BY_PROVIDER
         .over_days(client, scope, from, to)
@@ -676,8 +674,8 @@ pub struct ModelPerformanceRow {
 pub async fn model_performance(
     client: &Client,
     scope: &Scope,
-    from: Date,
-    to: Date,
+    from: NaiveDate,
+    to: NaiveDate,
 ) -> Result<Vec<ModelPerformanceRow>> {
     Ok(MODEL_PERFORMANCE
         .over_days(client, scope, from, to)
@@ -701,8 +699,8 @@ pub struct SpenderRow {
 pub async fn top_spenders(
     client: &Client,
     scope: &Scope,
-    from: Date,
-    to: Date,
+    from: NaiveDate,
+    to: NaiveDate,
     limit: u32,
 ) -> Result<Vec<SpenderRow>> {
     Ok(TOP_SPENDERS
@@ -731,7 +729,8 @@ mod tests {
         };
         assert_eq!(all.predicate(), "(1 = 1) AND model = ?");
     }
-    use time::macros::{date, datetime};
+    use chrono::TimeDelta;
+    use usage_core::{utc, ymd};
 
     /// Every scoped query file (top level of `queries/`; dashboard-api loads some of them with
     /// its own row types) documents its parameters, and the compat check can bind it from that.
@@ -823,55 +822,40 @@ mod tests {
     #[test]
     fn a_window_is_cut_into_days_hours_and_raw_edges() {
         let p = Pieces::of(
-            datetime!(2026-11-01 06:24:00 UTC),
-            datetime!(2026-11-04 01:30:30 UTC),
+            utc(2026, 11, 1, 6, 24, 0),
+            utc(2026, 11, 4, 1, 30, 30),
             Grain::Day,
         );
-        assert_eq!(p.days, Some((date!(2026 - 11 - 02), date!(2026 - 11 - 04))));
+        assert_eq!(p.days, Some((ymd(2026, 11, 2), ymd(2026, 11, 4))));
         assert_eq!(
             p.hours,
             vec![
-                (
-                    datetime!(2026-11-01 07:00 UTC),
-                    datetime!(2026-11-02 00:00 UTC)
-                ),
-                (
-                    datetime!(2026-11-04 00:00 UTC),
-                    datetime!(2026-11-04 01:00 UTC)
-                ),
+                (utc(2026, 11, 1, 7, 0, 0), utc(2026, 11, 2, 0, 0, 0)),
+                (utc(2026, 11, 4, 0, 0, 0), utc(2026, 11, 4, 1, 0, 0)),
             ]
         );
         assert_eq!(
             p.raw,
             vec![
-                (
-                    datetime!(2026-11-01 06:24 UTC),
-                    datetime!(2026-11-01 07:00 UTC)
-                ),
-                (
-                    datetime!(2026-11-04 01:00 UTC),
-                    datetime!(2026-11-04 01:30:30 UTC)
-                ),
+                (utc(2026, 11, 1, 6, 24, 0), utc(2026, 11, 1, 7, 0, 0)),
+                (utc(2026, 11, 4, 1, 0, 0), utc(2026, 11, 4, 1, 30, 30)),
             ]
         );
         // Hourly buckets: no days.
         let p = Pieces::of(
-            datetime!(2026-11-01 06:24:00 UTC),
-            datetime!(2026-11-04 01:30:30 UTC),
+            utc(2026, 11, 1, 6, 24, 0),
+            utc(2026, 11, 4, 1, 30, 30),
             Grain::Hour,
         );
         assert_eq!(p.days, None);
         assert_eq!(
             p.hours,
-            vec![(
-                datetime!(2026-11-01 07:00 UTC),
-                datetime!(2026-11-04 01:00 UTC)
-            )]
+            vec![(utc(2026, 11, 1, 7, 0, 0), utc(2026, 11, 4, 1, 0, 0))]
         );
         // Inside one hour: raw only; whole days: days only.
         let p = Pieces::of(
-            datetime!(2026-11-01 06:24:00.5 UTC),
-            datetime!(2026-11-01 06:24:30 UTC),
+            utc(2026, 11, 1, 6, 24, 0) + TimeDelta::milliseconds(500),
+            utc(2026, 11, 1, 6, 24, 30),
             Grain::Day,
         );
         assert_eq!(
@@ -879,35 +863,29 @@ mod tests {
             (
                 None,
                 0,
-                vec![(
-                    datetime!(2026-11-01 06:24:01 UTC),
-                    datetime!(2026-11-01 06:24:30 UTC)
-                )]
+                vec![(utc(2026, 11, 1, 6, 24, 1), utc(2026, 11, 1, 6, 24, 30))]
             )
         );
         let p = Pieces::of(
-            datetime!(2026-11-01 0:00 UTC),
-            datetime!(2026-11-03 0:00 UTC),
+            utc(2026, 11, 1, 0, 0, 0),
+            utc(2026, 11, 3, 0, 0, 0),
             Grain::Day,
         );
         assert_eq!(
             (p.days, p.hours.len(), p.raw.len()),
-            (Some((date!(2026 - 11 - 01), date!(2026 - 11 - 03))), 0, 0)
+            (Some((ymd(2026, 11, 1), ymd(2026, 11, 3))), 0, 0)
         );
         // Whole hours within one day.
         let p = Pieces::of(
-            datetime!(2026-11-01 6:00 UTC),
-            datetime!(2026-11-01 9:00 UTC),
+            utc(2026, 11, 1, 6, 0, 0),
+            utc(2026, 11, 1, 9, 0, 0),
             Grain::Day,
         );
         assert_eq!(
             (p.days, p.hours, p.raw.len()),
             (
                 None,
-                vec![(
-                    datetime!(2026-11-01 6:00 UTC),
-                    datetime!(2026-11-01 9:00 UTC)
-                )],
+                vec![(utc(2026, 11, 1, 6, 0, 0), utc(2026, 11, 1, 9, 0, 0))],
                 0
             )
         );
@@ -915,9 +893,9 @@ mod tests {
 
     #[test]
     fn params_are_utc_text() {
-        assert_eq!(day_param(date!(2026 - 01 - 05)), "2026-01-05");
+        assert_eq!(day_param(ymd(2026, 1, 5)), "2026-01-05");
         assert_eq!(
-            hour_param(datetime!(2026-01-05 03:00:00 +02:00)),
+            hour_param(utc(2026, 1, 5, 3, 0, 0) - TimeDelta::minutes(120)),
             "2026-01-05 01:00:00"
         );
     }

@@ -2,9 +2,9 @@
 //! and a reported figure, and the reads and writes. The jobs that fill it are `tollgate-jobs`'
 //! reconciliation (OpenAI, daily) and its pollers (OpenRouter's same-day snapshot).
 
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
-use time::{Date, OffsetDateTime};
 use usage_core::Nanos;
 
 use crate::error::Result;
@@ -20,8 +20,8 @@ const RECONCILIATION_RANGE: NamedQuery = NamedQuery {
 #[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
 pub struct ReconciliationRow {
     pub provider: String,
-    #[serde(with = "clickhouse::serde::time::date")]
-    pub day: Date,
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    pub day: NaiveDate,
     /// Nano-USD.
     pub recorded_nusd: i64,
     /// Nano-USD; `None` when the provider figure could not be read.
@@ -32,8 +32,8 @@ pub struct ReconciliationRow {
     /// `ok` or `error`.
     pub status: String,
     pub error: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub checked_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub checked_at: DateTime<Utc>,
     pub version: u64,
 }
 
@@ -49,11 +49,11 @@ pub fn drift_percent(recorded: i128, reported: i128) -> f64 {
 /// A row comparing `recorded` with `reported` for `provider` on `day`.
 pub fn row(
     provider: &str,
-    day: Date,
+    day: NaiveDate,
     recorded: i128,
     reported: i128,
     source: &str,
-    checked_at: OffsetDateTime,
+    checked_at: DateTime<Utc>,
 ) -> ReconciliationRow {
     ReconciliationRow {
         provider: provider.to_string(),
@@ -64,7 +64,7 @@ pub fn row(
         source: source.to_string(),
         status: "ok".into(),
         error: String::new(),
-        checked_at: checked_at.replace_nanosecond(0).unwrap_or(checked_at),
+        checked_at: checked_at.with_nanosecond(0).unwrap_or(checked_at),
         version: row_version(),
     }
 }
@@ -88,8 +88,8 @@ pub async fn write(client: &Client, rows: &[ReconciliationRow]) -> Result<()> {
 pub async fn range(
     client: &Client,
     provider: &str,
-    from: Date,
-    to: Date,
+    from: NaiveDate,
+    to: NaiveDate,
 ) -> Result<Vec<ReconciliationRow>> {
     Ok(read_query(client, &RECONCILIATION_RANGE.body())
         .bind(provider)

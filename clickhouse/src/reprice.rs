@@ -21,11 +21,11 @@
 //! recorded while a bucket is rebuilt is missing from it until the integrity job's next pass
 //! (the race `integrity` documents); repricing past days, the common case, has none.
 
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
 use clickhouse::{Client, Row};
 use serde::Serialize;
-use time::OffsetDateTime;
 use usage_core::{PriceTable, UsageRecord};
 use uuid::Uuid;
 
@@ -41,8 +41,8 @@ const ROWS_PER_MUTATION: usize = 2_000;
 /// What to reprice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepriceRequest {
-    pub from: OffsetDateTime,
-    pub to: OffsetDateTime,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
     /// Only this provider's calls.
     pub provider: Option<String>,
     /// Only calls that asked for this model.
@@ -100,7 +100,7 @@ pub async fn reprice(
         ..RepriceReport::default()
     };
     let mut changes = Vec::new();
-    let (from, to) = (req.from.unix_timestamp(), req.to.unix_timestamp());
+    let (from, to) = (req.from.timestamp(), req.to.timestamp());
     let mut at = from;
     while at < to {
         let end = (at - at.rem_euclid(3_600) + 3_600).min(to);
@@ -126,7 +126,7 @@ pub async fn reprice(
             changes.push(Change {
                 event_id: record.event_id,
                 org_id: record.org_id,
-                ts: row.ts.unix_timestamp(),
+                ts: row.ts.timestamp(),
                 cost_nusd: priced.cost.get(),
                 cost_source: priced.source.as_str(),
                 pricing_version: priced.pricing_version,
@@ -236,15 +236,15 @@ async fn update(client: &Client, changes: &[Change], from: i64, to: i64) -> Resu
 struct RepriceRunRow {
     #[serde(with = "clickhouse::serde::uuid")]
     run_id: Uuid,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    started_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    finished_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    started_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    finished_at: DateTime<Utc>,
     requested_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    from_ts: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    to_ts: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    from_ts: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    to_ts: DateTime<Utc>,
     provider: String,
     model: String,
     pricing_version: String,
@@ -258,7 +258,7 @@ async fn record_run(
     client: &Client,
     req: &RepriceRequest,
     report: &RepriceReport,
-    started_at: OffsetDateTime,
+    started_at: DateTime<Utc>,
 ) -> Result<()> {
     let clamp = |n: i128| i64::try_from(n).unwrap_or(i64::MAX);
     let mut insert = client.insert::<RepriceRunRow>("reprice_runs").await?;

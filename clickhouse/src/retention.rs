@@ -5,10 +5,10 @@
 //! on 2026-11-17 with N = 3, partitions 202608…202611 stay and 202607 and older go. So at
 //! least N months of history always remain.
 
+use chrono::{Datelike, NaiveDate};
 use clickhouse::sql::Identifier;
 use clickhouse::{Client, Row};
 use serde::Deserialize;
-use time::Date;
 
 use crate::config::read_query;
 use crate::error::{Error, Result};
@@ -74,9 +74,8 @@ pub struct DroppedPartition {
 }
 
 /// The oldest `YYYYMM` kept when keeping `months` months before `today`'s month.
-pub fn first_kept_month(today: Date, months: u32) -> u32 {
-    let index =
-        today.year() * 12 + i32::from(u8::from(today.month())) - 1 - months.min(100_000) as i32;
+pub fn first_kept_month(today: NaiveDate, months: u32) -> u32 {
+    let index = today.year() * 12 + today.month() as i32 - 1 - months.min(100_000) as i32;
     let year = index.div_euclid(12);
     let month = index.rem_euclid(12) + 1;
     (year * 100 + month).max(0) as u32
@@ -93,7 +92,7 @@ pub async fn expired_partitions(
     client: &Client,
     database: &str,
     table: &str,
-    today: Date,
+    today: NaiveDate,
     months: u32,
 ) -> Result<Vec<u32>> {
     let rows: Vec<PartitionRow> = read_query(
@@ -126,7 +125,7 @@ pub async fn drop_partitions_older_than(
     client: &Client,
     database: &str,
     table: &'static str,
-    today: Date,
+    today: NaiveDate,
     months: u32,
     cluster: Option<&str>,
 ) -> Result<Vec<DroppedPartition>> {
@@ -151,7 +150,7 @@ pub async fn plan(
     client: &Client,
     database: &str,
     policy: &RetentionPolicy,
-    today: Date,
+    today: NaiveDate,
 ) -> Result<Vec<DroppedPartition>> {
     let mut expired = Vec::new();
     for (table, months) in policy.tables() {
@@ -169,7 +168,7 @@ pub async fn apply(
     client: &Client,
     database: &str,
     policy: &RetentionPolicy,
-    today: Date,
+    today: NaiveDate,
     cluster: Option<&str>,
 ) -> Result<Vec<DroppedPartition>> {
     let mut dropped = Vec::new();
@@ -186,13 +185,14 @@ pub async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::date;
+
+    use usage_core::ymd;
 
     #[test]
     fn cutoff_keeps_the_current_month_and_n_before() {
-        assert_eq!(first_kept_month(date!(2026 - 11 - 17), 3), 202608);
-        assert_eq!(first_kept_month(date!(2026 - 01 - 01), 1), 202512);
-        assert_eq!(first_kept_month(date!(2026 - 01 - 31), 13), 202412);
-        assert_eq!(first_kept_month(date!(2026 - 03 - 01), 0), 202603);
+        assert_eq!(first_kept_month(ymd(2026, 11, 17), 3), 202608);
+        assert_eq!(first_kept_month(ymd(2026, 1, 1), 1), 202512);
+        assert_eq!(first_kept_month(ymd(2026, 1, 31), 13), 202412);
+        assert_eq!(first_kept_month(ymd(2026, 3, 1), 0), 202603);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use time::{Duration, OffsetDateTime};
+use chrono::{DateTime, TimeDelta, Utc};
 use usage_core::{
     CostSource, Endpoint, ErrorClass, Nanos, UsageRecord, UsageSource, SCHEMA_VERSION,
 };
@@ -25,8 +25,8 @@ pub struct Shape {
     pub users_per_org: u32,
     pub apps_per_org: u32,
     /// Records are spread evenly over `[start, start + span)`.
-    pub start: OffsetDateTime,
-    pub span: Duration,
+    pub start: DateTime<Utc>,
+    pub span: TimeDelta,
 }
 
 const PROVIDERS: &[(&str, &[&str])] = &[
@@ -94,13 +94,13 @@ impl Synthetic {
 
     fn record(&mut self, i: u64) -> UsageRecord {
         let shape = self.shape.clone();
-        let span_ms = shape.span.whole_milliseconds().max(1) as u64;
+        let span_ms = shape.span.num_milliseconds().max(1) as u64;
         let offset_ms = if self.count <= 1 {
             0
         } else {
             i * (span_ms - 1) / (self.count - 1)
         };
-        let ts = shape.start + Duration::milliseconds(offset_ms as i64);
+        let ts = shape.start + TimeDelta::milliseconds(offset_ms as i64);
         let org = self.skewed(u64::from(shape.orgs));
         let user = self.skewed(u64::from(shape.users_per_org));
         // A user sticks to one app, and to the provider and models of that app.
@@ -199,7 +199,7 @@ impl Synthetic {
 #[allow(clippy::too_many_arguments)]
 fn base_record(
     i: u64,
-    ts: OffsetDateTime,
+    ts: DateTime<Utc>,
     org: u64,
     user: u64,
     app: u64,
@@ -210,7 +210,7 @@ fn base_record(
     stream: bool,
     latency_ms: u32,
 ) -> UsageRecord {
-    let millis = (ts.unix_timestamp_nanos() / 1_000_000) as u128;
+    let millis = (ts.timestamp_nanos_opt().unwrap_or(i64::MAX) / 1_000_000) as u128;
     // UUIDv7 layout: 48-bit millis, version 7, variant 10, then the index.
     let event_id =
         Uuid::from_u128((millis << 80) | (0x7u128 << 76) | (0x8u128 << 60) | u128::from(i));
@@ -274,7 +274,7 @@ fn base_record(
 
 /// The hand-picked records that every fixture starts with (see the module docs).
 fn coverage(i: u64, shape: &Shape) -> UsageRecord {
-    let ts = shape.start + Duration::minutes(i as i64 * 7);
+    let ts = shape.start + TimeDelta::minutes(i as i64 * 7);
     let mut r = base_record(
         i,
         ts,
@@ -379,22 +379,23 @@ impl Iterator for Synthetic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
+    use chrono::TimeDelta;
+    use usage_core::utc;
 
     fn shape() -> Shape {
         Shape {
             orgs: 3,
             users_per_org: 8,
             apps_per_org: 2,
-            start: datetime!(2026-01-30 00:00:00 UTC),
-            span: Duration::days(5),
+            start: utc(2026, 1, 30, 0, 0, 0),
+            span: TimeDelta::days(5),
         }
     }
 
     #[test]
     fn records_are_valid_deterministic_and_cover_every_class() {
         let records: Vec<UsageRecord> = Synthetic::new(7, 2000, shape()).collect();
-        let now = datetime!(2026-02-10 00:00:00 UTC);
+        let now = utc(2026, 2, 10, 0, 0, 0);
         for r in &records {
             assert_eq!(r.validate(now), Ok(()), "{r:?}");
         }

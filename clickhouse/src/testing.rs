@@ -14,6 +14,7 @@
 //! `cargo xtask ch stop` stops it, and `cargo xtask test` starts and stops it around the run.
 //! Tests never skip for want of a server: they fail, saying why.
 
+use chrono::Utc;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -155,7 +156,7 @@ impl Drop for TestDb {
 /// are recognisable by their age.
 fn unique_name() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let secs = time::OffsetDateTime::now_utc().unix_timestamp();
+    let secs = Utc::now().timestamp();
     format!(
         "{TEST_DB_PREFIX}{secs}_{}_{}",
         std::process::id(),
@@ -172,7 +173,7 @@ fn drop_stale_databases(addr: &str) {
     else {
         return;
     };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = Utc::now().timestamp();
     for name in body.lines() {
         let created = name
             .strip_prefix(TEST_DB_PREFIX)

@@ -3,17 +3,17 @@
 //! writer (the API, the jobs, the edge-facing routes) versions by the wall clock in
 //! nanoseconds, so the newest write wins across instances whose clocks agree to the second.
 
-use time::OffsetDateTime;
+use chrono::{DateTime, Timelike, Utc};
 
 /// The version of a row written now: Unix time in nanoseconds.
 pub fn row_version() -> u64 {
-    u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(u64::MAX)
+    u64::try_from(Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)).unwrap_or(u64::MAX)
 }
 
 /// Now, to the second (what a `DateTime` column keeps), so a row reads back as it was written.
-pub fn now_second() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(0).unwrap_or(now)
+pub fn now_second() -> DateTime<Utc> {
+    let now = Utc::now();
+    now.with_nanosecond(0).unwrap_or(now)
 }
 
 #[cfg(test)]

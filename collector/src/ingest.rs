@@ -8,6 +8,7 @@
 //! once durable; bad ones are reported by index with the field and reason, and sent to the
 //! `usage_rejects` dead-letter table. `202 {accepted, duplicates, rejected:[{index, reason}]}`.
 
+use chrono::{DateTime, Utc};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::json;
-use time::OffsetDateTime;
 use usage_core::wire::{self, RecordError, SignatureError, WireError};
 use uuid::Uuid;
 
@@ -31,7 +31,7 @@ use tollgate_clickhouse::EncodedEvent;
 /// A record the collector refused, on its way to `usage_rejects`.
 #[derive(Debug, Clone)]
 pub struct Reject {
-    pub received_at: OffsetDateTime,
+    pub received_at: DateTime<Utc>,
     /// Position of the record in its batch.
     pub index: usize,
     /// Which check failed, naming the field.
@@ -222,7 +222,7 @@ async fn accept(
         })?
         .map_err(|_| too_large())?;
 
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let signature = headers
         .get(wire::SIGNATURE_HEADER)
         .map(|v| v.to_str().unwrap_or(""));
@@ -231,7 +231,7 @@ async fn accept(
         signature,
         &raw,
         &secrets,
-        now.unix_timestamp(),
+        now.timestamp(),
         i64::try_from(limits.replay_window_secs).unwrap_or(i64::MAX),
     )?;
 
@@ -311,7 +311,7 @@ pub fn decode_body(
     content_encoding: Option<&str>,
     raw: Bytes,
     limits: &IngestConfig,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
 ) -> Result<DecodedBody, IngestError> {
     let max_inflated = usize::try_from(limits.max_decompressed_bytes).unwrap_or(usize::MAX);
     let body: Bytes = match content_encoding {

@@ -62,13 +62,13 @@
 //! reader can see a batch's raw rows a moment before its rollup rows. A ClickHouse crash in
 //! that moment leaves a rollup short; the integrity job repairs it.
 
+use chrono::{DateTime, Utc};
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use usage_core::UsageRecord;
 use uuid::Uuid;
@@ -98,8 +98,8 @@ pub struct BatchInfo {
     pub first_lsn: u64,
     pub last_lsn: u64,
     pub rows: u64,
-    pub min_ts: OffsetDateTime,
-    pub max_ts: OffsetDateTime,
+    pub min_ts: DateTime<Utc>,
+    pub max_ts: DateTime<Utc>,
 }
 
 /// One attempt at inserting a batch, named so that a later attempt can wait for it.
@@ -506,7 +506,7 @@ impl<S: Store> Sink<S> {
     }
 
     async fn dead_letter(&self, records: &[EncodedEvent], error: &str) {
-        let now = OffsetDateTime::now_utc();
+        let now = Utc::now();
         let rejects: Vec<Reject> = records
             .iter()
             .enumerate()
@@ -624,23 +624,23 @@ const RUNNING_ATTEMPT_PATIENCE: Duration = Duration::from_secs(60);
 
 /// The distinct `ts` seconds of `records`, sorted.
 fn distinct_seconds(records: &[EncodedEvent]) -> Vec<i64> {
-    let mut seconds: Vec<i64> = records.iter().map(|r| r.ts().unix_timestamp()).collect();
+    let mut seconds: Vec<i64> = records.iter().map(|r| r.ts().timestamp()).collect();
     seconds.sort_unstable();
     seconds.dedup();
     seconds
 }
 
-fn time_range(records: &[EncodedEvent]) -> (OffsetDateTime, OffsetDateTime) {
+fn time_range(records: &[EncodedEvent]) -> (DateTime<Utc>, DateTime<Utc>) {
     let min = records
         .iter()
         .map(EncodedEvent::ts)
         .min()
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        .unwrap_or(DateTime::UNIX_EPOCH);
     let max = records
         .iter()
         .map(EncodedEvent::ts)
         .max()
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        .unwrap_or(DateTime::UNIX_EPOCH);
     (min, max)
 }
 

@@ -2,10 +2,10 @@
 //! recovery lookup of a batch's stored `event_id`s, `ingest_batches` and `usage_rejects`
 //! (tables in `clickhouse/migrations/0001` and `0004`; the row types below follow them).
 
+use chrono::{DateTime, Timelike, Utc};
 use std::collections::HashSet;
 
 use serde::Serialize;
-use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::{self, Client, Row};
 use tollgate_clickhouse::{read_query, EncodedEvent};
 use uuid::Uuid;
@@ -88,22 +88,22 @@ struct IngestBatchRow<'a> {
     accepted: u32,
     duplicates: u32,
     rejected: u32,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    min_ts: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    max_ts: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    min_ts: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    max_ts: DateTime<Utc>,
     body_sha256: &'a str,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    received_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    inserted_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    received_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    inserted_at: DateTime<Utc>,
 }
 
 /// A `usage_rejects` row (migration 0004).
 #[derive(Row, Serialize)]
 struct RejectRow<'a> {
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    received_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    received_at: DateTime<Utc>,
     batch_id: &'a str,
     record_index: u32,
     org_id: String,
@@ -113,8 +113,8 @@ struct RejectRow<'a> {
     source: &'a str,
 }
 
-fn whole_second(t: OffsetDateTime) -> OffsetDateTime {
-    t.replace_nanosecond(0).unwrap_or(t)
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t)
 }
 
 impl Store for ClickHouseStore {
@@ -127,7 +127,7 @@ impl Store for ClickHouseStore {
             &self.client,
             rows,
             &attempt.batch_id,
-            OffsetDateTime::now_utc(),
+            Utc::now(),
             Some(&attempt.query_id()),
         )
         .await
@@ -167,7 +167,7 @@ impl Store for ClickHouseStore {
     }
 
     async fn record_batch(&self, batch: &BatchInfo) -> Result<(), StoreError> {
-        let now = whole_second(OffsetDateTime::now_utc());
+        let now = whole_second(Utc::now());
         let rows = u32::try_from(batch.rows).unwrap_or(u32::MAX);
         let source = format!("{} lsn {}-{}", self.source, batch.first_lsn, batch.last_lsn);
         let row = IngestBatchRow {

@@ -1,8 +1,8 @@
 //! Records for tests: valid, distinct by id, and close to "now".
 
+use chrono::{DateTime, Timelike, Utc};
 use std::collections::BTreeMap;
 
-use time::OffsetDateTime;
 use usage_core::{
     CostSource, Endpoint, ErrorClass, Nanos, UsageRecord, UsageSource, SCHEMA_VERSION,
 };
@@ -23,9 +23,9 @@ pub fn id_of(event_id: Uuid) -> u128 {
 
 /// A valid record whose `event_id` is [`event_id`]`(id)`.
 pub fn record(id: u128) -> UsageRecord {
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let now = Utc::now()
+        .with_nanosecond(0)
+        .unwrap_or(DateTime::UNIX_EPOCH);
     UsageRecord {
         event_id: event_id(id),
         schema_version: SCHEMA_VERSION,

@@ -2,6 +2,7 @@
 //! status and code, and nothing from a refused request reaches the spool.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,6 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use service_kit::Secret;
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tollgate_collector::config::Config;
 use tollgate_collector::ingest::Reject;
@@ -55,7 +55,7 @@ fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
 }
 
 fn now() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
+    Utc::now().timestamp()
 }
 
 fn signed(body: Vec<u8>) -> Request<Body> {

@@ -17,9 +17,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::Client;
 use tollgate_clickhouse::queries::NamedQuery;
 use tollgate_clickhouse::{read_query, Scope};
@@ -174,12 +174,12 @@ pub struct RuleOut {
     pub channels: Vec<String>,
     pub enabled: bool,
     pub created_by: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub updated_at: OffsetDateTime,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A stored rule as the API shows it.
@@ -398,21 +398,21 @@ pub struct AlertOut {
     /// The observed values (a JSON object; a string if the evaluator wrote something else).
     #[schema(value_type = Object)]
     pub details: Value,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub opened_at: OffsetDateTime,
+    pub opened_at: DateTime<Utc>,
     /// Token name and id, or `null`.
     pub acknowledged_by: Option<String>,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "usage_core::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
-    pub acknowledged_at: Option<OffsetDateTime>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
     pub resolved_by: Option<String>,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "usage_core::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
-    pub resolved_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub updated_at: OffsetDateTime,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A stored alert as the API shows it.
@@ -634,9 +634,9 @@ pub struct DeliveryOut {
     pub http_status: Option<u16>,
     pub error: Option<String>,
     pub duration_ms: u32,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub attempted_at: OffsetDateTime,
+    pub attempted_at: DateTime<Utc>,
 }
 
 /// Most attempts one answer lists (the newest).

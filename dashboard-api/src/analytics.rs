@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use axum::extract::{RawQuery, State};
 use axum::Json;
+use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use time::{Date, Duration, OffsetDateTime};
 use tollgate_clickhouse::clickhouse::{Client, Row};
 use tollgate_clickhouse::queries::{self, day_param, hour_param, NamedQuery};
 use tollgate_clickhouse::Filter;
@@ -50,7 +50,7 @@ pub fn request(
         max_range_days: api.max_range_days,
         max_hourly_range_days: api.max_hourly_range_days,
     };
-    let p = params::parse(&map, &limits, OffsetDateTime::now_utc())?;
+    let p = params::parse(&map, &limits, Utc::now())?;
     let scope = principal.read_scope(p.org.as_deref(), p.user.as_deref())?;
     let filter = Filter {
         scope,
@@ -91,12 +91,12 @@ fn ratio(part: u64, whole: u64) -> f64 {
 /// The window a response covers.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WindowOut {
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub from: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    pub from: DateTime<Utc>,
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub to: OffsetDateTime,
+    pub to: DateTime<Utc>,
     /// First and last UTC day the daily figures cover.
     #[schema(value_type = String)]
     pub first_day: String,
@@ -110,7 +110,7 @@ fn window_out(p: &Params) -> WindowOut {
         from: p.window.from,
         to: p.window.to,
         first_day: day_param(first),
-        last_day: day_param(end.previous_day().unwrap_or(end)),
+        last_day: day_param(end.pred_opt().unwrap_or(end)),
     }
 }
 
@@ -256,9 +256,9 @@ pub struct AnalyticsQuery {
 #[derive(Debug, Serialize, ToSchema, PartialEq)]
 pub struct Point {
     /// Bucket start (UTC).
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub t: OffsetDateTime,
+    pub t: DateTime<Utc>,
     pub requests: u64,
     pub errors: u64,
     pub input_tokens: u64,
@@ -310,21 +310,21 @@ pub async fn timeseries_of(state: &AppState, p: &Params, filter: &Filter) -> Api
             let rows = over_days(client, filter, &queries::DAILY_OVERVIEW, &p.window)?
                 .fetch_all::<queries::DailyOverviewRow>()
                 .await?;
-            let by_day: BTreeMap<Date, queries::DailyOverviewRow> =
+            let by_day: BTreeMap<NaiveDate, queries::DailyOverviewRow> =
                 rows.into_iter().map(|r| (r.day, r)).collect();
             let mut out = Vec::new();
             let mut d = first;
             while d < end {
                 let r = by_day.get(&d);
                 out.push(Point {
-                    t: d.midnight().assume_utc(),
+                    t: d.and_time(NaiveTime::MIN).and_utc(),
                     requests: r.map_or(0, |r| r.requests),
                     errors: r.map_or(0, |r| r.errors),
                     input_tokens: r.map_or(0, |r| r.input_tokens),
                     output_tokens: r.map_or(0, |r| r.output_tokens),
                     cost_usd: usd(r.map_or(0, |r| r.cost_usd)),
                 });
-                d = d.next_day().unwrap_or(end);
+                d = d.succ_opt().unwrap_or(end);
             }
             out
         }
@@ -341,7 +341,7 @@ pub async fn timeseries_of(state: &AppState, p: &Params, filter: &Filter) -> Api
                 .bind(hour_param(end))
                 .fetch_all::<queries::HourlyRow>()
                 .await?;
-            let by_hour: BTreeMap<OffsetDateTime, queries::HourlyRow> =
+            let by_hour: BTreeMap<DateTime<Utc>, queries::HourlyRow> =
                 rows.into_iter().map(|r| (r.hour, r)).collect();
             let mut out = Vec::new();
             let mut h = first;
@@ -355,7 +355,7 @@ pub async fn timeseries_of(state: &AppState, p: &Params, filter: &Filter) -> Api
                     output_tokens: r.map_or(0, |r| r.output_tokens),
                     cost_usd: usd(r.map_or(0, |r| r.cost_usd)),
                 });
-                h += Duration::hours(1);
+                h += TimeDelta::hours(1);
             }
             out
         }

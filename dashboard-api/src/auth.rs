@@ -10,6 +10,7 @@
 //! read-only). Lookups are cached for [`TOKEN_CACHE_TTL`], which bounds how long a revoked
 //! token keeps working.
 
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::{self, Client, Row};
 use tollgate_clickhouse::queries::NamedQuery;
 use tollgate_clickhouse::{read_query, Scope};
@@ -276,13 +276,13 @@ pub struct TokenStoredRow {
     pub org_id: String,
     pub user_id: String,
     pub created_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime::option")]
-    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime::option")]
+    pub expires_at: Option<DateTime<Utc>>,
     pub revoked: u8,
-    #[serde(with = "clickhouse::serde::time::datetime::option")]
-    pub revoked_at: Option<OffsetDateTime>,
+    #[serde(with = "clickhouse::serde::chrono::datetime::option")]
+    pub revoked_at: Option<DateTime<Utc>>,
     pub version: u64,
 }
 
@@ -295,9 +295,9 @@ pub struct TokenListRow {
     pub org_id: String,
     pub user_id: String,
     pub created_by: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
     #[schema(value_type = String)]
-    pub created_at: OffsetDateTime,
+    pub created_at: DateTime<Utc>,
     pub revoked: u8,
 }
 

@@ -17,9 +17,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::{Date, OffsetDateTime};
 use tollgate_clickhouse::budgets::{self, BudgetRow};
 use tollgate_clickhouse::clickhouse::{self, Client, Row};
 use tollgate_clickhouse::queries::{day_param, NamedQuery};
@@ -165,12 +165,12 @@ pub struct BudgetOut {
     pub reserve_output_tokens: Option<u32>,
     /// Name and id of the token that created it.
     pub created_by: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub updated_at: OffsetDateTime,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// The API view of a row; a row this build cannot read is a server error, not a guess.
@@ -416,7 +416,7 @@ pub async fn compute_list_with_status(
     raw: Option<&str>,
 ) -> ApiResult<Vec<BudgetWithStatus>> {
     let rows = list_rows(state, principal, raw).await?;
-    let today = OffsetDateTime::now_utc().date();
+    let today = Utc::now().date_naive();
     let statuses = futures_util::future::try_join_all(
         rows.iter()
             .map(|row| status_of_row(state.client(), row, today)),
@@ -588,13 +588,13 @@ pub struct BudgetStatus {
     pub mode: BudgetMode,
     pub enabled: bool,
     /// Start of the current period (UTC midnight).
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub period_start: OffsetDateTime,
+    pub period_start: DateTime<Utc>,
     /// End of the current period, exclusive (UTC midnight).
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub period_end: OffsetDateTime,
+    pub period_end: DateTime<Utc>,
     /// UTC days left in the period, today included (1 on its last day).
     pub days_left: u32,
     /// USD, exact decimals.
@@ -620,7 +620,7 @@ pub fn status_of(
     limit_nusd: i64,
     spent_nusd: i128,
     requests: u64,
-    today: Date,
+    today: NaiveDate,
 ) -> BudgetStatus {
     let (start, end) = b.period.bounds(today);
     let limit = i128::from(limit_nusd).max(1);
@@ -634,9 +634,9 @@ pub fn status_of(
         period: b.period,
         mode: b.mode,
         enabled: b.enabled,
-        period_start: start.midnight().assume_utc(),
-        period_end: end.midnight().assume_utc(),
-        days_left: u32::try_from((end - today).whole_days()).unwrap_or(0),
+        period_start: start.and_time(NaiveTime::MIN).and_utc(),
+        period_end: end.and_time(NaiveTime::MIN).and_utc(),
+        days_left: u32::try_from((end - today).num_days()).unwrap_or(0),
         limit_usd: b.limit_usd.clone(),
         spent_usd: nanos(spent_nusd),
         remaining_usd: nanos(remaining),
@@ -665,12 +665,16 @@ pub async fn status(
 ) -> ApiResult<Json<BudgetStatus>> {
     let client = state.client();
     let row = find(client, &principal, &id).await?;
-    let today = OffsetDateTime::now_utc().date();
+    let today = Utc::now().date_naive();
     Ok(Json(status_of_row(client, &row, today).await?))
 }
 
 /// The status of `row`'s period containing `today`.
-async fn status_of_row(client: &Client, row: &BudgetRow, today: Date) -> ApiResult<BudgetStatus> {
+async fn status_of_row(
+    client: &Client,
+    row: &BudgetRow,
+    today: NaiveDate,
+) -> ApiResult<BudgetStatus> {
     let out = budget_out(row)?;
     let (start, end) = out.period.bounds(today);
     let spend = BUDGET_SPEND
@@ -807,7 +811,8 @@ pub(crate) mod input {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::date;
+    use chrono::DateTime;
+    use usage_core::ymd;
 
     #[test]
     fn status_figures_are_exact() {
@@ -825,16 +830,10 @@ mod tests {
             enabled: true,
             reserve_output_tokens: None,
             created_by: String::new(),
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            updated_at: OffsetDateTime::UNIX_EPOCH,
+            created_at: DateTime::UNIX_EPOCH,
+            updated_at: DateTime::UNIX_EPOCH,
         };
-        let s = status_of(
-            &b,
-            100_000_000_000,
-            80_000_000_000,
-            7,
-            date!(2026 - 11 - 27),
-        );
+        let s = status_of(&b, 100_000_000_000, 80_000_000_000, 7, ymd(2026, 11, 27));
         assert_eq!(
             (s.spent_usd.as_str(), s.remaining_usd.as_str()),
             ("80.000000000", "20.000000000")
@@ -848,13 +847,7 @@ mod tests {
             ),
             (80.0, vec![50, 80], false, 4)
         );
-        let s = status_of(
-            &b,
-            100_000_000_000,
-            123_456_789_012,
-            7,
-            date!(2026 - 11 - 30),
-        );
+        let s = status_of(&b, 100_000_000_000, 123_456_789_012, 7, ymd(2026, 11, 30));
         assert_eq!(
             (
                 s.remaining_usd.as_str(),

@@ -7,8 +7,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::{self, Client, Row};
 use tollgate_clickhouse::queries::NamedQuery;
 use tollgate_clickhouse::read_query;
@@ -36,8 +36,8 @@ struct CreditRow {
     latest_total_usage_nusd: i64,
     latest_status: String,
     latest_error: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    last_observed_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    last_observed_at: DateTime<Utc>,
 }
 
 /// The latest known balance of one provider key.
@@ -54,9 +54,9 @@ pub struct CreditOut {
     /// `valid`, `invalid`, `rate_limited`, `error` (polled) or `manual`.
     pub status: String,
     pub error: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub observed_at: OffsetDateTime,
+    pub observed_at: DateTime<Utc>,
     /// How old the observation is.
     pub age_seconds: i64,
 }
@@ -71,12 +71,12 @@ pub async fn latest(client: &Client, principal: &Principal) -> ApiResult<Vec<Cre
     if !admin {
         q = q.bind(principal.org_id.as_str());
     }
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     Ok(q.fetch_all::<CreditRow>()
         .await?
         .into_iter()
         .map(|r| CreditOut {
-            age_seconds: (now - r.last_observed_at).whole_seconds().max(0),
+            age_seconds: (now - r.last_observed_at).num_seconds().max(0),
             provider: r.provider,
             key_label: r.key_label,
             org_id: r.org_id,

@@ -15,6 +15,7 @@
 //! formula — it begins with `=`, `+`, `-`, `@`, tab or carriage return — is neutralised as
 //! OWASP's CSV-injection guidance says: a leading `'`, and the cell quoted.
 
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use std::collections::BTreeMap;
 
 use axum::body::{Body, Bytes};
@@ -24,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
-use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::query::RowCursor;
 use tollgate_clickhouse::queries::NamedQuery;
 use tollgate_clickhouse::{read_query, Scope, UsageEventRow};
@@ -118,8 +118,8 @@ impl Format {
 struct ExportRow<'a> {
     event_id: Uuid,
     schema_version: u16,
-    #[serde(with = "time::serde::rfc3339")]
-    ts: OffsetDateTime,
+    #[serde(with = "usage_core::rfc3339")]
+    ts: DateTime<Utc>,
     latency_ms: u32,
     ttft_ms: Option<u32>,
     upstream_ms: u32,
@@ -262,9 +262,7 @@ pub fn encode(format: Format, row: &UsageEventRow, out: &mut Vec<u8>) {
             }
         }
         Format::Csv => {
-            let ts =
-                r.ts.format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default();
+            let ts = usage_core::rfc3339::format(&r.ts).unwrap_or_default();
             let tags = serde_json::to_string(&r.tags).unwrap_or_default();
             let v = |x: &dyn ToString| Cell::Value(x.to_string());
             let cells: [Cell<'_>; 39] = [
@@ -411,8 +409,8 @@ pub async fn export(
         q = q.bind(model.as_str());
     }
     // ts is stored to the second: [floor(from), ceil(to)).
-    let from = p.window.from.unix_timestamp();
-    let to = p.window.to.unix_timestamp() + i64::from(p.window.to.nanosecond() > 0);
+    let from = p.window.from.timestamp();
+    let to = p.window.to.timestamp() + i64::from(p.window.to.nanosecond() > 0);
     let mut cursor = q.bind(from).bind(to).bind(limit).fetch::<UsageEventRow>()?;
     // The first row is read before answering, so a failing query is an error status rather
     // than a cut-off 200.
@@ -430,8 +428,7 @@ pub async fn export(
         next_chunk(format, head, cursor)
     });
 
-    let day =
-        |t: OffsetDateTime| format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day());
+    let day = |t: DateTime<Utc>| format!("{:04}{:02}{:02}", t.year(), t.month(), t.day());
     let filename = format!(
         "tollgate-usage-{}-{}.{}",
         day(p.window.from),
@@ -494,6 +491,7 @@ pub fn routes() -> Router<AppState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeDelta;
 
     #[test]
     fn csv_cells_are_quoted_only_when_needed() {
@@ -536,8 +534,8 @@ mod tests {
             orgs: 1,
             users_per_org: 1,
             apps_per_org: 1,
-            start: OffsetDateTime::UNIX_EPOCH,
-            span: time::Duration::DAY,
+            start: DateTime::UNIX_EPOCH,
+            span: TimeDelta::days(1),
         };
         let record = tollgate_clickhouse::synthetic::Synthetic::new(1, 1, shape)
             .next()

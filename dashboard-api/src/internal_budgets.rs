@@ -12,8 +12,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::Row;
 use tollgate_clickhouse::queries::{day_param, NamedQuery};
 use tollgate_clickhouse::{read_query, Scope};
@@ -61,7 +61,7 @@ pub fn verify_internal(
         header,
         path_and_query.as_bytes(),
         &secrets,
-        OffsetDateTime::now_utc().unix_timestamp(),
+        Utc::now().timestamp(),
         wire::REPLAY_WINDOW_SECS,
     )
     .map_err(|e| ApiError::Unauthorized(e.to_string()))
@@ -209,10 +209,12 @@ pub async fn spent(
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::bad("period_start", "`period_start` must be a unix time"))?;
     let row = budget(&state, &id).await?;
-    let from = OffsetDateTime::from_unix_timestamp(start)
-        .map_err(|_| ApiError::bad("period_start", "out of range"))?
-        .date();
-    let to = OffsetDateTime::now_utc().date().next_day().unwrap_or(from);
+    // Years past 9999 exist for chrono but not for ClickHouse's `Date` (nor RFC 3339).
+    let from = DateTime::from_timestamp_secs(start)
+        .filter(|t| t.year() <= 9999)
+        .ok_or_else(|| ApiError::bad("period_start", "out of range"))?
+        .date_naive();
+    let to = Utc::now().date_naive().succ_opt().unwrap_or(from);
     let spend = BUDGET_SPEND
         .scoped(state.client(), &row.usage_scope())
         .bind(day_param(from))

@@ -24,9 +24,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::{self, Client, Row};
 use tollgate_clickhouse::queries::NamedQuery;
 use tollgate_clickhouse::read_query;
@@ -89,13 +89,13 @@ pub struct KeyOut {
     pub name: String,
     /// Whether calls may name their end user in `x-tollgate-user` (see [`KeyIn`]).
     pub acts_for_end_users: bool,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
+    pub created_at: DateTime<Utc>,
     /// Set once revoked.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "usage_core::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
-    pub revoked_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// A created key: the secret is in this response only.
@@ -129,10 +129,10 @@ pub struct KeyRow {
     pub name: String,
     /// No longer written or read (0013): budgets apply by the call's org, user and app.
     pub budget_scope: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime::option")]
-    pub revoked_at: Option<OffsetDateTime>,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime::option")]
+    pub revoked_at: Option<DateTime<Utc>>,
     pub version: u64,
     pub acts_for_end_users: u8,
 }
@@ -286,7 +286,7 @@ pub async fn internal_lookup(
     let header = headers
         .get(wire::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok());
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = Utc::now().timestamp();
     // The signature covers the path: one captured signature cannot look up another key.
     wire::verify(
         header,

@@ -9,8 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use time::format_description::well_known::Rfc3339;
-use time::{Date, Duration, OffsetDateTime, Time};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, Timelike, Utc};
 
 use crate::error::ApiError;
 
@@ -25,35 +24,38 @@ pub enum Granularity {
 /// A time window `[from, to)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
-    pub from: OffsetDateTime,
-    pub to: OffsetDateTime,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
 }
 
 impl Window {
     /// The UTC days the window touches: `[first, end)`.
-    pub fn days(&self) -> (Date, Date) {
-        let first = self.from.date();
-        let end = if self.to.time() == Time::MIDNIGHT {
-            self.to.date()
+    pub fn days(&self) -> (NaiveDate, NaiveDate) {
+        let first = self.from.date_naive();
+        let end = if self.to.time() == NaiveTime::MIN {
+            self.to.date_naive()
         } else {
-            self.to.date().next_day().unwrap_or(self.to.date())
+            self.to
+                .date_naive()
+                .succ_opt()
+                .unwrap_or(self.to.date_naive())
         };
         (first, end.max(first))
     }
 
     /// The hours the window touches: `[first, end)`, whole hours.
-    pub fn hours(&self) -> (OffsetDateTime, OffsetDateTime) {
-        let floor = |t: OffsetDateTime| {
-            t.replace_minute(0)
-                .and_then(|t| t.replace_second(0))
-                .and_then(|t| t.replace_nanosecond(0))
+    pub fn hours(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        let floor = |t: DateTime<Utc>| {
+            t.with_minute(0)
+                .and_then(|t| t.with_second(0))
+                .and_then(|t| t.with_nanosecond(0))
                 .unwrap_or(t)
         };
         let first = floor(self.from);
         let end = if floor(self.to) == self.to {
             self.to
         } else {
-            floor(self.to) + Duration::hours(1)
+            floor(self.to) + TimeDelta::hours(1)
         };
         (first, end)
     }
@@ -131,23 +133,22 @@ pub fn parse_query(raw: Option<&str>) -> Result<BTreeMap<String, String>, ApiErr
 }
 
 /// Earliest instant a window may start at or reach (ClickHouse's `DateTime` starts here).
-pub const EARLIEST: OffsetDateTime = time::macros::datetime!(1970-01-01 0:00 UTC);
+pub const EARLIEST: DateTime<Utc> = usage_core::utc(1970, 1, 1, 0, 0, 0);
 /// Latest instant a window may end at (well inside ClickHouse's `Date` and `DateTime`, and far
-/// from the end of `time`'s range, so window arithmetic never overflows).
-pub const LATEST: OffsetDateTime = time::macros::datetime!(2100-01-01 0:00 UTC);
+/// from the end of chrono's range, so window arithmetic never overflows).
+pub const LATEST: DateTime<Utc> = usage_core::utc(2100, 1, 1, 0, 0, 0);
 
-fn parse_time(field: &str, value: &str, end_of_day: bool) -> Result<OffsetDateTime, ApiError> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let parsed = match OffsetDateTime::parse(value, &Rfc3339) {
-        // An offset can push a time at the edge of the calendar past it: checked, not a panic.
-        Ok(t) => t.checked_to_offset(time::UtcOffset::UTC),
-        Err(_) => Date::parse(value, &fmt).ok().map(|d| {
+fn parse_time(field: &str, value: &str, end_of_day: bool) -> Result<DateTime<Utc>, ApiError> {
+    let parsed = match usage_core::rfc3339::parse(value) {
+        // An offset can push a time past the calendar RFC 3339 can write: not a time here.
+        Some(t) => Some(t).filter(|t| (-9999..=9999).contains(&t.year())),
+        None => usage_core::rfc3339::parse_day(value).map(|d| {
             let d = if end_of_day {
-                d.next_day().unwrap_or(d)
+                d.succ_opt().unwrap_or(d)
             } else {
                 d
             };
-            d.midnight().assume_utc()
+            d.and_time(NaiveTime::MIN).and_utc()
         }),
     };
     match parsed {
@@ -179,7 +180,7 @@ fn identifier(field: &str, value: &str) -> Result<String, ApiError> {
 pub fn parse(
     map: &BTreeMap<String, String>,
     limits: &Limits<'_>,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
 ) -> Result<Params, ApiError> {
     let to = match map.get("to") {
         Some(v) => parse_time("to", v, true)?,
@@ -187,12 +188,12 @@ pub fn parse(
     };
     let from = match map.get("from") {
         Some(v) => parse_time("from", v, false)?,
-        None => to - Duration::days(30),
+        None => to - TimeDelta::days(30),
     };
     if from >= to {
         return Err(ApiError::bad("from", "`from` must be before `to`"));
     }
-    if to - from > Duration::days(i64::from(limits.max_range_days)) {
+    if to - from > TimeDelta::days(i64::from(limits.max_range_days)) {
         return Err(ApiError::bad(
             "from",
             format!("the range is longer than {} days", limits.max_range_days),
@@ -209,7 +210,7 @@ pub fn parse(
         }
     };
     if granularity == Granularity::Hour
-        && to - from > Duration::days(i64::from(limits.max_hourly_range_days))
+        && to - from > TimeDelta::days(i64::from(limits.max_hourly_range_days))
     {
         return Err(ApiError::bad(
             "granularity",
@@ -293,9 +294,10 @@ pub struct OrgQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
+    use chrono::{DateTime, TimeDelta, Utc};
+    use usage_core::utc;
 
-    const NOW: OffsetDateTime = datetime!(2026-11-27 15:30 UTC);
+    const NOW: DateTime<Utc> = utc(2026, 11, 27, 15, 30, 0);
 
     fn limits() -> Limits<'static> {
         static P: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -321,30 +323,24 @@ mod tests {
     fn defaults_are_the_last_30_days() {
         let p = run("").unwrap();
         assert_eq!(p.window.to, NOW);
-        assert_eq!(p.window.from, NOW - Duration::days(30));
+        assert_eq!(p.window.from, NOW - TimeDelta::days(30));
         assert_eq!((p.granularity, p.limit), (Granularity::Day, 10));
     }
 
     #[test]
     fn dates_cover_whole_days() {
         let p = run("from=2026-11-01&to=2026-11-30").unwrap();
-        assert_eq!(p.window.from, datetime!(2026-11-01 0:00 UTC));
-        assert_eq!(p.window.to, datetime!(2026-12-01 0:00 UTC));
+        assert_eq!(p.window.from, utc(2026, 11, 1, 0, 0, 0));
+        assert_eq!(p.window.to, utc(2026, 12, 1, 0, 0, 0));
         assert_eq!(
             p.window.days(),
-            (
-                time::macros::date!(2026 - 11 - 01),
-                time::macros::date!(2026 - 12 - 01)
-            )
+            (usage_core::ymd(2026, 11, 1), usage_core::ymd(2026, 12, 1))
         );
         let p = run("from=2026-11-01T10:15:00%2B02:00&to=2026-11-01T12:00:00Z").unwrap();
-        assert_eq!(p.window.from, datetime!(2026-11-01 8:15 UTC));
+        assert_eq!(p.window.from, utc(2026, 11, 1, 8, 15, 0));
         assert_eq!(
             p.window.hours(),
-            (
-                datetime!(2026-11-01 8:00 UTC),
-                datetime!(2026-11-01 12:00 UTC)
-            )
+            (utc(2026, 11, 1, 8, 0, 0), utc(2026, 11, 1, 12, 0, 0))
         );
         assert_eq!(p.window.previous().to, p.window.from);
     }

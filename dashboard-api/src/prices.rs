@@ -18,6 +18,7 @@
 //! without a redeploy; the edge falls back to its built-in table only while it has never
 //! had an answer from here.
 
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use tollgate_clickhouse::prices as store;
 use tollgate_clickhouse::reprice::{self, RepriceReport, RepriceRequest};
 use usage_core::{ModelPrice, PriceFile, PriceTable};
@@ -136,9 +136,9 @@ pub struct OverrideOut {
     /// `YYYY-MM-DD`.
     pub effective_from: String,
     pub created_by: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String)]
-    pub updated_at: OffsetDateTime,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Query of `GET /api/v1/prices`.
@@ -202,8 +202,8 @@ fn serde_urlencoded_strict<T: for<'de> Deserialize<'de> + Default>(raw: &str) ->
     })
 }
 
-fn day_text(d: time::Date) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+fn day_text(d: NaiveDate) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
 }
 
 /// Answer of a change to the book.
@@ -260,7 +260,7 @@ pub async fn put(
     with.push(store::PriceOverride {
         price: entry.clone(),
         created_by: String::new(),
-        updated_at: OffsetDateTime::UNIX_EPOCH,
+        updated_at: DateTime::UNIX_EPOCH,
     });
     let builtin = PriceFile::builtin()
         .map_err(|e| ApiError::Internal(format!("built-in price file: {e}")))?;
@@ -347,11 +347,8 @@ pub async fn delete(
     let provider = need(k.provider, "provider")?;
     let model = need(k.model, "model")?;
     let day_text = need(k.effective_from, "effective_from")?;
-    let day = time::Date::parse(
-        &day_text,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .map_err(|_| ApiError::bad("effective_from", "must be YYYY-MM-DD"))?;
+    let day = usage_core::rfc3339::parse_day(&day_text)
+        .ok_or_else(|| ApiError::bad("effective_from", "must be YYYY-MM-DD"))?;
     let removed = store::delete_override(
         state.client(),
         &provider,
@@ -375,13 +372,13 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 pub struct RepriceIn {
     /// Start of the range (RFC 3339), inclusive.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String)]
-    pub from: OffsetDateTime,
+    pub from: DateTime<Utc>,
     /// End of the range (RFC 3339), exclusive.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "usage_core::rfc3339")]
     #[schema(value_type = String)]
-    pub to: OffsetDateTime,
+    pub to: DateTime<Utc>,
     /// Only this provider's calls.
     #[serde(default)]
     pub provider: Option<String>,
@@ -442,7 +439,7 @@ pub async fn reprice_range(
     if r.to <= r.from {
         return Err(ApiError::bad("to", "must be after `from`"));
     }
-    if (r.to - r.from).whole_days() > MAX_REPRICE_DAYS {
+    if (r.to - r.from).num_days() > MAX_REPRICE_DAYS {
         return Err(ApiError::bad(
             "to",
             format!("a reprice covers at most {MAX_REPRICE_DAYS} days"),
@@ -506,11 +503,8 @@ pub async fn internal_book(
         .iter()
         .map(|s| s.expose().as_bytes())
         .collect();
-    let signature = usage_core::wire::sign_with_each(
-        &secrets,
-        OffsetDateTime::now_utc().unix_timestamp(),
-        book.lines.as_bytes(),
-    );
+    let signature =
+        usage_core::wire::sign_with_each(&secrets, Utc::now().timestamp(), book.lines.as_bytes());
     let signature =
         HeaderValue::from_str(&signature).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use axum::extract::{RawQuery, State};
 use axum::Json;
+use chrono::{Datelike, Months, NaiveDate, TimeDelta, Utc};
 use serde::Serialize;
-use time::{Date, Duration, Month, OffsetDateTime};
 use tollgate_clickhouse::clickhouse::Client;
 use tollgate_clickhouse::queries::{self, day_param};
 use usage_core::Nanos;
@@ -93,8 +93,8 @@ pub struct Projections {
 async fn daily_costs(
     client: &Client,
     filter: &Filter,
-    from: Date,
-    to: Date,
+    from: NaiveDate,
+    to: NaiveDate,
 ) -> ApiResult<Vec<f64>> {
     let rows = filter
         .query(client, &queries::DAILY_OVERVIEW)
@@ -102,24 +102,20 @@ async fn daily_costs(
         .bind(day_param(to))
         .fetch_all::<queries::DailyOverviewRow>()
         .await?;
-    let by_day: BTreeMap<Date, i128> = rows.into_iter().map(|r| (r.day, r.cost_usd)).collect();
+    let by_day: BTreeMap<NaiveDate, i128> = rows.into_iter().map(|r| (r.day, r.cost_usd)).collect();
     let mut out = Vec::new();
     let mut d = from;
     while d < to {
         out.push(by_day.get(&d).map_or(0.0, |c| *c as f64 / 1e9));
-        d = d.next_day().unwrap_or(to);
+        d = d.succ_opt().unwrap_or(to);
     }
     Ok(out)
 }
 
-fn month_end(d: Date) -> Date {
-    let (y, m) = (d.year(), d.month());
-    let next = if m == Month::December {
-        Date::from_calendar_date(y + 1, Month::January, 1)
-    } else {
-        Date::from_calendar_date(y, m.next(), 1)
-    };
-    next.unwrap_or(d)
+fn month_end(d: NaiveDate) -> NaiveDate {
+    d.with_day(1)
+        .and_then(|first| first.checked_add_months(Months::new(1)))
+        .unwrap_or(d)
 }
 
 /// A fitted outlook for one filter.
@@ -133,14 +129,14 @@ struct Outlook {
 async fn outlook(
     client: &Client,
     filter: &Filter,
-    today: Date,
+    today: NaiveDate,
     history_days: u32,
 ) -> ApiResult<Outlook> {
-    let from = today - Duration::days(i64::from(history_days));
-    let month_start = today.replace_day(1).unwrap_or(today);
+    let from = today - TimeDelta::days(i64::from(history_days));
+    let month_start = today.with_day(1).unwrap_or(today);
     let start = from.min(month_start);
-    let costs = daily_costs(client, filter, start, today + Duration::days(1)).await?;
-    let idx = |d: Date| (d - start).whole_days() as usize;
+    let costs = daily_costs(client, filter, start, today + TimeDelta::days(1)).await?;
+    let idx = |d: NaiveDate| (d - start).num_days() as usize;
     let actual_today = costs.get(idx(today)).copied().unwrap_or(0.0);
     let actual_month: f64 = costs[idx(month_start)..].iter().sum();
     // Fit on complete days from the first one with any spend (an org that started last week
@@ -149,7 +145,7 @@ async fn outlook(
     let first = history.iter().position(|c| *c > 0.0);
     let (forecast, history_days) = match first {
         Some(i) => (
-            Forecast::fit(from + Duration::days(i as i64), &history[i..]).ok(),
+            Forecast::fit(from + TimeDelta::days(i as i64), &history[i..]).ok(),
             (history.len() - i) as u32,
         ),
         None => (None, 0),
@@ -162,21 +158,21 @@ async fn outlook(
     })
 }
 
-fn horizon_sum(o: &Outlook, today: Date, horizon: u32) -> f64 {
+fn horizon_sum(o: &Outlook, today: NaiveDate, horizon: u32) -> f64 {
     o.forecast.as_ref().map_or(0.0, |f| {
         f.horizon(today, horizon).iter().map(|p| p.value).sum()
     })
 }
 
-fn month_rest(o: &Outlook, today: Date) -> f64 {
+fn month_rest(o: &Outlook, today: NaiveDate) -> f64 {
     let Some(f) = &o.forecast else { return 0.0 };
     let end = month_end(today);
     let today_rest = (f.at(today).value - o.actual_today).max(0.0);
     let mut rest = today_rest;
-    let mut d = today + Duration::days(1);
+    let mut d = today + TimeDelta::days(1);
     while d < end {
         rest += f.at(d).value;
-        d += Duration::days(1);
+        d += TimeDelta::days(1);
     }
     rest
 }
@@ -203,7 +199,7 @@ pub async fn compute_budget_exhaustion(
 ) -> ApiResult<Vec<BudgetExhaustion>> {
     let client = state.client();
     let history_days = state.config().api.forecast_history_days;
-    let today = OffsetDateTime::now_utc().date();
+    let today = Utc::now().date_naive();
     let mut out = Vec::new();
     for b in crate::budgets::compute_list_with_status(state, principal, raw).await? {
         let filter = Filter {
@@ -217,10 +213,8 @@ pub async fn compute_budget_exhaustion(
             .forecast
             .as_ref()
             .map(|f| {
-                let mut pts = f.horizon(
-                    today,
-                    u32::try_from((end - today).whole_days()).unwrap_or(0),
-                );
+                let mut pts =
+                    f.horizon(today, u32::try_from((end - today).num_days()).unwrap_or(0));
                 if let Some(first) = pts.first_mut() {
                     // Today's forecast less what today already spent (that is in `spent`).
                     first.value = (first.value - o.actual_today).max(0.0);
@@ -275,7 +269,7 @@ pub async fn compute_projections(
     let (p, filter) = request(state, principal, raw)?;
     let horizon = p.horizon_days;
     let client = state.client();
-    let today = OffsetDateTime::now_utc().date();
+    let today = Utc::now().date_naive();
     let history_days = state.config().api.forecast_history_days;
     let total = outlook(client, &filter, today, history_days).await?;
     let mut notes = Vec::new();
@@ -312,8 +306,8 @@ pub async fn compute_projections(
 
     // Per provider: the providers with spend in the history window.
     let (from, to) = (
-        today - Duration::days(i64::from(history_days)),
-        today + Duration::days(1),
+        today - TimeDelta::days(i64::from(history_days)),
+        today + TimeDelta::days(1),
     );
     let rows = filter
         .query(client, &queries::BY_PROVIDER)
@@ -349,7 +343,7 @@ pub async fn compute_projections(
             Some(Runway {
                 runs_out_on: days
                     .filter(|d| *d <= 3650.0)
-                    .map(|d| day_param(today + Duration::days(d.floor() as i64))),
+                    .map(|d| day_param(today + TimeDelta::days(d.floor() as i64))),
                 days,
                 provider: c.provider,
                 key_label: c.key_label,
@@ -374,7 +368,7 @@ pub async fn compute_projections(
         horizon_days: horizon,
         next_horizon_usd: usd_f(horizon_sum(&total, today, horizon)),
         month_end: MonthEnd {
-            month: format!("{:04}-{:02}", today.year(), u8::from(today.month())),
+            month: format!("{:04}-{:02}", today.year(), today.month()),
             actual_to_date_usd: usd_f(total.actual_month),
             forecast_rest_usd: usd_f(rest),
             total_usd: usd_f(total.actual_month + rest),

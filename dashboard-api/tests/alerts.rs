@@ -7,9 +7,9 @@
 mod common;
 
 use axum::http::StatusCode;
+use chrono::{TimeDelta, Timelike, Utc};
 use common::Env;
 use serde_json::{json, Value};
-use time::{Duration, OffsetDateTime};
 use tollgate_clickhouse::alerts::{write_alert, AlertRow};
 use uuid::Uuid;
 
@@ -359,7 +359,7 @@ async fn every_kind_checks_its_params_and_names_the_bad_one() {
 }
 
 fn alert(org: &str, severity: &str, state: &str, opened_minutes_ago: i64) -> AlertRow {
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let now = Utc::now().with_nanosecond(0).unwrap();
     AlertRow {
         alert_id: Uuid::new_v4(),
         org_id: org.into(),
@@ -370,12 +370,12 @@ fn alert(org: &str, severity: &str, state: &str, opened_minutes_ago: i64) -> Ale
         dedup_key: format!("{org}:{opened_minutes_ago}"),
         title: format!("{org} spend {opened_minutes_ago}"),
         details: json!({"spent_usd": "12.500000000", "threshold_usd": "10.000000000"}).to_string(),
-        opened_at: now - Duration::minutes(opened_minutes_ago),
+        opened_at: now - TimeDelta::minutes(opened_minutes_ago),
         acknowledged_by: String::new(),
         acknowledged_at: None,
         resolved_by: String::new(),
         resolved_at: None,
-        updated_at: now - Duration::minutes(opened_minutes_ago),
+        updated_at: now - TimeDelta::minutes(opened_minutes_ago),
         version: 1,
     }
 }
@@ -411,9 +411,9 @@ async fn alerts_are_listed_newest_first_and_acknowledged_and_resolved_with_who_a
         json!({"alert_id": s(&a1), "org_id": "acme", "rule_id": a1.rule_id.to_string(), "kind": "spend_threshold",
                "severity": "high", "state": "open", "title": "acme spend 10",
                "details": {"spent_usd": "12.500000000", "threshold_usd": "10.000000000"},
-               "opened_at": a1.opened_at.format(&time::format_description::well_known::Rfc3339).unwrap(),
+               "opened_at": usage_core::rfc3339::format(&a1.opened_at).unwrap(),
                "acknowledged_by": null, "acknowledged_at": null, "resolved_by": null, "resolved_at": null,
-               "updated_at": a1.updated_at.format(&time::format_description::well_known::Rfc3339).unwrap()})
+               "updated_at": usage_core::rfc3339::format(&a1.updated_at).unwrap()})
     );
     assert_eq!(
         ids(&env
@@ -466,7 +466,7 @@ async fn alerts_are_listed_newest_first_and_acknowledged_and_resolved_with_who_a
     }
 
     // Acknowledge: who (token name and id) and when; again is a no-op.
-    let before = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let before = Utc::now().with_nanosecond(0).unwrap();
     let (status, acked) = env
         .call(
             "POST",
@@ -484,12 +484,8 @@ async fn alerts_are_listed_newest_first_and_acknowledged_and_resolved_with_who_a
             .starts_with("acme admin (tok_"),
         "{acked}"
     );
-    let at = OffsetDateTime::parse(
-        acked["acknowledged_at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    assert!(at >= before && at <= OffsetDateTime::now_utc(), "{at}");
+    let at = usage_core::rfc3339::parse(acked["acknowledged_at"].as_str().unwrap()).unwrap();
+    assert!(at >= before && at <= Utc::now(), "{at}");
     let (status, again) = env
         .call(
             "POST",

@@ -7,9 +7,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::StatusCode;
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, Timelike, Utc};
 use common::Env;
 use serde_json::Value;
-use time::{Date, Duration, OffsetDateTime};
 use tollgate_clickhouse::UsageEventRow;
 use usage_core::{
     CostSource, Endpoint, ErrorClass, Nanos, UsageRecord, UsageSource, SCHEMA_VERSION,
@@ -18,16 +18,16 @@ use uuid::Uuid;
 
 struct Seed {
     records: Vec<UsageRecord>,
-    first_day: Date,
-    last_day: Date,
+    first_day: NaiveDate,
+    last_day: NaiveDate,
 }
 
 /// 10 days × a few calls a day, two orgs, three users and calls without a user, two
 /// providers, an unpriced model, errors and streams; gpt-4o's successful calls report a dated
 /// variant served (`gpt-4o-2024-08-06`), its failed ones none. Deterministic.
 fn seed_records() -> Seed {
-    let today = OffsetDateTime::now_utc().date();
-    let first_day = today - Duration::days(9);
+    let today = Utc::now().date_naive();
+    let first_day = today - TimeDelta::days(9);
     let mut records = Vec::new();
     let mut n = 0u128;
     let combos: &[(&str, &str, &str, &str, &str)] = &[
@@ -45,7 +45,7 @@ fn seed_records() -> Seed {
         ("acme", "", "batch", "openai", "gpt-4o"),
     ];
     for d in 0..10i64 {
-        let day = first_day + Duration::days(d);
+        let day = first_day + TimeDelta::days(d);
         for (i, (org, user, app, provider, model)) in combos.iter().enumerate() {
             // a few calls per combo per day, skipping some days so gaps exist
             if (d + i as i64) % 4 == 3 {
@@ -66,9 +66,9 @@ fn seed_records() -> Seed {
                     event_id: Uuid::from_u128((0x0190_0000_0000_7000_8000u128 << 48) | n),
                     schema_version: SCHEMA_VERSION,
                     ts: day
-                        .with_hms(8 + (k as u8 * 3) % 12, (n % 60) as u8, 0)
+                        .and_hms_opt(8 + (k as u32 * 3) % 12, (n % 60) as u32, 0)
                         .unwrap()
-                        .assume_utc(),
+                        .and_utc(),
                     latency_ms: 200 + (n as u32 * 17) % 2000,
                     ttft_ms: n.is_multiple_of(2).then_some(50 + (n as u32 % 100)),
                     upstream_ms: 150,
@@ -136,7 +136,7 @@ fn seed_records() -> Seed {
 async fn seeded() -> (Env, Seed) {
     let env = Env::new().await;
     let seed = seed_records();
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let rows: Vec<UsageEventRow> = seed
         .records
         .iter()
@@ -152,8 +152,8 @@ fn usd(n: i64) -> String {
     Nanos::new(n).to_string()
 }
 
-fn day(d: Date) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+fn day(d: NaiveDate) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
 }
 
 fn range(seed: &Seed) -> String {
@@ -299,7 +299,7 @@ async fn overview_equals_the_records_for_every_scope() {
         "acme model=gpt-4o-mini",
     );
     // The previous period: the second half of the seed seen from the first half's window.
-    let mid = seed.first_day + Duration::days(5);
+    let mid = seed.first_day + TimeDelta::days(5);
     let (_, body) = env
         .get(
             &format!(
@@ -310,7 +310,11 @@ async fn overview_equals_the_records_for_every_scope() {
             &env.acme_admin,
         )
         .await;
-    let prev: Vec<&UsageRecord> = acme.iter().copied().filter(|r| r.ts.date() < mid).collect();
+    let prev: Vec<&UsageRecord> = acme
+        .iter()
+        .copied()
+        .filter(|r| r.ts.date_naive() < mid)
+        .collect();
     assert_totals(
         &body["previous"],
         &expect_totals(&prev),
@@ -340,8 +344,8 @@ async fn timeseries_fills_gaps_and_matches_per_day_and_hour() {
     assert_eq!(points.len(), 10, "one point per day, gaps included");
     let mut zero_days = 0;
     for (i, p) in points.iter().enumerate() {
-        let d = seed.first_day + Duration::days(i as i64);
-        let recs: Vec<&&UsageRecord> = acme.iter().filter(|r| r.ts.date() == d).collect();
+        let d = seed.first_day + TimeDelta::days(i as i64);
+        let recs: Vec<&&UsageRecord> = acme.iter().filter(|r| r.ts.date_naive() == d).collect();
         assert_eq!(p["requests"], recs.len() as u64, "day {d}");
         assert_eq!(
             p["cost_usd"],
@@ -352,7 +356,7 @@ async fn timeseries_fills_gaps_and_matches_per_day_and_hour() {
     }
     assert!(zero_days > 0, "the seed has gaps");
 
-    let d = seed.first_day + Duration::days(4);
+    let d = seed.first_day + TimeDelta::days(4);
     let (status, body) = env
         .get(
             &format!(
@@ -370,7 +374,7 @@ async fn timeseries_fills_gaps_and_matches_per_day_and_hour() {
         let n = seed
             .records
             .iter()
-            .filter(|r| r.org_id == "acme" && r.ts.date() == d && usize::from(r.ts.hour()) == h)
+            .filter(|r| r.org_id == "acme" && r.ts.date_naive() == d && r.ts.hour() as usize == h)
             .count();
         assert_eq!(p["requests"], n as u64, "hour {h}");
     }
@@ -670,9 +674,8 @@ impl Rng {
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
+fn rfc3339(t: DateTime<Utc>) -> String {
+    usage_core::rfc3339::format(&t).unwrap()
 }
 
 /// #25 (1): windows that are not whole days are answered for exactly the window echoed, to
@@ -683,21 +686,37 @@ fn rfc3339(t: OffsetDateTime) -> String {
 #[tokio::test]
 async fn any_window_is_answered_exactly_as_the_records_inside_it() {
     let (env, seed) = seeded().await;
-    let start = seed.first_day.midnight().assume_utc();
-    let span = (seed.last_day.next_day().unwrap().midnight().assume_utc() - start).whole_seconds();
+    let start = seed.first_day.and_time(NaiveTime::MIN).and_utc();
+    let span = (seed
+        .last_day
+        .succ_opt()
+        .unwrap()
+        .and_time(NaiveTime::MIN)
+        .and_utc()
+        - start)
+        .num_seconds();
     let rng_seed = std::env::var("TOLLGATE_WINDOW_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| OffsetDateTime::now_utc().unix_timestamp() as u64 | 1);
+        .unwrap_or_else(|| Utc::now().timestamp() as u64 | 1);
     println!("windows from seed {rng_seed} (TOLLGATE_WINDOW_SEED to replay)");
     let mut rng = Rng(rng_seed);
     // The two observations first: a 30-second window, and a night hour without calls.
     let busy = seed.records[seed.records.len() / 2].ts;
     let mut windows = vec![
-        (busy - Duration::seconds(10), busy + Duration::seconds(20)),
+        (busy - TimeDelta::seconds(10), busy + TimeDelta::seconds(20)),
         (
-            seed.first_day.next_day().unwrap().midnight().assume_utc(),
-            seed.first_day.next_day().unwrap().midnight().assume_utc() + Duration::hours(1),
+            seed.first_day
+                .succ_opt()
+                .unwrap()
+                .and_time(NaiveTime::MIN)
+                .and_utc(),
+            seed.first_day
+                .succ_opt()
+                .unwrap()
+                .and_time(NaiveTime::MIN)
+                .and_utc()
+                + TimeDelta::hours(1),
         ),
     ];
     for i in 0..24 {
@@ -706,8 +725,8 @@ async fn any_window_is_answered_exactly_as_the_records_inside_it() {
         let len = 1 + rng.below(if i % 3 == 0 { 7_200 } else { span - a });
         let b = (a + len).min(span);
         windows.push((
-            start + Duration::seconds(a),
-            start + Duration::seconds(b.max(a + 1)),
+            start + TimeDelta::seconds(a),
+            start + TimeDelta::seconds(b.max(a + 1)),
         ));
     }
     type InScope = fn(&UsageRecord) -> bool;
@@ -725,7 +744,7 @@ async fn any_window_is_answered_exactly_as_the_records_inside_it() {
             form_urlencoded::byte_serialize(rfc3339(from).as_bytes()).collect::<String>(),
             form_urlencoded::byte_serialize(rfc3339(to).as_bytes()).collect::<String>()
         );
-        let inside = |f: fn(&UsageRecord) -> bool, a: OffsetDateTime, b: OffsetDateTime| {
+        let inside = |f: fn(&UsageRecord) -> bool, a: DateTime<Utc>, b: DateTime<Utc>| {
             seed.records
                 .iter()
                 .filter(move |r| f(r) && r.ts >= a && r.ts < b)
@@ -750,7 +769,7 @@ async fn any_window_is_answered_exactly_as_the_records_inside_it() {
         }
         // Series: every bucket holds the records of its part of the window.
         for granularity in ["hour", "day"] {
-            if granularity == "hour" && to - from > Duration::days(31) {
+            if granularity == "hour" && to - from > TimeDelta::days(31) {
                 continue;
             }
             let (status, body) = env
@@ -761,16 +780,12 @@ async fn any_window_is_answered_exactly_as_the_records_inside_it() {
                 .await;
             assert_eq!(status, StatusCode::OK, "{what} {granularity}: {body}");
             let width = if granularity == "hour" {
-                Duration::hours(1)
+                TimeDelta::hours(1)
             } else {
-                Duration::days(1)
+                TimeDelta::days(1)
             };
             for p in body["points"].as_array().unwrap() {
-                let t = OffsetDateTime::parse(
-                    p["t"].as_str().unwrap(),
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .unwrap();
+                let t = usage_core::rfc3339::parse(p["t"].as_str().unwrap()).unwrap();
                 let recs = inside(|r| r.org_id == "acme", t.max(from), (t + width).min(to));
                 assert_eq!(
                     p["requests"],

@@ -8,9 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Timelike, Utc};
 use common::Env;
 use serde_json::{json, Value};
-use time::{Date, Duration, Month, OffsetDateTime};
 use tollgate_clickhouse::UsageEventRow;
 use usage_core::{
     CostSource, Endpoint, ErrorClass, Nanos, UsageRecord, UsageSource, SCHEMA_VERSION,
@@ -461,7 +461,7 @@ fn record(
     org: &str,
     user: &str,
     app: &str,
-    ts: OffsetDateTime,
+    ts: DateTime<Utc>,
     cost: Nanos,
 ) -> UsageRecord {
     UsageRecord {
@@ -508,26 +508,26 @@ fn record(
 }
 
 /// The current period of `period` around `today`, computed without the server's code.
-fn expected_period(period: &str, today: Date) -> (Date, Date) {
+fn expected_period(period: &str, today: NaiveDate) -> (NaiveDate, NaiveDate) {
     match period {
-        "daily" => (today, today + Duration::days(1)),
+        "daily" => (today, today + TimeDelta::days(1)),
         "weekly" => {
             let mut start = today;
-            while start.weekday() != time::Weekday::Monday {
-                start -= Duration::days(1);
+            while start.weekday() != chrono::Weekday::Mon {
+                start -= TimeDelta::days(1);
             }
-            (start, start + Duration::days(7))
+            (start, start + TimeDelta::days(7))
         }
         _ => {
-            let start = Date::from_calendar_date(today.year(), today.month(), 1).unwrap();
+            let start = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap();
             let mut end = start;
             while end.month() == start.month() {
-                end += Duration::days(1);
+                end += TimeDelta::days(1);
             }
             assert_eq!(end.day(), 1);
             assert!(
-                end.month() == start.month().next()
-                    || (start.month() == Month::December && end.year() == start.year() + 1)
+                end.month() == start.month() + 1
+                    || (start.month() == 12 && end.month() == 1 && end.year() == start.year() + 1)
             );
             (start, end)
         }
@@ -537,8 +537,8 @@ fn expected_period(period: &str, today: Date) -> (Date, Date) {
 #[tokio::test]
 async fn status_counts_exactly_the_budgets_scope_and_period() {
     let env = Env::new().await;
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    let today = now.date();
+    let now = Utc::now().with_nanosecond(0).unwrap();
+    let today = now.date_naive();
     // Calls over the last 40 days by several users, apps and orgs, at odd costs.
     let who = [
         ("acme", "alice", "web"),
@@ -553,8 +553,8 @@ async fn status_counts_exactly_the_budgets_scope_and_period() {
     {
         for (j, (org, user, app)) in who.iter().enumerate() {
             let n = (i * who.len() + j) as u128 + 1;
-            let ts = (now - Duration::days(*back))
-                .replace_hour(if *back == 0 { now.hour() } else { 12 })
+            let ts = (now - TimeDelta::days(*back))
+                .with_hour(if *back == 0 { now.hour() } else { 12 })
                 .unwrap();
             records.push(record(
                 n,
@@ -614,7 +614,7 @@ async fn status_counts_exactly_the_budgets_scope_and_period() {
             .filter(|r| r.org_id == "acme")
             .filter(|r| user.is_none_or(|u| r.user_id == u))
             .filter(|r| app.is_none_or(|a| r.app_id == a))
-            .filter(|r| r.ts.date() >= start && r.ts.date() < end)
+            .filter(|r| r.ts.date_naive() >= start && r.ts.date_naive() < end)
             .collect();
         assert!(!counted.is_empty());
         let spent: i64 = counted.iter().map(|r| r.cost_nusd.get()).sum();
@@ -636,7 +636,7 @@ async fn status_counts_exactly_the_budgets_scope_and_period() {
             "budget_id": b["budget_id"], "name": body["name"], "scope": body["scope"], "period": period,
             "mode": body["mode"], "enabled": true,
             "period_start": format!("{}T00:00:00Z", start), "period_end": format!("{}T00:00:00Z", end),
-            "days_left": (end - today).whole_days(),
+            "days_left": (end - today).num_days(),
             "limit_usd": Nanos::new(limit).to_string(),
             "spent_usd": Nanos::new(spent).to_string(),
             "remaining_usd": Nanos::new((limit - spent).max(0)).to_string(),
@@ -669,11 +669,8 @@ async fn the_internal_budget_list_outlives_a_clickhouse_outage_with_the_last_lis
         let state = state.clone();
         async move {
             let path = format!("/internal/v1/budgets?org={org}");
-            let sig = usage_core::wire::sign(
-                SECRET.as_bytes(),
-                OffsetDateTime::now_utc().unix_timestamp(),
-                path.as_bytes(),
-            );
+            let sig =
+                usage_core::wire::sign(SECRET.as_bytes(), Utc::now().timestamp(), path.as_bytes());
             let req = Request::builder()
                 .uri(&path)
                 .header(usage_core::wire::SIGNATURE_HEADER, sig)

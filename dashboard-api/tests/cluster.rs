@@ -5,9 +5,9 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use time::{Duration, OffsetDateTime};
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_clickhouse::testing::{ClusterDb, TestDb};
 use tollgate_clickhouse::{insert_events, ClickHouseConfig, UsageEventRow};
@@ -42,22 +42,21 @@ async fn get(state: &AppState, token: &str, uri: &str) -> (StatusCode, Value) {
     )
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
+fn rfc3339(t: DateTime<Utc>) -> String {
+    usage_core::rfc3339::format(&t).unwrap()
 }
 
 #[tokio::test]
 async fn every_analytics_endpoint_answers_on_the_cluster_as_on_one_server() {
     let cluster = ClusterDb::new().await.unwrap();
     let single = TestDb::new().await.unwrap();
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let now = Utc::now().with_nanosecond(0).unwrap();
     let shape = Shape {
         orgs: 6,
         users_per_org: 5,
         apps_per_org: 3,
-        start: now - Duration::days(9),
-        span: Duration::days(9),
+        start: now - TimeDelta::days(9),
+        span: TimeDelta::days(9),
     };
     let rows: Vec<UsageEventRow> = Synthetic::new(7, 4000, shape)
         .map(|r| UsageEventRow::from(&r))
@@ -80,30 +79,30 @@ async fn every_analytics_endpoint_answers_on_the_cluster_as_on_one_server() {
         // whole days, whole hours, and a window cut to the second at both ends
         format!(
             "from={}&to={}",
-            rfc3339(now - Duration::days(8)),
+            rfc3339(now - TimeDelta::days(8)),
             rfc3339(now)
         ),
         format!(
             "from={}&to={}",
             rfc3339(
-                (now - Duration::hours(30))
-                    .replace_minute(0)
+                (now - TimeDelta::hours(30))
+                    .with_minute(0)
                     .unwrap()
-                    .replace_second(0)
+                    .with_second(0)
                     .unwrap()
             ),
             rfc3339(
-                (now - Duration::hours(2))
-                    .replace_minute(0)
+                (now - TimeDelta::hours(2))
+                    .with_minute(0)
                     .unwrap()
-                    .replace_second(0)
+                    .with_second(0)
                     .unwrap()
             )
         ),
         format!(
             "from={}&to={}",
-            rfc3339(now - Duration::hours(50) - Duration::seconds(17)),
-            rfc3339(now - Duration::hours(3) + Duration::seconds(41))
+            rfc3339(now - TimeDelta::hours(50) - TimeDelta::seconds(17)),
+            rfc3339(now - TimeDelta::hours(3) + TimeDelta::seconds(41))
         ),
     ];
     let mut uris = Vec::new();

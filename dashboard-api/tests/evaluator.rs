@@ -11,10 +11,10 @@ mod evaluator_support;
 use std::time::Duration as StdDuration;
 
 use axum::http::StatusCode;
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use common::Env;
 use evaluator_support::*;
 use serde_json::json;
-use time::{Duration, OffsetDateTime};
 use tollgate_jobs::lease::Lease;
 use usage_core::ErrorClass;
 
@@ -27,18 +27,23 @@ async fn spend_threshold_fires_once_and_resolves_when_it_clears() {
         recs.push(call(
             "acme",
             "openai",
-            now - Duration::minutes(10 + i),
+            now - TimeDelta::minutes(10 + i),
             "10",
         ));
     }
     recs.push(call(
         "acme",
         "openrouter",
-        now - Duration::minutes(5),
+        now - TimeDelta::minutes(5),
         "100",
     ));
-    recs.push(call("acme", "openai", now - Duration::days(1), "500"));
-    recs.push(call("globex", "openai", now - Duration::minutes(5), "1000"));
+    recs.push(call("acme", "openai", now - TimeDelta::days(1), "500"));
+    recs.push(call(
+        "globex",
+        "openai",
+        now - TimeDelta::minutes(5),
+        "1000",
+    ));
     seed(&env, &recs).await;
     let fires = rule(
         &env,
@@ -101,14 +106,14 @@ async fn spend_threshold_fires_once_and_resolves_when_it_clears() {
         json!({"threshold_usd": "80", "provider": "openai"}),
     )
     .await;
-    let resolved = assert_auto_resolves(&env, fires, now + Duration::minutes(2)).await;
+    let resolved = assert_auto_resolves(&env, fires, now + TimeDelta::minutes(2)).await;
     assert_eq!(
         resolved["details"]["resolution"]["reason"],
         "condition cleared"
     );
     assert_eq!(resolved["details"]["spent_usd"], "60.000000000");
     // The day ends: tomorrow is another window, and today's alert resolves with it.
-    let report = tick(&env, now + Duration::days(1)).await;
+    let report = tick(&env, now + TimeDelta::days(1)).await;
     let gone: Vec<_> = report
         .resolved
         .iter()
@@ -124,7 +129,7 @@ async fn acknowledgements_are_kept_and_a_person_resolving_silences_until_the_con
     let now = noon();
     seed(
         &env,
-        &[call("acme", "openai", now - Duration::minutes(5), "60")],
+        &[call("acme", "openai", now - TimeDelta::minutes(5), "60")],
     )
     .await;
     let id = rule(
@@ -146,7 +151,7 @@ async fn acknowledgements_are_kept_and_a_person_resolving_silences_until_the_con
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{acked}");
-    let report = tick(&env, now + Duration::minutes(2)).await;
+    let report = tick(&env, now + TimeDelta::minutes(2)).await;
     assert!(report.opened.is_empty() && report.resolved.is_empty());
     let still = open_alerts_of(&env, id).await;
     assert_eq!(still[0]["state"], "acknowledged");
@@ -154,14 +159,14 @@ async fn acknowledgements_are_kept_and_a_person_resolving_silences_until_the_con
 
     // Cleared: resolved by the evaluator, the acknowledgement (who and when) kept.
     set_params(&env, id, json!({"threshold_usd": "100"})).await;
-    let resolved = assert_auto_resolves(&env, id, now + Duration::minutes(3)).await;
+    let resolved = assert_auto_resolves(&env, id, now + TimeDelta::minutes(3)).await;
     assert_eq!(resolved["acknowledged_by"], acked["acknowledged_by"]);
     assert_eq!(resolved["acknowledged_at"], acked["acknowledged_at"]);
 
     // Fires again: a new alert. A person resolves it while the condition still holds: the
     // evaluator keeps quiet until the condition has cleared once.
     set_params(&env, id, json!({"threshold_usd": "50"})).await;
-    let report = tick(&env, now + Duration::minutes(4)).await;
+    let report = tick(&env, now + TimeDelta::minutes(4)).await;
     assert_eq!(opened_by(&report, id).len(), 1);
     let second = report.opened[0].alert_id;
     let (status, by_hand) = env
@@ -174,14 +179,14 @@ async fn acknowledgements_are_kept_and_a_person_resolving_silences_until_the_con
         .await;
     assert_eq!(status, StatusCode::OK, "{by_hand}");
     for m in 5..8 {
-        let report = tick(&env, now + Duration::minutes(m)).await;
+        let report = tick(&env, now + TimeDelta::minutes(m)).await;
         assert!(
             report.opened.is_empty(),
             "reopened after a person resolved it"
         );
     }
     set_params(&env, id, json!({"threshold_usd": "100"})).await;
-    let report = tick(&env, now + Duration::minutes(8)).await;
+    let report = tick(&env, now + TimeDelta::minutes(8)).await;
     assert!(report.opened.is_empty() && report.resolved.is_empty());
     let all = alerts_of(&env, id).await;
     let by_person = all
@@ -193,7 +198,7 @@ async fn acknowledgements_are_kept_and_a_person_resolving_silences_until_the_con
         "the person stays on record"
     );
     set_params(&env, id, json!({"threshold_usd": "50"})).await;
-    let report = tick(&env, now + Duration::minutes(9)).await;
+    let report = tick(&env, now + TimeDelta::minutes(9)).await;
     assert_eq!(
         opened_by(&report, id).len(),
         1,
@@ -211,7 +216,7 @@ async fn acknowledgements_are_kept_and_a_person_resolving_silences_until_the_con
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let report = tick(&env, now + Duration::minutes(10)).await;
+    let report = tick(&env, now + TimeDelta::minutes(10)).await;
     assert_eq!(report.resolved.len(), 1);
     assert!(report.resolved[0]
         .details
@@ -237,8 +242,8 @@ async fn budget_threshold_follows_the_budget() {
     seed(
         &env,
         &[
-            call("acme", "openai", now - Duration::minutes(5), "85"),
-            call("globex", "openai", now - Duration::minutes(5), "500"),
+            call("acme", "openai", now - TimeDelta::minutes(5), "85"),
+            call("globex", "openai", now - TimeDelta::minutes(5), "500"),
         ],
     )
     .await;
@@ -271,7 +276,7 @@ async fn budget_threshold_follows_the_budget() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{out}");
-    assert_auto_resolves(&env, fires, now + Duration::minutes(2)).await;
+    assert_auto_resolves(&env, fires, now + TimeDelta::minutes(2)).await;
 }
 
 #[tokio::test]
@@ -283,18 +288,18 @@ async fn error_rate_counts_failures_in_the_window_but_not_budget_blocks() {
         recs.push(call(
             "acme",
             "openai",
-            now - Duration::seconds(30 + i * 20),
+            now - TimeDelta::seconds(30 + i * 20),
             "0.01",
         ));
     }
     for i in 0..6 {
         recs.push(failed(
-            call("acme", "openai", now - Duration::seconds(40 + i * 20), "0"),
+            call("acme", "openai", now - TimeDelta::seconds(40 + i * 20), "0"),
             503,
         ));
     }
     for i in 0..10 {
-        let mut blocked = call("acme", "openai", now - Duration::seconds(50 + i * 20), "0");
+        let mut blocked = call("acme", "openai", now - TimeDelta::seconds(50 + i * 20), "0");
         blocked.error_class = ErrorClass::BudgetBlocked;
         blocked.status_code = 429;
         recs.push(blocked);
@@ -304,7 +309,7 @@ async fn error_rate_counts_failures_in_the_window_but_not_budget_blocks() {
             call(
                 "globex",
                 "openai",
-                now - Duration::seconds(30 + i * 10),
+                now - TimeDelta::seconds(30 + i * 10),
                 "0",
             ),
             500,
@@ -316,7 +321,7 @@ async fn error_rate_counts_failures_in_the_window_but_not_budget_blocks() {
             call(
                 "acme",
                 "openai",
-                now - Duration::minutes(60) - Duration::seconds(i),
+                now - TimeDelta::minutes(60) - TimeDelta::seconds(i),
                 "0",
             ),
             500,
@@ -360,7 +365,7 @@ async fn error_rate_counts_failures_in_the_window_but_not_budget_blocks() {
         assert!(alerts_of(&env, q).await.is_empty());
     }
     // Half an hour later the window holds no calls: clear.
-    assert_auto_resolves(&env, fires, now + Duration::minutes(30)).await;
+    assert_auto_resolves(&env, fires, now + TimeDelta::minutes(30)).await;
 }
 
 #[tokio::test]
@@ -372,7 +377,7 @@ async fn latency_p95_of_successful_calls() {
         let mut r = call(
             "acme",
             "openai",
-            now - Duration::seconds(30 + i * 20),
+            now - TimeDelta::seconds(30 + i * 20),
             "0.01",
         );
         r.latency_ms = 2000;
@@ -380,7 +385,7 @@ async fn latency_p95_of_successful_calls() {
     }
     for i in 0..10 {
         let mut r = failed(
-            call("acme", "openai", now - Duration::seconds(35 + i * 20), "0"),
+            call("acme", "openai", now - TimeDelta::seconds(35 + i * 20), "0"),
             429,
         );
         r.latency_ms = 10;
@@ -414,7 +419,7 @@ async fn latency_p95_of_successful_calls() {
     assert_eq!(alert["details"]["successful_requests"], 20);
     assert!(alerts_of(&env, quiet).await.is_empty());
     assert!(alerts_of(&env, other_model).await.is_empty());
-    assert_auto_resolves(&env, fires, now + Duration::minutes(30)).await;
+    assert_auto_resolves(&env, fires, now + TimeDelta::minutes(30)).await;
 }
 
 #[tokio::test]
@@ -424,9 +429,9 @@ async fn unpriced_requests_are_alerted() {
     seed(
         &env,
         &[
-            unpriced(call("acme", "openrouter", now - Duration::minutes(5), "0")),
-            unpriced(call("acme", "openrouter", now - Duration::minutes(7), "0")),
-            call("acme", "openai", now - Duration::minutes(7), "1"),
+            unpriced(call("acme", "openrouter", now - TimeDelta::minutes(5), "0")),
+            unpriced(call("acme", "openrouter", now - TimeDelta::minutes(7), "0")),
+            call("acme", "openai", now - TimeDelta::minutes(7), "1"),
         ],
     )
     .await;
@@ -441,7 +446,7 @@ async fn unpriced_requests_are_alerted() {
     let alert = assert_fires_once(&env, fires, now).await;
     assert_eq!(alert["details"]["unpriced_requests"], 2);
     assert!(alerts_of(&env, quiet).await.is_empty());
-    assert_auto_resolves(&env, fires, now + Duration::hours(2)).await;
+    assert_auto_resolves(&env, fires, now + TimeDelta::hours(2)).await;
 }
 
 /// #19 (4): records the collectors refused (the dead-letter table `usage_rejects`) raise an
@@ -450,22 +455,19 @@ async fn unpriced_requests_are_alerted() {
 async fn records_refused_by_the_collectors_are_alerted() {
     let env = env_with(|_| {}).await;
     let now = noon();
-    let reject = |org: &str, at: OffsetDateTime, index: u32| {
+    let reject = |org: &str, at: DateTime<Utc>, index: u32| {
         format!(
             "('{}', 'batch-1', {index}, '{org}', 'cost_nusd', 'negative', '{{}}', 'edge')",
-            at.format(&time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second]"
-            ))
-            .unwrap()
+            at.format("%Y-%m-%d %H:%M:%S")
         )
     };
     env.db
         .client()
         .query(&format!(
             "INSERT INTO usage_rejects (received_at, batch_id, record_index, org_id, field, reason, raw_record, source) VALUES {}, {}, {}",
-            reject("acme", now - Duration::minutes(5), 0),
-            reject("acme", now - Duration::minutes(9), 1),
-            reject("globex", now - Duration::minutes(5), 0),
+            reject("acme", now - TimeDelta::minutes(5), 0),
+            reject("acme", now - TimeDelta::minutes(9), 1),
+            reject("globex", now - TimeDelta::minutes(5), 0),
         ))
         .execute()
         .await
@@ -484,14 +486,14 @@ async fn records_refused_by_the_collectors_are_alerted() {
         "acme's only: {alert}"
     );
     assert!(alerts_of(&env, quiet).await.is_empty());
-    assert_auto_resolves(&env, fires, now + Duration::hours(2)).await;
+    assert_auto_resolves(&env, fires, now + TimeDelta::hours(2)).await;
 }
 
 #[tokio::test]
 async fn low_balance_watches_the_last_known_balance_of_the_orgs_it_may_see() {
     let env = env_with(|_| {}).await;
     let now = noon();
-    let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::minutes(10);
+    let t0 = Utc::now().with_nanosecond(0).unwrap() - TimeDelta::minutes(10);
     balance_at(&env, "acme", "openai", "prod", "5", t0).await;
     balance_at(&env, "globex", "openai", "prod", "1", t0).await;
     // The deployment's own OpenRouter balance: only operator orgs (acme here) watch it.
@@ -558,12 +560,12 @@ async fn low_balance_watches_the_last_known_balance_of_the_orgs_it_may_see() {
             total_usage_nusd: 0,
             status: "invalid".into(),
             error: "HTTP 401".into(),
-            observed_at: t0 + Duration::minutes(1),
+            observed_at: t0 + TimeDelta::minutes(1),
         }],
     )
     .await
     .unwrap();
-    let report = tick(&env, now + Duration::minutes(2)).await;
+    let report = tick(&env, now + TimeDelta::minutes(2)).await;
     assert!(report.resolved.is_empty() && report.opened.is_empty());
 
     balance_at(
@@ -572,23 +574,23 @@ async fn low_balance_watches_the_last_known_balance_of_the_orgs_it_may_see() {
         "openai",
         "prod",
         "50",
-        t0 + Duration::minutes(2),
+        t0 + TimeDelta::minutes(2),
     )
     .await;
-    assert_auto_resolves(&env, fires, now + Duration::minutes(3)).await;
+    assert_auto_resolves(&env, fires, now + TimeDelta::minutes(3)).await;
 }
 
 #[tokio::test]
 async fn credit_runway_is_balance_over_the_forecast_burn() {
     let env = env_with(|_| {}).await;
     let now = noon();
-    let today = now.date();
+    let today = now.date_naive();
     // Two weeks of $10 a day on OpenAI, then $75 left: 7.5 days from noon.
     let recs: Vec<_> = (1..=14)
-        .map(|k| call("acme", "openai", at(today - Duration::days(k), 6, 0), "10"))
+        .map(|k| call("acme", "openai", at(today - TimeDelta::days(k), 6, 0), "10"))
         .collect();
     seed(&env, &recs).await;
-    let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::minutes(10);
+    let t0 = Utc::now().with_nanosecond(0).unwrap() - TimeDelta::minutes(10);
     balance_at(&env, "acme", "openai", "prod", "75", t0).await;
     let fires = rule(
         &env,
@@ -620,7 +622,7 @@ async fn credit_runway_is_balance_over_the_forecast_burn() {
         "runway {days} days, expected 7.5 ± 1"
     );
     assert_eq!(alert["details"]["burn_per_day_usd"], "10.00");
-    let expected_day = tollgate_clickhouse::queries::day_param(today + Duration::days(7));
+    let expected_day = tollgate_clickhouse::queries::day_param(today + TimeDelta::days(7));
     assert_eq!(alert["details"]["runs_out_on"], expected_day);
     assert!(alerts_of(&env, quiet).await.is_empty());
     assert!(
@@ -634,10 +636,10 @@ async fn credit_runway_is_balance_over_the_forecast_burn() {
         "openai",
         "prod",
         "500",
-        t0 + Duration::minutes(1),
+        t0 + TimeDelta::minutes(1),
     )
     .await;
-    let resolved = assert_auto_resolves(&env, fires, now + Duration::minutes(2)).await;
+    let resolved = assert_auto_resolves(&env, fires, now + TimeDelta::minutes(2)).await;
     let later = resolved["details"]["resolution"]["observed"]["runway_days"]
         .as_f64()
         .unwrap();
@@ -648,10 +650,10 @@ async fn credit_runway_is_balance_over_the_forecast_burn() {
 async fn spend_anomaly_compares_today_with_the_same_hours_of_recent_days() {
     let env = env_with(|_| {}).await;
     let now = noon();
-    let today = now.date();
+    let today = now.date_naive();
     let mut recs = Vec::new();
     for k in 1..=14 {
-        let day = today - Duration::days(k);
+        let day = today - TimeDelta::days(k);
         for h in 0..24 {
             let cost = if k % 2 == 0 { "1.1" } else { "0.9" };
             recs.push(call("acme", "openai", at(day, h, 30), cost));
@@ -666,7 +668,7 @@ async fn spend_anomaly_compares_today_with_the_same_hours_of_recent_days() {
     recs.push(call(
         "acme",
         "openrouter",
-        now + Duration::minutes(1),
+        now + TimeDelta::minutes(1),
         "500",
     ));
     seed(&env, &recs).await;
@@ -721,7 +723,7 @@ async fn spend_anomaly_compares_today_with_the_same_hours_of_recent_days() {
         json!({"provider": "openai", "min_spend_usd": "1000"}),
     )
     .await;
-    assert_auto_resolves(&env, fires, now + Duration::minutes(2)).await;
+    assert_auto_resolves(&env, fires, now + TimeDelta::minutes(2)).await;
 }
 
 #[tokio::test]
@@ -779,13 +781,13 @@ async fn serve_runs_the_evaluator_loop_and_stops_it() {
         c.evaluator.lease_settle_ms = 100;
     })
     .await;
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     seed(
         &env,
         &[unpriced(call(
             "acme",
             "openrouter",
-            now - Duration::minutes(1),
+            now - TimeDelta::minutes(1),
             "0",
         ))],
     )

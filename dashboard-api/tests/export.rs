@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use common::Env;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use time::{Duration, OffsetDateTime};
 use tollgate_clickhouse::UsageEventRow;
 use tollgate_dashboard_api::{app, AppState};
 use tower::ServiceExt;
@@ -73,7 +73,7 @@ struct Spec<'a> {
     served: &'a str,
 }
 
-fn record(n: u128, s: &Spec<'_>, ts: OffsetDateTime) -> UsageRecord {
+fn record(n: u128, s: &Spec<'_>, ts: DateTime<Utc>) -> UsageRecord {
     UsageRecord {
         event_id: Uuid::from_u128((0x0190_0000_0000_7000_8000u128 << 48) | n),
         schema_version: SCHEMA_VERSION,
@@ -119,7 +119,7 @@ fn record(n: u128, s: &Spec<'_>, ts: OffsetDateTime) -> UsageRecord {
 
 /// Seeds `n` calls over the last two days across orgs, users, providers and models.
 async fn seed(env: &Env, n: u128) -> Vec<UsageRecord> {
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let now = Utc::now().with_nanosecond(0).unwrap();
     let specs = [
         Spec {
             org: "acme",
@@ -148,7 +148,7 @@ async fn seed(env: &Env, n: u128) -> Vec<UsageRecord> {
             record(
                 i,
                 &specs[(i % 3) as usize],
-                now - Duration::minutes(i64::try_from(i).unwrap() * 2 % 2880),
+                now - TimeDelta::minutes(i64::try_from(i).unwrap() * 2 % 2880),
             )
         })
         .collect();
@@ -189,7 +189,7 @@ async fn ndjson_lines_are_the_records_and_csv_has_a_header_and_quotes() {
             model: "m",
             served: "",
         },
-        OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::days(3),
+        Utc::now().with_nanosecond(0).unwrap() - TimeDelta::days(3),
     );
     odd.tags = BTreeMap::from([("note".to_string(), "two\nlines".to_string())]);
     odd.audio_input_tokens = 30;
@@ -237,7 +237,7 @@ async fn ndjson_lines_are_the_records_and_csv_has_a_header_and_quotes() {
     let odd_line = format!(
         "{},1,{},1100,,90,acme,\"o'neil, \"\"jr\"\"\",web,key_1,\"{{\"\"note\"\":\"\"two\\nlines\"\"}}\",openai,m,,chat.completions,chat,false,FRA,200,none,2000,50,10,0,5,30,0,0,0,provider,2,0,auto,flex,0.123457789,price_table,pt-test,512,2048\r\n",
         odd.event_id,
-        odd.ts.format(&time::format_description::well_known::Rfc3339).unwrap(),
+        usage_core::rfc3339::format(&odd.ts).unwrap(),
     );
     let rest = r.body.strip_prefix(&format!("{HEADER}\r\n")).unwrap();
     assert!(
@@ -283,7 +283,7 @@ async fn spreadsheet_formulas_in_exported_text_are_neutralised() {
             model: "+cmd|' /C calc'!A0",
             served: "@SUM(1+1)",
         },
-        OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::hours(1),
+        Utc::now().with_nanosecond(0).unwrap() - TimeDelta::hours(1),
     );
     r.task_type = "-2+3".into();
     r.app_id = "\tapp".into();
@@ -386,10 +386,10 @@ async fn filters_limits_and_the_row_cap_apply() {
     let to = all[200].ts;
     let q = format!(
         "/api/v1/export?format=ndjson&org=acme&from={}&to={}",
-        from.format(&time::format_description::well_known::Rfc3339)
+        usage_core::rfc3339::format(&from)
             .unwrap()
             .replace('+', "%2B"),
-        to.format(&time::format_description::well_known::Rfc3339)
+        usage_core::rfc3339::format(&to)
             .unwrap()
             .replace('+', "%2B")
     );

@@ -8,10 +8,10 @@ mod common;
 mod evaluator_support;
 
 use axum::http::StatusCode;
+use chrono::TimeDelta;
 use common::Env;
 use evaluator_support::*;
 use serde_json::{json, Value};
-use time::Duration;
 use tollgate_clickhouse::alerts::{deliveries_of_rule, DeliveryRow};
 use tollgate_jobs::notify::{deliver, Event, Notice};
 use uuid::Uuid;
@@ -30,7 +30,7 @@ async fn firing_env(configure: impl FnOnce(&mut tollgate_dashboard_api::config::
         &[unpriced(call(
             "acme",
             "openrouter",
-            noon() - Duration::minutes(5),
+            noon() - TimeDelta::minutes(5),
             "0",
         ))],
     )
@@ -139,11 +139,11 @@ async fn alerts_are_posted_signed_to_webhook_and_slack_channels() {
     assert!(tampered.verify().is_err());
 
     // The next tick opens nothing, so nothing is sent.
-    tick(&env, noon() + Duration::minutes(1)).await;
+    tick(&env, noon() + TimeDelta::minutes(1)).await;
     assert_eq!(receiver.received().len(), 2);
 
     // Resolved by the evaluator: the channels hear about it.
-    let report = tick(&env, noon() + Duration::hours(2)).await;
+    let report = tick(&env, noon() + TimeDelta::hours(2)).await;
     assert_eq!(report.resolved.len(), 1);
     let got = receiver.received();
     assert_eq!(got.len(), 3);

@@ -7,12 +7,12 @@ mod common;
 mod evaluator_support;
 
 use axum::http::StatusCode;
+use chrono::{TimeDelta, Timelike, Utc};
 use common::Env;
 use evaluator_support::provider_admin::{KeyInfo, MockAdmin, MockAdminServer, DEFAULT_KEY};
 use evaluator_support::*;
 use serde_json::{json, Value};
 use service_kit::Secret;
-use time::{Duration, OffsetDateTime};
 use tollgate_jobs::pollers::poll_once;
 
 async fn polling_env(mock: &MockAdminServer, api_key: &str) -> Env {
@@ -55,9 +55,9 @@ async fn openrouter_credits_and_key_are_recorded_for_admins() {
     seed(
         &env,
         &[
-            call("acme", "openrouter", now - Duration::hours(2), "1.2"),
-            call("globex", "openrouter", now - Duration::minutes(2), "0.3"),
-            call("acme", "openrouter", now - Duration::days(1), "40"),
+            call("acme", "openrouter", now - TimeDelta::hours(2), "1.2"),
+            call("globex", "openrouter", now - TimeDelta::minutes(2), "0.3"),
+            call("acme", "openrouter", now - TimeDelta::days(1), "40"),
         ],
     )
     .await;
@@ -94,7 +94,7 @@ async fn openrouter_credits_and_key_are_recorded_for_admins() {
 
     // The key's usage today against what Tollgate recorded today (every org) until the poll.
     let snapshot = report.snapshot.unwrap();
-    assert_eq!(snapshot.day, now.date());
+    assert_eq!(snapshot.day, now.date_naive());
     assert_eq!(snapshot.reported_nusd, Some(1_500_000_000));
     assert_eq!(snapshot.recorded_nusd, 1_500_000_000);
     assert_eq!(snapshot.drift_percent, 0.0);
@@ -105,7 +105,7 @@ async fn openrouter_credits_and_key_are_recorded_for_admins() {
         limit_remaining: None,
         ..mock.admin.key_info()
     });
-    let report = poll_once(env.state.jobs(), now + Duration::minutes(1))
+    let report = poll_once(env.state.jobs(), now + TimeDelta::minutes(1))
         .await
         .unwrap();
     let key_row = report
@@ -129,7 +129,7 @@ async fn the_key_status_follows_the_answer_and_the_last_balance_survives_a_faile
     let mock = MockAdminServer::start(MockAdmin::default()).await.unwrap();
     mock.admin.set_credits(10.0, 6.0);
     let env = polling_env(&mock, "").await;
-    let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::minutes(30);
+    let t0 = Utc::now().with_nanosecond(0).unwrap() - TimeDelta::minutes(30);
     poll_once(env.state.jobs(), t0).await.unwrap();
     assert_eq!(
         credit(&env, &env.admin, "account").await.unwrap()["balance_usd"],
@@ -143,7 +143,7 @@ async fn the_key_status_follows_the_answer_and_the_last_balance_survives_a_faile
     ];
     for (i, (forced, expected)) in cases.into_iter().enumerate() {
         mock.admin.set_status(forced);
-        let report = poll_once(env.state.jobs(), t0 + Duration::minutes(1 + i as i64))
+        let report = poll_once(env.state.jobs(), t0 + TimeDelta::minutes(1 + i as i64))
             .await
             .unwrap();
         assert!(
@@ -169,7 +169,7 @@ async fn the_key_status_follows_the_answer_and_the_last_balance_survives_a_faile
     // A wrong key is a 401 from the provider: invalid.
     mock.admin.set_status(None);
     mock.admin.set_key("rotated-key");
-    let report = poll_once(env.state.jobs(), t0 + Duration::minutes(5))
+    let report = poll_once(env.state.jobs(), t0 + TimeDelta::minutes(5))
         .await
         .unwrap();
     assert!(report.credits.iter().all(|c| c.status == "invalid"));

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use chrono::{DateTime, Datelike, NaiveTime, TimeDelta, Utc};
 use common::Env;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use service_kit::Secret;
-use time::{Duration, OffsetDateTime, Time};
 use tollgate_clickhouse::clickhouse::Row;
 use tollgate_clickhouse::integrity::{compare, ROLLUPS};
 use tollgate_clickhouse::{insert_events, read_query, UsageEventRow};
@@ -53,7 +53,7 @@ async fn edge_fetch(
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let mut req = Request::builder().uri("/internal/v1/prices");
     if signed {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = Utc::now().timestamp();
         req = req.header(
             wire::SIGNATURE_HEADER,
             wire::sign(SECRET.as_bytes(), now, b"/internal/v1/prices"),
@@ -74,7 +74,7 @@ async fn edge_fetch(
 
 /// The edge's reading of an answer: the table, if signature and version check out.
 fn edge_reads(headers: &axum::http::HeaderMap, body: &[u8]) -> PriceTable {
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = Utc::now().timestamp();
     PriceTable::from_signed_lines(
         body,
         headers
@@ -205,8 +205,7 @@ async fn the_price_book_is_read_set_with_history_removed_and_served_to_the_edge_
     assert_eq!(headers["etag"], format!("\"{new_version}\"").as_str());
     let table = edge_reads(&headers, &body);
     assert_eq!(table.version(), new_version);
-    let at =
-        |d: &str| OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339).unwrap();
+    let at = |d: &str| usage_core::rfc3339::parse(d).unwrap();
     let dec = table
         .resolve("openai", "gpt-4o-mini", at("2026-12-05T10:00:00Z"))
         .unwrap();
@@ -259,7 +258,7 @@ async fn the_price_book_is_read_set_with_history_removed_and_served_to_the_edge_
     );
 }
 
-fn record(n: u128, org: &str, model: &str, ts: OffsetDateTime) -> UsageRecord {
+fn record(n: u128, org: &str, model: &str, ts: DateTime<Utc>) -> UsageRecord {
     UsageRecord {
         event_id: Uuid::from_u128((0x0190_0000_0000_7000_8000u128 << 48) | n),
         schema_version: SCHEMA_VERSION,
@@ -332,13 +331,16 @@ async fn stored(env: &Env) -> BTreeMap<Uuid, (i64, String, String)> {
 #[tokio::test]
 async fn a_reprice_makes_raw_rows_and_every_rollup_exact_and_a_second_run_changes_nothing() {
     let env = Env::new().await;
-    let day = (OffsetDateTime::now_utc() - Duration::days(3)).replace_time(Time::MIDNIGHT);
+    let day = (Utc::now() - TimeDelta::days(3))
+        .date_naive()
+        .and_time(NaiveTime::MIN)
+        .and_utc();
     let builtin = PriceTable::builtin().unwrap();
     // The day before, the day, and the day after; priced with the built-in book, an unknown
     // model unpriced, and an OpenRouter call at the cost OpenRouter reported.
     let mut records = Vec::new();
     for n in 0..180u128 {
-        let ts = day - Duration::hours(12) + Duration::minutes(n as i64 * 19);
+        let ts = day - TimeDelta::hours(12) + TimeDelta::minutes(n as i64 * 19);
         let org = if n % 2 == 0 { "acme" } else { "globex" };
         let model = if n % 6 == 0 {
             "acme-llm-1"
@@ -366,8 +368,7 @@ async fn a_reprice_makes_raw_rows_and_every_rollup_exact_and_a_second_run_change
 
     // New prices: gpt-4o-mini from the day on (with a flex tier and a search fee), and a price
     // for the model that had none.
-    let d =
-        |t: OffsetDateTime| format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
+    let d = |t: DateTime<Utc>| format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day());
     for entry in [
         json!({"provider": "openai", "model": "gpt-4o-mini", "effective_from": d(day), "input": "0.3",
                "cached_input": "0.03", "output": "1.2", "web_search": "0.025",
@@ -388,8 +389,8 @@ async fn a_reprice_makes_raw_rows_and_every_rollup_exact_and_a_second_run_change
     let table = PriceTable::from_file(file).unwrap();
     assert_eq!(table.version(), version);
 
-    let body = json!({"from": format!("{}", day.format(&time::format_description::well_known::Rfc3339).unwrap()),
-                      "to": format!("{}", (day + Duration::days(1)).format(&time::format_description::well_known::Rfc3339).unwrap())});
+    let body = json!({"from": usage_core::rfc3339::format(&day).unwrap(),
+                      "to": usage_core::rfc3339::format(&(day + TimeDelta::days(1))).unwrap()});
     let (status, _) = env
         .call(
             "POST",
@@ -420,7 +421,7 @@ async fn a_reprice_makes_raw_rows_and_every_rollup_exact_and_a_second_run_change
 
     // Expected, computed here: rows of the day repriced with the new book (provider costs
     // kept), every other row untouched.
-    let in_range = |r: &UsageRecord| r.ts >= day && r.ts < day + Duration::days(1);
+    let in_range = |r: &UsageRecord| r.ts >= day && r.ts < day + TimeDelta::days(1);
     let mut expected = BTreeMap::new();
     let (mut changed, mut newly_priced) = (0u64, 0u64);
     for r in &records {
@@ -472,7 +473,7 @@ async fn a_reprice_makes_raw_rows_and_every_rollup_exact_and_a_second_run_change
     assert_eq!(i128::from(expected[&flex.event_id].0), by_hand);
 
     // Every rollup equals the raw rows over the three days.
-    let from = (day - Duration::days(1)).unix_timestamp();
+    let from = (day - TimeDelta::days(1)).timestamp();
     for rollup in ROLLUPS {
         let (checked, mismatches) = compare(env.db.client(), rollup, from).await.unwrap();
         assert!(checked > 0, "{}", rollup.table);
@@ -488,7 +489,7 @@ async fn a_reprice_makes_raw_rows_and_every_rollup_exact_and_a_second_run_change
         env.db.client(),
         "SELECT toString(sum(total_cost_nusd)) FROM usage_daily WHERE day = toDate(toDateTime(?, 'UTC'))",
     )
-    .bind(day.unix_timestamp())
+    .bind(day.timestamp())
     .fetch_one::<String>()
     .await
     .unwrap();

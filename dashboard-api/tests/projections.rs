@@ -7,20 +7,20 @@ mod common;
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
+use chrono::{Datelike, NaiveDate, TimeDelta, Utc};
 use common::Env;
 use serde_json::Value;
-use time::{Duration, OffsetDateTime};
 use tollgate_clickhouse::UsageEventRow;
 use usage_core::{
     CostSource, Endpoint, ErrorClass, Nanos, UsageRecord, UsageSource, SCHEMA_VERSION,
 };
 use uuid::Uuid;
 
-fn record(n: u128, org: &str, day: time::Date, cost_usd: i64) -> UsageRecord {
+fn record(n: u128, org: &str, day: NaiveDate, cost_usd: i64) -> UsageRecord {
     UsageRecord {
         event_id: Uuid::from_u128((0x0190_0000_0000_7000_8000u128 << 48) | n),
         schema_version: SCHEMA_VERSION,
-        ts: day.with_hms(12, 0, 0).unwrap().assume_utc(),
+        ts: day.and_hms_opt(12, 0, 0).unwrap().and_utc(),
         latency_ms: 100,
         ttft_ms: None,
         upstream_ms: 90,
@@ -67,10 +67,10 @@ fn usd(v: &Value) -> f64 {
 #[tokio::test]
 async fn a_weekly_pattern_is_projected_and_scoped() {
     let env = Env::new().await;
-    let today = OffsetDateTime::now_utc().date();
+    let today = Utc::now().date_naive();
     // acme: 28 complete days of a weekday/weekend pattern; globex: 5 days of a flat $7.
-    let pattern = |d: time::Date| {
-        if d.weekday().number_days_from_monday() >= 5 {
+    let pattern = |d: NaiveDate| {
+        if d.weekday().num_days_from_monday() >= 5 {
             10
         } else {
             100
@@ -79,15 +79,15 @@ async fn a_weekly_pattern_is_projected_and_scoped() {
     let mut recs = Vec::new();
     let mut n = 0u128;
     for i in 1..=28 {
-        let d = today - Duration::days(i);
+        let d = today - TimeDelta::days(i);
         n += 1;
         recs.push(record(n, "acme", d, pattern(d)));
     }
     for i in 1..=5 {
         n += 1;
-        recs.push(record(n, "globex", today - Duration::days(i), 7));
+        recs.push(record(n, "globex", today - TimeDelta::days(i), 7));
     }
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let rows: Vec<UsageEventRow> = recs
         .iter()
         .map(|r| UsageEventRow::from_record(r, "seed", now))
@@ -105,7 +105,7 @@ async fn a_weekly_pattern_is_projected_and_scoped() {
     let daily = body["daily"].as_array().unwrap();
     assert_eq!(daily.len(), 14);
     for (i, d) in daily.iter().enumerate() {
-        let day = today + Duration::days(i as i64);
+        let day = today + TimeDelta::days(i as i64);
         let want = pattern(day) as f64;
         assert!((usd(&d["forecast_usd"]) - want).abs() < 1e-6, "{day}: {d}");
         assert!(
@@ -114,7 +114,7 @@ async fn a_weekly_pattern_is_projected_and_scoped() {
         );
     }
     let sum: f64 = (0..14)
-        .map(|i| pattern(today + Duration::days(i)) as f64)
+        .map(|i| pattern(today + TimeDelta::days(i)) as f64)
         .sum();
     assert!((usd(&body["next_horizon_usd"]) - sum).abs() < 1e-6);
     // Month end = spent this month so far + forecast for the rest of the month.
@@ -124,10 +124,10 @@ async fn a_weekly_pattern_is_projected_and_scoped() {
             .abs()
             < 1e-6
     );
-    let month_start = today.replace_day(1).unwrap();
+    let month_start = today.with_day(1).unwrap();
     let spent: i64 = recs
         .iter()
-        .filter(|r| r.org_id == "acme" && r.ts.date() >= month_start)
+        .filter(|r| r.org_id == "acme" && r.ts.date_naive() >= month_start)
         .map(|r| r.cost_nusd.get())
         .sum();
     assert_eq!(me["actual_to_date_usd"], Nanos::new(spent).to_string());
@@ -207,7 +207,7 @@ async fn a_weekly_pattern_is_projected_and_scoped() {
     );
     let spent_all: i64 = recs
         .iter()
-        .filter(|r| r.ts.date() >= month_start)
+        .filter(|r| r.ts.date_naive() >= month_start)
         .map(|r| r.cost_nusd.get())
         .sum();
     assert_eq!(

@@ -6,12 +6,12 @@
 mod common;
 mod evaluator_support;
 
+use chrono::{NaiveDate, TimeDelta};
 use common::Env;
 use evaluator_support::provider_admin::{KeyInfo, MockAdmin, MockAdminServer, DEFAULT_KEY};
 use evaluator_support::*;
 use serde_json::json;
 use service_kit::Secret;
-use time::{Date, Duration};
 use tollgate_clickhouse::reconciliation as reconcile;
 use tollgate_jobs::evaluator::midnight;
 use tollgate_jobs::reconcile::reconcile_once;
@@ -29,7 +29,7 @@ async fn reconciling_env(mock: &MockAdminServer) -> Env {
 }
 
 /// OpenAI calls on `day` adding up to `usd`, split between two orgs (the bill covers both).
-fn spend(day: Date, usd: &str) -> Vec<usage_core::UsageRecord> {
+fn spend(day: NaiveDate, usd: &str) -> Vec<usage_core::UsageRecord> {
     let total = usage_core::Nanos::parse_usd(usd).unwrap().get();
     let part = usage_core::Nanos::new(total / 4).to_string();
     let rest = usage_core::Nanos::new(total - total / 4).to_string();
@@ -44,21 +44,19 @@ async fn a_ten_percent_gap_raises_one_cost_drift_alert() {
     let mock = MockAdminServer::start(MockAdmin::default()).await.unwrap();
     let env = reconciling_env(&mock).await;
     let now = noon();
-    let today = now.date();
+    let today = now.date_naive();
     let (d1, d2, d3) = (
-        today - Duration::days(1),
-        today - Duration::days(2),
-        today - Duration::days(3),
+        today - TimeDelta::days(1),
+        today - TimeDelta::days(2),
+        today - TimeDelta::days(3),
     );
     // Yesterday: the bill says $100, Tollgate recorded $90. The day before: $50 against $49.75.
     let mut recs = spend(d1, "90");
     recs.extend(spend(d2, "49.75"));
     recs.extend(spend(today, "1000")); // today is not complete: not reconciled
     seed(&env, &recs).await;
-    mock.admin
-        .set_daily_cost(midnight(d1).unix_timestamp(), 100.0);
-    mock.admin
-        .set_daily_cost(midnight(d2).unix_timestamp(), 50.0);
+    mock.admin.set_daily_cost(midnight(d1).timestamp(), 100.0);
+    mock.admin.set_daily_cost(midnight(d2).timestamp(), 50.0);
 
     let report = reconcile_once(env.state.jobs(), now).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -124,19 +122,18 @@ async fn a_ten_percent_gap_raises_one_cost_drift_alert() {
         assert!(alerts_of(&env, q).await.is_empty());
     }
     // A second reconciliation of the same days changes nothing.
-    reconcile_once(env.state.jobs(), now + Duration::minutes(5))
+    reconcile_once(env.state.jobs(), now + TimeDelta::minutes(5))
         .await
         .unwrap();
-    tick(&env, now + Duration::minutes(6)).await;
+    tick(&env, now + TimeDelta::minutes(6)).await;
     assert_eq!(alerts_of(&env, fires).await.len(), 1);
 
     // The provider revises its figure (costs settle late): the drift is gone, so is the alert.
-    mock.admin
-        .set_daily_cost(midnight(d1).unix_timestamp(), 90.0);
-    reconcile_once(env.state.jobs(), now + Duration::minutes(10))
+    mock.admin.set_daily_cost(midnight(d1).timestamp(), 90.0);
+    reconcile_once(env.state.jobs(), now + TimeDelta::minutes(10))
         .await
         .unwrap();
-    let resolved = assert_auto_resolves(&env, fires, now + Duration::minutes(11)).await;
+    let resolved = assert_auto_resolves(&env, fires, now + TimeDelta::minutes(11)).await;
     assert_eq!(
         resolved["details"]["resolution"]["observed"]["drift_percent"],
         0.0
@@ -148,10 +145,9 @@ async fn a_half_percent_gap_raises_none() {
     let mock = MockAdminServer::start(MockAdmin::default()).await.unwrap();
     let env = reconciling_env(&mock).await;
     let now = noon();
-    let d1 = now.date() - Duration::days(1);
+    let d1 = now.date_naive() - TimeDelta::days(1);
     seed(&env, &spend(d1, "99.5")).await;
-    mock.admin
-        .set_daily_cost(midnight(d1).unix_timestamp(), 100.0);
+    mock.admin.set_daily_cost(midnight(d1).timestamp(), 100.0);
     reconcile_once(env.state.jobs(), now).await.unwrap();
     let id = rule(
         &env,
@@ -168,10 +164,10 @@ async fn a_half_percent_gap_raises_none() {
     )
     .await;
     tick(&env, now).await;
-    tick(&env, now + Duration::minutes(1)).await;
+    tick(&env, now + TimeDelta::minutes(1)).await;
     assert!(alerts_of(&env, id).await.is_empty());
     assert!(alerts_of(&env, over_two_days).await.is_empty());
-    let rows = reconcile::range(env.db.client(), "openai", d1, now.date())
+    let rows = reconcile::range(env.db.client(), "openai", d1, now.date_naive())
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -184,10 +180,12 @@ async fn the_costs_api_is_paged_and_a_failed_fetch_writes_nothing() {
     mock.admin.set_page_size(Some(1));
     let env = reconciling_env(&mock).await;
     let now = noon();
-    let days: Vec<Date> = (1..=3).map(|k| now.date() - Duration::days(k)).collect();
+    let days: Vec<NaiveDate> = (1..=3)
+        .map(|k| now.date_naive() - TimeDelta::days(k))
+        .collect();
     for (i, d) in days.iter().enumerate() {
         mock.admin
-            .set_daily_cost(midnight(*d).unix_timestamp(), 10.0 * (i + 1) as f64);
+            .set_daily_cost(midnight(*d).timestamp(), 10.0 * (i + 1) as f64);
     }
     let report = reconcile_once(env.state.jobs(), now).await.unwrap();
     assert_eq!(
@@ -211,12 +209,12 @@ async fn the_costs_api_is_paged_and_a_failed_fetch_writes_nothing() {
     );
 
     mock.admin.set_key("rotated");
-    let report = reconcile_once(env.state.jobs(), now + Duration::minutes(1))
+    let report = reconcile_once(env.state.jobs(), now + TimeDelta::minutes(1))
         .await
         .unwrap();
     assert!(report.rows.is_empty());
     assert!(report.errors[0].contains("refused"), "{:?}", report.errors);
-    let rows = reconcile::range(env.db.client(), "openai", days[2], now.date())
+    let rows = reconcile::range(env.db.client(), "openai", days[2], now.date_naive())
         .await
         .unwrap();
     assert_eq!(rows.len(), 3, "the good rows stay");
@@ -235,12 +233,12 @@ async fn openrouter_is_reconciled_from_same_day_snapshots_of_the_key() {
     })
     .await;
     let now = noon();
-    let today = now.date();
+    let today = now.date_naive();
     seed(
         &env,
         &[
-            call("acme", "openrouter", now - Duration::hours(3), "6"),
-            call("globex", "openrouter", now - Duration::minutes(10), "4"),
+            call("acme", "openrouter", now - TimeDelta::hours(3), "6"),
+            call("globex", "openrouter", now - TimeDelta::minutes(10), "4"),
         ],
     )
     .await;
@@ -255,7 +253,7 @@ async fn openrouter_is_reconciled_from_same_day_snapshots_of_the_key() {
         env.db.client(),
         "openrouter",
         today,
-        today + Duration::days(1),
+        today + TimeDelta::days(1),
     )
     .await
     .unwrap();
@@ -285,6 +283,6 @@ async fn openrouter_is_reconciled_from_same_day_snapshots_of_the_key() {
     .await;
     tick(&env, now).await;
     assert!(alerts_of(&env, id).await.is_empty());
-    let alert = assert_fires_once(&env, id, now + Duration::days(1)).await;
+    let alert = assert_fires_once(&env, id, now + TimeDelta::days(1)).await;
     assert_eq!(alert["details"]["reported_usd"], "11.000000000");
 }

@@ -6,6 +6,7 @@
 mod common;
 mod web_support;
 
+use chrono::{Timelike, Utc};
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
@@ -656,9 +657,7 @@ async fn pages_are_private_and_assets_are_embedded() {
 async fn the_alerts_tab_shows_the_notification_delivery_log() {
     use tollgate_clickhouse::alerts::{write_delivery, DeliveryRow};
     let env = Env::new().await;
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap();
+    let now = Utc::now().with_nanosecond(0).unwrap();
     let row = |org: &str, channel: &str, status: &str, error: &str| DeliveryRow {
         delivery_id: uuid::Uuid::new_v4(),
         org_id: org.into(),

@@ -8,7 +8,7 @@ use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::cf::{Env, Queue};
+use crate::cf::{self, Env};
 
 use crate::config::Settings;
 
@@ -20,7 +20,7 @@ thread_local! {
 
 /// A var's text; `None` when unset or empty.
 pub fn var(env: &Env, name: &str) -> Option<String> {
-    env.text(name)
+    cf::text(env, name)
 }
 
 /// This isolate's settings (see `config`).
@@ -37,17 +37,12 @@ pub fn secret(env: &Env, name: &str) -> Option<String> {
         cache
             .borrow_mut()
             .entry(name.to_string())
-            .or_insert_with(|| env.text(name))
+            .or_insert_with(|| cf::text(env, name))
             .clone()
     })
 }
 
 /// Whether the `USAGE_QUEUE` producer is bound.
 pub fn has_usage_queue(env: &Env) -> bool {
-    USAGE_QUEUE.with(|b| {
-        *b.get_or_init(|| {
-            env.binding::<Queue>(crate::config::names::USAGE_QUEUE)
-                .is_some()
-        })
-    })
+    USAGE_QUEUE.with(|b| *b.get_or_init(|| env.queue(crate::config::names::USAGE_QUEUE).is_ok()))
 }

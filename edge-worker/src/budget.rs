@@ -25,10 +25,10 @@
 //! Thresholds (soft warnings, and the `budget_threshold` alerts the edge raises) are crossed
 //! by spend, never by reservations: `usage_core::budget_use`, the dashboard's definition.
 
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use time::OffsetDateTime;
 use usage_core::{ModelPrice, Nanos, Period, PriceTable};
 
 use serde_json::Value;
@@ -287,7 +287,7 @@ pub fn price_for<'a>(
     table: &'a PriceTable,
     provider: &str,
     model: &str,
-    at: OffsetDateTime,
+    at: DateTime<Utc>,
 ) -> Option<&'a ModelPrice> {
     table.resolve(provider, model, at)
 }
@@ -295,7 +295,8 @@ pub fn price_for<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
+
+    use usage_core::utc;
 
     fn spec(limit: i64, mode: &str) -> BudgetSpec {
         BudgetSpec {
@@ -362,24 +363,24 @@ mod tests {
         assert_eq!(
             period_bounds("daily", NOW),
             (
-                datetime!(2026-11-27 0:00 UTC).unix_timestamp(),
-                datetime!(2026-11-28 0:00 UTC).unix_timestamp()
+                utc(2026, 11, 27, 0, 0, 0).timestamp(),
+                utc(2026, 11, 28, 0, 0, 0).timestamp()
             )
         );
         assert_eq!(
             period_bounds("weekly", NOW).0,
-            datetime!(2026-11-23 0:00 UTC).unix_timestamp()
+            utc(2026, 11, 23, 0, 0, 0).timestamp()
         ); // Monday
         assert_eq!(
             period_bounds("monthly", NOW),
             (
-                datetime!(2026-11-01 0:00 UTC).unix_timestamp(),
-                datetime!(2026-12-01 0:00 UTC).unix_timestamp()
+                utc(2026, 11, 1, 0, 0, 0).timestamp(),
+                utc(2026, 12, 1, 0, 0, 0).timestamp()
             )
         );
         assert_eq!(
-            period_bounds("monthly", datetime!(2026-12-31 23:00 UTC).unix_timestamp()).1,
-            datetime!(2027-01-01 0:00 UTC).unix_timestamp()
+            period_bounds("monthly", utc(2026, 12, 31, 23, 0, 0).timestamp()).1,
+            utc(2027, 1, 1, 0, 0, 0).timestamp()
         );
         let mut l = Ledger::new(spec(100, "hard"), NOW);
         assert!(l.reserve("a", 100, NOW).allowed);
@@ -388,7 +389,7 @@ mod tests {
         let tomorrow = NOW + 86_400;
         let d = l.reserve("c", 100, tomorrow);
         assert!(d.allowed, "a new day, a new budget");
-        assert_eq!(d.reset_at, datetime!(2026-11-29 0:00 UTC).unix_timestamp());
+        assert_eq!(d.reset_at, utc(2026, 11, 29, 0, 0, 0).timestamp());
     }
 
     #[test]
@@ -413,7 +414,7 @@ mod tests {
     #[test]
     fn worst_case_bounds_every_token_class() {
         let table = PriceTable::builtin().unwrap();
-        let at = datetime!(2026-11-01 0:00 UTC);
+        let at = utc(2026, 11, 1, 0, 0, 0);
         let p = price_for(&table, "openai", "gpt-4o-mini", at);
         // 1,000 bytes of input at $0.15/1M + 500 output at $0.60/1M
         assert_eq!(
@@ -447,7 +448,7 @@ mod tests {
     #[test]
     fn openrouter_slugs_have_a_worst_case() {
         let table = PriceTable::builtin().unwrap();
-        let at = datetime!(2026-11-01 0:00 UTC);
+        let at = utc(2026, 11, 1, 0, 0, 0);
         for slug in [
             "anthropic/claude-sonnet-4.5",
             "anthropic/claude-4.5-sonnet-20250929",

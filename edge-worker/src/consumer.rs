@@ -1,28 +1,28 @@
 //! The `queue` handler: record batches from the `USAGE_QUEUE` consumer, posted to the collector.
 
-use wasm_bindgen::prelude::*;
+use worker::event;
 
-use crate::cf::{
-    self, console_error, now_ms, Env, ExecutionContext as Context, Message, MessageBatch,
-};
+use crate::cf::{console_error, now_ms, Context, Env, MessageBatch};
 use crate::ship;
+
+/// The messages' type as workers-rs sees it; their bodies are read raw, never deserialized.
+type Records = MessageBatch<serde_json::Value>;
 
 /// The queue consumer: posts each delivered batch to the collector. Messages are the records'
 /// JSON text (as `ship` sends them; an object, as older versions sent, is turned back into
-/// text), forwarded without decoding.
-#[wasm_bindgen]
-pub fn queue(batch: MessageBatch, env: Env, _ctx: Context) -> js_sys::Promise {
-    cf::promise(async move {
-        consume(&batch, &env).await;
-        Ok(JsValue::UNDEFINED)
-    })
+/// text), forwarded without decoding. It always answers `Ok`: workers-rs turns an `Err` into a
+/// panic, and what was not delivered is handed back to the Queue with `retry_all` instead.
+#[event(queue)]
+pub async fn queue(batch: Records, env: Env, _ctx: Context) -> worker::Result<()> {
+    consume(&batch, &env).await;
+    Ok(())
 }
 
-async fn consume(batch: &MessageBatch, env: &Env) {
+async fn consume(batch: &Records, env: &Env) {
     let mut body = b"[".to_vec();
     let mut count = 0;
-    for (index, message) in batch.messages().iter().enumerate() {
-        let value = message.unchecked_into::<Message>().body();
+    for (index, message) in batch.raw_iter().enumerate() {
+        let value = message.body();
         let text = match value.as_string() {
             Some(text) => text,
             None => js_sys::JSON::stringify(&value)

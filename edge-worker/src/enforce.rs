@@ -3,14 +3,13 @@
 //! (429, or 503 when a hard budget cannot be checked) the client gets. The guard itself is
 //! [`crate::guard`]; the ledger math [`crate::budget`].
 
+use chrono::DateTime;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use time::OffsetDateTime;
-
 use crate::budget::GuardRequest;
 use crate::budget::{self, BudgetSpec};
-use crate::cf::{console_error, now_ms, Env, ExecutionContext as Context};
+use crate::cf::{self, console_error, now_ms, Context, Env};
 use crate::config::Settings;
 use crate::errors::ApiError;
 use crate::guard;
@@ -221,12 +220,8 @@ pub async fn guard_budgets(
         if !decision.allowed {
             release(env, &p.reservations, &id, p.budget_now).await;
             p.reservations.clear();
-            let reset = OffsetDateTime::from_unix_timestamp(decision.reset_at)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
+            let reset = DateTime::from_timestamp_secs(decision.reset_at)
+                .and_then(|t| usage_core::rfc3339::format(&t))
                 .unwrap_or_default();
             let committed = decision.spent_nusd.saturating_add(decision.reserved_nusd);
             if committed >= decision.limit_nusd {
@@ -275,7 +270,7 @@ pub async fn guard_budgets(
                 spec.budget_id,
                 budget::period_bounds(&spec.period, p.budget_now).0
             );
-            ctx.wait_until(async move {
+            cf::wait_until(ctx, async move {
                 let _ = guard::internal_call(&env, "POST", &path).await;
             });
         }

@@ -5,12 +5,13 @@
 use std::cell::RefCell;
 
 use usage_core::ErrorClass;
-use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsValue;
+use worker::event;
 
 use crate::attribution;
 use crate::bindings::settings;
 use crate::call;
-use crate::cf::{self, now_ms, Env, ExecutionContext as Context};
+use crate::cf::{now_ms, Context, Env};
 use crate::enforce::guard_budgets;
 use crate::errors::ApiError;
 use crate::key_lookup::lookup_key;
@@ -32,26 +33,29 @@ const FORWARDED_HEADERS: &[&str] = &[
     "user-agent",
 ];
 
-/// The fetch handler (called by the entrypoint in `shim.js`).
-#[wasm_bindgen]
-pub fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> js_sys::Promise {
-    cf::promise(async move {
-        let started = now_ms();
-        let origin = req.headers().get("origin").ok().flatten();
-        let cors = settings(&env).cors.answer_headers(origin.as_deref());
-        let answer = if req.method() == "OPTIONS" {
-            preflight(&req, &env, origin.as_deref())
-        } else {
-            match handle(req, &env, &ctx, started).await {
-                Ok(resp) => {
-                    web::add_headers(&resp, &cors);
-                    Ok(resp)
-                }
-                Err(e) => web::error_response(&e, &cors),
+/// The fetch handler (called by the entrypoint in `shim.js`). It takes and answers the
+/// runtime's own request and response objects: workers-rs passes them through unchanged.
+#[event(fetch)]
+pub async fn fetch(
+    req: web_sys::Request,
+    env: Env,
+    ctx: Context,
+) -> worker::Result<web_sys::Response> {
+    let started = now_ms();
+    let origin = req.headers().get("origin").ok().flatten();
+    let cors = settings(&env).cors.answer_headers(origin.as_deref());
+    let answer = if req.method() == "OPTIONS" {
+        preflight(&req, &env, origin.as_deref())
+    } else {
+        match handle(req, &env, &ctx, started).await {
+            Ok(resp) => {
+                web::add_headers(&resp, &cors);
+                Ok(resp)
             }
-        };
-        answer.map(JsValue::from)
-    })
+            Err(e) => web::error_response(&e, &cors),
+        }
+    };
+    answer.map_err(worker::Error::from)
 }
 
 /// A browser's CORS preflight (see [`crate::cors`]): 204 with what an allowed origin may do,

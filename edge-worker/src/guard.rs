@@ -21,11 +21,12 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use wasm_bindgen::prelude::*;
+use wasm_bindgen::{JsCast, JsValue};
+use worker::{durable_object, DurableObject, ObjectNamespace, State as DurableObjectState};
 
 use crate::bindings::secret;
 use crate::budget::{BudgetSpec, Decision, GuardRequest, Ledger};
-use crate::cf::{self, console_error, DurableObjectNamespace, DurableObjectState, Env};
+use crate::cf::{self, console_error, Env};
 use crate::json::{self, FromJson};
 use crate::web;
 
@@ -38,16 +39,15 @@ pub const GUARD_TIMEOUT_MS: u64 = 30_000;
 /// The guard's answer when it cannot decide (a hard budget whose spend is unknown).
 const UNDECIDED_STATUS: u16 = 503;
 
-/// The Durable Object class bound as `BUDGET_GUARD` (exported to JavaScript by this name).
-#[wasm_bindgen]
+/// The Durable Object class bound as `BUDGET_GUARD` (exported to JavaScript by this name; only
+/// its constructor and `fetch`).
+#[durable_object(fetch)]
 pub struct BudgetGuard {
     inner: Rc<Guard>,
 }
 
-#[wasm_bindgen]
-impl BudgetGuard {
-    #[wasm_bindgen(constructor)]
-    pub fn new(state: DurableObjectState, env: Env) -> BudgetGuard {
+impl DurableObject for BudgetGuard {
+    fn new(state: DurableObjectState, env: Env) -> BudgetGuard {
         BudgetGuard {
             inner: Rc::new(Guard {
                 state,
@@ -59,23 +59,16 @@ impl BudgetGuard {
     }
 
     /// The runtime's `fetch` into this object: one [`GuardRequest`] as JSON.
-    pub fn fetch(&self, req: web_sys::Request) -> js_sys::Promise {
-        let guard = self.inner.clone();
-        cf::promise(async move {
-            let (status, body) = match guard.answer(&req).await {
-                Ok(body) => (200, body),
-                Err(GuardError::Undecided(why)) => (UNDECIDED_STATUS, why.into_bytes()),
-                Err(GuardError::Failed(why)) => {
-                    console_error!("tollgate: budget guard: {why}");
-                    (500, why.into_bytes())
-                }
-            };
-            let init = web_sys::ResponseInit::new();
-            init.set_status(status);
-            let mut body = body;
-            web_sys::Response::new_with_opt_u8_array_and_init(Some(&mut body), &init)
-                .map(JsValue::from)
-        })
+    async fn fetch(&self, req: worker::Request) -> worker::Result<worker::Response> {
+        let (status, body) = match self.inner.answer(req.inner()).await {
+            Ok(body) => (200, body),
+            Err(GuardError::Undecided(why)) => (UNDECIDED_STATUS, why.into_bytes()),
+            Err(GuardError::Failed(why)) => {
+                console_error!("tollgate: budget guard: {why}");
+                (500, why.into_bytes())
+            }
+        };
+        Ok(worker::Response::from_bytes(body)?.with_status(status))
     }
 }
 
@@ -121,7 +114,8 @@ impl Guard {
             // back: the guard then starts afresh and resyncs the spend from ClickHouse.
             let stored: Option<Ledger> = self
                 .state
-                .stored_text("ledger")
+                .storage()
+                .get::<String>("ledger")
                 .await
                 .ok()
                 .flatten()
@@ -160,7 +154,11 @@ impl Guard {
         let snapshot = self.ledger.borrow().clone();
         if let Some(l) = snapshot {
             let json = serde_json::to_string(&l).map_err(|e| e.to_string())?;
-            self.state.store_text("ledger", &json).await?;
+            self.state
+                .storage()
+                .put_raw("ledger", JsValue::from_str(&json))
+                .await
+                .map_err(|e| format!("storing the ledger: {e}"))?;
         }
         Ok(out)
     }
@@ -273,6 +271,25 @@ async fn recorded_spend_once(env: &Env, budget_id: &str, period_start: i64) -> O
     json::Fields::of(&answer).ok()?.i64("spent_nusd").ok()
 }
 
+/// Sends `request` to the guard named `name` (created on first use) and awaits its answer.
+/// Through the stub's runtime object: the request and the answer stay the runtime's own,
+/// with no copy into workers-rs's `Request`/`Response` and back on every budget check.
+async fn guard_fetch(
+    ns: &ObjectNamespace,
+    name: &str,
+    request: &web_sys::Request,
+) -> Result<web_sys::Response, String> {
+    let stub = ns
+        .id_from_name(name)
+        .and_then(|id| id.get_stub())
+        .map_err(|e| e.to_string())?
+        .into_rpc::<worker::worker_sys::DurableObject>();
+    web::settle(stub.fetch_with_request(request))
+        .await?
+        .dyn_into::<web_sys::Response>()
+        .map_err(|_| "the Durable Object answered something other than a Response".into())
+}
+
 /// Sends `cmd` to the guard of `budget_id`; a reservation's answer is its decision.
 pub async fn call_guard(
     env: &Env,
@@ -280,16 +297,19 @@ pub async fn call_guard(
     cmd: &GuardRequest,
 ) -> Result<Option<Decision>, String> {
     let ns = env
-        .binding::<DurableObjectNamespace>(crate::config::names::BUDGET_GUARD)
-        .ok_or("BUDGET_GUARD is not bound")?;
+        .durable_object(crate::config::names::BUDGET_GUARD)
+        .map_err(|_| "BUDGET_GUARD is not bound")?;
     let body = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
     let headers = web_sys::Headers::new().map_err(|e| web::error_text(&e))?;
     let init = web::request_init("POST", &headers, Some(&body));
     let req = web_sys::Request::new_with_str_and_init("https://budget-guard/", &init)
         .map_err(|e| web::error_text(&e))?;
-    let resp = web::within(Box::pin(ns.fetch(budget_id, &req)), GUARD_TIMEOUT_MS)
-        .await
-        .ok_or_else(|| format!("the guard did not answer within {GUARD_TIMEOUT_MS} ms"))??;
+    let resp = web::within(
+        Box::pin(guard_fetch(&ns, budget_id, &req)),
+        GUARD_TIMEOUT_MS,
+    )
+    .await
+    .ok_or_else(|| format!("the guard did not answer within {GUARD_TIMEOUT_MS} ms"))??;
     if resp.status() == UNDECIDED_STATUS {
         let why = web::response_bytes(&resp).await.unwrap_or_default();
         return Err(String::from_utf8_lossy(&why).into_owned());

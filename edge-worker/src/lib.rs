@@ -19,8 +19,8 @@
 //! `cargo xtask soak` — can name the exact row in `usage_events` its call produced.
 //!
 //! Everything but the Workers glue (`fetch`, `consumer`, `key_lookup`, `enforce`, `prices`, `proxy`,
-//! `record`, `stream`, `guard`, `ship`, `web`, `bindings` and the runtime
-//! declarations in `cf`; wasm32 only) is plain Rust, tested natively.
+//! `record`, `stream`, `guard`, `ship`, `web`, `bindings` and `cf`, which brings in workers-rs;
+//! wasm32 only) is plain Rust, tested natively.
 
 pub mod attribution;
 pub mod budget;

@@ -239,9 +239,15 @@ export default {
 
 impl LocalWorker {
     /// The `workerd` config (Cap'n Proto text). `embed` paths are relative to the config
-    /// file, which therefore lives in the bundle directory ([`LocalWorker::write_config`]).
+    /// file, which lives in the run directory beside the bundle ([`LocalWorker::run_dir`]):
+    /// the bundle's files are embedded from `../<bundle>/`, what a local run adds (baseline
+    /// workers, the queue stand-in) from the run directory itself.
     pub fn workerd_config(&self) -> String {
-        let embed = |name: &str| capnp_str(name);
+        let bundle = self
+            .bundle_dir
+            .file_name()
+            .map_or_else(|| "edge".to_string(), |n| n.to_string_lossy().into_owned());
+        let embed = |name: &str| capnp_str(&format!("../{bundle}/{name}"));
         // wasm-bindgen's JS snippets (`snippets/<crate>-<hash>/inline0.js`), imported by index.js.
         let mut snippets = String::new();
         for rel in snippet_modules(&self.bundle_dir) {
@@ -349,13 +355,28 @@ const edge :Workerd.Worker = (
         )
     }
 
-    /// Writes the config as `<bundle_dir>/<name>` and returns its path.
+    /// Where a local run's config and added modules go: `<bundle_dir>-local/`, beside the
+    /// bundle and never in it — `wrangler deploy` uploads every module it finds in the
+    /// bundle's directory.
+    pub fn run_dir(&self) -> PathBuf {
+        let mut name = self
+            .bundle_dir
+            .file_name()
+            .map_or_else(|| "edge".into(), |n| n.to_os_string());
+        name.push("-local");
+        self.bundle_dir.with_file_name(name)
+    }
+
+    /// Writes the config as `<run_dir>/<name>` (with the modules a local run adds) and
+    /// returns its path.
     pub fn write_config(&self, name: &str) -> std::io::Result<PathBuf> {
-        let path = self.bundle_dir.join(name);
+        let run_dir = self.run_dir();
+        std::fs::create_dir_all(&run_dir)?;
+        let path = run_dir.join(name);
         for b in &self.baselines {
-            std::fs::write(self.bundle_dir.join(format!("{}.js", b.name)), b.source)?;
+            std::fs::write(run_dir.join(format!("{}.js", b.name)), b.source)?;
             if let Some(wasm) = &b.wasm {
-                let dir = self.bundle_dir.join(b.name);
+                let dir = run_dir.join(b.name);
                 std::fs::create_dir_all(&dir)?;
                 for file in ["index.js", "index_bg.wasm"] {
                     std::fs::copy(wasm.join(file), dir.join(file))?;
@@ -363,7 +384,7 @@ const edge :Workerd.Worker = (
             }
         }
         if self.stand_ins.usage_queue.is_some() {
-            std::fs::write(self.bundle_dir.join("usage-queue.js"), LOCAL_QUEUE_JS)?;
+            std::fs::write(run_dir.join("usage-queue.js"), LOCAL_QUEUE_JS)?;
         }
         std::fs::write(&path, self.workerd_config())?;
         Ok(path)
@@ -425,6 +446,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_local_run_writes_beside_the_bundle_not_in_it() {
+        let w = LocalWorker {
+            bundle_dir: PathBuf::from("/x/target/edge-before"),
+            listen: "127.0.0.1:8787".into(),
+            bindings: Vec::new(),
+            baselines: Vec::new(),
+            stand_ins: StandIns::default(),
+        };
+        assert_eq!(w.run_dir(), PathBuf::from("/x/target/edge-before-local"));
+        assert!(w
+            .workerd_config()
+            .contains(r#"esModule = embed "../edge-before/index.js""#));
+    }
+
+    #[test]
     fn config_embeds_the_bundle_and_quotes_bindings() {
         let w = LocalWorker {
             bundle_dir: PathBuf::from("/x/target/edge"),
@@ -445,8 +481,8 @@ mod tests {
         assert!(c.contains(
             r#"modules = [ (name = "passthrough.js", esModule = embed "passthrough.js") ]"#
         ));
-        assert!(c.contains(r#"esModule = embed "shim.js""#));
-        assert!(c.contains(r#"wasm = embed "index_bg.wasm""#));
+        assert!(c.contains(r#"esModule = embed "../edge/shim.js""#));
+        assert!(c.contains(r#"wasm = embed "../edge/index_bg.wasm""#));
         assert!(c.contains(r#"(name = "APP_KEYS", text = "{\"a\":\"b\"}"),"#));
         assert!(c.contains(r#"address = "127.0.0.1:8787""#));
     }

@@ -1,9 +1,9 @@
 //! From what happened during a call to its [`UsageRecord`]. Every attempt yields one: success,
 //! provider error, timeout, abort, refusal.
 
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
-use time::OffsetDateTime;
 use usage_core::{
     cost_of_call, effective_tier, CallToPrice, Endpoint, ErrorClass, ParsedUsage, PriceTable,
     TokenCounts, ToolCalls, UsageRecord, SCHEMA_VERSION,
@@ -16,7 +16,7 @@ use crate::keys::AppKey;
 #[derive(Clone, Debug)]
 pub struct CallFacts {
     pub event_id: Uuid,
-    pub started: OffsetDateTime,
+    pub started: DateTime<Utc>,
     pub latency_ms: u32,
     pub ttft_ms: Option<u32>,
     pub upstream_ms: u32,
@@ -115,13 +115,14 @@ pub fn build_record(f: CallFacts, table: &PriceTable) -> UsageRecord {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use time::macros::datetime;
+
+    use usage_core::utc;
     use usage_core::{CostSource, Nanos, UsageSource};
 
     pub(crate) fn facts() -> CallFacts {
         CallFacts {
             event_id: Uuid::from_u128(1 << 100),
-            started: datetime!(2026-11-01 10:00 UTC),
+            started: utc(2026, 11, 1, 10, 0, 0),
             latency_ms: 900,
             ttft_ms: Some(150),
             upstream_ms: 880,
@@ -173,7 +174,7 @@ pub(crate) mod tests {
         assert_eq!(r.user_id, "alice");
         assert_eq!(r.task_type, "chat");
         assert_eq!(r.pricing_version, table.version());
-        assert_eq!(r.validate(datetime!(2026-11-01 10:01 UTC)), Ok(()));
+        assert_eq!(r.validate(utc(2026, 11, 1, 10, 1, 0)), Ok(()));
     }
 
     #[test]
@@ -202,7 +203,7 @@ pub(crate) mod tests {
             (r.cost_source, r.cost_nusd),
             (CostSource::Unpriced, Nanos::ZERO)
         );
-        assert_eq!(r.validate(datetime!(2026-11-01 10:01 UTC)), Ok(()));
+        assert_eq!(r.validate(utc(2026, 11, 1, 10, 1, 0)), Ok(()));
     }
 
     #[test]
@@ -219,7 +220,7 @@ pub(crate) mod tests {
             (r.cost_nusd, r.cost_source, r.usage_source),
             (Nanos::ZERO, CostSource::PriceTable, UsageSource::None)
         );
-        assert_eq!(r.validate(datetime!(2026-11-01 10:01 UTC)), Ok(()));
+        assert_eq!(r.validate(utc(2026, 11, 1, 10, 1, 0)), Ok(()));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::rc::Rc;
 use usage_core::{wire, PriceTable};
 
 use crate::bindings::secret;
-use crate::cf::{console_error, now_ms, Env, ExecutionContext as Context};
+use crate::cf::{self, console_error, now_ms, Context, Env};
 use crate::config::Settings;
 use crate::web;
 
@@ -90,7 +90,7 @@ pub async fn refresh(env: &Env, ctx: &Context, settings: &Settings) {
     if cold {
         fetch_into_cache(env.clone(), base, ttl_ms).await;
     } else {
-        ctx.wait_until(fetch_into_cache(env.clone(), base, ttl_ms));
+        cf::wait_until(ctx, fetch_into_cache(env.clone(), base, ttl_ms));
     }
 }
 

@@ -6,7 +6,7 @@ use usage_core::{parse_response, Endpoint, ErrorClass};
 use uuid::Uuid;
 
 use crate::bindings::secret;
-use crate::cf::{console_error, Env, ExecutionContext as Context};
+use crate::cf::{self, console_error, Context, Env};
 use crate::config::{Provider, Settings};
 use crate::errors::ApiError;
 use crate::record::{elapsed_ms, facts, finish, record_later, Prepared};
@@ -106,7 +106,7 @@ pub async fn proxy(
     let endpoint = p.route.endpoint;
     let env2 = env.clone();
     let (reservations, budget_now) = (p.reservations.clone(), p.budget_now);
-    ctx.wait_until(async move {
+    cf::wait_until(ctx, async move {
         match web::response_bytes(&copy).await {
             Ok(bytes) => {
                 f.latency_ms = elapsed_ms(started);
@@ -172,7 +172,7 @@ fn stream_through(
     let request_bytes = p.request_bytes;
     let env2 = env.clone();
     let (reservations, budget_now) = (p.reservations.clone(), p.budget_now);
-    ctx.wait_until(async move {
+    cf::wait_until(ctx, async move {
         match relay {
             Some(relay) => {
                 let end = relay.run().await;

@@ -1,14 +1,14 @@
 //! A call's record: what was decided before the upstream call ([`Prepared`]), the facts
 //! measured, and [`finish`] — build the record, settle the budget reservations, ship it.
 
-use time::OffsetDateTime;
+use chrono::{DateTime, Datelike, Utc};
 use usage_core::{ErrorClass, PriceTable};
 use uuid::Uuid;
 
 use crate::attribution::Attribution;
 use crate::budget::GuardRequest;
 use crate::call::{Plan, Route};
-use crate::cf::{console_error, now_ms, Env, ExecutionContext as Context};
+use crate::cf::{self, console_error, now_ms, Context, Env};
 use crate::guard;
 use crate::keys::AppKey;
 use crate::measure::{self, CallFacts};
@@ -33,9 +33,12 @@ pub struct Prepared {
 }
 
 /// A time in ms since the epoch as a date-time (the epoch itself if out of range).
-pub fn datetime_ms(ms: u64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+pub fn datetime_ms(ms: u64) -> DateTime<Utc> {
+    i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .filter(|t| t.year() <= 9999)
+        .unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 /// Milliseconds since `since` (ms since the epoch).
@@ -111,7 +114,7 @@ pub fn record_later(
     budget_now: i64,
 ) {
     let env = env.clone();
-    ctx.wait_until(finish(env, facts, reservations, budget_now));
+    cf::wait_until(ctx, finish(env, facts, reservations, budget_now));
 }
 
 /// Builds the record, settles the call's budget reservations to its cost, and ships it.

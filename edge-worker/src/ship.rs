@@ -60,14 +60,22 @@ fn now_ms() -> f64 {
     cf::now_ms() as f64
 }
 
+/// Sends one message whose body is `text` (content type `text`: the consumer forwards it as
+/// it is).
+async fn send_text(queue: &Queue, text: &str) -> Result<(), String> {
+    let message = worker::RawMessageBuilder::new(wasm_bindgen::JsValue::from_str(text))
+        .build_with_content_type(worker::QueueContentType::Text);
+    queue.send_raw(message).await.map_err(|e| e.to_string())
+}
+
 /// Ships one record (see the module docs).
 pub async fn ship(env: &Env, record: UsageRecord) {
     let queue_bound = crate::bindings::has_usage_queue(env);
     if queue_bound {
-        if let Some(queue) = env.binding::<Queue>(crate::config::names::USAGE_QUEUE) {
+        if let Ok(queue) = env.queue(crate::config::names::USAGE_QUEUE) {
             // As JSON text: the consumer forwards it to the collector as it is.
             let sent = match serde_json::to_string(&record) {
-                Ok(text) => queue.send_text(&text).await,
+                Ok(text) => send_text(&queue, &text).await,
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = sent {

@@ -1,11 +1,14 @@
 //! Thin calls into the Workers runtime's web APIs (`fetch`, `Response`, timers), made through
-//! `web_sys` directly on the request path.
+//! `web_sys` directly on the request path — beside workers-rs (`cf.rs`), which provides the
+//! entry points and bindings and hands the handlers these same `web_sys` objects.
 //!
 //! Runtime objects stay as they are (no Rust-side copies of requests and responses), and bodies
-//! are read whole with `arrayBuffer()`: profiling the worker under workerd showed that wrappers
-//! doing otherwise (the `worker` crate's, which Tollgate used before `cf`) cost more latency
-//! than Tollgate's own logic. Only a chunked upload is read chunk by chunk ([`read_chunks`]), to
-//! stop it at the size limit.
+//! are read whole with `arrayBuffer()`: profiling the worker under workerd showed that reading
+//! them through workers-rs's `Request`/`Response` wrappers (stream readers: a promise, closure
+//! and microtask per chunk) cost more latency than Tollgate's own logic — docs/BENCHMARKS.md,
+//! "Where the edge's time goes": json c=1 went from 4.3× to 1.8× the JS passthrough with this
+//! and the other glue changes there. Only a chunked upload is read chunk by chunk
+//! ([`read_chunks`]), to stop it at the size limit.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -27,7 +27,7 @@
 
 pub mod backtest;
 
-use time::{Date, Duration};
+use chrono::{Datelike, NaiveDate, TimeDelta};
 
 /// Why no forecast can be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,7 +54,7 @@ pub enum Method {
 /// One forecast day.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
-    pub day: Date,
+    pub day: NaiveDate,
     pub value: f64,
     pub lower: f64,
     pub upper: f64,
@@ -74,7 +74,7 @@ pub struct Forecast {
     pub multiplicative: bool,
     /// Residual standard deviation (robust): relative when `multiplicative`, else in USD.
     pub sigma: f64,
-    first_day: Date,
+    first_day: NaiveDate,
     n: usize,
     t_mean: f64,
     t_ss: f64,
@@ -119,13 +119,13 @@ fn theil_sen(points: &[(f64, f64)]) -> (f64, f64) {
     (median(&mut intercepts), slope)
 }
 
-fn weekday_index(d: Date) -> usize {
-    usize::from(d.weekday().number_days_from_monday())
+fn weekday_index(d: NaiveDate) -> usize {
+    d.weekday().num_days_from_monday() as usize
 }
 
 impl Forecast {
     /// Fits the model to complete days `first_day, first_day + 1, …` with costs `history`.
-    pub fn fit(first_day: Date, history: &[f64]) -> Result<Forecast, ForecastError> {
+    pub fn fit(first_day: NaiveDate, history: &[f64]) -> Result<Forecast, ForecastError> {
         let n = history.len();
         if n == 0 {
             return Err(ForecastError::InsufficientHistory);
@@ -146,7 +146,7 @@ impl Forecast {
             let multiplicative = floor > 1e-9 && floor > 0.05 * level.abs().max(1e-9);
             let mut by_day: [Vec<f64>; 7] = Default::default();
             for (i, y) in history.iter().enumerate() {
-                let day = first_day + Duration::days(i as i64);
+                let day = first_day + TimeDelta::days(i as i64);
                 let effect = if multiplicative {
                     y / trend(i)
                 } else {
@@ -209,7 +209,7 @@ impl Forecast {
             .iter()
             .enumerate()
             .map(|(i, y)| {
-                let fit = f.fitted(i as f64, first_day + Duration::days(i as i64));
+                let fit = f.fitted(i as f64, first_day + TimeDelta::days(i as i64));
                 if f.multiplicative {
                     if fit > 0.0 {
                         y / fit - 1.0
@@ -236,7 +236,7 @@ impl Forecast {
         Ok(f)
     }
 
-    fn fitted(&self, t: f64, day: Date) -> f64 {
+    fn fitted(&self, t: f64, day: NaiveDate) -> f64 {
         let trend = self.level + self.slope * t;
         if self.multiplicative {
             trend * self.season[weekday_index(day)]
@@ -246,8 +246,8 @@ impl Forecast {
     }
 
     /// The forecast for `day` (any day; the history starts at `first_day`).
-    pub fn at(&self, day: Date) -> Point {
-        let t = (day - self.first_day).whole_days() as f64;
+    pub fn at(&self, day: NaiveDate) -> Point {
+        let t = (day - self.first_day).num_days() as f64;
         let value = self.fitted(t, day);
         let n = self.n as f64;
         let leverage = if self.t_ss > 0.0 {
@@ -270,15 +270,15 @@ impl Forecast {
     }
 
     /// The forecasts for the `horizon` days starting at `from`.
-    pub fn horizon(&self, from: Date, horizon: u32) -> Vec<Point> {
+    pub fn horizon(&self, from: NaiveDate, horizon: u32) -> Vec<Point> {
         (0..i64::from(horizon))
-            .map(|i| self.at(from + Duration::days(i)))
+            .map(|i| self.at(from + TimeDelta::days(i)))
             .collect()
     }
 }
 
 /// The first day in `points` on which `already + cumulative forecast` reaches `limit`.
-pub fn exhaustion_day(points: &[Point], already: f64, limit: f64) -> Option<Date> {
+pub fn exhaustion_day(points: &[Point], already: f64, limit: f64) -> Option<NaiveDate> {
     if already >= limit {
         return points.first().map(|p| p.day);
     }
@@ -295,10 +295,11 @@ pub fn exhaustion_day(points: &[Point], already: f64, limit: f64) -> Option<Date
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::date;
+    use chrono::{NaiveDate, TimeDelta};
+    use usage_core::ymd;
 
     // A Monday.
-    const START: Date = date!(2026 - 09 - 07);
+    const START: NaiveDate = ymd(2026, 9, 7);
 
     #[test]
     fn a_pure_linear_series_is_forecast_exactly() {
@@ -306,7 +307,7 @@ mod tests {
         let f = Forecast::fit(START, &history).unwrap();
         assert_eq!(f.method, Method::TrendWeekly);
         for h in 0..30 {
-            let day = START + Duration::days(42 + h);
+            let day = START + TimeDelta::days(42 + h);
             let want = 10.0 + 2.5 * (42 + h) as f64;
             assert!(
                 (f.at(day).value - want).abs() < 1e-9,
@@ -323,7 +324,7 @@ mod tests {
         let history: Vec<f64> = (0..56).map(|i| week[i % 7]).collect();
         let f = Forecast::fit(START, &history).unwrap();
         for h in 0..28 {
-            let day = START + Duration::days(56 + h);
+            let day = START + TimeDelta::days(56 + h);
             let want = week[(56 + h as usize) % 7];
             assert!(
                 (f.at(day).value - want).abs() < 1e-9,
@@ -344,7 +345,7 @@ mod tests {
         let clean = Forecast::fit(START, &history).unwrap();
         history[30] *= 6.0; // one runaway day
         let dirty = Forecast::fit(START, &history).unwrap();
-        let day = START + Duration::days(70);
+        let day = START + TimeDelta::days(70);
         let want = week[0] * (100.0 + 140.0);
         assert!(
             (clean.at(day).value / want - 1.0).abs() < 0.02,
@@ -367,10 +368,10 @@ mod tests {
         );
         let one = Forecast::fit(START, &[5.0]).unwrap();
         assert_eq!(one.method, Method::Mean);
-        assert_eq!(one.at(START + Duration::days(3)).value, 5.0);
+        assert_eq!(one.at(START + TimeDelta::days(3)).value, 5.0);
         let five = Forecast::fit(START, &[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
         assert_eq!(five.method, Method::Trend);
-        assert!((five.at(START + Duration::days(10)).value - 11.0).abs() < 1e-9);
+        assert!((five.at(START + TimeDelta::days(10)).value - 11.0).abs() < 1e-9);
     }
 
     #[test]
@@ -379,13 +380,13 @@ mod tests {
             .map(|i| 5.0 + ((i * 7919) % 13) as f64 * 0.3)
             .collect();
         let f = Forecast::fit(START, &history).unwrap();
-        let near = f.at(START + Duration::days(28));
-        let far = f.at(START + Duration::days(58));
+        let near = f.at(START + TimeDelta::days(28));
+        let far = f.at(START + TimeDelta::days(58));
         assert!(near.lower <= near.value && near.value <= near.upper);
         assert!(far.upper - far.lower >= near.upper - near.lower);
         let falling: Vec<f64> = (0..20).map(|i| 20.0 - i as f64).collect();
         let f = Forecast::fit(START, &falling).unwrap();
-        let p = f.at(START + Duration::days(60));
+        let p = f.at(START + TimeDelta::days(60));
         assert_eq!((p.value, p.lower), (0.0, 0.0));
     }
 
@@ -393,7 +394,7 @@ mod tests {
     fn exhaustion() {
         let pts: Vec<Point> = (0..5)
             .map(|i| Point {
-                day: START + Duration::days(i),
+                day: START + TimeDelta::days(i),
                 value: 10.0,
                 lower: 5.0,
                 upper: 15.0,
@@ -401,7 +402,7 @@ mod tests {
             .collect();
         assert_eq!(
             exhaustion_day(&pts, 75.0, 100.0),
-            Some(START + Duration::days(2))
+            Some(START + TimeDelta::days(2))
         );
         assert_eq!(exhaustion_day(&pts, 0.0, 100.0), None);
         assert_eq!(exhaustion_day(&pts, 120.0, 100.0), Some(START));

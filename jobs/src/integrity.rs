@@ -2,9 +2,8 @@
 //! where they differ from the raw rows, events stored twice kept once) every
 //! `integrity.interval_secs`, counted in [`crate::metrics::JobMetrics`].
 
+use chrono::Utc;
 use std::time::Duration;
-
-use time::OffsetDateTime;
 
 use crate::error::JobResult;
 use crate::Context;
@@ -28,9 +27,7 @@ pub async fn integrity_once(state: &Context) -> JobResult<()> {
                     .get_or_create(&kind(k))
                     .inc_by(n as u64);
             }
-            metrics
-                .integrity_last_pass
-                .set(OffsetDateTime::now_utc().unix_timestamp());
+            metrics.integrity_last_pass.set(Utc::now().timestamp());
             tracing::info!(?report, "integrity pass done");
             Ok(())
         }

@@ -2,10 +2,10 @@
 //! ClickHouse (`job_leases`, migration 0007). The protocol and its race window are in the
 //! [module docs of the evaluator](super).
 
+use chrono::{DateTime, TimeDelta, Utc};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::{self, Client, Row};
 use tollgate_clickhouse::queries::NamedQuery;
 use tollgate_clickhouse::read_query;
@@ -25,11 +25,11 @@ const RENEWAL_MARGIN_SECS: i64 = 5;
 #[derive(Clone, Debug, Row, Deserialize)]
 struct LeaseRow {
     current_holder: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    current_expires_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    current_expires_at: DateTime<Utc>,
     current_version: u64,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    server_now: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    server_now: DateTime<Utc>,
 }
 
 /// A row of `job_leases` (migration 0007), column for column.
@@ -37,10 +37,10 @@ struct LeaseRow {
 struct LeaseInsertRow<'a> {
     name: &'a str,
     holder: &'a str,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    acquired_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    expires_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    acquired_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    expires_at: DateTime<Utc>,
     version: u64,
 }
 
@@ -101,8 +101,8 @@ impl Lease {
 
     async fn write(
         &self,
-        at: OffsetDateTime,
-        expires_at: OffsetDateTime,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
         after: u64,
     ) -> JobResult<()> {
         let mut insert = self
@@ -131,10 +131,10 @@ impl Lease {
         if live && !ours {
             return Ok(false);
         }
-        let ttl = time::Duration::seconds(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX));
+        let ttl = TimeDelta::seconds(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX));
         self.write(now, now + ttl, current.current_version).await?;
         let comfortable =
-            ours && (current.current_expires_at - now).whole_seconds() > RENEWAL_MARGIN_SECS;
+            ours && (current.current_expires_at - now).num_seconds() > RENEWAL_MARGIN_SECS;
         if comfortable {
             // Nobody else can have read our live lease as free.
             return Ok(true);
@@ -149,7 +149,7 @@ impl Lease {
         if current.current_holder == self.holder {
             self.write(
                 current.server_now,
-                OffsetDateTime::UNIX_EPOCH,
+                DateTime::UNIX_EPOCH,
                 current.current_version,
             )
             .await?;

@@ -9,6 +9,7 @@
 //! Configuration: `--config jobs.toml` and `TOLLGATE_*` variables (docs/CONFIGURATION.md,
 //! "tollgate-jobs"); the job sections read as in `dashboard-api`'s file.
 
+use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,10 +48,10 @@ enum Command {
     Reprice {
         /// Start of the range, RFC 3339 (inclusive).
         #[arg(long, value_parser = rfc3339)]
-        from: time::OffsetDateTime,
+        from: DateTime<Utc>,
         /// End of the range, RFC 3339 (exclusive).
         #[arg(long, value_parser = rfc3339)]
-        to: time::OffsetDateTime,
+        to: DateTime<Utc>,
         /// Only this provider's calls.
         #[arg(long)]
         provider: Option<String>,
@@ -60,9 +61,9 @@ enum Command {
     },
 }
 
-fn rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("`{s}` is not an RFC 3339 time (2026-12-01T00:00:00Z): {e}"))
+fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    usage_core::rfc3339::parse(s)
+        .ok_or_else(|| format!("`{s}` is not an RFC 3339 time (2026-12-01T00:00:00Z)"))
 }
 
 fn main() -> ExitCode {
@@ -87,8 +88,8 @@ fn main() -> ExitCode {
 
 async fn reprice(
     file: JobsFile,
-    from: time::OffsetDateTime,
-    to: time::OffsetDateTime,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
     provider: Option<String>,
     model: Option<String>,
 ) -> Result<(), service_kit::BoxError> {
@@ -132,7 +133,7 @@ fn context(file: &JobsFile) -> Context {
 
 async fn retention(file: JobsFile, dry_run: bool) -> Result<(), service_kit::BoxError> {
     let ctx = context(&file);
-    let now = time::OffsetDateTime::now_utc();
+    let now = Utc::now();
     let partitions = if dry_run {
         tollgate_jobs::retention::plan(&ctx, now).await?
     } else {

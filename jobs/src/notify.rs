@@ -24,11 +24,11 @@
 //! - `POST /api/v1/alert-rules/{id}/test` ([`test_send`]) sends a sample to the rule's channels
 //!   and answers each channel's [`DeliveryResult`].
 
+use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::Client;
 use uuid::Uuid;
 
@@ -137,14 +137,13 @@ pub struct Notice<'a> {
     pub alert: &'a AlertRow,
 }
 
-fn rfc(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+fn rfc(t: DateTime<Utc>) -> String {
+    usage_core::rfc3339::format(&t).unwrap_or_default()
 }
 
 /// The generic webhook body: `event`, `delivery_id`, `sent_at`, `test` and the `alert` (ids,
 /// rule name, kind, severity, state, title, details, opened/resolved times, who resolved it).
-pub fn generic_body(n: &Notice<'_>, delivery_id: Uuid, sent_at: OffsetDateTime) -> Value {
+pub fn generic_body(n: &Notice<'_>, delivery_id: Uuid, sent_at: DateTime<Utc>) -> Value {
     let a = n.alert;
     json!({
         "event": n.event.as_str(),
@@ -437,7 +436,7 @@ async fn webhook_attempt(
     };
     let secret = config.signing_secret.expose();
     if !secret.is_empty() {
-        let t = OffsetDateTime::now_utc().unix_timestamp();
+        let t = Utc::now().timestamp();
         request = request.header(
             usage_core::wire::SIGNATURE_HEADER,
             usage_core::wire::sign(secret.as_bytes(), t, body),

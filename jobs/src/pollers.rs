@@ -15,10 +15,10 @@
 //! (`POST /api/v1/credits`). Polled balances belong to the deployment (`org_id` empty): admins
 //! see them, and rules of `evaluator.operator_orgs` watch them.
 
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use std::time::Duration as StdDuration;
 
 use serde_json::Value;
-use time::OffsetDateTime;
 use usage_core::Nanos;
 
 use crate::error::JobResult;
@@ -78,7 +78,7 @@ fn clamp(v: i128) -> i64 {
     i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
-fn failed_row(label: &str, status: &str, error: String, now: OffsetDateTime) -> CreditInsertRow {
+fn failed_row(label: &str, status: &str, error: String, now: DateTime<Utc>) -> CreditInsertRow {
     CreditInsertRow {
         provider: "openrouter".into(),
         key_label: label.into(),
@@ -92,14 +92,14 @@ fn failed_row(label: &str, status: &str, error: String, now: OffsetDateTime) -> 
     }
 }
 
-fn to_second(t: OffsetDateTime) -> OffsetDateTime {
-    t.replace_nanosecond(0).unwrap_or(t)
+fn to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t)
 }
 
 /// Polls `/api/v1/credits` with the management key and records the account balance.
 pub async fn poll_openrouter_credits(
     state: &Context,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
 ) -> JobResult<CreditInsertRow> {
     let now = to_second(now);
     let key = state.config().pollers.openrouter_management_key.expose();
@@ -140,7 +140,7 @@ pub async fn poll_openrouter_credits(
 /// same-day reconciliation snapshot.
 pub async fn poll_openrouter_key(
     state: &Context,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
 ) -> JobResult<(CreditInsertRow, Option<ReconciliationRow>)> {
     let now = to_second(now);
     let Some(key) = openrouter_key(state) else {
@@ -198,15 +198,15 @@ pub async fn poll_openrouter_key(
             let recorded: i128 = crate::evaluator::usage::hourly_costs(
                 state.client(),
                 &filter,
-                midnight(now.date()),
-                now + time::Duration::seconds(1),
+                midnight(now.date_naive()),
+                now + TimeDelta::seconds(1),
             )
             .await?
             .values()
             .sum();
             let r = reconciliation::row(
                 "openrouter",
-                now.date(),
+                now.date_naive(),
                 recorded,
                 reported,
                 "openrouter_key_usage_daily",
@@ -228,7 +228,7 @@ pub struct PollReport {
 }
 
 /// One poll of every provider with a key.
-pub async fn poll_once(state: &Context, now: OffsetDateTime) -> JobResult<PollReport> {
+pub async fn poll_once(state: &Context, now: DateTime<Utc>) -> JobResult<PollReport> {
     let mut report = PollReport::default();
     if !state
         .config()

@@ -25,8 +25,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde_json::Value;
-use time::{Date, Duration, OffsetDateTime};
 use tollgate_clickhouse::clickhouse::Client;
 use tollgate_clickhouse::Scope;
 use usage_core::Nanos;
@@ -48,9 +48,9 @@ const MAX_PAGES: usize = 20;
 pub async fn recorded_per_day(
     client: &Client,
     provider: &str,
-    from: Date,
-    to: Date,
-) -> JobResult<BTreeMap<Date, i128>> {
+    from: NaiveDate,
+    to: NaiveDate,
+) -> JobResult<BTreeMap<NaiveDate, i128>> {
     let filter = Filter {
         scope: Scope::AllOrgs,
         provider: Some(provider.to_string()),
@@ -62,19 +62,19 @@ pub async fn recorded_per_day(
 /// OpenAI's cost per UTC day of `[from, to)` from the Costs API.
 pub async fn openai_costs(
     state: &Context,
-    from: Date,
-    to: Date,
-) -> Result<BTreeMap<Date, i128>, String> {
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<BTreeMap<NaiveDate, i128>, String> {
     let p = &state.config().pollers;
     let base = p.openai_base_url.trim_end_matches('/');
-    let days = (to - from).whole_days().max(1);
-    let mut out: BTreeMap<Date, i128> = BTreeMap::new();
+    let days = (to - from).num_days().max(1);
+    let mut out: BTreeMap<NaiveDate, i128> = BTreeMap::new();
     let mut page: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let mut url = format!(
             "{base}/v1/organization/costs?start_time={}&end_time={}&bucket_width=1d&limit={days}",
-            midnight(from).unix_timestamp(),
-            midnight(to).unix_timestamp()
+            midnight(from).timestamp(),
+            midnight(to).timestamp()
         );
         if let Some(cursor) = &page {
             url.push_str("&page=");
@@ -109,7 +109,7 @@ pub async fn openai_costs(
             let start = b
                 .get("start_time")
                 .and_then(Value::as_i64)
-                .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                .and_then(DateTime::from_timestamp_secs)
                 .ok_or("OpenAI Costs API: a bucket without `start_time`")?;
             let mut day_total = 0i128;
             for r in b
@@ -134,7 +134,7 @@ pub async fn openai_costs(
                     .map(i128::from)
                     .ok_or("OpenAI Costs API: a result without `amount.value`")?;
             }
-            *out.entry(start.date()).or_default() += day_total;
+            *out.entry(start.date_naive()).or_default() += day_total;
         }
         page = match (
             body.get("has_more").and_then(Value::as_bool),
@@ -158,13 +158,13 @@ pub struct ReconcileReport {
 
 /// Re-checks the last `pollers.reconcile_lookback_days` complete UTC days before `now` for
 /// OpenAI (with an admin key), and takes an OpenRouter same-day snapshot (with a key).
-pub async fn reconcile_once(state: &Context, now: OffsetDateTime) -> JobResult<ReconcileReport> {
+pub async fn reconcile_once(state: &Context, now: DateTime<Utc>) -> JobResult<ReconcileReport> {
     let p = &state.config().pollers;
     let client = state.client();
     let mut report = ReconcileReport::default();
-    let today = now.date();
+    let today = now.date_naive();
     if !p.openai_admin_key.expose().is_empty() {
-        let from = today - Duration::days(i64::from(p.reconcile_lookback_days));
+        let from = today - TimeDelta::days(i64::from(p.reconcile_lookback_days));
         match openai_costs(state, from, today).await {
             Ok(reported) => {
                 let recorded = recorded_per_day(client, "openai", from, today).await?;
@@ -178,7 +178,7 @@ pub async fn reconcile_once(state: &Context, now: OffsetDateTime) -> JobResult<R
                         "openai_costs",
                         now,
                     ));
-                    d += Duration::days(1);
+                    d += TimeDelta::days(1);
                 }
             }
             Err(e) => {

@@ -3,7 +3,7 @@
 //! (`tollgate_clickhouse::retention`), counted in [`crate::metrics::JobMetrics`]. The same
 //! policy as a dry run: `tollgate-jobs retention --dry-run`.
 
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 use tollgate_clickhouse::read_query;
 use tollgate_clickhouse::retention::{self, DroppedPartition};
 
@@ -18,20 +18,20 @@ async fn database(state: &Context) -> JobResult<String> {
 }
 
 /// What the policy would drop today, dropping nothing.
-pub async fn plan(state: &Context, now: OffsetDateTime) -> JobResult<Vec<DroppedPartition>> {
+pub async fn plan(state: &Context, now: DateTime<Utc>) -> JobResult<Vec<DroppedPartition>> {
     let db = database(state).await?;
     let policy = state.config().retention.policy();
-    Ok(retention::plan(state.client(), &db, &policy, now.date()).await?)
+    Ok(retention::plan(state.client(), &db, &policy, now.date_naive()).await?)
 }
 
 /// One pass: drops what the policy says has expired; returns what was dropped.
 pub async fn retention_once(
     state: &Context,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
 ) -> JobResult<Vec<DroppedPartition>> {
     let db = database(state).await?;
     let policy = state.config().retention.policy();
-    let dropped = retention::apply(state.client(), &db, &policy, now.date(), None).await?;
+    let dropped = retention::apply(state.client(), &db, &policy, now.date_naive(), None).await?;
     for d in &dropped {
         state
             .metrics()

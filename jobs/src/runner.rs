@@ -12,11 +12,11 @@
 //! `pollers.reconcile_interval_secs` late; `pollers.reconcile_lookback_days` re-checks the
 //! days it missed. A failed run is logged and retried at the next tick.
 
+use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -144,7 +144,7 @@ fn run_loop<F, Fut>(
     job: F,
 ) -> JoinHandle<()>
 where
-    F: Fn(Context, OffsetDateTime) -> Fut + Send + 'static,
+    F: Fn(Context, DateTime<Utc>) -> Fut + Send + 'static,
     Fut: Future<Output = JobResult<()>> + Send,
 {
     tokio::spawn(async move {
@@ -160,7 +160,7 @@ where
             }
             match lease.acquire().await {
                 Ok(true) => {
-                    if let Err(e) = job(state.clone(), OffsetDateTime::now_utc()).await {
+                    if let Err(e) = job(state.clone(), Utc::now()).await {
                         tracing::warn!(job = name, error = ?e, "background job failed; next run as scheduled");
                     }
                 }

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use time::{Duration, OffsetDateTime};
+use chrono::{TimeDelta, Utc};
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_clickhouse::testing::TestDb;
 use tollgate_clickhouse::{insert_events, read_query, UsageEventRow};
@@ -44,13 +44,13 @@ fn retention(db: &TestDb, dry_run: bool) -> String {
 async fn the_dry_run_names_what_the_real_run_drops() {
     let db = TestDb::new().await.unwrap();
     // Six months of calls up to now: with raw_months = 2, the oldest three months expire.
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let shape = Shape {
         orgs: 1,
         users_per_org: 2,
         apps_per_org: 1,
-        start: now - Duration::days(170),
-        span: Duration::days(170),
+        start: now - TimeDelta::days(170),
+        span: TimeDelta::days(170),
     };
     let rows: Vec<UsageEventRow> = Synthetic::new(3, 340, shape)
         .map(|r| UsageEventRow::from(&r))

@@ -288,10 +288,26 @@ impl WorkerdProc {
         baselines: Vec<edge_worker::local::JsBaseline>,
         stand_ins: local::StandIns,
     ) -> WorkerdProc {
+        Self::start_bundle(
+            local::bundle_dir(&repo_root()),
+            bindings,
+            baselines,
+            stand_ins,
+        )
+    }
+
+    /// [`WorkerdProc::start_full`] of the bundle in `bundle_dir` (another build of the worker,
+    /// e.g. the benchmark's before/after comparison).
+    pub fn start_bundle(
+        bundle_dir: PathBuf,
+        bindings: Vec<(String, String)>,
+        baselines: Vec<edge_worker::local::JsBaseline>,
+        stand_ins: local::StandIns,
+    ) -> WorkerdProc {
         let root = repo_root();
         let port = free_port();
         let worker = LocalWorker {
-            bundle_dir: local::bundle_dir(&root),
+            bundle_dir,
             listen: format!("127.0.0.1:{port}"),
             bindings,
             baselines,

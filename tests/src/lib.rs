@@ -9,11 +9,14 @@
 //! - [`soak`] — `cargo xtask soak`: the stack under load while a fault injector restarts its
 //!   pieces, then a reconciliation of what clients saw with what was stored.
 //!
+//! - [`bench_support`] — what the `bench-*` programs share.
+//!
 //! The tests themselves are in `tests/tests/`.
 
 // A test harness: a process that does not start must fail the test at once, loudly.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bench_support;
 pub mod harness;
 pub mod mock_provider;
 pub mod private_clickhouse;

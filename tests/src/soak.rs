@@ -8,7 +8,9 @@
 //!
 //! - [`load`] — client threads: JSON calls, streams, provider errors, client aborts.
 //! - [`faults`] — the injector: collector SIGKILL, ClickHouse restart, workerd restart,
-//!   provider stall, in rotation.
+//!   provider stall, in rotation; with `--cluster` the store is a database of its own on the
+//!   dev cluster (2 shards × 2 replicas + ZooKeeper) and a replica SIGKILL and a ZooKeeper
+//!   restart take the ClickHouse restart's place.
 //! - [`reconcile`] — every answered call and every acknowledged record has exactly one row;
 //!   the rollups equal the raw rows.
 //! - [`report`] — the figures, as JSON and as the `soak` section of docs/BENCHMARKS.md.
@@ -19,6 +21,7 @@ pub mod reconcile;
 pub mod report;
 pub mod witness;
 
+use chrono::{DateTime, Datelike, Utc};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use time::OffsetDateTime;
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 
@@ -35,8 +37,10 @@ use crate::mock_provider::{MockOptions, MockProvider};
 use crate::private_clickhouse::PrivateClickHouse;
 pub use crate::stack::BoxError;
 use crate::stack::{self, StackConfig};
+use tollgate_clickhouse::dev_cluster::DevCluster;
+use tollgate_clickhouse::testing::ClusterDb;
 
-use faults::Pieces;
+use faults::{Pieces, Store};
 use load::Load;
 use report::Report;
 use witness::Witness;
@@ -57,6 +61,8 @@ pub struct SoakOptions {
     pub seed: u64,
     /// Logs, spool and ClickHouse data (emptied first).
     pub dir: PathBuf,
+    /// Store in a database of its own on the dev cluster instead of a private server.
+    pub cluster: bool,
 }
 
 const DATABASE: &str = "tollgate";
@@ -84,11 +90,21 @@ pub fn run(rt: &Runtime, opts: &SoakOptions, interrupted: &AtomicBool) -> Result
     };
     let _ = std::fs::remove_dir_all(&opts.dir);
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
-    println!(
-        "soak: starting a private ClickHouse in {}",
-        opts.dir.join("clickhouse").display()
-    );
-    let clickhouse = PrivateClickHouse::start(&opts.dir.join("clickhouse"));
+    let (clickhouse, clickhouse_url, database) = if opts.cluster {
+        println!("soak: a database of its own on the dev cluster (started if down)");
+        let db = rt.block_on(ClusterDb::new())?;
+        let cluster = DevCluster::for_repo(crate::harness::repo_root());
+        let (url, name) = (db.node(0).url.clone(), db.name().to_string());
+        (Store::Cluster { cluster, db }, url, name)
+    } else {
+        println!(
+            "soak: starting a private ClickHouse in {}",
+            opts.dir.join("clickhouse").display()
+        );
+        let ch = PrivateClickHouse::start(&opts.dir.join("clickhouse"));
+        let url = ch.url();
+        (Store::Private(ch), url, DATABASE.to_string())
+    };
     check()?;
     let mock = Arc::new(rt.block_on(MockProvider::start(MockOptions {
         base_latency_ms: 5,
@@ -97,8 +113,8 @@ pub fn run(rt: &Runtime, opts: &SoakOptions, interrupted: &AtomicBool) -> Result
         seed: opts.seed,
     }))?);
     let mut stack = StackConfig {
-        clickhouse_url: clickhouse.url(),
-        database: DATABASE.to_string(),
+        clickhouse_url,
+        database,
         dir: opts.dir.clone(),
         collector: format!("127.0.0.1:{}", free_port()).parse()?,
         dashboard: format!("127.0.0.1:{}", free_port()).parse()?,
@@ -123,7 +139,10 @@ pub fn run(rt: &Runtime, opts: &SoakOptions, interrupted: &AtomicBool) -> Result
         ))?,
     );
     stack.edge_collector_url = witness.records_url();
-    rt.block_on(stack.migrate_fresh())?;
+    if !opts.cluster {
+        // (A cluster database was migrated ON CLUSTER when it was made.)
+        rt.block_on(stack.migrate_fresh())?;
+    }
     let mut collectors = Vec::new();
     for (n, addr) in collector_addrs.iter().enumerate() {
         let spool = format!("spool-{n}");
@@ -162,7 +181,7 @@ pub fn run(rt: &Runtime, opts: &SoakOptions, interrupted: &AtomicBool) -> Result
         witness.clone(),
     );
     let started = Instant::now();
-    let wall_start = OffsetDateTime::now_utc();
+    let wall_start = Utc::now();
     let until = started + opts.duration;
     let clients = load.spawn_clients(opts.clients, opts.think, opts.seed);
     let (every, seed) = (opts.fault_every, opts.seed);
@@ -201,14 +220,29 @@ pub fn run(rt: &Runtime, opts: &SoakOptions, interrupted: &AtomicBool) -> Result
         .ids
         .clone();
     let expected: HashSet<Uuid> = answered.union(&acked).copied().collect();
-    let (stored, delivery) =
-        reconcile::wait_for(&stack.clickhouse_url, DATABASE, &expected, DELIVERY_LIMIT)?;
+    let (stored, delivery) = reconcile::wait_for(
+        &stack.clickhouse_url,
+        &stack.database,
+        &expected,
+        DELIVERY_LIMIT,
+    )?;
     // Then the state promised once the pipeline is idle: no event stored twice and every
     // rollup equal to the raw rows (two collectors that inserted one re-posted record at the
     // same instant leave a duplicate until dashboard-api's integrity pass removes it).
     let (stored_final, daily, hourly) =
-        reconcile::wait_for_exact(&stack.clickhouse_url, DATABASE, SETTLE_LIMIT)?;
-    let rejects = reconcile::rejects(&stack.clickhouse_url, DATABASE)?;
+        reconcile::wait_for_exact(&stack.clickhouse_url, &stack.database, SETTLE_LIMIT)?;
+    let rejects = reconcile::rejects(&stack.clickhouse_url, &stack.database)?;
+    let replicas_converged = match &pieces.clickhouse {
+        Store::Cluster { db, .. } => {
+            let urls: Vec<String> = db.nodes().iter().map(|n| n.url.clone()).collect();
+            Some(reconcile::wait_for_replicas(
+                &urls,
+                db.name(),
+                SETTLE_LIMIT,
+            )?)
+        }
+        Store::Private(_) => None,
+    };
     // The overview reads other rollups (`org_daily`, …) than the two compared above, which the
     // integrity pass repairs one after another: wait for the figure itself.
     let raw_rows: u64 = stored_final.values().map(|s| s.rows).sum();
@@ -240,6 +274,7 @@ pub fn run(rt: &Runtime, opts: &SoakOptions, interrupted: &AtomicBool) -> Result
         rollups: [&daily, &hourly],
         rejects,
         dashboard_requests,
+        replicas_converged,
     });
     drop(acks);
     shut_down(pieces, dashboard);
@@ -262,19 +297,15 @@ async fn create_callers(dashboard: &str, admin: &str) -> Result<Vec<(String, Str
 }
 
 /// The dashboard overview's request count from `since`'s day through today.
-async fn overview_requests(
-    base: &str,
-    token: &str,
-    since: OffsetDateTime,
-) -> Result<u64, BoxError> {
-    let day = |t: OffsetDateTime| {
-        let d = t.date();
-        format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+async fn overview_requests(base: &str, token: &str, since: DateTime<Utc>) -> Result<u64, BoxError> {
+    let day = |t: DateTime<Utc>| {
+        let d = t.date_naive();
+        format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
     };
     let url = format!(
         "{base}/api/v1/overview?from={}&to={}",
         day(since),
-        day(OffsetDateTime::now_utc())
+        day(Utc::now())
     );
     let auth = format!("Bearer {token}");
     let v: Value = tokio::task::spawn_blocking(move || -> Result<Value, BoxError> {

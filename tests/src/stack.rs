@@ -69,17 +69,7 @@ impl StackConfig {
 
     /// Drops the database and applies every migration; returns how many were applied.
     pub async fn migrate_fresh(&self) -> Result<usize, BoxError> {
-        let ch = self.clickhouse();
-        ch.server_client()
-            .query(&format!("DROP DATABASE IF EXISTS {}", self.database))
-            .execute()
-            .await
-            .map_err(|e| format!("dropping {}: {e}", self.database))?;
-        let report = Migrator::new(ch)?
-            .run(&mut |_| {})
-            .await
-            .map_err(|e| format!("migrating {}: {e}", self.database))?;
-        Ok(report.applied.len())
+        migrate_fresh(&self.clickhouse()).await
     }
 
     /// Starts `collector serve` (spool in `dir/spool`), logging to `dir/<log>`.
@@ -184,6 +174,21 @@ impl StackConfig {
             .map_err(|e| format!("creating an admin token: {e:?}"))?;
         Ok(token)
     }
+}
+
+/// Drops `ch`'s database and applies every migration on one server; returns how many were
+/// applied. (The demo, the soak and the benchmarks start from this.)
+pub async fn migrate_fresh(ch: &ClickHouseConfig) -> Result<usize, BoxError> {
+    ch.server_client()
+        .query(&format!("DROP DATABASE IF EXISTS {}", ch.database))
+        .execute()
+        .await
+        .map_err(|e| format!("dropping {}: {e}", ch.database))?;
+    let report = Migrator::new(ch.clone())?
+        .run(&mut |_| {})
+        .await
+        .map_err(|e| format!("migrating {}: {e}", ch.database))?;
+    Ok(report.applied.len())
 }
 
 fn listening(mut proc: Proc, addr: SocketAddr) -> Result<Proc, BoxError> {

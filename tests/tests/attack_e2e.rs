@@ -8,6 +8,7 @@
 //! non-ASCII header bytes, and cannot trickle a body or lie about its length.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+use chrono::Utc;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -486,7 +487,7 @@ async fn hostile_collector_requests_are_refused_and_store_nothing() {
     let records: Vec<usage_core::UsageRecord> =
         (1..=3).map(tollgate_collector::testdata::record).collect();
     let body = wire::encode_batch(&records, BatchFormat::JsonArray);
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = Utc::now().timestamp();
     let signature = wire::sign(SIGNING_SECRET.as_bytes(), now, &body);
 
     let answers = tokio::task::spawn_blocking(move || {

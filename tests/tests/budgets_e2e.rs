@@ -7,6 +7,7 @@
 //! `BUDGET_FAIL_MODE=open`; a call let through unchecked says so in its record.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+use chrono::Utc;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use service_kit::Secret;
-use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::Row;
 use tollgate_clickhouse::testing::TestDb;
 use tollgate_dashboard_api::auth::{create_token, Role};
@@ -341,7 +341,7 @@ async fn a_hard_budget_admits_exactly_what_fits_and_holds_across_restarts() {
     );
 
     // The next UTC day is a new period.
-    let tomorrow = OffsetDateTime::now_utc().unix_timestamp() + 86_400;
+    let tomorrow = Utc::now().timestamp() + 86_400;
     let (b3, u3, k3) = (body.clone(), url.clone(), key.clone());
     let (status, _, _) = tokio::task::spawn_blocking(move || call(&u3, &k3, &b3, Some(tomorrow)))
         .await
@@ -427,7 +427,7 @@ async fn a_soft_threshold_warns_in_a_header_and_raises_an_alert() {
     }
     // The alert evaluator leaves them open: they have no rule, and the day is not over.
     let jobs = tollgate_jobs::Context::new(db.client().clone(), Default::default());
-    let tick = tollgate_jobs::evaluator::evaluate_once(&jobs, OffsetDateTime::now_utc())
+    let tick = tollgate_jobs::evaluator::evaluate_once(&jobs, Utc::now())
         .await
         .unwrap();
     assert!(tick.resolved.is_empty(), "{:?}", tick.resolved);

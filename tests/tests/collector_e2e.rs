@@ -3,11 +3,11 @@
 //! SIGTERM drains before exiting.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+use chrono::{TimeDelta, Timelike, Utc};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use time::OffsetDateTime;
 use tollgate_clickhouse::clickhouse::{Client, Row};
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_clickhouse::testing::TestDb;
@@ -18,13 +18,13 @@ use usage_core::wire::{self, BatchFormat};
 use usage_core::UsageRecord;
 
 fn records(seed: u64, n: u64) -> Vec<UsageRecord> {
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let shape = Shape {
         orgs: 3,
         users_per_org: 5,
         apps_per_org: 2,
-        start: now - time::Duration::hours(3),
-        span: time::Duration::hours(2),
+        start: now - TimeDelta::hours(3),
+        span: TimeDelta::hours(2),
     };
     Synthetic::new(seed, n, shape).collect()
 }
@@ -32,11 +32,7 @@ fn records(seed: u64, n: u64) -> Vec<UsageRecord> {
 /// POSTs one signed batch; `Ok(status)` if the collector answered.
 fn post(url: &str, batch: &[UsageRecord]) -> Result<u16, String> {
     let body = wire::encode_batch(batch, BatchFormat::Ndjson);
-    let sig = wire::sign(
-        SIGNING_SECRET.as_bytes(),
-        OffsetDateTime::now_utc().unix_timestamp(),
-        &body,
-    );
+    let sig = wire::sign(SIGNING_SECRET.as_bytes(), Utc::now().timestamp(), &body);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
@@ -189,7 +185,7 @@ async fn records_come_back_field_for_field_and_rollups_match() {
     let mut want = sent.clone();
     want.sort_by_key(|r| r.event_id);
     for r in &mut want {
-        r.ts = r.ts.replace_nanosecond(0).unwrap(); // the table keeps seconds
+        r.ts = r.ts.with_nanosecond(0).unwrap(); // the table keeps seconds
     }
     assert_eq!(got.len(), want.len());
     for (got, want) in got.iter().zip(&want) {
@@ -410,7 +406,7 @@ async fn clickhouse_killed_mid_insert_loses_nothing_and_the_integrity_job_evens_
     // the collector's last INSERT was still writing to (raw rows land a moment before their
     // rollup rows) is left to the next pass: run passes until every rollup equals the raw
     // rows, as the scheduled job would.
-    let from = OffsetDateTime::now_utc().unix_timestamp() - 6 * 3600;
+    let from = Utc::now().timestamp() - 6 * 3600;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut passes = 0;
     loop {

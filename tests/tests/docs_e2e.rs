@@ -2,9 +2,9 @@
 //! a migrated database and returns rows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+use chrono::{TimeDelta, Utc};
 use std::collections::BTreeMap;
 
-use time::OffsetDateTime;
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_clickhouse::testing::TestDb;
 use tollgate_clickhouse::UsageEventRow;
@@ -29,13 +29,13 @@ fn sql_blocks(markdown: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn analyst_guide() {
     let db = TestDb::new().await.unwrap();
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let shape = Shape {
         orgs: 3,
         users_per_org: 5,
         apps_per_org: 2,
-        start: now - time::Duration::days(20),
-        span: time::Duration::days(20),
+        start: now - TimeDelta::days(20),
+        span: TimeDelta::days(20),
     };
     let mut records: Vec<_> = Synthetic::new(3, 20_000, shape).collect();
     // the guide's examples name org `acme` and tag `team`

@@ -4,11 +4,11 @@
 //! gives the lease back so another instance takes over at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+use chrono::{DateTime, TimeDelta, Utc};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use time::OffsetDateTime;
 use tollgate_clickhouse::alerts::{write_rule, RuleRow};
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_clickhouse::testing::TestDb;
@@ -43,12 +43,12 @@ async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     }
 }
 
-async fn lease_holder(db: &TestDb) -> (String, OffsetDateTime) {
+async fn lease_holder(db: &TestDb) -> (String, DateTime<Utc>) {
     #[derive(Debug, clickhouse::Row, serde::Deserialize)]
     struct Lease {
         holder: String,
-        #[serde(with = "clickhouse::serde::time::datetime")]
-        expires_at: OffsetDateTime,
+        #[serde(with = "clickhouse::serde::chrono::datetime")]
+        expires_at: DateTime<Utc>,
     }
     let rows = read_query(
         db.client(),
@@ -61,7 +61,7 @@ async fn lease_holder(db: &TestDb) -> (String, OffsetDateTime) {
     rows.into_iter()
         .next()
         .map(|l| (l.holder, l.expires_at))
-        .unwrap_or((String::new(), OffsetDateTime::UNIX_EPOCH))
+        .unwrap_or((String::new(), DateTime::UNIX_EPOCH))
 }
 
 fn start_jobs(db: &TestDb, listen: SocketAddr, log: &str) -> Proc {
@@ -142,15 +142,15 @@ async fn the_jobs_run_alone_take_the_lease_alert_and_hand_over_on_shutdown() {
         orgs: 1,
         users_per_org: 1,
         apps_per_org: 1,
-        start: OffsetDateTime::now_utc(),
-        span: time::Duration::seconds(1),
+        start: Utc::now(),
+        span: TimeDelta::seconds(1),
     };
     let rows: Vec<UsageEventRow> = Synthetic::new(7, 20, shape)
         .filter(|r| r.cost_nusd.get() > 0)
         .take(1)
         .map(|mut r| {
             r.org_id = "acme".into();
-            UsageEventRow::from_record(&r, "jobs_e2e", OffsetDateTime::now_utc())
+            UsageEventRow::from_record(&r, "jobs_e2e", Utc::now())
         })
         .collect();
     assert_eq!(rows.len(), 1, "a priced synthetic call");
@@ -181,7 +181,7 @@ async fn the_jobs_run_alone_take_the_lease_alert_and_hand_over_on_shutdown() {
     );
     let (_, expires) = lease_holder(&db).await;
     assert!(
-        expires <= OffsetDateTime::now_utc(),
+        expires <= Utc::now(),
         "the lease was released on shutdown (expires {expires})"
     );
     let listen2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

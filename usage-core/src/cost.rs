@@ -29,13 +29,12 @@
 //! (safe under a budget); the price file carries the tiers of every model whose provider
 //! publishes them.
 
-use time::OffsetDateTime;
-
 use crate::money::Nanos;
 use crate::price::{ModelPrice, PriceTable};
 use crate::record::{CostSource, UsageRecord, UsageSource};
 pub use crate::tokens::{TokenCounts, ToolCalls};
 use crate::usage::ParsedUsage;
+use chrono::{DateTime, Utc};
 
 /// The outcome of pricing a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +88,7 @@ pub struct CallToPrice<'a> {
     pub provider: &'a str,
     pub model_served: &'a str,
     pub model_requested: &'a str,
-    pub at: OffsetDateTime,
+    pub at: DateTime<Utc>,
     /// The tier the call ran in (the response's, else the request's); empty = standard.
     pub service_tier: &'a str,
     pub tokens: TokenCounts,
@@ -238,10 +237,11 @@ pub fn cost(record: &UsageRecord, table: &PriceTable) -> Priced {
 mod tests {
     use super::*;
     use crate::price::tests::table;
+    use crate::utc;
+    use chrono::{DateTime, Utc};
     use proptest::prelude::*;
-    use time::macros::datetime;
 
-    const T: OffsetDateTime = datetime!(2026-01-15 00:00 UTC);
+    const T: DateTime<Utc> = utc(2026, 1, 15, 0, 0, 0);
 
     fn tokens(input: u32, cached: u32, output: u32, reasoning: u32) -> TokenCounts {
         TokenCounts {
@@ -260,7 +260,7 @@ mod tests {
         provider: &str,
         model_served: &str,
         model_requested: &str,
-        at: OffsetDateTime,
+        at: DateTime<Utc>,
         tokens: TokenCounts,
         provider_cost: Option<Nanos>,
     ) -> crate::Priced {

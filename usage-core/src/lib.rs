@@ -15,6 +15,7 @@
 
 pub mod budget_use;
 pub mod cost;
+pub mod dates;
 pub mod keys;
 pub mod money;
 pub mod period;
@@ -30,6 +31,7 @@ pub use cost::{
     cost, cost_of_call, effective_tier, price_call, price_tokens, price_usage, CallCost,
     CallToPrice, Priced, TokenCounts, ToolCalls,
 };
+pub use dates::{rfc3339, utc, ymd};
 pub use money::{MoneyError, Nanos};
 pub use period::Period;
 pub use price::{read_price_lines, ModelPrice, PriceError, PriceFile, PriceTable, TierPrice};

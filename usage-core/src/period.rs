@@ -3,8 +3,8 @@
 //! dashboard (which reports spend per period), so the two can never disagree on when a period
 //! starts.
 
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, TimeDelta};
 use serde::{Deserialize, Serialize};
-use time::{Date, Duration, Month, OffsetDateTime};
 
 /// A budget's period (UTC; weeks start Monday).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,21 +37,19 @@ impl Period {
     }
 
     /// The period containing `day`: `[start, end)` in UTC days.
-    pub fn bounds(self, day: Date) -> (Date, Date) {
+    pub fn bounds(self, day: NaiveDate) -> (NaiveDate, NaiveDate) {
         match self {
-            Period::Daily => (day, day.next_day().unwrap_or(day)),
+            Period::Daily => (day, day.succ_opt().unwrap_or(day)),
             Period::Weekly => {
-                let start =
-                    day - Duration::days(i64::from(day.weekday().number_days_from_monday()));
-                (start, start + Duration::days(7))
+                let start = day - TimeDelta::days(i64::from(day.weekday().num_days_from_monday()));
+                (start, start + TimeDelta::days(7))
             }
             Period::Monthly => {
-                let start = day.replace_day(1).unwrap_or(day);
-                let (y, m) = match day.month() {
-                    Month::December => (day.year() + 1, Month::January),
-                    m => (day.year(), m.next()),
-                };
-                (start, Date::from_calendar_date(y, m, 1).unwrap_or(start))
+                let start = day.with_day(1).unwrap_or(day);
+                (
+                    start,
+                    start.checked_add_months(Months::new(1)).unwrap_or(start),
+                )
             }
         }
     }
@@ -59,13 +57,13 @@ impl Period {
     /// The period containing the moment `now` (unix seconds): its start and the start of the
     /// next one, in unix seconds.
     pub fn unix_bounds(self, now: i64) -> (i64, i64) {
-        let day = OffsetDateTime::from_unix_timestamp(now)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-            .date();
+        let day = DateTime::from_timestamp_secs(now)
+            .unwrap_or(DateTime::UNIX_EPOCH)
+            .date_naive();
         let (start, end) = self.bounds(day);
         (
-            start.midnight().assume_utc().unix_timestamp(),
-            end.midnight().assume_utc().unix_timestamp(),
+            start.and_time(NaiveTime::MIN).and_utc().timestamp(),
+            end.and_time(NaiveTime::MIN).and_utc().timestamp(),
         )
     }
 }
@@ -73,42 +71,43 @@ impl Period {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::{date, datetime};
+
+    use crate::{utc, ymd};
 
     #[test]
     fn periods_are_utc_calendar_periods_with_monday_weeks() {
-        let d = date!(2026 - 11 - 27); // a Friday
-        assert_eq!(Period::Daily.bounds(d), (d, date!(2026 - 11 - 28)));
-        for day in [d, date!(2026 - 11 - 23), date!(2026 - 11 - 29)] {
+        let d = ymd(2026, 11, 27); // a Friday
+        assert_eq!(Period::Daily.bounds(d), (d, ymd(2026, 11, 28)));
+        for day in [d, ymd(2026, 11, 23), ymd(2026, 11, 29)] {
             assert_eq!(
                 Period::Weekly.bounds(day),
-                (date!(2026 - 11 - 23), date!(2026 - 11 - 30))
+                (ymd(2026, 11, 23), ymd(2026, 11, 30))
             );
         }
         assert_eq!(
             Period::Monthly.bounds(d),
-            (date!(2026 - 11 - 01), date!(2026 - 12 - 01))
+            (ymd(2026, 11, 1), ymd(2026, 12, 1))
         );
         assert_eq!(
-            Period::Monthly.bounds(date!(2026 - 12 - 31)),
-            (date!(2026 - 12 - 01), date!(2027 - 01 - 01))
+            Period::Monthly.bounds(ymd(2026, 12, 31)),
+            (ymd(2026, 12, 1), ymd(2027, 1, 1))
         );
     }
 
     #[test]
     fn unix_bounds_are_the_midnights_around_a_moment() {
-        let now = datetime!(2026-11-27 14:40 UTC).unix_timestamp();
+        let now = utc(2026, 11, 27, 14, 40, 0).timestamp();
         assert_eq!(
             Period::Daily.unix_bounds(now),
             (
-                datetime!(2026-11-27 0:00 UTC).unix_timestamp(),
-                datetime!(2026-11-28 0:00 UTC).unix_timestamp()
+                utc(2026, 11, 27, 0, 0, 0).timestamp(),
+                utc(2026, 11, 28, 0, 0, 0).timestamp()
             )
         );
-        let last_hour = datetime!(2026-12-31 23:00 UTC).unix_timestamp();
+        let last_hour = utc(2026, 12, 31, 23, 0, 0).timestamp();
         assert_eq!(
             Period::Monthly.unix_bounds(last_hour).1,
-            datetime!(2027-01-01 0:00 UTC).unix_timestamp()
+            utc(2027, 1, 1, 0, 0, 0).timestamp()
         );
     }
 

@@ -17,9 +17,9 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use time::{Date, OffsetDateTime};
 
 use crate::money::Nanos;
 
@@ -99,10 +99,7 @@ pub fn read_price_lines(tsv: &str) -> Result<PriceFile, String> {
 }
 
 /// First day of an entry whose date is not known (the importer's new models).
-const NEW_MODEL_FROM: Date = match Date::from_ordinal_date(2020, 1) {
-    Ok(d) => d,
-    Err(_) => panic!("2020-01-01 is a date"),
-};
+const NEW_MODEL_FROM: NaiveDate = crate::ymd(2020, 1, 1);
 
 impl PriceFile {
     /// The price file built into this binary.
@@ -171,7 +168,7 @@ pub struct ModelPrice {
     pub model: String,
     /// First UTC day these prices apply to (`YYYY-MM-DD`).
     #[serde(with = "iso_day")]
-    pub effective_from: Date,
+    pub effective_from: NaiveDate,
     pub input: Nanos,
     /// Cached-input (cache read) rate; `None` = billed as plain input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,7 +239,7 @@ impl ModelPrice {
     pub fn new(
         provider: &str,
         model: &str,
-        effective_from: Date,
+        effective_from: NaiveDate,
         input: Nanos,
         output: Nanos,
     ) -> Self {
@@ -330,45 +327,32 @@ pub struct PriceFile {
     pub models: Vec<ModelPrice>,
 }
 
-/// `time::Date` as `YYYY-MM-DD`, read and written by hand: `time`'s own format parser is
-/// one of the larger pieces of the edge worker's wasm, for a fixed ten-character format.
+/// A day as `YYYY-MM-DD`, read and written by hand: a format parser is one of the larger
+/// pieces of the edge worker's wasm, for a fixed ten-character format.
 mod iso_day {
+    use chrono::{Datelike, NaiveDate};
     use serde::{Deserialize, Deserializer, Serializer};
-    use time::{Date, Month};
 
-    pub fn serialize<S: Serializer>(day: &Date, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(day: &NaiveDate, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&format(*day))
     }
 
-    pub fn format(day: Date) -> String {
-        format!(
-            "{:04}-{:02}-{:02}",
-            day.year(),
-            u8::from(day.month()),
-            day.day()
-        )
+    pub fn format(day: NaiveDate) -> String {
+        format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         parse(&text)
             .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a YYYY-MM-DD date")))
     }
 
-    pub fn parse(text: &str) -> Option<Date> {
-        let b = text.as_bytes();
-        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+    /// Exactly `YYYY-MM-DD` (no sign before the year, unlike query parameters).
+    pub fn parse(text: &str) -> Option<NaiveDate> {
+        if text.starts_with(['+', '-']) {
             return None;
         }
-        let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-            b[r].iter().try_fold(0u32, |n, &c| {
-                c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-            })
-        };
-        let year = i32::try_from(digits(0..4)?).ok()?;
-        let month = Month::try_from(u8::try_from(digits(5..7)?).ok()?).ok()?;
-        let day = u8::try_from(digits(8..10)?).ok()?;
-        Date::from_calendar_date(year, month, day).ok()
+        crate::rfc3339::parse_day(text)
     }
 }
 
@@ -530,8 +514,8 @@ impl PriceTable {
 
     /// The price in force for `model` of `provider` at `at`, trying the fallbacks described in
     /// the module docs. `None` means unpriced.
-    pub fn resolve(&self, provider: &str, model: &str, at: OffsetDateTime) -> Option<&ModelPrice> {
-        let day = at.date();
+    pub fn resolve(&self, provider: &str, model: &str, at: DateTime<Utc>) -> Option<&ModelPrice> {
+        let day = at.date_naive();
         // `openrouter/openai/gpt-4o` asked of provider `openrouter` is `openai/gpt-4o` there.
         let model = model
             .strip_prefix(provider)
@@ -581,7 +565,7 @@ impl PriceTable {
 
     /// The entry of the latest dated id of `model` (`claude-3-5-sonnet` →
     /// `claude-3-5-sonnet-20241022`), for vendors whose table lists only dated ids.
-    fn latest_dated(&self, provider: &str, model: &str, day: Date) -> Option<&ModelPrice> {
+    fn latest_dated(&self, provider: &str, model: &str, day: NaiveDate) -> Option<&ModelPrice> {
         let first = self
             .entries
             .partition_point(|((p, m), _)| (p.as_str(), m.as_str()) < (provider, model));
@@ -599,14 +583,19 @@ impl PriceTable {
             .map(|(_, p)| p)
     }
 
-    fn lookup_with_dates(&self, provider: &str, model: &str, day: Date) -> Option<&ModelPrice> {
+    fn lookup_with_dates(
+        &self,
+        provider: &str,
+        model: &str,
+        day: NaiveDate,
+    ) -> Option<&ModelPrice> {
         self.lookup(provider, model, day).or_else(|| {
             let base = strip_date_suffix(model)?;
             self.lookup(provider, base, day)
         })
     }
 
-    fn lookup(&self, provider: &str, model: &str, day: Date) -> Option<&ModelPrice> {
+    fn lookup(&self, provider: &str, model: &str, day: NaiveDate) -> Option<&ModelPrice> {
         let i = self
             .entries
             .binary_search_by(|((p, m), _)| (p.as_str(), m.as_str()).cmp(&(provider, model)))
@@ -723,7 +712,7 @@ fn content_version(
             "{}\t{}\t{}\t{}\t{:?}\t{:?}\t{}\t{:?}\t{:?}\n",
             p.provider,
             p.model,
-            p.effective_from,
+            iso_day::format(p.effective_from),
             p.input,
             p.cached_input,
             p.cache_write,
@@ -766,7 +755,8 @@ fn content_version(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use time::macros::{date, datetime};
+    use crate::{utc, ymd};
+    use chrono::{DateTime, Utc};
 
     pub(crate) fn table() -> PriceTable {
         PriceTable::from_json(
@@ -792,7 +782,7 @@ pub(crate) mod tests {
         .unwrap()
     }
 
-    const T: OffsetDateTime = datetime!(2026-01-15 00:00 UTC);
+    const T: DateTime<Utc> = utc(2026, 1, 15, 0, 0, 0);
 
     #[test]
     fn resolves_exact_dated_and_vendor_ids() {
@@ -1048,12 +1038,12 @@ pub(crate) mod tests {
         let t = table();
         let before = t.resolve("openai", "gpt-4o", T).unwrap();
         let after = t
-            .resolve("openai", "gpt-4o", datetime!(2026-06-01 00:00 UTC))
+            .resolve("openai", "gpt-4o", utc(2026, 6, 1, 0, 0, 0))
             .unwrap();
         assert_eq!(before.input, Nanos::parse_usd("2.5").unwrap());
         assert_eq!(after.input, Nanos::parse_usd("2").unwrap());
         assert!(t
-            .resolve("openai", "gpt-4o", datetime!(2023-12-31 23:59 UTC))
+            .resolve("openai", "gpt-4o", utc(2023, 12, 31, 23, 59, 0))
             .is_none());
     }
 
@@ -1109,7 +1099,7 @@ pub(crate) mod tests {
 
     #[test]
     fn days_read_and_write_as_yyyy_mm_dd_only() {
-        assert_eq!(iso_day::parse("2024-02-29"), Some(date!(2024 - 02 - 29)));
+        assert_eq!(iso_day::parse("2024-02-29"), Some(ymd(2024, 2, 29)));
         for bad in [
             "2023-02-29",
             "2024-13-01",
@@ -1125,7 +1115,7 @@ pub(crate) mod tests {
             r#"{"provider":"p","model":"m","effective_from":"0999-03-04","input":"1","output":"2"}"#,
         )
         .unwrap();
-        assert_eq!(p.effective_from, date!(0999 - 03 - 04));
+        assert_eq!(p.effective_from, ymd(999, 3, 4));
         let back = serde_json::to_value(&p).unwrap();
         assert_eq!(back["effective_from"], "0999-03-04");
     }
@@ -1161,7 +1151,7 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(t.version(), r.version());
-        let day = |d| Date::parse(d, &time::format_description::well_known::Iso8601::DATE).unwrap();
+        let day = |d: &str| crate::rfc3339::parse_day(d).unwrap();
         assert_eq!(
             t.lookup("openai", "b", day("2025-01-20")).unwrap().input,
             Nanos::parse_usd("1").unwrap()
@@ -1232,6 +1222,6 @@ pub(crate) mod tests {
         assert_eq!(mini.input, Nanos::parse_usd("0.15").unwrap());
         assert_eq!(mini.output, Nanos::parse_usd("0.6").unwrap());
         assert_eq!(mini.cached_input, Some(Nanos::parse_usd("0.075").unwrap()));
-        let _ = date!(2024 - 01 - 01);
+        let _ = ymd(2024, 1, 1);
     }
 }

@@ -6,11 +6,11 @@
 //! `reasoning_tokens` is *part of* `output_tokens`; [`UsageRecord::validate`] enforces it so
 //! that no token is ever priced twice.
 
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::money::Nanos;
@@ -168,8 +168,8 @@ pub struct UsageRecord {
 
     // time
     /// Request start, UTC.
-    #[serde(with = "time::serde::rfc3339")]
-    pub ts: OffsetDateTime,
+    #[serde(with = "crate::rfc3339")]
+    pub ts: DateTime<Utc>,
     /// Request start to last byte sent to the client.
     pub latency_ms: u32,
     /// Time to first byte of the provider's body (streams; `None` when nothing arrived).
@@ -280,7 +280,7 @@ impl UsageRecord {
     }
 
     /// Every field-level problem, or `Ok` when the record can be stored. `now` bounds `ts`.
-    pub fn validate(&self, now: OffsetDateTime) -> Result<(), Vec<FieldError>> {
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut err = |field: &str, reason: String| errors.push(FieldError::new(field, reason));
 
@@ -297,7 +297,7 @@ impl UsageRecord {
             err("event_id", "must not be the nil UUID".into());
         }
 
-        let skew = (self.ts - now).whole_seconds();
+        let skew = (self.ts - now).num_seconds();
         if skew > limits::MAX_FUTURE_SKEW_SECS {
             err(
                 "ts",
@@ -307,7 +307,7 @@ impl UsageRecord {
                 ),
             );
         }
-        if (now - self.ts).whole_days() > limits::MAX_AGE_DAYS {
+        if (now - self.ts).num_days() > limits::MAX_AGE_DAYS {
             err("ts", format!("older than {} days", limits::MAX_AGE_DAYS));
         }
         if self.latency_ms > limits::MAX_LATENCY_MS {
@@ -515,13 +515,14 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use time::macros::datetime;
+    use crate::utc;
+    use chrono::{DateTime, TimeDelta, Utc};
 
     pub(crate) fn sample() -> UsageRecord {
         UsageRecord {
             event_id: Uuid::parse_str("01900000-0000-7000-8000-000000000001").unwrap(),
             schema_version: SCHEMA_VERSION,
-            ts: datetime!(2026-11-01 12:00:00 UTC),
+            ts: utc(2026, 11, 1, 12, 0, 0),
             latency_ms: 850,
             ttft_ms: Some(120),
             upstream_ms: 800,
@@ -561,8 +562,8 @@ pub(crate) mod tests {
         }
     }
 
-    fn now() -> OffsetDateTime {
-        datetime!(2026-11-01 12:01:00 UTC)
+    fn now() -> DateTime<Utc> {
+        utc(2026, 11, 1, 12, 1, 0)
     }
 
     fn fields(r: &UsageRecord) -> Vec<String> {
@@ -585,7 +586,7 @@ pub(crate) mod tests {
         r.cached_input_tokens = 2000;
         r.reasoning_tokens = 300;
         r.org_id = String::new();
-        r.ts = now() + time::Duration::hours(1);
+        r.ts = now() + TimeDelta::hours(1);
         r.schema_version = 7;
         r.cost_nusd = Nanos::new(-1);
         r.tags.insert("bad".into(), "x".repeat(300));

@@ -22,10 +22,10 @@
 //! changes an expected cost.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use time::OffsetDateTime;
 use usage_core::{
     cost_of_call, effective_tier, parse_response, scan, CallToPrice, Endpoint, Nanos, PriceTable,
     TokenCounts, ToolCalls,
@@ -42,8 +42,8 @@ struct Case {
     service_tier_requested: String,
     #[serde(default)]
     request_bytes: u64,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    at: Option<OffsetDateTime>,
+    #[serde(default, with = "usage_core::rfc3339::option")]
+    at: Option<DateTime<Utc>>,
     expect: Expect,
     worked: String,
 }
@@ -106,9 +106,7 @@ fn measure(table: &PriceTable, payload: &Path, case: &Case) -> Expect {
     let bytes = std::fs::read(payload).unwrap();
     let endpoint = Endpoint::parse(&case.endpoint)
         .unwrap_or_else(|| panic!("unknown endpoint {}", case.endpoint));
-    let at = case
-        .at
-        .unwrap_or(time::macros::datetime!(2026-11-01 12:00 UTC));
+    let at = case.at.unwrap_or(usage_core::utc(2026, 11, 1, 12, 0, 0));
     let (usage, model, tier, estimated, truncated) =
         if payload.extension().is_some_and(|e| e == "sse") {
             let s = scan(&bytes);

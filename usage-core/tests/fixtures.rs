@@ -1,7 +1,8 @@
 //! Provider responses shaped like the real thing parse to exact numbers, and price correctly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
-use time::macros::datetime;
+use chrono::{DateTime, Utc};
+use usage_core::utc;
 use usage_core::{
     parse_response, scan, CostSource, Endpoint, Nanos, ParsedUsage, PriceTable, SseScanner,
     TokenCounts,
@@ -35,7 +36,7 @@ fn price_simple(
     provider: &str,
     model_served: &str,
     model_requested: &str,
-    at: time::OffsetDateTime,
+    at: DateTime<Utc>,
     tokens: TokenCounts,
     provider_cost: Option<Nanos>,
 ) -> usage_core::Priced {
@@ -142,7 +143,7 @@ fn openrouter_stream_with_comments_and_cost() {
 #[test]
 fn fixtures_price_exactly_with_the_builtin_table() {
     let table = PriceTable::builtin().unwrap();
-    let at = datetime!(2026-11-01 00:00 UTC);
+    let at = utc(2026, 11, 1, 0, 0, 0);
 
     let s = scan(&fixture("openai_chat_stream.sse"));
     let p = price_simple(
@@ -190,7 +191,7 @@ fn fixtures_price_exactly_with_the_builtin_table() {
 #[test]
 fn gpt_4o_mini_list_prices() {
     let table = PriceTable::builtin().unwrap();
-    let at = datetime!(2026-11-01 00:00 UTC);
+    let at = utc(2026, 11, 1, 0, 0, 0);
     let p = price_simple(
         &table,
         "openai",

@@ -1,10 +1,10 @@
 //! Properties that must hold for all inputs, not just the fixtures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+use chrono::DateTime;
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use time::OffsetDateTime;
 use usage_core::record::SCHEMA_VERSION;
 use usage_core::wire::{self, BatchFormat, SignatureError};
 use usage_core::{
@@ -171,7 +171,7 @@ fn any_record() -> impl Strategy<Value = UsageRecord> {
                 UsageRecord {
                     event_id: Uuid::from_u128(id),
                     schema_version: SCHEMA_VERSION,
-                    ts: OffsetDateTime::from_unix_timestamp(ts).unwrap(),
+                    ts: DateTime::from_timestamp_secs(ts).unwrap(),
                     latency_ms: latency,
                     ttft_ms: ttft,
                     upstream_ms: upstream,

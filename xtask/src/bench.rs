@@ -4,6 +4,13 @@
 //! `rollups`: the `bench_rollups` example of `tollgate-clickhouse` (release build) against the
 //! dev ClickHouse — 1M and 10M synthetic raw events, the dashboard's daily overview from the
 //! rollup vs from the raw table.
+//!
+//! `peers`: `bench-peers` — Tollgate's edge beside Portkey's gateway and LiteLLM's proxy
+//! (`peers.rs` installs them, pinned, for this command only).
+//!
+//! `cluster`: `bench-cluster` of `tollgate-e2e` against the dev server and the dev cluster
+//! (started for the run when down, stopped after) — ingest, bytes on disk and dashboard latency,
+//! one server vs cluster in one run; `docs/SCALING.md` is built from its figures.
 
 use std::fs;
 use std::path::Path;
@@ -32,11 +39,31 @@ pub enum BenchCommand {
     Edge {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Another build of the worker (a bundle directory such as a copy of `target/edge/`
+        /// from an earlier commit), measured in the same rounds: a before/after table.
+        #[arg(long)]
+        compare: Option<String>,
+    },
+    /// Tollgate's edge beside Portkey's gateway and LiteLLM's proxy on one mock (both pinned,
+    /// installed into target/peers/ for this command only).
+    Peers {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Dashboard API: overview and daily series latency at 1M and 10M raw events.
     Dashboard {
         #[arg(long, default_value = "1000000,10000000")]
         sizes: String,
+    },
+    /// One ClickHouse server vs the dev cluster (2 shards × 2 replicas), same data: ingest rows/s,
+    /// bytes on disk, dashboard p50/p99 (the figures docs/SCALING.md is built from).
+    Cluster {
+        /// Records per ingest run (one synthetic day).
+        #[arg(long, default_value_t = 500_000)]
+        records: u64,
+        /// Rounds of the ingest runs (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Forecast back-test: MAPE and interval coverage vs a straight line and a trailing mean.
     Forecast,
@@ -52,12 +79,41 @@ pub fn run(cmd: &BenchCommand) -> Result {
         BenchCommand::Collector { records } => {
             service_bench("collector", &["--records", &records.to_string()])
         }
-        BenchCommand::Edge { rounds } => {
+        BenchCommand::Edge { rounds, compare } => {
             crate::edge::build()?;
             crate::edge::build_floor()?;
-            service_bench("edge", &["--rounds", &rounds.to_string()])
+            let rounds = rounds.to_string();
+            let compare = compare
+                .as_ref()
+                .map(|dir| repo_root().join(dir).display().to_string());
+            let mut extra = vec!["--rounds", &rounds];
+            if let Some(dir) = &compare {
+                extra.extend(["--compare", dir.as_str()]);
+            }
+            service_bench("edge", &extra)
+        }
+        BenchCommand::Peers { rounds } => {
+            let peers = crate::peers::install()?;
+            crate::edge::build()?;
+            let rounds = rounds.to_string();
+            let mut extra = vec!["--rounds", rounds.as_str()];
+            extra.extend(peers.iter().map(String::as_str));
+            service_bench("peers", &extra)
         }
         BenchCommand::Dashboard { sizes } => service_bench("dashboard", &["--sizes", sizes]),
+        BenchCommand::Cluster { records, rounds } => {
+            // Stopped again when dropped, if this command started it.
+            let _cluster = crate::ch::ClusterGuard::start()?;
+            service_bench(
+                "cluster",
+                &[
+                    "--records",
+                    &records.to_string(),
+                    "--rounds",
+                    &rounds.to_string(),
+                ],
+            )
+        }
         BenchCommand::Forecast => {
             step("bench forecast");
             exec(
@@ -86,11 +142,19 @@ pub fn run(cmd: &BenchCommand) -> Result {
             rollups("1000000,10000000", 5)?;
             run(&BenchCommand::Forecast)?;
             run(&BenchCommand::Collector { records: 500_000 })?;
-            run(&BenchCommand::Edge { rounds: 3 })?;
+            run(&BenchCommand::Edge {
+                rounds: 3,
+                compare: None,
+            })?;
+            run(&BenchCommand::Peers { rounds: 3 })?;
             run(&BenchCommand::Dashboard {
                 sizes: "1000000,10000000".into(),
             })?;
             web()?;
+            run(&BenchCommand::Cluster {
+                records: 500_000,
+                rounds: 3,
+            })?;
             machine_section()?;
             println!("bench all: docs/BENCHMARKS.md regenerated from target/bench/");
             Ok(())

@@ -40,17 +40,26 @@ pub fn run() -> Result {
 
 /// The venv with `litellm==LITELLM_VERSION`, made or upgraded only when it lacks that version.
 fn ensure_litellm(venv: &Path, python: &Path) -> Result {
-    if python.exists() && installed_version(python).as_deref() == Some(LITELLM_VERSION) {
+    ensure_litellm_venv(venv, python, "litellm", LITELLM_VERSION)
+}
+
+/// A venv at `venv` with `package==version` (`package` may name extras, `litellm[proxy]`),
+/// made or upgraded only when its litellm is not `version`.
+pub(crate) fn ensure_litellm_venv(
+    venv: &Path,
+    python: &Path,
+    package: &str,
+    version: &str,
+) -> Result {
+    if python.exists() && installed_version(python).as_deref() == Some(version) {
         return Ok(());
     }
     if !have("python3") {
         return Err(fail!(
-            "costcheck: python3 is not on PATH (needed for the LiteLLM venv)"
+            "python3 is not on PATH (needed for the LiteLLM venv)"
         ));
     }
-    step(&format!(
-        "costcheck: LiteLLM {LITELLM_VERSION} in target/costcheck-venv (PyPI)"
-    ));
+    step(&format!("{package} {version} in {} (PyPI)", venv.display()));
     if !python.exists() {
         exec(
             "python venv",
@@ -61,12 +70,13 @@ fn ensure_litellm(venv: &Path, python: &Path) -> Result {
         "pip install litellm",
         Command::new(python)
             .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-            .arg(format!("litellm=={LITELLM_VERSION}")),
+            .arg(format!("{package}=={version}")),
     )?;
     match installed_version(python) {
-        Some(v) if v == LITELLM_VERSION => Ok(()),
+        Some(v) if v == version => Ok(()),
         other => Err(fail!(
-            "costcheck: target/costcheck-venv has litellm {} after pip install, not {LITELLM_VERSION}",
+            "{} has litellm {} after pip install, not {version}",
+            venv.display(),
             other.as_deref().unwrap_or("(none)")
         )),
     }

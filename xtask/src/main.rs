@@ -11,6 +11,7 @@ mod demo;
 mod edge;
 mod fuzz;
 mod layout;
+mod peers;
 mod prices;
 mod repeat;
 mod setup;

@@ -22,9 +22,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use chrono::{NaiveDate, Utc};
 use serde_json::Value;
-use time::macros::date;
-use time::Date;
+use usage_core::ymd;
 use usage_core::{ModelPrice, Nanos, PriceFile, PriceTable};
 
 use crate::fail;
@@ -41,7 +41,7 @@ pub struct PricesArgs {
     pub out: PathBuf,
     /// First day a changed price applies (YYYY-MM-DD, UTC). Default: today.
     #[arg(long, alias = "effective-from", value_parser = parse_date)]
-    pub effective: Option<Date>,
+    pub effective: Option<NaiveDate>,
     /// LiteLLM provider names to include.
     #[arg(
         long,
@@ -52,7 +52,7 @@ pub struct PricesArgs {
 }
 
 const MODES: &[&str] = &["chat", "responses", "completion", "embedding"];
-const NEW_MODEL_FROM: Date = date!(2020 - 01 - 01);
+const NEW_MODEL_FROM: NaiveDate = ymd(2020, 1, 1);
 
 /// OpenRouter vendor prefixes whose models are priced by another provider's entries.
 const VENDOR_ALIASES: &[(&str, &str)] = &[
@@ -61,9 +61,8 @@ const VENDOR_ALIASES: &[(&str, &str)] = &[
     ("x-ai", "xai"),
 ];
 
-fn parse_date(s: &str) -> Result<Date, String> {
-    Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
-        .map_err(|e| format!("`{s}` is not YYYY-MM-DD: {e}"))
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    usage_core::rfc3339::parse_day(s).ok_or_else(|| format!("`{s}` is not YYYY-MM-DD"))
 }
 
 pub fn run(args: &PricesArgs) -> Result {
@@ -93,9 +92,7 @@ pub fn run(args: &PricesArgs) -> Result {
         ),
         Err(_) => None,
     };
-    let today = args
-        .effective
-        .unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
+    let today = args.effective.unwrap_or_else(|| Utc::now().date_naive());
     let (file, changes) = merge(existing, generated, today, &args.from);
     // Prove the result loads before writing it.
     let table = PriceTable::from_file(file.clone())
@@ -310,7 +307,7 @@ fn same_rates(a: &ModelPrice, b: &ModelPrice) -> bool {
 fn merge(
     existing: Option<PriceFile>,
     generated: Vec<ModelPrice>,
-    today: Date,
+    today: NaiveDate,
     from: &std::path::Path,
 ) -> (PriceFile, usize) {
     let mut models = existing.map(|f| f.models).unwrap_or_default();
@@ -432,8 +429,8 @@ mod tests {
 
     #[test]
     fn merge_keeps_history_and_dates_changes() {
-        let day1 = date!(2026 - 01 - 01);
-        let day2 = date!(2026 - 02 - 01);
+        let day1 = ymd(2026, 1, 1);
+        let day2 = ymd(2026, 2, 1);
         let from = std::path::Path::new("x.json");
         let (file, n) = merge(None, convert(&source(), &providers()).unwrap(), day1, from);
         assert_eq!(n, 3);

@@ -5,6 +5,7 @@ use std::process::Command;
 use crate::util::{exec, have, output, step, Result};
 
 pub fn run() -> Result {
+    disk_space();
     wasm_target()?;
     clickhouse()?;
     zookeeper()?;
@@ -14,6 +15,40 @@ pub fn run() -> Result {
     cpu_hog()?;
     println!("setup: done");
     Ok(())
+}
+
+/// Free bytes a full `cargo xtask test` from a fresh clone needs under `target/`, measured:
+/// about 6 GB of debug, release and wasm builds, 1.3 GB of Python environments and up to
+/// 3 GB of soak data while the soak runs (removed when it passes).
+const TEST_RUN_BYTES: u64 = 10 << 30;
+
+/// Warns, with the figures, when the disk is too full for a whole test run: running out of
+/// space half-way fails a compile with `No space left on device` minutes later and far from
+/// the cause (a CI run did, on a machine where stale clones had filled the disk).
+fn disk_space() {
+    let target = crate::util::repo_root().join("target");
+    let probe = if target.exists() {
+        target
+    } else {
+        crate::util::repo_root()
+    };
+    let out = output(
+        Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&probe),
+    );
+    let free = out.and_then(|o| o.lines().nth(1).and_then(|l| l.trim().parse::<u64>().ok()));
+    if let Some(free) = free {
+        if free < TEST_RUN_BYTES {
+            eprintln!(
+                "setup: WARNING: {:.1} GB free at {}; a full `cargo xtask test` needs about {} GB \
+                 (remove stale clones or `cargo clean` an old target/)",
+                free as f64 / 1e9,
+                probe.display(),
+                TEST_RUN_BYTES >> 30
+            );
+        }
+    }
 }
 
 fn wasm_target() -> Result {

@@ -24,6 +24,10 @@ pub struct SoakArgs {
     /// Collectors behind a round-robin load balancer (faults hit any of them).
     #[arg(long, default_value_t = 2)]
     pub collectors: usize,
+    /// Store on the dev cluster (started for the run when down, stopped after), with a replica
+    /// SIGKILL and a ZooKeeper restart in the rotation; figures in the `soak-cluster` section.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// Which build of the binaries runs, and where the figures go.
@@ -32,6 +36,7 @@ struct Run<'a> {
     minutes: f64,
     fault_every: u64,
     collectors: usize,
+    cluster: bool,
     out: &'a str,
     /// Splice the section into docs/BENCHMARKS.md.
     document: bool,
@@ -40,12 +45,22 @@ struct Run<'a> {
 pub fn run(args: &SoakArgs) -> Result {
     crate::setup::run()?;
     crate::edge::build()?;
+    let _cluster = if args.cluster {
+        Some(crate::ch::ClusterGuard::start()?)
+    } else {
+        None
+    };
     soak(&Run {
         profile: "release",
         minutes: args.minutes,
         fault_every: args.fault_every,
         collectors: args.collectors,
-        out: "target/bench/soak",
+        cluster: args.cluster,
+        out: if args.cluster {
+            "target/bench/soak-cluster"
+        } else {
+            "target/bench/soak"
+        },
         document: true,
     })
 }
@@ -58,6 +73,7 @@ pub fn run_short_for_ci() -> Result {
         minutes: 3.0,
         fault_every: 18,
         collectors: 2,
+        cluster: false,
         out: "target/bench/soak-ci",
         document: false,
     })
@@ -97,13 +113,15 @@ fn soak(run: &Run<'_>) -> Result {
             .args(["--minutes", &run.minutes.to_string()])
             .args(["--fault-every", &run.fault_every.to_string()])
             .args(["--collectors", &run.collectors.to_string()])
+            .args(run.cluster.then_some("--cluster"))
             .args(["--out", &json, "--markdown", &md]),
     );
+    let section = if run.cluster { "soak-cluster" } else { "soak" };
     // The figures are documented whatever the verdict: a failed soak is a finding too.
     if run.document {
-        if let Ok(section) = fs::read_to_string(root.join(&md)) {
-            crate::bench::splice_section(&root.join("docs/BENCHMARKS.md"), "soak", &section)?;
-            println!("    updated docs/BENCHMARKS.md (section `soak`)");
+        if let Ok(text) = fs::read_to_string(root.join(&md)) {
+            crate::bench::splice_section(&root.join("docs/BENCHMARKS.md"), section, &text)?;
+            println!("    updated docs/BENCHMARKS.md (section `{section}`)");
         }
     }
     result

@@ -41,6 +41,7 @@
 mod render;
 mod sql;
 
+use chrono::{DateTime, Utc};
 use std::cmp::Ordering;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -356,8 +357,8 @@ struct RecordRow<'a> {
     version: u32,
     name: &'a str,
     checksum: &'a str,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    applied_at: time::OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    applied_at: DateTime<Utc>,
     server_version: String,
     duration_ms: u64,
     applied_by: &'a str,
@@ -747,7 +748,7 @@ impl Migrator {
                     version: m.version,
                     name: &m.name,
                     checksum: &m.checksum,
-                    applied_at: time::OffsetDateTime::now_utc(),
+                    applied_at: Utc::now(),
                     server_version: server_version.to_string(),
                     duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
                     applied_by: &self.holder,
@@ -798,7 +799,7 @@ fn holder_id() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown-host".into());
-    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
     format!("{host}:{}:{}", std::process::id(), nanos % 1_000_000_000)
 }
 

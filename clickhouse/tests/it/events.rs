@@ -1,6 +1,6 @@
 //! `UsageEventRow` round-trips through the real table field for field.
 
-use time::OffsetDateTime;
+use chrono::{DateTime, Timelike};
 use tollgate_clickhouse::testing::TestDb;
 use tollgate_clickhouse::{insert_encoded, insert_events, read_query, EncodedEvent, UsageEventRow};
 use usage_core::UsageRecord;
@@ -11,7 +11,7 @@ use crate::support::fixture;
 async fn usage_event_rows_round_trip_field_for_field() {
     let db = TestDb::new().await.unwrap();
     let records = fixture(400);
-    let inserted_at = OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap();
+    let inserted_at = DateTime::from_timestamp_secs(1_790_000_000).unwrap();
     let rows: Vec<UsageEventRow> = records
         .iter()
         .enumerate()
@@ -39,7 +39,7 @@ async fn usage_event_rows_round_trip_field_for_field() {
     }) {
         let record = UsageRecord::try_from(row).unwrap();
         let expected = UsageRecord {
-            ts: original.ts.replace_nanosecond(0).unwrap(),
+            ts: original.ts.with_nanosecond(0).unwrap(),
             ..original
         };
         assert_eq!(record, expected);
@@ -75,7 +75,7 @@ async fn encoded_rows_land_field_for_field() {
             r.ttft_ms = None;
         }
     }
-    let inserted_at = OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap();
+    let inserted_at = DateTime::from_timestamp_secs(1_790_000_000).unwrap();
     let encoded: Vec<EncodedEvent> = records.iter().map(EncodedEvent::from_record).collect();
     insert_encoded(db.client(), &encoded, "batch-enc", inserted_at, None)
         .await

@@ -2,9 +2,9 @@
 //! is rebuilt from the raw rows; an event stored twice is kept once; a consistent database is
 //! left alone.
 
+use chrono::{TimeDelta, Utc};
 use std::time::Duration;
 
-use time::OffsetDateTime;
 use tollgate_clickhouse::integrity::{self, ROLLUPS};
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_clickhouse::testing::TestDb;
@@ -15,13 +15,13 @@ use crate::support::tsv;
 
 /// Records over the last few hours, so that the job's lookback covers them.
 fn recent(seed: u64, n: u64) -> Vec<UsageRecord> {
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let shape = Shape {
         orgs: 2,
         users_per_org: 3,
         apps_per_org: 2,
-        start: now - time::Duration::hours(3),
-        span: time::Duration::hours(2),
+        start: now - TimeDelta::hours(3),
+        span: TimeDelta::hours(2),
     };
     Synthetic::new(seed, n, shape).collect()
 }
@@ -30,7 +30,7 @@ const LOOKBACK: Duration = Duration::from_secs(6 * 3600);
 
 /// Every rollup equals the raw rows over the lookback.
 async fn assert_all_agree(db: &TestDb) {
-    let since = OffsetDateTime::now_utc().unix_timestamp() - 6 * 3600;
+    let since = Utc::now().timestamp() - 6 * 3600;
     for r in ROLLUPS {
         let from = since.div_euclid(r.width) * r.width;
         let (checked, mismatches) = integrity::compare(db.client(), r, from).await.unwrap();

@@ -1,9 +1,9 @@
 //! Every named query runs on the real server, decodes into its row type, and agrees with the
 //! raw rows and with totals computed in Rust.
 
-use time::macros::{date, datetime};
 use tollgate_clickhouse::queries::{self, Scope};
 use tollgate_clickhouse::testing::TestDb;
+use usage_core::{utc, ymd};
 use usage_core::{ErrorClass, UsageRecord};
 
 use crate::support::{fixture, insert_in_batches};
@@ -22,7 +22,7 @@ async fn named_queries_agree_with_the_raw_rows_for_every_scope() {
     let db = TestDb::new().await.unwrap();
     let records = fixture(2500);
     insert_in_batches(db.client(), &records, 4).await;
-    let (from, to) = (date!(2026 - 01 - 01), date!(2026 - 03 - 01));
+    let (from, to) = (ymd(2026, 1, 1), ymd(2026, 3, 1));
     let heavy = &records[100];
     let scopes = [
         Scope::AllOrgs,
@@ -53,7 +53,7 @@ async fn named_queries_agree_with_the_raw_rows_for_every_scope() {
         assert_eq!(daily, raw, "{scope:?}");
         assert_eq!(daily.iter().map(|d| d.requests).sum::<u64>(), requests);
         assert_eq!(daily.iter().map(|d| d.cost_usd).sum::<i128>(), cost);
-        assert_eq!(daily.first().map(|d| d.day), Some(date!(2026 - 01 - 29)));
+        assert_eq!(daily.first().map(|d| d.day), Some(ymd(2026, 1, 29)));
 
         let totals = queries::overview_totals(db.client(), scope, from, to)
             .await
@@ -79,8 +79,8 @@ async fn named_queries_agree_with_the_raw_rows_for_every_scope() {
         let hourly = queries::hourly_timeseries(
             db.client(),
             scope,
-            datetime!(2026-01-01 00:00:00 UTC),
-            datetime!(2026-03-01 00:00:00 UTC),
+            utc(2026, 1, 1, 0, 0, 0),
+            utc(2026, 3, 1, 0, 0, 0),
         )
         .await
         .unwrap();
@@ -122,7 +122,7 @@ async fn an_empty_range_answers_zeros_not_errors() {
     let scope = Scope::Org {
         org_id: "nobody".into(),
     };
-    let (from, to) = (date!(2026 - 01 - 01), date!(2026 - 02 - 01));
+    let (from, to) = (ymd(2026, 1, 1), ymd(2026, 2, 1));
     assert!(queries::daily_overview(db.client(), &scope, from, to)
         .await
         .unwrap()

@@ -1,12 +1,12 @@
 //! Retention drops exactly the monthly partitions past the cut-off, per table family, and its
 //! dry run names exactly those.
 
-use time::macros::{date, datetime};
-use time::Duration;
+use chrono::TimeDelta;
 use tollgate_clickhouse::retention::{self, DroppedPartition, RetentionPolicy};
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_clickhouse::testing::TestDb;
 use tollgate_clickhouse::{insert_events, UsageEventRow};
+use usage_core::{utc, ymd};
 
 use crate::support::tsv;
 
@@ -32,8 +32,8 @@ async fn old_raw_months_are_dropped_and_rollups_kept_by_their_own_policy() {
         orgs: 2,
         users_per_org: 3,
         apps_per_org: 1,
-        start: datetime!(2026-01-01 00:00:00 UTC),
-        span: Duration::days(181),
+        start: utc(2026, 1, 1, 0, 0, 0),
+        span: TimeDelta::days(181),
     };
     let rows: Vec<UsageEventRow> = Synthetic::new(1, 600, shape)
         .map(|r| UsageEventRow::from(&r))
@@ -42,7 +42,7 @@ async fn old_raw_months_are_dropped_and_rollups_kept_by_their_own_policy() {
     let all = ["202601", "202602", "202603", "202604", "202605", "202606"];
     assert_eq!(partitions(&db, "usage_events").await, all);
 
-    let today = date!(2026 - 06 - 15);
+    let today = ymd(2026, 6, 15);
     let expired = retention::expired_partitions(db.client(), db.name(), "usage_events", today, 2)
         .await
         .unwrap();

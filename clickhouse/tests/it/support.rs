@@ -1,10 +1,10 @@
 //! Shared helpers: fixtures and text results.
 
-use time::macros::datetime;
-use time::Duration;
+use chrono::TimeDelta;
 use tollgate_clickhouse::clickhouse::Client;
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_clickhouse::{insert_events, UsageEventRow};
+use usage_core::utc;
 use usage_core::UsageRecord;
 
 /// The rollup fixture: three orgs over six days across a month boundary, every class covered.
@@ -13,8 +13,8 @@ pub fn fixture(count: u64) -> Vec<UsageRecord> {
         orgs: 3,
         users_per_org: 9,
         apps_per_org: 3,
-        start: datetime!(2026-01-29 00:00:00 UTC),
-        span: Duration::days(6),
+        start: utc(2026, 1, 29, 0, 0, 0),
+        span: TimeDelta::days(6),
     };
     Synthetic::new(42, count, shape).collect()
 }

@@ -316,3 +316,73 @@ mod payload_tests {
         assert!(cut.rows().unwrap_err().contains("overruns"));
     }
 }
+
+/// Spool entries and encoded rows written by the code before `chrono` replaced `time`
+/// (fixtures in `tests/fixtures/`, never regenerated): they must read back as they were
+/// written, so a collector upgraded with records still in its spool delivers them unchanged.
+#[cfg(test)]
+mod written_before_chrono {
+    use super::*;
+
+    const ENTRIES: &[u8] = include_bytes!("../../tests/fixtures/spool_pre_chrono.entries");
+    const ROWS_HEX: &str = include_str!("../../tests/fixtures/encoded_pre_chrono.hex");
+    /// The records' `ts`: 2026-12-07T01:02:03Z plus i seconds, with 0, .5, .123 and .12 s.
+    const TS: [&str; 4] = [
+        "2026-12-07T01:02:03Z",
+        "2026-12-07T01:02:04.5Z",
+        "2026-12-07T01:02:05.123Z",
+        "2026-12-07T01:02:06.12Z",
+    ];
+    const TS_UNIX: [u32; 4] = [1_796_605_323, 1_796_605_324, 1_796_605_325, 1_796_605_326];
+
+    fn entries() -> Vec<Entry> {
+        let mut r = ENTRIES;
+        let mut out = Vec::new();
+        while let Ok(entry) = read_entry(&mut r).unwrap() {
+            out.push(entry);
+        }
+        out
+    }
+
+    #[test]
+    fn a_spool_written_before_reads_back_the_same_records() {
+        let entries = entries();
+        let formats: Vec<Format> = entries.iter().map(|e| e.format).collect();
+        assert_eq!(formats, [Format::JsonArray, Format::EncodedRows]);
+        // The JSON entry: every `ts` in time's RFC 3339 form (fraction trimmed, `Z`).
+        let records: Vec<UsageRecord> = serde_json::from_slice(&entries[0].payload).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&entries[0].payload).unwrap();
+        let written: Vec<&str> = (0..4).map(|i| json[i]["ts"].as_str().unwrap()).collect();
+        assert_eq!(written, TS);
+        // Written out again, the records are byte for byte what was spooled.
+        assert_eq!(serde_json::to_vec(&records).unwrap(), entries[0].payload);
+
+        // Both entries give the same rows, each with the record's second.
+        let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
+        assert_eq!(entries[0].event_ids(), ids);
+        assert_eq!(entries[1].event_ids(), ids);
+        let from_json = entries[0].clone().rows().unwrap();
+        let from_rows = entries[1].clone().rows().unwrap();
+        assert_eq!(from_json, from_rows);
+        for (row, secs) in from_rows.iter().zip(TS_UNIX) {
+            let decoded = row.decode().unwrap();
+            assert_eq!(decoded.event_id, row.event_id());
+            assert_eq!(row.ts().timestamp(), i64::from(secs));
+        }
+    }
+
+    #[test]
+    fn records_encode_to_the_rows_written_before() {
+        let records: Vec<UsageRecord> = serde_json::from_slice(&entries()[0].payload).unwrap();
+        let hex: Vec<&str> = ROWS_HEX.lines().collect();
+        assert_eq!(hex.len(), records.len());
+        for (r, want) in records.iter().zip(hex) {
+            let got: String = EncodedEvent::from_record(r)
+                .as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(got, want, "{}", r.event_id);
+        }
+    }
+}

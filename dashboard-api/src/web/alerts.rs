@@ -10,8 +10,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
-use time::OffsetDateTime;
 
 use crate::alerts::{self, AlertOut, AlertState};
 use crate::analytics;
@@ -46,7 +46,7 @@ pub async fn page(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let filters = PageFilters::parse(raw.as_deref());
-    let api_query = filters.api_query(OffsetDateTime::now_utc());
+    let api_query = filters.api_query(Utc::now());
     let p = &session.principal;
     let window = match analytics::request(&state, p, Some(&api_query)) {
         Ok((params, _)) => params.window,
@@ -191,7 +191,7 @@ fn details(a: &AlertOut) -> String {
     }
 }
 
-fn who_when(by: &Option<String>, at: Option<OffsetDateTime>) -> String {
+fn who_when(by: &Option<String>, at: Option<DateTime<Utc>>) -> String {
     match (by, at) {
         (Some(b), Some(t)) => format!("{} · {}", esc(b), html::time(t)),
         (None, Some(t)) => html::time(t),
@@ -218,7 +218,7 @@ fn active_section(
              <p class=\"empty-title\">No active alerts</p><p>{hint}</p></div>"
         );
     }
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let summary: String = SEVERITIES
         .iter()
         .map(|sev| {
@@ -276,7 +276,7 @@ fn alert_item(
     a: &AlertOut,
     session: &Session,
     filters: &PageFilters,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
 ) -> String {
     let id = a.alert_id;
     let may_change = session.principal.write_org(Some(&a.org_id)).is_ok();
@@ -325,7 +325,7 @@ fn alert_item(
         title = esc(&a.title),
         kind = esc(&a.kind.replace('_', " ")),
         opened = html::time(a.opened_at),
-        ago = fmt::age((now - a.opened_at).whole_seconds()),
+        ago = fmt::age((now - a.opened_at).num_seconds()),
         details = details(a),
     )
 }

@@ -3,8 +3,7 @@
 //! it leniently — unknown keys are ignored so old links keep working — and hand the API query
 //! it stands for to the same functions the JSON API runs, which validate it strictly.
 
-use time::format_description::well_known::Rfc3339;
-use time::{Duration, OffsetDateTime};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 
 /// A preset time range, or a custom one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,12 +43,12 @@ impl Range {
         Range::PRESETS.into_iter().find(|r| r.key() == s)
     }
 
-    fn length(self) -> Option<Duration> {
+    fn length(self) -> Option<TimeDelta> {
         match self {
-            Range::Day => Some(Duration::hours(24)),
-            Range::Week => Some(Duration::days(7)),
-            Range::Month => Some(Duration::days(30)),
-            Range::Quarter => Some(Duration::days(90)),
+            Range::Day => Some(TimeDelta::hours(24)),
+            Range::Week => Some(TimeDelta::days(7)),
+            Range::Month => Some(TimeDelta::days(30)),
+            Range::Quarter => Some(TimeDelta::days(90)),
             Range::Custom => None,
         }
     }
@@ -150,9 +149,9 @@ impl PageFilters {
 
     /// The API query these filters stand for at `now`: presets end now; custom ranges pass
     /// through as given (a date `to` is the end of that day, as the API reads it).
-    pub fn api_query(&self, now: OffsetDateTime) -> String {
+    pub fn api_query(&self, now: DateTime<Utc>) -> String {
         let mut q = form_urlencoded::Serializer::new(String::new());
-        let now = now.replace_nanosecond(0).unwrap_or(now);
+        let now = now.with_nanosecond(0).unwrap_or(now);
         match self.range.length() {
             Some(len) => {
                 q.append_pair("from", &rfc3339(now - len));
@@ -187,8 +186,8 @@ impl PageFilters {
 
     /// Whether a series over this range reads better by the hour (24 hours, or a custom range
     /// of at most two days).
-    pub fn hourly(&self, from: OffsetDateTime, to: OffsetDateTime) -> bool {
-        self.range == Range::Day || (self.range == Range::Custom && to - from <= Duration::days(2))
+    pub fn hourly(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
+        self.range == Range::Day || (self.range == Range::Custom && to - from <= TimeDelta::days(2))
     }
 
     /// "last 7 days", or "2026-11-01 – 2026-11-30".
@@ -215,14 +214,15 @@ impl PageFilters {
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
+fn rfc3339(t: DateTime<Utc>) -> String {
+    usage_core::rfc3339::format(&t).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
+    use chrono::TimeDelta;
+    use usage_core::utc;
 
     #[test]
     fn the_url_round_trips_and_defaults_stay_short() {
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn presets_end_now_and_custom_ranges_pass_through() {
-        let now = datetime!(2026-11-27 15:30:12.5 UTC);
+        let now = utc(2026, 11, 27, 15, 30, 12) + TimeDelta::milliseconds(500);
         let f = PageFilters::parse(Some("range=24h&provider=openrouter&org=acme"));
         assert_eq!(
             f.api_query(now),

@@ -2,7 +2,7 @@
 //! (`<data value="12.345678901">$12.35</data>`), so a reader — or a test — can check a card
 //! against the API to the last digit.
 
-use time::{Date, OffsetDateTime};
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 
 /// `1234567` → `1,234,567`.
 pub fn count(n: u64) -> String {
@@ -106,11 +106,11 @@ pub fn age(seconds: i64) -> String {
 }
 
 /// `2026-11-03 14:05 UTC`.
-pub fn datetime(t: OffsetDateTime) -> String {
+pub fn datetime(t: DateTime<Utc>) -> String {
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02} UTC",
         t.year(),
-        u8::from(t.month()),
+        t.month(),
         t.day(),
         t.hour(),
         t.minute()
@@ -118,23 +118,22 @@ pub fn datetime(t: OffsetDateTime) -> String {
 }
 
 /// `2026-11-03T14:05:00Z`, for `<time datetime>`.
-pub fn iso(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+pub fn iso(t: DateTime<Utc>) -> String {
+    usage_core::rfc3339::format(&t).unwrap_or_default()
 }
 
 /// `Nov 3`.
-pub fn short_day(d: Date) -> String {
+pub fn short_day(d: NaiveDate) -> String {
     let m = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][usize::from(u8::from(d.month())) - 1];
+    ][d.month0() as usize];
     format!("{m} {}", d.day())
 }
 
 /// `Tue, Nov 3`.
-pub fn weekday_day(d: Date) -> String {
+pub fn weekday_day(d: NaiveDate) -> String {
     let w = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-        [usize::from(d.weekday().number_days_from_monday())];
+        [d.weekday().num_days_from_monday() as usize];
     format!("{w}, {}", short_day(d))
 }
 

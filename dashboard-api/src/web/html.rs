@@ -7,6 +7,7 @@ use crate::error::ApiError;
 use crate::web::asset_version;
 use crate::web::filters::{PageFilters, Range};
 use crate::web::fmt::Change;
+use chrono::{DateTime, Utc};
 
 /// Escapes text for HTML content and quoted attribute values.
 pub fn esc(s: &str) -> String {
@@ -445,7 +446,7 @@ pub fn table(id: &str, columns: &[Col<'_>], rows: &[Row]) -> String {
 }
 
 /// A `<time>` element: the readable time, the machine one in `datetime`.
-pub fn time(t: time::OffsetDateTime) -> String {
+pub fn time(t: DateTime<Utc>) -> String {
     format!(
         "<time datetime=\"{}\">{}</time>",
         crate::web::fmt::iso(t),

@@ -5,7 +5,7 @@
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use time::OffsetDateTime;
+use chrono::{DateTime, Timelike, Utc};
 
 use crate::alerts::{AlertOut, AlertState};
 use crate::analytics::{self, Overview, ProviderOut, Timeseries};
@@ -26,7 +26,7 @@ pub async fn page(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let filters = PageFilters::parse(raw.as_deref());
-    let api_query = filters.api_query(OffsetDateTime::now_utc());
+    let api_query = filters.api_query(Utc::now());
     let p = &session.principal;
     // The filters are read once into typed parameters; every section computes from those.
     let (params, filter) = match analytics::request(&state, p, Some(&api_query)) {
@@ -121,7 +121,7 @@ fn cards(o: &Overview, alerts: &ApiResult<Vec<AlertOut>>, filters: &PageFilters)
     let active_sub = match alerts {
         Ok(list) => {
             let prev = o.window.from - (o.window.to - o.window.from);
-            let opened = |from: OffsetDateTime, to: OffsetDateTime| {
+            let opened = |from: DateTime<Utc>, to: DateTime<Utc>| {
                 list.iter()
                     .filter(|a| a.opened_at >= from && a.opened_at < to)
                     .count() as u64
@@ -236,12 +236,12 @@ fn usage_chart(ts: &Timeseries) -> String {
         .map(|p| {
             if hourly {
                 if p.t.hour() == 0 {
-                    fmt::short_day(p.t.date())
+                    fmt::short_day(p.t.date_naive())
                 } else {
                     format!("{:02}:00", p.t.hour())
                 }
             } else {
-                fmt::short_day(p.t.date())
+                fmt::short_day(p.t.date_naive())
             }
         })
         .collect();
@@ -250,9 +250,13 @@ fn usage_chart(ts: &Timeseries) -> String {
         .iter()
         .map(|p| {
             if hourly {
-                format!("{} {:02}:00 UTC", fmt::short_day(p.t.date()), p.t.hour())
+                format!(
+                    "{} {:02}:00 UTC",
+                    fmt::short_day(p.t.date_naive()),
+                    p.t.hour()
+                )
             } else {
-                fmt::weekday_day(p.t.date())
+                fmt::weekday_day(p.t.date_naive())
             }
         })
         .collect();

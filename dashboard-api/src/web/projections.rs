@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use time::{Date, Duration, OffsetDateTime};
+use chrono::{NaiveDate, TimeDelta, Utc};
 
 use crate::analytics::{self, Timeseries};
 use crate::projections::{self, BudgetExhaustion, Projections};
@@ -36,7 +36,7 @@ pub async fn page(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let filters = PageFilters::parse(raw.as_deref());
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let api_query = filters.api_query(now);
     let p = &session.principal;
     if let Err(e) = analytics::request(&state, p, Some(&api_query)) {
@@ -57,7 +57,7 @@ pub async fn page(
         Err(e) => return tab_error(&state, &session, Tab::Projections, &filters, &e),
     };
     let retry = filters.href("/projections");
-    let today = now.date();
+    let today = now.date_naive();
     let notes: String = o
         .notes
         .iter()
@@ -160,7 +160,7 @@ fn cards(o: &Projections) -> String {
     .collect()
 }
 
-fn forecast_chart(o: &Projections, history: &Timeseries, today: Date) -> String {
+fn forecast_chart(o: &Projections, history: &Timeseries, today: NaiveDate) -> String {
     if o.daily.is_empty() {
         return html::empty(
             "Not enough history to forecast",
@@ -168,21 +168,17 @@ fn forecast_chart(o: &Projections, history: &Timeseries, today: Date) -> String 
         );
     }
     let parse = |s: &str| s.parse::<f64>().unwrap_or(0.0);
-    let actual: BTreeMap<Date, f64> = history
+    let actual: BTreeMap<NaiveDate, f64> = history
         .points
         .iter()
-        .filter(|p| p.t.date() < today)
-        .map(|p| (p.t.date(), parse(&p.cost_usd)))
+        .filter(|p| p.t.date_naive() < today)
+        .map(|p| (p.t.date_naive(), parse(&p.cost_usd)))
         .collect();
-    let forecast: BTreeMap<Date, (f64, f64, f64)> = o
+    let forecast: BTreeMap<NaiveDate, (f64, f64, f64)> = o
         .daily
         .iter()
         .filter_map(|d| {
-            let day = Date::parse(
-                &d.date,
-                time::macros::format_description!("[year]-[month]-[day]"),
-            )
-            .ok()?;
+            let day = usage_core::rfc3339::parse_day(&d.date)?;
             Some((
                 day,
                 (
@@ -204,7 +200,7 @@ fn forecast_chart(o: &Projections, history: &Timeseries, today: Date) -> String 
     let mut d = first;
     while d <= last {
         days.push(d);
-        d += Duration::days(1);
+        d += TimeDelta::days(1);
     }
     let marker = days.iter().position(|d| *d == today);
     LineChart {

@@ -4,7 +4,7 @@
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use time::OffsetDateTime;
+use chrono::Utc;
 
 use crate::analytics::{self, ModelOut, ProviderOut};
 use crate::auth::Role;
@@ -29,7 +29,7 @@ pub async fn page(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let filters = PageFilters::parse(raw.as_deref());
-    let api_query = filters.api_query(OffsetDateTime::now_utc());
+    let api_query = filters.api_query(Utc::now());
     let p = &session.principal;
     let (params, filter) = match analytics::request(&state, p, Some(&api_query)) {
         Ok(read) => read,

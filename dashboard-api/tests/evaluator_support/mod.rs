@@ -16,8 +16,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde_json::{json, Value};
-use time::{Date, Duration, OffsetDateTime, Time};
 use tollgate_clickhouse::alerts::AlertRow;
 use tollgate_clickhouse::UsageEventRow;
 use tollgate_dashboard_api::config::Config;
@@ -48,20 +48,20 @@ pub async fn env_with(configure: impl FnOnce(&mut Config)) -> Env {
 }
 
 /// Noon (UTC) today: the tests' clock, so hour and day windows never straddle midnight.
-pub fn noon() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-        .date()
-        .with_time(Time::from_hms(12, 0, 0).unwrap())
-        .assume_utc()
+pub fn noon() -> DateTime<Utc> {
+    Utc::now()
+        .date_naive()
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc()
 }
 
-pub fn at(day: Date, hour: u8, minute: u8) -> OffsetDateTime {
-    day.with_time(Time::from_hms(hour, minute, 0).unwrap())
-        .assume_utc()
+pub fn at(day: NaiveDate, hour: u32, minute: u32) -> DateTime<Utc> {
+    day.and_hms_opt(hour, minute, 0).unwrap().and_utc()
 }
 
 /// A successful call of `org` to `provider` at `ts` costing `cost_usd` (a decimal string).
-pub fn call(org: &str, provider: &str, ts: OffsetDateTime, cost_usd: &str) -> UsageRecord {
+pub fn call(org: &str, provider: &str, ts: DateTime<Utc>, cost_usd: &str) -> UsageRecord {
     let model = if provider == "openrouter" {
         "anthropic/claude-sonnet-4"
     } else {
@@ -129,7 +129,7 @@ pub fn unpriced(mut r: UsageRecord) -> UsageRecord {
 pub async fn seed(env: &Env, records: &[UsageRecord]) {
     let rows: Vec<UsageEventRow> = records
         .iter()
-        .map(|r| UsageEventRow::from_record(r, "seed", OffsetDateTime::now_utc()))
+        .map(|r| UsageEventRow::from_record(r, "seed", Utc::now()))
         .collect();
     tollgate_clickhouse::insert_events(env.db.client(), &rows)
         .await
@@ -198,7 +198,7 @@ pub async fn open_alerts_of(env: &Env, rule_id: Uuid) -> Vec<Value> {
 }
 
 /// Runs one evaluation at `now` and checks it failed for no rule.
-pub async fn tick(env: &Env, now: OffsetDateTime) -> tollgate_jobs::evaluator::TickReport {
+pub async fn tick(env: &Env, now: DateTime<Utc>) -> tollgate_jobs::evaluator::TickReport {
     let report = tollgate_jobs::evaluator::evaluate_once(env.state.jobs(), now)
         .await
         .unwrap();
@@ -215,10 +215,10 @@ pub fn opened_by(report: &tollgate_jobs::evaluator::TickReport, rule_id: Uuid) -
 }
 
 /// The whole life of one rule's alert: fires on `now`, one alert; the next tick keeps it.
-pub async fn assert_fires_once(env: &Env, rule_id: Uuid, now: OffsetDateTime) -> Value {
+pub async fn assert_fires_once(env: &Env, rule_id: Uuid, now: DateTime<Utc>) -> Value {
     let first = tick(env, now).await;
     assert_eq!(opened_by(&first, rule_id).len(), 1, "{:?}", first.opened);
-    let second = tick(env, now + Duration::minutes(1)).await;
+    let second = tick(env, now + TimeDelta::minutes(1)).await;
     assert!(
         opened_by(&second, rule_id).is_empty(),
         "duplicated: {:?}",
@@ -231,7 +231,7 @@ pub async fn assert_fires_once(env: &Env, rule_id: Uuid, now: OffsetDateTime) ->
 }
 
 /// The rule's only alert is resolved by the evaluator at `now`.
-pub async fn assert_auto_resolves(env: &Env, rule_id: Uuid, now: OffsetDateTime) -> Value {
+pub async fn assert_auto_resolves(env: &Env, rule_id: Uuid, now: DateTime<Utc>) -> Value {
     let report = tick(env, now).await;
     assert_eq!(
         report
@@ -273,7 +273,7 @@ impl Received {
                 .and_then(|v| v.to_str().ok()),
             &self.body,
             &[SECRET.as_bytes()],
-            OffsetDateTime::now_utc().unix_timestamp(),
+            Utc::now().timestamp(),
             300,
         )
     }
@@ -384,7 +384,7 @@ pub async fn balance_at(
     provider: &str,
     label: &str,
     usd: &str,
-    observed_at: OffsetDateTime,
+    observed_at: DateTime<Utc>,
 ) {
     use tollgate_clickhouse::credits::{insert, CreditInsertRow};
     insert(

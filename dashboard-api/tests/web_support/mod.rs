@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
+use chrono::{Datelike, TimeDelta, Timelike, Utc};
 use http_body_util::BodyExt;
 use serde_json::json;
-use time::{Duration, OffsetDateTime};
 use tollgate_clickhouse::alerts::{write_alert, AlertRow};
 use tollgate_clickhouse::UsageEventRow;
 use tollgate_dashboard_api::app;
@@ -113,13 +113,13 @@ const MIX: &[Stream] = &[
 ];
 
 fn records(days: i64) -> Vec<UsageRecord> {
-    let now = OffsetDateTime::now_utc();
-    let today = now.date();
+    let now = Utc::now();
+    let today = now.date_naive();
     let mut out = Vec::new();
     let mut n: u64 = 0;
     for back in (0..days).rev() {
-        let day = today - Duration::days(back);
-        let weekend = day.weekday().number_days_from_monday() >= 5;
+        let day = today - TimeDelta::days(back);
+        let weekend = day.weekday().num_days_from_monday() >= 5;
         // A gentle upward trend, quieter weekends.
         let scale =
             (0.7 + 0.3 * (days - back) as f64 / days as f64) * if weekend { 0.35 } else { 1.0 };
@@ -129,10 +129,10 @@ fn records(days: i64) -> Vec<UsageRecord> {
                 n += 1;
                 let hour = 7 + (i * 5 + n as u32) % 13;
                 let ts = day
-                    .with_hms(hour as u8, (n % 60) as u8, (n * 7 % 60) as u8)
+                    .and_hms_opt(hour, (n % 60) as u32, (n * 7 % 60) as u32)
                     .unwrap()
-                    .assume_utc();
-                if ts > now - Duration::minutes(2) {
+                    .and_utc();
+                if ts > now - TimeDelta::minutes(2) {
                     continue;
                 }
                 let error =
@@ -210,8 +210,8 @@ fn alert(
     details: serde_json::Value,
     hours_ago: i64,
 ) -> AlertRow {
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    let opened = now - Duration::hours(hours_ago);
+    let now = Utc::now().with_nanosecond(0).unwrap();
+    let opened = now - TimeDelta::hours(hours_ago);
     let mut row = AlertRow {
         alert_id: Uuid::new_v4(),
         org_id: org.into(),
@@ -232,18 +232,18 @@ fn alert(
     };
     if state != "open" {
         row.acknowledged_by = "acme admin (tok_seed)".into();
-        row.acknowledged_at = Some(opened + Duration::minutes(20));
+        row.acknowledged_at = Some(opened + TimeDelta::minutes(20));
     }
     if state == "resolved" {
         row.resolved_by = "acme admin (tok_seed)".into();
-        row.resolved_at = Some(opened + Duration::hours(2));
+        row.resolved_at = Some(opened + TimeDelta::hours(2));
     }
     row
 }
 
 /// Seeds usage (35 days), alerts, budgets and balances through the same paths production uses.
 pub async fn seed(env: &Env) -> Seeded {
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let rows: Vec<UsageEventRow> = records(35)
         .iter()
         .map(|r| UsageEventRow::from_record(r, "seed", now))

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::json;
-use time::{Date, Duration, OffsetDateTime};
 use tollgate_clickhouse::clickhouse::{self, Row};
 use tollgate_clickhouse::queries::{day_param, NamedQuery};
 use tollgate_clickhouse::{read_query, Scope};
@@ -37,8 +37,8 @@ pub struct BalanceRow {
     pub org_id: String,
     /// Nano-USD.
     pub latest_balance_nusd: i64,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    pub balance_observed_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub balance_observed_at: DateTime<Utc>,
 }
 
 /// The last known balances of the rule's provider (and key) that the rule's org may watch:
@@ -73,9 +73,7 @@ fn balance_scope(b: &BalanceRow) -> String {
 }
 
 fn observed(b: &BalanceRow) -> String {
-    b.balance_observed_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    usage_core::rfc3339::format(&b.balance_observed_at).unwrap_or_default()
 }
 
 pub(super) async fn low_balance(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
@@ -107,16 +105,16 @@ pub(super) async fn low_balance(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Fin
 
 /// Days until `balance` (USD) is spent at `forecast`'s daily burn, starting `now` (the rest of
 /// today first), as a fractional day; `None` beyond [`RUNWAY_HORIZON_DAYS`] or without burn.
-pub fn runway_days(forecast: &Forecast, balance: f64, now: OffsetDateTime) -> Option<f64> {
+pub fn runway_days(forecast: &Forecast, balance: f64, now: DateTime<Utc>) -> Option<f64> {
     if balance <= 0.0 {
         return Some(0.0);
     }
-    let today = now.date();
+    let today = now.date_naive();
     let elapsed = (now - midnight(today)).as_seconds_f64() / 86_400.0;
     let mut left = balance;
     let mut days = 0.0;
     for k in 0..=RUNWAY_HORIZON_DAYS {
-        let per_day = forecast.at(today + Duration::days(k)).value;
+        let per_day = forecast.at(today + TimeDelta::days(k)).value;
         let share = if k == 0 { 1.0 - elapsed } else { 1.0 };
         let burn = per_day * share;
         if burn > 0.0 && burn >= left {
@@ -131,7 +129,7 @@ pub fn runway_days(forecast: &Forecast, balance: f64, now: OffsetDateTime) -> Op
 pub(super) async fn credit_runway(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     let min_days = rule.int("min_days")?;
     let today = ctx.today();
-    let from = today - Duration::days(RUNWAY_HISTORY_DAYS);
+    let from = today - TimeDelta::days(RUNWAY_HISTORY_DAYS);
     let mut findings = Vec::new();
     for b in balances(ctx, rule).await? {
         let filter = Filter {
@@ -148,20 +146,20 @@ pub(super) async fn credit_runway(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<F
         let costs = days_cost(ctx.state.client(), &filter, from, today).await?;
         let history: Vec<f64> = (0..RUNWAY_HISTORY_DAYS)
             .map(|i| {
-                let d: Date = from + Duration::days(i);
+                let d: NaiveDate = from + TimeDelta::days(i);
                 costs.get(&d).map_or(0.0, |c| *c as f64 / 1e9)
             })
             .collect();
         let balance = b.latest_balance_nusd as f64 / 1e9;
         let first = history.iter().position(|c| *c > 0.0);
         let forecast =
-            first.and_then(|i| Forecast::fit(from + Duration::days(i as i64), &history[i..]).ok());
+            first.and_then(|i| Forecast::fit(from + TimeDelta::days(i as i64), &history[i..]).ok());
         let days = forecast
             .as_ref()
             .and_then(|f| runway_days(f, balance, ctx.now));
         let burn = forecast.as_ref().map_or(0.0, |f| f.at(today).value);
         let firing = days.is_some_and(|d| d < min_days as f64);
-        let runs_out = days.map(|d| day_param(today + Duration::days(d.floor() as i64)));
+        let runs_out = days.map(|d| day_param(today + TimeDelta::days(d.floor() as i64)));
         findings.push(Finding::new(
             balance_scope(&b),
             "runway",
@@ -208,7 +206,7 @@ pub(super) async fn cost_drift(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Find
     let threshold = rule.number("threshold_percent")?;
     let days = rule.int("days")?;
     let today = ctx.today();
-    let from = today - Duration::days(i64::try_from(days).unwrap_or(31));
+    let from = today - TimeDelta::days(i64::try_from(days).unwrap_or(31));
     let scope = format!("provider={provider}");
     let window = format!("days={days}");
     let rows: Vec<ReconciliationRow> =
@@ -252,12 +250,13 @@ pub(super) async fn cost_drift(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Find
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::{date, datetime};
+
+    use usage_core::{utc, ymd};
 
     #[test]
     fn runway_of_a_flat_burn() {
-        let f = Forecast::fit(date!(2026 - 02 - 01), &[10.0; 14]).unwrap();
-        let noon = datetime!(2026-02-15 12:00 UTC);
+        let f = Forecast::fit(ymd(2026, 2, 1), &[10.0; 14]).unwrap();
+        let noon = utc(2026, 2, 15, 12, 0, 0);
         let d = runway_days(&f, 75.0, noon).unwrap();
         assert!((d - 7.5).abs() < 1e-9, "{d}");
         assert!((runway_days(&f, 3.0, noon).unwrap() - 0.3).abs() < 1e-9);

@@ -109,8 +109,8 @@ pub mod usage;
 
 use std::collections::{BTreeMap, HashSet};
 
+use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Timelike, Utc};
 use serde_json::{json, Map, Value};
-use time::{Date, Duration, OffsetDateTime, Time};
 use tollgate_clickhouse::queries::{hour_param, NamedQuery};
 use tollgate_clickhouse::read_query;
 use uuid::Uuid;
@@ -266,12 +266,12 @@ impl Rule {
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx<'a> {
     pub state: &'a Context,
-    pub now: OffsetDateTime,
+    pub now: DateTime<Utc>,
 }
 
 impl Ctx<'_> {
-    pub fn today(&self) -> Date {
-        self.now.date()
+    pub fn today(&self) -> NaiveDate {
+        self.now.date_naive()
     }
 
     /// Whether rules of `org` watch deployment-wide provider data.
@@ -361,9 +361,8 @@ impl Change {
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+fn rfc3339(t: DateTime<Utc>) -> String {
+    usage_core::rfc3339::format(&t).unwrap_or_default()
 }
 
 fn with_details(row: &AlertRow, key: &str, value: Value) -> String {
@@ -388,8 +387,8 @@ fn resolved_by_person(row: &AlertRow) -> bool {
 
 /// A new alert's id: derived from its rule, key and minute, so two instances that open the
 /// same alert in the same minute write one row; a random id if that one is taken.
-fn alert_id(rule_id: Uuid, key: &str, now: OffsetDateTime, taken: &[&AlertRow]) -> Uuid {
-    let minute = now.unix_timestamp().div_euclid(60);
+fn alert_id(rule_id: Uuid, key: &str, now: DateTime<Utc>, taken: &[&AlertRow]) -> Uuid {
+    let minute = now.timestamp().div_euclid(60);
     let digest = usage_core::keys::hash_secret(&format!("{rule_id}\n{key}\n{minute}"));
     let derived = u128::from_str_radix(digest.get(..32).unwrap_or("0"), 16)
         .map(|n| {
@@ -406,12 +405,7 @@ fn alert_id(rule_id: Uuid, key: &str, now: OffsetDateTime, taken: &[&AlertRow]) 
     }
 }
 
-fn resolve(
-    row: &AlertRow,
-    reason: Reason,
-    observed: Option<&Value>,
-    now: OffsetDateTime,
-) -> Change {
+fn resolve(row: &AlertRow, reason: Reason, observed: Option<&Value>, now: DateTime<Utc>) -> Change {
     let mut r = row.clone();
     let mut resolution = json!({ "reason": reason.as_str(), "at": rfc3339(now) });
     if let Some(o) = observed {
@@ -432,7 +426,7 @@ pub fn plan(
     evaluated: &[Evaluated],
     failed: &HashSet<Uuid>,
     alerts: Vec<AlertRow>,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
 ) -> Vec<Change> {
     // Alerts per rule and key, oldest first.
     let mut by_key: BTreeMap<(Uuid, String), Vec<AlertRow>> = BTreeMap::new();
@@ -530,7 +524,7 @@ pub fn plan(
 
 /// Whether the budget period of an alert the edge raised (`details`: `period`, `period_start`)
 /// is over at `now`. An alert that does not say its period stays until a person resolves it.
-fn edge_alert_period_over(alert: &AlertRow, now: OffsetDateTime) -> bool {
+fn edge_alert_period_over(alert: &AlertRow, now: DateTime<Utc>) -> bool {
     let Ok(details) = serde_json::from_str::<Value>(&alert.details) else {
         return false;
     };
@@ -541,30 +535,29 @@ fn edge_alert_period_over(alert: &AlertRow, now: OffsetDateTime) -> bool {
     match (period, start) {
         (Some(period), Some(start)) => {
             let (_, end) = period.unix_bounds(start);
-            now.unix_timestamp() >= end
+            now.timestamp() >= end
         }
         _ => false,
     }
 }
 
-fn to_second(t: OffsetDateTime) -> OffsetDateTime {
-    t.replace_nanosecond(0).unwrap_or(t)
+fn to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t)
 }
 
 /// Midnight (UTC) starting `d`.
-pub fn midnight(d: Date) -> OffsetDateTime {
-    d.with_time(Time::MIDNIGHT).assume_utc()
+pub fn midnight(d: NaiveDate) -> DateTime<Utc> {
+    d.and_time(NaiveTime::MIN).and_utc()
 }
 
 /// The start of the hour containing `t`.
-pub fn floor_hour(t: OffsetDateTime) -> OffsetDateTime {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    t.replace_time(Time::from_hms(t.hour(), 0, 0).unwrap_or(Time::MIDNIGHT))
+pub fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    midnight(t.date_naive()) + TimeDelta::hours(i64::from(t.hour()))
 }
 
 /// One evaluation of every enabled rule at `now` (see the module docs). Writes the alert
 /// changes, then sends their notifications and waits for them (retries included).
-pub async fn evaluate_once(state: &Context, now: OffsetDateTime) -> JobResult<TickReport> {
+pub async fn evaluate_once(state: &Context, now: DateTime<Utc>) -> JobResult<TickReport> {
     let now = to_second(now);
     let client = state.client();
     let rows = read_query(client, &EVALUATOR_RULES.body())
@@ -596,7 +589,7 @@ pub async fn evaluate_once(state: &Context, now: OffsetDateTime) -> JobResult<Ti
         }
     }
     let alerts = read_query(client, &EVALUATOR_ALERTS.body())
-        .bind(hour_param(now - Duration::days(RESOLVED_MEMORY_DAYS)))
+        .bind(hour_param(now - TimeDelta::days(RESOLVED_MEMORY_DAYS)))
         .fetch_all::<AlertRow>()
         .await?;
     let changes = plan(&evaluated, &failed, alerts, now);
@@ -651,10 +644,11 @@ pub async fn evaluate_once(state: &Context, now: OffsetDateTime) -> JobResult<Ti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
+    use chrono::TimeDelta;
+    use usage_core::utc;
 
     fn rule(kind: &str) -> Rule {
-        let now = datetime!(2026-03-04 12:00 UTC);
+        let now = utc(2026, 3, 4, 12, 0, 0);
         Rule::from_row(RuleRow {
             rule_id: Uuid::from_u128(7),
             org_id: "acme".into(),
@@ -703,7 +697,7 @@ mod tests {
 
     #[test]
     fn a_firing_condition_opens_once_and_resolves_when_it_clears() {
-        let t0 = datetime!(2026-03-04 12:00 UTC);
+        let t0 = utc(2026, 3, 4, 12, 0, 0);
         let none = HashSet::new();
         let first = opened(&plan(&eval(vec![firing()]), &none, vec![], t0));
         assert_eq!(
@@ -720,7 +714,7 @@ mod tests {
             first.alert_id
         );
         // Still firing: nothing.
-        let t1 = t0 + Duration::minutes(1);
+        let t1 = t0 + TimeDelta::minutes(1);
         assert!(plan(&eval(vec![firing()]), &none, vec![first.clone()], t1).is_empty());
         // Unknown: nothing either.
         let unknown = Finding::unknown("org=acme", "day=2026-03-04", "no data");
@@ -751,14 +745,14 @@ mod tests {
             &eval(vec![firing()]),
             &none,
             vec![r.clone()],
-            t1 + Duration::minutes(1),
+            t1 + TimeDelta::minutes(1),
         ));
         assert_ne!(again.alert_id, first.alert_id);
     }
 
     #[test]
     fn a_window_that_ended_or_a_rule_that_is_gone_resolves_its_alerts() {
-        let t0 = datetime!(2026-03-04 23:59 UTC);
+        let t0 = utc(2026, 3, 4, 23, 59, 0);
         let none = HashSet::new();
         let a = opened(&plan(&eval(vec![firing()]), &none, vec![], t0));
         let next_day = Finding::new("org=acme", "day=2026-03-05", false, "", json!({}));
@@ -766,13 +760,13 @@ mod tests {
             &eval(vec![next_day]),
             &none,
             vec![a.clone()],
-            t0 + Duration::minutes(2),
+            t0 + TimeDelta::minutes(2),
         );
         assert!(matches!(
             changes.as_slice(),
             [Change::Resolve(_, Reason::WindowEnded)]
         ));
-        let changes = plan(&[], &none, vec![a], t0 + Duration::minutes(2));
+        let changes = plan(&[], &none, vec![a], t0 + TimeDelta::minutes(2));
         assert!(matches!(
             changes.as_slice(),
             [Change::Resolve(_, Reason::RuleGone)]
@@ -781,13 +775,13 @@ mod tests {
 
     #[test]
     fn a_person_resolving_a_firing_alert_silences_it_until_the_condition_clears() {
-        let t0 = datetime!(2026-03-04 12:00 UTC);
+        let t0 = utc(2026, 3, 4, 12, 0, 0);
         let none = HashSet::new();
         let mut a = opened(&plan(&eval(vec![firing()]), &none, vec![], t0));
         a.state = "resolved".into();
         a.resolved_by = "ops (tok_1)".into();
         a.resolved_at = Some(t0);
-        let t1 = t0 + Duration::minutes(1);
+        let t1 = t0 + TimeDelta::minutes(1);
         assert!(plan(&eval(vec![firing()]), &none, vec![a.clone()], t1).is_empty());
         let changes = plan(&eval(vec![clear()]), &none, vec![a.clone()], t1);
         let [Change::Rearm(r)] = changes.as_slice() else {
@@ -802,23 +796,23 @@ mod tests {
             &eval(vec![firing()]),
             &none,
             vec![r.clone()],
-            t1 + Duration::minutes(1),
+            t1 + TimeDelta::minutes(1),
         ));
     }
 
     #[test]
     fn duplicates_are_resolved_keeping_the_oldest() {
-        let t0 = datetime!(2026-03-04 12:00 UTC);
+        let t0 = utc(2026, 3, 4, 12, 0, 0);
         let none = HashSet::new();
         let a = opened(&plan(&eval(vec![firing()]), &none, vec![], t0));
         let mut b = a.clone();
         b.alert_id = Uuid::new_v4();
-        b.opened_at = t0 + Duration::minutes(1);
+        b.opened_at = t0 + TimeDelta::minutes(1);
         let changes = plan(
             &eval(vec![firing()]),
             &none,
             vec![b.clone(), a],
-            t0 + Duration::minutes(2),
+            t0 + TimeDelta::minutes(2),
         );
         let [Change::Resolve(r, Reason::Duplicate)] = changes.as_slice() else {
             panic!("{changes:?}")
@@ -828,8 +822,8 @@ mod tests {
 
     #[test]
     fn an_alert_the_edge_raised_stays_open_until_its_budget_period_ends() {
-        let t0 = datetime!(2026-03-04 12:00 UTC);
-        let day_start = datetime!(2026-03-04 0:00 UTC).unix_timestamp();
+        let t0 = utc(2026, 3, 4, 12, 0, 0);
+        let day_start = utc(2026, 3, 4, 0, 0, 0).timestamp();
         let mut a = opened(&plan(&eval(vec![firing()]), &HashSet::new(), vec![], t0));
         a.rule_id = Uuid::nil();
         a.kind = "budget_threshold".into();
@@ -842,10 +836,10 @@ mod tests {
             &[],
             &HashSet::new(),
             vec![a.clone()],
-            t0 + Duration::hours(11)
+            t0 + TimeDelta::hours(11)
         )
         .is_empty());
-        let next_day = t0 + Duration::hours(12);
+        let next_day = t0 + TimeDelta::hours(12);
         let changes = plan(&[], &HashSet::new(), vec![a.clone()], next_day);
         assert!(
             matches!(
@@ -862,12 +856,12 @@ mod tests {
     #[test]
     fn hours_and_midnights() {
         assert_eq!(
-            floor_hour(datetime!(2026-03-04 12:34:56 UTC)),
-            datetime!(2026-03-04 12:00 UTC)
+            floor_hour(utc(2026, 3, 4, 12, 34, 56)),
+            utc(2026, 3, 4, 12, 0, 0)
         );
         assert_eq!(
-            midnight(time::macros::date!(2026 - 03 - 04)),
-            datetime!(2026-03-04 0:00 UTC)
+            midnight(usage_core::ymd(2026, 3, 4)),
+            utc(2026, 3, 4, 0, 0, 0)
         );
     }
 }

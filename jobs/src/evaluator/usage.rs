@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, NaiveDate, TimeDelta, Timelike, Utc};
 use serde::Deserialize;
 use serde_json::json;
-use time::{Duration, OffsetDateTime};
 use tollgate_clickhouse::clickhouse::{Client, Row};
 use tollgate_clickhouse::queries::{self, day_param, hour_param, NamedQuery};
 use tollgate_clickhouse::{read_query, Scope};
@@ -85,9 +85,9 @@ fn filter_label(rule: &Rule) -> String {
 pub(crate) async fn hourly_costs(
     client: &Client,
     filter: &Filter,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-) -> JobResult<BTreeMap<OffsetDateTime, i128>> {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> JobResult<BTreeMap<DateTime<Utc>, i128>> {
     Ok(filter
         .query(client, &queries::HOURLY_TIMESERIES)
         .bind(hour_param(from))
@@ -103,9 +103,9 @@ pub(crate) async fn hourly_costs(
 pub(crate) async fn days_cost(
     client: &Client,
     filter: &Filter,
-    from: time::Date,
-    to: time::Date,
-) -> JobResult<BTreeMap<time::Date, i128>> {
+    from: NaiveDate,
+    to: NaiveDate,
+) -> JobResult<BTreeMap<NaiveDate, i128>> {
     Ok(filter
         .query(client, &queries::DAILY_OVERVIEW)
         .bind(day_param(from))
@@ -125,7 +125,7 @@ pub(super) async fn spend_threshold(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec
     let (label, period_start, spent) = match window {
         "hour" => {
             let h = floor_hour(ctx.now);
-            let costs = hourly_costs(client, &filter, h, h + Duration::hours(1)).await?;
+            let costs = hourly_costs(client, &filter, h, h + TimeDelta::hours(1)).await?;
             (
                 format!("hour={}", hour_param(h)),
                 hour_param(h),
@@ -295,7 +295,7 @@ async fn window_stats(
     for v in &values {
         q = q.bind(v.as_str());
     }
-    let from = ctx.now - Duration::minutes(i64::try_from(minutes).unwrap_or(1440));
+    let from = ctx.now - TimeDelta::minutes(i64::try_from(minutes).unwrap_or(1440));
     Ok(q.bind(hour_param(from))
         .bind(hour_param(ctx.now))
         .fetch_one::<WindowStatsRow>()
@@ -382,7 +382,7 @@ const REJECTS_COUNT: &str = include_str!("../../../clickhouse/queries/admin/reje
 pub(super) async fn records_rejected(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<Finding>> {
     let threshold = rule.int("threshold_count")?;
     let minutes = rule.int("window_minutes")?;
-    let from = ctx.now - Duration::minutes(i64::try_from(minutes).unwrap_or(1440));
+    let from = ctx.now - TimeDelta::minutes(i64::try_from(minutes).unwrap_or(1440));
     let sql = NamedQuery {
         name: "rejects_count",
         sql: REJECTS_COUNT,
@@ -436,7 +436,7 @@ pub(super) async fn spend_anomaly(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<F
     // [from, to) of the span compared, on day `k` days back.
     let (label, span_from, span_to) = match window {
         "hour" => {
-            let from = end - Duration::hours(1);
+            let from = end - TimeDelta::hours(1);
             (format!("hour={}", hour_param(from)), from, end)
         }
         _ => (format!("day={}", day_param(ctx.today())), today, end),
@@ -448,19 +448,19 @@ pub(super) async fn spend_anomaly(ctx: &Ctx<'_>, rule: &Rule) -> JobResult<Vec<F
             "no complete hour yet today",
         )]);
     }
-    let history_from = midnight(span_from.date()) - Duration::days(ANOMALY_BASELINE_DAYS);
+    let history_from = midnight(span_from.date_naive()) - TimeDelta::days(ANOMALY_BASELINE_DAYS);
     let costs = hourly_costs(ctx.state.client(), &filter, history_from, end).await?;
-    let sum = |from: OffsetDateTime, to: OffsetDateTime| -> i128 {
+    let sum = |from: DateTime<Utc>, to: DateTime<Utc>| -> i128 {
         costs.range(from..to).map(|(_, c)| *c).sum()
     };
     let current = sum(span_from, span_to);
     let mut past = Vec::new();
     let mut active_days = 0;
     for k in 1..=ANOMALY_BASELINE_DAYS {
-        let shift = Duration::days(k);
+        let shift = TimeDelta::days(k);
         past.push(sum(span_from - shift, span_to - shift) as f64 / 1e9);
-        let day = midnight(span_from.date()) - shift;
-        if sum(day, day + Duration::days(1)) > 0 {
+        let day = midnight(span_from.date_naive()) - shift;
+        if sum(day, day + TimeDelta::days(1)) > 0 {
             active_days += 1;
         }
     }

@@ -4,6 +4,7 @@
 //! server — then the accept-path latency at a steady 10k records/s in batches of 100, and the
 //! collector's peak RSS.
 
+use chrono::{TimeDelta, Utc};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::json;
-use time::OffsetDateTime;
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
-use tollgate_clickhouse::{ClickHouseConfig, Migrator, UsageEventRow};
+use tollgate_clickhouse::{ClickHouseConfig, UsageEventRow};
+use tollgate_e2e::bench_support::{cpu_secs, median, percentile};
 use tollgate_e2e::harness::{CollectorProc, SIGNING_SECRET};
 use usage_core::wire::{self, BatchFormat};
 use usage_core::UsageRecord;
@@ -47,25 +48,20 @@ struct Args {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn records(seed: u64, n: u64) -> Vec<UsageRecord> {
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let shape = Shape {
         orgs: 20,
         users_per_org: 50,
         apps_per_org: 5,
-        start: now - time::Duration::hours(26),
-        span: time::Duration::hours(24),
+        start: now - TimeDelta::hours(26),
+        span: TimeDelta::hours(24),
     };
     Synthetic::new(seed, n, shape).collect()
 }
 
 async fn fresh_db(url: &str, name: &str) -> Result<ClickHouseConfig, BoxError> {
     let config = ClickHouseConfig::new(url, name);
-    config
-        .server_client()
-        .query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute()
-        .await?;
-    Migrator::new(config.clone())?.run(&mut |_| {}).await?;
+    tollgate_e2e::stack::migrate_fresh(&config).await?;
     // The server's background merges of an earlier phase would bill this phase's CPU.
     tollgate_clickhouse::testing::wait_for_merges(&config.server_client(), Duration::from_secs(60))
         .await?;
@@ -105,11 +101,7 @@ fn agent() -> ureq::Agent {
 }
 
 fn post(agent: &ureq::Agent, url: &str, body: &[u8]) -> Result<u16, BoxError> {
-    let sig = wire::sign(
-        SIGNING_SECRET.as_bytes(),
-        OffsetDateTime::now_utc().unix_timestamp(),
-        body,
-    );
+    let sig = wire::sign(SIGNING_SECRET.as_bytes(), Utc::now().timestamp(), body);
     let resp = agent
         .post(url)
         .header(wire::SIGNATURE_HEADER, &sig)
@@ -129,17 +121,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of /proc/pid/stat: 12 and 13 after the ')'.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn clickhouse_pid() -> Option<u32> {
     let out = std::process::Command::new("pgrep")
         .args(["-o", "-f", "clickhouse-server"])
@@ -151,14 +132,6 @@ fn clickhouse_pid() -> Option<u32> {
         .next()?
         .parse()
         .ok()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// One throughput run's figures.
@@ -182,7 +155,7 @@ async fn round(
     sink: &tollgate_collector::config::SinkConfig,
 ) -> Result<(Run, CollectorProc, tempfile::TempDir), BoxError> {
     let db = fresh_db(url, "bench_collector_ceiling").await?;
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let rows: Vec<UsageEventRow> = recs
         .iter()
         .map(|r| UsageEventRow::from_record(r, "bench", now))
@@ -254,11 +227,6 @@ async fn round(
         cpu,
     };
     Ok((run, collector, dir))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

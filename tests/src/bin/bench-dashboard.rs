@@ -2,17 +2,18 @@
 //! and daily time series for 30 days, over HTTP against dashboard-api, at 1M and at 10M raw
 //! events — the rollups must keep it flat as raw volume grows.
 
+use chrono::{Datelike, NaiveDate, TimeDelta, Utc};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
 use serde_json::json;
-use time::OffsetDateTime;
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
-use tollgate_clickhouse::{ClickHouseConfig, Migrator, UsageEventRow};
+use tollgate_clickhouse::{ClickHouseConfig, UsageEventRow};
 use tollgate_dashboard_api::auth::{create_token, Role};
 use tollgate_dashboard_api::config::Config;
 use tollgate_dashboard_api::{app, AppState};
+use tollgate_e2e::bench_support::percentile;
 
 #[derive(Parser)]
 struct Args {
@@ -31,30 +32,25 @@ struct Args {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn shape() -> Shape {
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     Shape {
         orgs: 20,
         users_per_org: 60,
         apps_per_org: 4,
-        start: now - time::Duration::days(30),
-        span: time::Duration::days(30),
+        start: now - TimeDelta::days(30),
+        span: TimeDelta::days(30),
     }
 }
 
 /// Inserts `n` synthetic events (100k per INSERT) into a fresh database.
 async fn populate(url: &str, db: &str, n: u64) -> Result<(ClickHouseConfig, f64), BoxError> {
     let config = ClickHouseConfig::new(url, db);
-    config
-        .server_client()
-        .query(&format!("DROP DATABASE IF EXISTS {db}"))
-        .execute()
-        .await?;
-    Migrator::new(config.clone())?.run(&mut |_| {}).await?;
+    tollgate_e2e::stack::migrate_fresh(&config).await?;
     let client = config
         .client()
         .with_compression(tollgate_clickhouse::clickhouse::Compression::Lz4);
     let started = Instant::now();
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let mut batch = Vec::with_capacity(100_000);
     for r in Synthetic::new(7, n, shape()) {
         batch.push(UsageEventRow::from_record(&r, "bench", now));
@@ -70,10 +66,6 @@ async fn populate(url: &str, db: &str, n: u64) -> Result<(ClickHouseConfig, f64)
     // Let background merges settle so that timings measure queries, not merges.
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     Ok((config, rate))
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
 }
 
 async fn measure(base: &str, token: &str, path: &str, n: usize) -> Result<(f64, f64), BoxError> {
@@ -106,7 +98,7 @@ async fn measure(base: &str, token: &str, path: &str, n: usize) -> Result<(f64, 
     .await??;
     let mut sorted = lat;
     sorted.sort_by(f64::total_cmp);
-    Ok((pct(&sorted, 0.5), pct(&sorted, 0.99)))
+    Ok((percentile(&sorted, 0.5), percentile(&sorted, 0.99)))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -137,9 +129,9 @@ async fn main() -> Result<(), BoxError> {
             "admin",
         ),
     ];
-    let to = OffsetDateTime::now_utc().date();
-    let from = to - time::Duration::days(30);
-    let d = |x: time::Date| format!("{:04}-{:02}-{:02}", x.year(), u8::from(x.month()), x.day());
+    let to = Utc::now().date_naive();
+    let from = to - TimeDelta::days(30);
+    let d = |x: NaiveDate| format!("{:04}-{:02}-{:02}", x.year(), x.month(), x.day());
     for &n in &args.sizes {
         let db = format!("bench_dashboard_{}m", n / 1_000_000);
         println!("bench dashboard: {n} raw events into {db} …");

@@ -5,6 +5,16 @@
 //!
 //! The worker ships its records to a real collector (release build) writing to the dev
 //! ClickHouse, as in production.
+//!
+//! Besides latency to the last byte it measures what users feel on a realistic stream (the
+//! provider's first chunk after 50 ms, then 50 chunks 20 ms apart): the time to the first byte
+//! and the gap between chunks, each against the mock direct; the CPU time workerd spends per
+//! call (from `/proc/<pid>/stat`: each cell runs alone, so the process's CPU during a cell is
+//! that cell's); and workerd's memory at idle, at its peak under load and after.
+//!
+//! A cell whose connection is refused or reset is tried again (3 tries, each failure printed
+//! with the cell's name); the run fails only when a cell cannot be measured at all.
+//! `--compare DIR` measures another build of the worker in the same rounds (before/after).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +23,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use edge_worker::local::{JsBaseline, FLOOR_SHIM_JS, MEASURING_JS, PASSTHROUGH_JS};
 use serde_json::json;
+use std::collections::HashMap;
+use std::io::Read as _;
+
+use tollgate_e2e::bench_support::{
+    chat_body, closed_loop, cpu_secs, median, memory_kib, percentile, with_retries, Rounds,
+};
 use tollgate_e2e::harness::{
     app_key, free_port, repo_root, worker_bindings, CollectorProc, WorkerdProc,
 };
@@ -20,12 +36,12 @@ use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
 
 #[derive(Parser)]
 struct Args {
-    /// Interleaved rounds (each runs every target × mode × concurrency).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Seconds per measurement.
-    #[arg(long, default_value_t = 2.0)]
-    secs: f64,
+    #[command(flatten)]
+    run: Rounds,
+    /// Another build of the worker (a bundle directory, as `cargo xtask edge build` writes it)
+    /// measured in the same rounds as `rust-before`: a before/after table is added.
+    #[arg(long)]
+    compare: Option<PathBuf>,
     #[arg(long, default_value = "target/bench/edge.json")]
     out: PathBuf,
     #[arg(long, default_value = "target/bench/edge.md")]
@@ -34,8 +50,20 @@ struct Args {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// (target, mode, clients) → per round (p50 ms, p99 ms, requests/s).
-type Results = std::collections::BTreeMap<(String, String, usize), Vec<(f64, f64, f64)>>;
+/// (target, mode, clients) → per round (p50 ms, p99 ms, requests/s, workerd CPU ms per call).
+type Results = std::collections::BTreeMap<(String, String, usize), Vec<(f64, f64, f64, f64)>>;
+
+/// The realistic stream: the provider's first chunk (and headers) after `FEEL_FIRST_MS`, then
+/// `FEEL_CHUNKS` content chunks `FEEL_GAP_MS` apart (a model writing 50 tokens a second).
+const FEEL_FIRST_MS: u64 = 50;
+const FEEL_CHUNKS: u64 = 50;
+const FEEL_GAP_MS: u64 = 20;
+/// Streams in flight at once on the realistic stream (each lasts about a second).
+const FEEL_CLIENTS: usize = 8;
+const FEEL_TARGETS: &[&str] = &["mock", "js", "js-measuring", "rust"];
+
+/// target → per round (time to first byte p50, p99; gap between chunks p50, p99; ms).
+type FeelResults = std::collections::BTreeMap<String, Vec<[f64; 4]>>;
 
 const TARGETS: &[&str] = &["mock", "js", "js-measuring", "rust", "rust+budget"];
 /// Measured after [`TARGETS`], in a workerd started for them alone (see `main`).
@@ -44,70 +72,118 @@ const INTERNAL_SECRET: &str = "bench-internal-secret-0123456789";
 const MODES: &[&str] = &["json", "stream"];
 const CONCURRENCY: &[usize] = &[1, 16];
 
-fn body(stream: bool) -> Vec<u8> {
-    json!({"model": "gpt-4o-mini", "stream": stream,
-           "messages": [{"role": "user", "content": "Say hello in five words."}]})
+fn feel_body() -> Vec<u8> {
+    json!({"model": "gpt-4o-mini", "stream": true,
+           "messages": [{"role": "user", "content": "Write a short paragraph."}],
+           "mock": {"chunks": FEEL_CHUNKS, "chunk_delay_ms": FEEL_GAP_MS, "delay_ms": FEEL_FIRST_MS}})
     .to_string()
     .into_bytes()
 }
 
-/// Closed loop: `c` clients, each sending the next request when the last one is fully read.
-fn measure(url: &str, key: &str, stream: bool, c: usize, secs: f64) -> Result<Vec<f64>, String> {
-    let body = Arc::new(body(stream));
+/// What one realistic-stream cell saw: per stream, the time from sending the request to the
+/// first byte of the body; per later read of the body, the time since the read before.
+#[derive(Default)]
+struct Feel {
+    ttfb: Vec<f64>,
+    gaps: Vec<f64>,
+}
+
+/// Closed loop of `c` clients on the realistic stream, reading each body as it arrives.
+fn measure_feel(url: &str, key: &str, c: usize, secs: f64) -> Result<Feel, String> {
+    let body = Arc::new(feel_body());
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut handles = Vec::new();
     for _ in 0..c {
         let (url, key, body) = (url.to_string(), key.to_string(), body.clone());
-        handles.push(std::thread::spawn(move || -> Result<Vec<f64>, String> {
+        handles.push(std::thread::spawn(move || -> Result<Feel, String> {
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_global(Some(Duration::from_secs(30)))
                 .build()
                 .into();
-            let mut out = Vec::new();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            let mut feel = Feel::default();
+            let mut buf = vec![0u8; 64 * 1024];
             while Instant::now() < deadline {
-                let t = Instant::now();
+                let t0 = Instant::now();
                 let mut resp = agent
                     .post(&url)
                     .header("authorization", &format!("Bearer {key}"))
                     .header("content-type", "application/json")
                     .send(&body[..])
                     .map_err(|e| format!("{url}: {e}"))?;
-                let status = resp.status().as_u16();
-                let _ = resp
-                    .body_mut()
-                    .read_to_vec()
-                    .map_err(|e| format!("{url}: reading the body: {e}"))?;
-                if status != 200 {
-                    return Err(format!("{url} answered {status}"));
+                if resp.status().as_u16() != 200 {
+                    return Err(format!("{url} answered {}", resp.status()));
                 }
-                out.push(t.elapsed().as_secs_f64() * 1000.0);
+                let mut reader = resp.body_mut().as_reader();
+                let mut last: Option<Instant> = None;
+                loop {
+                    let n = reader
+                        .read(&mut buf)
+                        .map_err(|e| format!("{url}: reading the body: {e}"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    let now = Instant::now();
+                    match last {
+                        None => feel.ttfb.push(ms(now - t0)),
+                        Some(before) => feel.gaps.push(ms(now - before)),
+                    }
+                    last = Some(now);
+                }
             }
-            Ok(out)
+            Ok(feel)
         }));
     }
-    let mut all = Vec::new();
+    let mut all = Feel::default();
     for h in handles {
-        all.extend(h.join().map_err(|_| "client panicked".to_string())??);
+        let f = h.join().map_err(|_| "client panicked".to_string())??;
+        all.ttfb.extend(f.ttfb);
+        all.gaps.extend(f.gaps);
     }
-    all.sort_by(f64::total_cmp);
+    all.ttfb.sort_by(f64::total_cmp);
+    all.gaps.sort_by(f64::total_cmp);
+    if all.ttfb.is_empty() {
+        return Err(format!("{url}: no stream finished in {secs} s"));
+    }
     Ok(all)
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+/// Closed loop: `c` clients, each sending the next request when the last one is fully read.
+fn measure(url: &str, key: &str, stream: bool, c: usize, secs: f64) -> Result<Vec<f64>, String> {
+    let auth = [("authorization".to_string(), format!("Bearer {key}"))];
+    closed_loop(url, &auth, &chat_body(stream), c, secs)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
+/// A cell's medians over rounds: (p50 ms, p99 ms, requests/s, workerd CPU ms per call).
+fn cell_medians(results: &Results, target: &str, mode: &str, c: usize) -> (f64, f64, f64, f64) {
+    let v = &results[&(target.to_string(), mode.to_string(), c)];
+    (
+        median(v.iter().map(|x| x.0).collect()),
+        median(v.iter().map(|x| x.1).collect()),
+        median(v.iter().map(|x| x.2).collect()),
+        median(v.iter().map(|x| x.3).collect()),
+    )
+}
+
+/// A realistic-stream target's medians over rounds: [ttfb p50, p99, gap p50, p99] in ms.
+fn feel_medians(results: &FeelResults, target: &str) -> [f64; 4] {
+    let v = &results[target];
+    std::array::from_fn(|i| median(v.iter().map(|x| x[i]).collect()))
+}
+
+/// [`measure`] for one cell of the table, again (up to `CELL_TRIES` times) when a connection
+/// was refused or reset: one such error loses the cell's try, not the whole run. Each retry is
+/// reported with the cell's name.
+fn measure_cell(
+    cell: &str,
+    url: &str,
+    key: &str,
+    stream: bool,
+    c: usize,
+    secs: f64,
+) -> Result<Vec<f64>, String> {
+    with_retries(cell, || measure(url, key, stream, c, secs))
 }
 
 /// The tests' bindings with the shipping batch delay left at its production default (the tests
@@ -132,14 +208,7 @@ async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     let url = tollgate_clickhouse::testing::ensure_server()?;
     let config = tollgate_clickhouse::ClickHouseConfig::new(&url, "bench_edge");
-    config
-        .server_client()
-        .query("DROP DATABASE IF EXISTS bench_edge")
-        .execute()
-        .await?;
-    tollgate_clickhouse::Migrator::new(config)?
-        .run(&mut |_| {})
-        .await?;
+    tollgate_e2e::stack::migrate_fresh(&config).await?;
     let dir = tempfile::tempdir()?;
     let collector = CollectorProc::start(&url, "bench_edge", dir.path(), |_| {});
     let mock = MockProvider::start(MockOptions::default()).await?;
@@ -240,7 +309,20 @@ async fn main() -> Result<(), BoxError> {
     bindings.push(("KEYS_URL".into(), dashboard.clone()));
     bindings.push(("KEYS_SIGNING_SECRET".into(), INTERNAL_SECRET.into()));
     let budget_worker = WorkerdProc::start(bindings);
-    let urls = [
+    // The build to compare with: the same bindings, a workerd of its own.
+    let before = args.compare.as_ref().map(|dir| {
+        WorkerdProc::start_bundle(
+            dir.clone(),
+            production_batching(worker_bindings(
+                &mock.base_url(),
+                &collector.records_url(),
+                &format!("{{{entry}}}"),
+            )),
+            Vec::new(),
+            Default::default(),
+        )
+    });
+    let mut urls = vec![
         ("mock", format!("{}/chat/completions", mock.base_url())),
         ("js", format!("http://{}/v1/chat/completions", js.listen)),
         (
@@ -261,6 +343,14 @@ async fn main() -> Result<(), BoxError> {
             format!("{}/chat/completions", budget_worker.base_url()),
         ),
     ];
+    let mut targets: Vec<&str> = TARGETS.to_vec();
+    if let Some(before) = &before {
+        urls.push((
+            "rust-before",
+            format!("{}/chat/completions", before.base_url()),
+        ));
+        targets.push("rust-before");
+    }
     let key_of = |t: &str| {
         if t == "rust+budget" {
             budget_key.clone()
@@ -275,51 +365,110 @@ async fn main() -> Result<(), BoxError> {
             .unwrap_or_default()
     };
 
+    // The workerd each target runs in, for its CPU time per call (the mock has none).
+    let mut pids: HashMap<&str, u32> = HashMap::new();
+    for t in ["js", "js-measuring", "rust"] {
+        pids.insert(t, worker.proc.pid());
+    }
+    pids.insert("rust+budget", budget_worker.proc.pid());
+    if let Some(before) = &before {
+        pids.insert("rust-before", before.proc.pid());
+    }
+    let mut feel_targets: Vec<&str> = FEEL_TARGETS.to_vec();
+    if before.is_some() {
+        feel_targets.push("rust-before");
+    }
+    // Memory of the workerd that runs Tollgate's worker (beside the two JS workers), before
+    // any call, then its peak and what it holds after the load.
+    let memory_idle = memory_kib(worker.proc.pid());
+
     let mut results: Results = Default::default();
-    let mut run = |targets: &[&str], what: &str| -> Result<(), BoxError> {
+    let mut feel: FeelResults = Default::default();
+    let mut run = |targets: &[&str],
+                   feel_targets: &[&str],
+                   pids: &HashMap<&str, u32>,
+                   what: &str|
+     -> Result<(), BoxError> {
         // Warm up every path (isolate start, connection pools).
         for t in targets {
             for m in MODES {
-                measure(&url_of(t), &key_of(t), *m == "stream", 2, 0.5)?;
+                measure_cell(
+                    &format!("{t} {m} warm-up"),
+                    &url_of(t),
+                    &key_of(t),
+                    *m == "stream",
+                    2,
+                    0.5,
+                )?;
             }
         }
-        for round in 0..args.rounds {
+        for round in 0..args.run.rounds {
             for &c in CONCURRENCY {
                 for m in MODES {
                     for t in targets {
-                        let lat = measure(&url_of(t), &key_of(t), *m == "stream", c, args.secs)?;
-                        let rps = lat.len() as f64 / args.secs;
+                        let cell = format!("{t} {m} c={c} round {}", round + 1);
+                        let cpu_before = pids.get(t).map(|&pid| cpu_secs(pid));
+                        let lat = measure_cell(
+                            &cell,
+                            &url_of(t),
+                            &key_of(t),
+                            *m == "stream",
+                            c,
+                            args.run.secs,
+                        )?;
+                        // Each cell runs alone, so the process's CPU meanwhile is this cell's.
+                        let cpu_ms = match (cpu_before, pids.get(t)) {
+                            (Some(before), Some(&pid)) => {
+                                (cpu_secs(pid) - before) * 1000.0 / lat.len().max(1) as f64
+                            }
+                            _ => f64::NAN,
+                        };
+                        let rps = lat.len() as f64 / args.run.secs;
                         results
                             .entry((t.to_string(), m.to_string(), c))
                             .or_default()
-                            .push((pct(&lat, 0.5), pct(&lat, 0.99), rps));
+                            .push((percentile(&lat, 0.5), percentile(&lat, 0.99), rps, cpu_ms));
                     }
                 }
             }
-            println!("  {what}: round {} of {} done", round + 1, args.rounds);
+            for t in feel_targets {
+                let cell = format!("{t} realistic stream round {}", round + 1);
+                let f = with_retries(&cell, || {
+                    measure_feel(&url_of(t), &key_of(t), FEEL_CLIENTS, args.run.secs * 1.5)
+                })?;
+                feel.entry(t.to_string()).or_default().push([
+                    percentile(&f.ttfb, 0.5),
+                    percentile(&f.ttfb, 0.99),
+                    percentile(&f.gaps, 0.5),
+                    percentile(&f.gaps, 0.99),
+                ]);
+            }
+            println!("  {what}: round {} of {} done", round + 1, args.run.rounds);
         }
         Ok(())
     };
-    run(TARGETS, "workers")?;
+    run(&targets, &feel_targets, &pids, "workers")?;
+    let memory_peak = memory_kib(worker.proc.pid());
     drop(budget_worker);
+    drop(before);
     let floor_workerd = WorkerdProc::start_with(Vec::new(), vec![js_floor.clone(), floor.clone()]);
-    run(FLOOR_TARGETS, "floor")?;
+    let floor_pids: HashMap<&str, u32> = FLOOR_TARGETS
+        .iter()
+        .map(|&t| (t, floor_workerd.proc.pid()))
+        .collect();
+    run(FLOOR_TARGETS, &[], &floor_pids, "floor")?;
     drop(floor_workerd);
+    // After the load (the floor rounds left it idle for a while).
+    let memory_after = memory_kib(worker.proc.pid());
 
     let mut rows = Vec::new();
     let mut md_rows = String::new();
     let mut guard_rows = String::new();
+    let mut cpu_rows = String::new();
     let mut figures = serde_json::Map::new();
     for &c in CONCURRENCY {
         for m in MODES {
-            let get = |t: &str| {
-                let v = &results[&(t.to_string(), m.to_string(), c)];
-                (
-                    median(v.iter().map(|x| x.0).collect()),
-                    median(v.iter().map(|x| x.1).collect()),
-                    median(v.iter().map(|x| x.2).collect()),
-                )
-            };
+            let get = |t: &str| cell_medians(&results, t, m, c);
             let (mock, js, measuring, floor, rust, guarded) = (
                 get("mock"),
                 get("js"),
@@ -344,6 +493,9 @@ async fn main() -> Result<(), BoxError> {
                 "rust_floor_p50_ms": floor.0, "rust_floor_p99_ms": floor.1,
                 "rust_floor_to_js_p50": floor_ratio,
                 "budget_p50_ms": guarded.0, "budget_p99_ms": guarded.1,
+                "js_cpu_ms_per_call": js.3, "js_measuring_cpu_ms_per_call": measuring.3,
+                "rust_floor_cpu_ms_per_call": floor.3, "rust_cpu_ms_per_call": rust.3,
+                "budget_cpu_ms_per_call": guarded.3,
                 "budget_added_p50_ms": guarded.0 - rust.0, "budget_added_p99_ms": guarded.1 - rust.1,
             }));
             guard_rows.push_str(&format!(
@@ -359,15 +511,134 @@ async fn main() -> Result<(), BoxError> {
                 "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | **{:.2}** | {:.2} | {:.2} | {:.0} |\n",
                 mock.0, mock.1, js.0, js.1, measuring.0, measuring.1, floor.0, floor.1, rust.0, rust.1, rust.0 - mock.0, ratio, floor_ratio, measuring_ratio, rust.2
             ));
+            cpu_rows.push_str(&format!(
+                "| {m} | {c} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | **{:.2}** |\n",
+                js.3,
+                measuring.3,
+                floor.3,
+                rust.3,
+                guarded.3,
+                rust.3 / js.3
+            ));
             println!("  {m:<6} c={c:<2}  mock p50 {:.2} ms | js p50 {:.2} ms | js-measuring p50 {:.2} ms (×{measuring_ratio:.2}) | rust floor p50 {:.2} ms (×{floor_ratio:.2}) | rust p50 {:.2} ms (×{ratio:.2} of js) p99 {:.2} ms", mock.0, js.0, measuring.0, floor.0, rust.0, rust.1);
         }
     }
+    // What users feel on the realistic stream, against the mock direct.
+    let direct = feel_medians(&feel, "mock");
+    let mut feel_rows = String::new();
+    let mut feel_json = serde_json::Map::new();
+    for t in &feel_targets {
+        let f = feel_medians(&feel, t);
+        feel_rows.push_str(&format!(
+            "| {t} | {:.2} / {:.2} | **{:.2}** | {:.2} / {:.2} | **{:.2}** / {:.2} |\n",
+            f[0],
+            f[1],
+            f[0] - direct[0],
+            f[2],
+            f[3],
+            f[2] - direct[2],
+            f[3] - direct[3]
+        ));
+        feel_json.insert(
+            t.to_string(),
+            json!({"ttfb_p50_ms": f[0], "ttfb_p99_ms": f[1], "gap_p50_ms": f[2], "gap_p99_ms": f[3],
+                   "added_ttfb_p50_ms": f[0] - direct[0], "added_gap_p50_ms": f[2] - direct[2],
+                   "added_gap_p99_ms": f[3] - direct[3]}),
+        );
+        println!(
+            "  realistic stream {t:<13} ttfb p50 {:.2} ms (+{:.2}) | gap p50 {:.2} ms p99 {:.2} ms",
+            f[0],
+            f[0] - direct[0],
+            f[2],
+            f[3]
+        );
+    }
+    let mib = |m: Option<(u64, u64)>, peak: bool| {
+        m.map_or("—".to_string(), |(rss, hwm)| {
+            format!("{:.1} MiB", (if peak { hwm } else { rss }) as f64 / 1024.0)
+        })
+    };
+    let memory_md = format!(
+        "workerd running Tollgate's worker and the two JS workers (resident memory): idle {}, \
+         peak under load {}, after the load {}.",
+        mib(memory_idle, false),
+        mib(memory_peak, true),
+        mib(memory_after, false)
+    );
+    figures.insert(
+        "realistic_stream".into(),
+        serde_json::Value::Object(feel_json),
+    );
+    figures.insert(
+        "workerd_memory_kib".into(),
+        json!({"idle_rss": memory_idle.map(|m| m.0), "peak_hwm": memory_peak.map(|m| m.1),
+               "after_rss": memory_after.map(|m| m.0)}),
+    );
     let bundle = repo_root().join("target/edge");
     let wasm_gz = gzip_len(&bundle.join("index_bg.wasm"));
     let js_gz = gzip_len(&bundle.join("index.js")) + gzip_len(&bundle.join("shim.js"));
+    // Before / after: the two builds, same rounds, medians; ratios per cell.
+    let mut compare_md = String::new();
+    if let Some(dir) = &args.compare {
+        let mut cmp_rows = Vec::new();
+        let mut table = String::new();
+        for &c in CONCURRENCY {
+            for m in MODES {
+                let get = |t: &str| cell_medians(&results, t, m, c);
+                let (old, new) = (get("rust-before"), get("rust"));
+                table.push_str(&format!(
+                    "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+                    old.0,
+                    old.1,
+                    new.0,
+                    new.1,
+                    new.0 / old.0,
+                    old.2,
+                    new.2,
+                    new.2 / old.2,
+                    old.3,
+                    new.3,
+                    new.3 / old.3
+                ));
+                cmp_rows.push(json!({"mode": m, "concurrency": c,
+                    "before_p50_ms": old.0, "before_p99_ms": old.1, "before_rps": old.2,
+                    "after_p50_ms": new.0, "after_p99_ms": new.1, "after_rps": new.2,
+                    "p50_after_to_before": new.0 / old.0, "rps_after_to_before": new.2 / old.2,
+                    "before_cpu_ms_per_call": old.3, "after_cpu_ms_per_call": new.3,
+                    "cpu_after_to_before": new.3 / old.3}));
+            }
+        }
+        let built_at = std::fs::read_to_string(dir.join("COMMIT"))
+            .map(|c| {
+                format!(
+                    " (built at commit `{}`)",
+                    &c.trim()[..c.trim().len().min(7)]
+                )
+            })
+            .unwrap_or_default();
+        let (old_wasm, old_js) = (
+            gzip_len(&dir.join("index_bg.wasm")),
+            gzip_len(&dir.join("index.js")) + gzip_len(&dir.join("shim.js")),
+        );
+        figures.insert(
+            "compare".into(),
+            json!({"bundle": dir.display().to_string(), "rows": cmp_rows,
+                   "before_wasm_gzip_bytes": old_wasm, "before_js_gzip_bytes": old_js}),
+        );
+        compare_md = format!(
+            "\n### Before / after (`--compare {}`)\n\n\
+             `rust-before` is another build of the worker, in a workerd of its own, measured in the\n\
+             same interleaved rounds as `rust` (p50 / p99 ms; medians over rounds), and the CPU time\n\
+             its workerd spends per call (ms; steadier than latency on a shared machine). Bundle before{built_at}:\n\
+             wasm {old_wasm} B gzip, JS glue {old_js} B gzip.\n\n\
+             | mode | clients | before | after | after ÷ before p50 | before req/s | after req/s | after ÷ before req/s | before CPU | after CPU | after ÷ before CPU |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n{table}",
+            dir.display()
+        );
+    }
     figures.insert("rows".into(), json!(rows));
-    figures.insert("rounds".into(), json!(args.rounds));
-    figures.insert("secs_per_measurement".into(), json!(args.secs));
+    figures.insert("rounds".into(), json!(args.run.rounds));
+    figures.insert("secs_per_measurement".into(), json!(args.run.secs));
     figures.insert("wasm_gzip_bytes".into(), json!(wasm_gz));
     figures.insert("js_gzip_bytes".into(), json!(js_gz));
     if let Some(parent) = args.out.parent() {
@@ -398,9 +669,21 @@ async fn main() -> Result<(), BoxError> {
          ### With a hard budget guarding every call\n\n\
          `rust+budget` is the same worker with one hard budget on the caller's org: every call reserves in\n\
          the budget's `BudgetGuard` Durable Object before it is sent and settles after (p50 / p99 ms).\n\n\
-         | mode | clients | budgets off | budget guard | added by the guard |\n|---|---|---|---|---|\n{guard_rows}",
-        rounds = args.rounds,
-        secs = args.secs,
+         | mode | clients | budgets off | budget guard | added by the guard |\n|---|---|---|---|---|\n{guard_rows}\n\
+         ### What users feel: a realistic stream\n\n\
+         The provider's headers and first chunk after {FEEL_FIRST_MS} ms, then {FEEL_CHUNKS} chunks \
+         {FEEL_GAP_MS} ms apart; {FEEL_CLIENTS} streams at a time, each body read as it arrives. Time \
+         to the first byte of the body, and the gap between reads of it (p50 / p99 ms, medians over \
+         rounds); added = through the target minus the mock direct.\n\n\
+         | target | time to first byte | added p50 | gap between chunks | added gap p50 / p99 |\n\
+         |---|---|---|---|---|\n{feel_rows}\n\
+         ### CPU per call and memory (workerd, from `/proc`)\n\n\
+         CPU time (user + system) of the workerd process during each cell ÷ the calls in it, ms; \
+         each cell runs alone. Operators on Cloudflare pay for this CPU.\n\n\
+         | mode | clients | js passthrough | js measuring | rust floor | rust worker | rust+budget | rust ÷ js |\n\
+         |---|---|---|---|---|---|---|---|\n{cpu_rows}\n{memory_md}\n{compare_md}",
+        rounds = args.run.rounds,
+        secs = args.run.secs,
     );
     std::fs::write(&args.markdown, md)?;
     drop(worker);

@@ -7,6 +7,7 @@
 //! several orgs, users, apps, models, task types, streams. It prints the dashboard URL and an
 //! admin token, and stops everything it started on Ctrl-C (or at the end of `--requests N`).
 
+use chrono::{Datelike, NaiveTime, TimeDelta, Utc};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 use tollgate_clickhouse::dev_server::{DevServer, Started};
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_e2e::harness::{repo_root, Proc, SIGNING_SECRET};
@@ -283,15 +283,15 @@ fn traffic(
 
 /// POSTs a back-dated history (`days` days up to yesterday) to the collector.
 fn seed_history(days: u32) -> Result<u64, BoxError> {
-    let today = OffsetDateTime::now_utc().date().midnight().assume_utc();
+    let today = Utc::now().date_naive().and_time(NaiveTime::MIN).and_utc();
     let per_day = 400u64;
     let n = u64::from(days) * per_day;
     let shape = Shape {
         orgs: 3,
         users_per_org: 4,
         apps_per_org: 2,
-        start: today - time::Duration::days(i64::from(days)),
-        span: time::Duration::days(i64::from(days)),
+        start: today - TimeDelta::days(i64::from(days)),
+        span: TimeDelta::days(i64::from(days)),
     };
     let records: Vec<_> = Synthetic::new(42, n, shape).collect();
     let pb = ProgressBar::new(n);
@@ -306,11 +306,7 @@ fn seed_history(days: u32) -> Result<u64, BoxError> {
     for chunk in records.chunks(2_000) {
         let body = wire::encode_batch(chunk, BatchFormat::Ndjson);
         loop {
-            let sig = wire::sign(
-                SIGNING_SECRET.as_bytes(),
-                OffsetDateTime::now_utc().unix_timestamp(),
-                &body,
-            );
+            let sig = wire::sign(SIGNING_SECRET.as_bytes(), Utc::now().timestamp(), &body);
             let status = agent
                 .post(&format!("http://{COLLECTOR}/v1/records"))
                 .header(wire::SIGNATURE_HEADER, &sig)
@@ -478,11 +474,11 @@ async fn main() -> Result<(), BoxError> {
         println!("✔ {n} back-dated records sent to the collector");
     }
 
-    let today = OffsetDateTime::now_utc().date();
+    let today = Utc::now().date_naive();
     let today_param = format!(
         "{:04}-{:02}-{:02}",
         today.year(),
-        u8::from(today.month()),
+        today.month(),
         today.day()
     );
     let (key, _, _) = &keys[0];

@@ -36,6 +36,10 @@ struct Args {
     think_ms: u64,
     #[arg(long, default_value_t = 12)]
     seed: u64,
+    /// Store on the dev cluster (2 shards × 2 replicas + ZooKeeper), with replica and
+    /// ZooKeeper faults in the rotation.
+    #[arg(long)]
+    cluster: bool,
     /// Write the figures here (JSON).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -90,6 +94,7 @@ fn run(args: &Args) -> Result<bool, soak::BoxError> {
         think: Duration::from_millis(args.think_ms),
         seed: args.seed,
         dir: repo_root().join("target/soak"),
+        cluster: args.cluster,
     };
     let report = soak::run(&rt, &opts, &interrupted)?;
     if let Some(out) = &args.out {
@@ -101,6 +106,17 @@ fn run(args: &Args) -> Result<bool, soak::BoxError> {
     println!("\n{}", report.markdown);
     for f in &report.failures {
         eprintln!("soak: FAILED: {f}");
+    }
+    if report.failures.is_empty() {
+        // A passing run's ClickHouse data (gigabytes of small parts: the server is killed
+        // before it merges them) is of no further use; the logs stay. A failing run keeps it
+        // all for the post-mortem.
+        let data = opts.dir.join("clickhouse").join("data");
+        if let Err(e) = std::fs::remove_dir_all(&data) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("soak: could not remove {}: {e}", data.display());
+            }
+        }
     }
     Ok(report.failures.is_empty())
 }

@@ -8,6 +8,14 @@
 //! | `workerd_restart` | drained, SIGTERM, started again | see below |
 //! | `provider_stall` | the provider answers nothing for 4 s | calls time out at the edge (504) and are recorded |
 //!
+//! With `--cluster` the store is the dev cluster (2 shards × 2 replicas + ZooKeeper) and
+//! `clickhouse_restart` gives way to two cluster faults:
+//!
+//! | fault | what happens | what must hold |
+//! |---|---|---|
+//! | `replica_sigkill` | one of the four servers (at random; the collectors and dashboard-api talk to the first) SIGKILLed, down 2–6 s, started again | inserts go on through the other replica of each shard or are retried from the spool; the replica fetches what it missed |
+//! | `zookeeper_restart` | ZooKeeper SIGKILLed, down 3–5 s, started again; then what OPERATIONS.md says to do on 18.16 (restart a server whose distributed-DDL worker stopped) | replicated tables turn read-only and back; torn inserts are repaired by the integrity pass; nothing acknowledged is lost |
+//!
 //! A workerd restart is done the way an operator must do it for a self-hosted workerd: take it
 //! out of rotation (the load's [`Gate`](super::load::Gate) holds new calls back), wait until the
 //! collector has acknowledged every call its clients were answered for, then SIGTERM. workerd's
@@ -17,6 +25,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tollgate_clickhouse::dev_cluster::{DevCluster, NODES};
+use tollgate_clickhouse::testing::ClusterDb;
 
 use crate::harness::Proc;
 use crate::mock_provider::MockProvider;
@@ -34,6 +45,8 @@ pub enum FaultKind {
     WorkerdRestart,
     ProviderStall,
     LostAck,
+    ReplicaSigkill,
+    ZookeeperRestart,
 }
 
 impl FaultKind {
@@ -44,6 +57,24 @@ impl FaultKind {
         FaultKind::WorkerdRestart,
         FaultKind::ProviderStall,
     ];
+    /// The rotation on a cluster: the server restart gives way to the cluster's own faults.
+    pub const CLUSTER_ROTATION: [FaultKind; 6] = [
+        FaultKind::CollectorSigkill,
+        FaultKind::LostAck,
+        FaultKind::ReplicaSigkill,
+        FaultKind::WorkerdRestart,
+        FaultKind::ZookeeperRestart,
+        FaultKind::ProviderStall,
+    ];
+
+    /// The rotation for a store.
+    pub fn rotation(cluster: bool) -> &'static [FaultKind] {
+        if cluster {
+            &Self::CLUSTER_ROTATION
+        } else {
+            &Self::ROTATION
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -52,6 +83,8 @@ impl FaultKind {
             FaultKind::WorkerdRestart => "workerd_restart",
             FaultKind::ProviderStall => "provider_stall",
             FaultKind::LostAck => "lost_ack",
+            FaultKind::ReplicaSigkill => "replica_sigkill",
+            FaultKind::ZookeeperRestart => "zookeeper_restart",
         }
     }
 }
@@ -86,11 +119,33 @@ pub struct Collector {
     pub proc: Proc,
 }
 
+/// Where the records are stored: a private server, or a database of the soak's own on the dev
+/// cluster (dropped from every host at the end).
+#[derive(Debug)]
+pub enum Store {
+    Private(PrivateClickHouse),
+    Cluster { cluster: DevCluster, db: ClusterDb },
+}
+
+impl Store {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Store::Cluster { .. })
+    }
+
+    /// Stops a private server; a cluster is left running (it belongs to the checkout, and the
+    /// database is dropped when the store is).
+    pub fn stop(&mut self) {
+        if let Store::Private(ch) = self {
+            ch.stop();
+        }
+    }
+}
+
 /// The restartable pieces and what the injector needs to restart them.
 #[derive(Debug)]
 pub struct Pieces {
     pub stack: StackConfig,
-    pub clickhouse: PrivateClickHouse,
+    pub clickhouse: Store,
     pub collectors: Vec<Collector>,
     pub edge: Proc,
     pub edge_bindings: Vec<(String, String)>,
@@ -104,7 +159,7 @@ impl Pieces {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         stack: StackConfig,
-        clickhouse: PrivateClickHouse,
+        clickhouse: Store,
         collectors: Vec<Collector>,
         edge: Proc,
         edge_bindings: Vec<(String, String)>,
@@ -140,7 +195,7 @@ impl Pieces {
         // Lost acks matter where a re-post can reach another collector; with one collector
         // the rotation is the one the soak had before several collectors existed.
         let several = self.collectors.len() > 1;
-        let mut kinds = FaultKind::ROTATION
+        let mut kinds = FaultKind::rotation(self.clickhouse.is_cluster())
             .iter()
             .copied()
             .filter(|k| several || *k != FaultKind::LostAck)
@@ -195,9 +250,36 @@ impl Pieces {
                 Ok(None)
             }
             FaultKind::ClickhouseRestart => {
-                self.clickhouse.stop();
+                let Store::Private(ch) = &mut self.clickhouse else {
+                    return Ok(None);
+                };
+                ch.stop();
                 std::thread::sleep(Duration::from_millis(rng.u64(2_000..6_000)));
-                self.clickhouse.restart();
+                ch.restart();
+                Ok(None)
+            }
+            FaultKind::ReplicaSigkill => {
+                let Store::Cluster { cluster, .. } = &self.clickhouse else {
+                    return Ok(None);
+                };
+                let n = rng.usize(..NODES.len());
+                cluster.kill_node(n)?;
+                std::thread::sleep(Duration::from_millis(rng.u64(2_000..6_000)));
+                cluster.start_node_after_crash(n)?;
+                Ok(None)
+            }
+            FaultKind::ZookeeperRestart => {
+                let Store::Cluster { cluster, .. } = &self.clickhouse else {
+                    return Ok(None);
+                };
+                cluster.kill_zookeeper()?;
+                std::thread::sleep(Duration::from_millis(rng.u64(3_000..5_000)));
+                cluster.start_zookeeper()?;
+                // 18.16: a server whose distributed-DDL worker died with the session is
+                // restarted (the integrity pass's mutations run ON CLUSTER).
+                if cluster.heal_ddl()? {
+                    eprintln!("soak: after the ZooKeeper restart the servers were restarted for ON CLUSTER DDL");
+                }
                 Ok(None)
             }
             FaultKind::WorkerdRestart => self.restart_edge().map(Some),

@@ -239,3 +239,63 @@ pub fn rejects(clickhouse_url: &str, database: &str) -> Result<u64, BoxError> {
         .first()
         .map_or(0, |r| str_field(r, "n").parse().unwrap_or(0)))
 }
+
+/// The replicas of a cluster store once the load is over: how long until every replicated
+/// table on every host was connected, had nothing queued and had read its replication log to
+/// the end, and the two replicas of each shard held the same raw rows, or `None`
+/// if that did not happen within `limit`. `urls` are the hosts in [`NODES`] order (consecutive
+/// pairs are one shard's replicas).
+///
+/// [`NODES`]: tollgate_clickhouse::dev_cluster::NODES
+pub fn wait_for_replicas(
+    urls: &[String],
+    database: &str,
+    limit: Duration,
+) -> Result<Option<Duration>, BoxError> {
+    let started = Instant::now();
+    let number = |url: &str, sql: &str| -> Result<u64, BoxError> {
+        let rows = query(url, database, &format!("{sql} FORMAT JSONEachRow"))?;
+        Ok(rows
+            .first()
+            .and_then(|r| {
+                r["n"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .or(r["n"].as_u64())
+            })
+            .unwrap_or(0))
+    };
+    loop {
+        let mut converged = true;
+        let mut counts = Vec::new();
+        for url in urls {
+            // A host that is not back yet counts as not converged.
+            // Tables still catching up: not connected to ZooKeeper, work queued, or the
+            // replication log not read to its end.
+            let queue = number(
+                url,
+                &format!(
+                    "SELECT count() AS n FROM system.replicas WHERE database = '{database}' \
+                     AND (is_readonly OR is_session_expired OR queue_size > 0 \
+                     OR inserts_in_queue > 0 OR log_pointer < log_max_index)"
+                ),
+            );
+            let rows = number(url, "SELECT count() AS n FROM usage_events_local");
+            match (queue, rows) {
+                (Ok(0), Ok(rows)) => counts.push(rows),
+                _ => converged = false,
+            }
+        }
+        converged = converged
+            && counts
+                .chunks(2)
+                .all(|pair| pair.windows(2).all(|w| w[0] == w[1]));
+        if converged {
+            return Ok(Some(started.elapsed()));
+        }
+        if started.elapsed() > limit {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

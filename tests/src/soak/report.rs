@@ -29,6 +29,9 @@ pub struct Inputs<'a> {
     pub rollups: [&'a RollupCheck; 2],
     pub rejects: u64,
     pub dashboard_requests: u64,
+    /// On a cluster: how long after the reconciliation the replicas had converged (no
+    /// replication queue, equal rows per shard), `Some(None)` if they did not.
+    pub replicas_converged: Option<Option<Duration>>,
 }
 
 /// Client latency percentiles (ms) over a set of calls.
@@ -129,7 +132,7 @@ impl Report {
         let in_faults = Latency::of(full.iter().filter(|o| during(o)).map(ms).collect());
         let outside = Latency::of(full.iter().filter(|o| !during(o)).map(ms).collect());
 
-        let mut faults: BTreeMap<FaultKind, (u64, Duration)> = FaultKind::ROTATION
+        let mut faults: BTreeMap<FaultKind, (u64, Duration)> = FaultKind::rotation(i.opts.cluster)
             .iter()
             .map(|k| (*k, (0, Duration::ZERO)))
             .collect();
@@ -259,8 +262,19 @@ impl Report {
             ));
         }
 
+        if i.replicas_converged == Some(None) {
+            failures.push(
+                "the replicas did not converge (replication queue left, or a shard's replicas differ)"
+                    .to_string(),
+            );
+        }
+
         let minutes = i.opts.duration.as_secs_f64() / 60.0;
-        let command = format!("cargo xtask soak --minutes {}", fmt_minutes(minutes));
+        let command = format!(
+            "cargo xtask soak --minutes {}{}",
+            fmt_minutes(minutes),
+            if i.opts.cluster { " --cluster" } else { "" }
+        );
         let json = json!({
             "command": command,
             "load_seconds": round2(i.load_time.as_secs_f64()),
@@ -301,6 +315,8 @@ impl Report {
                 "collector_acks_lost": i.acked.lost_acks,
             },
             "collectors": i.opts.collectors,
+            "cluster": i.opts.cluster,
+            "replicas_converged_after_seconds": i.replicas_converged.map(|c| c.map(|d| round2(d.as_secs_f64()))),
             "rollups": i.rollups.iter().map(|r| (r.table.to_string(), json!({
                 "groups": r.groups, "mismatches": r.mismatches.len(),
             }))).collect::<serde_json::Map<_, _>>(),
@@ -315,34 +331,57 @@ impl Report {
         });
 
         let mut md = String::new();
-        let _ = writeln!(
-            md,
-            "## Soak: the whole stack under load while its pieces fail\n"
-        );
-        let _ = writeln!(
-            md,
-            "Command: `{command}` (figures: `target/bench/soak.json`; `cargo xtask test` runs a 3-minute one).\n"
-        );
+        let (title, figures) = if i.opts.cluster {
+            (
+                "Soak on the cluster: the whole stack under load while replicas and ZooKeeper fail",
+                "`target/bench/soak-cluster.json`",
+            )
+        } else {
+            (
+                "Soak: the whole stack under load while its pieces fail",
+                "`target/bench/soak.json`; `cargo xtask test` runs a 3-minute one",
+            )
+        };
+        let _ = writeln!(md, "## {title}\n");
+        let _ = writeln!(md, "Command: `{command}` (figures: {figures}).\n");
         let _ = writeln!(
             md,
             "The wasm edge under workerd, the mock provider, {} collector(s) behind a round-robin load \
-             balancer, a private ClickHouse 18.16 and dashboard-api (app keys are looked up there; its \
+             balancer, {} and dashboard-api (app keys are looked up there; its \
              integrity job runs every 10 s), on loopback. {} clients call the edge \
              ({} ms ± half between calls): 45% JSON (chat, responses, embeddings, OpenRouter), 30% streams \
              read to the end, 12% provider errors (500/429/400), 13% streams the client hangs up on after \
              the first bytes. A fault every ~{} s, in rotation: SIGKILL of one collector (down 0.2–3 s), \
              lost acks (for 3 s the balancer answers 502 to batches a collector accepted, so the edge \
              re-posts them, to the other collector), \
-             ClickHouse restart (SIGTERM, down 2–6 s), workerd restart (drained, then SIGTERM — see \
+             {}, workerd restart (drained, then SIGTERM — see \
              docs/OPERATIONS.md), provider stall (4 s, past the edge's 3 s upstream timeout). Then every \
              event id a client got in `x-tollgate-event-id`, and every record the collector acknowledged \
              (noted by a pass-through between edge and collector), is looked up in `usage_events`, and \
              `usage_daily` / `usage_hourly` are compared with the raw rows per (period, org, app, user, task, \
-             provider) on ten sums.\n",
+             provider) on ten sums.{}\n",
             i.opts.collectors,
+            if i.opts.cluster {
+                "a database of its own on the dev cluster (ClickHouse 18.16, 2 shards × 2 replicas, \
+                 ZooKeeper 3.8; the collectors and dashboard-api talk to the first server)"
+            } else {
+                "a private ClickHouse 18.16"
+            },
             i.opts.clients,
             i.opts.think.as_millis(),
-            i.opts.fault_every.as_secs()
+            i.opts.fault_every.as_secs(),
+            if i.opts.cluster {
+                "SIGKILL of one of the four servers (down 2–6 s), ZooKeeper SIGKILL (down 3–5 s; then \
+                 a server whose distributed-DDL worker stopped is restarted, as docs/OPERATIONS.md says)"
+            } else {
+                "ClickHouse restart (SIGTERM, down 2–6 s)"
+            },
+            if i.opts.cluster {
+                " Last, every host's replication queue must be empty and the two replicas of each \
+                 shard must hold the same raw rows."
+            } else {
+                ""
+            },
         );
         let _ = writeln!(md, "| result | value |\n|---|---:|");
         let _ = writeln!(md, "| load | {} |", human(i.load_time));
@@ -390,6 +429,19 @@ impl Report {
             "| all delivered, after the load stopped | {:.1} s |",
             i.delivery.as_secs_f64()
         );
+        match i.replicas_converged {
+            Some(Some(d)) => {
+                let _ = writeln!(
+                    md,
+                    "| **replicas converged**, after the rollups were exact | **{:.1} s** |",
+                    d.as_secs_f64()
+                );
+            }
+            Some(None) => {
+                let _ = writeln!(md, "| **replicas converged** | **no** |");
+            }
+            None => {}
+        }
         let _ = writeln!(md, "\n| call kind | sent | answered | answered without id | no answer |\n|---|---:|---:|---:|---:|");
         for (k, c) in &kinds {
             let _ = writeln!(
@@ -476,6 +528,7 @@ mod tests {
             think: Duration::from_millis(10),
             seed: 1,
             dir: std::env::temp_dir(),
+            cluster: false,
         }
     }
 
@@ -528,13 +581,23 @@ mod tests {
         daily: &RollupCheck,
         dashboard_requests: u64,
     ) -> Report {
+        build(&opts(), w, daily, dashboard_requests, None)
+    }
+
+    fn build(
+        opts: &SoakOptions,
+        w: &(Vec<Outcome>, Vec<Fault>, Acks, HashMap<Uuid, Stored>),
+        daily: &RollupCheck,
+        dashboard_requests: u64,
+        replicas_converged: Option<Option<Duration>>,
+    ) -> Report {
         let hourly = RollupCheck {
             table: "usage_hourly",
             groups: 3,
             mismatches: vec![],
         };
         Report::build(Inputs {
-            opts: &opts(),
+            opts,
             load_time: Duration::from_secs(180),
             delivery: Duration::from_secs(1),
             outcomes: &w.0,
@@ -544,7 +607,30 @@ mod tests {
             rollups: [daily, &hourly],
             rejects: 0,
             dashboard_requests,
+            replicas_converged,
         })
+    }
+
+    #[test]
+    fn replicas_that_do_not_converge_fail_a_cluster_soak() {
+        let w = world();
+        let daily = RollupCheck {
+            table: "usage_daily",
+            groups: 3,
+            mismatches: vec![],
+        };
+        let opts = SoakOptions {
+            cluster: true,
+            ..opts()
+        };
+        let report = |replicas| build(&opts, &w, &daily, 200, replicas);
+        let converged = report(Some(Some(Duration::from_secs(2))));
+        assert!(converged.failures.is_empty(), "{:?}", converged.failures);
+        assert!(converged.markdown.contains("--cluster"));
+        assert!(converged.markdown.contains("replica_sigkill"));
+        let apart = report(Some(None));
+        assert_eq!(apart.failures.len(), 1, "{:?}", apart.failures);
+        assert!(apart.failures[0].contains("did not converge"));
     }
 
     fn exact() -> RollupCheck {
