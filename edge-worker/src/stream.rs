@@ -3,7 +3,10 @@
 //! The provider's body is read chunk by chunk in the call's `wait_until`. Each chunk goes to the
 //! [`StreamTap`] (which measures it and, when the edge itself asked for usage, removes the
 //! usage-only chunk) and is written into a native `IdentityTransformStream`, whose readable side
-//! is the client's body. Every byte is passed on the moment it arrives; a write waits until the
+//! is the client's body. The loop that reads, writes and watches the client is JavaScript
+//! (`relay.js`), calling into wasm once per chunk: the same loop awaited from Rust cost ~0.75 ms
+//! more CPU per stream (two closures and a trip through wasm-bindgen's executor per await;
+//! docs/BENCHMARKS.md, "Streams: the relay's pump"). Every byte is passed on the moment it arrives; a write waits until the
 //! client side took the chunk, so a client that reads slowly slows the reading of the provider
 //! (backpressure) instead of filling the isolate's memory.
 //!
@@ -23,33 +26,48 @@
 //! generating, and billing, tokens nobody reads) and records the call as aborted:
 //! - the incoming request's `signal` aborts (a client disconnect, under the
 //!   `enable_request_signal` compatibility flag);
-//! - the client side of the pass-through stream closes or errors before the relay closed it
-//!   (the runtime dropped the client's body): a pending write rejects, or the writer's
-//!   `closed` settles;
-//! - a chunk waits for the client longer than [`CLIENT_IDLE_MS`] (the watchdog: a client that
-//!   stopped reading without the runtime telling anyone).
+//! - the client side of the pass-through stream errors (the runtime cancelled the client's
+//!   body): a pending write rejects, or the writer's `closed` rejects;
+//! - a chunk, or the final close, waits for the client longer than [`CLIENT_IDLE_MS`] (the
+//!   watchdog: a client that stopped reading without the runtime telling anyone). The close
+//!   is watched too since a soak beside a CPU hog lost a record to a close that never ended.
 //!
 //! A provider that is merely slow never trips any of them: nothing waits for the client then.
+//! Once the provider's stream ended, the record no longer waits for anyone but the client,
+//! and for it at most [`CLIENT_IDLE_MS`].
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 
-use futures_util::future::{select, Either};
-use js_sys::Uint8Array;
+use js_sys::{Function, Promise, Uint8Array};
 use wasm_bindgen::closure::Closure;
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
-use web_sys::{
-    AbortController, AbortSignal, ReadableStream, ReadableStreamDefaultReader,
-    ReadableStreamReadResult, WritableStreamDefaultWriter,
-};
+use web_sys::{AbortController, AbortSignal, ReadableStream, WritableStream};
 
 use crate::cf::{now_ms, IdentityTransformStream};
 use crate::tap::{Forward, StreamTap, StreamTotals};
-use crate::web::Timer;
+use crate::web::Settled;
+
+#[wasm_bindgen(module = "/src/relay.js")]
+extern "C" {
+    /// The pump (see `relay.js`); resolves to [`COMPLETE`], [`PROVIDER_BROKE`] or
+    /// [`CLIENT_LEFT`].
+    #[wasm_bindgen(js_name = relay)]
+    fn pump(
+        body: &ReadableStream,
+        writable: &WritableStream,
+        signal: &AbortSignal,
+        upstream: &AbortController,
+        on_chunk: &Function,
+        idle_ms: f64,
+    ) -> Promise;
+}
+
+/// How `relay.js` says the stream ended.
+const COMPLETE: f64 = 0.0;
+const PROVIDER_BROKE: f64 = 1.0;
+const CLIENT_LEFT: f64 = 2.0;
 
 /// A chunk the client has not taken for this long means the client is gone: the call is
 /// recorded as aborted and the provider's request aborted. The runtime does not always say
@@ -72,15 +90,21 @@ pub struct StreamEnd {
 /// A stream set up to be relayed: its client side goes into the response now, and
 /// [`Relay::run`] (in the call's `wait_until`) moves the bytes.
 pub struct Relay {
-    reader: ReadableStreamDefaultReader,
-    writer: WritableStreamDefaultWriter,
+    body: ReadableStream,
+    writable: WritableStream,
     tap: StreamTap,
     started: u64,
     upstream: AbortController,
-    watch: Rc<RefCell<Watch>>,
-    /// The incoming request's signal, whose `onabort` is `_on_abort` until the relay ends.
+    /// The incoming request's signal: it aborts when the client disconnects.
     client: AbortSignal,
-    _on_abort: Closure<dyn FnMut(JsValue)>,
+}
+
+/// What the per-chunk callback and [`Relay::run`] share.
+struct Tapping {
+    tap: StreamTap,
+    first_byte_ms: Option<u32>,
+    /// The chunk in wasm memory, reused from chunk to chunk.
+    buf: Vec<u8>,
 }
 
 impl Relay {
@@ -94,206 +118,84 @@ impl Relay {
         client: &AbortSignal,
     ) -> Result<(ReadableStream, Relay), JsValue> {
         let pass = IdentityTransformStream::new()?;
-        let writer = pass.writable().get_writer()?;
-        let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-        let watch = Rc::new(RefCell::new(Watch::default()));
-        let on_abort = {
-            let watch = watch.clone();
-            Closure::new(move |_event: JsValue| Watch::client_left(&watch))
-        };
-        client.set_onabort(Some(on_abort.as_ref().unchecked_ref()));
-        if client.aborted() {
-            Watch::client_left(&watch);
-        }
         let relay = Relay {
-            reader,
-            writer,
+            body: body.clone(),
+            writable: pass.writable(),
             tap,
             started,
             upstream,
-            watch,
             client: client.clone(),
-            _on_abort: on_abort,
         };
         Ok((pass.readable(), relay))
     }
 
     /// Moves the provider's stream to the client until either end stops; how it ended.
-    pub async fn run(mut self) -> StreamEnd {
-        let mut gone = ClientGone::new(&self.watch, &self.writer);
-        let mut first_byte_ms = None;
-        let aborted = loop {
-            let read = JsFuture::from(self.reader.read());
-            let step = match select(read, &mut gone).await {
-                Either::Left((Ok(step), _)) => step.unchecked_into::<ReadableStreamReadResult>(),
-                // The provider's stream broke off (or was aborted).
-                Either::Left((Err(_), _)) => break Ended::ProviderBroke,
-                Either::Right(_) => break Ended::ClientLeft,
-            };
-            if step.get_done().unwrap_or(true) {
-                break Ended::Complete;
-            }
-            let chunk = step.get_value();
-            if first_byte_ms.is_none() {
-                first_byte_ms = Some(elapsed(self.started));
-            }
-            let out = match self.tap.push(&Uint8Array::new(&chunk).to_vec()) {
-                Forward::Unchanged => chunk,
-                Forward::Bytes(out) if out.is_empty() => continue,
-                Forward::Bytes(out) => Uint8Array::from(out.as_slice()).into(),
-            };
-            if !self.deliver(&out, &mut gone).await {
-                break Ended::ClientLeft;
-            }
-        };
-        let (rest, totals) = std::mem::take(&mut self.tap).finish();
-        let aborted = match aborted {
-            Ended::Complete => {
-                let delivered = rest.is_empty()
-                    || self
-                        .deliver(&Uint8Array::from(rest.as_slice()).into(), &mut gone)
-                        .await;
-                if delivered {
-                    // Awaited against `gone`: a client that leaves now must not hold the record.
-                    let closed = JsFuture::from(self.writer.close());
-                    let _ = select(closed, &mut gone).await;
+    pub async fn run(self) -> StreamEnd {
+        let started = self.started;
+        let state = Rc::new(RefCell::new(Tapping {
+            tap: self.tap,
+            first_byte_ms: None,
+            buf: Vec::new(),
+        }));
+        let on_chunk = {
+            let state = state.clone();
+            Closure::<dyn FnMut(JsValue) -> JsValue>::new(move |chunk: JsValue| {
+                let mut s = state.borrow_mut();
+                let s = &mut *s;
+                if chunk.is_null() {
+                    let rest = s.tap.end();
+                    return if rest.is_empty() {
+                        JsValue::NULL
+                    } else {
+                        Uint8Array::from(rest.as_slice()).into()
+                    };
                 }
-                !delivered
-            }
-            Ended::ProviderBroke => {
-                // The client sees the stream cut, as the provider cut it.
-                unawaited(self.writer.abort());
-                true
-            }
-            Ended::ClientLeft => {
+                if s.first_byte_ms.is_none() {
+                    s.first_byte_ms = Some(elapsed(started));
+                }
+                let bytes: &Uint8Array = chunk.unchecked_ref();
+                s.buf.resize(bytes.length() as usize, 0);
+                bytes.copy_to(&mut s.buf);
+                match s.tap.push(&s.buf) {
+                    Forward::Unchanged => JsValue::UNDEFINED,
+                    Forward::Bytes(out) if out.is_empty() => JsValue::NULL,
+                    Forward::Bytes(out) => Uint8Array::from(out.as_slice()).into(),
+                }
+            })
+        };
+        let ended = Settled::of(&pump(
+            &self.body,
+            &self.writable,
+            &self.client,
+            &self.upstream,
+            on_chunk.as_ref().unchecked_ref(),
+            CLIENT_IDLE_MS as f64,
+        ))
+        .await;
+        // The pump never rejects; a rejection would mean it could not start.
+        let aborted = match ended.ok().and_then(|v| v.as_f64()) {
+            Some(COMPLETE) => false,
+            Some(PROVIDER_BROKE) | Some(CLIENT_LEFT) => true,
+            _ => {
                 self.upstream.abort();
-                unawaited(self.reader.cancel());
-                unawaited(self.writer.abort());
                 true
             }
         };
+        drop(on_chunk);
+        let (tap, first_byte_ms) = {
+            let mut s = state.borrow_mut();
+            (std::mem::take(&mut s.tap), s.first_byte_ms)
+        };
+        let (_, totals) = tap.finish();
         StreamEnd {
             totals,
             first_byte_ms,
-            end_ms: elapsed(self.started),
+            end_ms: elapsed(started),
             aborted,
         }
     }
-
-    /// Writes `chunk` to the client side and waits until the client took it; `false` when the
-    /// client left meanwhile.
-    async fn deliver(&self, chunk: &JsValue, gone: &mut ClientGone) -> bool {
-        let written = JsFuture::from(self.writer.write_with_chunk(chunk));
-        self.watch.borrow_mut().waiting_since = Some(now_ms());
-        let taken = match select(written, gone).await {
-            Either::Left((taken, _)) => taken.is_ok(),
-            Either::Right(_) => false,
-        };
-        self.watch.borrow_mut().waiting_since = None;
-        taken
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.client.set_onabort(None);
-    }
-}
-
-/// Lets `promise` settle on its own. Wrapped in a `JsFuture` (then dropped) so that a rejection
-/// is handled: the future's callbacks live until the promise settles.
-fn unawaited(promise: js_sys::Promise) {
-    drop(JsFuture::from(promise));
-}
-
-enum Ended {
-    Complete,
-    ProviderBroke,
-    ClientLeft,
 }
 
 fn elapsed(since: u64) -> u32 {
     u32::try_from(now_ms().saturating_sub(since)).unwrap_or(u32::MAX)
-}
-
-/// What the relay and the request signal's `onabort` share.
-#[derive(Default)]
-struct Watch {
-    /// The request's signal aborted: the client is gone.
-    client_left: bool,
-    /// Since when a chunk waits for the client (ms since the epoch), if one does.
-    waiting_since: Option<u64>,
-    /// Who waits for `client_left`.
-    waker: Option<Waker>,
-}
-
-impl Watch {
-    fn client_left(watch: &Rc<RefCell<Watch>>) {
-        let waker = {
-            let mut w = watch.borrow_mut();
-            w.client_left = true;
-            w.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-/// Ready once the client is gone, by any of the signs in the module docs. Polled again after
-/// each chunk: it keeps its state (the writer's `closed`, the watchdog's timer) across them.
-struct ClientGone {
-    watch: Rc<RefCell<Watch>>,
-    /// The writer's `closed`: it settles before the relay closes the writer only when the
-    /// client side went away.
-    closed: Option<JsFuture>,
-    /// The watchdog's next look at a waiting chunk; `None` where the runtime refuses timers.
-    tick: Option<Timer>,
-}
-
-impl ClientGone {
-    fn new(watch: &Rc<RefCell<Watch>>, writer: &WritableStreamDefaultWriter) -> ClientGone {
-        ClientGone {
-            watch: watch.clone(),
-            closed: Some(JsFuture::from(writer.closed())),
-            tick: Some(Timer::new(CLIENT_IDLE_MS / 3)),
-        }
-    }
-}
-
-impl Future for ClientGone {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(closed) = self.closed.as_mut() {
-            if Pin::new(closed).poll(cx).is_ready() {
-                self.closed = None;
-                return Poll::Ready(());
-            }
-        }
-        while let Some(tick) = self.tick.as_mut() {
-            match Pin::new(tick).poll(cx) {
-                Poll::Pending => break,
-                Poll::Ready(false) => self.tick = None,
-                Poll::Ready(true) => {
-                    let stalled = self
-                        .watch
-                        .borrow()
-                        .waiting_since
-                        .is_some_and(|since| now_ms().saturating_sub(since) >= CLIENT_IDLE_MS);
-                    if stalled {
-                        return Poll::Ready(());
-                    }
-                    self.tick = Some(Timer::new(CLIENT_IDLE_MS / 3));
-                }
-            }
-        }
-        let mut w = self.watch.borrow_mut();
-        if w.client_left {
-            Poll::Ready(())
-        } else {
-            w.waker = Some(cx.waker().clone());
-            Poll::Pending
-        }
-    }
 }

@@ -68,8 +68,8 @@ impl StreamTap {
         Forward::Bytes(out)
     }
 
-    /// Ends the stream: the bytes still held (an unterminated last event) and the summary.
-    pub fn finish(mut self) -> (Vec<u8>, StreamTotals) {
+    /// The provider's stream ended: the bytes still held (an unterminated last event), to send.
+    pub fn end(&mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.pending);
         let rest = if self.strip_usage_chunk && is_usage_only_chunk(&rest) {
             Vec::new()
@@ -77,6 +77,12 @@ impl StreamTap {
             rest
         };
         self.bytes_out += rest.len() as u64;
+        rest
+    }
+
+    /// Ends the stream: the bytes still held (see [`StreamTap::end`]) and the summary.
+    pub fn finish(mut self) -> (Vec<u8>, StreamTotals) {
+        let rest = self.end();
         let totals = StreamTotals {
             summary: self.scanner.finish(),
             bytes_in: self.bytes_in,
