@@ -10,6 +10,14 @@
 //! client side took the chunk, so a client that reads slowly slows the reading of the provider
 //! (backpressure) instead of filling the isolate's memory.
 //!
+//! # Why not `tee()` when nothing needs stripping
+//! A stream whose client asked for the usage chunk itself needs no change, and a native branch
+//! of `tee()` for the client (the tap reading the other) costs less CPU. But the runtime then
+//! tells nobody when the client leaves — the request's `signal` did not abort in workerd — so
+//! the provider would go on generating, and billing, to its end
+//! (`a_client_that_asked_for_usage_and_hangs_up_stops_the_provider_too` in tests/edge_e2e.rs
+//! caught it). Every stream goes through the relay.
+//!
 //! # Why not `pipeTo` through a JS `TransformStream`
 //! That was the first design: one synchronous transformer call per chunk, no Rust future per
 //! chunk. Beside a CPU hog, about one stream in 800 whose client hung up then never ended
@@ -43,11 +51,11 @@ use js_sys::{Function, Promise, Uint8Array};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, AbortSignal, ReadableStream, WritableStream};
 
 use crate::cf::{now_ms, IdentityTransformStream};
 use crate::tap::{Forward, StreamTap, StreamTotals};
-use crate::web::Settled;
 
 #[wasm_bindgen(module = "/src/relay.js")]
 extern "C" {
@@ -163,15 +171,15 @@ impl Relay {
                 }
             })
         };
-        let ended = Settled::of(&pump(
+        let pumped = pump(
             &self.body,
             &self.writable,
             &self.client,
             &self.upstream,
             on_chunk.as_ref().unchecked_ref(),
             CLIENT_IDLE_MS as f64,
-        ))
-        .await;
+        );
+        let ended = JsFuture::from(pumped).await;
         // The pump never rejects; a rejection would mean it could not start.
         let aborted = match ended.ok().and_then(|v| v.as_f64()) {
             Some(COMPLETE) => false,

@@ -2,8 +2,9 @@
 //! it with `usage-core`'s SSE scanner, and — only when the worker itself asked the provider for
 //! usage — removes the usage-only chunk so the client receives exactly what it asked for.
 //!
-//! Without stripping, bytes are forwarded the moment they arrive. With stripping, bytes are held
-//! only until the end of the current event (`\n\n`), which providers send whole.
+//! Without stripping, bytes are forwarded the moment they arrive. With stripping, chunks of whole events
+//! without a usage object pass as they came; otherwise bytes are held only until the end of the
+//! current event (`\n\n`), which providers send whole.
 
 use usage_core::{SseScanner, StreamSummary};
 
@@ -53,6 +54,15 @@ impl StreamTap {
             self.bytes_out += chunk.len() as u64;
             return Forward::Unchanged;
         }
+        // Whole events without a usage object (nearly every chunk of a stream): nothing to
+        // strip, so they go as they came — no copy out of wasm, no new buffer for the runtime.
+        if self.pending.is_empty()
+            && ends_an_event(chunk)
+            && !usage_core::sse::has_usage_object(chunk)
+        {
+            self.bytes_out += chunk.len() as u64;
+            return Forward::Unchanged;
+        }
         self.pending.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(self.pending.len());
         let mut start = 0;
@@ -98,6 +108,11 @@ pub struct StreamTotals {
     pub summary: StreamSummary,
     pub bytes_in: u64,
     pub bytes_out: u64,
+}
+
+/// Whether `chunk` ends where an event ends (its blank line), as [`event_end`] finds them.
+fn ends_an_event(chunk: &[u8]) -> bool {
+    chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n")
 }
 
 /// Length of the first complete event in `buf` including its blank line, if there is one.
@@ -185,6 +200,24 @@ data: [DONE]\n\n";
             assert_eq!(totals.bytes_out, expected.len() as u64);
             assert_eq!(totals.bytes_in, STREAM.len() as u64);
         }
+    }
+
+    #[test]
+    fn when_stripping_whole_events_without_usage_pass_unchanged() {
+        let mut tap = StreamTap::new(true);
+        let content = b"data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n";
+        assert_eq!(tap.push(content), Forward::Unchanged);
+        // Half an event is held, and sent (copied) once complete.
+        assert_eq!(tap.push(&content[..10]), Forward::Bytes(Vec::new()));
+        assert_eq!(tap.push(&content[10..]), Forward::Bytes(content.to_vec()));
+        // The usage chunk, whole, is still stripped.
+        let usage = b"data: {\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":1}}\n\n";
+        assert_eq!(tap.push(usage), Forward::Bytes(Vec::new()));
+        assert_eq!(tap.push(b"data: [DONE]\n\n"), Forward::Unchanged);
+        let (rest, totals) = tap.finish();
+        assert!(rest.is_empty());
+        assert_eq!(totals.bytes_out, (2 * content.len() + 14) as u64);
+        assert_eq!(totals.summary.usage.map(|u| u.tokens.input), Some(7));
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::task::{Context, Poll, Waker};
 use futures_util::future::{select, Either};
 use js_sys::{Promise, Uint8Array};
 use wasm_bindgen::closure::Closure;
-use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 use web_sys::{Headers, ReadableStream, Request, RequestInit, Response, ResponseInit};
 
 use crate::errors::ApiError;
@@ -41,98 +41,9 @@ pub fn error_text(e: &JsValue) -> String {
 /// What a runtime call's promise resolves to; a call that threw, or a promise that rejected,
 /// as the error's text.
 pub async fn settle(promise: Result<Promise, JsValue>) -> Result<JsValue, String> {
-    Settled::of(&promise.map_err(|e| error_text(&e))?)
+    JsFuture::from(promise.map_err(|e| error_text(&e))?)
         .await
         .map_err(|e| error_text(&e))
-}
-
-#[wasm_bindgen(
-    inline_js = "export function watch(p, token, cb) { p.then((v) => cb(token, true, v), (e) => cb(token, false, e)); }"
-)]
-extern "C" {
-    /// Calls `cb(token, fulfilled, value)` once `promise` settles.
-    fn watch(promise: &Promise, token: u32, cb: &js_sys::Function);
-}
-
-/// A promise awaited from Rust, like `JsFuture`, but through one callback shared by every
-/// awaited promise (as [`Timer`] does for timers): a `JsFuture` makes two closures per promise
-/// — each a JS function and a finalizer registration — and the worker awaits several promises
-/// per call (the profile in docs/BENCHMARKS.md, "Where the edge's time goes").
-///
-/// Dropped before the promise settles, its result is discarded when it comes.
-pub struct Settled {
-    token: u32,
-}
-
-/// A promise's outcome: fulfilled with, or rejected with.
-type Outcome = Result<JsValue, JsValue>;
-
-/// Awaited promises: the outcome once settled (`None` before), and who waits.
-#[derive(Default)]
-struct Watched {
-    next_token: u32,
-    pending: HashMap<u32, (Option<Outcome>, Option<Waker>)>,
-}
-
-thread_local! {
-    static WATCHED: RefCell<Watched> = RefCell::new(Watched::default());
-    static ON_SETTLED: Closure<dyn FnMut(u32, bool, JsValue)> =
-        Closure::new(|token: u32, fulfilled: bool, value: JsValue| {
-            let waker = WATCHED.with(|w| {
-                w.borrow_mut().pending.get_mut(&token).and_then(|(outcome, waker)| {
-                    *outcome = Some(if fulfilled { Ok(value) } else { Err(value) });
-                    waker.take()
-                })
-            });
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        });
-}
-
-impl Settled {
-    /// Starts watching `promise`.
-    pub fn of(promise: &Promise) -> Settled {
-        let token = WATCHED.with(|w| {
-            let mut w = w.borrow_mut();
-            let token = w.next_token;
-            w.next_token = w.next_token.wrapping_add(1);
-            w.pending.insert(token, (None, None));
-            token
-        });
-        ON_SETTLED.with(|cb| watch(promise, token, cb.as_ref().unchecked_ref()));
-        Settled { token }
-    }
-}
-
-impl Future for Settled {
-    type Output = Outcome;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        WATCHED.with(|w| {
-            let mut w = w.borrow_mut();
-            let Some((outcome, waker)) = w.pending.get_mut(&self.token) else {
-                // Polled again after it was ready: not done by the worker's futures.
-                return Poll::Ready(Err(JsValue::from_str("promise already taken")));
-            };
-            match outcome.take() {
-                Some(out) => {
-                    w.pending.remove(&self.token);
-                    Poll::Ready(out)
-                }
-                None => {
-                    *waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
-    }
-}
-
-impl Drop for Settled {
-    fn drop(&mut self) {
-        WATCHED.with(|w| w.borrow_mut().pending.remove(&self.token));
-    }
 }
 
 /// `fetch(url, init)`; the response once its headers arrived.
@@ -183,7 +94,7 @@ pub async fn read_chunks<E>(
 ) -> Result<(), E> {
     let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
     loop {
-        let step: web_sys::ReadableStreamReadResult = Settled::of(&reader.read())
+        let step: web_sys::ReadableStreamReadResult = JsFuture::from(reader.read())
             .await
             .map_err(|e| unreadable(error_text(&e)))?
             .unchecked_into();
@@ -192,7 +103,7 @@ pub async fn read_chunks<E>(
         }
         if let Err(e) = sink(&Uint8Array::new(&step.get_value()).to_vec()) {
             // Awaited, so a refused cancel is not an unhandled rejection.
-            let _ = Settled::of(&reader.cancel()).await;
+            let _ = JsFuture::from(reader.cancel()).await;
             return Err(e);
         }
     }

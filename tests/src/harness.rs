@@ -304,6 +304,18 @@ impl WorkerdProc {
         baselines: Vec<edge_worker::local::JsBaseline>,
         stand_ins: local::StandIns,
     ) -> WorkerdProc {
+        Self::start_inspected(bundle_dir, bindings, baselines, stand_ins, None)
+    }
+
+    /// [`WorkerdProc::start_bundle`], with V8's inspector on `inspector` (`127.0.0.1:<port>`)
+    /// when given: what `bench-edge-profile` records CPU profiles through.
+    pub fn start_inspected(
+        bundle_dir: PathBuf,
+        bindings: Vec<(String, String)>,
+        baselines: Vec<edge_worker::local::JsBaseline>,
+        stand_ins: local::StandIns,
+        inspector: Option<&str>,
+    ) -> WorkerdProc {
         let root = repo_root();
         let port = free_port();
         let worker = LocalWorker {
@@ -331,6 +343,7 @@ impl WorkerdProc {
             "workerd",
             Command::new(workerd)
                 .args(["serve", "--experimental"])
+                .args(inspector.map(|addr| format!("--inspector-addr={addr}")))
                 .arg(&config),
             log,
         );

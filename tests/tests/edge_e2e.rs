@@ -345,12 +345,26 @@ async fn a_long_pause_mid_stream_is_not_a_client_that_left() {
 /// workerd sometimes never did, and a later workerd restart lost the record.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_mid_stream_stops_the_provider_and_is_recorded_at_once() {
-    let stack = Stack::start(5, ("org_hangup", "", "hangup-app"), |_| {}).await;
+    hang_up_mid_stream(5, false).await;
+}
+
+/// The same when the client asked for the usage chunk itself: its stream is then a native
+/// branch of the provider's (`tee()`), and the request's signal alone tells the edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_asked_for_usage_and_hangs_up_stops_the_provider_too() {
+    hang_up_mid_stream(6, true).await;
+}
+
+async fn hang_up_mid_stream(n: u32, client_asks_usage: bool) {
+    let stack = Stack::start(n, ("org_hangup", "", "hangup-app"), |_| {}).await;
     let (key, base) = (stack.key.clone(), stack.worker.base_url());
     // 300 chunks 100 ms apart: 30 s, if nobody stopped it.
-    let body = serde_json::json!({"model": "gpt-4o-mini", "stream": true,
+    let mut body = serde_json::json!({"model": "gpt-4o-mini", "stream": true,
         "mock": {"chunks": 300, "chunk_delay_ms": 100},
         "messages": [{"role": "user", "content": "a long answer"}]});
+    if client_asks_usage {
+        body["stream_options"] = serde_json::json!({"include_usage": true});
+    }
     let (status, first) = tokio::task::spawn_blocking(move || {
         let mut resp = send_chat(&base, &key, &body);
         let mut first = [0u8; 64];

@@ -44,6 +44,16 @@ pub enum BenchCommand {
         #[arg(long)]
         compare: Option<String>,
     },
+    /// Edge worker: a CPU profile of its isolate (V8's, through workerd's inspector) under a
+    /// closed loop, summarised by kind of code and top functions.
+    EdgeProfile {
+        /// Seconds of profile per mode (json, stream).
+        #[arg(long, default_value_t = 8.0)]
+        secs: f64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+    },
     /// Tollgate's edge beside Portkey's gateway and LiteLLM's proxy on one mock (both pinned,
     /// installed into target/peers/ for this command only).
     Peers {
@@ -91,6 +101,18 @@ pub fn run(cmd: &BenchCommand) -> Result {
                 extra.extend(["--compare", dir.as_str()]);
             }
             service_bench("edge", &extra)
+        }
+        BenchCommand::EdgeProfile { secs, clients } => {
+            crate::edge::build_with_names()?;
+            service_bench(
+                "edge-profile",
+                &[
+                    "--secs",
+                    &secs.to_string(),
+                    "--clients",
+                    &clients.to_string(),
+                ],
+            )
         }
         BenchCommand::Peers { rounds } => {
             let peers = crate::peers::install()?;

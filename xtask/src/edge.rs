@@ -149,8 +149,14 @@ pub fn setup() -> Result {
             ]),
         )?;
     }
-    if !(workerd_bin().exists() && wasm_opt_bin().exists() && wrangler_bin().exists()) {
-        step("setup: workerd, binaryen and wrangler (npm ci in edge-worker/)");
+    // (`ws`: the profiler's inspector client, added after the others.)
+    let ws = repo_root().join("edge-worker/node_modules/ws/package.json");
+    if !(workerd_bin().exists()
+        && wasm_opt_bin().exists()
+        && wrangler_bin().exists()
+        && ws.exists())
+    {
+        step("setup: workerd, binaryen, wrangler and ws (npm ci in edge-worker/)");
         if !have("npm") {
             return Err(fail!(
                 "setup: npm is not installed (Node 20 is required for workerd)"
@@ -170,7 +176,7 @@ pub fn setup() -> Result {
 pub fn build() -> Result<PathBuf> {
     let root = repo_root();
     let out = local::bundle_dir(&root);
-    build_wasm("edge-worker", &out)?;
+    build_wasm("edge-worker", &out, Names::Strip)?;
     std::fs::write(out.join("shim.js"), local::SHIM_JS)?;
     report_sizes(&out)?;
     Ok(out)
@@ -179,13 +185,29 @@ pub fn build() -> Result<PathBuf> {
 /// Builds the benchmark's Rust floor (crate `edge-floor`) into `target/edge-floor/`.
 pub fn build_floor() -> Result<PathBuf> {
     let out = repo_root().join("target/edge-floor");
-    build_wasm("edge-floor", &out)?;
+    build_wasm("edge-floor", &out, Names::Strip)?;
     Ok(out)
+}
+
+/// The worker built with its Rust function names kept (and not shrunk by wasm-opt, which
+/// drops them), into `target/edge-names`: what `cargo xtask bench edge-profile` profiles.
+pub fn build_with_names() -> Result<PathBuf> {
+    let out = repo_root().join("target/edge-names");
+    build_wasm("edge-worker", &out, Names::Keep)?;
+    std::fs::write(out.join("shim.js"), local::SHIM_JS)?;
+    Ok(out)
+}
+
+/// Whether a wasm build keeps its name section (for profiles) or is shrunk for shipping.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Names {
+    Strip,
+    Keep,
 }
 
 /// `cargo build` of `package` for wasm32 (`wasm-release`), then wasm-bindgen and wasm-opt into
 /// a fresh `out` (`index.js`, `index_bg.wasm`, snippets).
-fn build_wasm(package: &str, out: &Path) -> Result {
+fn build_wasm(package: &str, out: &Path, names: Names) -> Result {
     let root = repo_root();
     step(&format!(
         "edge: cargo build {package} (wasm32, wasm-release)"
@@ -220,8 +242,9 @@ fn build_wasm(package: &str, out: &Path) -> Result {
                 "--out-name",
                 "index",
                 "--no-typescript",
-                "--out-dir",
             ])
+            .args((names == Names::Keep).then_some("--keep-debug"))
+            .arg("--out-dir")
             .arg(out)
             .arg(&wasm),
     )?;
@@ -231,6 +254,9 @@ fn build_wasm(package: &str, out: &Path) -> Result {
         std::fs::read_to_string(&index)?.replace("import source wasmModule", "import wasmModule");
     std::fs::write(&index, js)?;
 
+    if names == Names::Keep {
+        return Ok(());
+    }
     step("edge: wasm-opt -Oz");
     let bg = out.join("index_bg.wasm");
     exec(
