@@ -10,8 +10,9 @@
 //!   isolate under `panic = "abort"`: every call in flight in it fails);
 //! - [`text`], a var or secret as `Option<String>`, empty meaning unset.
 //!
-//! The hot path — request and response bodies, the stream tap, the `fetch` to the provider —
-//! stays on the runtime's web APIs through `web_sys` (`web.rs` gives the benchmark figures);
+//! The hot path — request and response bodies, the `fetch` to the provider — stays on the
+//! runtime's web APIs through `web_sys` (`web.rs` gives the benchmark figures), and the stream
+//! relay's loop is JavaScript (`relay.js`, see `stream.rs`);
 //! workers-rs hands the handlers those objects unchanged (`FromRequest`/`IntoResponse` for
 //! `web_sys::Request`/`Response`).
 //!

@@ -65,7 +65,14 @@ const FEEL_TARGETS: &[&str] = &["mock", "js", "js-measuring", "rust"];
 /// target → per round (time to first byte p50, p99; gap between chunks p50, p99; ms).
 type FeelResults = std::collections::BTreeMap<String, Vec<[f64; 4]>>;
 
-const TARGETS: &[&str] = &["mock", "js", "js-measuring", "rust", "rust+budget"];
+const TARGETS: &[&str] = &[
+    "mock",
+    "js",
+    "js-measuring",
+    "rust",
+    "rust+budget",
+    "rust-nullsink",
+];
 /// Measured after [`TARGETS`], in a workerd started for them alone (see `main`).
 const FLOOR_TARGETS: &[&str] = &["js-floor", "rust-floor"];
 const INTERNAL_SECRET: &str = "bench-internal-secret-0123456789";
@@ -309,6 +316,18 @@ async fn main() -> Result<(), BoxError> {
     bindings.push(("KEYS_URL".into(), dashboard.clone()));
     bindings.push(("KEYS_SIGNING_SECRET".into(), INTERNAL_SECRET.into()));
     let budget_worker = WorkerdProc::start(bindings);
+    // The same worker shipping its records to a sink that takes them at once and keeps
+    // nothing: what the collector and ClickHouse, sharing the machine's cores, add to the tail.
+    let sink_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sink = format!("http://{}/v1/records", sink_listener.local_addr()?);
+    let sink_router =
+        axum::Router::new().fallback(|| async { (axum::http::StatusCode::ACCEPTED, "{}") });
+    tokio::spawn(async move { axum::serve(sink_listener, sink_router).await });
+    let nullsink_worker = WorkerdProc::start(production_batching(worker_bindings(
+        &mock.base_url(),
+        &sink,
+        &format!("{{{entry}}}"),
+    )));
     // The build to compare with: the same bindings, a workerd of its own.
     let before = args.compare.as_ref().map(|dir| {
         WorkerdProc::start_bundle(
@@ -342,6 +361,10 @@ async fn main() -> Result<(), BoxError> {
             "rust+budget",
             format!("{}/chat/completions", budget_worker.base_url()),
         ),
+        (
+            "rust-nullsink",
+            format!("{}/chat/completions", nullsink_worker.base_url()),
+        ),
     ];
     let mut targets: Vec<&str> = TARGETS.to_vec();
     if let Some(before) = &before {
@@ -371,6 +394,7 @@ async fn main() -> Result<(), BoxError> {
         pids.insert(t, worker.proc.pid());
     }
     pids.insert("rust+budget", budget_worker.proc.pid());
+    pids.insert("rust-nullsink", nullsink_worker.proc.pid());
     if let Some(before) = &before {
         pids.insert("rust-before", before.proc.pid());
     }
@@ -464,6 +488,7 @@ async fn main() -> Result<(), BoxError> {
     let mut rows = Vec::new();
     let mut md_rows = String::new();
     let mut guard_rows = String::new();
+    let mut tail_rows = String::new();
     let mut cpu_rows = String::new();
     let mut figures = serde_json::Map::new();
     for &c in CONCURRENCY {
@@ -477,6 +502,15 @@ async fn main() -> Result<(), BoxError> {
                 get("rust"),
                 get("rust+budget"),
             );
+            let nullsink = get("rust-nullsink");
+            tail_rows.push_str(&format!(
+                "| {m} | {c} | {:.2} | {:.2} | {:.2} | **{:.2}** | **{:.2}** |\n",
+                js.1,
+                rust.1,
+                nullsink.1,
+                rust.1 / js.1,
+                nullsink.1 / js.1
+            ));
             let ratio = rust.0 / js.0;
             let measuring_ratio = measuring.0 / js.0;
             // Against the passthrough of its own workerd.
@@ -497,6 +531,8 @@ async fn main() -> Result<(), BoxError> {
                 "rust_floor_cpu_ms_per_call": floor.3, "rust_cpu_ms_per_call": rust.3,
                 "budget_cpu_ms_per_call": guarded.3,
                 "budget_added_p50_ms": guarded.0 - rust.0, "budget_added_p99_ms": guarded.1 - rust.1,
+                "nullsink_p50_ms": nullsink.0, "nullsink_p99_ms": nullsink.1,
+                "nullsink_cpu_ms_per_call": nullsink.3,
             }));
             guard_rows.push_str(&format!(
                 "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |\n",
@@ -670,6 +706,13 @@ async fn main() -> Result<(), BoxError> {
          `rust+budget` is the same worker with one hard budget on the caller's org: every call reserves in\n\
          the budget's `BudgetGuard` Durable Object before it is sent and settles after (p50 / p99 ms).\n\n\
          | mode | clients | budgets off | budget guard | added by the guard |\n|---|---|---|---|---|\n{guard_rows}\n\
+         ### The tail: where the p99 comes from\n\n\
+         `rust-nullsink` is the same worker, in a workerd of its own, shipping its records to a sink \
+         that answers 202 at once and keeps nothing; `rust` ships them to the real collector, which \
+         inserts into ClickHouse — on the same two cores as the client, the mock and workerd \
+         (p99 ms).\n\n\
+         | mode | clients | js passthrough | rust worker | rust, records to a null sink | rust ÷ js p99 | null sink ÷ js p99 |\n\
+         |---|---|---|---|---|---|---|\n{tail_rows}\n\
          ### What users feel: a realistic stream\n\n\
          The provider's headers and first chunk after {FEEL_FIRST_MS} ms, then {FEEL_CHUNKS} chunks \
          {FEEL_GAP_MS} ms apart; {FEEL_CLIENTS} streams at a time, each body read as it arrives. Time \
