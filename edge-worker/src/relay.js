@@ -11,8 +11,21 @@ const noop = () => {};
 
 // `onChunk(bytes)` returns `undefined` (send the chunk as it is), `null` (send nothing now) or
 // the bytes to send; `onChunk(null)` at the end returns the bytes still held, or `null`.
-// Resolves to how the stream ended (the constants above); never rejects.
+// Resolves to how the stream ended (the constants above); never rejects, never throws.
 export function relay(body, writable, signal, upstream, onChunk, idleMs) {
+  try {
+    return start(body, writable, signal, upstream, onChunk, idleMs);
+  } catch {
+    // It could not even start (the runtime refused a reader or a writer): both ends stop.
+    try {
+      upstream.abort();
+      writable.abort().catch(noop);
+    } catch {}
+    return Promise.resolve(PROVIDER_BROKE);
+  }
+}
+
+function start(body, writable, signal, upstream, onChunk, idleMs) {
   const reader = body.getReader();
   const writer = writable.getWriter();
   // "relay" → "closing" (every byte written, the writer closing) → "done".
@@ -36,9 +49,13 @@ export function relay(body, writable, signal, upstream, onChunk, idleMs) {
   writer.closed.then(noop, leave);
   // A chunk the client has not taken for `idleMs`: the client stopped reading without the
   // runtime telling anyone.
-  const dog = setInterval(() => {
-    if (waitingSince !== 0 && Date.now() - waitingSince >= idleMs) leave();
-  }, idleMs / 3);
+  // (Where the runtime refuses a timer there is no watchdog; the other signs still work.)
+  let dog;
+  try {
+    dog = setInterval(() => {
+      if (waitingSince !== 0 && Date.now() - waitingSince >= idleMs) leave();
+    }, idleMs / 3);
+  } catch {}
   const deliver = async (chunk) => {
     waitingSince = Date.now();
     try {

@@ -180,7 +180,7 @@ impl Relay {
             CLIENT_IDLE_MS as f64,
         );
         let ended = JsFuture::from(pumped).await;
-        // The pump never rejects; a rejection would mean it could not start.
+        // The pump neither rejects nor throws (`relay.js`); anything else counts as broken off.
         let aborted = match ended.ok().and_then(|v| v.as_f64()) {
             Some(COMPLETE) => false,
             Some(PROVIDER_BROKE) | Some(CLIENT_LEFT) => true,
