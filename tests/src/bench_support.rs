@@ -173,3 +173,66 @@ mod tests {
         assert_eq!(cpu_secs(u32::MAX), 0.0);
     }
 }
+
+/// What an edge benchmark measures against: a fresh database on the dev ClickHouse (started
+/// when down), a real collector on it, the mock provider, one app key — and the bindings of a
+/// Tollgate worker wired to them with production batching.
+#[derive(Debug)]
+pub struct EdgeBench {
+    /// The ClickHouse URL.
+    pub url: String,
+    pub collector: crate::harness::CollectorProc,
+    pub mock: crate::mock_provider::MockProvider,
+    /// The app key (`Bearer` token) and its `APP_KEYS` entry.
+    pub key: String,
+    pub key_entry: String,
+    /// The collector's spool and the benchmarks' scratch files.
+    pub dir: tempfile::TempDir,
+}
+
+impl EdgeBench {
+    /// Sets it up in database `database`, the app key in org `org`.
+    pub async fn start(
+        database: &str,
+        org: &str,
+    ) -> Result<EdgeBench, Box<dyn std::error::Error + Send + Sync>> {
+        let url = tollgate_clickhouse::testing::ensure_server()?;
+        let config = tollgate_clickhouse::ClickHouseConfig::new(&url, database);
+        crate::stack::migrate_fresh(&config).await?;
+        let dir = tempfile::tempdir()?;
+        let collector = crate::harness::CollectorProc::start(&url, database, dir.path(), |_| {});
+        let mock = crate::mock_provider::MockProvider::start(Default::default()).await?;
+        let (key, key_entry) = crate::harness::app_key(9, org, "", "bench");
+        Ok(EdgeBench {
+            url,
+            collector,
+            mock,
+            key,
+            key_entry,
+            dir,
+        })
+    }
+
+    /// A worker's bindings: the mock as every provider, records to `collector_url`, the app key.
+    pub fn bindings_to(&self, collector_url: &str) -> Vec<(String, String)> {
+        production_batching(crate::harness::worker_bindings(
+            &self.mock.base_url(),
+            collector_url,
+            &format!("{{{}}}", self.key_entry),
+        ))
+    }
+
+    /// [`EdgeBench::bindings_to`] the collector.
+    pub fn bindings(&self) -> Vec<(String, String)> {
+        self.bindings_to(&self.collector.records_url())
+    }
+}
+
+/// The tests' bindings with the shipping batch delay left at its production default (the tests
+/// shorten it to see records sooner; at 10 ms a busy isolate posts five times as often).
+pub fn production_batching(bindings: Vec<(String, String)>) -> Vec<(String, String)> {
+    bindings
+        .into_iter()
+        .filter(|(k, _)| k != "SHIP_BATCH_DELAY_MS")
+        .collect()
+}

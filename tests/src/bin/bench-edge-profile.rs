@@ -15,11 +15,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::Value;
 
-use tollgate_e2e::bench_support::{chat_body, closed_loop, cpu_secs, median};
-use tollgate_e2e::harness::{
-    app_key, free_port, repo_root, worker_bindings, CollectorProc, WorkerdProc,
-};
-use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
+use tollgate_e2e::bench_support::{chat_body, closed_loop, cpu_secs, median, EdgeBench};
+use tollgate_e2e::harness::{free_port, repo_root, WorkerdProc};
 
 #[derive(Parser)]
 struct Args {
@@ -44,26 +41,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     let root = repo_root();
-    let url = tollgate_clickhouse::testing::ensure_server()?;
-    let config = tollgate_clickhouse::ClickHouseConfig::new(&url, "profile_edge");
-    tollgate_e2e::stack::migrate_fresh(&config).await?;
-    let dir = tempfile::tempdir()?;
-    let collector = CollectorProc::start(&url, "profile_edge", dir.path(), |_| {});
-    let mock = MockProvider::start(MockOptions::default()).await?;
-    let (key, entry) = app_key(9, "org_profile", "", "profile");
-    // Production batching: the tests' 10 ms batch delay would not be what a deployment pays.
-    let bindings = worker_bindings(
-        &mock.base_url(),
-        &collector.records_url(),
-        &format!("{{{entry}}}"),
-    )
-    .into_iter()
-    .filter(|(k, _)| k != "SHIP_BATCH_DELAY_MS")
-    .collect();
+    let bench = EdgeBench::start("profile_edge", "org_profile").await?;
+    let key = bench.key.clone();
     let inspector = format!("127.0.0.1:{}", free_port());
     let worker = WorkerdProc::start_inspected(
         root.join(&args.bundle),
-        bindings,
+        bench.bindings(),
         Vec::new(),
         Default::default(),
         Some(&inspector),

@@ -27,12 +27,10 @@ use std::collections::HashMap;
 use std::io::Read as _;
 
 use tollgate_e2e::bench_support::{
-    chat_body, closed_loop, cpu_secs, median, memory_kib, percentile, with_retries, Rounds,
+    chat_body, closed_loop, cpu_secs, median, memory_kib, percentile, production_batching,
+    with_retries, EdgeBench, Rounds,
 };
-use tollgate_e2e::harness::{
-    app_key, free_port, repo_root, worker_bindings, CollectorProc, WorkerdProc,
-};
-use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
+use tollgate_e2e::harness::{free_port, repo_root, worker_bindings, WorkerdProc};
 
 #[derive(Parser)]
 struct Args {
@@ -193,15 +191,6 @@ fn measure_cell(
     with_retries(cell, || measure(url, key, stream, c, secs))
 }
 
-/// The tests' bindings with the shipping batch delay left at its production default (the tests
-/// shorten it to see records sooner; at 10 ms a busy isolate posts five times as often).
-fn production_batching(bindings: Vec<(String, String)>) -> Vec<(String, String)> {
-    bindings
-        .into_iter()
-        .filter(|(k, _)| k != "SHIP_BATCH_DELAY_MS")
-        .collect()
-}
-
 fn gzip_len(path: &std::path::Path) -> u64 {
     let out = std::process::Command::new("gzip")
         .args(["-9", "-c"])
@@ -213,13 +202,9 @@ fn gzip_len(path: &std::path::Path) -> u64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
-    let url = tollgate_clickhouse::testing::ensure_server()?;
-    let config = tollgate_clickhouse::ClickHouseConfig::new(&url, "bench_edge");
-    tollgate_e2e::stack::migrate_fresh(&config).await?;
-    let dir = tempfile::tempdir()?;
-    let collector = CollectorProc::start(&url, "bench_edge", dir.path(), |_| {});
-    let mock = MockProvider::start(MockOptions::default()).await?;
-    let (key, entry) = app_key(9, "org_bench", "", "bench");
+    let bench = EdgeBench::start("bench_edge", "org_bench").await?;
+    let (url, collector, mock) = (bench.url.clone(), &bench.collector, &bench.mock);
+    let key = bench.key.clone();
     let baseline = |name, source: &'static str| JsBaseline {
         name,
         source,
@@ -246,14 +231,7 @@ async fn main() -> Result<(), BoxError> {
         ..baseline("floor", FLOOR_SHIM_JS)
     };
     let js_floor = baseline("passthrough", PASSTHROUGH_JS);
-    let worker = WorkerdProc::start_with(
-        production_batching(worker_bindings(
-            &mock.base_url(),
-            &collector.records_url(),
-            &format!("{{{entry}}}"),
-        )),
-        vec![js.clone(), js_measuring.clone()],
-    );
+    let worker = WorkerdProc::start_with(bench.bindings(), vec![js.clone(), js_measuring.clone()]);
     // The same worker with a budget guarding every call: keys and budgets from dashboard-api.
     let mut dconfig = tollgate_dashboard_api::config::Config::default();
     dconfig.clickhouse.url = url.clone();
@@ -323,20 +301,12 @@ async fn main() -> Result<(), BoxError> {
     let sink_router =
         axum::Router::new().fallback(|| async { (axum::http::StatusCode::ACCEPTED, "{}") });
     tokio::spawn(async move { axum::serve(sink_listener, sink_router).await });
-    let nullsink_worker = WorkerdProc::start(production_batching(worker_bindings(
-        &mock.base_url(),
-        &sink,
-        &format!("{{{entry}}}"),
-    )));
+    let nullsink_worker = WorkerdProc::start(bench.bindings_to(&sink));
     // The build to compare with: the same bindings, a workerd of its own.
     let before = args.compare.as_ref().map(|dir| {
         WorkerdProc::start_bundle(
             dir.clone(),
-            production_batching(worker_bindings(
-                &mock.base_url(),
-                &collector.records_url(),
-                &format!("{{{entry}}}"),
-            )),
+            bench.bindings(),
             Vec::new(),
             Default::default(),
         )
@@ -730,6 +700,6 @@ async fn main() -> Result<(), BoxError> {
     );
     std::fs::write(&args.markdown, md)?;
     drop(worker);
-    drop(collector);
+    drop(bench);
     Ok(())
 }

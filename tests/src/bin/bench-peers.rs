@@ -17,12 +17,9 @@ use clap::Parser;
 use edge_worker::local::{JsBaseline, PASSTHROUGH_JS};
 use serde_json::json;
 use tollgate_e2e::bench_support::{
-    chat_body, closed_loop, cpu_secs, median, percentile, with_retries, Rounds,
+    chat_body, closed_loop, cpu_secs, median, percentile, with_retries, EdgeBench, Rounds,
 };
-use tollgate_e2e::harness::{
-    app_key, free_port, worker_bindings, CollectorProc, Proc, WorkerdProc,
-};
-use tollgate_e2e::mock_provider::{MockOptions, MockProvider};
+use tollgate_e2e::harness::{free_port, Proc, WorkerdProc};
 
 #[derive(Parser)]
 struct Args {
@@ -100,13 +97,8 @@ fn wait_ready(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
-    let url = tollgate_clickhouse::testing::ensure_server()?;
-    let config = tollgate_clickhouse::ClickHouseConfig::new(&url, "bench_peers");
-    tollgate_e2e::stack::migrate_fresh(&config).await?;
-    let dir = tempfile::tempdir()?;
-    let collector = CollectorProc::start(&url, "bench_peers", dir.path(), |_| {});
-    let mock = MockProvider::start(MockOptions::default()).await?;
-    let (key, entry) = app_key(9, "org_bench", "", "bench");
+    let bench = EdgeBench::start("bench_peers", "org_bench").await?;
+    let (mock, key, dir) = (&bench.mock, bench.key.clone(), &bench.dir);
     let js = JsBaseline {
         name: "passthrough",
         source: PASSTHROUGH_JS,
@@ -115,16 +107,7 @@ async fn main() -> Result<(), BoxError> {
         key: "sk-mock".into(),
         wasm: None,
     };
-    let bindings: Vec<(String, String)> = worker_bindings(
-        &mock.base_url(),
-        &collector.records_url(),
-        &format!("{{{entry}}}"),
-    )
-    .into_iter()
-    // Production batching (the tests shorten the delay to see records sooner).
-    .filter(|(k, _)| k != "SHIP_BATCH_DELAY_MS")
-    .collect();
-    let worker = WorkerdProc::start_with(bindings, vec![js.clone()]);
+    let worker = WorkerdProc::start_with(bench.bindings(), vec![js.clone()]);
 
     let portkey_port = free_port();
     let mut portkey = Proc::spawn(
@@ -337,6 +320,6 @@ async fn main() -> Result<(), BoxError> {
     drop(portkey);
     drop(litellm);
     drop(worker);
-    drop(collector);
+    drop(bench);
     Ok(())
 }
