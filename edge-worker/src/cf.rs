@@ -42,8 +42,8 @@ extern "C" {
 }
 
 /// Milliseconds since the Unix epoch (the runtime's clock, which advances between I/O).
-/// `Date.now()` itself: `worker::Date::now()` builds a `Date` object first, and the stream relay
-/// reads the clock for every chunk.
+/// `Date.now()` itself: `worker::Date::now()` builds a `Date` object first, and every call reads
+/// the clock several times.
 pub fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }

@@ -10,7 +10,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use clap::Parser;
 use serde_json::Value;
@@ -92,7 +91,6 @@ async fn main() -> Result<(), BoxError> {
             out.display()
         );
         results.insert(mode.to_string(), summary);
-        std::thread::sleep(Duration::from_millis(500));
     }
     let results = Value::Object(results);
     std::fs::write(root.join(&args.out), serde_json::to_vec_pretty(&results)?)?;
