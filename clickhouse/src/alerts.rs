@@ -117,6 +117,29 @@ pub async fn write_rule(client: &Client, row: &RuleRow) -> Result<()> {
     Ok(())
 }
 
+/// Writes rule rows in one insert.
+pub async fn write_rules(client: &Client, rows: &[RuleRow]) -> Result<()> {
+    let mut insert = client.insert::<RuleRow>("alert_rules").await?;
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await?;
+    Ok(())
+}
+
+/// The id of every rule that was ever written, deleted ones included.
+pub async fn rule_ids(client: &Client) -> Result<Vec<Uuid>> {
+    #[derive(Row, Deserialize)]
+    struct Id {
+        #[serde(with = "clickhouse::serde::uuid")]
+        rule_id: Uuid,
+    }
+    let rows = read_query(client, "SELECT DISTINCT rule_id FROM alert_rules")
+        .fetch_all::<Id>()
+        .await?;
+    Ok(rows.into_iter().map(|r| r.rule_id).collect())
+}
+
 /// Writes alert rows (new alerts and new versions of existing ones).
 pub async fn write_alert(client: &Client, rows: &[AlertRow]) -> Result<()> {
     let mut insert = client.insert::<AlertRow>("alerts").await?;

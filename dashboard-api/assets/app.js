@@ -2,6 +2,10 @@
 // - Tabs, range presets and the filter form load the next page in place (fetch), with a
 //   loading state and an error state, and keep the URL (history) in step.
 // - Chart tooltips from each bucket's <title>.
+// - Live tabs (a [data-live-etag] marker: Overview, Alerts) poll their own URL with
+//   If-None-Match every data-live-every seconds while the browser tab is visible (without it
+//   once the page is data-live-redraw seconds old: relative times move); a 304 costs nothing,
+//   a 200 replaces <main> in place (web/live.rs explains the server side).
 // - The provider select applies itself; the custom range opens in place; the budget form shows
 //   only the id field its scope needs.
 (function () {
@@ -26,6 +30,7 @@
       else if (!now && then && sel === ".filters") doc.querySelector(".tabs").after(then);
     });
     doc.title = next.title;
+    drawnAt = Date.now();
     if (push) history.pushState({}, "", url);
     init(doc);
     var h = doc.querySelector("main h1");
@@ -143,6 +148,7 @@
     var sub = root.querySelector(".filter-form button[type=submit]");
     if (sub && !root.querySelector("#custom-range[data-open]")) sub.classList.add("secondary");
     scopeFields(root);
+    live();
   }
 
   function scopeFields(root) {
@@ -152,6 +158,54 @@
     if (u) u.hidden = scope.value !== "user";
     if (a) a.hidden = scope.value !== "app";
   }
+
+  // Live refresh. One timer at a time; none while the tab is hidden or a navigation is on its
+  // way; a refresh never moves focus or scroll.
+  var liveTimer = null, livePoll = null, drawnAt = Date.now();
+  function live() {
+    clearTimeout(liveTimer);
+    liveTimer = null;
+    var marker = doc.querySelector("main [data-live-etag]");
+    if (!marker || !window.fetch || !window.DOMParser) return;
+    var every = Math.max(2, parseInt(marker.getAttribute("data-live-every"), 10) || 5) * 1000;
+    liveTimer = setTimeout(poll, every);
+  }
+  function poll() {
+    liveTimer = null;
+    if (doc.hidden) return; // visibilitychange polls again
+    var marker = doc.querySelector("main [data-live-etag]");
+    if (!marker) return;
+    if (pending || livePoll) { live(); return; }
+    var url = location.href, etag = marker.getAttribute("data-live-etag");
+    var redraw = (parseInt(marker.getAttribute("data-live-redraw"), 10) || 60) * 1000;
+    var headers = { Accept: "text/html" };
+    if (etag && Date.now() - drawnAt < redraw) headers["If-None-Match"] = etag;
+    var ctl = window.AbortController ? new AbortController() : null;
+    livePoll = ctl || {};
+    fetch(url, { credentials: "same-origin", cache: "no-store", headers: headers, signal: ctl && ctl.signal })
+      .then(function (res) {
+        if (res.status !== 200 || new URL(res.url || url).pathname === "/login") return null;
+        return res.text().then(function (t) {
+          // The person went elsewhere meanwhile: this page is not theirs to replace.
+          if (location.href !== url || pending) return;
+          var next = new DOMParser().parseFromString(t, "text/html").querySelector("main");
+          var now = doc.querySelector("main");
+          if (!next || !now) return;
+          var y = window.scrollY;
+          now.replaceWith(next);
+          drawnAt = Date.now();
+          init(doc);
+          window.scrollTo(window.scrollX, y);
+          doc.dispatchEvent(new CustomEvent("tollgate:live"));
+        });
+      })
+      .catch(function () { /* offline for a moment: the next poll tries again */ })
+      .finally(function () { livePoll = null; live(); });
+  }
+  doc.addEventListener("visibilitychange", function () {
+    if (doc.hidden) { clearTimeout(liveTimer); liveTimer = null; }
+    else if (!livePoll) poll();
+  });
 
   doc.addEventListener("scroll", hideTip, { passive: true });
   if (doc.readyState === "loading") doc.addEventListener("DOMContentLoaded", function () { init(doc); });

@@ -277,15 +277,26 @@ pub async fn list_rules(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Vec<RuleOut>>> {
-    let q = input::query(raw.as_deref(), &["org"])?;
-    let Some(scope) = org_scope(&principal, q.get("org").map(String::as_str))? else {
-        return Ok(Json(Vec::new()));
+    Ok(Json(
+        compute_rules(&state, &principal, raw.as_deref()).await?,
+    ))
+}
+
+/// The rules of `GET /api/v1/alert-rules` (the web Alerts tab lists them too).
+pub async fn compute_rules(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Vec<RuleOut>> {
+    let q = input::query(raw, &["org"])?;
+    let Some(scope) = org_scope(principal, q.get("org").map(String::as_str))? else {
+        return Ok(Vec::new());
     };
     let rows = ALERT_RULES_LIST
         .scoped(state.client(), &scope)
         .fetch_all::<RuleRow>()
         .await?;
-    Ok(Json(rows.iter().map(rule_out).collect::<ApiResult<_>>()?))
+    rows.iter().map(rule_out).collect()
 }
 
 /// Creates an alert rule.

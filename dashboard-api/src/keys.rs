@@ -212,6 +212,12 @@ pub async fn create(
         acts_for_end_users: u8::from(k.acts_for_end_users),
     };
     write(state.client(), &row).await?;
+    tollgate_jobs::default_rules::seed_new_org(
+        state.client(),
+        &state.jobs().config().evaluator,
+        &row.org_id,
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(KeyCreated {

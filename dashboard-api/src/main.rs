@@ -118,6 +118,12 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
                     let (id, secret) = auth::create_token(&client, &name, role, &org, &user, "cli")
                         .await
                         .map_err(|e| format!("{e:?}"))?;
+                    tollgate_jobs::default_rules::seed_new_org(
+                        &client,
+                        &config.jobs().evaluator,
+                        &org,
+                    )
+                    .await;
                     println!(
                         "token id: {id}\ntoken:    {secret}\n(store it now: it is not shown again)"
                     );

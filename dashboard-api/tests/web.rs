@@ -724,3 +724,108 @@ async fn the_alerts_tab_shows_the_notification_delivery_log() {
     );
     assert!(!html.contains("globex.example"), "another org's deliveries");
 }
+
+/// The live tabs (web/live.rs): the page carries its ETag in a header and in the marker
+/// app.js polls by; asking again with it is a bodiless 304 until something the page shows
+/// changes — a new call of the org, a new alert — and then the page again with a new ETag.
+/// Another session's ETag never matches, and tabs that are not live carry none.
+#[tokio::test]
+async fn live_tabs_answer_304_until_their_data_changes() {
+    use tollgate_clickhouse::alerts::{write_alert, AlertRow, NewAlert};
+    let env = Env::new().await;
+    seed(&env).await;
+    let get = |uri: &'static str, token: String, etag: Option<String>| {
+        let env = &env;
+        async move {
+            let headers: Vec<(&str, &str)> = match &etag {
+                Some(t) => vec![("if-none-match", t.as_str())],
+                None => Vec::new(),
+            };
+            let (s, h, body) = request(env, "GET", uri, Some(&token), &headers, None).await;
+            let tag = h.get("etag").map(|v| v.to_str().unwrap().to_string());
+            (s, tag, body)
+        }
+    };
+    for uri in ["/overview?range=7d", "/alerts"] {
+        let (s, tag, body) = get(uri, env.acme_admin.clone(), None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let tag = tag.expect("a live tab has an ETag");
+        assert!(tag.starts_with("W/\""), "{tag}");
+        assert_eq!(
+            attr_after(&body, "data-live-etag", "data-live-etag").as_deref(),
+            Some(tag.replace('"', "&quot;").as_str()),
+            "the marker carries the header's ETag"
+        );
+        let (s, again, body) = get(uri, env.acme_admin.clone(), Some(tag.clone())).await;
+        assert_eq!((s, body.as_str()), (StatusCode::NOT_MODIFIED, ""), "{uri}");
+        assert_eq!(again.as_deref(), Some(tag.as_str()));
+        // The same ETag from another session (another token of the org) is not its page.
+        let (s, _, _) = get(uri, env.acme_viewer.clone(), Some(tag.clone())).await;
+        assert_eq!(s, StatusCode::OK, "{uri}");
+    }
+
+    // A new call of acme changes the Overview's ETag; a call of globex does not.
+    let (_, overview, _) = get("/overview?range=7d", env.acme_admin.clone(), None).await;
+    let overview = overview.unwrap();
+    let one = |org: &str| {
+        let mut r = web_support::records(1).remove(0);
+        r.org_id = org.into();
+        r.event_id = uuid::Uuid::new_v4();
+        r.ts = Utc::now();
+        tollgate_clickhouse::UsageEventRow::from_record(&r, "live", Utc::now())
+    };
+    tollgate_clickhouse::insert_events(env.db.client(), &[one("globex")])
+        .await
+        .unwrap();
+    let (s, _, _) = get(
+        "/overview?range=7d",
+        env.acme_admin.clone(),
+        Some(overview.clone()),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_MODIFIED,
+        "another org's call is not acme's news"
+    );
+    tollgate_clickhouse::insert_events(env.db.client(), &[one("acme")])
+        .await
+        .unwrap();
+    let (s, newer, _) = get(
+        "/overview?range=7d",
+        env.acme_admin.clone(),
+        Some(overview.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_ne!(newer.unwrap(), overview);
+
+    // A new alert of acme changes the Alerts tab's ETag.
+    let (_, alerts, _) = get("/alerts", env.acme_admin.clone(), None).await;
+    let alerts = alerts.unwrap();
+    let now = Utc::now().with_nanosecond(0).unwrap();
+    let row = AlertRow::open(
+        NewAlert {
+            alert_id: uuid::Uuid::new_v4(),
+            org_id: "acme".into(),
+            rule_id: uuid::Uuid::new_v4(),
+            kind: "error_rate".into(),
+            severity: "high".into(),
+            dedup_key: "live-test".into(),
+            title: "Live alert".into(),
+            details: "{}".into(),
+        },
+        now,
+        tollgate_clickhouse::row_version(),
+    );
+    write_alert(env.db.client(), &[row]).await.unwrap();
+    let (s, newer, body) = get("/alerts", env.acme_admin.clone(), Some(alerts.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_ne!(newer.unwrap(), alerts);
+    assert!(body.contains("Live alert"), "{body}");
+
+    // Tabs that are not live have no ETag and no marker.
+    let (s, tag, body) = get("/providers", env.acme_admin.clone(), None).await;
+    assert_eq!((s, tag), (StatusCode::OK, None));
+    assert!(!body.contains("data-live-etag"));
+}

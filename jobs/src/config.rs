@@ -178,6 +178,10 @@ pub struct EvaluatorConfig {
     /// reconciliation (`cost_drift`). Other orgs' rules see only their own org's balances, and
     /// their `cost_drift` rules never fire. Example: `["ops"]`.
     pub operator_orgs: Vec<String>,
+    /// Give every org the default alert rules ([`crate::default_rules`]: spend anomaly, error
+    /// rate, unpriced calls, credit runway, budgets without thresholds) the first time it is
+    /// seen. Rules already created stay when this is turned off. Example: `true`.
+    pub default_rules: bool,
 }
 
 /// How alert notifications are delivered ([`crate::notify`]).
@@ -252,6 +256,7 @@ impl Default for EvaluatorConfig {
             lease_secs: 180,
             lease_settle_ms: 1000,
             operator_orgs: Vec::new(),
+            default_rules: true,
         }
     }
 }

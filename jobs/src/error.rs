@@ -12,6 +12,9 @@ pub enum JobError {
     /// are left as they are).
     #[error("{0}")]
     BadStoredRow(String),
+    /// Something this build made is wrong (a bug, caught by its own checks).
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 impl JobError {

@@ -18,6 +18,7 @@
 //! test send and to start the loops). Tables' rows and SQL live in `tollgate-clickhouse`.
 
 pub mod config;
+pub mod default_rules;
 pub mod error;
 pub mod evaluator;
 pub mod integrity;

@@ -125,6 +125,7 @@ pub fn run(rt: &Runtime, opts: &SoakOptions, interrupted: &AtomicBool) -> Result
         sink_max_delay_ms: 200,
         edge_region: "SOAK".to_string(),
         integrity_interval_secs: INTEGRITY_INTERVAL_SECS,
+        evaluator_interval_secs: 60,
     };
     let mut collector_addrs = vec![stack.collector];
     for _ in 1..opts.collectors.max(1) {

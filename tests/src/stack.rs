@@ -46,6 +46,8 @@ pub struct StackConfig {
     pub edge_region: String,
     /// dashboard-api's `integrity.interval_secs` (the integrity job's period).
     pub integrity_interval_secs: u64,
+    /// dashboard-api's `evaluator.interval_secs` (how often alert rules are checked).
+    pub evaluator_interval_secs: u64,
 }
 
 impl StackConfig {
@@ -119,6 +121,10 @@ impl StackConfig {
                 .env(
                     "TOLLGATE_INTEGRITY_INTERVAL_SECS",
                     self.integrity_interval_secs.to_string(),
+                )
+                .env(
+                    "TOLLGATE_EVALUATOR_INTERVAL_SECS",
+                    self.evaluator_interval_secs.to_string(),
                 ),
             self.dir.join(log),
         );

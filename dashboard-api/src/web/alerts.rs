@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::web::filters::PageFilters;
 use crate::web::fmt;
 use crate::web::html::{self, csrf_field, esc, Tab};
+use crate::web::live::Live;
 use crate::web::session::{form, post_refused, Session};
 use crate::web::{see_other, tab_error, tab_page};
 use crate::AppState;
@@ -44,6 +45,7 @@ pub async fn page(
     State(state): State<AppState>,
     session: Session,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     let filters = PageFilters::parse(raw.as_deref());
     let api_query = filters.api_query(Utc::now());
@@ -52,17 +54,32 @@ pub async fn page(
         Ok((params, _)) => params.window,
         Err(e) => return tab_error(&state, &session, Tab::Alerts, &filters, &e),
     };
+    let live = Live::check(
+        &state,
+        &session,
+        Tab::Alerts,
+        raw.as_deref(),
+        filters.org.as_deref(),
+        (window.from, window.to),
+        &headers,
+    )
+    .await;
+    if let Some(unchanged) = live.not_modified() {
+        return unchanged;
+    }
     let (q_open, q_acked, q_recent) = (
         with_org("state=open&limit=1000", &filters),
         with_org("state=acknowledged&limit=1000", &filters),
         with_org("limit=1000", &filters),
     );
     let q_deliveries = with_org("limit=50", &filters);
-    let (open, acked, recent, deliveries) = tokio::join!(
+    let q_rules = filters.org_query();
+    let (open, acked, recent, deliveries, rules) = tokio::join!(
         alerts::compute_alerts(&state, p, Some(&q_open)),
         alerts::compute_alerts(&state, p, Some(&q_acked)),
         alerts::compute_alerts(&state, p, Some(&q_recent)),
         alerts::compute_recent_deliveries(&state, p, Some(&q_deliveries)),
+        alerts::compute_rules(&state, p, Some(&q_rules)),
     );
     let active = match (open, acked) {
         (Ok(mut o), Ok(a)) => {
@@ -104,6 +121,10 @@ pub async fn page(
         Ok(list) => deliveries_table(&list),
         Err(e) => html::error_panel("Notification deliveries", &e, Some(&retry)),
     };
+    let rules_html = match rules {
+        Ok(list) => rules_table(&list),
+        Err(e) => html::error_panel("Rules", &e, Some(&retry)),
+    };
     let notice_html = match notice.as_deref() {
         Some("acknowledged") => notice_box("ok", "Alert acknowledged."),
         Some("resolved") => notice_box("ok", "Alert resolved."),
@@ -117,7 +138,7 @@ pub async fn page(
     };
     let body = format!(
         "<div class=\"page-head\"><h1>Alerts</h1><p class=\"muted\">Active alerts, and the history \
-         of alerts opened in the {}</p></div>{notice_html}{}{}{}",
+         of alerts opened in the {}</p></div>{notice_html}{}{}{}{}{}",
         esc(&filters.describe()),
         html::panel(
             "active",
@@ -137,8 +158,16 @@ pub async fn page(
             "The latest 50 attempts to reach the rules' channels, newest first (GET /api/v1/notification-deliveries)",
             &deliveries_html,
         ),
+        html::panel(
+            "rules",
+            "Rules",
+            "What is watched, and where a firing goes (GET /api/v1/alert-rules); \
+             \"tollgate defaults\" made the default rules every org gets",
+            &rules_html,
+        ),
+        live.marker(),
     );
-    tab_page(
+    live.tag(tab_page(
         &state,
         &session,
         Tab::Alerts,
@@ -149,7 +178,7 @@ pub async fn page(
         ),
         StatusCode::OK,
         &body,
-    )
+    ))
 }
 
 fn notice_box(tone: &str, text: &str) -> String {
@@ -327,6 +356,49 @@ fn alert_item(
         opened = html::time(a.opened_at),
         ago = fmt::age((now - a.opened_at).num_seconds()),
         details = details(a),
+    )
+}
+
+fn rules_table(list: &[alerts::RuleOut]) -> String {
+    if list.is_empty() {
+        return html::empty(
+            "No alert rules",
+            "Rules are made through the API (POST /api/v1/alert-rules); every org also gets the \
+             default rules unless they are switched off.",
+        );
+    }
+    let mut list: Vec<&alerts::RuleOut> = list.iter().collect();
+    list.sort_by(|a, b| (&a.org_id, &a.name).cmp(&(&b.org_id, &b.name)));
+    let rows: Vec<html::Row> = list
+        .iter()
+        .map(|r| {
+            let severity = r.severity.as_str();
+            html::Row {
+                attrs: format!(" data-rule-id=\"{}\"", r.rule_id),
+                cells: vec![
+                    esc(&r.name),
+                    esc(&r.org_id),
+                    esc(r.kind.as_str()),
+                    format!("<span class=\"badge sev {severity}\">{severity}</span>"),
+                    if r.enabled { "on" } else { "off" }.to_string(),
+                    esc(&r.channels.join(", ")),
+                    esc(&r.created_by),
+                ],
+            }
+        })
+        .collect();
+    html::table(
+        "rules-table",
+        &[
+            html::col("Rule"),
+            html::col("Org"),
+            html::col("Kind"),
+            html::col("Severity"),
+            html::col("Enabled"),
+            html::col("Channels"),
+            html::col("Made by"),
+        ],
+        &rows,
     )
 }
 

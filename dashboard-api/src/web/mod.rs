@@ -9,11 +9,12 @@
 //!   a shared link keeps — and the API query it stands for.
 //! - [`html`]: escaping, the page frame (tabs, filter bar), empty and error states;
 //!   [`fmt`]: how figures are written; [`chart`]: the SVG charts, drawn here.
-//! - One module per tab: [`overview`], [`providers`], [`alerts`], [`projections`], [`budgets`].
+//! - One module per tab: [`overview`], [`providers`], [`alerts`], [`projections`], [`budgets`];
+//!   [`live`]: how the Overview and Alerts tabs refresh themselves (ETag polling).
 //! - Assets (`assets/app.css`, `assets/app.js`, the icon) are compiled into the binary.
 //!
 //! Pages work without JavaScript; `app.js` only adds in-place navigation with a loading state,
-//! chart tooltips and small conveniences. Every response carries a strict
+//! chart tooltips, live refresh of the Overview and Alerts tabs, and small conveniences. Every response carries a strict
 //! Content-Security-Policy (no inline script or style at all), and pages are `no-store`.
 
 pub mod alerts;
@@ -22,6 +23,7 @@ pub mod chart;
 pub mod filters;
 pub mod fmt;
 pub mod html;
+pub mod live;
 pub mod overview;
 pub mod projections;
 pub mod providers;

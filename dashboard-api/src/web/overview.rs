@@ -3,7 +3,7 @@
 //! across providers.
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Timelike, Utc};
 
@@ -15,6 +15,7 @@ use crate::web::chart::{self, Bar, LineChart, Series, Side};
 use crate::web::filters::PageFilters;
 use crate::web::fmt;
 use crate::web::html::{self, card, esc, Card, Tab};
+use crate::web::live::Live;
 use crate::web::session::Session;
 use crate::web::{tab_error, tab_page};
 use crate::AppState;
@@ -24,6 +25,7 @@ pub async fn page(
     State(state): State<AppState>,
     session: Session,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     let filters = PageFilters::parse(raw.as_deref());
     let api_query = filters.api_query(Utc::now());
@@ -33,6 +35,19 @@ pub async fn page(
         Ok(read) => read,
         Err(e) => return tab_error(&state, &session, Tab::Overview, &filters, &e),
     };
+    let live = Live::check(
+        &state,
+        &session,
+        Tab::Overview,
+        raw.as_deref(),
+        filters.org.as_deref(),
+        (params.window.from, params.window.to),
+        &headers,
+    )
+    .await;
+    if let Some(unchanged) = live.not_modified() {
+        return unchanged;
+    }
     let mut series_params = params.clone();
     if filters.hourly(params.window.from, params.window.to) {
         series_params.granularity = Granularity::Hour;
@@ -55,7 +70,7 @@ pub async fn page(
     let body = format!(
         "<div class=\"page-head\"><h1>Overview</h1><p class=\"muted\">{} · UTC days {} to {}</p></div>\
          <div class=\"cards\" id=\"cards\">{}</div>\
-         <div class=\"grid-2\">{}{}</div>",
+         <div class=\"grid-2\">{}{}</div>{}",
         esc(&filters.describe()),
         esc(&overview.window.first_day),
         esc(&overview.window.last_day),
@@ -72,8 +87,9 @@ pub async fn page(
             "Share of cost in this period",
             &section(providers, &retry, "By provider", |v| provider_bars(v)),
         ),
+        live.marker(),
     );
-    tab_page(
+    live.tag(tab_page(
         &state,
         &session,
         Tab::Overview,
@@ -82,7 +98,7 @@ pub async fn page(
         None,
         StatusCode::OK,
         &body,
-    )
+    ))
 }
 
 /// A section's content, or its error state.

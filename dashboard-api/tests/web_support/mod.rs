@@ -112,7 +112,7 @@ const MIX: &[Stream] = &[
     ),
 ];
 
-fn records(days: i64) -> Vec<UsageRecord> {
+pub fn records(days: i64) -> Vec<UsageRecord> {
     let now = Utc::now();
     let today = now.date_naive();
     let mut out = Vec::new();

@@ -2,7 +2,8 @@
 //! resolved again when the condition clears — in exactly one running instance.
 //!
 //! # Main types
-//! - [`evaluate_once`] — one tick at an explicit clock: reads every enabled rule, asks its
+//! - [`evaluate_once`] — one tick at an explicit clock: creates the default rules of orgs it
+//!   has not seen ([`crate::default_rules`]), reads every enabled rule, asks its
 //!   kind's check for [`Finding`]s, reconciles them with the alerts already there
 //!   ([`plan`], pure), writes the changes with [`tollgate_clickhouse::alerts::write_alert`] and sends the
 //!   notifications ([`crate::notify`]). Tests call it with the clock they need.
@@ -560,6 +561,10 @@ pub fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
 pub async fn evaluate_once(state: &Context, now: DateTime<Utc>) -> JobResult<TickReport> {
     let now = to_second(now);
     let client = state.client();
+    // A failure to create default rules must not stop the rules that exist from being checked.
+    if let Err(e) = crate::default_rules::seed_all(state, now).await {
+        tracing::warn!(error = %e, "default alert rules could not be created; next tick retries");
+    }
     let rows = read_query(client, &EVALUATOR_RULES.body())
         .fetch_all::<RuleRow>()
         .await?;

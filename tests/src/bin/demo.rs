@@ -325,7 +325,40 @@ fn seed_history(days: u32) -> Result<u64, BoxError> {
 }
 
 async fn overview_requests(token: &str, from: &str) -> Result<u64, BoxError> {
-    let url = format!("http://{DASHBOARD}/api/v1/overview?from={from}");
+    let v = admin_get(token, &format!("/api/v1/overview?from={from}")).await?;
+    Ok(v["current"]["requests"].as_u64().unwrap_or(0))
+}
+
+/// The alerts raised by the default rules (jobs/src/default_rules.rs) so far, as
+/// `(rule name, org)`; and how many default rules there are.
+async fn default_rule_alerts(token: &str) -> Result<(usize, Vec<(String, String)>), BoxError> {
+    let rules = admin_get(token, "/api/v1/alert-rules").await?;
+    let defaults: Vec<(&str, &str)> = rules
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| r["created_by"] == tollgate_jobs::default_rules::CREATED_BY)
+                .filter_map(|r| Some((r["rule_id"].as_str()?, r["name"].as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let alerts = admin_get(token, "/api/v1/alerts").await?;
+    let fired = alerts
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| {
+                    let (_, name) = defaults.iter().find(|(id, _)| x["rule_id"] == *id)?;
+                    Some((name.to_string(), x["org_id"].as_str()?.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((defaults.len(), fired))
+}
+
+async fn admin_get(token: &str, path: &str) -> Result<Value, BoxError> {
+    let url = format!("http://{DASHBOARD}{path}");
     let token = token.to_string();
     let v: Value = tokio::task::spawn_blocking(move || -> Result<Value, String> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -341,7 +374,7 @@ async fn overview_requests(token: &str, from: &str) -> Result<u64, BoxError> {
         serde_json::from_str::<Value>(&text).map_err(|e| e.to_string())
     })
     .await??;
-    Ok(v["current"]["requests"].as_u64().unwrap_or(0))
+    Ok(v)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -376,6 +409,8 @@ async fn main() -> Result<(), BoxError> {
         sink_max_delay_ms: 500,
         edge_region: "DEMO".to_string(),
         integrity_interval_secs: 600,
+        // Alerts of the default rules show within seconds of the traffic that fires them.
+        evaluator_interval_secs: 10,
     };
     let applied = system.migrate_fresh().await?;
     done(
@@ -428,14 +463,15 @@ async fn main() -> Result<(), BoxError> {
 
     let pb = step("edge worker (wasm) under workerd");
     let keys = Arc::new(create_keys(&admin).await?);
-    // Budgets: org_001's small hard daily budget gets hit; org_000's soft one raises alerts.
+    // Budgets: org_001's small hard daily budget gets hit (it has no thresholds of its own, so
+    // its default rule warns at 80 %); org_000's soft one raises alerts at its thresholds.
     let dashboard = system.dashboard_url();
     stack::admin_post(
         &dashboard,
         &admin,
         "/api/v1/budgets",
         json!({"org_id": "org_001", "name": "copilot daily cap", "scope": "org",
-        "period": "daily", "limit_usd": "0.05", "mode": "hard", "soft_thresholds": [50, 80, 100]}),
+        "period": "daily", "limit_usd": "0.05", "mode": "hard", "soft_thresholds": []}),
     )
     .await?;
     stack::admin_post(
@@ -586,6 +622,29 @@ async fn main() -> Result<(), BoxError> {
             );
             mismatch = true;
         }
+        // Every org got the default alert rules with its first key; the evaluator (every 10 s
+        // here) turns the traffic into their alerts — org_001's budget at least.
+        let pb = step("waiting for the default alert rules to fire");
+        let wait = Instant::now();
+        let (mut rules, mut fired) = (0, Vec::new());
+        while wait.elapsed() < Duration::from_secs(45) {
+            (rules, fired) = default_rule_alerts(&admin).await.unwrap_or_default();
+            if !fired.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if fired.is_empty() {
+            pb.finish_and_clear();
+            eprintln!("✘ {rules} default alert rules, none fired within 45 s");
+            mismatch = true;
+        } else {
+            let list: Vec<String> = fired.iter().map(|(n, o)| format!("{n} ({o})")).collect();
+            done(
+                pb,
+                &format!("{rules} default alert rules; firing: {}", list.join(", ")),
+            );
+        }
         if args.keep_running || (args.requests.is_none() && args.duration.is_none()) {
             println!("\nRunning until Ctrl-C …");
             let _ = ctrl_c.await;
@@ -603,7 +662,9 @@ async fn main() -> Result<(), BoxError> {
     }
     println!("✔ all demo processes stopped");
     if mismatch {
-        return Err("the dashboard did not show every answered call".into());
+        return Err(
+            "the dashboard did not show every answered call, or no default rule fired".into(),
+        );
     }
     Ok(())
 }
