@@ -22,6 +22,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub spool: SpoolSettings,
     pub sink: SinkConfig,
+    /// OpenTelemetry export of stored records (off unless `endpoint` is set).
+    pub otlp: crate::otlp::OtlpConfig,
 }
 
 /// Where the records go.
@@ -84,6 +86,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             spool: SpoolSettings::default(),
             sink: SinkConfig::default(),
+            otlp: crate::otlp::OtlpConfig::default(),
         }
     }
 }
@@ -184,6 +187,7 @@ impl Validate for Config {
                 "ingest.max_decompressed_bytes: must be at least ingest.max_body_bytes".into(),
             );
         }
+        errors.extend(self.otlp.problems());
         if errors.is_empty() {
             Ok(())
         } else {

@@ -5,6 +5,7 @@
 //! - [`spool`] — the write-ahead log that makes a `202` durable (its guarantees are in its docs).
 //! - [`sink`] — spool → ClickHouse in batches, exactly once across crashes.
 //! - [`store`] — the ClickHouse side of the sink.
+//! - [`otlp`] — stored records out as OpenTelemetry spans (optional, never in ingest's way).
 //! - [`config`] — typed configuration; [`metrics`] — Prometheus metrics.
 //!
 //! [`app`] builds the HTTP router (tested without a socket); [`serve`] runs everything.
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod otlp;
 pub mod sink;
 pub mod spool;
 pub mod store;
@@ -204,7 +206,8 @@ pub async fn run<S: Store>(
         config.sink.clone(),
         metrics.clone(),
         health.clone(),
-    );
+    )
+    .with_exporter(crate::otlp::Exporter::start(&config.otlp, metrics.clone()));
     let sink_task = tokio::spawn(sink.run(stop_rx, Duration::from_secs(10)));
     let rejects_task = tokio::spawn(sink::run_reject_writer(store.clone(), reject_rx));
     let pinger = tokio::spawn(ping_loop(store.clone(), health.clone()));

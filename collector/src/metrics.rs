@@ -29,6 +29,11 @@ pub struct Metrics {
     pub insert_failures: Family<Labels, Counter>,
     pub insert_seconds: Histogram,
     pub accept_seconds: Histogram,
+    /// Spans the OTLP receiver accepted (`crate::otlp`).
+    pub otlp_spans_exported: Counter,
+    /// Stored records left out of the OTLP export, by reason (`queue_full`, `gave_up`,
+    /// `refused`).
+    pub otlp_records_dropped: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -47,6 +52,8 @@ impl Default for Metrics {
             insert_failures: Family::default(),
             insert_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             accept_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            otlp_spans_exported: Counter::default(),
+            otlp_records_dropped: Family::default(),
         }
     }
 }
@@ -119,6 +126,16 @@ impl Metrics {
             "Accept-path latency: body read to durable acknowledgement",
             self.accept_seconds.clone(),
         );
+        r.register(
+            "otlp_spans_exported",
+            "Stored records the OTLP receiver accepted as spans",
+            self.otlp_spans_exported.clone(),
+        );
+        r.register(
+            "otlp_records_dropped",
+            "Stored records left out of the OTLP export, by reason",
+            self.otlp_records_dropped.clone(),
+        );
         r
     }
 
@@ -133,6 +150,12 @@ impl Metrics {
         self.requests
             .get_or_create(&vec![("status", status.to_string())])
             .inc();
+    }
+
+    pub fn count_otlp_dropped(&self, reason: &'static str, n: u64) {
+        self.otlp_records_dropped
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc_by(n);
     }
 
     pub fn count_insert_failure(&self, kind: &'static str) {

@@ -200,6 +200,8 @@ pub struct Sink<S> {
     config: SinkConfig,
     metrics: Metrics,
     health: Arc<StoreHealth>,
+    /// Where stored records go next, if anywhere ([`crate::otlp`]).
+    exporter: Option<crate::otlp::Exporter>,
 }
 
 impl<S> std::fmt::Debug for Sink<S> {
@@ -232,7 +234,14 @@ impl<S: Store> Sink<S> {
             config,
             metrics,
             health,
+            exporter: None,
         }
+    }
+
+    /// Offers every record an insert stored to `exporter` (after the insert, never waiting).
+    pub fn with_exporter(mut self, exporter: Option<crate::otlp::Exporter>) -> Self {
+        self.exporter = exporter;
+        self
     }
 
     /// Runs until `shutdown` turns true, then drains what is durable (for at most `drain`)
@@ -473,6 +482,9 @@ impl<S: Store> Sink<S> {
             self.store
                 .insert_events(&InsertAttempt::new(batch_id), &missing)
                 .await?;
+            if let Some(exporter) = &self.exporter {
+                exporter.offer(&missing);
+            }
         }
         Ok(missing.len() as u64)
     }

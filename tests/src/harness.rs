@@ -197,6 +197,8 @@ impl CollectorProc {
             .collect();
         value["ingest"]["signing_secrets"] = serde_json::json!(secrets);
         value["clickhouse"]["password"] = serde_json::json!("");
+        let headers: Vec<&String> = config.otlp.headers.iter().map(Secret::expose).collect();
+        value["otlp"]["headers"] = serde_json::json!(headers);
         let toml = json_to_toml(&value);
         std::fs::write(path.with_extension("toml"), toml).unwrap_or_else(|e| panic!("{e}"));
     }
