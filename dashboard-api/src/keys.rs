@@ -169,13 +169,24 @@ pub async fn list(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Vec<KeyOut>>> {
-    let q = input::query(raw.as_deref(), &["org"])?;
+    Ok(Json(
+        compute_list(&state, &principal, raw.as_deref()).await?,
+    ))
+}
+
+/// The keys of `GET /api/v1/keys` (the web Keys tab lists them too).
+pub async fn compute_list(
+    state: &AppState,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> ApiResult<Vec<KeyOut>> {
+    let q = input::query(raw, &["org"])?;
     let scope = principal.read_scope(q.get("org").map(String::as_str), None)?;
     let rows = APP_KEYS_LIST
         .scoped(state.client(), &scope)
         .fetch_all::<KeyRow>()
         .await?;
-    Ok(Json(rows.iter().map(KeyRow::to_out).collect()))
+    Ok(rows.iter().map(KeyRow::to_out).collect())
 }
 
 /// Creates an app key; the response carries its secret, the only time it is shown.
@@ -189,6 +200,18 @@ pub async fn create(
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<KeyCreated>)> {
     let k: KeyIn = input::json_body(body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(compute_create(&state, &principal, k).await?),
+    ))
+}
+
+/// Makes the key of `POST /api/v1/keys` (the web Keys tab's form makes them too).
+pub async fn compute_create(
+    state: &AppState,
+    principal: &Principal,
+    k: KeyIn,
+) -> ApiResult<KeyCreated> {
     let org_id = principal.write_org(k.org_id.as_deref())?;
     let org_id = input::text("org_id", &org_id, MAX_ID_LEN)?;
     let user_id = match k.user_id.as_deref() {
@@ -218,13 +241,10 @@ pub async fn create(
         &row.org_id,
     )
     .await;
-    Ok((
-        StatusCode::CREATED,
-        Json(KeyCreated {
-            secret,
-            key: row.to_out(),
-        }),
-    ))
+    Ok(KeyCreated {
+        secret,
+        key: row.to_out(),
+    })
 }
 
 /// Revokes an app key (a new version with `revoked_at` set; revoking again changes nothing).
@@ -238,15 +258,25 @@ pub async fn revoke(
     principal: Principal,
     Path(key_id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    compute_revoke(&state, &principal, &key_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes as `DELETE /api/v1/keys/{key_id}` does; the key as it is now.
+pub async fn compute_revoke(
+    state: &AppState,
+    principal: &Principal,
+    key_id: &str,
+) -> ApiResult<KeyOut> {
     let client = state.client();
     let not_found = || ApiError::NotFound(format!("no app key {key_id}"));
-    if input::uuid(&key_id).is_none() {
+    if input::uuid(key_id).is_none() {
         return Err(not_found());
     }
     let scope = principal.read_scope(None, None)?;
     let mut row = APP_KEY_BY_ID
         .scoped(client, &scope)
-        .bind(key_id.as_str())
+        .bind(key_id)
         .fetch_optional::<KeyRow>()
         .await?
         .ok_or_else(not_found)?;
@@ -256,7 +286,7 @@ pub async fn revoke(
         row.version = row_version();
         write(client, &row).await?;
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(row.to_out())
 }
 
 /// Whether `text` is a lower-case hex SHA-256.

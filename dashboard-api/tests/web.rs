@@ -829,3 +829,138 @@ async fn live_tabs_answer_304_until_their_data_changes() {
     assert_eq!((s, tag), (StatusCode::OK, None));
     assert!(!body.contains("data-live-etag"));
 }
+
+/// The Keys tab: an org admin makes a key through the form (refused input is shown beside its
+/// field with what was typed kept), sees its secret once — on the answer to the form only —
+/// and revokes it; viewers see the list without controls; another org cannot revoke it.
+#[tokio::test]
+async fn keys_are_made_shown_once_and_revoked_in_the_keys_tab() {
+    let env = Env::new().await;
+    let (s, html) = page(&env, "/keys", &env.acme_admin).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(html.contains("No app keys yet"), "{html}");
+    assert!(
+        !html.contains("name=\"org_id\""),
+        "org admins make keys of their own org"
+    );
+    let csrf = csrf_of(&html);
+    let mut fields = vec![
+        ("csrf", csrf.as_str()),
+        ("name", "Support bot"),
+        ("app_id", ""),
+        ("user_id", ""),
+        ("acts_for_end_users", "1"),
+    ];
+    let (s, _, html) = request(
+        &env,
+        "POST",
+        "/keys",
+        Some(&env.acme_admin),
+        &[],
+        Some(&fields),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{html}");
+    assert!(html.contains("id=\"app_id-error\""), "{html}");
+    assert!(
+        html.contains("value=\"Support bot\""),
+        "what was typed is kept"
+    );
+    assert!(!html.contains("id=\"new-secret\""));
+
+    fields[2] = ("app_id", "support-bot");
+    let (s, _, html) = request(
+        &env,
+        "POST",
+        "/keys",
+        Some(&env.acme_admin),
+        &[],
+        Some(&fields),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{html}");
+    let secret = attr_after(&html, "id=\"new-secret\"", "value").expect("the secret is shown");
+    assert!(secret.starts_with("tg_") && secret.len() == 67, "{secret}");
+    let key_id = attr_after(&html, "id=\"new-secret\"", "data-key-id").unwrap();
+    // It is the key the API lists, made as the form said, and works at the edge's lookup.
+    let (_, api) = env.get("/api/v1/keys", &env.acme_admin).await;
+    let k = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == key_id.as_str())
+        .unwrap_or_else(|| panic!("{api}"));
+    assert_eq!(
+        (
+            k["org_id"].as_str(),
+            k["app_id"].as_str(),
+            k["acts_for_end_users"].as_bool()
+        ),
+        (Some("acme"), Some("support-bot"), Some(true))
+    );
+    let stored: u64 = env
+        .db
+        .client()
+        .query("SELECT count() FROM app_keys WHERE key_hash = ?")
+        .bind(usage_core::keys::hash_secret(&secret))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    // Shown once: the list never carries it again.
+    let (_, html) = page(&env, "/keys", &env.acme_admin).await;
+    assert!(!html.contains(&secret));
+    assert!(
+        html.contains(&format!("data-key-id=\"{key_id}\" data-state=\"active\"")),
+        "{html}"
+    );
+
+    // A viewer sees the key, and no form or button.
+    let (_, html) = page(&env, "/keys", &env.acme_viewer).await;
+    assert!(
+        html.contains(&key_id)
+            && !html.contains("id=\"create-key\"")
+            && !html.contains("data-action=\"revoke\"")
+    );
+    // Another org's admin cannot revoke it.
+    let (_, gl) = page(&env, "/keys", &env.globex_admin).await;
+    let globex_csrf = csrf_of(&gl);
+    let (s, _, _) = request(
+        &env,
+        "POST",
+        &format!("/keys/{key_id}/revoke"),
+        Some(&env.globex_admin),
+        &[],
+        Some(&[("csrf", globex_csrf.as_str())]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Without the session's CSRF token nothing happens.
+    let (s, _, _) = request(
+        &env,
+        "POST",
+        &format!("/keys/{key_id}/revoke"),
+        Some(&env.acme_admin),
+        &[],
+        Some(&[("csrf", "forged")]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, h, _) = request(
+        &env,
+        "POST",
+        &format!("/keys/{key_id}/revoke"),
+        Some(&env.acme_admin),
+        &[],
+        Some(&[("csrf", csrf.as_str())]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(location(&h), "/keys?notice=revoked");
+    let (_, html) = page(&env, "/keys?notice=revoked", &env.acme_admin).await;
+    assert!(html.contains("Key revoked"));
+    assert!(
+        html.contains(&format!("data-key-id=\"{key_id}\" data-state=\"revoked\"")),
+        "{html}"
+    );
+}

@@ -22,7 +22,14 @@ use serde_json::{json, Value};
 use tollgate_dashboard_api::web::fmt;
 use web_support::{seed, GLOBEX_MARK};
 
-const TABS: [&str; 5] = ["overview", "providers", "alerts", "projections", "budgets"];
+const TABS: [&str; 6] = [
+    "overview",
+    "providers",
+    "alerts",
+    "projections",
+    "budgets",
+    "keys",
+];
 
 /// Budgets the issue sets for the Overview.
 const MAX_PAGE_BYTES: u64 = 300 * 1024;
@@ -241,6 +248,23 @@ fn journey(base: &str, acme_admin: &str, acme_viewer: &str, admin: &str, critica
     b.wait("history back to budgets", |b| {
         b.count("main[data-tab='budgets']") == 1
     });
+
+    // 4b. An app key made in the Keys tab: its secret is shown once, on the answer.
+    b.open(&format!("{base}/keys"));
+    b.type_into("#k-name", "browser key");
+    b.type_into("#k-app_id", "browser-app");
+    b.click("#create-key");
+    b.wait("the new key's secret", |b| b.count("#new-secret") == 1);
+    let secret = b.attr("#new-secret", "value").unwrap();
+    let key_id = b.attr("#new-secret", "data-key-id").unwrap();
+    assert!(secret.starts_with("tg_"), "{secret}");
+    b.screenshot(&shots.join("keys-created-1440x900.png"), false);
+    b.open(&format!("{base}/keys"));
+    assert_eq!(b.count("#new-secret"), 0, "shown once");
+    assert_eq!(
+        b.count(&format!("[data-key-id='{key_id}'][data-state='active']")),
+        1
+    );
 
     // 5. Screenshots of every tab at laptop and phone size.
     eprintln!("web_browser: screenshots");

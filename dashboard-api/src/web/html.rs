@@ -33,15 +33,17 @@ pub enum Tab {
     Alerts,
     Projections,
     Budgets,
+    Keys,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 6] = [
         Tab::Overview,
         Tab::Providers,
         Tab::Alerts,
         Tab::Projections,
         Tab::Budgets,
+        Tab::Keys,
     ];
 
     pub fn path(self) -> &'static str {
@@ -51,6 +53,7 @@ impl Tab {
             Tab::Alerts => "/alerts",
             Tab::Projections => "/projections",
             Tab::Budgets => "/budgets",
+            Tab::Keys => "/keys",
         }
     }
 
@@ -61,6 +64,7 @@ impl Tab {
             Tab::Alerts => "Alerts",
             Tab::Projections => "Projections",
             Tab::Budgets => "Budgets",
+            Tab::Keys => "Keys",
         }
     }
 }

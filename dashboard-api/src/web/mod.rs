@@ -9,7 +9,8 @@
 //!   a shared link keeps — and the API query it stands for.
 //! - [`html`]: escaping, the page frame (tabs, filter bar), empty and error states;
 //!   [`fmt`]: how figures are written; [`chart`]: the SVG charts, drawn here.
-//! - One module per tab: [`overview`], [`providers`], [`alerts`], [`projections`], [`budgets`];
+//! - One module per tab: [`overview`], [`providers`], [`alerts`], [`projections`], [`budgets`],
+//!   [`keys`];
 //!   [`live`]: how the Overview and Alerts tabs refresh themselves (ETag polling).
 //! - Assets (`assets/app.css`, `assets/app.js`, the icon) are compiled into the binary.
 //!
@@ -23,6 +24,7 @@ pub mod chart;
 pub mod filters;
 pub mod fmt;
 pub mod html;
+pub mod keys;
 pub mod live;
 pub mod overview;
 pub mod projections;
@@ -69,6 +71,8 @@ pub fn routes() -> Router<AppState> {
         .route("/projections", get(projections::page))
         .route("/budgets", get(budgets::page).post(budgets::create))
         .route("/budgets/new", get(budgets::new_form))
+        .route("/keys", get(keys::page).post(keys::create))
+        .route("/keys/{id}/revoke", post(keys::revoke))
         .route(
             "/budgets/{id}/edit",
             get(budgets::edit_form).post(budgets::replace),
