@@ -310,9 +310,21 @@ pub async fn create_rule(
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<RuleOut>)> {
     let r: RuleIn = input::json_body(body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(compute_create_rule(&state, &principal, r).await?),
+    ))
+}
+
+/// Creates the rule of `POST /api/v1/alert-rules` (the web rule form does too).
+pub async fn compute_create_rule(
+    state: &AppState,
+    principal: &Principal,
+    r: RuleIn,
+) -> ApiResult<RuleOut> {
     let org_id = principal.write_org(r.org_id.as_deref())?;
     let org_id = input::text("org_id", &org_id, 256)?;
-    let valid = validated(&state, &org_id, r).await?;
+    let valid = validated(state, &org_id, r).await?;
     let now = now_second();
     let mut row = RuleRow {
         rule_id: Uuid::new_v4(),
@@ -323,7 +335,7 @@ pub async fn create_rule(
         severity: String::new(),
         channels: Vec::new(),
         enabled: 1,
-        created_by: input::who(&principal),
+        created_by: input::who(principal),
         created_at: now,
         updated_at: now,
         deleted: 0,
@@ -331,7 +343,7 @@ pub async fn create_rule(
     };
     valid.apply(&mut row);
     write_rule(state.client(), &row).await?;
-    Ok((StatusCode::CREATED, Json(rule_out(&row)?)))
+    rule_out(&row)
 }
 
 /// One alert rule.
@@ -344,9 +356,16 @@ pub async fn get_rule(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RuleOut>> {
-    Ok(Json(rule_out(
-        &find_rule(state.client(), &principal, &id).await?,
-    )?))
+    Ok(Json(compute_get_rule(&state, &principal, &id).await?))
+}
+
+/// One rule the caller may see (`GET /api/v1/alert-rules/{id}`).
+pub async fn compute_get_rule(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<RuleOut> {
+    rule_out(&find_rule(state.client(), principal, id).await?)
 }
 
 /// Replaces an alert rule (every field, as on create).
@@ -361,19 +380,31 @@ pub async fn replace_rule(
     Path(id): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<Json<RuleOut>> {
-    let mut row = find_rule(state.client(), &principal, &id).await?;
-    principal.write_org(Some(&row.org_id))?;
     let r: RuleIn = input::json_body(body)?;
+    Ok(Json(
+        compute_replace_rule(&state, &principal, &id, r).await?,
+    ))
+}
+
+/// Replaces a rule as `PUT /api/v1/alert-rules/{id}` does.
+pub async fn compute_replace_rule(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    r: RuleIn,
+) -> ApiResult<RuleOut> {
+    let mut row = find_rule(state.client(), principal, id).await?;
+    principal.write_org(Some(&row.org_id))?;
     if r.org_id.as_ref().is_some_and(|o| *o != row.org_id) {
         return Err(ApiError::bad("org_id", "a rule cannot move to another org"));
     }
-    validated(&state, &row.org_id.clone(), r)
+    validated(state, &row.org_id.clone(), r)
         .await?
         .apply(&mut row);
     row.updated_at = now_second();
     row.version = row_version();
     write_rule(state.client(), &row).await?;
-    Ok(Json(rule_out(&row)?))
+    rule_out(&row)
 }
 
 /// Deletes an alert rule (a new version with `deleted = 1`).
@@ -386,13 +417,23 @@ pub async fn delete_rule(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let mut row = find_rule(state.client(), &principal, &id).await?;
+    compute_delete_rule(&state, &principal, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a rule as `DELETE /api/v1/alert-rules/{id}` does.
+pub async fn compute_delete_rule(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<()> {
+    let mut row = find_rule(state.client(), principal, id).await?;
     principal.write_org(Some(&row.org_id))?;
     row.deleted = 1;
     row.updated_at = now_second();
     row.version = row_version();
     write_rule(state.client(), &row).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// An alert.
@@ -666,7 +707,18 @@ pub async fn deliveries(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<DeliveryOut>>> {
-    let rule = find_rule(state.client(), &principal, &id).await?;
+    Ok(Json(
+        compute_rule_deliveries(&state, &principal, &id).await?,
+    ))
+}
+
+/// A rule's newest delivery attempts, oldest first (`GET /api/v1/alert-rules/{id}/deliveries`).
+pub async fn compute_rule_deliveries(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<Vec<DeliveryOut>> {
+    let rule = find_rule(state.client(), principal, id).await?;
     let rows = tollgate_clickhouse::alerts::deliveries_of_rule(
         state.client(),
         Some(&rule.org_id),
@@ -674,7 +726,7 @@ pub async fn deliveries(
         DELIVERIES_SHOWN,
     )
     .await?;
-    Ok(Json(rows.into_iter().map(delivery_out).collect()))
+    Ok(rows.into_iter().map(delivery_out).collect())
 }
 
 fn delivery_out(r: tollgate_clickhouse::alerts::DeliveryRow) -> DeliveryOut {
@@ -755,9 +807,16 @@ pub async fn test_rule(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<tollgate_jobs::notify::TestSendOut>> {
-    let row = find_rule(state.client(), &principal, &id).await?;
+    Ok(Json(compute_test_rule(&state, &principal, &id).await?))
+}
+
+/// Sends a rule's sample notification as `POST /api/v1/alert-rules/{id}/test` does.
+pub async fn compute_test_rule(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<tollgate_jobs::notify::TestSendOut> {
+    let row = find_rule(state.client(), principal, id).await?;
     principal.write_org(Some(&row.org_id))?;
-    Ok(Json(
-        tollgate_jobs::notify::test_send(state.jobs(), &row).await,
-    ))
+    Ok(tollgate_jobs::notify::test_send(state.jobs(), &row).await)
 }

@@ -964,3 +964,180 @@ async fn keys_are_made_shown_once_and_revoked_in_the_keys_tab() {
         "{html}"
     );
 }
+
+/// Alert rules in the web dashboard: a form per kind (the API's refusal beside the field it
+/// names, what was typed kept), create, edit, test send, the rule's delivery log, delete;
+/// viewers read, other orgs see nothing.
+#[tokio::test]
+async fn alert_rules_are_made_edited_tested_and_deleted_in_the_dashboard() {
+    use tollgate_clickhouse::alerts::{write_delivery, DeliveryRow};
+    let env = Env::new().await;
+    let (s, html) = page(&env, "/alerts/rules/new?kind=error_rate", &env.acme_admin).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    for field in [
+        "p_threshold_percent",
+        "p_window_minutes",
+        "p_min_requests",
+        "p_provider",
+        "p_model",
+    ] {
+        assert!(
+            html.contains(&format!("name=\"{field}\"")),
+            "{field}: {html}"
+        );
+    }
+    assert!(
+        !html.contains("name=\"p_threshold_usd\""),
+        "only the kind's own fields"
+    );
+    let csrf = csrf_of(&html);
+    let mut fields = vec![
+        ("csrf", csrf.as_str()),
+        ("kind", "error_rate"),
+        ("name", "Errors on OpenAI"),
+        ("p_threshold_percent", "150"),
+        ("p_window_minutes", "15"),
+        ("p_provider", "openai"),
+        ("severity", "high"),
+        ("channels", "dashboard"),
+        ("enabled", "1"),
+    ];
+    let (s, _, html) = request(
+        &env,
+        "POST",
+        "/alerts/rules",
+        Some(&env.acme_admin),
+        &[],
+        Some(&fields),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{html}");
+    assert!(html.contains("id=\"p_threshold_percent-error\""), "{html}");
+    assert!(
+        html.contains("value=\"Errors on OpenAI\""),
+        "what was typed is kept"
+    );
+    fields[3] = ("p_threshold_percent", "10");
+    let (s, h, _) = request(
+        &env,
+        "POST",
+        "/alerts/rules",
+        Some(&env.acme_admin),
+        &[],
+        Some(&fields),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let to = location(&h);
+    assert!(
+        to.starts_with("/alerts/rules/") && to.ends_with("?notice=created"),
+        "{to}"
+    );
+    let id = to["/alerts/rules/".len()..to.len() - "?notice=created".len()].to_string();
+    let (_, rule) = env
+        .get(&format!("/api/v1/alert-rules/{id}"), &env.acme_admin)
+        .await;
+    assert_eq!(rule["kind"], "error_rate");
+    assert_eq!(rule["params"]["threshold_percent"], 10.0);
+    assert_eq!(rule["params"]["provider"], "openai");
+    assert_eq!(
+        rule["params"]["min_requests"], 20,
+        "the API's default filled in"
+    );
+
+    // Edit: the page shows the rule's values; a change is saved.
+    let (s, html) = page(&env, &to, &env.acme_admin).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("Rule created."));
+    assert!(
+        html.contains("name=\"p_threshold_percent\" value=\"10\""),
+        "{html}"
+    );
+    fields[4] = ("p_window_minutes", "30");
+    let (s, h, _) = request(
+        &env,
+        "POST",
+        &format!("/alerts/rules/{id}"),
+        Some(&env.acme_admin),
+        &[],
+        Some(&fields),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(location(&h), format!("/alerts/rules/{id}?notice=saved"));
+    let (_, rule) = env
+        .get(&format!("/api/v1/alert-rules/{id}"), &env.acme_admin)
+        .await;
+    assert_eq!(rule["params"]["window_minutes"], 30);
+
+    // Test send (dashboard only: nothing to deliver, and it says so); the delivery log.
+    let (s, _, html) = request(
+        &env,
+        "POST",
+        &format!("/alerts/rules/{id}/test"),
+        Some(&env.acme_admin),
+        &[],
+        Some(&[("csrf", csrf.as_str())]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(html.contains("id=\"test-result\""), "{html}");
+    write_delivery(
+        env.db.client(),
+        &DeliveryRow {
+            delivery_id: uuid::Uuid::new_v4(),
+            org_id: "acme".into(),
+            rule_id: id.parse().unwrap(),
+            alert_id: uuid::Uuid::new_v4(),
+            event: "alert.opened".into(),
+            channel: "webhook:hooks.acme.example".into(),
+            attempt: 2,
+            status: "gave_up".into(),
+            http_status: 502,
+            error: "bad gateway".into(),
+            duration_ms: 31,
+            attempted_at: Utc::now().with_nanosecond(0).unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+    let (_, html) = page(&env, &format!("/alerts/rules/{id}"), &env.acme_admin).await;
+    assert!(
+        html.contains("webhook:hooks.acme.example") && html.contains("bad gateway"),
+        "{html}"
+    );
+
+    // A viewer reads the rule, with nothing to submit; another org does not see it.
+    let (s, html) = page(&env, &format!("/alerts/rules/{id}"), &env.acme_viewer).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("Read-only")
+            && !html.contains("id=\"save-rule\"")
+            && !html.contains("id=\"delete-rule\"")
+    );
+    let (s, _) = page(&env, "/alerts/rules/new", &env.acme_viewer).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = page(&env, &format!("/alerts/rules/{id}"), &env.globex_admin).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // The Alerts tab links the rule; deleting it goes back there, and it is gone.
+    let (_, html) = page(&env, "/alerts", &env.acme_admin).await;
+    assert!(
+        html.contains(&format!("href=\"/alerts/rules/{id}\"")) && html.contains("id=\"new-rule\"")
+    );
+    let (s, h, _) = request(
+        &env,
+        "POST",
+        &format!("/alerts/rules/{id}/delete"),
+        Some(&env.acme_admin),
+        &[],
+        Some(&[("csrf", csrf.as_str())]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(location(&h), "/alerts?notice=rule_deleted#rules");
+    let (s, _) = env
+        .get(&format!("/api/v1/alert-rules/{id}"), &env.acme_admin)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

@@ -266,6 +266,28 @@ fn journey(base: &str, acme_admin: &str, acme_viewer: &str, admin: &str, critica
         1
     );
 
+    // 4c. An alert rule made through its kind's form (the kind picker reloads the fields).
+    b.open(&format!("{base}/alerts/rules/new"));
+    b.js_args(
+        "var s = document.getElementById('r-kind'); s.value = arguments[0]; \
+         s.dispatchEvent(new Event('change', {bubbles: true})); return true;",
+        json!(["error_rate"]),
+    );
+    b.wait("the error-rate fields", |b| {
+        b.count("#r-p_threshold_percent") == 1
+    });
+    b.type_into("#r-name", "browser rule");
+    b.type_into("#r-p_threshold_percent", "12.5");
+    b.click("#save-rule");
+    b.wait("the new rule's page", |b| {
+        b.text("main").contains("Rule created.")
+    });
+    assert_eq!(
+        b.attr("#r-p_threshold_percent", "value").as_deref(),
+        Some("12.5")
+    );
+    let rule_page = b.url();
+
     // 5. Screenshots of every tab at laptop and phone size.
     eprintln!("web_browser: screenshots");
     for (w, h) in [(1440, 900), (390, 844)] {
@@ -283,6 +305,21 @@ fn journey(base: &str, acme_admin: &str, acme_viewer: &str, admin: &str, critica
             );
             b.screenshot(&shots.join(format!("{tab}-{w}x{h}.png")), false);
             b.screenshot(&shots.join(format!("{tab}-{w}x{h}-full.png")), true);
+        }
+        for (name, url) in [
+            (
+                "rule-new",
+                format!("{base}/alerts/rules/new?kind=spend_threshold"),
+            ),
+            ("rule", rule_page.clone()),
+        ] {
+            b.open(&url);
+            let overflow = b.js("return document.documentElement.scrollWidth - window.innerWidth;");
+            assert!(
+                overflow.as_i64().unwrap() <= 0,
+                "{name} at {w}px is {overflow}px too wide"
+            );
+            b.screenshot(&shots.join(format!("{name}-{w}x{h}-full.png")), true);
         }
     }
     // The budget form on a phone.

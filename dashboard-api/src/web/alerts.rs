@@ -122,7 +122,7 @@ pub async fn page(
         Err(e) => html::error_panel("Notification deliveries", &e, Some(&retry)),
     };
     let rules_html = match rules {
-        Ok(list) => rules_table(&list),
+        Ok(list) => rules_table(&list, &session),
         Err(e) => html::error_panel("Rules", &e, Some(&retry)),
     };
     let notice_html = match notice.as_deref() {
@@ -134,6 +134,7 @@ pub async fn page(
             notice_box("bad", "That alert no longer exists or is not yours to see.")
         }
         Some("failed") => notice_box("bad", "The change could not be saved; retry shortly."),
+        Some("rule_deleted") => notice_box("ok", "Rule deleted."),
         _ => String::new(),
     };
     let body = format!(
@@ -359,12 +360,20 @@ fn alert_item(
     )
 }
 
-fn rules_table(list: &[alerts::RuleOut]) -> String {
+fn rules_table(list: &[alerts::RuleOut], session: &Session) -> String {
+    let new_rule = if session.can_write() {
+        "<p><a class=\"button primary\" href=\"/alerts/rules/new\" id=\"new-rule\">New rule</a></p>"
+    } else {
+        ""
+    };
     if list.is_empty() {
-        return html::empty(
-            "No alert rules",
-            "Rules are made through the API (POST /api/v1/alert-rules); every org also gets the \
-             default rules unless they are switched off.",
+        return format!(
+            "{new_rule}{}",
+            html::empty(
+                "No alert rules",
+                "Every org gets the default rules unless they are switched off; make others here \
+                 or through the API (POST /api/v1/alert-rules).",
+            )
         );
     }
     let mut list: Vec<&alerts::RuleOut> = list.iter().collect();
@@ -376,7 +385,11 @@ fn rules_table(list: &[alerts::RuleOut]) -> String {
             html::Row {
                 attrs: format!(" data-rule-id=\"{}\"", r.rule_id),
                 cells: vec![
-                    esc(&r.name),
+                    format!(
+                        "<a href=\"/alerts/rules/{}\" data-nav>{}</a>",
+                        r.rule_id,
+                        esc(&r.name)
+                    ),
                     esc(&r.org_id),
                     esc(r.kind.as_str()),
                     format!("<span class=\"badge sev {severity}\">{severity}</span>"),
@@ -387,7 +400,7 @@ fn rules_table(list: &[alerts::RuleOut]) -> String {
             }
         })
         .collect();
-    html::table(
+    let table = html::table(
         "rules-table",
         &[
             html::col("Rule"),
@@ -399,7 +412,8 @@ fn rules_table(list: &[alerts::RuleOut]) -> String {
             html::col("Made by"),
         ],
         &rows,
-    )
+    );
+    format!("{new_rule}{table}")
 }
 
 fn deliveries_table(list: &[alerts::DeliveryOut]) -> String {

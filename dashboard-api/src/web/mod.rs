@@ -10,7 +10,7 @@
 //! - [`html`]: escaping, the page frame (tabs, filter bar), empty and error states;
 //!   [`fmt`]: how figures are written; [`chart`]: the SVG charts, drawn here.
 //! - One module per tab: [`overview`], [`providers`], [`alerts`], [`projections`], [`budgets`],
-//!   [`keys`];
+//!   [`keys`]; [`rules`]: the alert rule pages under the Alerts tab;
 //!   [`live`]: how the Overview and Alerts tabs refresh themselves (ETag polling).
 //! - Assets (`assets/app.css`, `assets/app.js`, the icon) are compiled into the binary.
 //!
@@ -29,6 +29,7 @@ pub mod live;
 pub mod overview;
 pub mod projections;
 pub mod providers;
+pub mod rules;
 pub mod session;
 
 use std::sync::LazyLock;
@@ -68,6 +69,11 @@ pub fn routes() -> Router<AppState> {
         .route("/providers", get(providers::page))
         .route("/alerts", get(alerts::page))
         .route("/alerts/{id}/{action}", post(alerts::act))
+        .route("/alerts/rules", post(rules::create))
+        .route("/alerts/rules/new", get(rules::new_form))
+        .route("/alerts/rules/{id}", get(rules::show).post(rules::replace))
+        .route("/alerts/rules/{id}/delete", post(rules::delete))
+        .route("/alerts/rules/{id}/test", post(rules::test))
         .route("/projections", get(projections::page))
         .route("/budgets", get(budgets::page).post(budgets::create))
         .route("/budgets/new", get(budgets::new_form))
