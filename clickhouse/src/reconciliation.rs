@@ -16,6 +16,11 @@ const RECONCILIATION_RANGE: NamedQuery = NamedQuery {
     sql: include_str!("../queries/admin/reconciliation_range.sql"),
 };
 
+const RECONCILIATION_DAYS: NamedQuery = NamedQuery {
+    name: "admin/reconciliation_days",
+    sql: include_str!("../queries/admin/reconciliation_days.sql"),
+};
+
 /// A row of `cost_reconciliation` (migration 0007), column for column.
 #[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
 pub struct ReconciliationRow {
@@ -93,6 +98,19 @@ pub async fn range(
 ) -> Result<Vec<ReconciliationRow>> {
     Ok(read_query(client, &RECONCILIATION_RANGE.body())
         .bind(provider)
+        .bind(day_param(from))
+        .bind(day_param(to))
+        .fetch_all::<ReconciliationRow>()
+        .await?)
+}
+
+/// The latest check of each day in `[from, to)` for every provider, by day then provider.
+pub async fn days(
+    client: &Client,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<ReconciliationRow>> {
+    Ok(read_query(client, &RECONCILIATION_DAYS.body())
         .bind(day_param(from))
         .bind(day_param(to))
         .fetch_all::<ReconciliationRow>()

@@ -32,6 +32,7 @@ pub mod openapi;
 pub mod params;
 pub mod prices;
 pub mod projections;
+pub mod reconciliation;
 pub mod web;
 
 use std::sync::Arc;
@@ -129,6 +130,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/top/apps", get(analytics::top_apps))
         .route("/api/v1/projections", get(projections::projections))
         .route("/api/v1/credits", get(credits::list).post(credits::record))
+        .route("/api/v1/reconciliation", get(reconciliation::list))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::endpoint))

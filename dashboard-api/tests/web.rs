@@ -1141,3 +1141,99 @@ async fn alert_rules_are_made_edited_tested_and_deleted_in_the_dashboard() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// Bill reconciliation: `GET /api/v1/reconciliation` and the Providers tab's panel show
+/// recorded against billed per day and provider to admins and operator orgs; other orgs get a
+/// 403 from the API and a note on the page, never the deployment's figures.
+#[tokio::test]
+async fn the_bill_reconciliation_is_shown_to_admins_and_operator_orgs_only() {
+    use tollgate_clickhouse::reconciliation::{row, write};
+    let mut env = Env::new().await;
+    let today = Utc::now().date_naive();
+    let now = Utc::now();
+    let mut failed = row(
+        "openrouter",
+        today - chrono::TimeDelta::days(1),
+        1,
+        1,
+        "openrouter_key_usage_daily",
+        now,
+    );
+    failed.reported_nusd = None;
+    failed.status = "error".into();
+    failed.error = "401 from the provider".into();
+    write(
+        env.db.client(),
+        &[
+            row(
+                "openai",
+                today - chrono::TimeDelta::days(2),
+                10_000_000_000,
+                10_600_000_000,
+                "openai_costs",
+                now,
+            ),
+            row(
+                "openai",
+                today - chrono::TimeDelta::days(1),
+                5_000_000_000,
+                5_000_000_000,
+                "openai_costs",
+                now,
+            ),
+            failed,
+        ],
+    )
+    .await
+    .unwrap();
+    let (s, all) = env.get("/api/v1/reconciliation?range=7d", &env.admin).await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "only the analytics parameters: {all}"
+    );
+    let (s, all) = env.get("/api/v1/reconciliation", &env.admin).await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    let all = all.as_array().unwrap().clone();
+    assert_eq!(all.len(), 3, "{all:?}");
+    let drifted = all
+        .iter()
+        .find(|r| r["billed_usd"] == "10.600000000")
+        .unwrap();
+    assert_eq!(drifted["recorded_usd"], "10.000000000");
+    assert!(
+        (drifted["drift_percent"].as_f64().unwrap() - 5.660377).abs() < 1e-4,
+        "{drifted}"
+    );
+    let unread = all.iter().find(|r| r["provider"] == "openrouter").unwrap();
+    assert_eq!(
+        (unread["billed_usd"].is_null(), unread["error"].as_str()),
+        (true, Some("401 from the provider"))
+    );
+    let (_, one) = env
+        .get("/api/v1/reconciliation?provider=openrouter", &env.admin)
+        .await;
+    assert_eq!(one.as_array().unwrap().len(), 1);
+
+    let (s, body) = env.get("/api/v1/reconciliation", &env.acme_admin).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (_, html) = page(&env, "/providers", &env.acme_admin).await;
+    assert!(
+        html.contains("The bills are the deployment") && !html.contains("reconciliation-table")
+    );
+    let (_, html) = page(&env, "/providers", &env.admin).await;
+    assert!(html.contains("id=\"reconciliation-table\""), "{html}");
+    assert!(
+        html.contains("+5.66%") && html.contains("not read"),
+        "{html}"
+    );
+
+    // An operator org's tokens see them too.
+    let mut config = env.state.config().clone();
+    config.evaluator.operator_orgs = vec!["acme".into()];
+    env.state = tollgate_dashboard_api::AppState::new(config);
+    let (s, _) = env.get("/api/v1/reconciliation", &env.acme_viewer).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = env.get("/api/v1/reconciliation", &env.globex_admin).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}

@@ -10,6 +10,7 @@ use crate::analytics::{self, ModelOut, ProviderOut};
 use crate::auth::Role;
 use crate::credits::CreditOut;
 use crate::projections::{self, Projections};
+use crate::reconciliation::{self, ReconciliationOut};
 use crate::web::chart::{self, Bar};
 use crate::web::filters::PageFilters;
 use crate::web::fmt;
@@ -18,6 +19,9 @@ use crate::web::overview::section;
 use crate::web::session::Session;
 use crate::web::{tab_error, tab_page};
 use crate::AppState;
+
+/// Drift beyond this share (either way) is flagged.
+const DRIFT_FLAG_PERCENT: f64 = 5.0;
 
 /// Balances older than this are flagged as stale.
 const STALE_SECONDS: i64 = 24 * 3600;
@@ -35,10 +39,17 @@ pub async fn page(
         Ok(read) => read,
         Err(e) => return tab_error(&state, &session, Tab::Providers, &filters, &e),
     };
-    let (providers, models, outlook) = tokio::join!(
+    let (providers, models, outlook, bills) = tokio::join!(
         analytics::providers_of(&state, p, &params, &filter),
         analytics::models_of(&state, &params, &filter),
         projections::compute_projections(&state, p, Some(&api_query)),
+        async {
+            if reconciliation::may_see(&state, p) {
+                Some(reconciliation::compute(&state, p, Some(&api_query)).await)
+            } else {
+                None
+            }
+        },
     );
     let retry = filters.href("/providers");
     let admin = p.role == Role::Admin;
@@ -53,9 +64,17 @@ pub async fn page(
             html::error_panel("Model performance", e, Some(&retry)),
         ),
     };
+    let bills_html = match bills {
+        Some(Ok(rows)) => bills_table(&rows),
+        Some(Err(e)) => html::error_panel("Bill reconciliation", &e, Some(&retry)),
+        None => html::empty(
+            "The bills are the deployment's",
+            "Admins and the operator orgs see recorded cost against each provider's bill here.",
+        ),
+    };
     let body = format!(
         "<div class=\"page-head\"><h1>Providers</h1><p class=\"muted\">{}</p></div>{}\
-         <div class=\"grid-2\">{}{}</div>{}",
+         <div class=\"grid-2\">{}{}</div>{}{}",
         esc(&filters.describe()),
         html::panel(
             "credits",
@@ -80,6 +99,12 @@ pub async fn page(
             "Model performance",
             "Latency, success rate, cost per 1k tokens and token efficiency (output ÷ input tokens)",
             &model_perf,
+        ),
+        html::panel(
+            "reconciliation",
+            "Bill reconciliation",
+            "What Tollgate recorded against what each provider billed, per UTC day (GET /api/v1/reconciliation)",
+            &bills_html,
         ),
     );
     tab_page(
@@ -323,5 +348,71 @@ fn model_table(models: &[ModelOut]) -> String {
             html::num("Cost"),
         ],
         &rows,
+    )
+}
+
+/// Recorded against billed, newest day first.
+fn bills_table(rows: &[ReconciliationOut]) -> String {
+    if rows.is_empty() {
+        return html::empty(
+            "No bills checked in this period",
+            "The jobs compare each provider's own figures daily once its admin key is configured (pollers in CONFIGURATION.md).",
+        );
+    }
+    let body: Vec<html::Row> = rows
+        .iter()
+        .rev()
+        .map(|r| {
+            let drift = match (&r.billed_usd, r.status.as_str()) {
+                (Some(_), "ok") => {
+                    let tone = if r.drift_percent.abs() > DRIFT_FLAG_PERCENT {
+                        "warn"
+                    } else {
+                        "ok"
+                    };
+                    format!(
+                        "<span class=\"badge {tone}\" data-drift=\"{}\">{:+.2}%</span>",
+                        r.drift_percent, r.drift_percent
+                    )
+                }
+                _ => format!(
+                    "<span class=\"badge bad\">not read</span> <small class=\"muted\">{}</small>",
+                    esc(r.error.as_deref().unwrap_or(""))
+                ),
+            };
+            html::Row {
+                attrs: format!(
+                    " data-day=\"{}\" data-provider=\"{}\"",
+                    r.day,
+                    esc(&r.provider)
+                ),
+                cells: vec![
+                    r.day.to_string(),
+                    esc(&r.provider),
+                    format!(
+                        "<data value=\"{}\">{}</data>",
+                        esc(&r.recorded_usd),
+                        esc(&fmt::usd(&r.recorded_usd))
+                    ),
+                    r.billed_usd.as_deref().map_or("—".to_string(), |b| {
+                        format!("<data value=\"{}\">{}</data>", esc(b), esc(&fmt::usd(b)))
+                    }),
+                    drift,
+                    html::time(r.checked_at),
+                ],
+            }
+        })
+        .collect();
+    html::table(
+        "reconciliation-table",
+        &[
+            html::col("Day (UTC)"),
+            html::col("Provider"),
+            html::num("Recorded"),
+            html::num("Billed"),
+            html::num("Drift"),
+            html::col("Checked"),
+        ],
+        &body,
     )
 }
