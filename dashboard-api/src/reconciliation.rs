@@ -43,12 +43,12 @@ pub struct ReconciliationOut {
 /// Whether this token may see the deployment's bills.
 pub fn may_see(state: &AppState, principal: &Principal) -> bool {
     principal.role == Role::Admin
-        || state
-            .config()
-            .evaluator
-            .operator_orgs
-            .iter()
-            .any(|o| *o == principal.org_id)
+        || (!principal.org_id.is_empty()
+            && state
+                .config()
+                .evaluator
+                .operator_orgs
+                .contains(&principal.org_id))
 }
 
 /// Recorded against billed cost per UTC day and provider, in the range (`from`, `to`: dates or
