@@ -69,6 +69,14 @@ impl fmt::Debug for ClickHouseConfig {
     }
 }
 
+/// The database that holds the key and token tables (`api_tokens`, `app_keys`) of
+/// `database`: `<database>_keys`. They live apart from the usage data so that a ClickHouse
+/// user allowed only the main database — the analyst — cannot read them (18.16 grants access
+/// per database, not per table; migration 0015 moved them; docs/ANALYSTS.md).
+pub fn keys_database(database: &str) -> String {
+    format!("{database}_keys")
+}
+
 /// TCP keepalive of the connections (as the crate sets it).
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -113,6 +121,13 @@ impl ClickHouseConfig {
         self.server_client()
             .with_database(&self.database)
             .with_setting("insert_distributed_sync", "1")
+    }
+
+    /// The client for the key and token database ([`keys_database`]): `api_tokens` and
+    /// `app_keys` are read and written through it, unqualified.
+    pub fn keys_client(&self) -> Client {
+        self.server_client()
+            .with_database(keys_database(&self.database))
     }
 
     /// A client with no database selected (for `CREATE DATABASE` and `system.*`).

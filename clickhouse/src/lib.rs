@@ -40,7 +40,7 @@ pub mod synthetic;
 pub mod testing;
 mod version;
 
-pub use config::{read_query, ClickHouseConfig, DEFAULT_URL};
+pub use config::{keys_database, read_query, ClickHouseConfig, DEFAULT_URL};
 pub use encoded::{insert_encoded, EncodedEvent};
 pub use error::{Error, Result};
 pub use events::{insert_events, RecordConversionError, UsageEventRow};

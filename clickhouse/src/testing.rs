@@ -127,6 +127,11 @@ impl TestDb {
         &self.client
     }
 
+    /// A client of this database's key and token database (`<name>_keys`).
+    pub fn keys_client(&self) -> Client {
+        self.config.keys_client()
+    }
+
     /// The connection config of this database.
     pub fn config(&self) -> &ClickHouseConfig {
         &self.config
@@ -146,8 +151,10 @@ impl Drop for TestDb {
     /// this also works while a panicking test unwinds out of its runtime.
     fn drop(&mut self) {
         if let Some(addr) = dev_server::http_addr_of(&self.url) {
-            let sql = format!("DROP DATABASE IF EXISTS {}", self.name);
-            let _ = dev_server::http_request(&addr, "POST", "/", &sql, Duration::from_secs(30));
+            for db in [self.name.clone(), crate::config::keys_database(&self.name)] {
+                let sql = format!("DROP DATABASE IF EXISTS {db}");
+                let _ = dev_server::http_request(&addr, "POST", "/", &sql, Duration::from_secs(30));
+            }
         }
     }
 }
@@ -252,13 +259,14 @@ impl ClusterDb {
 
 impl Drop for ClusterDb {
     fn drop(&mut self) {
-        let sql = format!(
-            "DROP DATABASE IF EXISTS {} ON CLUSTER {}",
-            self.name,
-            crate::dev_cluster::CLUSTER
-        );
         if let Some(addr) = dev_server::http_addr_of(&self.nodes[0].url) {
-            let _ = dev_server::http_request(&addr, "POST", "/", &sql, Duration::from_secs(60));
+            for db in [self.name.clone(), crate::config::keys_database(&self.name)] {
+                let sql = format!(
+                    "DROP DATABASE IF EXISTS {db} ON CLUSTER {}",
+                    crate::dev_cluster::CLUSTER
+                );
+                let _ = dev_server::http_request(&addr, "POST", "/", &sql, Duration::from_secs(60));
+            }
         }
     }
 }

@@ -262,7 +262,7 @@ impl FromRequestParts<AppState> for Principal {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        authenticate(state.client(), state.token_cache(), header).await
+        authenticate(state.keys_client(), state.token_cache(), header).await
     }
 }
 

@@ -183,7 +183,7 @@ pub async fn compute_list(
     let q = input::query(raw, &["org"])?;
     let scope = principal.read_scope(q.get("org").map(String::as_str), None)?;
     let rows = APP_KEYS_LIST
-        .scoped(state.client(), &scope)
+        .scoped(state.keys_client(), &scope)
         .fetch_all::<KeyRow>()
         .await?;
     Ok(rows.iter().map(KeyRow::to_out).collect())
@@ -234,9 +234,10 @@ pub async fn compute_create(
         version: row_version(),
         acts_for_end_users: u8::from(k.acts_for_end_users),
     };
-    write(state.client(), &row).await?;
+    write(state.keys_client(), &row).await?;
     tollgate_jobs::default_rules::seed_new_org(
         state.client(),
+        state.keys_client(),
         &state.jobs().config().evaluator,
         &row.org_id,
     )
@@ -268,7 +269,7 @@ pub async fn compute_revoke(
     principal: &Principal,
     key_id: &str,
 ) -> ApiResult<KeyOut> {
-    let client = state.client();
+    let client = state.keys_client();
     let not_found = || ApiError::NotFound(format!("no app key {key_id}"));
     if input::uuid(key_id).is_none() {
         return Err(not_found());
@@ -336,7 +337,7 @@ pub async fn internal_lookup(
     if !is_sha256_hex(&sha256) {
         return Err(not_found());
     }
-    let row = read_query(state.client(), &APP_KEY_BY_HASH.body())
+    let row = read_query(state.keys_client(), &APP_KEY_BY_HASH.body())
         .bind(sha256.as_str())
         .fetch_optional::<KeyRow>()
         .await?

@@ -54,6 +54,7 @@ pub struct AppState {
 struct Inner {
     config: Config,
     client: Client,
+    keys_client: Client,
     jobs: tollgate_jobs::Context,
     tokens: TokenCache,
     metrics: metrics::Metrics,
@@ -63,12 +64,15 @@ struct Inner {
 
 impl AppState {
     pub fn new(config: Config) -> Self {
-        let client = config.clickhouse().client();
-        let jobs = tollgate_jobs::Context::new(client.clone(), config.jobs());
+        let ch = config.clickhouse();
+        let client = ch.client();
+        let keys_client = ch.keys_client();
+        let jobs = tollgate_jobs::Context::new(&ch, config.jobs());
         AppState {
             inner: Arc::new(Inner {
                 config,
                 client,
+                keys_client,
                 jobs,
                 tokens: TokenCache::default(),
                 metrics: metrics::Metrics::default(),
@@ -84,6 +88,12 @@ impl AppState {
 
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The key and token database (`api_tokens`, `app_keys`): apart from the usage data so the
+    /// analyst user cannot read them (migration 0015).
+    pub fn keys_client(&self) -> &Client {
+        &self.inner.keys_client
     }
 
     /// What the timed jobs share (the rule kinds' test send uses it too); [`tollgate_jobs::spawn`]

@@ -105,7 +105,9 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             Ok(())
         }
         Command::Token(cmd) => {
-            let client = config.clickhouse().client();
+            // Tokens live in the key and token database (migration 0015).
+            let client = config.clickhouse().keys_client();
+            let main_client = config.clickhouse().client();
             match cmd {
                 TokenCommand::Create {
                     name,
@@ -119,6 +121,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
                         .await
                         .map_err(|e| format!("{e:?}"))?;
                     tollgate_jobs::default_rules::seed_new_org(
+                        &main_client,
                         &client,
                         &config.jobs().evaluator,
                         &org,

@@ -21,7 +21,7 @@ async fn app_over(ch: &ClickHouseConfig) -> (AppState, String) {
     let mut config = Config::default();
     config.clickhouse.url = ch.url.clone();
     config.clickhouse.database = ch.database.clone();
-    let (_, token) = create_token(&ch.client(), "admin", Role::Admin, "", "", "test")
+    let (_, token) = create_token(&ch.keys_client(), "admin", Role::Admin, "", "", "test")
         .await
         .unwrap();
     (AppState::new(config), token)

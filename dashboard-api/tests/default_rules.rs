@@ -164,7 +164,8 @@ async fn a_tick_covers_every_org_budget_without_thresholds_and_balance() {
     );
     assert!(!globex.contains_key("openrouter credits run out within 7 days"));
     // The next tick writes nothing.
-    let again = default_rules::seed(env.db.client(), &["acme".into()], None, now)
+    let keys = env.db.keys_client();
+    let again = default_rules::seed(env.db.client(), &keys, &["acme".into()], None, now)
         .await
         .unwrap();
     assert!(again.created.is_empty(), "{:?}", again.created);
@@ -243,10 +244,11 @@ async fn two_seedings_at_once_make_one_rule_each() {
     let env = env(true).await;
     create_key(&env, &env.globex_admin, "chat").await;
     let c = env.db.client();
+    let keys = env.db.keys_client();
     let ops = ["acme".to_string()];
     let (a, b) = tokio::join!(
-        default_rules::seed(c, &ops, None, noon()),
-        default_rules::seed(c, &ops, None, noon()),
+        default_rules::seed(c, &keys, &ops, None, noon()),
+        default_rules::seed(c, &keys, &ops, None, noon()),
     );
     assert!(!a.unwrap().created.is_empty() || !b.unwrap().created.is_empty());
     let (status, out) = env.get("/api/v1/alert-rules", &env.admin).await;

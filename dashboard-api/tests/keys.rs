@@ -94,7 +94,7 @@ async fn a_key_is_shown_once_stored_as_a_hash_listed_and_revoked() {
     // Stored: the hash, never the secret.
     let stored: Vec<String> = env
         .db
-        .client()
+        .keys_client()
         .query("SELECT key_hash FROM app_keys")
         .fetch_all()
         .await
@@ -102,7 +102,7 @@ async fn a_key_is_shown_once_stored_as_a_hash_listed_and_revoked() {
     assert_eq!(stored, vec![hash_secret(&secret)]);
     let dump: Vec<String> = env
         .db
-        .client()
+        .keys_client()
         .query("SELECT concat(key_hash, key_id, org_id, user_id, app_id, name, budget_scope) FROM app_keys")
         .fetch_all()
         .await
@@ -171,7 +171,7 @@ async fn a_key_is_shown_once_stored_as_a_hash_listed_and_revoked() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let versions: u64 = env
         .db
-        .client()
+        .keys_client()
         .query("SELECT count() FROM app_keys WHERE key_id = ?")
         .bind(&key_id)
         .fetch_one()

@@ -107,9 +107,9 @@ async fn every_route_is_documented() {
 #[tokio::test]
 async fn a_revoked_token_stops_working() {
     let env = Env::new().await;
-    let c = env.db.client();
+    let c = env.db.keys_client();
     let (id, secret) = tollgate_dashboard_api::auth::create_token(
-        c,
+        &c,
         "temp",
         tollgate_dashboard_api::auth::Role::Viewer,
         "acme",
@@ -120,7 +120,7 @@ async fn a_revoked_token_stops_working() {
     .unwrap();
     let (status, _) = env.get("/api/v1/credits", &secret).await;
     assert_eq!(status, StatusCode::OK);
-    tollgate_dashboard_api::auth::revoke_token(c, &id)
+    tollgate_dashboard_api::auth::revoke_token(&c, &id)
         .await
         .unwrap();
     env.state.token_cache().clear();

@@ -900,7 +900,7 @@ async fn keys_are_made_shown_once_and_revoked_in_the_keys_tab() {
     );
     let stored: u64 = env
         .db
-        .client()
+        .keys_client()
         .query("SELECT count() FROM app_keys WHERE key_hash = ?")
         .bind(usage_core::keys::hash_secret(&secret))
         .fetch_one()

@@ -53,8 +53,12 @@ const SCOPES: NamedQuery = NamedQuery {
     name: "admin/default_rule_scopes",
     sql: include_str!("../../clickhouse/queries/admin/default_rule_scopes.sql"),
 };
+const ORGS: NamedQuery = NamedQuery {
+    name: "admin/default_rule_orgs",
+    sql: include_str!("../../clickhouse/queries/admin/default_rule_orgs.sql"),
+};
 
-/// What one default rule covers, as `default_rule_scopes` reports it.
+/// What one default rule covers, as `default_rule_orgs` and `default_rule_scopes` report it.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
 struct ScopeRow {
     org_id: String,
@@ -204,16 +208,22 @@ fn wanted(
 }
 
 /// Writes the default rules that were never written (see the module docs), for every org or
-/// only for `only_org`.
+/// only for `only_org`. `keys_client` reads the orgs from the key and token database.
 pub async fn seed(
     client: &Client,
+    keys_client: &Client,
     operator_orgs: &[String],
     only_org: Option<&str>,
     now: DateTime<Utc>,
 ) -> JobResult<Seeded> {
-    let scopes = read_query(client, &SCOPES.body())
+    let mut scopes = read_query(keys_client, &ORGS.body())
         .fetch_all::<ScopeRow>()
         .await?;
+    scopes.extend(
+        read_query(client, &SCOPES.body())
+            .fetch_all::<ScopeRow>()
+            .await?,
+    );
     let mut wanted = wanted(&scopes, operator_orgs, only_org);
     if let Some(org) = only_org {
         if !wanted.iter().any(|r| r.covers.starts_with("org/")) {
@@ -244,12 +254,25 @@ pub async fn seed(
 /// `evaluator.default_rules` is on, so its admins find the rules on their first visit. A
 /// failure is logged, not returned: the token or key is already made, and the evaluator's
 /// next tick creates the rules.
-pub async fn seed_new_org(client: &Client, config: &crate::config::EvaluatorConfig, org_id: &str) {
+pub async fn seed_new_org(
+    client: &Client,
+    keys_client: &Client,
+    config: &crate::config::EvaluatorConfig,
+    org_id: &str,
+) {
     if !config.default_rules || org_id.is_empty() {
         return;
     }
     let now = tollgate_clickhouse::now_second();
-    if let Err(e) = seed(client, &config.operator_orgs, Some(org_id), now).await {
+    if let Err(e) = seed(
+        client,
+        keys_client,
+        &config.operator_orgs,
+        Some(org_id),
+        now,
+    )
+    .await
+    {
         tracing::warn!(org_id, error = %e, "default alert rules not created yet; the evaluator retries");
     }
 }
@@ -260,7 +283,14 @@ pub async fn seed_all(state: &Context, now: DateTime<Utc>) -> JobResult<Seeded> 
     if !config.default_rules {
         return Ok(Seeded::default());
     }
-    seed(state.client(), &config.operator_orgs, None, now).await
+    seed(
+        state.client(),
+        state.keys_client(),
+        &config.operator_orgs,
+        None,
+        now,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -50,15 +50,18 @@ pub struct Context {
 #[derive(Debug)]
 struct Inner {
     client: Client,
+    keys_client: Client,
     config: JobsConfig,
     metrics: JobMetrics,
 }
 
 impl Context {
-    pub fn new(client: Client, config: JobsConfig) -> Context {
+    /// The jobs on the database `ch` names (and its key and token database).
+    pub fn new(ch: &tollgate_clickhouse::ClickHouseConfig, config: JobsConfig) -> Context {
         Context {
             inner: Arc::new(Inner {
-                client,
+                client: ch.client(),
+                keys_client: ch.keys_client(),
                 config,
                 metrics: JobMetrics::default(),
             }),
@@ -67,6 +70,11 @@ impl Context {
 
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The key and token database (`api_tokens`, `app_keys`; migration 0015).
+    pub fn keys_client(&self) -> &Client {
+        &self.inner.keys_client
     }
 
     pub fn config(&self) -> &JobsConfig {

@@ -128,7 +128,7 @@ fn context(file: &JobsFile) -> Context {
     );
     ch.user = file.clickhouse.user();
     ch.password = file.clickhouse.password();
-    Context::new(ch.client(), file.jobs())
+    Context::new(&ch, file.jobs())
 }
 
 async fn retention(file: JobsFile, dry_run: bool) -> Result<(), service_kit::BoxError> {

@@ -175,9 +175,16 @@ impl StackConfig {
     /// A new admin token for dashboard-api (created in ClickHouse, as `dashboard-api token
     /// create` does).
     pub async fn admin_token(&self, name: &str) -> Result<String, BoxError> {
-        let (_, token) = create_token(&self.clickhouse().client(), name, Role::Admin, "", "", name)
-            .await
-            .map_err(|e| format!("creating an admin token: {e:?}"))?;
+        let (_, token) = create_token(
+            &self.clickhouse().keys_client(),
+            name,
+            Role::Admin,
+            "",
+            "",
+            name,
+        )
+        .await
+        .map_err(|e| format!("creating an admin token: {e:?}"))?;
         Ok(token)
     }
 }
@@ -185,11 +192,16 @@ impl StackConfig {
 /// Drops `ch`'s database and applies every migration on one server; returns how many were
 /// applied. (The demo, the soak and the benchmarks start from this.)
 pub async fn migrate_fresh(ch: &ClickHouseConfig) -> Result<usize, BoxError> {
-    ch.server_client()
-        .query(&format!("DROP DATABASE IF EXISTS {}", ch.database))
-        .execute()
-        .await
-        .map_err(|e| format!("dropping {}: {e}", ch.database))?;
+    for db in [
+        ch.database.clone(),
+        tollgate_clickhouse::keys_database(&ch.database),
+    ] {
+        ch.server_client()
+            .query(&format!("DROP DATABASE IF EXISTS {db}"))
+            .execute()
+            .await
+            .map_err(|e| format!("dropping {db}: {e}"))?;
+    }
     let report = Migrator::new(ch.clone())?
         .run(&mut |_| {})
         .await

@@ -92,9 +92,16 @@ impl Setup {
         let collector = CollectorProc::start(db.url(), db.name(), dir.path(), |_| {});
         let mock = MockProvider::start(MockOptions::default()).await.unwrap();
         let dashboard = format!("http://{}", serve_dashboard(&db).await);
-        let (_, admin) = create_token(db.client(), token_name, Role::OrgAdmin, org, "", "e2e")
-            .await
-            .unwrap();
+        let (_, admin) = create_token(
+            &db.keys_client(),
+            token_name,
+            Role::OrgAdmin,
+            org,
+            "",
+            "e2e",
+        )
+        .await
+        .unwrap();
         Setup {
             db,
             _dir: dir,
@@ -426,7 +433,7 @@ async fn a_soft_threshold_warns_in_a_header_and_raises_an_alert() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // The alert evaluator leaves them open: they have no rule, and the day is not over.
-    let jobs = tollgate_jobs::Context::new(db.client().clone(), Default::default());
+    let jobs = tollgate_jobs::Context::new(db.config(), Default::default());
     let tick = tollgate_jobs::evaluator::evaluate_once(&jobs, Utc::now())
         .await
         .unwrap();

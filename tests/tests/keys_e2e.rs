@@ -99,7 +99,7 @@ async fn a_key_made_in_the_dashboard_works_at_the_edge_until_revoked() {
     let dashboard = serve_dashboard(&db).await;
     let base = format!("http://{dashboard}");
     let (_, admin) = create_token(
-        db.client(),
+        &db.keys_client(),
         "keys e2e",
         Role::OrgAdmin,
         "org_keys",

@@ -115,7 +115,7 @@ async fn the_open_dashboard_shows_a_new_call_and_its_alert_within_10_s() {
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     let (_, admin) = create_token(
-        db.client(),
+        &db.keys_client(),
         "live e2e",
         Role::OrgAdmin,
         "org_live",

@@ -147,7 +147,7 @@ async fn a_price_set_in_the_dashboard_is_charged_at_the_edge_without_a_redeploy(
     let dashboard = serve_dashboard(&db).await;
     let base = format!("http://{dashboard}");
     let (_, org_admin) = create_token(
-        db.client(),
+        &db.keys_client(),
         "prices e2e",
         Role::OrgAdmin,
         "org_prices",
@@ -156,9 +156,16 @@ async fn a_price_set_in_the_dashboard_is_charged_at_the_edge_without_a_redeploy(
     )
     .await
     .unwrap();
-    let (_, admin) = create_token(db.client(), "prices admin", Role::Admin, "", "", "e2e")
-        .await
-        .unwrap();
+    let (_, admin) = create_token(
+        &db.keys_client(),
+        "prices admin",
+        Role::Admin,
+        "",
+        "",
+        "e2e",
+    )
+    .await
+    .unwrap();
     let mut bindings: Vec<(String, String)> =
         worker_bindings(&mock.base_url(), &collector.records_url(), "{}")
             .into_iter()

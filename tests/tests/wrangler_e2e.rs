@@ -75,7 +75,7 @@ async fn the_shipped_wrangler_toml_runs_in_wrangler_dev_with_the_openai_sdk() {
 
     // Keys made in the dashboard, as an org admin does: one for the SDK, one under a budget.
     let (_, admin) = create_token(
-        db.client(),
+        &db.keys_client(),
         "wrangler e2e",
         Role::OrgAdmin,
         "org_e2e",
@@ -95,7 +95,7 @@ async fn the_shipped_wrangler_toml_runs_in_wrangler_dev_with_the_openai_sdk() {
     assert_eq!(status, 201, "{made}");
     let sdk_key = made["secret"].as_str().unwrap().to_string();
     let (_, budget_admin) = create_token(
-        db.client(),
+        &db.keys_client(),
         "wrangler budget",
         Role::OrgAdmin,
         "org_capped",

@@ -373,12 +373,20 @@ pub fn compat_with(server: &DevServerGuard) -> Result {
     step("compat: 18.16 database tollgate_compat (migrated by tollgate-migrate)");
     let addr =
         dev_server::http_addr_of(server.url()).ok_or_else(|| fail!("bad URL {}", server.url()))?;
+    // The database and its key and token database (migration 0015).
     let drop_db = || {
         dev_server::http_request(
             &addr,
             "POST",
             "/",
             "DROP DATABASE IF EXISTS tollgate_compat",
+            Duration::from_secs(60),
+        )?;
+        dev_server::http_request(
+            &addr,
+            "POST",
+            "/",
+            "DROP DATABASE IF EXISTS tollgate_compat_keys",
             Duration::from_secs(60),
         )
     };

@@ -1,4 +1,5 @@
 -- app_key_by_hash: the live app key with this SHA-256 (the signed lookup the edge worker calls).
+-- Runs in the key and token database (<database>_keys, migration 0015).
 -- params: key_hash
 -- row: KeyRow (dashboard-api/src/keys.rs)
 -- (Mutable columns are filtered outside the FINAL subquery: filtering them inside could

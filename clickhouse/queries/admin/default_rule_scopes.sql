@@ -1,19 +1,10 @@
--- default_rule_scopes: what the default alert rules cover (jobs/src/default_rules.rs): every org
--- that has an admin token or an app key ('org'), every live budget without soft thresholds of
--- its own ('budget': id, name), and every provider with a recorded balance ('credits'; org_id
--- '' for the deployment's own balances).
+-- default_rule_scopes: what the default alert rules cover besides orgs (jobs/src/default_rules.rs;
+-- the orgs are default_rule_orgs, in the key and token database): every live budget without soft
+-- thresholds of its own ('budget': id, name), and every provider with a recorded balance
+-- ('credits'; org_id '' for the deployment's own balances).
 -- params: (none)
 -- row: ScopeRow (jobs/src/default_rules.rs)
 -- (Mutable columns are filtered outside the FINAL subquery, as in evaluator_rules.)
-SELECT org_id, 'org' AS what, '' AS id, '' AS name
-FROM api_tokens
-WHERE org_id != ''
-GROUP BY org_id
-UNION ALL
-SELECT org_id, 'org' AS what, '' AS id, '' AS name
-FROM app_keys
-GROUP BY org_id
-UNION ALL
 SELECT org_id, 'budget' AS what, toString(budget_id) AS id, name
 FROM
 (

@@ -1,4 +1,5 @@
 -- token_by_hash: the live API token with this SHA-256 (dashboard-api authentication).
+-- Runs in the key and token database (<database>_keys, migration 0015).
 -- params: token_hash
 -- row: TokenRow (dashboard-api/src/auth.rs)
 -- (Mutable columns are filtered outside the FINAL subquery: filtering them inside could

@@ -12,7 +12,8 @@
 //! - Every statement is idempotent (`CREATE … IF NOT EXISTS`, re-runnable `ALTER`s): a runner
 //!   killed between a statement and its `schema_migrations` row re-runs the whole file. 18.16
 //!   has no `ADD COLUMN IF NOT EXISTS`: such a statement carries `-- unless-column: t.c`, and
-//!   the runner skips it when `system.columns` already has that column.
+//!   the runner skips it when `system.columns` already has that column. A `RENAME TABLE`
+//!   carries `-- if-table: t` and runs only while the database still has `t`.
 //! - A file is immutable once applied anywhere: the runner refuses to run when an applied
 //!   file's checksum changed. Change the schema with a new file.
 //! - Statements are written for one server, unqualified; `--cluster NAME` rewrites them
@@ -80,6 +81,7 @@ pub const MIGRATION_FILES: &[(&str, &str)] = migration_files![
     "0012_analyst_errors_by_cause.sql",
     "0013_keys_acting_for_end_users.sql",
     "0014_cost_accuracy.sql",
+    "0015_keys_database.sql",
 ];
 
 /// The table that records applied migrations.
@@ -230,7 +232,7 @@ impl Migration {
             .collect())
     }
 
-    /// [`Migration::render`] with each statement's `-- unless-column` guard.
+    /// [`Migration::render`] with each statement's guard (`-- unless-column`, `-- if-table`).
     fn render_guarded(&self, target: &Target) -> Result<Vec<GuardedStatement>> {
         let mut out = Vec::new();
         for s in self
@@ -243,13 +245,17 @@ impl Migration {
                 reason,
             };
             // On a cluster the guard looks at the table the statement alters there.
-            let guard = s
-                .unless_column
-                .clone()
-                .map(|(table, column)| match target.cluster {
-                    Some(_) => (render::cluster_table_name(&table), column),
-                    None => (table, column),
-                });
+            let guard = match (&s.unless_column, &s.if_table) {
+                (Some((table, column)), _) => Some(Guard::UnlessColumn(
+                    match target.cluster {
+                        Some(_) => render::cluster_table_name(table),
+                        None => table.clone(),
+                    },
+                    column.clone(),
+                )),
+                (None, Some(table)) => Some(Guard::IfTable(table.clone())),
+                (None, None) => None,
+            };
             out.push((render::render(&s.sql, target).map_err(invalid)?, guard));
             // A sharded table gets its Distributed table at once: views created later read it.
             if let Some(distributed) = render::distributed_over(&s.sql, target).map_err(invalid)? {
@@ -260,8 +266,17 @@ impl Migration {
     }
 }
 
-/// A rendered statement and its `-- unless-column` guard (table, column).
-type GuardedStatement = (String, Option<(String, String)>);
+/// When a statement runs (checked against the target database just before).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Guard {
+    /// `-- unless-column: table.column`: not when that column exists.
+    UnlessColumn(String, String),
+    /// `-- if-table: table`: only while that table exists.
+    IfTable(String),
+}
+
+/// A rendered statement and its guard.
+type GuardedStatement = (String, Option<Guard>);
 
 fn check_order(migrations: &[Migration]) -> Result<()> {
     for pair in migrations.windows(2) {
@@ -724,20 +739,36 @@ impl Migrator {
                 statements: statements.len(),
             });
             let started = Instant::now();
-            for (sql, unless_column) in &statements {
-                if let Some((table, column)) = unless_column {
-                    let present: u64 = client
-                        .query(
-                            "SELECT count() FROM system.columns \
-                             WHERE database = currentDatabase() AND table = ? AND name = ?",
-                        )
-                        .bind(table.as_str())
-                        .bind(column.as_str())
-                        .fetch_one()
-                        .await?;
-                    if present > 0 {
-                        continue;
+            for (sql, guard) in &statements {
+                match guard {
+                    Some(Guard::UnlessColumn(table, column)) => {
+                        let present: u64 = client
+                            .query(
+                                "SELECT count() FROM system.columns \
+                                 WHERE database = currentDatabase() AND table = ? AND name = ?",
+                            )
+                            .bind(table.as_str())
+                            .bind(column.as_str())
+                            .fetch_one()
+                            .await?;
+                        if present > 0 {
+                            continue;
+                        }
                     }
+                    Some(Guard::IfTable(table)) => {
+                        let present: u64 = client
+                            .query(
+                                "SELECT count() FROM system.tables \
+                                 WHERE database = currentDatabase() AND name = ?",
+                            )
+                            .bind(table.as_str())
+                            .fetch_one()
+                            .await?;
+                        if present == 0 {
+                            continue;
+                        }
+                    }
+                    None => {}
                 }
                 client.query_raw(sql).execute().await?;
             }
@@ -831,6 +862,14 @@ mod tests {
                     assert!(
                         upper.contains("IF NOT EXISTS"),
                         "{}: {}",
+                        m.file_name,
+                        s.sql
+                    );
+                }
+                if upper.starts_with("RENAME") {
+                    assert!(
+                        s.if_table.is_some(),
+                        "{}: RENAME needs `-- if-table: table` (a re-run must not repeat it): {}",
                         m.file_name,
                         s.sql
                     );

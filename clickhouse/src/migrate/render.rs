@@ -17,6 +17,10 @@
 //!   keys, tokens, alerts, prices, leases, `schema_migrations`, … — which every host holds whole
 //!   (written on any host, read on any host); `{shard}` and `{replica}` are the server's macros
 //!   (its config), filled per host.
+//! - `RENAME TABLE a TO b` (one table per statement) gets both names qualified and
+//!   `ON CLUSTER <cluster>` at the end.
+//! - `${keys_database}` becomes the name of the key and token database (`<database>_keys`,
+//!   [`crate::config::keys_database`]), unquoted.
 //! - `${cluster}` and `${database}` placeholders become quoted names (used by the cluster-only
 //!   `Distributed` table over `usage_events`).
 
@@ -200,7 +204,11 @@ fn local_and_distributed_names(sql: &str) -> Result<String, String> {
 }
 
 fn substitute_placeholders(sql: &str, target: &Target) -> Result<String, String> {
-    let mut out = sql.replace("${database}", &format!("'{}'", target.database));
+    let mut out = sql.replace(
+        "${keys_database}",
+        &crate::config::keys_database(&target.database),
+    );
+    out = out.replace("${database}", &format!("'{}'", target.database));
     if out.contains("${cluster}") {
         let Some(cluster) = &target.cluster else {
             return Err("uses ${cluster} but is not marked `-- cluster-only`".into());
@@ -222,6 +230,32 @@ fn render_on_cluster(sql: &str, database: &str, cluster: &str) -> Result<String,
     let toks: Vec<Token> = all.into_iter().filter(|t| !t.is_trivia()).collect();
     let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(sql, w));
     let mut edits: Vec<Edit> = Vec::new();
+
+    // `RENAME TABLE a TO b` (one table): both names qualified, ON CLUSTER at the end — a
+    // table's name is each host's own metadata, replicated or not.
+    if word(0, "RENAME") && word(1, "TABLE") {
+        let (from_end, _) = qualify_at(sql, &toks, 2, database, true, &mut edits)
+            .ok_or("expected a table name after RENAME TABLE")?;
+        if !word(from_end, "TO") {
+            return Err(
+                "RENAME TABLE renames one table per statement: `RENAME TABLE a TO b`".into(),
+            );
+        }
+        let (to_end, _) = qualify_at(sql, &toks, from_end + 1, database, true, &mut edits)
+            .ok_or("expected a table name after TO")?;
+        if to_end != toks.len() {
+            return Err(
+                "RENAME TABLE renames one table per statement: `RENAME TABLE a TO b`".into(),
+            );
+        }
+        let at = toks[to_end - 1].end;
+        edits.push(Edit {
+            start: at,
+            end: at,
+            text: format!(" ON CLUSTER {cluster}"),
+        });
+        return apply_edits(sql, edits);
+    }
 
     // 1. The statement's object, and ON CLUSTER after it.
     let mut i;
@@ -346,6 +380,10 @@ fn render_on_cluster(sql: &str, database: &str, cluster: &str) -> Result<String,
         });
     }
 
+    apply_edits(sql, edits)
+}
+
+fn apply_edits(sql: &str, mut edits: Vec<Edit>) -> Result<String, String> {
     edits.sort_by_key(|e| (e.start, e.end));
     let mut out = String::with_capacity(sql.len() + 128);
     let mut pos = 0;
@@ -410,6 +448,24 @@ fn matching_paren(sql: &str, toks: &[Token], open: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_moves_to_the_keys_database_on_every_host() {
+        let sql = "RENAME TABLE api_tokens TO ${keys_database}.api_tokens";
+        assert_eq!(
+            render(sql, &cluster()).unwrap(),
+            "RENAME TABLE tollgate.api_tokens TO tollgate_keys.api_tokens ON CLUSTER prod"
+        );
+        let one = Target {
+            database: "tollgate".into(),
+            cluster: None,
+        };
+        assert_eq!(
+            render(sql, &one).unwrap(),
+            "RENAME TABLE api_tokens TO tollgate_keys.api_tokens"
+        );
+        assert!(render("RENAME TABLE a TO b, c TO d", &cluster()).is_err());
+    }
 
     fn cluster() -> Target {
         Target {

@@ -145,6 +145,9 @@ pub struct Statement {
     /// `-- unless-column: table.column`: skipped when the database already has that column
     /// (18.16 has no `ADD COLUMN IF NOT EXISTS`, and a re-run file must not fail on it).
     pub unless_column: Option<(String, String)>,
+    /// `-- if-table: table`: run only while the database has that table (a `RENAME` that a
+    /// re-run file must not repeat once it is done).
+    pub if_table: Option<String>,
 }
 
 /// Splits `src` at top-level `;`. Comments before a statement belong to it (and carry its
@@ -182,6 +185,10 @@ fn push_statement(src: &str, tokens: &[Token], out: &mut Vec<Statement>) {
             .split_once('.')?;
         Some((table.trim().to_string(), column.trim().to_string()))
     });
+    let if_table = tokens[..first].iter().find_map(|t| {
+        let table = directive(t)?.strip_prefix("if-table:")?.trim();
+        (!table.is_empty()).then(|| table.to_string())
+    });
     let start = tokens[first].start;
     let end = tokens
         .iter()
@@ -192,6 +199,7 @@ fn push_statement(src: &str, tokens: &[Token], out: &mut Vec<Statement>) {
         sql: src[start..end].to_string(),
         cluster_only,
         unless_column,
+        if_table,
     });
 }
 

@@ -79,10 +79,28 @@ async fn migrations_create_every_table_on_every_host_and_two_runners_exclude_eac
             "{sharded}_local"
         );
     }
+    // The key and token tables, moved to their own database (0015), on every host, still
+    // replicated.
+    for node in db.nodes() {
+        let keys = tables(&ClickHouseConfig::new(
+            node.url.clone(),
+            tollgate_clickhouse::keys_database(db.name()),
+        ))
+        .await;
+        for t in ["api_tokens", "app_keys"] {
+            let engine = keys
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{t}\t")))
+                .unwrap_or("");
+            assert!(
+                engine.starts_with("Replicated"),
+                "{t} on {}: {keys}",
+                node.url
+            );
+        }
+    }
     for everywhere in [
         "budgets",
-        "app_keys",
-        "api_tokens",
         "job_leases",
         "price_overrides",
         "schema_migrations",
@@ -143,14 +161,16 @@ async fn migrations_create_every_table_on_every_host_and_two_runners_exclude_eac
             "host {host}: a migration recorded twice: {rows}"
         );
     }
-    let _ = db
-        .node(0)
-        .server_client()
-        .query(&format!(
-            "DROP DATABASE IF EXISTS {name} ON CLUSTER {CLUSTER}"
-        ))
-        .execute()
-        .await;
+    for db_name in [name.to_string(), tollgate_clickhouse::keys_database(&name)] {
+        let _ = db
+            .node(0)
+            .server_client()
+            .query(&format!(
+                "DROP DATABASE IF EXISTS {db_name} ON CLUSTER {CLUSTER}"
+            ))
+            .execute()
+            .await;
+    }
 }
 
 #[tokio::test]

@@ -74,8 +74,6 @@ async fn a_fresh_database_migrates_and_a_second_run_is_a_no_op() {
         "alerts\tReplacingMergeTree",
         "provider_credits\tMergeTree",
         "model_prices\tReplacingMergeTree",
-        "api_tokens\tReplacingMergeTree",
-        "app_keys\tReplacingMergeTree",
         "ingest_batches\tReplacingMergeTree",
         "usage_rejects\tMergeTree",
         "ai_usage_summary\tView",
@@ -91,6 +89,19 @@ async fn a_fresh_database_migrates_and_a_second_run_is_a_no_op() {
     assert!(
         !schema.contains("schema_migrations_lock"),
         "the lock is released"
+    );
+    // The key and token tables live in their own database (0015), out of the analyst's reach.
+    let keys = tsv(
+        db.client(),
+        &format!(
+            "SELECT name, engine FROM system.tables WHERE database = '{}' ORDER BY name",
+            tollgate_clickhouse::keys_database(db.name())
+        ),
+    )
+    .await;
+    assert_eq!(
+        keys,
+        "api_tokens\tReplacingMergeTree\napp_keys\tReplacingMergeTree\n"
     );
 
     let second = Migrator::new(db.config().clone())
@@ -399,4 +410,70 @@ async fn a_file_re_run_after_its_add_column_skips_the_column() {
     )
     .await;
     assert_eq!(columns.trim(), "1");
+}
+
+/// 0015 moves the key and token tables with a RENAME per table, each guarded by
+/// `-- if-table`: a runner killed after the first RENAME (its file not recorded) re-runs the
+/// file, skips the table already moved, moves the other, and keeps every row.
+#[tokio::test]
+async fn a_keys_move_cut_short_is_finished_by_the_next_run_with_every_row() {
+    let db = TestDb::new().await.unwrap();
+    let keys_db = tollgate_clickhouse::keys_database(db.name());
+    let c = db.client();
+    c.query(&format!(
+        "INSERT INTO {keys_db}.app_keys (key_hash, key_id, org_id, user_id, app_id, name, budget_scope, created_at, version) \
+         VALUES ('h1', 'k1', 'acme', '', 'app', 'n', '', now(), 1)"
+    ))
+    .execute()
+    .await
+    .unwrap();
+    // As if the runner died between the two RENAMEs: app_keys still in the main database, and
+    // 0015 not recorded.
+    c.query(&format!(
+        "RENAME TABLE {keys_db}.app_keys TO {}.app_keys",
+        db.name()
+    ))
+    .execute()
+    .await
+    .unwrap();
+    c.query("ALTER TABLE schema_migrations DELETE WHERE version = 15")
+        .execute()
+        .await
+        .unwrap();
+    // 18.16 runs the mutation in the background (it has no `mutations_sync`): wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: u64 = c
+            .query("SELECT count() FROM schema_migrations WHERE version = 15")
+            .fetch_one()
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the DELETE never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rerun = Migrator::new(db.config().clone())
+        .unwrap()
+        .run(&mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(rerun.applied, ["0015_keys_database.sql"], "{rerun:?}");
+    let rows: u64 = db
+        .keys_client()
+        .query("SELECT count() FROM app_keys WHERE key_id = 'k1'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "the row moved with its table");
+    let left: u64 = c
+        .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN ('app_keys', 'api_tokens')")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
 }

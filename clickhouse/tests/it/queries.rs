@@ -183,3 +183,87 @@ async fn the_analyst_user_is_read_only() {
         .unwrap();
     assert_eq!(under.len(), 1_000_000);
 }
+
+/// docs/ANALYSTS.md, "Who sees what", on the server we run (18.16, the dev users.xml): the
+/// analyst reads the usage data and its views in a Tollgate database, and cannot read the
+/// admin tokens or the app keys — they live in `<database>_keys` (migration 0015), which the
+/// analyst is not allowed.
+#[tokio::test]
+async fn the_analyst_reads_usage_but_not_keys_or_tokens() {
+    let probe = TestDb::new().await.unwrap(); // the dev server, started if needed
+    let db = "tollgate_analyst_probe"; // allowed to `analyst` in clickhouse/dev/users.xml
+    let admin = tollgate_clickhouse::ClickHouseConfig::new(probe.url(), db);
+    let drop_all = || async {
+        for name in [db.to_string(), tollgate_clickhouse::keys_database(db)] {
+            admin
+                .server_client()
+                .query(&format!("DROP DATABASE IF EXISTS {name}"))
+                .execute()
+                .await
+                .unwrap();
+        }
+    };
+    drop_all().await;
+    tollgate_clickhouse::Migrator::new(admin.clone())
+        .unwrap()
+        .run(&mut |_| {})
+        .await
+        .unwrap();
+    let rows: Vec<_> = fixture(50)
+        .iter()
+        .map(|r| tollgate_clickhouse::UsageEventRow::from_record(r, "seed", chrono::Utc::now()))
+        .collect();
+    tollgate_clickhouse::insert_events(&admin.client(), &rows)
+        .await
+        .unwrap();
+    admin
+        .keys_client()
+        .query(
+            "INSERT INTO api_tokens (token_hash, token_id, name, role, org_id, user_id, created_by, created_at, revoked, version) \
+             VALUES ('secret-hash', 'tok_1', 'n', 'admin', '', '', 't', now(), 0, 1)",
+        )
+        .execute()
+        .await
+        .unwrap();
+
+    let analyst = tollgate_clickhouse::ClickHouseConfig {
+        user: Some("analyst".into()),
+        ..tollgate_clickhouse::ClickHouseConfig::new(probe.url(), db)
+    };
+    // Not `client()`: its insert setting is refused in readonly mode.
+    let client = analyst.server_client().with_database(db);
+    let usage: u64 = client
+        .query("SELECT count() FROM usage_events")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(usage, 50);
+    let daily: u64 = client
+        .query("SELECT sum(requests) FROM ai_daily_usage")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(daily, 50, "the analyst views answer");
+    for table in ["api_tokens", "app_keys"] {
+        let qualified = format!("{}.{table}", tollgate_clickhouse::keys_database(db));
+        let denied = client
+            .query(&format!("SELECT count() FROM {qualified}"))
+            .fetch_one::<u64>()
+            .await
+            .unwrap_err();
+        assert!(
+            denied.to_string().contains("Access denied"),
+            "{qualified}: {denied}"
+        );
+        let gone = client
+            .query(&format!("SELECT count() FROM {table}"))
+            .fetch_one::<u64>()
+            .await
+            .unwrap_err();
+        assert!(
+            gone.to_string().contains("doesn't exist"),
+            "{table}: {gone}"
+        );
+    }
+    drop_all().await;
+}

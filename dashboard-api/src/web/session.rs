@@ -141,7 +141,7 @@ impl FromRequestParts<AppState> for Session {
             return Err(to_login(parts, None));
         };
         let bearer = format!("Bearer {token}");
-        match authenticate(state.client(), state.token_cache(), Some(&bearer)).await {
+        match authenticate(state.keys_client(), state.token_cache(), Some(&bearer)).await {
             Ok(principal) => Ok(Session {
                 csrf: csrf_token(token),
                 principal,
@@ -306,7 +306,7 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Byte
         );
         resp
     };
-    match authenticate(state.client(), state.token_cache(), Some(&bearer)).await {
+    match authenticate(state.keys_client(), state.token_cache(), Some(&bearer)).await {
         Ok(_) => {
             let mut resp = see_other(&next);
             let h = resp.headers_mut();

@@ -37,7 +37,8 @@ impl Env {
         // Tests see only the rules they make; default_rules.rs turns the default rules on.
         config.evaluator.default_rules = false;
         let state = AppState::new(config);
-        let c = db.client();
+        let keys = db.keys_client();
+        let c = &keys;
         let admin = create_token(c, "admin", Role::Admin, "", "", "test")
             .await
             .unwrap()

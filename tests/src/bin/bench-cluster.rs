@@ -248,7 +248,7 @@ async fn on_disk(config: &ClickHouseConfig, table: &str) -> Result<(u64, u64), B
 
 /// A dashboard-api in process on `config`'s database; returns its base URL and an admin token.
 async fn dashboard(config: &ClickHouseConfig) -> Result<(String, String), BoxError> {
-    let token = create_token(&config.client(), "bench", Role::Admin, "", "", "bench")
+    let token = create_token(&config.keys_client(), "bench", Role::Admin, "", "", "bench")
         .await
         .map_err(|e| format!("{e:?}"))?
         .1;

@@ -136,7 +136,7 @@ async fn main() -> Result<(), BoxError> {
         let db = format!("bench_dashboard_{}m", n / 1_000_000);
         println!("bench dashboard: {n} raw events into {db} …");
         let (ch, insert_rate) = populate(&url, &db, n).await?;
-        let admin = create_token(&ch.client(), "bench", Role::Admin, "", "", "bench")
+        let admin = create_token(&ch.keys_client(), "bench", Role::Admin, "", "", "bench")
             .await
             .map_err(|e| format!("{e:?}"))?
             .1;

@@ -243,7 +243,7 @@ async fn main() -> Result<(), BoxError> {
     tokio::spawn(async move { axum::serve(listener, router).await });
     let ch = tollgate_clickhouse::ClickHouseConfig::new(&url, "bench_edge");
     let (_, admin) = tollgate_dashboard_api::auth::create_token(
-        &ch.client(),
+        &ch.keys_client(),
         "bench",
         tollgate_dashboard_api::auth::Role::OrgAdmin,
         "org_bench",
