@@ -118,8 +118,37 @@ fn usage_signature(b: &Browser) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_a_real_browser() {
-    let env = Env::new().await;
+    let mut env = Env::new().await;
     let seeded = seed(&env).await;
+    // acme runs the deployment here: its tokens see the bill reconciliation (Providers tab).
+    let mut config = env.state.config().clone();
+    config.evaluator.operator_orgs = vec!["acme".into()];
+    env.state = tollgate_dashboard_api::AppState::new(config);
+    let today = chrono::Utc::now().date_naive();
+    let now = chrono::Utc::now();
+    tollgate_clickhouse::reconciliation::write(
+        env.db.client(),
+        &[
+            tollgate_clickhouse::reconciliation::row(
+                "openai",
+                today - chrono::TimeDelta::days(2),
+                12_400_000_000,
+                12_500_000_000,
+                "openai_costs",
+                now,
+            ),
+            tollgate_clickhouse::reconciliation::row(
+                "openai",
+                today - chrono::TimeDelta::days(1),
+                9_000_000_000,
+                9_900_000_000,
+                "openai_costs",
+                now,
+            ),
+        ],
+    )
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = tollgate_dashboard_api::app(env.state.clone());
