@@ -118,7 +118,14 @@ pub async fn page(
         Err(e) => html::error_panel("History", &e, Some(&retry)),
     };
     let deliveries_html = match deliveries {
-        Ok(list) => deliveries_table(&list),
+        Ok(list) => deliveries_table(
+            list.iter(),
+            "deliveries-table",
+            (
+                "No notification was sent yet",
+                "Rules with webhook, Slack or email channels show each attempt here.",
+            ),
+        ),
         Err(e) => html::error_panel("Notification deliveries", &e, Some(&retry)),
     };
     let rules_html = match rules {
@@ -416,15 +423,14 @@ fn rules_table(list: &[alerts::RuleOut], session: &Session) -> String {
     format!("{new_rule}{table}")
 }
 
-fn deliveries_table(list: &[alerts::DeliveryOut]) -> String {
-    if list.is_empty() {
-        return html::empty(
-            "No notification was sent yet",
-            "Rules with webhook, Slack or email channels show each attempt here.",
-        );
-    }
+/// Delivery attempts as a table, in the order given (`table_id` names it; `empty` is the
+/// hint when there are none). The Alerts tab lists every rule's newest; a rule's page its own.
+pub(crate) fn deliveries_table<'a>(
+    list: impl Iterator<Item = &'a alerts::DeliveryOut>,
+    table_id: &str,
+    empty: (&str, &str),
+) -> String {
     let rows: Vec<html::Row> = list
-        .iter()
         .map(|d| {
             let answer = match (&d.http_status, &d.error) {
                 (Some(code), Some(e)) => format!("{code} · {}", esc(e)),
@@ -444,12 +450,16 @@ fn deliveries_table(list: &[alerts::DeliveryOut]) -> String {
                     ),
                     d.attempt.to_string(),
                     answer,
+                    format!("{} ms", d.duration_ms),
                 ],
             }
         })
         .collect();
+    if rows.is_empty() {
+        return html::empty(empty.0, empty.1);
+    }
     html::table(
-        "deliveries-table",
+        table_id,
         &[
             html::col("Attempted"),
             html::col("Channel"),
@@ -457,6 +467,7 @@ fn deliveries_table(list: &[alerts::DeliveryOut]) -> String {
             html::col("Outcome"),
             html::num("Attempt"),
             html::col("Answer"),
+            html::num("Took"),
         ],
         &rows,
     )

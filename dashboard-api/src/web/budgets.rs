@@ -311,15 +311,7 @@ fn form_page(
     error: Option<&ApiError>,
     org_fixed: bool,
 ) -> String {
-    let field_error = |name: &str| -> Option<String> {
-        match error {
-            Some(ApiError::BadRequest {
-                field: Some(field),
-                message,
-            }) if field == name => Some(message.clone()),
-            _ => None,
-        }
-    };
+    let field_error = |name: &str| html::field_message(error, name);
     let general = match error {
         Some(ApiError::BadRequest {
             field: Some(field), ..
@@ -344,31 +336,14 @@ fn form_page(
         None => String::new(),
     };
     let text = |name: &str, label: &str, value: &str, extra: &str, help: &str| {
-        let err = field_error(name);
-        let described = match (&err, help.is_empty()) {
-            (Some(_), true) => format!(" aria-describedby=\"{name}-error\""),
-            (Some(_), false) => format!(" aria-describedby=\"{name}-error {name}-help\""),
-            (None, false) => format!(" aria-describedby=\"{name}-help\""),
-            (None, true) => String::new(),
-        };
-        format!(
-            "<div class=\"form-row\" data-field=\"{name}\"><label for=\"f-{name}\">{label}</label>\
-             <input id=\"f-{name}\" name=\"{name}\" value=\"{}\"{extra}{described}{}>{}{}</div>",
-            esc(value),
-            if err.is_some() {
-                " aria-invalid=\"true\""
-            } else {
-                ""
-            },
-            err.map_or(String::new(), |m| format!(
-                "<p class=\"field-error\" id=\"{name}-error\">{}</p>",
-                esc(&m)
-            )),
-            if help.is_empty() {
-                String::new()
-            } else {
-                format!("<p class=\"hint\" id=\"{name}-help\">{help}</p>")
-            },
+        html::text_field(
+            "f-",
+            name,
+            label,
+            value,
+            extra,
+            help,
+            field_error(name).as_deref(),
         )
     };
     let select = |name: &str, label: &str, value: &str, options: &[(&str, &str)]| {

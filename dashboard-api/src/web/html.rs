@@ -466,6 +466,55 @@ pub fn csrf_field(csrf: &str) -> String {
     )
 }
 
+/// The API's message for form field `name`, when `error` is a 400 that names it.
+pub fn field_message(error: Option<&ApiError>, name: &str) -> Option<String> {
+    match error {
+        Some(ApiError::BadRequest {
+            field: Some(field),
+            message,
+        }) if field == name => Some(message.clone()),
+        _ => None,
+    }
+}
+
+/// A labelled text input (`id` = `{id_prefix}{name}`) with its hint, and the API's message
+/// beside it after a refusal (`aria-invalid`, `aria-describedby` set to match).
+pub fn text_field(
+    id_prefix: &str,
+    name: &str,
+    label: &str,
+    value: &str,
+    extra: &str,
+    help: &str,
+    error: Option<&str>,
+) -> String {
+    let described = match (error.is_some(), help.is_empty()) {
+        (true, true) => format!(" aria-describedby=\"{name}-error\""),
+        (true, false) => format!(" aria-describedby=\"{name}-error {name}-help\""),
+        (false, false) => format!(" aria-describedby=\"{name}-help\""),
+        (false, true) => String::new(),
+    };
+    format!(
+        "<div class=\"form-row\" data-field=\"{name}\"><label for=\"{id_prefix}{name}\">{label}</label>\
+         <input id=\"{id_prefix}{name}\" name=\"{name}\" value=\"{}\"{extra}{described}{}>{}{}</div>",
+        esc(value),
+        if error.is_some() {
+            " aria-invalid=\"true\""
+        } else {
+            ""
+        },
+        error.map_or(String::new(), |m| format!(
+            "<p class=\"field-error\" id=\"{name}-error\">{}</p>",
+            esc(m)
+        )),
+        if help.is_empty() {
+            String::new()
+        } else {
+            format!("<p class=\"hint\" id=\"{name}-help\">{help}</p>")
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

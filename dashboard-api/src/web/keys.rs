@@ -173,40 +173,18 @@ fn created_box(k: &KeyCreated) -> String {
 }
 
 fn key_form(session: &Session, f: &KeyForm, error: Option<&ApiError>) -> String {
-    let field_error = |name: &str| -> Option<String> {
-        match error {
-            Some(ApiError::BadRequest {
-                field: Some(field),
-                message,
-            }) if field == name => Some(message.clone()),
-            _ => None,
-        }
-    };
-    let text =
-        |name: &str, label: &str, value: &str, extra: &str, help: &str| {
-            let err = field_error(name);
-            let described = match (&err, help.is_empty()) {
-                (Some(_), true) => format!(" aria-describedby=\"{name}-error\""),
-                (Some(_), false) => format!(" aria-describedby=\"{name}-error {name}-help\""),
-                (None, false) => format!(" aria-describedby=\"{name}-help\""),
-                (None, true) => String::new(),
-            };
-            format!(
-            "<div class=\"form-row\" data-field=\"{name}\"><label for=\"k-{name}\">{label}</label>\
-             <input id=\"k-{name}\" name=\"{name}\" value=\"{}\"{extra}{described}{}>{}{}</div>",
-            esc(value),
-            if err.is_some() { " aria-invalid=\"true\"" } else { "" },
-            err.map_or(String::new(), |m| format!(
-                "<p class=\"field-error\" id=\"{name}-error\">{}</p>",
-                esc(&m)
-            )),
-            if help.is_empty() {
-                String::new()
-            } else {
-                format!("<p class=\"hint\" id=\"{name}-help\">{help}</p>")
-            },
+    let field_error = |name: &str| html::field_message(error, name);
+    let text = |name: &str, label: &str, value: &str, extra: &str, help: &str| {
+        html::text_field(
+            "k-",
+            name,
+            label,
+            value,
+            extra,
+            help,
+            field_error(name).as_deref(),
         )
-        };
+    };
     let org = if session.principal.role == Role::Admin {
         text(
             "org_id",

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use crate::alerts::{self, DeliveryOut, RuleIn, RuleOut, Severity};
+use crate::alerts::{self, RuleIn, RuleOut, Severity};
 use crate::auth::Role;
 use crate::budgets;
 use crate::error::ApiError;
@@ -389,11 +389,11 @@ impl RuleForm {
     }
 }
 
-/// The field a refusal names, as the form's input name (`params.x` → `p_x`).
-fn input_name(api_field: &str) -> String {
-    match api_field.strip_prefix("params.") {
-        Some(k) => format!("p_{k}"),
-        None => api_field.to_string(),
+/// The API's name of form input `name` (`p_x` → `params.x`).
+fn api_field(input: &str) -> String {
+    match input.strip_prefix("p_") {
+        Some(k) => format!("params.{k}"),
+        None => input.to_string(),
     }
 }
 
@@ -440,15 +440,7 @@ fn rule_form(
     editing: Option<&str>,
     error: Option<&ApiError>,
 ) -> String {
-    let err_for = |name: &str| -> Option<String> {
-        match error {
-            Some(ApiError::BadRequest {
-                field: Some(field),
-                message,
-            }) if input_name(field) == name => Some(message.clone()),
-            _ => None,
-        }
-    };
+    let err_for = |name: &str| html::field_message(error, &api_field(name));
     let row = |name: &str, label: &str, control: String, help: &str| {
         let err = err_for(name);
         format!(
@@ -690,55 +682,6 @@ fn said_html(said: &Said<'_>) -> String {
     }
 }
 
-fn deliveries_table(list: &[DeliveryOut]) -> String {
-    if list.is_empty() {
-        return html::empty(
-            "No delivery yet",
-            "Each attempt to reach this rule's webhook, Slack or email channels shows here.",
-        );
-    }
-    let rows: Vec<html::Row> = list
-        .iter()
-        .rev()
-        .map(|d| {
-            let answer = match (&d.http_status, &d.error) {
-                (Some(code), Some(e)) => format!("{code} · {}", esc(e)),
-                (Some(code), None) => code.to_string(),
-                (None, Some(e)) => esc(e),
-                (None, None) => "—".into(),
-            };
-            html::Row {
-                attrs: format!(" data-delivery-id=\"{}\"", d.delivery_id),
-                cells: vec![
-                    html::time(d.attempted_at),
-                    esc(&d.channel),
-                    esc(&d.event),
-                    format!(
-                        "<span class=\"badge delivery {0}\">{0}</span>",
-                        esc(&d.status)
-                    ),
-                    d.attempt.to_string(),
-                    answer,
-                    format!("{} ms", d.duration_ms),
-                ],
-            }
-        })
-        .collect();
-    html::table(
-        "rule-deliveries-table",
-        &[
-            html::col("Attempted"),
-            html::col("Channel"),
-            html::col("Event"),
-            html::col("Outcome"),
-            html::num("Attempt"),
-            html::col("Answer"),
-            html::num("Took"),
-        ],
-        &rows,
-    )
-}
-
 fn page(state: &AppState, session: &Session, status: StatusCode, body: &str) -> Response {
     tab_page(
         state,
@@ -811,6 +754,24 @@ async fn new_page(
     page(state, session, status, &body)
 }
 
+/// The posted rule form, read for its kind; a post without a known kind is answered here.
+fn posted_form(
+    state: &AppState,
+    session: &Session,
+    fields: &BTreeMap<String, String>,
+) -> Result<RuleForm, Box<Response>> {
+    match fields.get("kind").and_then(|k| RuleKind::parse(k)) {
+        Some(kind) => Ok(RuleForm::read(fields, kind)),
+        None => Err(Box::new(tab_error(
+            state,
+            session,
+            Tab::Alerts,
+            &PageFilters::default(),
+            &ApiError::bad("kind", "choose what the rule watches"),
+        ))),
+    }
+}
+
 /// `POST /alerts/rules`: creates a rule as `POST /api/v1/alert-rules` does.
 pub async fn create(
     State(state): State<AppState>,
@@ -825,16 +786,10 @@ pub async fn create(
     if !session.can_write() {
         return read_only(&state, &session);
     }
-    let Some(kind) = fields.get("kind").and_then(|k| RuleKind::parse(k)) else {
-        return tab_error(
-            &state,
-            &session,
-            Tab::Alerts,
-            &PageFilters::default(),
-            &ApiError::bad("kind", "choose what the rule watches"),
-        );
+    let f = match posted_form(&state, &session, &fields) {
+        Ok(f) => f,
+        Err(refused) => return *refused,
     };
-    let f = RuleForm::read(&fields, kind);
     let admin = session.principal.role == Role::Admin;
     let result = match f.to_input(admin) {
         Ok(input) => alerts::compute_create_rule(&state, &session.principal, input).await,
@@ -929,7 +884,14 @@ async fn rule_page(
         )
     };
     let deliveries_html = match deliveries {
-        Ok(list) => deliveries_table(&list),
+        Ok(list) => crate::web::alerts::deliveries_table(
+            list.iter().rev(),
+            "rule-deliveries-table",
+            (
+                "No delivery yet",
+                "Each attempt to reach this rule's webhook, Slack or email channels shows here.",
+            ),
+        ),
         Err(e) => html::error_panel("Deliveries", &e, None),
     };
     let body = format!(
@@ -962,16 +924,10 @@ pub async fn replace(
     if let Some(refused) = post_refused(&headers, &session, &fields) {
         return refused;
     }
-    let Some(kind) = fields.get("kind").and_then(|k| RuleKind::parse(k)) else {
-        return tab_error(
-            &state,
-            &session,
-            Tab::Alerts,
-            &PageFilters::default(),
-            &ApiError::bad("kind", "choose what the rule watches"),
-        );
+    let f = match posted_form(&state, &session, &fields) {
+        Ok(f) => f,
+        Err(refused) => return *refused,
     };
-    let f = RuleForm::read(&fields, kind);
     let admin = session.principal.role == Role::Admin;
     let result = match f.to_input(admin) {
         Ok(mut input) => {
@@ -1080,8 +1036,8 @@ mod tests {
 
     #[test]
     fn refusals_land_beside_the_field_they_name() {
-        assert_eq!(input_name("params.threshold_usd"), "p_threshold_usd");
-        assert_eq!(input_name("channels"), "channels");
+        assert_eq!(api_field("p_threshold_usd"), "params.threshold_usd");
+        assert_eq!(api_field("channels"), "channels");
         let mut f = RuleForm::blank(RuleKind::ErrorRate);
         f.params.insert("threshold_percent".into(), "lots".into());
         let e = f.to_input(false).unwrap_err();
