@@ -150,6 +150,30 @@ impl Drop for Proc {
 /// The signing secret the tests' collectors and workers share.
 pub const SIGNING_SECRET: &str = "e2e-signing-secret-0123456789abcdef";
 
+/// POSTs `batch` to a collector's `url` as the edge does (NDJSON, signed with
+/// [`SIGNING_SECRET`]); `Ok(status)` if the collector answered.
+pub fn post_signed_batch(url: &str, batch: &[usage_core::UsageRecord]) -> Result<u16, String> {
+    use usage_core::wire::{self, BatchFormat};
+    let body = wire::encode_batch(batch, BatchFormat::Ndjson);
+    let sig = wire::sign(
+        SIGNING_SECRET.as_bytes(),
+        chrono::Utc::now().timestamp(),
+        &body,
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    agent
+        .post(url)
+        .header(wire::SIGNATURE_HEADER, &sig)
+        .header("content-type", "application/x-ndjson")
+        .send(&body[..])
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
 /// A collector process writing to `database` on the test ClickHouse.
 #[derive(Debug)]
 pub struct CollectorProc {

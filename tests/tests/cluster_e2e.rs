@@ -20,27 +20,13 @@ use tollgate_clickhouse::dev_cluster::{DevCluster, NODES};
 use tollgate_clickhouse::integrity::{compare, ROLLUPS};
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_clickhouse::testing::ClusterDb;
-use tollgate_e2e::harness::{repo_root, CollectorProc, SIGNING_SECRET};
+use tollgate_e2e::harness::{repo_root, CollectorProc};
 use tollgate_e2e::soak::reconcile::wait_for_replicas;
-use usage_core::wire::{self, BatchFormat};
 use usage_core::UsageRecord;
 
 /// POSTs one signed batch; `Ok(status)` if the collector answered.
 fn post(url: &str, batch: &[UsageRecord]) -> Result<u16, String> {
-    let body = wire::encode_batch(batch, BatchFormat::Ndjson);
-    let sig = wire::sign(SIGNING_SECRET.as_bytes(), Utc::now().timestamp(), &body);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    agent
-        .post(url)
-        .header(wire::SIGNATURE_HEADER, &sig)
-        .header("content-type", "application/x-ndjson")
-        .send(&body[..])
-        .map(|r| r.status().as_u16())
-        .map_err(|e| e.to_string())
+    tollgate_e2e::harness::post_signed_batch(url, batch)
 }
 
 async fn scalar(client: &Client, sql: &str) -> u64 {

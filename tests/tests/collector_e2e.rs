@@ -12,9 +12,8 @@ use tollgate_clickhouse::clickhouse::{Client, Row};
 use tollgate_clickhouse::synthetic::{Shape, Synthetic};
 use tollgate_clickhouse::testing::TestDb;
 use tollgate_clickhouse::UsageEventRow;
-use tollgate_e2e::harness::{CollectorProc, SIGNING_SECRET};
+use tollgate_e2e::harness::CollectorProc;
 use tollgate_e2e::private_clickhouse::PrivateClickHouse;
-use usage_core::wire::{self, BatchFormat};
 use usage_core::UsageRecord;
 
 fn records(seed: u64, n: u64) -> Vec<UsageRecord> {
@@ -31,20 +30,7 @@ fn records(seed: u64, n: u64) -> Vec<UsageRecord> {
 
 /// POSTs one signed batch; `Ok(status)` if the collector answered.
 fn post(url: &str, batch: &[UsageRecord]) -> Result<u16, String> {
-    let body = wire::encode_batch(batch, BatchFormat::Ndjson);
-    let sig = wire::sign(SIGNING_SECRET.as_bytes(), Utc::now().timestamp(), &body);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    agent
-        .post(url)
-        .header(wire::SIGNATURE_HEADER, &sig)
-        .header("content-type", "application/x-ndjson")
-        .send(&body[..])
-        .map(|r| r.status().as_u16())
-        .map_err(|e| e.to_string())
+    tollgate_e2e::harness::post_signed_batch(url, batch)
 }
 
 /// Posts until the collector answers 202, as the edge does (retrying refusals and failures).

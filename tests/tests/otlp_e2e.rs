@@ -23,8 +23,7 @@ use serde_json::{json, Value};
 use service_kit::Secret;
 use tollgate_clickhouse::testing::TestDb;
 use tollgate_collector::testdata::record;
-use tollgate_e2e::harness::{run_python, CollectorProc, SIGNING_SECRET};
-use usage_core::wire::{self, BatchFormat};
+use tollgate_e2e::harness::{post_signed_batch, run_python, CollectorProc};
 use usage_core::{CostSource, ErrorClass, Nanos, UsageRecord, UsageSource};
 
 /// How the receiver answers.
@@ -108,26 +107,10 @@ fn start_collector(
 
 async fn post_batch(collector: &CollectorProc, batch: Vec<UsageRecord>) {
     let url = collector.records_url();
-    let status = tokio::task::spawn_blocking(move || {
-        let body = wire::encode_batch(&batch, BatchFormat::Ndjson);
-        let sig = wire::sign(SIGNING_SECRET.as_bytes(), Utc::now().timestamp(), &body);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        agent
-            .post(&url)
-            .header(wire::SIGNATURE_HEADER, &sig)
-            .header("content-type", "application/x-ndjson")
-            .send(&body[..])
-            .unwrap()
-            .status()
-            .as_u16()
-    })
-    .await
-    .unwrap();
-    assert_eq!(status, 202);
+    let status = tokio::task::spawn_blocking(move || post_signed_batch(&url, &batch))
+        .await
+        .unwrap();
+    assert_eq!(status, Ok(202));
 }
 
 /// Polls `probe` until it returns `Some`, for up to 30 s.
