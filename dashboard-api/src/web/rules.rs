@@ -413,10 +413,17 @@ struct Choices {
     budgets: Vec<(String, String)>,
 }
 
-async fn choices(state: &AppState, session: &Session) -> Choices {
-    let budgets = budgets::compute_list(state, &session.principal, None)
-        .await
-        .unwrap_or_default()
+/// The select options `kind`'s form needs: the budgets are read only for a kind that names one.
+async fn choices(state: &AppState, session: &Session, kind: RuleKind) -> Choices {
+    let needs_budgets = fields(kind).iter().any(|f| f.input == Input::Budget);
+    let listed = if needs_budgets {
+        budgets::compute_list(state, &session.principal, None)
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let budgets = listed
         .into_iter()
         .map(|b| {
             let label = if session.principal.role == Role::Admin {
@@ -743,7 +750,7 @@ async fn new_page(
     f: &RuleForm,
     error: Option<&ApiError>,
 ) -> Response {
-    let choices = choices(state, session).await;
+    let choices = choices(state, session, f.kind).await;
     let said = error.map_or(String::new(), |e| said_html(&Said::Refused(e)));
     let body = format!(
         "<div class=\"page-head\"><h1>New alert rule</h1><p class=\"muted\"><a href=\"/alerts#rules\" data-nav>← Alerts</a></p></div>\
@@ -844,7 +851,7 @@ async fn rule_page(
     };
     let main = if writable {
         let f = typed.cloned().unwrap_or_else(|| RuleForm::of(&rule));
-        let choices = choices(state, session).await;
+        let choices = choices(state, session, f.kind).await;
         let rid = rule.rule_id.to_string();
         format!(
             "{}<div class=\"rule-actions\">\
