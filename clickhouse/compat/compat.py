@@ -13,7 +13,11 @@ This script then
 3. checks, on each engine, that every rollup metric equals the same aggregate over the raw rows,
    before and after OPTIMIZE ... FINAL;
 4. runs every named query in clickhouse/queries/ (every scope kind) and every analyst view on
-   both engines and compares the answers value by value.
+   both engines and compares the answers value by value;
+5. checks what only a modern server adds (insert_deduplication_token);
+6. checks the per-org analyst roles' SQL (clickhouse/src/analyst_roles.rs) on 26.9: every
+   statement parses, the sync's reads answer, every granted object exists, every row policy's
+   filter runs on its table.
 
 Values are compared after normalising what legitimately differs between versions in text
 output: Decimal trailing zeros (18.16 prints 1.250000000, 26.9 prints 1.25) and float digits
@@ -72,7 +76,20 @@ class Chdb:
     name = "26.9"
 
     def __init__(self, path, database):
-        self.session = chdb_session.Session(str(path))
+        # The default user may read system.roles and system.row_policies, as the user Tollgate
+        # migrates with on a modern server may (access_management; step 6). In process there is
+        # still no writable user directory, so no role can be created.
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        users = path / "users.xml"
+        users.write_text(
+            "<clickhouse><profiles><default/></profiles><quotas><default/></quotas><users><default>"
+            "<password></password><networks><ip>::/0</ip></networks><profile>default</profile>"
+            "<quota>default</quota><access_management>1</access_management></default></users>"
+            "</clickhouse>")
+        config = path / "config.xml"
+        config.write_text(f"<clickhouse><users_config>{users}</users_config></clickhouse>")
+        self.session = chdb_session.Session(f"{path / 'data'}?config-file={config}")
         self.session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
         self.session.query(f"USE {database}")
         self.version = self.query("SELECT version()").strip()
@@ -387,6 +404,10 @@ def main():
     ap.add_argument("--server", required=True, help="18.16 HTTP URL")
     ap.add_argument("--database", required=True, help="migrated database on the 18.16 server")
     ap.add_argument("--chdb-path", required=True, help="empty directory for chdb's data")
+    ap.add_argument("--analyst-roles", required=True,
+                    help="tollgate-migrate --print-analyst-roles ORGS --json output")
+    ap.add_argument("--analyst-roles-cluster", required=True,
+                    help="the same, rendered with --cluster")
     ap.add_argument("--rows", type=int, default=6000)
     args = ap.parse_args()
 
@@ -479,6 +500,55 @@ def main():
         counts.append(new.query("SELECT count() FROM dedup_probe").strip())
     check("26.9: a retry with the same insert_deduplication_token is stored once, another token again",
           counts == ["100", "100", "200"], f"counts after each INSERT: {counts}")
+
+    # 6. Per-org analyst roles (clickhouse/src/analyst_roles.rs). chdb cannot create a role (in
+    # process it has no writable user directory), so 26.9 parses every statement, one server's
+    # and a cluster's (formatQuery), and resolves what they name: every granted object exists,
+    # and every policy's filter runs on its table and selects exactly its org's rows.
+    for label, path in (("one server", args.analyst_roles), ("cluster", args.analyst_roles_cluster)):
+        roles = json.loads(Path(path).read_text())
+        bad = []
+        for statement in roles["statements"]:
+            try:
+                new.query(f"SELECT formatQuery({quote(statement)})")
+            except RuntimeError as e:
+                bad.append(str(e)[:400])
+        check(f"26.9 parses the {len(roles['statements'])} analyst-role statements ({label})",
+              not bad and len(roles["statements"]) > 0, "\n".join(bad[:3]))
+    roles = json.loads(Path(args.analyst_roles).read_text())
+    for sql in roles["reads"]:
+        try:
+            answer = new.query(sql).strip()
+            # The capability probe must find both tables; the others have nothing to list yet.
+            expected = "2" if "system.tables" in sql else ""
+            check(f"26.9 answers the analyst-role sync's read: {sql[:70]}…", answer == expected,
+                  f"answered {answer!r}, expected {expected!r}")
+        except RuntimeError as e:
+            check(f"26.9 answers the analyst-role sync's read: {sql[:70]}…", False, str(e)[:400])
+    granted = sorted({m.group(1) for st in roles["statements"]
+                      for m in [re.match(r"GRANT SELECT ON `[^`]+`\.`([^`]+)` TO", st)] if m})
+    missing = [t for t in granted if new.query(f"EXISTS TABLE {t}").strip() != "1"]
+    check(f"26.9 has every object the analyst roles are granted ({len(granted)})",
+          granted and not missing, f"missing: {missing}")
+    usage_tables = ("usage_events",) + tuple(g[0] for g in GRAINS)
+    by_org = {}
+    for policy in roles["policies"]:
+        by_org.setdefault(policy["org"], []).append(policy)
+    for org, policies in by_org.items():
+        problems = []
+        for policy in policies:
+            table, where = policy["table"], policy["filter"]
+            try:
+                n, mine = new.query(f"SELECT count(), countIf(org_id = {quote(org)}) "
+                                    f"FROM {table} WHERE {where}").split()
+            except RuntimeError as e:
+                problems.append(str(e)[:400])
+                continue
+            # The data set has rows of org_000..org_002 in every usage table.
+            if n != mine or (table in usage_tables and org.startswith("org_") and n == "0"):
+                problems.append(f"{table}: {n} rows, {mine} of {org!r}")
+        check(f"26.9: the {len(policies)} row policies of {org!r} run and select its rows only",
+              not problems, "; ".join(problems))
 
     return finish(passed, failed)
 

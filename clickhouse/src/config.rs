@@ -21,6 +21,7 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:18123";
 /// database = "tollgate"
 /// user = "default"                   # optional
 /// password = "…"                     # optional; never printed
+/// analyst_roles = true               # a role per org, where the server has row policies
 /// ```
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,14 @@ pub struct ClickHouseConfig {
     /// Password of `user`.
     #[serde(default)]
     pub password: Option<String>,
+    /// Create a role per org that reads only that org's rows, where the server has roles and
+    /// row policies ([`crate::analyst_roles`]; docs/ANALYSTS.md). On by default.
+    #[serde(default = "default_true")]
+    pub analyst_roles: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_url() -> String {
@@ -54,6 +63,7 @@ impl Default for ClickHouseConfig {
             database: default_database(),
             user: None,
             password: None,
+            analyst_roles: true,
         }
     }
 }
@@ -65,6 +75,7 @@ impl fmt::Debug for ClickHouseConfig {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("analyst_roles", &self.analyst_roles)
             .finish()
     }
 }
@@ -106,6 +117,7 @@ impl ClickHouseConfig {
             database: database.into(),
             user: None,
             password: None,
+            analyst_roles: true,
         }
     }
 

@@ -21,6 +21,7 @@
 //! everything here runs on ClickHouse 18.16 and on 26.x.
 
 pub mod alerts;
+pub mod analyst_roles;
 pub mod budgets;
 mod config;
 pub mod credits;

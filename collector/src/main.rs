@@ -61,7 +61,8 @@ async fn migrate(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     );
     ch.user = config.clickhouse.user();
     ch.password = config.clickhouse.password();
-    let report = tollgate_clickhouse::Migrator::new(ch)?
+    ch.analyst_roles = config.clickhouse.analyst_roles;
+    let report = tollgate_clickhouse::Migrator::new(ch.clone())?
         .run(&mut |event| println!("{event}"))
         .await?;
     println!(
@@ -70,6 +71,11 @@ async fn migrate(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         report.already_applied.len(),
         report.skipped.len()
     );
+    // Ingest does not depend on the analysts' roles: a failure is reported, not fatal.
+    match tollgate_clickhouse::analyst_roles::sync(&ch, None).await {
+        Ok(outcome) => println!("{outcome}"),
+        Err(e) => eprintln!("analyst roles: not synced ({e}); the jobs retry every tick"),
+    }
     Ok(())
 }
 

@@ -157,6 +157,7 @@ impl Config {
         );
         ch.user = self.clickhouse.user();
         ch.password = self.clickhouse.password();
+        ch.analyst_roles = self.clickhouse.analyst_roles;
         ch
     }
 }

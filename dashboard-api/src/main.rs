@@ -102,6 +102,9 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
                 report.already_applied.len(),
                 report.skipped.len()
             );
+            let roles =
+                tollgate_clickhouse::analyst_roles::sync(&config.clickhouse(), None).await?;
+            println!("{roles}");
             Ok(())
         }
         Command::Token(cmd) => {

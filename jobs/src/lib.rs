@@ -49,6 +49,7 @@ pub struct Context {
 
 #[derive(Debug)]
 struct Inner {
+    clickhouse: tollgate_clickhouse::ClickHouseConfig,
     client: Client,
     keys_client: Client,
     config: JobsConfig,
@@ -60,6 +61,7 @@ impl Context {
     pub fn new(ch: &tollgate_clickhouse::ClickHouseConfig, config: JobsConfig) -> Context {
         Context {
             inner: Arc::new(Inner {
+                clickhouse: ch.clone(),
                 client: ch.client(),
                 keys_client: ch.keys_client(),
                 config,
@@ -70,6 +72,11 @@ impl Context {
 
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// Where the database is (for what needs more than a client: the analyst roles).
+    pub fn clickhouse(&self) -> &tollgate_clickhouse::ClickHouseConfig {
+        &self.inner.clickhouse
     }
 
     /// The key and token database (`api_tokens`, `app_keys`; migration 0015).

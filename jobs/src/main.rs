@@ -128,6 +128,7 @@ fn context(file: &JobsFile) -> Context {
     );
     ch.user = file.clickhouse.user();
     ch.password = file.clickhouse.password();
+    ch.analyst_roles = file.clickhouse.analyst_roles;
     Context::new(&ch, file.jobs())
 }
 

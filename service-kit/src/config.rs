@@ -20,6 +20,9 @@ pub struct ClickHouseSection {
     pub database: String,
     pub user: String,
     pub password: crate::Secret<String>,
+    /// Create a ClickHouse role per org that reads only that org's rows, where the server has
+    /// roles and row policies (docs/ANALYSTS.md). Default `true`.
+    pub analyst_roles: bool,
 }
 
 impl Default for ClickHouseSection {
@@ -29,6 +32,7 @@ impl Default for ClickHouseSection {
             database: "tollgate".into(),
             user: "default".into(),
             password: crate::Secret::default(),
+            analyst_roles: true,
         }
     }
 }

@@ -370,6 +370,39 @@ pub fn compat_with(server: &DevServerGuard) -> Result {
     }
     fs::write(&statements, &rendered.stdout)?;
 
+    // The per-org analyst roles, for orgs of the data set and one whose id needs quoting.
+    let roles_orgs = "org_000,org_001,o'b`x\\";
+    let mut roles_files = Vec::new();
+    for (name, cluster) in [
+        ("analyst_roles.json", None),
+        ("analyst_roles_cluster.json", Some("tollgate_cluster")),
+    ] {
+        let mut print = migrate_command();
+        print.args([
+            "--database",
+            "tollgate_compat",
+            "--json",
+            "--print-analyst-roles",
+            roles_orgs,
+        ]);
+        if let Some(c) = cluster {
+            print.args(["--cluster", c]);
+        }
+        print.current_dir(&root);
+        let out = print
+            .output()
+            .map_err(|e| fail!("tollgate-migrate --print-analyst-roles: {e}"))?;
+        if !out.status.success() {
+            return Err(fail!(
+                "tollgate-migrate --print-analyst-roles failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let file = work.join(name);
+        fs::write(&file, &out.stdout)?;
+        roles_files.push(file);
+    }
+
     step("compat: 18.16 database tollgate_compat (migrated by tollgate-migrate)");
     let addr =
         dev_server::http_addr_of(server.url()).ok_or_else(|| fail!("bad URL {}", server.url()))?;
@@ -412,7 +445,11 @@ pub fn compat_with(server: &DevServerGuard) -> Result {
             .arg(server.url())
             .args(["--database", "tollgate_compat"])
             .arg("--chdb-path")
-            .arg(&chdb_dir),
+            .arg(&chdb_dir)
+            .arg("--analyst-roles")
+            .arg(&roles_files[0])
+            .arg("--analyst-roles-cluster")
+            .arg(&roles_files[1]),
     );
     let _ = drop_db();
     result

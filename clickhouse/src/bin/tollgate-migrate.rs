@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tollgate_clickhouse::{ClickHouseConfig, Migrator, ServerVersion};
+use tollgate_clickhouse::{analyst_roles, ClickHouseConfig, Migrator, ServerVersion};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +37,14 @@ struct Args {
     /// With --print: JSON `[{"file", "statements": [...]}]` instead of SQL text.
     #[arg(long)]
     json: bool,
+    /// Do not create the per-org analyst roles after migrating (docs/ANALYSTS.md).
+    #[arg(long)]
+    no_analyst_roles: bool,
+    /// Print the per-org analyst role statements for these orgs (comma-separated) instead of
+    /// migrating; no server needed. With --json: `{"statements": [...], "policies":
+    /// [{"table", "org", "filter"}], "reads": [...]}`.
+    #[arg(long, value_delimiter = ',')]
+    print_analyst_roles: Option<Vec<String>>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -52,8 +60,47 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = ClickHouseConfig::new(args.url.clone(), args.database.clone());
-    let migrator = Migrator::new(config)?
+    let mut config = ClickHouseConfig::new(args.url.clone(), args.database.clone());
+    config.analyst_roles = !args.no_analyst_roles;
+
+    if let Some(orgs) = &args.print_analyst_roles {
+        let orgs = orgs.iter().cloned().collect();
+        let cluster = args.cluster.as_deref();
+        let statements = analyst_roles::statements(&args.database, &orgs, cluster);
+        if args.json {
+            let policies: Vec<serde_json::Value> = analyst_roles::policy_tables(cluster)
+                .iter()
+                .flat_map(|table| {
+                    orgs.iter().map(move |org| {
+                        serde_json::json!({
+                            "table": table,
+                            "org": org,
+                            "filter": analyst_roles::org_filter(org),
+                        })
+                    })
+                })
+                .collect();
+            // What a sync reads from the server, as it reads it.
+            let reads = [
+                analyst_roles::CAPABILITY_QUERY.to_string(),
+                analyst_roles::roles_query(),
+                analyst_roles::exemptions_query(&args.database),
+            ];
+            let out = serde_json::json!({
+                "statements": statements,
+                "policies": policies,
+                "reads": reads,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            for s in statements {
+                println!("{s};");
+            }
+        }
+        return Ok(());
+    }
+
+    let migrator = Migrator::new(config.clone())?
         .on_cluster(args.cluster.clone())
         .lock_timeout(Duration::from_secs(args.lock_timeout))
         .break_lock(args.break_lock);
@@ -88,6 +135,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         report.applied.len(),
         report.already_applied.len(),
         report.skipped.len()
+    );
+    println!(
+        "{}",
+        analyst_roles::sync(&config, args.cluster.as_deref()).await?
     );
     Ok(())
 }

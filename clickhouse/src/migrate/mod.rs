@@ -53,6 +53,7 @@ use sha2::{Digest, Sha256};
 
 pub(crate) use render::is_plain_name;
 pub use render::Target;
+pub(crate) use render::SHARDED_TABLES;
 pub use sql::Statement;
 
 use crate::config::read_query;

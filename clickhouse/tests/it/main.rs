@@ -2,6 +2,7 @@
 //! harness when nothing answers): each test has a database of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+mod analyst_roles;
 mod cluster;
 mod events;
 mod integrity;
