@@ -15,6 +15,7 @@ mod dev_cluster;
 
 use std::fs;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -314,6 +315,22 @@ fn migrate_command() -> Command {
     c
 }
 
+/// What `tollgate-migrate <args…>` prints (a `--print…` mode), written to `file`.
+fn print_to(file: &Path, common: &[&str], args: &[&str]) -> Result {
+    let mut print = migrate_command();
+    print.args(common).args(args).current_dir(repo_root());
+    let what = format!("tollgate-migrate {}", args.join(" "));
+    let out = print.output().map_err(|e| fail!("{what}: {e}"))?;
+    if !out.status.success() {
+        return Err(fail!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    fs::write(file, &out.stdout)?;
+    Ok(())
+}
+
 /// `cargo xtask compat`: every migration and named query on ClickHouse 26.9 (chdb, in
 /// process) against the same deterministic data as the 18.16 dev server, answers compared.
 pub fn compat() -> Result {
@@ -349,59 +366,21 @@ pub fn compat_with(server: &DevServerGuard) -> Result {
 
     step("compat: migrations for 26.9 (rendered by tollgate-migrate)");
     let statements = work.join("statements.json");
-    let mut render = migrate_command();
-    render.args([
-        "--print",
-        "--json",
-        "--server-version",
-        "26.9",
-        "--database",
-        "tollgate_compat",
-    ]);
-    render.current_dir(&root);
-    let rendered = render
-        .output()
-        .map_err(|e| fail!("tollgate-migrate --print: {e}"))?;
-    if !rendered.status.success() {
-        return Err(fail!(
-            "tollgate-migrate --print failed: {}",
-            String::from_utf8_lossy(&rendered.stderr)
-        ));
-    }
-    fs::write(&statements, &rendered.stdout)?;
+    let db = ["--database", "tollgate_compat", "--json"];
+    print_to(&statements, &db, &["--print", "--server-version", "26.9"])?;
 
     // The per-org analyst roles, for orgs of the data set and one whose id needs quoting.
-    let roles_orgs = "org_000,org_001,o'b`x\\";
-    let mut roles_files = Vec::new();
-    for (name, cluster) in [
-        ("analyst_roles.json", None),
-        ("analyst_roles_cluster.json", Some("tollgate_cluster")),
-    ] {
-        let mut print = migrate_command();
-        print.args([
-            "--database",
-            "tollgate_compat",
-            "--json",
-            "--print-analyst-roles",
-            roles_orgs,
-        ]);
-        if let Some(c) = cluster {
-            print.args(["--cluster", c]);
-        }
-        print.current_dir(&root);
-        let out = print
-            .output()
-            .map_err(|e| fail!("tollgate-migrate --print-analyst-roles: {e}"))?;
-        if !out.status.success() {
-            return Err(fail!(
-                "tollgate-migrate --print-analyst-roles failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let file = work.join(name);
-        fs::write(&file, &out.stdout)?;
-        roles_files.push(file);
-    }
+    let roles = ["--print-analyst-roles", "org_000,org_001,o'b`x\\"];
+    let roles_files = [
+        work.join("analyst_roles.json"),
+        work.join("analyst_roles_cluster.json"),
+    ];
+    print_to(&roles_files[0], &db, &roles)?;
+    print_to(
+        &roles_files[1],
+        &db,
+        &[&roles[..], &["--cluster", "tollgate_cluster"]].concat(),
+    )?;
 
     step("compat: 18.16 database tollgate_compat (migrated by tollgate-migrate)");
     let addr =

@@ -64,14 +64,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     config.analyst_roles = !args.no_analyst_roles;
 
     if let Some(orgs) = &args.print_analyst_roles {
-        let orgs = orgs.iter().cloned().collect();
-        let cluster = args.cluster.as_deref();
-        let statements = analyst_roles::statements(&args.database, &orgs, cluster);
+        let desired = analyst_roles::Desired::as_migrated(
+            &args.database,
+            orgs.iter().cloned().collect(),
+            args.cluster.as_deref(),
+        );
+        let statements = analyst_roles::plan(&desired, &analyst_roles::Current::default());
         if args.json {
-            let policies: Vec<serde_json::Value> = analyst_roles::policy_tables(cluster)
+            let policies: Vec<serde_json::Value> = desired
+                .policy_tables
                 .iter()
                 .flat_map(|table| {
-                    orgs.iter().map(move |org| {
+                    desired.orgs.iter().map(move |org| {
                         serde_json::json!({
                             "table": table,
                             "org": org,
@@ -81,11 +85,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .collect();
             // What a sync reads from the server, as it reads it.
-            let reads = [
-                analyst_roles::CAPABILITY_QUERY.to_string(),
-                analyst_roles::roles_query(),
-                analyst_roles::exemptions_query(&args.database),
-            ];
+            let mut reads = vec![analyst_roles::CAPABILITY_QUERY.to_string()];
+            reads.extend(analyst_roles::state_queries(&args.database));
             let out = serde_json::json!({
                 "statements": statements,
                 "policies": policies,

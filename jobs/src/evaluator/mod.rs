@@ -566,10 +566,12 @@ pub async fn evaluate_once(state: &Context, now: DateTime<Utc>) -> JobResult<Tic
         tracing::warn!(error = %e, "default alert rules could not be created; next tick retries");
     }
     // A new org's analysts get their ClickHouse role within a tick (where the server has roles).
-    match tollgate_clickhouse::analyst_roles::sync_new_orgs(state.clickhouse(), None).await {
-        Ok(o @ tollgate_clickhouse::analyst_roles::Outcome::Synced { .. }) => {
-            tracing::info!(outcome = %o, "analyst roles created");
-        }
+    match tollgate_clickhouse::analyst_roles::sync(state.clickhouse(), None).await {
+        Ok(
+            o @ tollgate_clickhouse::analyst_roles::Outcome::Synced {
+                statements: 1.., ..
+            },
+        ) => tracing::info!(outcome = %o, "analyst roles brought up to date"),
         Ok(o) => tracing::debug!(outcome = %o, "analyst roles"),
         Err(e) => {
             tracing::warn!(error = %e, "analyst roles could not be synced; next tick retries")
