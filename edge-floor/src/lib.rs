@@ -7,6 +7,11 @@
 //! so no design of it can be faster than this. The benchmark measures both against the same
 //! JavaScript passthrough, which hands the body stream to `fetch` unread.
 //!
+//! Two entry points: `fetch`, an async Rust handler (wasm-bindgen futures, the request built
+//! through `web_sys`), and `relay_body`, a synchronous copy of the body into wasm and back that
+//! a JavaScript handler calls (`edge_worker::local::FLOOR_JS_HANDLER_SHIM_JS`; column `floor, JS
+//! handler`): the floor of a design whose Rust core is called synchronously.
+//!
 //! Built the same way as the worker (wasm-bindgen, `web_sys`, the `wasm-release` profile);
 //! bindings `UPSTREAM` (provider base URL) and `KEY`.
 
@@ -21,6 +26,13 @@ mod worker {
         Reflect::get(env, &name.into())?
             .as_string()
             .ok_or_else(|| JsValue::from_str(&format!("binding {name} is not set")))
+    }
+
+    /// The body copied into wasm and back: what a JavaScript handler over a synchronous Rust
+    /// core does at least.
+    #[wasm_bindgen]
+    pub fn relay_body(body: &[u8]) -> Vec<u8> {
+        body.to_vec()
     }
 
     #[wasm_bindgen]

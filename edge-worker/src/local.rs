@@ -143,6 +143,23 @@ export default {
 };
 "#;
 
+/// The floor's work with the handler in JavaScript and one synchronous call into wasm (the body
+/// copied in and out; `edge_floor::relay_body`): the least a worker whose Rust core is called
+/// synchronously — no wasm-bindgen futures, no Rust-built requests — can cost.
+pub const FLOOR_JS_HANDLER_SHIM_JS: &str = r#"import * as wasm from "./index.js";
+export default {
+  async fetch(request, env) {
+    const body = wasm.relay_body(new Uint8Array(await request.arrayBuffer()));
+    const path = request.url.split("/v1/")[1] ?? "";
+    return fetch(`${env.UPSTREAM}/${path}`, {
+      method: request.method,
+      headers: { "content-type": "application/json", authorization: `Bearer ${env.KEY}` },
+      body,
+    });
+  },
+};
+"#;
+
 /// A minimal JavaScript proxy: the baseline the Rust worker's overhead is measured against.
 pub const PASSTHROUGH_JS: &str = r#"// The benchmark's baseline: forward the call, swap the key, return the response untouched.
 export default {

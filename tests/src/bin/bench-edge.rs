@@ -72,7 +72,7 @@ const TARGETS: &[&str] = &[
     "rust-nullsink",
 ];
 /// Measured after [`TARGETS`], in a workerd started for them alone (see `main`).
-const FLOOR_TARGETS: &[&str] = &["js-floor", "rust-floor"];
+const FLOOR_TARGETS: &[&str] = &["js-floor", "rust-floor", "rust-floor-js"];
 const INTERNAL_SECRET: &str = "bench-internal-secret-0123456789";
 const MODES: &[&str] = &["json", "stream"];
 const CONCURRENCY: &[usize] = &[1, 16];
@@ -227,8 +227,12 @@ async fn main() -> Result<(), BoxError> {
         .into());
     }
     let floor = JsBaseline {
-        wasm: Some(floor_bundle),
+        wasm: Some(floor_bundle.clone()),
         ..baseline("floor", FLOOR_SHIM_JS)
+    };
+    let floor_js_handler = JsBaseline {
+        wasm: Some(floor_bundle.clone()),
+        ..baseline("floorjs", edge_worker::local::FLOOR_JS_HANDLER_SHIM_JS)
     };
     let js_floor = baseline("passthrough", PASSTHROUGH_JS);
     let worker = WorkerdProc::start_with(bench.bindings(), vec![js.clone(), js_measuring.clone()]);
@@ -325,6 +329,10 @@ async fn main() -> Result<(), BoxError> {
         (
             "rust-floor",
             format!("http://{}/v1/chat/completions", floor.listen),
+        ),
+        (
+            "rust-floor-js",
+            format!("http://{}/v1/chat/completions", floor_js_handler.listen),
         ),
         ("rust", format!("{}/chat/completions", worker.base_url())),
         (
@@ -445,7 +453,10 @@ async fn main() -> Result<(), BoxError> {
     let memory_peak = memory_kib(worker.proc.pid());
     drop(budget_worker);
     drop(before);
-    let floor_workerd = WorkerdProc::start_with(Vec::new(), vec![js_floor.clone(), floor.clone()]);
+    let floor_workerd = WorkerdProc::start_with(
+        Vec::new(),
+        vec![js_floor.clone(), floor.clone(), floor_js_handler.clone()],
+    );
     let floor_pids: HashMap<&str, u32> = FLOOR_TARGETS
         .iter()
         .map(|&t| (t, floor_workerd.proc.pid()))
@@ -485,6 +496,8 @@ async fn main() -> Result<(), BoxError> {
             let measuring_ratio = measuring.0 / js.0;
             // Against the passthrough of its own workerd.
             let floor_ratio = floor.0 / get("js-floor").0;
+            let floor_js = get("rust-floor-js");
+            let floor_js_ratio = floor_js.0 / get("js-floor").0;
             rows.push(json!({
                 "mode": m, "concurrency": c,
                 "mock_p50_ms": mock.0, "mock_p99_ms": mock.1,
@@ -496,6 +509,9 @@ async fn main() -> Result<(), BoxError> {
                 "js_measuring_to_js_p50": measuring_ratio,
                 "rust_floor_p50_ms": floor.0, "rust_floor_p99_ms": floor.1,
                 "rust_floor_to_js_p50": floor_ratio,
+                "rust_floor_js_handler_p50_ms": floor_js.0, "rust_floor_js_handler_p99_ms": floor_js.1,
+                "rust_floor_js_handler_to_js_p50": floor_js_ratio,
+                "rust_floor_js_handler_cpu_ms_per_call": floor_js.3,
                 "budget_p50_ms": guarded.0, "budget_p99_ms": guarded.1,
                 "js_cpu_ms_per_call": js.3, "js_measuring_cpu_ms_per_call": measuring.3,
                 "rust_floor_cpu_ms_per_call": floor.3, "rust_cpu_ms_per_call": rust.3,
@@ -514,14 +530,15 @@ async fn main() -> Result<(), BoxError> {
                 guarded.1 - rust.1
             ));
             md_rows.push_str(&format!(
-                "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | **{:.2}** | {:.2} | {:.2} | {:.0} |\n",
-                mock.0, mock.1, js.0, js.1, measuring.0, measuring.1, floor.0, floor.1, rust.0, rust.1, rust.0 - mock.0, ratio, floor_ratio, measuring_ratio, rust.2
+                "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | **{:.2}** | {:.2} | {:.2} | {:.2} | {:.0} |\n",
+                mock.0, mock.1, js.0, js.1, measuring.0, measuring.1, floor.0, floor.1, floor_js.0, floor_js.1, rust.0, rust.1, rust.0 - mock.0, ratio, floor_ratio, floor_js_ratio, measuring_ratio, rust.2
             ));
             cpu_rows.push_str(&format!(
-                "| {m} | {c} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | **{:.2}** |\n",
+                "| {m} | {c} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | **{:.2}** |\n",
                 js.3,
                 measuring.3,
                 floor.3,
+                floor_js.3,
                 rust.3,
                 guarded.3,
                 rust.3 / js.3
@@ -667,10 +684,13 @@ async fn main() -> Result<(), BoxError> {
          every 50 ms). `rust floor` is the least any Rust → Wasm worker that acts on the body does\n\
          (crate `edge-floor`: read the body into wasm, forward it; nothing else); it is measured\n\
          after the others, in a workerd of its own, and `floor ÷ js` is against the passthrough\n\
-         there (while the floor ran alongside, Tollgate's worker measured a third slower). Latency\n\
-         is to the last byte of the response; p50 / p99 in ms.\n\n\
-         | mode | clients | mock direct | js passthrough | js measuring | rust floor | rust worker | rust added p50 | rust ÷ js p50 | floor ÷ js p50 | js measuring ÷ js p50 | rust req/s |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n{md_rows}\n\
+         there (while the floor ran alongside, Tollgate's worker measured a third slower). `floor, JS\n\
+         handler` is the same work with the handler in JavaScript and one synchronous call into wasm\n\
+         that copies the body in and out (`edge_worker::local::FLOOR_JS_HANDLER_SHIM_JS`): the floor\n\
+         of a worker whose Rust core is called synchronously, without wasm-bindgen's futures.\n\
+         Latency is to the last byte of the response; p50 / p99 in ms.\n\n\
+         | mode | clients | mock direct | js passthrough | js measuring | rust floor | floor, JS handler | rust worker | rust added p50 | rust ÷ js p50 | floor ÷ js p50 | floor, JS handler ÷ js p50 | js measuring ÷ js p50 | rust req/s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{md_rows}\n\
          Bundle: wasm {wasm_gz} B gzip, JS glue {js_gz} B gzip.\n\n\
          ### With a hard budget guarding every call\n\n\
          `rust+budget` is the same worker with one hard budget on the caller's org: every call reserves in\n\
@@ -693,8 +713,8 @@ async fn main() -> Result<(), BoxError> {
          ### CPU per call and memory (workerd, from `/proc`)\n\n\
          CPU time (user + system) of the workerd process during each cell ÷ the calls in it, ms; \
          each cell runs alone. Operators on Cloudflare pay for this CPU.\n\n\
-         | mode | clients | js passthrough | js measuring | rust floor | rust worker | rust+budget | rust ÷ js |\n\
-         |---|---|---|---|---|---|---|---|\n{cpu_rows}\n{memory_md}\n{compare_md}",
+         | mode | clients | js passthrough | js measuring | rust floor | floor, JS handler | rust worker | rust+budget | rust ÷ js |\n\
+         |---|---|---|---|---|---|---|---|---|\n{cpu_rows}\n{memory_md}\n{compare_md}",
         rounds = args.run.rounds,
         secs = args.run.secs,
     );
