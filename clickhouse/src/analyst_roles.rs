@@ -381,16 +381,14 @@ struct Name {
     name: String,
 }
 
-/// Every org: an org id with an admin token or an app key (as the default rules count them).
+/// Every org: an org id with an admin token or an app key, as the default rules count them
+/// ([`crate::queries::ORGS_WITH_KEYS`]).
 pub async fn orgs(config: &ClickHouseConfig) -> Result<BTreeSet<String>> {
-    let keys = config.keys_client();
-    let rows: Vec<Name> = read_query(
-        &keys,
-        "SELECT org_id AS name FROM api_tokens WHERE org_id != '' GROUP BY org_id \
-         UNION ALL SELECT org_id AS name FROM app_keys WHERE org_id != '' GROUP BY org_id",
-    )
-    .fetch_all()
-    .await?;
+    let sql = format!(
+        "SELECT org_id AS name FROM ({}) GROUP BY org_id",
+        crate::queries::ORGS_WITH_KEYS.body()
+    );
+    let rows: Vec<Name> = read_query(&config.keys_client(), &sql).fetch_all().await?;
     Ok(rows.into_iter().map(|r| r.name).collect())
 }
 

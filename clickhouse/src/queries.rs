@@ -52,6 +52,9 @@ named_query!(HOURLY_TIMESERIES, "hourly_timeseries");
 named_query!(BY_PROVIDER, "by_provider");
 named_query!(MODEL_PERFORMANCE, "model_performance");
 named_query!(TOP_SPENDERS, "top_spenders");
+// Every org: an org id with an admin token or an app key (orgs have no table of their own).
+// Read in the key and token database; used by the default rules and the analyst roles.
+named_query!(ORGS_WITH_KEYS, "admin/default_rule_orgs");
 
 /// The named queries whose row types live here (dashboard-api keeps others next to its
 /// handlers; the compat check runs every file in `queries/`).

@@ -53,10 +53,7 @@ const SCOPES: NamedQuery = NamedQuery {
     name: "admin/default_rule_scopes",
     sql: include_str!("../../clickhouse/queries/admin/default_rule_scopes.sql"),
 };
-const ORGS: NamedQuery = NamedQuery {
-    name: "admin/default_rule_orgs",
-    sql: include_str!("../../clickhouse/queries/admin/default_rule_orgs.sql"),
-};
+const ORGS: NamedQuery = tollgate_clickhouse::queries::ORGS_WITH_KEYS;
 
 /// What one default rule covers, as `default_rule_orgs` and `default_rule_scopes` report it.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
