@@ -43,6 +43,15 @@ pub enum BenchCommand {
         /// from an earlier commit), measured in the same rounds: a before/after table.
         #[arg(long)]
         compare: Option<String>,
+        /// A quick A/B of `--compare` against the current build: only the two builds (and the
+        /// passthrough) in the same rounds, no floor, no realistic stream; the before/after
+        /// table is printed and BENCHMARKS.md left as it is.
+        #[arg(long, requires = "compare")]
+        ab: bool,
+        /// With `--ab`: both builds ship their records to a sink that keeps nothing (the edge's
+        /// own cost, without the collector and ClickHouse on the same cores).
+        #[arg(long, requires = "ab")]
+        null_sink: bool,
     },
     /// Edge worker: a CPU profile of its isolate (V8's, through workerd's inspector) under a
     /// closed loop, summarised by kind of code and top functions.
@@ -89,7 +98,12 @@ pub fn run(cmd: &BenchCommand) -> Result {
         BenchCommand::Collector { records } => {
             service_bench("collector", &["--records", &records.to_string()])
         }
-        BenchCommand::Edge { rounds, compare } => {
+        BenchCommand::Edge {
+            rounds,
+            compare,
+            ab,
+            null_sink,
+        } => {
             crate::edge::build()?;
             crate::edge::build_floor()?;
             let rounds = rounds.to_string();
@@ -99,6 +113,13 @@ pub fn run(cmd: &BenchCommand) -> Result {
             let mut extra = vec!["--rounds", &rounds];
             if let Some(dir) = &compare {
                 extra.extend(["--compare", dir.as_str()]);
+            }
+            if *ab {
+                extra.push("--ab");
+                if *null_sink {
+                    extra.push("--null-sink");
+                }
+                return run_service_bench("edge", &extra);
             }
             service_bench("edge", &extra)
         }
@@ -167,6 +188,8 @@ pub fn run(cmd: &BenchCommand) -> Result {
             run(&BenchCommand::Edge {
                 rounds: 3,
                 compare: None,
+                ab: false,
+                null_sink: false,
             })?;
             run(&BenchCommand::Peers { rounds: 3 })?;
             run(&BenchCommand::Dashboard {
@@ -187,6 +210,28 @@ pub fn run(cmd: &BenchCommand) -> Result {
 /// Runs `bench-<name>` (a release binary of `tollgate-e2e`) against the dev ClickHouse and
 /// splices its section into docs/BENCHMARKS.md.
 fn service_bench(name: &str, extra: &[&str]) -> Result {
+    let root = repo_root();
+    run_service_bench(
+        name,
+        &[
+            extra,
+            &[
+                "--out",
+                &format!("target/bench/{name}.json"),
+                "--markdown",
+                &format!("target/bench/{name}.md"),
+            ],
+        ]
+        .concat(),
+    )?;
+    let section = fs::read_to_string(root.join(format!("target/bench/{name}.md")))?;
+    splice_section(&root.join("docs/BENCHMARKS.md"), name, &section)?;
+    println!("    updated docs/BENCHMARKS.md (section `{name}`)");
+    Ok(())
+}
+
+/// Builds the services and runs `bench-<name>` with `extra` against the dev ClickHouse.
+fn run_service_bench(name: &str, extra: &[&str]) -> Result {
     let root = repo_root();
     let server = DevServerGuard::start()?;
     step(&format!("bench {name}: release build"));
@@ -209,14 +254,8 @@ fn service_bench(name: &str, extra: &[&str]) -> Result {
         &format!("bench-{name}"),
         std::process::Command::new(&bin)
             .args(extra)
-            .args(["--out", &format!("target/bench/{name}.json")])
-            .args(["--markdown", &format!("target/bench/{name}.md")])
             .env("TOLLGATE_CLICKHOUSE_URL", server.url()),
-    )?;
-    let section = fs::read_to_string(root.join(format!("target/bench/{name}.md")))?;
-    splice_section(&root.join("docs/BENCHMARKS.md"), name, &section)?;
-    println!("    updated docs/BENCHMARKS.md (section `{name}`)");
-    Ok(())
+    )
 }
 
 /// The web dashboard's page weight and load time, measured by the browser test in headless

@@ -40,6 +40,14 @@ struct Args {
     /// measured in the same rounds as `rust-before`: a before/after table is added.
     #[arg(long)]
     compare: Option<PathBuf>,
+    /// A quick A/B: only Tollgate's worker and the `--compare` build (and the passthrough),
+    /// no floor and no realistic stream; the before/after table is printed, nothing written.
+    #[arg(long, requires = "compare")]
+    ab: bool,
+    /// With `--ab`: both builds ship their records to a sink that keeps nothing, instead of
+    /// the collector (which, with ClickHouse, shares the machine's cores with the worker).
+    #[arg(long, requires = "ab")]
+    null_sink: bool,
     #[arg(long, default_value = "target/bench/edge.json")]
     out: PathBuf,
     #[arg(long, default_value = "target/bench/edge.md")]
@@ -191,6 +199,39 @@ fn measure_cell(
     with_retries(cell, || measure(url, key, stream, c, secs))
 }
 
+/// The before/after rows (markdown, JSON) of `rust-before` against `rust`.
+fn compare_table(results: &Results) -> (String, Vec<serde_json::Value>) {
+    let mut cmp_rows = Vec::new();
+    let mut table = String::new();
+    for &c in CONCURRENCY {
+        for m in MODES {
+            let get = |t: &str| cell_medians(results, t, m, c);
+            let (old, new) = (get("rust-before"), get("rust"));
+            table.push_str(&format!(
+            "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            old.0,
+            old.1,
+            new.0,
+            new.1,
+            new.0 / old.0,
+            old.2,
+            new.2,
+            new.2 / old.2,
+            old.3,
+            new.3,
+            new.3 / old.3
+        ));
+            cmp_rows.push(json!({"mode": m, "concurrency": c,
+            "before_p50_ms": old.0, "before_p99_ms": old.1, "before_rps": old.2,
+            "after_p50_ms": new.0, "after_p99_ms": new.1, "after_rps": new.2,
+            "p50_after_to_before": new.0 / old.0, "rps_after_to_before": new.2 / old.2,
+            "before_cpu_ms_per_call": old.3, "after_cpu_ms_per_call": new.3,
+            "cpu_after_to_before": new.3 / old.3}));
+        }
+    }
+    (table, cmp_rows)
+}
+
 fn gzip_len(path: &std::path::Path) -> u64 {
     let out = std::process::Command::new("gzip")
         .args(["-9", "-c"])
@@ -235,7 +276,23 @@ async fn main() -> Result<(), BoxError> {
         ..baseline("floorjs", edge_worker::local::FLOOR_JS_HANDLER_SHIM_JS)
     };
     let js_floor = baseline("passthrough", PASSTHROUGH_JS);
-    let worker = WorkerdProc::start_with(bench.bindings(), vec![js.clone(), js_measuring.clone()]);
+    // The same worker shipping its records to a sink that takes them at once and keeps
+    // nothing: what the collector and ClickHouse, sharing the machine's cores, add to the tail.
+    let sink_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sink = format!("http://{}/v1/records", sink_listener.local_addr()?);
+    let sink_router =
+        axum::Router::new().fallback(|| async { (axum::http::StatusCode::ACCEPTED, "{}") });
+    tokio::spawn(async move { axum::serve(sink_listener, sink_router).await });
+    // Where Tollgate's worker (and the build compared with it) ship their records.
+    let records_to = if args.null_sink {
+        sink.clone()
+    } else {
+        collector.records_url()
+    };
+    let worker = WorkerdProc::start_with(
+        bench.bindings_to(&records_to),
+        vec![js.clone(), js_measuring.clone()],
+    );
     // The same worker with a budget guarding every call: keys and budgets from dashboard-api.
     let mut dconfig = tollgate_dashboard_api::config::Config::default();
     dconfig.clickhouse.url = url.clone();
@@ -298,19 +355,12 @@ async fn main() -> Result<(), BoxError> {
     bindings.push(("KEYS_URL".into(), dashboard.clone()));
     bindings.push(("KEYS_SIGNING_SECRET".into(), INTERNAL_SECRET.into()));
     let budget_worker = WorkerdProc::start(bindings);
-    // The same worker shipping its records to a sink that takes them at once and keeps
-    // nothing: what the collector and ClickHouse, sharing the machine's cores, add to the tail.
-    let sink_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sink = format!("http://{}/v1/records", sink_listener.local_addr()?);
-    let sink_router =
-        axum::Router::new().fallback(|| async { (axum::http::StatusCode::ACCEPTED, "{}") });
-    tokio::spawn(async move { axum::serve(sink_listener, sink_router).await });
     let nullsink_worker = WorkerdProc::start(bench.bindings_to(&sink));
     // The build to compare with: the same bindings, a workerd of its own.
     let before = args.compare.as_ref().map(|dir| {
         WorkerdProc::start_bundle(
             dir.clone(),
-            bench.bindings(),
+            bench.bindings_to(&records_to),
             Vec::new(),
             Default::default(),
         )
@@ -379,6 +429,10 @@ async fn main() -> Result<(), BoxError> {
     let mut feel_targets: Vec<&str> = FEEL_TARGETS.to_vec();
     if before.is_some() {
         feel_targets.push("rust-before");
+    }
+    if args.ab {
+        targets.retain(|t| ["js", "rust", "rust-before"].contains(t));
+        feel_targets.clear();
     }
     // Memory of the workerd that runs Tollgate's worker (beside the two JS workers), before
     // any call, then its peak and what it holds after the load.
@@ -450,6 +504,11 @@ async fn main() -> Result<(), BoxError> {
         Ok(())
     };
     run(&targets, &feel_targets, &pids, "workers")?;
+    if args.ab {
+        println!("| mode | clients | before | after | after ÷ before p50 | before req/s | after req/s | after ÷ before req/s | before CPU | after CPU | after ÷ before CPU |\n|---|---|---|---|---|---|---|---|---|---|---|");
+        print!("{}", compare_table(&results).0);
+        return Ok(());
+    }
     let memory_peak = memory_kib(worker.proc.pid());
     drop(budget_worker);
     drop(before);
@@ -485,12 +544,19 @@ async fn main() -> Result<(), BoxError> {
             );
             let nullsink = get("rust-nullsink");
             tail_rows.push_str(&format!(
-                "| {m} | {c} | {:.2} | {:.2} | {:.2} | **{:.2}** | **{:.2}** |\n",
+                "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | **{:.2}** | {:.2} | **{:.2}** | {:.2} | **{:.2}** |\n",
+                js.0,
                 js.1,
+                rust.0,
                 rust.1,
+                nullsink.0,
                 nullsink.1,
+                rust.0 / js.0,
+                nullsink.0 / js.0,
                 rust.1 / js.1,
-                nullsink.1 / js.1
+                nullsink.1 / js.1,
+                rust.2 / js.2,
+                nullsink.2 / js.2
             ));
             let ratio = rust.0 / js.0;
             let measuring_ratio = measuring.0 / js.0;
@@ -534,14 +600,16 @@ async fn main() -> Result<(), BoxError> {
                 mock.0, mock.1, js.0, js.1, measuring.0, measuring.1, floor.0, floor.1, floor_js.0, floor_js.1, rust.0, rust.1, rust.0 - mock.0, ratio, floor_ratio, floor_js_ratio, measuring_ratio, rust.2
             ));
             cpu_rows.push_str(&format!(
-                "| {m} | {c} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | **{:.2}** |\n",
+                "| {m} | {c} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | **{:.2}** | **{:.2}** |\n",
                 js.3,
                 measuring.3,
                 floor.3,
                 floor_js.3,
                 rust.3,
+                nullsink.3,
                 guarded.3,
-                rust.3 / js.3
+                rust.3 / js.3,
+                nullsink.3 / js.3
             ));
             println!("  {m:<6} c={c:<2}  mock p50 {:.2} ms | js p50 {:.2} ms | js-measuring p50 {:.2} ms (×{measuring_ratio:.2}) | rust floor p50 {:.2} ms (×{floor_ratio:.2}) | rust p50 {:.2} ms (×{ratio:.2} of js) p99 {:.2} ms", mock.0, js.0, measuring.0, floor.0, rust.0, rust.1);
         }
@@ -603,34 +671,7 @@ async fn main() -> Result<(), BoxError> {
     // Before / after: the two builds, same rounds, medians; ratios per cell.
     let mut compare_md = String::new();
     if let Some(dir) = &args.compare {
-        let mut cmp_rows = Vec::new();
-        let mut table = String::new();
-        for &c in CONCURRENCY {
-            for m in MODES {
-                let get = |t: &str| cell_medians(&results, t, m, c);
-                let (old, new) = (get("rust-before"), get("rust"));
-                table.push_str(&format!(
-                    "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
-                    old.0,
-                    old.1,
-                    new.0,
-                    new.1,
-                    new.0 / old.0,
-                    old.2,
-                    new.2,
-                    new.2 / old.2,
-                    old.3,
-                    new.3,
-                    new.3 / old.3
-                ));
-                cmp_rows.push(json!({"mode": m, "concurrency": c,
-                    "before_p50_ms": old.0, "before_p99_ms": old.1, "before_rps": old.2,
-                    "after_p50_ms": new.0, "after_p99_ms": new.1, "after_rps": new.2,
-                    "p50_after_to_before": new.0 / old.0, "rps_after_to_before": new.2 / old.2,
-                    "before_cpu_ms_per_call": old.3, "after_cpu_ms_per_call": new.3,
-                    "cpu_after_to_before": new.3 / old.3}));
-            }
-        }
+        let (table, cmp_rows) = compare_table(&results);
         let built_at = std::fs::read_to_string(dir.join("COMMIT"))
             .map(|c| {
                 format!(
@@ -696,13 +737,14 @@ async fn main() -> Result<(), BoxError> {
          `rust+budget` is the same worker with one hard budget on the caller's org: every call reserves in\n\
          the budget's `BudgetGuard` Durable Object before it is sent and settles after (p50 / p99 ms).\n\n\
          | mode | clients | budgets off | budget guard | added by the guard |\n|---|---|---|---|---|\n{guard_rows}\n\
-         ### The tail: where the p99 comes from\n\n\
+         ### The collector's share: the worker with its records to a null sink\n\n\
          `rust-nullsink` is the same worker, in a workerd of its own, shipping its records to a sink \
          that answers 202 at once and keeps nothing; `rust` ships them to the real collector, which \
-         inserts into ClickHouse — on the same two cores as the client, the mock and workerd \
-         (p99 ms).\n\n\
-         | mode | clients | js passthrough | rust worker | rust, records to a null sink | rust ÷ js p99 | null sink ÷ js p99 |\n\
-         |---|---|---|---|---|---|---|\n{tail_rows}\n\
+         inserts into ClickHouse — on the same two cores as the client, the mock and workerd. In \
+         production the collector and ClickHouse run elsewhere: the null sink's figures are the \
+         edge's own (p50 / p99 ms; req/s as a ratio to the passthrough's).\n\n\
+         | mode | clients | js passthrough | rust worker | rust, records to a null sink | rust ÷ js p50 | null sink ÷ js p50 | rust ÷ js p99 | null sink ÷ js p99 | rust ÷ js req/s | null sink ÷ js req/s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n{tail_rows}\n\
          ### What users feel: a realistic stream\n\n\
          The provider's headers and first chunk after {FEEL_FIRST_MS} ms, then {FEEL_CHUNKS} chunks \
          {FEEL_GAP_MS} ms apart; {FEEL_CLIENTS} streams at a time, each body read as it arrives. Time \
@@ -713,8 +755,8 @@ async fn main() -> Result<(), BoxError> {
          ### CPU per call and memory (workerd, from `/proc`)\n\n\
          CPU time (user + system) of the workerd process during each cell ÷ the calls in it, ms; \
          each cell runs alone. Operators on Cloudflare pay for this CPU.\n\n\
-         | mode | clients | js passthrough | js measuring | rust floor | floor, JS handler | rust worker | rust+budget | rust ÷ js |\n\
-         |---|---|---|---|---|---|---|---|---|\n{cpu_rows}\n{memory_md}\n{compare_md}",
+         | mode | clients | js passthrough | js measuring | rust floor | floor, JS handler | rust worker | rust, null sink | rust+budget | rust ÷ js | null sink ÷ js |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n{cpu_rows}\n{memory_md}\n{compare_md}",
         rounds = args.run.rounds,
         secs = args.run.secs,
     );
