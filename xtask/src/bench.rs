@@ -105,7 +105,9 @@ pub fn run(cmd: &BenchCommand) -> Result {
             null_sink,
         } => {
             crate::edge::build()?;
-            crate::edge::build_floor()?;
+            if !*ab {
+                crate::edge::build_floor()?;
+            }
             let rounds = rounds.to_string();
             let compare = compare
                 .as_ref()

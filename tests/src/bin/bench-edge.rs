@@ -206,34 +206,37 @@ fn measure_cell(
     with_retries(cell, || measure(url, key, stream, c, secs))
 }
 
-/// The before/after rows (markdown, JSON) of `rust-before` against `rust`.
+/// The before/after table's header (markdown).
+const COMPARE_HEADER: &str = "| mode | clients | before | after | after ÷ before p50 | before req/s | after req/s | after ÷ before req/s | before CPU | after CPU | after ÷ before CPU |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+
+/// The before/after table of `rust-before` against `rust` (markdown, header included) and its
+/// rows as JSON.
 fn compare_table(results: &Results) -> (String, Vec<serde_json::Value>) {
     let mut cmp_rows = Vec::new();
-    let mut table = String::new();
+    let mut table = COMPARE_HEADER.to_string();
     for &c in CONCURRENCY {
         for m in MODES {
             let get = |t: &str| cell_medians(results, t, m, c);
             let (old, new) = (get("rust-before"), get("rust"));
+            let row = [
+                new.0 / old.0,
+                old.2,
+                new.2,
+                new.2 / old.2,
+                old.3,
+                new.3,
+                new.3 / old.3,
+            ];
             table.push_str(&format!(
-            "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
-            old.0,
-            old.1,
-            new.0,
-            new.1,
-            new.0 / old.0,
-            old.2,
-            new.2,
-            new.2 / old.2,
-            old.3,
-            new.3,
-            new.3 / old.3
-        ));
+                "| {m} | {c} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+                old.0, old.1, new.0, new.1, row[0], row[1], row[2], row[3], row[4], row[5], row[6]
+            ));
             cmp_rows.push(json!({"mode": m, "concurrency": c,
-            "before_p50_ms": old.0, "before_p99_ms": old.1, "before_rps": old.2,
-            "after_p50_ms": new.0, "after_p99_ms": new.1, "after_rps": new.2,
-            "p50_after_to_before": new.0 / old.0, "rps_after_to_before": new.2 / old.2,
-            "before_cpu_ms_per_call": old.3, "after_cpu_ms_per_call": new.3,
-            "cpu_after_to_before": new.3 / old.3}));
+                "before_p50_ms": old.0, "before_p99_ms": old.1, "before_rps": old.2,
+                "after_p50_ms": new.0, "after_p99_ms": new.1, "after_rps": new.2,
+                "p50_after_to_before": row[0], "rps_after_to_before": row[3],
+                "before_cpu_ms_per_call": old.3, "after_cpu_ms_per_call": new.3,
+                "cpu_after_to_before": row[6]}));
         }
     }
     (table, cmp_rows)
@@ -267,7 +270,8 @@ async fn main() -> Result<(), BoxError> {
     // workerd of its own beside its own passthrough: while it ran next to the others, Tollgate's
     // worker measured a third slower (in three runs; cause not found), which would flatter it.
     let floor_bundle = repo_root().join("target/edge-floor");
-    if !floor_bundle.join("index_bg.wasm").is_file() {
+    // (`--ab` measures no floor.)
+    if !args.ab && !floor_bundle.join("index_bg.wasm").is_file() {
         return Err(format!(
             "{} is missing: run `cargo xtask bench edge`, which builds it",
             floor_bundle.display()
@@ -512,7 +516,6 @@ async fn main() -> Result<(), BoxError> {
     };
     run(&targets, &feel_targets, &pids, "workers")?;
     if args.ab {
-        println!("| mode | clients | before | after | after ÷ before p50 | before req/s | after req/s | after ÷ before req/s | before CPU | after CPU | after ÷ before CPU |\n|---|---|---|---|---|---|---|---|---|---|---|");
         print!("{}", compare_table(&results).0);
         return Ok(());
     }
@@ -701,9 +704,7 @@ async fn main() -> Result<(), BoxError> {
              `rust-before` is another build of the worker, in a workerd of its own, measured in the\n\
              same interleaved rounds as `rust` (p50 / p99 ms; medians over rounds), and the CPU time\n\
              its workerd spends per call (ms; steadier than latency on a shared machine). Bundle before{built_at}:\n\
-             wasm {old_wasm} B gzip, JS glue {old_js} B gzip.\n\n\
-             | mode | clients | before | after | after ÷ before p50 | before req/s | after req/s | after ÷ before req/s | before CPU | after CPU | after ÷ before CPU |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|\n{table}",
+             wasm {old_wasm} B gzip, JS glue {old_js} B gzip.\n\n{table}",
             dir.display()
         );
     }
